@@ -1,0 +1,61 @@
+# unioncard: the two commands are `make demo` and `make test` (see README.md).
+# Both install what they need: Debian packages (as root) and a virtual environment.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+DATA ?= demo-data
+
+# Debian packages the product needs at run time, and to build pyscard from source.
+DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-venv
+# ... and what the test suite needs on top: a browser for the cashier page, PostgreSQL.
+DEB_TEST := chromium chromium-driver postgresql
+
+.PHONY: help demo serve test lint typecheck bench deps deps-test venv clean
+
+help:
+	@echo "make demo   - install everything and run unioncard end to end (SQLite, virtual card reader)"
+	@echo "make test   - install everything and run lint, type checks and the whole test suite"
+	@echo "make bench  - measure the performance goals (QUICK=1 for a short run)"
+
+deps:
+	@bash -c 'missing=""; for p in $(DEB_RUN); do dpkg-query -W -f="\$${Status}" $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi'
+
+deps-test: deps
+	@bash -c 'missing=""; for p in $(DEB_TEST); do dpkg-query -W -f="\$${Status}" $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-binary pyscard --config-settings editable_mode=compat -e '.[dev]'
+	@touch $@
+
+venv: deps $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/unioncard demo --data $(DATA)
+
+serve: venv
+	$(VENV)/bin/unioncard demo --data $(DATA) --serve
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: deps-test venv lint typecheck
+	$(PY) tests/services.py postgres
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
