@@ -1,0 +1,1 @@
+"""Reading the member's bank chip card (EMV / PBOC) through PC/SC."""

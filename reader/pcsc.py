@@ -1,0 +1,322 @@
+"""The PC/SC adapter: pcscd through pyscard's low-level ``smartcard.scard`` API.
+
+This is the only module of the reader that imports pyscard. Every failure of
+pcscd, the reader or the card becomes a :mod:`reader.errors` class here, so
+callers see nothing but :class:`reader.errors.CardError`. The EMV logic itself is
+the pure :func:`reader.emv.read_identity`, given :meth:`PcscConnection.transmit`.
+
+Waiting for a card uses ``SCardGetStatusChange`` with a deadline (PC/SC Part 5,
+3.1.8); pyscard's ``CardRequest`` (it spins forever on an unknown reader in 2.3.1)
+and ``CardMonitor`` (a thread of its own) are deliberately not used. Contexts and
+card handles are always released.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+from smartcard import scard
+
+from reader.emv import read_identity
+from reader.errors import (
+    CardError,
+    CardRemovedError,
+    MalformedResponseError,
+    NoCardError,
+    NoReaderError,
+    UnsupportedCardError,
+)
+from reader.identity import CardIdentity
+
+NOT_RUNNING = "pcscd is not running: start it with `systemctl start pcscd`"
+
+# Which pcsc-lite return codes mean what, for a cashier (pcsclite.h).
+_NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
+_NO_READER = {
+    scard.SCARD_E_NO_READERS_AVAILABLE,
+    scard.SCARD_E_UNKNOWN_READER,
+    scard.SCARD_E_READER_UNAVAILABLE,
+}
+_REMOVED = {
+    scard.SCARD_W_REMOVED_CARD,
+    scard.SCARD_E_NO_SMARTCARD,
+    scard.SCARD_W_RESET_CARD,
+    scard.SCARD_E_NOT_TRANSACTED,
+    scard.SCARD_W_UNPOWERED_CARD,
+}
+_MUTE = {scard.SCARD_W_UNRESPONSIVE_CARD, scard.SCARD_E_PROTO_MISMATCH}
+
+
+def _error(hresult: int, doing: str) -> CardError:
+    """Translate a pcsc-lite return code into the matching :class:`CardError`."""
+    reason = scard.SCardGetErrorMessage(hresult)
+    if hresult in _NO_SERVICE:
+        return NoReaderError(NOT_RUNNING)
+    if hresult in _NO_READER:
+        return NoReaderError(f"the card reader went away while {doing}: plug it in again")
+    if hresult in _REMOVED:
+        return CardRemovedError(
+            f"the card was taken away while {doing}: present it again and leave it in place"
+        )
+    if hresult in _MUTE:
+        return UnsupportedCardError(
+            f"the card does not answer ({reason}): insert it chip first, or try another card"
+        )
+    if hresult == scard.SCARD_E_SHARING_VIOLATION:
+        return NoReaderError(f"another program holds the card reader ({reason}): close it")
+    return CardError(f"the card reader failed while {doing}: {reason} ({hresult & 0xFFFFFFFF:08X})")
+
+
+def _establish() -> int:
+    try:
+        hresult, hcontext = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    except scard.error as exc:  # pragma: no cover - pyscard's SWIG layer
+        raise NoReaderError(NOT_RUNNING) from exc
+    if hresult != scard.SCARD_S_SUCCESS:
+        raise _error(hresult, "connecting to pcscd")
+    return int(hcontext)
+
+
+def _release(hcontext: int) -> None:
+    try:
+        scard.SCardReleaseContext(hcontext)
+    except scard.error:  # pragma: no cover
+        pass
+
+
+def _readers(hcontext: int) -> list[str]:
+    hresult, readers = scard.SCardListReaders(hcontext, [])
+    if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
+        return []
+    if hresult != scard.SCARD_S_SUCCESS:
+        raise _error(hresult, "listing the card readers")
+    return [str(r) for r in readers]
+
+
+def _matching(hcontext: int, reader_substring: str | None) -> list[str]:
+    readers = _readers(hcontext)
+    if not readers:
+        raise NoReaderError("no card reader found: plug one in")
+    if reader_substring is None:
+        return readers
+    chosen = [r for r in readers if reader_substring in r]
+    if not chosen:
+        raise NoReaderError(
+            f"no card reader found matching {reader_substring!r}; readers: {', '.join(readers)}"
+        )
+    return chosen
+
+
+def list_readers() -> list[str]:
+    """The names of the readers pcscd knows (PC/SC Part 5, ``SCardListReaders``).
+
+    Raises :class:`NoReaderError` when pcscd is not running.
+    """
+    hcontext = _establish()
+    try:
+        return _readers(hcontext)
+    finally:
+        _release(hcontext)
+
+
+ReaderEvent = tuple[str, int, list[int]]  # reader name, event state, ATR
+
+
+def _watch(
+    hcontext: int, readers: list[str], deadline: float, doing: str
+) -> Iterator[list[ReaderEvent]]:
+    """Yield the readers' states now and after every change until ``deadline``.
+
+    ``SCardGetStatusChange`` (PC/SC Part 5, 3.1.8) blocks until a state differs
+    from the one passed in, or the timeout; the event state of one round becomes
+    the current state of the next (without ``SCARD_STATE_CHANGED``).
+    """
+    states = [(r, scard.SCARD_STATE_UNAWARE) for r in readers]
+    wait_ms = 0
+    while True:
+        hresult, events = scard.SCardGetStatusChange(hcontext, wait_ms, states)
+        if hresult == scard.SCARD_E_TIMEOUT:
+            return
+        if hresult != scard.SCARD_S_SUCCESS:
+            raise _error(hresult, doing)
+        yield events
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        states = [(r, s & ~scard.SCARD_STATE_CHANGED) for r, s, _ in events]
+        wait_ms = max(1, int(remaining * 1000))
+
+
+class PcscConnection:
+    """An open card: a PC/SC context, a card handle and its protocol.
+
+    Use as a context manager, or call :meth:`close`. :meth:`transmit` has the
+    ``reader.apdu.Transmit`` shape.
+    """
+
+    def __init__(self, hcontext: int, hcard: int, protocol: int, reader: str, atr: bytes):
+        self._hcontext: int | None = hcontext
+        self._hcard: int | None = hcard
+        self.protocol = protocol
+        self.reader = reader
+        self.atr = atr
+
+    def __repr__(self) -> str:
+        return f"PcscConnection(reader={self.reader!r}, atr={self.atr.hex().upper()})"
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        """Send one command APDU (``SCardTransmit``); return ``(data, sw)``."""
+        if self._hcard is None:
+            raise CardRemovedError("the card connection is closed")
+        hresult, response = scard.SCardTransmit(self._hcard, self.protocol, list(apdu))
+        if hresult != scard.SCARD_S_SUCCESS:
+            raise _error(hresult, "reading it")
+        if len(response) < 2:
+            # vpcd (and some readers) report success with no bytes when the card
+            # went away mid-command; tell that apart from a card answering nonsense.
+            if self._card_left(within=1.0):
+                raise CardRemovedError("the card was taken away during the read: present it again")
+            raise MalformedResponseError("the card answered without a status word")
+        return bytes(response[:-2]), (response[-2] << 8) | response[-1]
+
+    def _card_left(self, within: float) -> bool:
+        """Whether the reader reports no card (or another one) within ``within`` s."""
+        if self._hcontext is None:
+            return True
+        deadline = time.monotonic() + within
+        try:
+            for events in _watch(self._hcontext, [self.reader], deadline, "checking the card"):
+                _reader, state, atr = events[0]
+                if not state & scard.SCARD_STATE_PRESENT or bytes(atr) != self.atr:
+                    return True
+        except CardError:
+            return True
+        return False
+
+    def begin_transaction(self) -> None:
+        """``SCardBeginTransaction``: keep other PC/SC clients out until :meth:`close`."""
+        if self._hcard is None:
+            raise CardRemovedError("the card connection is closed")
+        hresult = scard.SCardBeginTransaction(self._hcard)
+        if hresult != scard.SCARD_S_SUCCESS:
+            raise _error(hresult, "starting to read it")
+
+    def close(self) -> None:
+        """End any transaction, disconnect (leaving the card as it is), release."""
+        if self._hcard is not None:
+            try:
+                scard.SCardEndTransaction(self._hcard, scard.SCARD_LEAVE_CARD)
+                scard.SCardDisconnect(self._hcard, scard.SCARD_LEAVE_CARD)
+            except scard.error:  # pragma: no cover
+                pass
+            self._hcard = None
+        if self._hcontext is not None:
+            _release(self._hcontext)
+            self._hcontext = None
+
+    def __enter__(self) -> PcscConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _connect(hcontext: int, reader: str) -> tuple[int, int] | None:
+    """``SCardConnect`` (shared, T=0 or T=1); ``None`` if the card left meanwhile."""
+    hresult, hcard, protocol = scard.SCardConnect(
+        hcontext,
+        reader,
+        scard.SCARD_SHARE_SHARED,
+        scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
+    )
+    if hresult in (scard.SCARD_E_NO_SMARTCARD, scard.SCARD_W_REMOVED_CARD):
+        return None
+    if hresult != scard.SCARD_S_SUCCESS:
+        raise _error(hresult, "connecting to it")
+    return int(hcard), int(protocol)
+
+
+def wait_for_card(reader_substring: str | None, timeout: float) -> PcscConnection:
+    """Wait up to ``timeout`` seconds for a card in a matching reader; connect to it.
+
+    A card already in the reader counts. Raises :class:`NoReaderError` at once
+    when pcscd is down or no reader name contains ``reader_substring``, and
+    :class:`NoCardError` when the time runs out.
+    """
+    if timeout < 0:
+        raise ValueError("the timeout must not be negative")
+    deadline = time.monotonic() + timeout
+    hcontext = _establish()
+    handed_over = False
+    mute = False
+    try:
+        readers = _matching(hcontext, reader_substring)
+        for events in _watch(hcontext, readers, deadline, "waiting for a card"):
+            for reader, state, atr in events:
+                if state & scard.SCARD_STATE_MUTE:
+                    mute = True  # present but no ATR: maybe still sliding in
+                elif state & scard.SCARD_STATE_PRESENT:
+                    connected = _connect(hcontext, reader)
+                    if connected is not None:
+                        hcard, protocol = connected
+                        connection = PcscConnection(hcontext, hcard, protocol, reader, bytes(atr))
+                        handed_over = True  # the connection owns the context now
+                        return connection
+        if mute:
+            raise UnsupportedCardError(
+                "the card does not answer: insert it chip first, or try another card"
+            )
+        raise NoCardError(f"no card presented within {timeout:g} s")
+    finally:
+        if not handed_over:
+            _release(hcontext)
+
+
+def wait_for_removal(reader_substring: str | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until no matching reader holds a card.
+
+    Returns whether the readers are empty. Raises :class:`NoReaderError` like
+    :func:`wait_for_card`.
+    """
+    deadline = time.monotonic() + timeout
+    hcontext = _establish()
+    try:
+        readers = _matching(hcontext, reader_substring)
+        for events in _watch(hcontext, readers, deadline, "waiting for the card to go"):
+            if not any(state & scard.SCARD_STATE_PRESENT for _, state, _ in events):
+                return True
+        return False
+    finally:
+        _release(hcontext)
+
+
+def read_card(
+    reader_substring: str | None = None,
+    timeout: float = 30.0,
+    token_key: bytes | None = None,
+    accepted_aids: Sequence[bytes] | None = None,
+    now: datetime.date | None = None,
+) -> CardIdentity:
+    """Wait for a card, read its identity (:func:`reader.emv.read_identity`), let go.
+
+    ``now`` defaults to today's date (this is the adapter: it may read the clock).
+    Raises only :class:`reader.errors.CardError` subclasses for card and reader
+    trouble.
+    """
+    today = now if now is not None else datetime.date.today()
+    with wait_for_card(reader_substring, timeout) as connection:
+        connection.begin_transaction()
+        return read_identity(
+            connection.transmit,
+            token_key=token_key,
+            accepted_aids=accepted_aids,
+            now=today,
+        )
