@@ -1,0 +1,28 @@
+"""The central service's exception tree."""
+
+from __future__ import annotations
+
+
+class CentralError(Exception):
+    """A union operation failed; the message says what to do."""
+
+    exit_code = 1
+    http_status = 400
+
+
+class NotFoundError(CentralError):
+    http_status = 404
+
+
+class AuthError(CentralError):
+    http_status = 401
+
+
+class ConflictError(CentralError):
+    """An upload contradicts what the central service already holds."""
+
+    http_status = 409
+
+
+class InputError(CentralError, ValueError):
+    """A file or argument given by a person is invalid."""

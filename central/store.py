@@ -1,0 +1,354 @@
+"""The central store: one data layer over SQLite and PostgreSQL (SQLAlchemy Core).
+
+Every method runs in its own transaction. Money columns are BIGINT fen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from central.errors import ConflictError, InputError, NotFoundError
+from terminal.chain import GENESIS, SALE_FIELDS, ChainError, check_chain, entry_hash
+
+metadata = sa.MetaData()
+
+members = sa.Table(
+    "members",
+    metadata,
+    sa.Column("member_id", sa.String(64), primary_key=True),
+    sa.Column("token", sa.String(32), nullable=False, unique=True),  # hex keyed token
+    sa.Column("pan_last4", sa.String(4), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("tier", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("valid_until", sa.Date, nullable=True),
+    sa.Column("district", sa.String(64), nullable=True),
+    sa.Column("workplace", sa.String(128), nullable=True),
+)
+
+merchants = sa.Table(
+    "merchants",
+    metadata,
+    sa.Column("merchant_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("basis_points", sa.Integer, nullable=False),
+    sa.Column("status_changed_at", sa.String(32), nullable=False),
+)
+
+terminals = sa.Table(
+    "terminals",
+    metadata,
+    sa.Column("terminal_id", sa.String(32), primary_key=True),
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("enrolled_at", sa.String(32), nullable=False),
+)
+
+sales = sa.Table(
+    "sales",
+    metadata,
+    sa.Column("terminal_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("sale_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("merchant_id", sa.String(32), nullable=False, index=True),
+    sa.Column("token", sa.String(32), nullable=True),
+    sa.Column("pan_last4", sa.String(4), nullable=False),
+    sa.Column("member", sa.Boolean, nullable=False),
+    sa.Column("gross", sa.BigInteger, nullable=False),
+    sa.Column("discount", sa.BigInteger, nullable=False),
+    sa.Column("net", sa.BigInteger, nullable=False),
+    sa.Column("rules", sa.Text, nullable=False),
+    sa.Column("roster_version", sa.BigInteger, nullable=False),
+    sa.Column("policy_version", sa.BigInteger, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.String(32), nullable=False),
+)
+
+signed_files = sa.Table(
+    "signed_files",
+    metadata,
+    sa.Column("kind", sa.String(48), primary_key=True),  # "roster" or "policy:<merchant>"
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    merchant_id: str
+    name: str
+    status: str
+    sales: int
+    member_sales: int
+    gross: int
+    discount: int
+    net: int
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    acked_through: int
+    accepted: int
+    duplicates: int
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        store = cls(make_engine(url))
+        metadata.create_all(store.engine)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- members -----------------------------------------------------------------
+    def upsert_members(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        with self.engine.begin() as conn:
+            ids = [r["member_id"] for r in rows]
+            for chunk_start in range(0, len(ids), 500):
+                chunk = ids[chunk_start : chunk_start + 500]
+                conn.execute(members.delete().where(members.c.member_id.in_(chunk)))
+            if rows:
+                try:
+                    conn.execute(members.insert(), [dict(r) for r in rows])
+                except sa.exc.IntegrityError:
+                    raise InputError(
+                        "two members have the same card: each card may belong to one member"
+                    ) from None
+        return len(rows)
+
+    def roster_records(self) -> Iterable[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(
+                sa.select(members.c.token, members.c.status, members.c.tier, members.c.valid_until)
+            ).mappings():
+                yield dict(row)
+
+    def member_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(members)).scalar_one())
+
+    # -- merchants and terminals --------------------------------------------------
+    def add_merchant(self, merchant_id: str, name: str, basis_points: int, at: str) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(
+                sa.select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
+            ).first():
+                raise InputError(f"merchant {merchant_id} already exists")
+            conn.execute(
+                merchants.insert().values(
+                    merchant_id=merchant_id,
+                    name=name,
+                    status="active",
+                    basis_points=basis_points,
+                    status_changed_at=at,
+                )
+            )
+
+    def merchant(self, merchant_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(merchants.select().where(merchants.c.merchant_id == merchant_id))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFoundError(
+                f"no merchant {merchant_id}: list them with `unioncard central merchants`"
+            )
+        return dict(row)
+
+    def merchants(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            query = merchants.select().order_by(merchants.c.merchant_id)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def set_merchant_status(self, merchant_id: str, status: str, at: str) -> None:
+        self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                merchants.update()
+                .where(merchants.c.merchant_id == merchant_id)
+                .values(status=status, status_changed_at=at)
+            )
+
+    def add_terminal(self, terminal_id: str, merchant_id: str, secret_sha256: str, at: str) -> None:
+        self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            try:
+                conn.execute(
+                    terminals.insert().values(
+                        terminal_id=terminal_id,
+                        merchant_id=merchant_id,
+                        secret_sha256=secret_sha256,
+                        enrolled_at=at,
+                    )
+                )
+            except sa.exc.IntegrityError:
+                raise InputError(f"terminal {terminal_id} is already enrolled") from None
+
+    def terminal(self, terminal_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(terminals.select().where(terminals.c.terminal_id == terminal_id))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    def terminal_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(terminals)).scalar_one())
+
+    # -- signed files (rosters, policies) -------------------------------------------
+    def put_signed(self, kind: str, version: int, data: bytes, at: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                signed_files.insert().values(kind=kind, version=version, data=data, created_at=at)
+            )
+
+    def latest_signed(self, kind: str) -> tuple[int, bytes] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(signed_files.c.version, signed_files.c.data)
+                .where(signed_files.c.kind == kind)
+                .order_by(signed_files.c.version.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    # -- sales ------------------------------------------------------------------------
+    def ingest(
+        self,
+        terminal_id: str,
+        merchant_id: str,
+        batch: Sequence[Mapping[str, Any]],
+        received_at: str,
+    ) -> IngestResult:
+        """Store a batch idempotently. Repeats are acknowledged; a fork of the chain is refused."""
+        with self.engine.begin() as conn:
+            last_seq, last_hash = self._tail(conn, terminal_id)
+            old = [s for s in batch if s["seq"] <= last_seq]
+            new = [s for s in batch if s["seq"] > last_seq]
+            if old:
+                stored = dict(
+                    conn.execute(
+                        sa.select(sales.c.seq, sales.c.hash).where(
+                            sales.c.terminal_id == terminal_id,
+                            sales.c.seq.in_([s["seq"] for s in old]),
+                        )
+                    ).all()
+                )
+                for s in old:
+                    intact = entry_hash(s["prev_hash"], s) == s["hash"]
+                    if not intact or stored.get(s["seq"]) != s["hash"]:
+                        raise ConflictError(
+                            f"sale {s['seq']} differs from the copy already received: "
+                            "the terminal's journal has been altered"
+                        )
+            for s in new:
+                if s["merchant_id"] != merchant_id:
+                    raise ConflictError(f"sale {s['seq']} names another merchant")
+            try:
+                check_chain(new, last_hash, last_seq)
+            except ChainError as exc:
+                raise ConflictError(f"upload refused: {exc}") from None
+            if new:
+                conn.execute(
+                    sales.insert(),
+                    [
+                        {
+                            **{k: s[k] for k in SALE_FIELDS if k != "rules"},
+                            "rules": json.dumps(s["rules"]),
+                            "prev_hash": s["prev_hash"],
+                            "hash": s["hash"],
+                            "received_at": received_at,
+                        }
+                        for s in new
+                    ],
+                )
+            acked = new[-1]["seq"] if new else last_seq
+        return IngestResult(acked, len(new), len(old))
+
+    @staticmethod
+    def _tail(conn: Connection, terminal_id: str) -> tuple[int, str]:
+        row = conn.execute(
+            sa.select(sales.c.seq, sales.c.hash)
+            .where(sales.c.terminal_id == terminal_id)
+            .order_by(sales.c.seq.desc())
+            .limit(1)
+        ).first()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def sales_for(self, terminal_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sales.select().where(sales.c.terminal_id == terminal_id).order_by(sales.c.seq)
+            ).mappings()
+            return [dict(r, rules=json.loads(r["rules"])) for r in rows]
+
+    def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
+        """Totals per merchant for sales with ``start <= at < end`` (UTC days)."""
+        cond = []
+        if start is not None:
+            cond.append(sales.c.at >= start.isoformat())
+        if end is not None:
+            cond.append(sales.c.at < end.isoformat())
+        member_int = sa.case((sales.c.member, 1), else_=0)
+        query = (
+            sa.select(
+                merchants.c.merchant_id,
+                merchants.c.name,
+                merchants.c.status,
+                sa.func.count(sales.c.seq),
+                sa.func.coalesce(sa.func.sum(member_int), 0),
+                sa.func.coalesce(sa.func.sum(sales.c.gross), 0),
+                sa.func.coalesce(sa.func.sum(sales.c.discount), 0),
+                sa.func.coalesce(sa.func.sum(sales.c.net), 0),
+            )
+            .select_from(
+                merchants.outerjoin(
+                    sales, sa.and_(sales.c.merchant_id == merchants.c.merchant_id, *cond)
+                )
+            )
+            .group_by(merchants.c.merchant_id, merchants.c.name, merchants.c.status)
+            .order_by(merchants.c.merchant_id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                Settlement(r[0], r[1], r[2], *(int(v) for v in r[3:]))
+                for r in conn.execute(query).all()
+            ]

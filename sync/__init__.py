@@ -1,0 +1,1 @@
+"""The nightly sync: upload the journal, pull roster and policy updates."""

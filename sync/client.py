@@ -1,0 +1,89 @@
+"""The requests adapter to the central service. The only module that imports requests.
+
+Uploads may be retried because the central service de-duplicates sales by
+(terminal_id, seq) and checks the hash chain: a repeat is acknowledged, never
+stored twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from sync.errors import CentralRefusedError, CentralUnreachableError, SyncError
+from sync.wire import decode_ack
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    first_delay: float = 0.5  # seconds, doubled after each failed attempt
+    timeout: float = 10.0  # seconds per request
+
+
+class CentralClient:
+    def __init__(
+        self, base_url: str, terminal_id: str, secret: str, retry: RetryPolicy | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {terminal_id}.{secret}"
+        self.session.headers["User-Agent"] = "unioncard-terminal/0.1"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        delay = self.retry.first_delay
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                response = self.session.request(method, url, timeout=self.retry.timeout, **kwargs)
+            except requests.RequestException as exc:
+                if attempt == self.retry.attempts:
+                    raise CentralUnreachableError(
+                        f"cannot reach the central service at {self.base_url} "
+                        f"({type(exc).__name__}): check the network and try `unioncard sync` again"
+                    ) from None
+            else:
+                if response.status_code < 500 or attempt == self.retry.attempts:
+                    return self._checked(response)
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _checked(self, response: requests.Response) -> requests.Response:
+        if response.status_code in (200, 204):
+            return response
+        try:
+            message = response.json().get("error", response.reason)
+        except ValueError:
+            message = response.reason
+        if response.status_code == 401:
+            raise CentralRefusedError(
+                f"the central service does not know this terminal ({message}): re-enrol it"
+            )
+        raise CentralRefusedError(
+            f"the central service refused the request ({response.status_code}: {message})"
+        )
+
+    def upload_sales(self, batch: dict[str, Any]) -> int:
+        """POST a batch; return the acknowledged sequence number."""
+        response = self._request("POST", "/api/v1/sales", json=batch)
+        try:
+            return decode_ack(response.json())
+        except ValueError as exc:
+            raise SyncError(f"the central service's answer is not valid: {exc}") from None
+
+    def fetch_roster(self, have_version: int) -> bytes | None:
+        """The newest roster, or None when ``have_version`` is current."""
+        response = self._request("GET", "/api/v1/roster", params={"have": have_version})
+        return None if response.status_code == 204 else response.content
+
+    def fetch_policy(self, have_version: int) -> bytes | None:
+        response = self._request("GET", "/api/v1/policy", params={"have": have_version})
+        return None if response.status_code == 204 else response.content

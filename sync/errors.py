@@ -1,0 +1,21 @@
+"""The sync's exception tree. ``requests`` failures become these in sync/client.py."""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """A sync step failed; nothing was lost (un-acknowledged sales stay queued)."""
+
+    exit_code = 6
+
+
+class CentralUnreachableError(SyncError):
+    """The central service could not be reached (network, DNS, timeout)."""
+
+
+class CentralRefusedError(SyncError):
+    """The central service answered, but refused the request."""
+
+
+class WireFormatError(SyncError, ValueError):
+    """A message on the wire does not have the documented shape."""

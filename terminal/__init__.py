@@ -1,0 +1,1 @@
+"""The shop side of unioncard: roster, policy, journal, checkout and the daemon."""

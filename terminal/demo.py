@@ -1,0 +1,163 @@
+"""``unioncard demo``: the whole product end to end on embedded defaults.
+
+A central service on SQLite, a terminal enrolled to it, pcscd with the virtual
+reader, and emulated member and non-member cards read through the real PC/SC
+path. The demo cards' numbers stay in memory: the members file is never written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from terminal.errors import ConfigError
+
+MARKER = ".unioncard-demo"
+
+
+def _with_luhn(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return body + str((10 - total % 10) % 10)
+
+
+@dataclass(frozen=True)
+class DemoCard:
+    label: str
+    pan: str
+    member_id: str | None  # None: not on the roster
+
+
+# Test card numbers (UnionPay BIN range 62, Luhn-valid). Never real cards.
+DEMO_CARDS = {
+    "member": DemoCard("member", _with_luhn("621483" + "000012345"), "U-000101"),
+    "member2": DemoCard("second member", _with_luhn("621483" + "000067890"), "U-000102"),
+    "suspended": DemoCard("suspended member", _with_luhn("621700" + "5550001234"), "U-000103"),
+    "nonmember": DemoCard("non-member", _with_luhn("622588" + "0000009876"), None),
+}
+
+
+def members_csv() -> str:
+    lines = ["member_id,pan,status,tier,valid_until,district,workplace"]
+    for key, c in DEMO_CARDS.items():
+        if c.member_id is not None:
+            status = "suspended" if key == "suspended" else "active"
+            lines.append(f"{c.member_id},{c.pan},{status},1,2030-12-31,Huangpu,Demo Works")
+    return "\n".join(lines) + "\n"
+
+
+def prepare(data: Path) -> None:
+    """Recreate the demo folder; refuse to delete a folder the demo did not make."""
+    if data.exists() and any(data.iterdir()):
+        if not (data / MARKER).exists():
+            raise ConfigError(f"{data} is not empty and not a demo folder: choose another --data")
+        shutil.rmtree(data)
+    data.mkdir(parents=True, exist_ok=True)
+    (data / MARKER).write_text("created by `unioncard demo`; deleted on the next demo run\n")
+
+
+def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
+    from central import create_app as central_app
+    from central.keys import create_keys
+    from central.serve import ThreadedServer
+    from central.service import CentralPaths, Union
+    from reader.emulator import CardEmulator
+    from reader.pcsc import read_card
+    from reader.pcscd import Pcscd
+    from sync.client import CentralClient
+    from sync.run import run_sync
+    from terminal.cli import describe_sale, describe_sync, print_settlement
+    from terminal.service import TerminalService
+    from terminal.state import TerminalState
+    from terminal.web import create_app as terminal_app
+
+    def clock() -> datetime:
+        return datetime.now(UTC)
+
+    started = time.monotonic()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log in the demo
+    data = data.resolve()
+    prepare(data)
+    paths = CentralPaths(data / "central")
+    echo(f"== union: setting up the central service in {paths.data_dir}")
+    create_keys(paths.keys)
+    union = Union.open(paths, None, clock)
+    count = union.import_members(members_csv())
+    echo(f"   imported {count} demo members (card numbers kept only as keyed tokens)")
+    union.add_merchant("M0001", "Demo Supermarket", 500)
+    echo("   partner shop M0001 'Demo Supermarket': members get 5% off (policy signed)")
+    version, members = union.publish_roster()
+    echo(f"   signed member roster v{version} ({members} members)")
+
+    app = central_app({"DATA_DIR": str(paths.data_dir)})
+    with ThreadedServer(app) as central_server:
+        echo(f"   central service listening on {central_server.url}")
+        terminal_dir = data / "terminal"
+        bundle = union.enrol_terminal("T0001", "M0001", central_server.url)
+        state = TerminalState(terminal_dir)
+        state.enrol(bundle)
+        echo("== shop: terminal T0001 enrolled for M0001")
+
+        def reader(*, timeout: float, token_key: bytes | None) -> Any:
+            return read_card(timeout=timeout, token_key=token_key)
+
+        service = TerminalService(terminal_dir, reader, clock, card_timeout=10.0)
+        client = CentralClient(central_server.url, "T0001", state.enrolment.api_secret)
+        try:
+            report = run_sync(service.state, service.journal, client, clock)
+            echo(f"   first sync: {describe_sync(report)}")
+            with Pcscd() as pcscd:
+                how = "started pcscd" if pcscd.started_here else "using the running pcscd"
+                echo(f"== card reader: {how} with the vsmartcard virtual reader")
+                for key, amount in (("member", 12800), ("nonmember", 4550), ("suspended", 2000)):
+                    card = DEMO_CARDS[key]
+                    echo(
+                        f"-- cashier rings up {amount // 100}.{amount % 100:02d}; "
+                        f"customer presents a {card.label} card"
+                    )
+                    with CardEmulator(pan=card.pan, expiry="2030-12"):
+                        result = service.checkout(amount)
+                    echo(f"   {describe_sale(result.as_json())}")
+                report = run_sync(service.state, service.journal, client, clock)
+                echo(f"== nightly sync: {describe_sync(report)}")
+                echo("== union: settlement summary")
+                print_settlement(union.settlement())
+                count = service.journal.verify()
+                echo(f"== auditor: terminal journal hash chain intact ({count} sales)")
+                echo(f"demo finished in {time.monotonic() - started:.1f} s")
+                if serve:
+                    serve_forever(service, terminal_app, central_server.url, echo)
+        finally:
+            client.close()
+            service.close()
+            union.close()
+
+
+def serve_forever(
+    service: Any, terminal_app: Any, central_url: str, echo: Callable[[str], Any]
+) -> None:
+    from central.serve import ThreadedServer
+
+    with ThreadedServer(terminal_app(service), port=8080) as web:
+        echo(f"cashier page: {web.url}/   central service: {central_url}")
+        echo(
+            "present a card in another shell: unioncard card emulate --demo member "
+            "(or nonmember, suspended); Ctrl-C here to stop"
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            echo("stopping")

@@ -1,0 +1,167 @@
+"""The terminal's tamper-evident sales journal: SQLite via sqlite-utils.
+
+WAL mode with ``synchronous=FULL``: once :meth:`Journal.append` returns, the sale
+survives a power cut. Sales are hash-chained (terminal.chain). ``uploaded_at``
+is set only after the central service acknowledged the sale; it is outside the
+hash, the only column ever updated.
+
+One connection serves every thread of the daemon (the cashier page answers
+from several); a lock makes each public method one critical section, so a
+reader never sees a half-made transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import sqlite_utils
+
+from terminal.chain import GENESIS, ChainError, check_chain, entry_hash
+from terminal.errors import JournalError
+from terminal.timefmt import iso
+
+MIGRATIONS = (
+    """
+    CREATE TABLE sales (
+        seq INTEGER PRIMARY KEY,
+        sale_id TEXT NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        token TEXT,
+        pan_last4 TEXT NOT NULL,
+        member INTEGER NOT NULL,
+        gross INTEGER NOT NULL,
+        discount INTEGER NOT NULL,
+        net INTEGER NOT NULL,
+        rules TEXT NOT NULL,
+        roster_version INTEGER NOT NULL,
+        policy_version INTEGER NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        uploaded_at TEXT
+    );
+    CREATE INDEX sales_pending ON sales (seq) WHERE uploaded_at IS NULL;
+    """,
+)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[P, R]) -> Callable[P, R]:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with args[0].lock:  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY)")
+        done = {row[0] for row in self.db.execute("SELECT id FROM migrations").fetchall()}
+        for number, sql in enumerate(MIGRATIONS, start=1):
+            if number in done:
+                continue
+            with self.db.atomic():
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("INSERT INTO migrations (id) VALUES (?)", [number])
+
+    @_locked
+    def close(self) -> None:
+        self.db.close()
+
+    def _tail(self) -> tuple[int, str]:
+        row = self.db.execute("SELECT seq, hash FROM sales ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    @_locked
+    def append(self, fields: Mapping[str, Any], at: datetime) -> dict[str, Any]:
+        """Durably record one sale and return it as stored (with seq and hash)."""
+        try:
+            with self.db.atomic():
+                seq, prev = self._tail()
+                sale = dict(fields)
+                sale.update(seq=seq + 1, sale_id=str(uuid.uuid4()), at=iso(at), prev_hash=prev)
+                sale["hash"] = entry_hash(prev, sale)
+                row = dict(sale, rules=json.dumps(sale["rules"]), member=int(sale["member"]))
+                self.db.table("sales").insert(row)
+        except sqlite3.Error as exc:
+            raise JournalError(f"the sale was NOT recorded: journal write failed ({exc})") from None
+        return sale
+
+    @staticmethod
+    def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
+        sale = dict(row)
+        sale["rules"] = json.loads(sale["rules"])
+        sale["member"] = bool(sale["member"])
+        sale.pop("uploaded_at", None)
+        return sale
+
+    @_locked
+    def pending(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Sales not yet acknowledged by the central service, oldest first."""
+        rows = self.db.query(
+            "SELECT * FROM sales WHERE uploaded_at IS NULL ORDER BY seq LIMIT ?", [limit]
+        )
+        return [self._decode(r) for r in rows]
+
+    @_locked
+    def mark_uploaded(self, through_seq: int, at: datetime) -> int:
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE sales SET uploaded_at = ? WHERE seq <= ? AND uploaded_at IS NULL",
+                [iso(at), through_seq],
+            )
+        return cursor.rowcount
+
+    @_locked
+    def sales(self) -> list[dict[str, Any]]:
+        return [self._decode(r) for r in self.db.query("SELECT * FROM sales ORDER BY seq")]
+
+    @_locked
+    def recent(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest sales, newest first, with ``uploaded`` (true/false)."""
+        rows = self.db.query("SELECT * FROM sales ORDER BY seq DESC LIMIT ?", [limit])
+        return [dict(self._decode(r), uploaded=r["uploaded_at"] is not None) for r in rows]
+
+    @_locked
+    def counts(self) -> tuple[int, int]:
+        """(all sales, sales not yet uploaded)."""
+        total, pending = self.db.execute(
+            "SELECT count(*), count(*) FILTER (WHERE uploaded_at IS NULL) FROM sales"
+        ).fetchone()
+        return int(total), int(pending)
+
+    def verify(self) -> int:
+        """Check the whole hash chain; return the number of sales."""
+        sales = self.sales()
+        try:
+            check_chain(sales, GENESIS, 0)
+        except ChainError as exc:
+            raise JournalError(f"journal chain broken: {exc}") from None
+        return len(sales)

@@ -1,0 +1,33 @@
+"""Money is integer fen (1 yuan = 100 fen). These convert at the edges only."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+MAX_SALE_FEN = 100_000_000  # 1,000,000.00 yuan: anything above is a typing slip
+
+
+def fen(amount: int) -> str:
+    """Format integer fen as yuan with two decimals: 12345 -> "123.45"."""
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d}"
+
+
+def parse_yuan(text: str) -> int:
+    """Parse an amount typed in yuan ("128", "128.5", "128.50") into fen.
+
+    Raises ValueError with a message fit for a cashier.
+    """
+    cleaned = str(text).strip().replace(",", "")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise ValueError(f"amount {text!r} is not a number: type it like 128.50") from None
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"amount {text!r} must be more than 0.00")
+    if value.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise ValueError(f"amount {text!r} has more than two decimals (fen)")
+    amount = int(value * 100)
+    if amount > MAX_SALE_FEN:
+        raise ValueError(f"amount {text!r} is above the limit of {fen(MAX_SALE_FEN)}")
+    return amount

@@ -1,0 +1,93 @@
+"""The cashier page and the till's JSON API (Flask app factory).
+
+Every error becomes one JSON line ``{"error": "..."}`` with a fitting status;
+a cashier never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+
+from reader.errors import CardError, NoCardError, NoReaderError
+from terminal.errors import BusyError, TerminalError
+from terminal.money import parse_yuan
+from terminal.service import TerminalService
+
+log = logging.getLogger(__name__)
+bp = Blueprint("cashier", __name__)
+
+
+def _service() -> TerminalService:
+    service: TerminalService = current_app.extensions["unioncard_terminal"]
+    return service
+
+
+@bp.get("/")
+def page() -> str:
+    return render_template("cashier.html")
+
+
+@bp.get("/api/v1/status")
+def status() -> Any:
+    return jsonify(_service().status())
+
+
+@bp.get("/api/v1/sales")
+def recent() -> Any:
+    return jsonify(sales=_service().recent_sales(limit=10))
+
+
+@bp.post("/api/v1/checkout")
+def checkout() -> Any:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or "amount" not in body:
+        return jsonify(error='send {"amount": "128.50"} (yuan, as a string)'), 400
+    try:
+        gross = parse_yuan(str(body["amount"]))
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 400
+    timeout = body.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int) or not 1 <= timeout <= 120):
+        return jsonify(error="timeout must be whole seconds, 1 to 120"), 400
+    result = _service().checkout(gross, timeout=timeout)
+    return jsonify(result.as_json())
+
+
+def create_app(service: TerminalService) -> Flask:
+    app = Flask(__name__)
+    app.extensions["unioncard_terminal"] = service
+    app.register_blueprint(bp)
+
+    @app.errorhandler(BusyError)
+    def _busy(exc: BusyError) -> Any:
+        return jsonify(error=str(exc)), 409
+
+    @app.errorhandler(NoCardError)
+    def _no_card(exc: NoCardError) -> Any:
+        return jsonify(error=str(exc), kind="no_card"), 408
+
+    @app.errorhandler(NoReaderError)
+    def _no_reader(exc: NoReaderError) -> Any:
+        return jsonify(error=str(exc), kind="no_reader"), 503
+
+    @app.errorhandler(CardError)
+    def _card(exc: CardError) -> Any:
+        return jsonify(error=str(exc), kind="card"), 422
+
+    @app.errorhandler(TerminalError)
+    def _terminal(exc: TerminalError) -> Any:
+        return jsonify(error=str(exc)), 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        from werkzeug.exceptions import HTTPException
+
+        if isinstance(exc, HTTPException):
+            return jsonify(error=exc.description), exc.code
+        log.exception("unexpected error in the cashier API")
+        return jsonify(error="unexpected error: the sale was not recorded; call support"), 500
+
+    return app
