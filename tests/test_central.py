@@ -1,0 +1,149 @@
+"""The central store and the union's operations, on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from central.errors import ConflictError, InputError
+from central.service import Union
+from reader.identity import token_for_pan
+from terminal.chain import GENESIS, entry_hash
+from terminal.roster import verify_roster
+from tests.helpers import MEMBER_PAN, OTHER_PAN, trusted
+
+CSV = f"member_id,pan,status,tier\nU1,{MEMBER_PAN},active,2\nU2,{OTHER_PAN},suspended,0\n"
+
+
+def make_sales(
+    terminal_id: str, n: int, start: int = 1, prev: str = GENESIS, merchant_id: str = "M0001"
+) -> list[dict]:
+    out = []
+    for seq in range(start, start + n):
+        s = {
+            "seq": seq,
+            "sale_id": f"{terminal_id}-{seq}",
+            "at": f"2026-11-28T10:{seq % 60:02d}:00Z",
+            "terminal_id": terminal_id,
+            "merchant_id": merchant_id,
+            "token": None,
+            "pan_last4": "0000",
+            "member": seq % 2 == 1,
+            "gross": 1000 * seq,
+            "discount": 50 * seq,
+            "net": 950 * seq,
+            "rules": [],
+            "roster_version": 1,
+            "policy_version": 1,
+            "prev_hash": prev,
+        }
+        s["hash"] = prev = entry_hash(prev, s)
+        out.append(s)
+    return out
+
+
+def test_members_become_a_signed_roster_without_pans(union: Union, clock) -> None:
+    assert union.import_members(CSV) == 2
+    version, count = union.publish_roster()
+    assert (version, count) == (1, 2)
+    latest = union.store.latest_signed("roster")
+    assert latest is not None and latest[0] == 1
+    roster = verify_roster(latest[1], trusted(union.keys), now=clock())
+    member = roster.lookup(token_for_pan(MEMBER_PAN, union.keys.token_key))
+    other = roster.lookup(token_for_pan(OTHER_PAN, union.keys.token_key))
+    assert member is not None and member.tier == 2 and member.status == "active"
+    assert other is not None and other.status == "suspended"
+    assert MEMBER_PAN.encode() not in latest[1]
+    assert union.publish_roster()[0] == 2  # versions only go up
+
+
+@pytest.mark.parametrize(
+    "csv_text, message",
+    [
+        ("member_id\nU1\n", "no 'pan' column"),
+        ("member_id,pan\nU1,4111111111111112\n", "line 2: the card number"),
+        (f"member_id,pan\nU1,{MEMBER_PAN}\nU1,{OTHER_PAN}\n", "listed twice"),
+        (f"member_id,pan,status\nU1,{MEMBER_PAN},gone\n", "status must be"),
+        (f"member_id,pan,colour\nU1,{MEMBER_PAN},red\n", "unknown columns: colour"),
+        (f"member_id,pan\nU1,{MEMBER_PAN}\nU2,{MEMBER_PAN}\n", "same card"),
+    ],
+)
+def test_bad_members_file(union: Union, csv_text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        union.import_members(csv_text)
+    assert union.store.member_count() == 0  # nothing half-imported
+
+
+def test_ingest_is_idempotent_and_chain_checked(union: Union) -> None:
+    union.add_merchant("M0001", "Shop", 500)
+    union.enrol_terminal("T1", "M0001", "http://x")
+    terminal = union.store.terminal("T1")
+    batch = make_sales("T1", 5)
+    first = union.ingest(terminal, batch[:3])
+    assert (first.acked_through, first.accepted, first.duplicates) == (3, 3, 0)
+    again = union.ingest(terminal, batch)  # ack was lost: the terminal resends everything
+    assert (again.acked_through, again.accepted, again.duplicates) == (5, 2, 3)
+    assert [s["seq"] for s in union.store.sales_for("T1")] == [1, 2, 3, 4, 5]
+
+    forged = dict(batch[1], gross=1, net=1 - batch[1]["discount"])
+    with pytest.raises(ConflictError, match="differs"):
+        union.ingest(terminal, [forged])
+    gap = make_sales("T1", 1, start=7, prev=batch[-1]["hash"])
+    with pytest.raises(ConflictError, match="does not follow"):
+        union.ingest(terminal, gap)
+    broken = make_sales("T1", 1, start=6, prev="ab" * 32)
+    with pytest.raises(ConflictError, match="link"):
+        union.ingest(terminal, broken)
+    assert len(union.store.sales_for("T1")) == 5  # refused batches stored nothing
+
+
+def test_settlement_per_merchant(union: Union, clock) -> None:
+    union.add_merchant("M0001", "Shop", 500)
+    union.add_merchant("M0002", "Salon", 1000)
+    union.enrol_terminal("T1", "M0001", "http://x")
+    union.ingest(union.store.terminal("T1"), make_sales("T1", 4))
+    rows = {r.merchant_id: r for r in union.settlement()}
+    assert (rows["M0001"].sales, rows["M0001"].member_sales) == (4, 2)
+    assert (rows["M0001"].gross, rows["M0001"].discount, rows["M0001"].net) == (10000, 500, 9500)
+    assert rows["M0002"].sales == 0 and rows["M0002"].gross == 0
+    none = {r.merchant_id: r for r in union.settlement(date(2026, 11, 29), None)}
+    assert none["M0001"].sales == 0
+
+
+def test_exit_merchant_publishes_a_new_policy(union: Union) -> None:
+    assert union.add_merchant("M0001", "Shop", 500) == 1
+    assert union.set_merchant_status("M0001", "exited") == 2
+    assert union.store.merchant("M0001")["status"] == "exited"
+
+
+def test_sale_from_another_merchant_refused(union: Union) -> None:
+    union.add_merchant("M0001", "Shop", 500)
+    union.add_merchant("M0002", "Other", 500)
+    union.enrol_terminal("T1", "M0001", "http://x")
+    with pytest.raises(ConflictError, match="another merchant"):
+        union.ingest(union.store.terminal("T1"), make_sales("T1", 1, merchant_id="M0002"))
+
+
+def test_authentication(union: Union) -> None:
+    import json
+
+    union.add_merchant("M0001", "Shop", 500)
+    bundle = json.loads(union.enrol_terminal("T1", "M0001", "http://x"))
+    assert union.authenticate(f"Bearer T1.{bundle['api_secret']}")["merchant_id"] == "M0001"
+    from central.errors import AuthError
+
+    for header in (None, "Bearer T1.wrong", "Basic abc", f"Bearer T2.{bundle['api_secret']}"):
+        with pytest.raises(AuthError):
+            union.authenticate(header)
+
+
+def test_clock_is_used_for_roster_lifetime(union: Union, clock) -> None:
+    union.import_members(CSV)
+    union.publish_roster(timedelta(hours=1))
+    data = union.store.latest_signed("roster")[1]
+    clock.advance(timedelta(hours=2))
+    from terminal.errors import RosterError
+
+    with pytest.raises(RosterError, match="expired"):
+        verify_roster(data, trusted(union.keys), now=clock())

@@ -1,0 +1,136 @@
+"""Bad input at the command line: one clear line, a non-zero exit, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from central.keys import create_keys
+from central.service import CentralPaths, Union
+from reader.identity import identity_from_pan
+from terminal.checkout import checkout
+from terminal.journal import Journal
+from terminal.state import TerminalState
+from tests.helpers import MEMBER_PAN
+
+UNIONCARD = str(Path(sys.executable).parent / "unioncard")
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [UNIONCARD, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.fixture
+def enrolled(tmp_path: Path, clock) -> tuple[Union, Path]:
+    paths = CentralPaths(tmp_path / "central")
+    create_keys(paths.keys)
+    union = Union.open(paths, None, clock)
+    union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\n")
+    union.add_merchant("M0001", "Shop", 500)
+    union.publish_roster()
+    terminal = tmp_path / "terminal"
+    TerminalState(terminal).enrol(union.enrol_terminal("T1", "M0001", "http://127.0.0.1:9"))
+    yield union, terminal
+    union.close()
+
+
+def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
+    union, terminal = enrolled
+    state = TerminalState(terminal)
+    state.load()
+    journal = Journal(state.journal_path)
+    identity = identity_from_pan(
+        "unionpay", b"\xa0", MEMBER_PAN, "2030-12", state.enrolment.token_key
+    )
+    checkout(state, journal, identity, 1000, clock())
+    journal.close()
+    result = run("sync", "--data", str(terminal))
+    assert_one_line_error(result, 6, "cannot reach the central service at http://127.0.0.1:9")
+    journal = Journal(state.journal_path)
+    assert journal.counts() == (1, 1)
+    assert journal.verify() == 1
+
+
+def test_roster_with_bad_signature_is_refused_and_old_kept(enrolled, tmp_path, clock) -> None:
+    union, terminal = enrolled
+    good = union.store.latest_signed("roster")[1]
+    (tmp_path / "good.ucr").write_bytes(good)
+    assert (
+        run(
+            "terminal", "install-roster", str(tmp_path / "good.ucr"), "--data", str(terminal)
+        ).returncode
+        == 0
+    )
+    bad = bytearray(union.store.latest_signed("roster")[1])
+    bad[bad.index(b'"sig":"') + 8] ^= 0x01  # flip one bit of the signature
+    bad = bytes(bad).replace(b'"version":1', b'"version":2')
+    (tmp_path / "bad.ucr").write_bytes(bad)
+    result = run("terminal", "install-roster", str(tmp_path / "bad.ucr"), "--data", str(terminal))
+    assert_one_line_error(result, 1, "roster refused")
+    assert (terminal / "roster.ucr").read_bytes() == good
+    assert not [p for p in terminal.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_not_enrolled(tmp_path) -> None:
+    result = run("terminal", "status", "--data", str(tmp_path / "nothing"))
+    assert_one_line_error(result, 1, "not enrolled")
+
+
+def test_bad_amount(enrolled) -> None:
+    _, terminal = enrolled
+    result = run("terminal", "checkout", "12.345", "--data", str(terminal))
+    assert_one_line_error(result, 1, "more than two decimals")
+
+
+def test_bad_members_file(tmp_path) -> None:
+    data = tmp_path / "central"
+    assert run("central", "init", "--data", str(data)).returncode == 0
+    (tmp_path / "m.csv").write_text("member_id,pan\nU1,1234\n")
+    result = run("central", "import-members", str(tmp_path / "m.csv"), "--data", str(data))
+    assert_one_line_error(result, 1, "line 2: the card number of member U1 is not valid")
+    again = run("central", "init", "--data", str(data))
+    assert_one_line_error(again, 1, "keys already exist")
+
+
+def test_no_pcscd(tmp_path) -> None:
+    """A client pointed at a socket where no pcscd listens: exit 2."""
+    result = run(
+        "card",
+        "read",
+        "--timeout",
+        "1",
+        env={"PCSCLITE_CSOCK_NAME": str(tmp_path / "no-pcscd.comm")},
+    )
+    assert_one_line_error(result, 2, "pcscd is not running")
+
+
+@pytest.mark.pcsc
+def test_no_matching_reader(pcscd) -> None:
+    result = run("card", "read", "--reader", "No Such Reader", "--timeout", "2", timeout=20)
+    assert_one_line_error(result, 2, "No Such Reader")
+
+
+@pytest.mark.pcsc
+def test_no_card_within_timeout(pcscd) -> None:
+    result = run("card", "read", "--reader", "Virtual PCD 00 01", "--timeout", "1", timeout=20)
+    assert_one_line_error(result, 3, "no card")

@@ -1,0 +1,101 @@
+"""Terminal <-> central over real HTTP on loopback: sync, retries, exits, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from central.keys import create_keys
+from sync.client import CentralClient
+from sync.errors import CentralUnreachableError
+from sync.run import run_sync
+from terminal.state import TerminalState
+from tests.conftest import FAST, Site
+from tests.helpers import MEMBER_PAN, OTHER_PAN, roster_bytes
+
+
+def test_first_sync_installs_roster_and_policy_then_discounts(site: Site, clock) -> None:
+    report = site.sync(clock)
+    assert (report.uploaded, report.roster_version, report.policy_version) == (0, 1, 1)
+    member = site.sell(MEMBER_PAN, 12800, clock)
+    other = site.sell(OTHER_PAN, 4550, clock)
+    assert (member["member"], member["discount_fen"], member["net_fen"]) == (True, 640, 12160)
+    assert (other["member"], other["discount_fen"]) == (False, 0)
+    assert "not a union member" in other["reasons"]
+    report = site.sync(clock)
+    assert report.uploaded == 2 and report.roster_version is None  # nothing new to pull
+    (row,) = [r for r in site.union.settlement() if r.merchant_id == "M0001"]
+    assert (row.sales, row.member_sales, row.gross, row.discount, row.net) == (
+        2,
+        1,
+        17350,
+        640,
+        16710,
+    )
+
+
+def test_lost_ack_does_not_duplicate(site: Site, clock) -> None:
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 1000, clock)
+    site.sell(MEMBER_PAN, 2000, clock)
+    # The upload reaches the central service but the ack never reaches the terminal:
+    from sync.wire import encode_sales
+
+    site.client.upload_sales(encode_sales("T1", site.journal.pending()))
+    assert site.journal.counts() == (2, 2)
+    report = site.sync(clock)  # resends both
+    assert report.uploaded == 2 and site.journal.counts() == (2, 0)
+    assert [s["seq"] for s in site.union.store.sales_for("T1")] == [1, 2]
+
+
+def test_unreachable_central_loses_nothing(site: Site, clock, tmp_path) -> None:
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 1000, clock)
+    dead = CentralClient("http://127.0.0.1:9", "T1", "x", FAST)
+    with pytest.raises(CentralUnreachableError, match="cannot reach the central service"):
+        run_sync(site.state, site.journal, dead, clock)
+    assert site.journal.counts() == (1, 1)
+    assert site.sync(clock).uploaded == 1
+
+
+def test_exited_merchant_stops_discounting_after_sync(site: Site, clock) -> None:
+    site.sync(clock)
+    assert site.sell(MEMBER_PAN, 10000, clock)["discount_fen"] == 500
+    site.union.set_merchant_status("M0001", "exited")
+    assert site.sync(clock).policy_version == 2
+    sale = site.sell(MEMBER_PAN, 10000, clock)
+    assert sale["discount_fen"] == 0 and sale["member"] is True
+    assert any("merchant exited" in r for r in sale["reasons"])
+
+
+def test_forged_roster_from_central_is_refused_old_one_serves(site: Site, clock, tmp_path) -> None:
+    site.sync(clock)
+    attacker = create_keys(tmp_path / "attacker")
+    forged = roster_bytes(attacker, [OTHER_PAN], clock(), version=9)
+    site.union.store.put_signed("roster", 9, forged, "2026-11-28T00:00:00Z")
+    report = site.sync(clock)
+    assert report.roster_version is None
+    assert any("not signed by any trusted key" in p for p in report.problems)
+    assert site.state.roster is not None and site.state.roster.version == 1
+    assert site.sell(MEMBER_PAN, 1000, clock)["member"] is True
+    reloaded = TerminalState(site.state.dir)
+    reloaded.load()
+    assert reloaded.roster is not None and reloaded.roster.version == 1
+
+
+def test_wrong_secret_is_refused(site: Site, clock) -> None:
+    from sync.errors import CentralRefusedError
+
+    bad = CentralClient(site.url, "T1", "not-the-secret", FAST)
+    with pytest.raises(CentralRefusedError, match="re-enrol"):
+        bad.fetch_roster(0)
+
+
+def test_daemon_sees_what_a_separate_sync_installed(site: Site, clock) -> None:
+    """The nightly sync runs as its own process; the daemon's state picks up its files."""
+    daemon_view = TerminalState(site.state.dir)
+    daemon_view.load()
+    assert daemon_view.roster is None
+    site.sync(clock)  # "another process" installs roster v1 and policy v1
+    daemon_view.refresh()
+    assert daemon_view.roster is not None and daemon_view.roster.version == 1
+    assert daemon_view.policy is not None and daemon_view.policy.version == 1

@@ -1,0 +1,154 @@
+"""The till's JSON API and the cashier page, with cards read through real pcscd + vpcd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from central.serve import ThreadedServer
+from reader.pcsc import read_card
+from terminal.service import TerminalService
+from terminal.web import create_app
+from tests.conftest import Site, missing
+from tests.helpers import MEMBER_PAN, OTHER_PAN
+
+READER = "Virtual PCD 00 00"
+
+
+@pytest.fixture
+def service(site: Site, clock, pcscd) -> Iterator[TerminalService]:
+    site.sync(clock)
+
+    def reader(*, timeout: float, token_key: bytes | None):
+        return read_card(reader_substring=READER, timeout=timeout, token_key=token_key)
+
+    svc = TerminalService(site.state.dir, reader, clock, card_timeout=5)
+    yield svc
+    svc.close()
+
+
+@pytest.mark.pcsc
+def test_checkout_api_member_and_non_member(service, emulated_card) -> None:
+    client = create_app(service).test_client()
+    card = emulated_card(pan=MEMBER_PAN)
+    body = client.post("/api/v1/checkout", json={"amount": "128.00"}).get_json()
+    assert (body["member"], body["gross"], body["discount"], body["net"]) == (
+        True,
+        "128.00",
+        "6.40",
+        "121.60",
+    )
+    assert body["pan_last4"] == MEMBER_PAN[-4:] and MEMBER_PAN not in str(body)
+    card.remove()
+    emulated_card(pan=OTHER_PAN)
+    body = client.post("/api/v1/checkout", json={"amount": "45.50"}).get_json()
+    assert (body["member"], body["discount_fen"], body["reasons"]) == (
+        False,
+        0,
+        ["not a union member"],
+    )
+    status = client.get("/api/v1/status").get_json()
+    assert (status["sales"], status["pending_upload"], status["roster_version"]) == (2, 2, 1)
+    recent = client.get("/api/v1/sales").get_json()["sales"]
+    assert [s["seq"] for s in recent] == [2, 1]
+
+
+@pytest.mark.pcsc
+@pytest.mark.parametrize(
+    "payload, status, text",
+    [
+        ({"amount": "abc"}, 400, "not a number"),
+        ({"amount": "0"}, 400, "more than 0.00"),
+        ({}, 400, "send {"),
+        ({"amount": "1", "timeout": 1}, 408, "no card presented within 1 s"),
+    ],
+)
+def test_checkout_api_errors(service, payload, status, text) -> None:
+    client = create_app(service).test_client()
+    response = client.post("/api/v1/checkout", json=payload)
+    assert response.status_code == status
+    assert text in response.get_json()["error"]
+    assert service.journal.counts() == (0, 0)
+
+
+@pytest.mark.pcsc
+def test_second_checkout_while_waiting_is_refused(service) -> None:
+    client = create_app(service).test_client()
+    first: dict = {}
+    waiting = threading.Thread(
+        target=lambda: first.update(
+            r=client.post("/api/v1/checkout", json={"amount": "1", "timeout": 2})
+        )
+    )
+    waiting.start()
+    time.sleep(0.3)
+    second = client.post("/api/v1/checkout", json={"amount": "1", "timeout": 1})
+    waiting.join()
+    assert second.status_code == 409 and "another checkout" in second.get_json()["error"]
+    assert first["r"].status_code == 408
+
+
+def chromium_driver():
+    chromium = shutil.which("chromium")
+    chromedriver = shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        missing("headless Chromium", "apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1100,900",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+@pytest.mark.pcsc
+@pytest.mark.browser
+def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    emulated_card(pan=MEMBER_PAN)
+    driver = chromium_driver()
+    try:
+        with ThreadedServer(create_app(service)) as web:
+            driver.get(web.url + "/")
+            wait = WebDriverWait(driver, 15)
+            wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Roster v1"))
+            driver.find_element(By.ID, "amount").send_keys("128")
+            driver.find_element(By.ID, "charge").click()
+            wait.until(ec.text_to_be_present_in_element((By.ID, "net"), "121.60"))
+            assert "Member" in driver.find_element(By.CSS_SELECTOR, "#result .verdict").text
+            assert driver.find_element(By.ID, "discount").text == "−¥6.40"
+            wait.until(ec.text_to_be_present_in_element((By.ID, "recent"), MEMBER_PAN[-4:]))
+            shot = os.environ.get("UNIONCARD_SCREENSHOT") or str(tmp_path / "cashier.png")
+            driver.save_screenshot(shot)
+            assert MEMBER_PAN not in driver.page_source
+            driver.find_element(By.ID, "amount").send_keys("12.345")
+            driver.find_element(By.ID, "charge").click()
+            wait.until(
+                ec.text_to_be_present_in_element(
+                    (By.CSS_SELECTOR, "#result .verdict"), "more than two decimals"
+                )
+            )
+            assert "Traceback" not in driver.page_source
+    finally:
+        driver.quit()
