@@ -10,7 +10,7 @@ DATA ?= demo-data
 # Debian packages the product needs at run time, and to build pyscard from source.
 DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-venv
 # ... and what the test suite needs on top: a browser for the cashier page, PostgreSQL.
-DEB_TEST := chromium chromium-driver postgresql
+DEB_TEST := chromium chromium-driver fonts-wqy-microhei postgresql
 
 .PHONY: help demo serve test lint typecheck bench deps deps-test venv clean
 
