@@ -16,7 +16,8 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -66,12 +67,21 @@ def _locked(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+INSERT_SALE = (
+    "INSERT INTO sales (seq, sale_id, at, terminal_id, merchant_id, token, pan_last4, member,"
+    " gross, discount, net, rules, roster_version, policy_version, prev_hash, hash)"
+    " VALUES (:seq, :sale_id, :at, :terminal_id, :merchant_id, :token, :pan_last4, :member,"
+    " :gross, :discount, :net, :rules, :roster_version, :policy_version, :prev_hash, :hash)"
+)
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, check_same_thread=False)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE / COMMIT)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=FULL")
@@ -99,17 +109,33 @@ class Journal:
         row = self.db.execute("SELECT seq, hash FROM sales ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction taken with BEGIN IMMEDIATE.
+
+        IMMEDIATE takes the write lock before the sale's sequence number is read, so
+        another process (the sync marking sales uploaded) can never make the
+        commit fail half-way with SQLITE_BUSY on a lock upgrade.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     @_locked
     def append(self, fields: Mapping[str, Any], at: datetime) -> dict[str, Any]:
         """Durably record one sale and return it as stored (with seq and hash)."""
         try:
-            with self.db.atomic():
+            with self._write():
                 seq, prev = self._tail()
                 sale = dict(fields)
                 sale.update(seq=seq + 1, sale_id=str(uuid.uuid4()), at=iso(at), prev_hash=prev)
                 sale["hash"] = entry_hash(prev, sale)
                 row = dict(sale, rules=json.dumps(sale["rules"]), member=int(sale["member"]))
-                self.db.table("sales").insert(row)
+                self.db.execute(INSERT_SALE, row)
         except sqlite3.Error as exc:
             raise JournalError(f"the sale was NOT recorded: journal write failed ({exc})") from None
         return sale
@@ -132,7 +158,7 @@ class Journal:
 
     @_locked
     def mark_uploaded(self, through_seq: int, at: datetime) -> int:
-        with self.db.atomic():
+        with self._write():
             cursor = self.db.execute(
                 "UPDATE sales SET uploaded_at = ? WHERE seq <= ? AND uploaded_at IS NULL",
                 [iso(at), through_seq],

@@ -132,13 +132,32 @@ def build_roster(
     keys: list[Ed25519PrivateKey],
 ) -> bytes:
     """Serialise and sign a full roster. Duplicate tokens are refused."""
+    return sign_packed(
+        sorted(r.pack() for r in records),
+        version=version,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        token_key_id=token_key_id,
+        keys=keys,
+    )
+
+
+def sign_packed(
+    packed: list[bytes],
+    *,
+    version: int,
+    issued_at: datetime,
+    expires_at: datetime,
+    token_key_id: str,
+    keys: list[Ed25519PrivateKey],
+) -> bytes:
+    """Sign records already packed (``MemberRecord.pack``) and sorted."""
     if version < 1:
         raise ValueError("roster version must be 1 or more")
     if expires_at <= issued_at:
         raise ValueError("a roster must expire after it is issued")
-    packed = sorted(r.pack() for r in records)
     for a, b in zip(packed, packed[1:], strict=False):
-        if a[:TOKEN_BYTES] == b[:TOKEN_BYTES]:
+        if a[:TOKEN_BYTES] >= b[:TOKEN_BYTES]:
             raise ValueError("two members have the same card (duplicate token)")
     body = b"".join(packed)
     signed: dict[str, Any] = {

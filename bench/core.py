@@ -1,0 +1,134 @@
+"""Measurement helpers shared by every benchmark module."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Context:
+    quick: bool  # a smaller run for development (`make bench QUICK=1`)
+    workdir: Path  # scratch space on a real disk (not tmpfs)
+
+    def scale(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float | None  # None: could not be measured (see `note`)
+    unit: str  # "x" for ratios, "ms", "MB", "bytes", ...
+    goal: str | None = None  # e.g. "<= 1.1"; None when the figure is informative only
+    met: bool | None = None
+    baseline: str | None = None  # what a ratio is measured against
+    spread: str | None = None  # e.g. "IQR 0.95-1.08 over 31 pairs"
+    note: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(value: float, goal: str) -> bool:
+    """``goal`` is "<= N" or ">= N"."""
+    op, number = goal.split()
+    limit = float(number)
+    return value <= limit if op == "<=" else value >= limit
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class Paired:
+    """Timings of a product path and its baseline, taken alternately (seconds)."""
+
+    product: list[float]
+    baseline: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [p / b for p, b in zip(self.product, self.baseline, strict=True) if b > 0]
+
+    def ratio(self, p: float = 50) -> float:
+        return percentile(self.product, p) / percentile(self.baseline, p)
+
+    def spread(self) -> str:
+        r = self.ratios
+        return (
+            f"pairwise ratio IQR {percentile(r, 25):.3f}-{percentile(r, 75):.3f} "
+            f"over {len(r)} pairs"
+        )
+
+    def detail(self) -> dict[str, float]:
+        ms = 1000.0
+        return {
+            "product_p50_ms": percentile(self.product, 50) * ms,
+            "product_p99_ms": percentile(self.product, 99) * ms,
+            "baseline_p50_ms": percentile(self.baseline, 50) * ms,
+            "baseline_p99_ms": percentile(self.baseline, 99) * ms,
+        }
+
+
+def timed(fn: Callable[[], object], inner: int = 1) -> float:
+    start = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - start) / inner
+
+
+def paired(
+    product: Callable[[], object],
+    baseline: Callable[[], object],
+    rounds: int,
+    inner: int = 1,
+    warmup: int = 3,
+) -> Paired:
+    """Run product and baseline alternately (A B A B ...), ``rounds`` pairs."""
+    for _ in range(warmup):
+        product()
+        baseline()
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        a, b = [], []
+        for i in range(rounds):
+            if i % 2 == 0:
+                a.append(timed(product, inner))
+                b.append(timed(baseline, inner))
+            else:  # alternate which goes first, too
+                b.append(timed(baseline, inner))
+                a.append(timed(product, inner))
+    finally:
+        if gc_was:
+            gc.enable()
+    return Paired(a, b)
+
+
+def ratio_figure(name: str, pair: Paired, goal: str | None, baseline: str, p: float = 50) -> Figure:
+    value = pair.ratio(p)
+    return Figure(
+        name=name,
+        value=round(value, 3),
+        unit="x",
+        goal=goal,
+        met=check(value, goal) if goal else None,
+        baseline=baseline,
+        spread=pair.spread(),
+        detail={k: round(v, 4) for k, v in pair.detail().items()},
+    )
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
