@@ -24,6 +24,7 @@ import calendar
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -469,7 +470,10 @@ class CardEmulator:
 
     ``insert()`` connects to vpcd and answers it from a background thread until
     ``remove()`` (or a profile that pulls the card) closes the connection. The
-    ``apdu_log`` lists every ``(command, response)`` exchanged.
+    ``apdu_log`` lists every ``(command, response)`` exchanged. ``inserted_at`` and
+    ``noticed_at`` (``time.monotonic()``) tell when the card connected and when vpcd
+    first spoke to it, i.e. when pcscd's presence poll found it; ``noticed`` is set
+    then.
     """
 
     def __init__(
@@ -487,6 +491,9 @@ class CardEmulator:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.inserted_at: float | None = None
+        self.noticed_at: float | None = None
+        self.noticed = threading.Event()
 
     def __repr__(self) -> str:
         return f"CardEmulator(profile={self.profile!r}, port={self.port})"
@@ -514,6 +521,9 @@ class CardEmulator:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock = sock
             self.card.reset()
+            self.inserted_at = time.monotonic()
+            self.noticed_at = None
+            self.noticed.clear()
             return sock
 
     def insert(self) -> CardEmulator:
@@ -577,6 +587,9 @@ class CardEmulator:
                 payload = _recv_exact(sock, int.from_bytes(header, "big"))
                 if payload is None:
                     return
+                if self.noticed_at is None:
+                    self.noticed_at = time.monotonic()
+                    self.noticed.set()
                 if len(payload) == 1:
                     reply = self._control(payload[0])
                 elif payload:

@@ -48,3 +48,13 @@ class CardRemovedError(CardError):
     """The card was taken away during the read."""
 
     exit_code = 5
+
+
+class StaleCardError(NoCardError):
+    """No new card: the card in the reader was already read for a sale, or was there
+    before the terminal started watching (it may be the last customer's).
+
+    Exit status 3, like :class:`NoCardError`: no card to read was presented.
+    """
+
+    exit_code = 3

@@ -7,8 +7,9 @@ the pure :func:`reader.emv.read_identity`, given :meth:`PcscConnection.transmit`
 
 Waiting for a card uses ``SCardGetStatusChange`` with a deadline (PC/SC Part 5,
 3.1.8); pyscard's ``CardRequest`` (it spins forever on an unknown reader in 2.3.1)
-and ``CardMonitor`` (a thread of its own) are deliberately not used. Contexts and
-card handles are always released.
+and ``CardMonitor`` (its thread dies for good when pcscd goes away) are deliberately
+not used: the daemon's long-lived watch is :class:`reader.monitor.CardMonitor`.
+Contexts and card handles are always released.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ NOT_RUNNING = "pcscd is not running: start it with `systemctl start pcscd`"
 
 # Which pcsc-lite return codes mean what, for a cashier (pcsclite.h).
 _NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
+# pcsc-lite 1.9 answers a call in progress with F_COMM_ERROR when pcscd stops under it,
+# and a context of a pcscd that has since restarted with INVALID_HANDLE.
+_LOST_SERVICE = {scard.SCARD_F_COMM_ERROR, scard.SCARD_E_INVALID_HANDLE}
 _NO_READER = {
     scard.SCARD_E_NO_READERS_AVAILABLE,
     scard.SCARD_E_UNKNOWN_READER,
@@ -50,11 +54,15 @@ _REMOVED = {
 _MUTE = {scard.SCARD_W_UNRESPONSIVE_CARD, scard.SCARD_E_PROTO_MISMATCH}
 
 
-def _error(hresult: int, doing: str) -> CardError:
+def translate(hresult: int, doing: str) -> CardError:
     """Translate a pcsc-lite return code into the matching :class:`CardError`."""
     reason = scard.SCardGetErrorMessage(hresult)
     if hresult in _NO_SERVICE:
         return NoReaderError(NOT_RUNNING)
+    if hresult in _LOST_SERVICE:
+        return NoReaderError(
+            f"lost contact with pcscd while {doing}: check it runs (`systemctl status pcscd`)"
+        )
     if hresult in _NO_READER:
         return NoReaderError(f"the card reader went away while {doing}: plug it in again")
     if hresult in _REMOVED:
@@ -70,17 +78,17 @@ def _error(hresult: int, doing: str) -> CardError:
     return CardError(f"the card reader failed while {doing}: {reason} ({hresult & 0xFFFFFFFF:08X})")
 
 
-def _establish() -> int:
+def establish_context() -> int:
     try:
         hresult, hcontext = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
     except scard.error as exc:  # pragma: no cover - pyscard's SWIG layer
         raise NoReaderError(NOT_RUNNING) from exc
     if hresult != scard.SCARD_S_SUCCESS:
-        raise _error(hresult, "connecting to pcscd")
+        raise translate(hresult, "connecting to pcscd")
     return int(hcontext)
 
 
-def _release(hcontext: int) -> None:
+def release_context(hcontext: int) -> None:
     try:
         scard.SCardReleaseContext(hcontext)
     except scard.error:  # pragma: no cover
@@ -92,7 +100,7 @@ def _readers(hcontext: int) -> list[str]:
     if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
         return []
     if hresult != scard.SCARD_S_SUCCESS:
-        raise _error(hresult, "listing the card readers")
+        raise translate(hresult, "listing the card readers")
     return [str(r) for r in readers]
 
 
@@ -115,11 +123,11 @@ def list_readers() -> list[str]:
 
     Raises :class:`NoReaderError` when pcscd is not running.
     """
-    hcontext = _establish()
+    hcontext = establish_context()
     try:
         return _readers(hcontext)
     finally:
-        _release(hcontext)
+        release_context(hcontext)
 
 
 ReaderEvent = tuple[str, int, list[int]]  # reader name, event state, ATR
@@ -141,7 +149,7 @@ def _watch(
         if hresult == scard.SCARD_E_TIMEOUT:
             return
         if hresult != scard.SCARD_S_SUCCESS:
-            raise _error(hresult, doing)
+            raise translate(hresult, doing)
         yield events
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -157,12 +165,23 @@ class PcscConnection:
     ``reader.apdu.Transmit`` shape.
     """
 
-    def __init__(self, hcontext: int, hcard: int, protocol: int, reader: str, atr: bytes):
+    def __init__(
+        self,
+        hcontext: int,
+        hcard: int,
+        protocol: int,
+        reader: str,
+        atr: bytes,
+        event_counter: int | None = None,
+    ):
         self._hcontext: int | None = hcontext
         self._hcard: int | None = hcard
         self.protocol = protocol
         self.reader = reader
         self.atr = atr
+        # pcscd's count of card insertions and removals in this reader when we
+        # connected (the upper 16 bits of dwEventState): names this insertion.
+        self.event_counter = event_counter
 
     def __repr__(self) -> str:
         return f"PcscConnection(reader={self.reader!r}, atr={self.atr.hex().upper()})"
@@ -173,7 +192,7 @@ class PcscConnection:
             raise CardRemovedError("the card connection is closed")
         hresult, response = scard.SCardTransmit(self._hcard, self.protocol, list(apdu))
         if hresult != scard.SCARD_S_SUCCESS:
-            raise _error(hresult, "reading it")
+            raise translate(hresult, "reading it")
         if len(response) < 2:
             # vpcd (and some readers) report success with no bytes when the card
             # went away mid-command; tell that apart from a card answering nonsense.
@@ -202,7 +221,7 @@ class PcscConnection:
             raise CardRemovedError("the card connection is closed")
         hresult = scard.SCardBeginTransaction(self._hcard)
         if hresult != scard.SCARD_S_SUCCESS:
-            raise _error(hresult, "starting to read it")
+            raise translate(hresult, "starting to read it")
 
     def close(self) -> None:
         """End any transaction, disconnect (leaving the card as it is), release."""
@@ -214,7 +233,7 @@ class PcscConnection:
                 pass
             self._hcard = None
         if self._hcontext is not None:
-            _release(self._hcontext)
+            release_context(self._hcontext)
             self._hcontext = None
 
     def __enter__(self) -> PcscConnection:
@@ -240,7 +259,7 @@ def _connect(hcontext: int, reader: str) -> tuple[int, int] | None:
     if hresult in (scard.SCARD_E_NO_SMARTCARD, scard.SCARD_W_REMOVED_CARD):
         return None
     if hresult != scard.SCARD_S_SUCCESS:
-        raise _error(hresult, "connecting to it")
+        raise translate(hresult, "connecting to it")
     return int(hcard), int(protocol)
 
 
@@ -254,7 +273,7 @@ def wait_for_card(reader_substring: str | None, timeout: float) -> PcscConnectio
     if timeout < 0:
         raise ValueError("the timeout must not be negative")
     deadline = time.monotonic() + timeout
-    hcontext = _establish()
+    hcontext = establish_context()
     handed_over = False
     mute = False
     try:
@@ -277,7 +296,41 @@ def wait_for_card(reader_substring: str | None, timeout: float) -> PcscConnectio
         raise NoCardError(f"no card presented within {timeout:g} s")
     finally:
         if not handed_over:
-            _release(hcontext)
+            release_context(hcontext)
+
+
+def connect_reader(reader: str) -> PcscConnection:
+    """Connect now to the card in the reader named exactly ``reader``; do not wait.
+
+    The connection's ``event_counter`` is read after connecting, so it names the
+    insertion of the card this connection talks to (a card swapped afterwards makes
+    the handle fail with ``SCARD_W_REMOVED_CARD``). Raises :class:`CardRemovedError`
+    when the reader is empty, :class:`NoReaderError` when it is gone.
+    """
+    hcontext = establish_context()
+    handed_over = False
+    try:
+        connected = _connect(hcontext, reader)
+        if connected is None:
+            raise CardRemovedError(
+                "the card was taken away before it could be read: present it again"
+            )
+        hcard, protocol = connected
+        connection = PcscConnection(hcontext, hcard, protocol, reader, b"")
+        handed_over = True  # the connection owns the context now (and closes it on error)
+        hresult, events = scard.SCardGetStatusChange(
+            hcontext, 0, [(reader, scard.SCARD_STATE_UNAWARE)]
+        )
+        if hresult != scard.SCARD_S_SUCCESS:
+            connection.close()
+            raise translate(hresult, "looking at the card")
+        _name, state, atr = events[0]
+        connection.atr = bytes(atr)
+        connection.event_counter = (state >> 16) & 0xFFFF
+        return connection
+    finally:
+        if not handed_over:
+            release_context(hcontext)
 
 
 def wait_for_removal(reader_substring: str | None, timeout: float) -> bool:
@@ -287,7 +340,7 @@ def wait_for_removal(reader_substring: str | None, timeout: float) -> bool:
     :func:`wait_for_card`.
     """
     deadline = time.monotonic() + timeout
-    hcontext = _establish()
+    hcontext = establish_context()
     try:
         readers = _matching(hcontext, reader_substring)
         for events in _watch(hcontext, readers, deadline, "waiting for the card to go"):
@@ -295,7 +348,7 @@ def wait_for_removal(reader_substring: str | None, timeout: float) -> bool:
                 return True
         return False
     finally:
-        _release(hcontext)
+        release_context(hcontext)
 
 
 def read_card(

@@ -112,27 +112,40 @@ def _parse(data: bytes, depth: int) -> tuple[Tlv, ...]:
     pos = 0
     end = len(data)
     while pos < end:
-        if data[pos] in PADDING:
+        first = data[pos]
+        if first == 0x00 or first == 0xFF:  # PADDING
             pos += 1
             continue
-        tag, pos = read_tag(data, pos)
-        length, pos = read_length(data, pos)
+        # The common case inline (a card answer has dozens of objects per read):
+        # a one-byte tag and a one-byte length; anything else goes the long way.
+        if first & 0x1F != 0x1F and pos + 1 < end and data[pos + 1] < 0x80:
+            tag, length, pos = first, data[pos + 1], pos + 2
+        else:
+            tag, pos = read_tag(data, pos)
+            length, pos = read_length(data, pos)
         if pos + length > end:
             raise MalformedResponseError(
                 f"TLV tag {tag:X} says {length} bytes but only {end - pos} remain"
             )
         value = data[pos : pos + length]
         pos += length
-        children = _parse(value, depth + 1) if tag_is_constructed(tag) else ()
+        # bit 6 of the first tag byte: constructed (Book 3, B1, table 35)
+        children = _parse(value, depth + 1) if first & 0x20 else ()
         out.append(Tlv(tag, value, children))
     return tuple(out)
 
 
 def walk(tlvs: Iterable[Tlv]) -> Iterator[Tlv]:
     """Every data object in ``tlvs`` and inside them, depth first, in order."""
-    for item in tlvs:
+    stack = [iter(tlvs)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
         yield item
-        yield from walk(item.children)
+        if item.children:
+            stack.append(iter(item.children))
 
 
 def find(tlvs: Iterable[Tlv], tag: int) -> Tlv | None:

@@ -4,6 +4,9 @@
 ``pcscd --foreground`` and stops only that process at the end. ``emulated_card``
 (function): a factory that inserts :class:`reader.emulator.CardEmulator` cards and
 takes them out again after the test, waiting until pcscd has seen them go.
+``private_pcscd`` (function): a pcscd of the test's own in a private mount
+namespace, for tests that stop and restart pcscd (their client runs in a child
+process, see :class:`reader.pcscd.PrivatePcscd`).
 
 When pcscd, the vpcd driver or pyscard is missing the tests skip, except under
 ``CI=true``, where they fail: CI must exercise the real card path.
@@ -12,15 +15,18 @@ When pcscd, the vpcd driver or pyscard is missing the tests skip, except under
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from reader.emulator import VPCD_PORT, CardEmulator
 from reader.errors import NoReaderError
-from reader.pcscd import Pcscd, pcscd_running, virtual_readers
+from reader.pcscd import Pcscd, PrivatePcscd, pcscd_running, virtual_readers
 
 READER_0 = "Virtual PCD 00 00"  # vpcd slot 0, port 35963
 READER_1 = "Virtual PCD 00 01"  # vpcd slot 1, port 35964
@@ -110,3 +116,26 @@ def emulated_card(pcscd: PcscdInfo) -> Iterator[InsertCard]:
     for port in {emulator.port for emulator in inserted}:
         if not wait_for_removal(reader_for_port(port), timeout=5.0):
             pytest.fail("pcscd still sees the emulated card after it was removed")
+
+
+@pytest.fixture
+def private_pcscd() -> Iterator[PrivatePcscd]:
+    """A pcscd of the test's own (see :class:`reader.pcscd.PrivatePcscd`), free to stop
+    and restart: no other PC/SC client on the machine sees it, so the session's pcscd
+    (perhaps someone else's) is never touched. Only child processes can use it: give
+    them ``private_pcscd.env``. Its vpcd slot 0 listens on ``private_pcscd.port``."""
+    reason = PrivatePcscd.unavailable_reason()
+    if reason is not None:
+        unavailable(reason)
+    folder = Path(tempfile.mkdtemp(prefix="uc-pcscd-"))  # short: a socket path has 108 bytes
+    daemon = PrivatePcscd(folder)
+    try:
+        daemon.start()
+    except NoReaderError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        unavailable(str(exc))
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(folder, ignore_errors=True)

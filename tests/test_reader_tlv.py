@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from reader import tlv
 from reader.errors import MalformedResponseError
 from reader.tlv import Tlv
+from tests.deadline import Hang, no_hang
 
 
 def h(text: str) -> bytes:
@@ -156,10 +157,11 @@ def test_encode_then_parse_round_trips(nodes: list[tuple[int, object]]) -> None:
 
 
 @given(st.binary(max_size=600))
-@settings(max_examples=1000)
+@settings(max_examples=1000, deadline=500)
 def test_arbitrary_bytes_parse_or_raise_malformed_only(data: bytes) -> None:
     try:
-        items = tlv.parse(data)
+        with no_hang(2.0):
+            items = tlv.parse(data)
     except MalformedResponseError:
         return
     # whatever parsed fits inside the input
@@ -167,10 +169,18 @@ def test_arbitrary_bytes_parse_or_raise_malformed_only(data: bytes) -> None:
 
 
 @given(st.binary(max_size=200))
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=500)
 def test_arbitrary_bytes_as_dol_parse_or_raise_malformed_only(data: bytes) -> None:
     try:
-        entries = tlv.parse_dol(data)
+        with no_hang(2.0):
+            entries = tlv.parse_dol(data)
     except MalformedResponseError:
         return
     assert len(entries) <= len(data)
+
+
+def test_no_hang_fails_a_loop_that_never_ends() -> None:
+    """The guard the fuzz tests rely on does fire."""
+    with pytest.raises(Hang), no_hang(0.05):
+        while True:
+            pass
