@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sync.errors import WireFormatError
-from terminal.chain import SALE_FIELDS
+from terminal.chain import OPTIONAL_SALE_FIELDS, SALE_FIELDS
 
 SALES_FORMAT = "unioncard.sales.v1"
 MAX_BATCH = 1000
@@ -23,8 +23,62 @@ def encode_sales(terminal_id: str, sales: Sequence[Mapping[str, Any]]) -> dict[s
     return {
         "format": SALES_FORMAT,
         "terminal_id": terminal_id,
-        "sales": [{k: s[k] for k in (*SALE_FIELDS, "prev_hash", "hash")} for s in sales],
+        "sales": [
+            {
+                k: s[k]
+                for k in (*SALE_FIELDS, "prev_hash", "hash")
+                if k not in OPTIONAL_SALE_FIELDS or s.get(k) is not None
+            }
+            for s in sales
+        ],
     }
+
+
+def _whole(value: Any, lo: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def check_basket(basket: Any, sale: Mapping[str, Any], where: str) -> None:
+    """A sale's ``basket``: lines (sku, category, qty, unit_price, discount), tier, discounts.
+
+    The lines must add up to the sale's gross and discount, and the rules' discounts
+    to the sale's discount, so the record an auditor recomputes is the one settled.
+    """
+    if not isinstance(basket, dict) or set(basket) != {"lines", "tier", "discounts"}:
+        raise WireFormatError(f"{where}.basket must have exactly lines, tier and discounts")
+    lines = basket["lines"]
+    if not isinstance(lines, list) or not lines:
+        raise WireFormatError(f"{where}.basket.lines must be a non-empty list")
+    gross = discount = 0
+    for j, line in enumerate(lines):
+        at = f"{where}.basket.lines[{j}]"
+        if not isinstance(line, dict) or set(line) != {
+            "sku",
+            "category",
+            "qty",
+            "unit_price",
+            "discount",
+        }:
+            raise WireFormatError(f"{at} must have sku, category, qty, unit_price, discount")
+        if not isinstance(line["sku"], str) or not isinstance(line["category"], str):
+            raise WireFormatError(f"{at}.sku and .category must be strings")
+        if not _whole(line["qty"], 1) or not _whole(line["unit_price"]):
+            raise WireFormatError(f"{at}: qty must be 1 or more and unit_price whole fen")
+        line_gross = line["qty"] * line["unit_price"]
+        if not _whole(line["discount"]) or line["discount"] > line_gross:
+            raise WireFormatError(f"{at}.discount must be whole fen, at most the line's gross")
+        gross += line_gross
+        discount += line["discount"]
+    if gross != sale["gross"] or discount != sale["discount"]:
+        raise WireFormatError(f"{where}.basket lines do not add up to the sale's gross/discount")
+    tier = basket["tier"]
+    if tier is not None and not _whole(tier):
+        raise WireFormatError(f"{where}.basket.tier must be a whole number or null")
+    discounts = basket["discounts"]
+    if not isinstance(discounts, dict) or not all(_whole(v, 1) for v in discounts.values()):
+        raise WireFormatError(f"{where}.basket.discounts must map rule ids to whole fen")
+    if sum(discounts.values()) != sale["discount"] or set(discounts) != set(sale["rules"]):
+        raise WireFormatError(f"{where}.basket.discounts do not match the sale's rules/discount")
 
 
 def decode_sales(body: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -59,7 +113,9 @@ def decode_sales(body: Any) -> tuple[str, list[dict[str, Any]]]:
             raise WireFormatError(f"sales[{i}]: gross - discount != net")
         if sale["terminal_id"] != terminal_id:
             raise WireFormatError(f"sales[{i}] belongs to another terminal")
-        out.append({k: sale[k] for k in (*SALE_FIELDS, "prev_hash", "hash")})
+        if sale.get("basket") is not None:
+            check_basket(sale["basket"], sale, f"sales[{i}]")
+        out.append({k: sale.get(k) for k in (*SALE_FIELDS, "prev_hash", "hash")})
     return terminal_id, out
 
 

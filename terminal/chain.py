@@ -32,7 +32,10 @@ SALE_FIELDS = (
     "rules",
     "roster_version",
     "policy_version",
+    "basket",
 )
+# Hashed only when not null: sales journaled before the field existed keep their hash.
+OPTIONAL_SALE_FIELDS = frozenset({"basket"})
 
 
 class ChainError(ValueError):
@@ -40,7 +43,11 @@ class ChainError(ValueError):
 
 
 def entry_hash(prev_hash: str, sale: Mapping[str, Any]) -> str:
-    fields = {name: sale[name] for name in SALE_FIELDS}
+    fields = {
+        name: sale[name]
+        for name in SALE_FIELDS
+        if name not in OPTIONAL_SALE_FIELDS or sale.get(name) is not None
+    }
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(fields)).hexdigest()
 
 

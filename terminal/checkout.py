@@ -1,7 +1,8 @@
-"""The checkout use case: card identity -> membership -> quote -> journal.
+"""The checkout use case: card identity -> membership -> usage -> quote -> journal.
 
 The clock is read once by the caller and passed in, so a sale can be replayed
-exactly by an auditor.
+exactly by an auditor: the journal keeps the basket lines, the member's tier and
+what each rule gave (field ``basket``), and the policy version.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from reader.identity import CardIdentity
+from terminal.basket import Basket, RuleUsage
+from terminal.discount import Quote, journal_record, quote, quote_json
 from terminal.journal import Journal
-from terminal.money import fen
-from terminal.policy import Quote, quote
+from terminal.policy import Policy, quota_periods
 from terminal.roster import Membership
 from terminal.state import TerminalState
 from terminal.timefmt import iso
@@ -26,20 +28,15 @@ class SaleResult:
     member: bool
 
     def as_json(self) -> dict[str, Any]:
+        """The sale for the till: seq, member, money (yuan strings and ``*_fen``), the
+        rules applied, reasons, per-line amounts and each rule not applied."""
         return {
             "seq": self.sale["seq"],
             "sale_id": self.sale["sale_id"],
             "at": self.sale["at"],
             "pan_last4": self.sale["pan_last4"],
             "member": self.member,
-            "gross": fen(self.quote.gross),
-            "discount": fen(self.quote.discount),
-            "net": fen(self.quote.net),
-            "gross_fen": self.quote.gross,
-            "discount_fen": self.quote.discount,
-            "net_fen": self.quote.net,
-            "rules": list(self.quote.applied),
-            "reasons": list(self.quote.reasons),
+            **quote_json(self.quote),
         }
 
 
@@ -50,6 +47,15 @@ def membership_for(
     roster = state.roster
     if roster is None:
         return None, "no member roster installed: run `unioncard sync`"
+    problem = state.clock_problem(now)
+    if problem is not None:
+        return None, problem
+    snapshot = state.snapshot
+    if snapshot is not None and snapshot.is_expired(now):
+        return None, (
+            f"the union's update expired at {iso(snapshot.expires_at)}: "
+            "no discounts until the terminal syncs"
+        )
     if roster.header.is_expired(now):
         return None, (
             f"member roster expired at {iso(roster.header.expires_at)}: "
@@ -63,18 +69,41 @@ def membership_for(
     return found, ""
 
 
+def usage_for(
+    journal: Journal, token: str | None, policy: Policy | None, now: datetime
+) -> dict[str, RuleUsage]:
+    """This member's use of each quota rule in its current period, from the journal."""
+    if token is None or policy is None:
+        return {}
+    return {
+        rule_id: journal.usage(token, rule_id, since)
+        for rule_id, since in quota_periods(policy, now)
+    }
+
+
 def checkout(
-    state: TerminalState, journal: Journal, identity: CardIdentity, gross: int, now: datetime
+    state: TerminalState,
+    journal: Journal,
+    identity: CardIdentity,
+    basket: Basket | int,
+    now: datetime,
 ) -> SaleResult:
-    """Price the sale for this card and record it durably before returning."""
+    """Price the sale for this card and record it durably before returning.
+
+    ``basket`` may be a plain amount in fen: one line of category ``general``.
+    """
+    if not isinstance(basket, Basket):
+        basket = Basket.of_amount(basket)
     member, reason = membership_for(state, identity, now)
-    q = quote(gross, member, state.policy, now, not_member_reason=reason or "not a member")
+    token = identity.token.hex() if identity.token is not None else None
+    usage = usage_for(journal, token, state.policy, now) if member is not None else {}
+    q = quote(basket, member, state.policy, now, usage, not_member_reason=reason or "not a member")
     enrolment = state.enrolment
     sale = journal.append(
         {
             "terminal_id": enrolment.terminal_id,
             "merchant_id": enrolment.merchant_id,
-            "token": identity.token.hex() if identity.token is not None else None,
+            "token": token,
             "pan_last4": identity.pan_last4,
             "member": member is not None and member.is_valid_on(now.date()),
             "gross": q.gross,
@@ -83,6 +112,7 @@ def checkout(
             "rules": list(q.applied),
             "roster_version": state.roster.version if state.roster is not None else 0,
             "policy_version": state.policy.version if state.policy is not None else 0,
+            "basket": journal_record(q, member),
         },
         at=now,
     )

@@ -39,3 +39,7 @@ class JournalError(TerminalError):
 
 class BusyError(TerminalError):
     """Another checkout is already waiting for a card."""
+
+
+class BasketError(TerminalError):
+    """A basket or usage file given to `unioncard quote` is invalid."""

@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
 
+from terminal.basket import RuleUsage
 from terminal.chain import GENESIS, ChainError, check_chain, entry_hash
 from terminal.errors import JournalError
 from terminal.timefmt import iso
@@ -51,6 +52,11 @@ MIGRATIONS = (
     );
     CREATE INDEX sales_pending ON sales (seq) WHERE uploaded_at IS NULL;
     """,
+    # 2: the basket (lines, tier, each rule's discount; hashed) and quota look-ups
+    """
+    ALTER TABLE sales ADD COLUMN basket TEXT;
+    CREATE INDEX sales_token_at ON sales (token, at) WHERE token IS NOT NULL;
+    """,
 )
 
 
@@ -69,9 +75,16 @@ def _locked(method: Callable[P, R]) -> Callable[P, R]:
 
 INSERT_SALE = (
     "INSERT INTO sales (seq, sale_id, at, terminal_id, merchant_id, token, pan_last4, member,"
-    " gross, discount, net, rules, roster_version, policy_version, prev_hash, hash)"
+    " gross, discount, net, rules, roster_version, policy_version, basket, prev_hash, hash)"
     " VALUES (:seq, :sale_id, :at, :terminal_id, :merchant_id, :token, :pan_last4, :member,"
-    " :gross, :discount, :net, :rules, :roster_version, :policy_version, :prev_hash, :hash)"
+    " :gross, :discount, :net, :rules, :roster_version, :policy_version, :basket, :prev_hash,"
+    " :hash)"
+)
+
+USAGE = (
+    "SELECT count(*), coalesce(sum(d.value), 0)"
+    " FROM sales, json_each(sales.basket, '$.discounts') AS d"
+    " WHERE sales.token = ? AND sales.at >= ? AND d.key = ?"
 )
 
 
@@ -132,9 +145,12 @@ class Journal:
             with self._write():
                 seq, prev = self._tail()
                 sale = dict(fields)
+                sale.setdefault("basket", None)
                 sale.update(seq=seq + 1, sale_id=str(uuid.uuid4()), at=iso(at), prev_hash=prev)
                 sale["hash"] = entry_hash(prev, sale)
                 row = dict(sale, rules=json.dumps(sale["rules"]), member=int(sale["member"]))
+                if sale["basket"] is not None:
+                    row["basket"] = json.dumps(sale["basket"], sort_keys=True)
                 self.db.execute(INSERT_SALE, row)
         except sqlite3.Error as exc:
             raise JournalError(f"the sale was NOT recorded: journal write failed ({exc})") from None
@@ -145,6 +161,7 @@ class Journal:
         sale = dict(row)
         sale["rules"] = json.loads(sale["rules"])
         sale["member"] = bool(sale["member"])
+        sale["basket"] = json.loads(sale["basket"]) if sale.get("basket") else None
         sale.pop("uploaded_at", None)
         return sale
 
@@ -174,6 +191,16 @@ class Journal:
         """The newest sales, newest first, with ``uploaded`` (true/false)."""
         rows = self.db.query("SELECT * FROM sales ORDER BY seq DESC LIMIT ?", [limit])
         return [dict(self._decode(r), uploaded=r["uploaded_at"] is not None) for r in rows]
+
+    @_locked
+    def usage(self, token: str, rule_id: str, since: datetime) -> RuleUsage:
+        """How often, and for how much, ``rule_id`` discounted this card since ``since``.
+
+        Counted from each sale's hashed ``basket.discounts``, so a quota follows the
+        rule id across policy versions.
+        """
+        uses, amount = self.db.execute(USAGE, [token, iso(since), rule_id]).fetchone()
+        return RuleUsage(int(uses), int(amount))
 
     @_locked
     def counts(self) -> tuple[int, int]:

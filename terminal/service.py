@@ -1,7 +1,7 @@
 """The terminal as one object: state + journal + a card reader, shared by the CLI and web.
 
-The card reader is passed in as a function (``reader.pcsc.read_card`` in the
-daemon), so this module does not import pyscard.
+The card reader is passed in as a function (``reader.fresh.FreshCardReader`` in
+the daemon), so this module does not import pyscard.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reader.identity import CardIdentity
+from terminal.basket import Basket
 from terminal.checkout import SaleResult, checkout
 from terminal.errors import BusyError
 from terminal.journal import Journal
@@ -46,8 +47,11 @@ class TerminalService:
     def close(self) -> None:
         self.journal.close()
 
-    def checkout(self, gross: int, timeout: float | None = None) -> SaleResult:
-        """Wait for a card, price the sale and journal it. One checkout at a time."""
+    def checkout(self, basket: Basket | int, timeout: float | None = None) -> SaleResult:
+        """Wait for a card, price the sale and journal it. One checkout at a time.
+
+        ``basket`` may be a plain amount in fen (one line of category ``general``).
+        """
         if not self._lock.acquire(blocking=False):
             raise BusyError("another checkout is waiting for a card: finish or cancel it first")
         try:
@@ -56,7 +60,7 @@ class TerminalService:
                 token_key=self.state.enrolment.token_key,
             )
             self.state.refresh()
-            return checkout(self.state, self.journal, identity, gross, self.clock())
+            return checkout(self.state, self.journal, identity, basket, self.clock())
         finally:
             self._lock.release()
 
@@ -82,6 +86,13 @@ class TerminalService:
         enrolment = self.state.enrolment
         roster, policy = self.state.roster, self.state.policy
         warnings: list[str] = []
+        clock = self.state.clock_problem(now)
+        if clock is not None:
+            warnings.append(clock)
+        snapshot = self.state.snapshot
+        if snapshot is not None and snapshot.expires_at - now < EXPIRY_WARNING:
+            when = "expired" if snapshot.is_expired(now) else "expires"
+            warnings.append(f"the union's update {when} at {iso(snapshot.expires_at)}: sync")
         if roster is None:
             warnings.append("no member roster installed: run `unioncard sync`")
         elif roster.header.is_expired(now):
@@ -93,8 +104,8 @@ class TerminalService:
             warnings.append(f"member roster expires at {iso(roster.header.expires_at)}: sync today")
         if policy is None:
             warnings.append("no discount policy installed: run `unioncard sync`")
-        elif policy.status != "active":
-            warnings.append(f"merchant {policy.status}: no member discounts")
+        elif policy.status_at(now) != "active":
+            warnings.append(f"merchant {policy.status_at(now)}: no member discounts")
         elif policy.is_expired(now):
             warnings.append(f"discount policy expired at {iso(policy.expires_at)}")
         total, pending = self.journal.counts()

@@ -40,19 +40,44 @@ def recent() -> Any:
     return jsonify(sales=_service().recent_sales(limit=10))
 
 
+@bp.get("/api/v1/reader")
+def reader_state() -> Any:
+    """The card reader: its name, whether a card is in it, whether it is ready for a
+    new card, the last error. A reader that cannot tell (a plain function) says so."""
+    report = getattr(_service().read_card, "status", None)
+    if report is None:
+        return jsonify(
+            reader=None,
+            card_present=None,
+            ready_for_new_card=None,
+            waiting_for_card=None,
+            message="the card reader does not report its state",
+            last_error=None,
+        )
+    return jsonify(report())
+
+
 @bp.post("/api/v1/checkout")
 def checkout() -> Any:
+    """``{"amount": "128.50"}`` or ``{"basket": [{"sku", "category", "qty", "unit_price"}]}``."""
+    from terminal.basket import Basket, parse_basket
+
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or "amount" not in body:
-        return jsonify(error='send {"amount": "128.50"} (yuan, as a string)'), 400
+    if not isinstance(body, dict) or ("amount" in body) == ("basket" in body):
+        return jsonify(
+            error='send {"amount": "128.50"} (yuan, as a string) or {"basket": [lines]}'
+        ), 400
     try:
-        gross = parse_yuan(str(body["amount"]))
+        if "basket" in body:
+            basket = parse_basket(body["basket"])
+        else:
+            basket = Basket.of_amount(parse_yuan(str(body["amount"])))
     except ValueError as exc:
         return jsonify(error=str(exc)), 400
     timeout = body.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or not 1 <= timeout <= 120):
         return jsonify(error="timeout must be whole seconds, 1 to 120"), 400
-    result = _service().checkout(gross, timeout=timeout)
+    result = _service().checkout(basket, timeout=timeout)
     return jsonify(result.as_json())
 
 

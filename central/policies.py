@@ -1,0 +1,95 @@
+"""Merchant policies at the union: keep each merchant's terms, sign new versions.
+
+The union authors a merchant's *terms* (the offers and how they combine; see
+terminal.policy and config/policy.schema.json). Publishing wraps the terms in a
+header (merchant, status and since when, version, issue and expiry times) and
+signs it with the key(s) the caller passes in, so the key that signs policies is
+chosen in one place (``central.service.Union.publish_policy``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from central.errors import ConflictError, InputError
+from central.store import Store
+from terminal.errors import PolicyError
+from terminal.policy import TERMS_FIELDS, build_policy, parse_terms
+from terminal.signing import canonical_json
+from terminal.timefmt import iso, parse_iso
+
+POLICY_LIFETIME = timedelta(days=30)
+# What a union policy never discounts, whatever the shop offers (add-merchant's default).
+STANDARD_EXCLUSIONS = ("gift_card", "lottery", "prescription", "tobacco")
+
+
+def percent_terms(basis_points: int) -> dict[str, Any]:
+    """The terms `add-merchant --discount N` gives: N % off everything but the exclusions."""
+    return {
+        "exclude": {"categories": list(STANDARD_EXCLUSIONS)},
+        "rules": [{"id": "member-discount", "kind": "percent_off", "basis_points": basis_points}],
+    }
+
+
+def parse_terms_file(data: bytes, name: str) -> dict[str, Any]:
+    """Validate an offer file for `central set-policy`; one line naming the field on error."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{name} is not valid JSON ({exc})") from None
+    if isinstance(raw, dict) and ("signed" in raw or "type" in raw):
+        raise InputError(
+            f"{name} is a signed policy; give the terms only (rules, exclude, combine, ...)"
+        )
+    try:
+        parse_terms(raw)
+    except PolicyError as exc:
+        raise InputError(f"{name}: {exc}") from None
+    terms: dict[str, Any] = raw
+    return terms
+
+
+def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: datetime) -> None:
+    unknown = set(terms) - set(TERMS_FIELDS)
+    if unknown:
+        raise InputError(f"unknown policy terms: {', '.join(sorted(unknown))}")
+    try:
+        parse_terms(dict(terms))
+    except PolicyError as exc:
+        raise InputError(f"policy terms refused: {exc}") from None
+    store.set_terms(merchant_id, canonical_json(dict(terms)).decode(), iso(at))
+
+
+def publish(
+    store: Store,
+    merchant_id: str,
+    keys: Sequence[Ed25519PrivateKey],
+    now: datetime,
+    lifetime: timedelta = POLICY_LIFETIME,
+) -> int:
+    """Sign the merchant's next policy version with ``keys``; return the version."""
+    merchant = store.merchant(merchant_id)
+    stored = store.terms(merchant_id)
+    terms = json.loads(stored) if stored is not None else percent_terms(merchant["basis_points"])
+    kind = f"policy:{merchant_id}"
+    latest = store.latest_signed(kind)
+    version = (latest[0] if latest else 0) + 1
+    data = build_policy(
+        merchant_id=merchant_id,
+        merchant_name=merchant["name"],
+        status=merchant["status"],
+        status_since=parse_iso(merchant["status_changed_at"]),
+        version=version,
+        issued_at=now,
+        expires_at=now + lifetime,
+        terms=terms,
+        keys=list(keys),
+    )
+    if store.put_signed(kind, version, data, iso(now)) is False:
+        raise ConflictError(f"policy v{version} of {merchant_id} was just signed elsewhere: retry")
+    return version
