@@ -8,7 +8,7 @@ PYTHON ?= python3
 DATA ?= demo-data
 
 # Debian packages the product needs at run time, and to build pyscard from source.
-DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-venv
+DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-venv tzdata
 # ... and what the test suite needs on top: a browser for the cashier page, PostgreSQL.
 DEB_TEST := chromium chromium-driver fonts-wqy-microhei postgresql
 

@@ -19,7 +19,7 @@ from bench.core import Context, Figure
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each module has figures(ctx) -> list[Figure]. Add a module here when it lands.
-MODULES = ["bench.checkout"]
+MODULES = ["bench.checkout", "bench.roster", "bench.card", "bench.policy", "bench.ingest"]
 
 
 def machine() -> dict[str, Any]:

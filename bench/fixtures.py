@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from pathlib import Path
 from central.keys import UnionKeys, create_keys
 from reader.identity import token_for_pan
 from terminal.journal import Journal
-from terminal.policy import Rule, build_policy
+from terminal.policy import build_policy
 from terminal.roster import RECORD, STATUS_ACTIVE, sign_packed
 from terminal.state import TerminalState
 
@@ -41,13 +42,30 @@ def signed_roster(keys: UnionKeys, members: int, include: list[bytes], version: 
         issued_at=now,
         expires_at=now + timedelta(days=3),
         token_key_id=keys.token_key_id,
-        keys=[keys.signing],
+        keys=[keys.roster],
+    )
+
+
+def snapshot_for(keys: UnionKeys, roster: bytes, policy: bytes, version: int) -> bytes:
+    from terminal.roster import split_roster
+    from terminal.snapshot import build_snapshot
+
+    signed = split_roster(roster)[0]["signed"]
+    now = datetime.now(UTC)
+    return build_snapshot(
+        merchant_id="M0001",
+        version=version,
+        issued_at=now,
+        expires_at=now + timedelta(days=3),
+        roster_version=signed["version"],
+        roster_body_sha256=signed["body_sha256"],
+        policy_file=policy,
+        policy_version=json.loads(policy)["signed"]["version"],
+        keys=[keys.snapshot],
     )
 
 
 def terminal_with_roster(folder: Path, members: int) -> BenchTerminal:
-    import json
-
     keys = create_keys(folder / "keys")
     state = TerminalState(folder / "terminal")
     bundle = {
@@ -56,23 +74,21 @@ def terminal_with_roster(folder: Path, members: int) -> BenchTerminal:
         "central_url": "http://127.0.0.1:9",
         "api_secret": "x",
         "token_key": keys.token_key.hex(),
-        "trusted_keys": keys.trusted_keys_json(),
+        "root": keys.root_data.decode(),
     }
     state.enrol(json.dumps(bundle).encode())
     token = token_for_pan(MEMBER_PAN, keys.token_key)
     roster = signed_roster(keys, members, [token])
     now = datetime.now(UTC)
-    state.install_roster(roster, now)
-    state.install_policy(
-        build_policy(
-            merchant_id="M0001",
-            merchant_name="Bench",
-            status="active",
-            version=1,
-            issued_at=now,
-            expires_at=now + timedelta(days=30),
-            rules=[Rule("member", "percent_off", 500)],
-            keys=[keys.signing],
-        )
+    policy = build_policy(
+        merchant_id="M0001",
+        merchant_name="Bench",
+        status="active",
+        version=1,
+        issued_at=now,
+        expires_at=now + timedelta(days=30),
+        terms={"rules": [{"id": "member", "kind": "percent_off", "basis_points": 500}]},
+        keys=[keys.signing],
     )
+    state.install(snapshot_for(keys, roster, policy, 1), now, roster, policy)
     return BenchTerminal(keys, state, Journal(state.journal_path), MEMBER_PAN, roster)

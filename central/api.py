@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from central.errors import InputError
+from central.errors import InputError, NotFoundError
 from central.service import Union
 from sync.errors import WireFormatError
 from sync.wire import ack, decode_sales
@@ -19,18 +20,20 @@ def _union() -> Union:
     return union
 
 
-def _have() -> int:
+def _int_arg(name: str, default: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None and default is not None:
+        return default
     try:
-        return int(request.args.get("have", "0"))
-    except ValueError:
-        raise InputError("'have' must be a version number") from None
+        return int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"'{name}' must be a version number") from None
 
 
-def _signed_file(kind: str, mimetype: str) -> Response:
-    latest = _union().store.latest_signed(kind)
-    if latest is None or latest[0] <= _have():
-        return Response(status=204)
-    return Response(latest[1], mimetype=mimetype, headers={"X-Version": str(latest[0])})
+def _file(data: bytes | None, mimetype: str, **headers: str) -> Response:
+    if data is None:
+        raise NotFoundError("no such version")
+    return Response(data, mimetype=mimetype, headers=headers)
 
 
 @bp.get("/health")
@@ -38,16 +41,46 @@ def health() -> Any:
     return jsonify(status="ok")
 
 
+@bp.get("/root/<int:version>")
+def root(version: int) -> Response:
+    """Root metadata version N; terminals walk N+1, N+2, ... until 404."""
+    union = _union()
+    union.authenticate(request.headers.get("Authorization"))
+    return _file(union.root_version(version), "application/json")
+
+
+@bp.get("/snapshot")
+def snapshot() -> Response:
+    """The newest snapshot for the terminal's merchant, or 204 when ``have`` is current."""
+    union = _union()
+    terminal = union.authenticate(request.headers.get("Authorization"))
+    data = union.snapshot_for(terminal["merchant_id"])
+    if data is None or json.loads(data)["signed"]["version"] <= _int_arg("have", 0):
+        return Response(status=204)
+    return Response(data, mimetype="application/json")
+
+
 @bp.get("/roster")
 def roster() -> Response:
-    _union().authenticate(request.headers.get("Authorization"))
-    return _signed_file("roster", "application/octet-stream")
+    """Roster version ``want``: a delta when the terminal holds ``want - 1``, else full."""
+    union = _union()
+    union.authenticate(request.headers.get("Authorization"))
+    found = union.roster_file(_int_arg("have", 0), _int_arg("want"))
+    if found is None:
+        raise NotFoundError("no such roster version")
+    kind, data = found
+    return _file(data, "application/octet-stream", **{"X-Roster-Kind": kind})
 
 
 @bp.get("/policy")
 def policy() -> Response:
-    terminal = _union().authenticate(request.headers.get("Authorization"))
-    return _signed_file(f"policy:{terminal['merchant_id']}", "application/json")
+    """Policy ``version`` of the terminal's merchant."""
+    union = _union()
+    terminal = union.authenticate(request.headers.get("Authorization"))
+    return _file(
+        union.store.signed(f"policy:{terminal['merchant_id']}", _int_arg("version")),
+        "application/json",
+    )
 
 
 @bp.post("/sales")

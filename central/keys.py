@@ -1,7 +1,11 @@
 """The union's key material on disk (an adapter).
 
-``KEYS/signing.pem``  Ed25519 private key that signs rosters and policies (0600)
-``KEYS/token.key``    32 random bytes, hex: the HMAC key that turns PANs into tokens (0600)
+``KEYS/root.pem``, ``roster.pem``, ``policy.pem``, ``snapshot.pem``
+    Ed25519 private keys, one per role (0600). The root key signs root metadata;
+    each other key signs its own kind of document.
+``KEYS/token.key``  32 random bytes, hex: the HMAC key that turns PANs into tokens (0600)
+``KEYS/root.pub``   the root public key, hex (for auditors: ``roster verify --trust``)
+``KEYS/roots/N.json``  every version of the signed root metadata, in order
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,48 +27,146 @@ from cryptography.hazmat.primitives.serialization import (
 from central.errors import CentralError
 from terminal.files import atomic_write
 from terminal.signing import key_id, public_bytes
+from terminal.trust import ROLES, Root, build_root, load_pinned_root, update_root
+
+ROOT_LIFETIME = timedelta(days=365)
 
 
 @dataclass(frozen=True)
 class UnionKeys:
-    signing: Ed25519PrivateKey
+    root: Ed25519PrivateKey
+    roster: Ed25519PrivateKey
+    policy: Ed25519PrivateKey
+    snapshot: Ed25519PrivateKey
     token_key: bytes
+    root_data: bytes  # the newest signed root metadata
 
     @property
-    def signing_key_id(self) -> str:
-        return key_id(self.signing.public_key())
+    def signing(self) -> Ed25519PrivateKey:
+        """The key that signs merchant policies (older name, kept for callers)."""
+        return self.policy
+
+    @property
+    def current_root(self) -> Root:
+        return load_pinned_root(self.root_data)
 
     @property
     def token_key_id(self) -> str:
         return hashlib.sha256(b"unioncard token key id" + self.token_key).hexdigest()[:16]
 
-    def trusted_keys_json(self) -> dict[str, str]:
-        return {self.signing_key_id: public_bytes(self.signing.public_key()).hex()}
+    def role_key(self, role: str) -> Ed25519PrivateKey:
+        key: Ed25519PrivateKey = getattr(self, role)
+        return key
+
+    def trusted_keys_json(self, role: str = "policy") -> dict[str, str]:
+        key = self.role_key(role).public_key()
+        return {key_id(key): public_bytes(key).hex()}
 
 
-def create_keys(directory: Path) -> UnionKeys:
-    if (directory / "signing.pem").exists():
+def _write_key(path: Path, key: Ed25519PrivateKey) -> None:
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    atomic_write(path, pem, mode=0o600)
+
+
+def _read_key(path: Path) -> Ed25519PrivateKey:
+    key = load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CentralError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def create_keys(directory: Path, now: datetime | None = None) -> UnionKeys:
+    """Create every role key, the token key and root metadata version 1."""
+    if (directory / "root.pem").exists() or (directory / "signing.pem").exists():
         raise CentralError(f"keys already exist in {directory}: refusing to overwrite them")
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    signing = Ed25519PrivateKey.generate()
+    keys = {role: Ed25519PrivateKey.generate() for role in ROLES}
     token_key = os.urandom(32)
-    pem = signing.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    atomic_write(directory / "signing.pem", pem, mode=0o600)
+    for role, key in keys.items():
+        _write_key(directory / f"{role}.pem", key)
     atomic_write(directory / "token.key", token_key.hex().encode() + b"\n", mode=0o600)
-    return UnionKeys(signing, token_key)
+    atomic_write(
+        directory / "root.pub",
+        public_bytes(keys["root"].public_key()).hex().encode() + b"\n",
+        mode=0o644,
+    )
+    issued = now or datetime.now(UTC)
+    root = build_root(
+        version=1,
+        issued_at=issued,
+        expires_at=issued + ROOT_LIFETIME,
+        role_keys={role: [key.public_key()] for role, key in keys.items()},
+        signers=[keys["root"]],
+    )
+    atomic_write(directory / "roots" / "1.json", root, mode=0o644)
+    return UnionKeys(
+        keys["root"], keys["roster"], keys["policy"], keys["snapshot"], token_key, root
+    )
+
+
+def root_versions(directory: Path) -> list[bytes]:
+    """Every root metadata version, oldest first."""
+    files = sorted((directory / "roots").glob("*.json"), key=lambda p: int(p.stem))
+    return [p.read_bytes() for p in files]
 
 
 def load_keys(directory: Path) -> UnionKeys:
     try:
-        key = load_pem_private_key((directory / "signing.pem").read_bytes(), password=None)
+        loaded = {role: _read_key(directory / f"{role}.pem") for role in ROLES}
         token_key = bytes.fromhex((directory / "token.key").read_text().strip())
+        roots = root_versions(directory)
     except FileNotFoundError as exc:
         raise CentralError(
-            f"missing key file {exc.filename}: run `unioncard central init` first"
+            f"missing key file {exc.filename}: run `unioncard keys init` "
+            "(or `unioncard central init`) first"
         ) from None
     except ValueError as exc:
         raise CentralError(f"a key file in {directory} is damaged: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CentralError(f"{directory / 'signing.pem'} is not an Ed25519 key")
-    return UnionKeys(key, token_key)
+    if not roots:
+        raise CentralError(f"no root metadata in {directory / 'roots'}")
+    return UnionKeys(
+        loaded["root"],
+        loaded["roster"],
+        loaded["policy"],
+        loaded["snapshot"],
+        token_key,
+        roots[-1],
+    )
+
+
+def rotate(directory: Path, role: str, now: datetime | None = None) -> int:
+    """Replace ``role``'s key; sign root version N+1 without the old key. Returns N+1.
+
+    A new root key signs together with the old one (TUF 5.3.4): terminals accept
+    the new root only with both signatures. The old private key is kept as
+    ``ROLE.pem.vN`` so an auditor can still verify what it signed.
+    """
+    if role not in ROLES:
+        raise CentralError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    keys = load_keys(directory)
+    current = keys.current_root
+    new_key = Ed25519PrivateKey.generate()
+    role_keys = {r: [keys.role_key(r).public_key()] for r in ROLES}
+    role_keys[role] = [new_key.public_key()]
+    signers = [keys.root, new_key] if role == "root" else [keys.root]
+    issued = now or datetime.now(UTC)
+    data = build_root(
+        version=current.version + 1,
+        issued_at=issued,
+        expires_at=issued + ROOT_LIFETIME,
+        role_keys=role_keys,
+        signers=signers,
+    )
+    update_root(current, data)  # the terminals' rule, checked before anything is written
+    _write_key(directory / f"{role}.pem.new", new_key)
+    atomic_write(directory / "roots" / f"{current.version + 1}.json", data, mode=0o644)
+    os.replace(directory / f"{role}.pem", directory / f"{role}.pem.v{current.version}")
+    os.replace(directory / f"{role}.pem.new", directory / f"{role}.pem")
+    if role == "root":
+        atomic_write(
+            directory / "root.pub",
+            public_bytes(new_key.public_key()).hex().encode() + b"\n",
+            mode=0o644,
+        )
+    return current.version + 1

@@ -18,13 +18,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from central import policies
 from central.errors import AuthError, InputError
-from central.keys import UnionKeys, load_keys
+from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
 from reader.identity import luhn_ok, token_for_pan
-from terminal.policy import Rule, build_policy
-from terminal.roster import MemberRecord, build_roster
-from terminal.timefmt import iso
+from terminal.errors import RosterError
+from terminal.roster import MemberRecord, build_delta, sign_packed, verify_roster
+from terminal.signing import key_id
+from terminal.snapshot import build_snapshot
+from terminal.timefmt import iso, parse_iso
 
 ROSTER_LIFETIME = timedelta(hours=72)
 POLICY_LIFETIME = timedelta(days=30)
@@ -108,7 +111,12 @@ class Union:
     def open(
         cls, paths: CentralPaths, database_url: str | None, clock: Callable[[], datetime]
     ) -> Union:
-        return cls(Store.open(database_url or paths.database_url), load_keys(paths.keys), clock)
+        union = cls(Store.open(database_url or paths.database_url), load_keys(paths.keys), clock)
+        known = union.store.latest_version("root")
+        roots = root_versions(paths.keys)
+        if known is None or known[0] < len(roots):
+            union.publish_roots(roots)
+        return union
 
     def close(self) -> None:
         self.store.close()
@@ -120,6 +128,9 @@ class Union:
         if not 0 <= basis_points <= 10000:
             raise InputError("the discount must be between 0 and 100 percent")
         self.store.add_merchant(merchant_id, name, basis_points, iso(self.clock()))
+        policies.save_terms(
+            self.store, merchant_id, policies.percent_terms(basis_points), self.clock()
+        )
         return self.publish_policy(merchant_id)
 
     def set_merchant_status(self, merchant_id: str, status: str) -> int:
@@ -130,43 +141,109 @@ class Union:
         return self.publish_policy(merchant_id)
 
     def publish_policy(self, merchant_id: str) -> int:
-        merchant = self.store.merchant(merchant_id)
-        kind = f"policy:{merchant_id}"
-        latest = self.store.latest_signed(kind)
-        version = (latest[0] if latest else 0) + 1
-        now = self.clock()
-        data = build_policy(
-            merchant_id=merchant_id,
-            merchant_name=merchant["name"],
-            status=merchant["status"],
-            version=version,
-            issued_at=now,
-            expires_at=now + POLICY_LIFETIME,
-            rules=[Rule("member-discount", "percent_off", merchant["basis_points"])],
-            keys=[self.keys.signing],
+        """Sign the merchant's next policy version (its terms, status); return the version."""
+        return policies.publish(
+            self.store, merchant_id, [self.keys.signing], self.clock(), POLICY_LIFETIME
         )
-        self.store.put_signed(kind, version, data, iso(now))
-        return version
 
     def publish_roster(self, lifetime: timedelta = ROSTER_LIFETIME) -> tuple[int, int]:
-        """Sign a new full roster of every member; return (version, member count)."""
+        """Sign a new full roster of every member, and the delta from the previous one.
+
+        Returns (version, member count). Snapshots naming it are signed on demand.
+        """
         latest = self.store.latest_signed("roster")
         version = (latest[0] if latest else 0) + 1
         now = self.clock()
-        records = [
-            MemberRecord(bytes.fromhex(r["token"]), r["status"], r["tier"], r["valid_until"])
+        packed = sorted(
+            MemberRecord(bytes.fromhex(r["token"]), r["status"], r["tier"], r["valid_until"]).pack()
             for r in self.store.roster_records()
-        ]
-        data = build_roster(
-            records,
+        )
+        data = sign_packed(
+            packed,
             version=version,
             issued_at=now,
             expires_at=now + lifetime,
             token_key_id=self.keys.token_key_id,
-            keys=[self.keys.signing],
+            keys=[self.keys.roster],
         )
-        self.store.put_signed("roster", version, data, iso(now))
-        return version, len(records)
+        full = verify_roster(data, self.roster_keys(), now=None)
+        self.store.put_signed("roster", version, data, iso(now), full.header.body_sha256)
+        try:
+            base = verify_roster(latest[1], self.roster_keys(), now=None) if latest else None
+        except RosterError:  # signed by a roster key since revoked: terminals need the full one
+            base = None
+        if base is not None:
+            delta = build_delta(
+                base, packed, issued_at=now, expires_at=now + lifetime, keys=[self.keys.roster]
+            )
+            self.store.put_signed("roster-delta", version, delta, iso(now))
+        return version, len(packed)
+
+    def roster_keys(self) -> dict[str, Any]:
+        root = self.keys.current_root
+        return root.trusted("roster")
+
+    def roster_file(self, have: int, want: int) -> tuple[str, bytes] | None:
+        """The roster a terminal holding version ``have`` should fetch to reach ``want``:
+        the delta when it leads from ``have`` to ``want``, else the full roster."""
+        if have == want - 1:
+            delta = self.store.signed("roster-delta", want)
+            if delta is not None:
+                return "delta", delta
+        full = self.store.signed("roster", want)
+        return None if full is None else ("full", full)
+
+    def snapshot_for(self, merchant_id: str, lifetime: timedelta = ROSTER_LIFETIME) -> bytes | None:
+        """The newest snapshot naming the newest roster and this merchant's newest policy.
+
+        Signed on demand with the (online) snapshot key when either has changed
+        or the last snapshot is past half its life.
+        """
+        roster = self.store.latest_version("roster")
+        policy = self.store.latest_signed(f"policy:{merchant_id}")
+        if roster is None or policy is None:
+            return None
+        kind = f"snapshot:{merchant_id}"
+        now = self.clock()
+        latest = self.store.latest_signed(kind)
+        if latest is not None:
+            envelope = json.loads(latest[1])
+            signed = envelope["signed"]
+            fresh = parse_iso(signed["expires_at"]) - now > lifetime / 2
+            same = (
+                signed["roster"]["version"] == roster[0]
+                and signed["policy"]["version"] == policy[0]
+            )
+            current_key = key_id(self.keys.snapshot.public_key())
+            by_current_key = any(s["keyid"] == current_key for s in envelope["signatures"])
+            if fresh and same and by_current_key:
+                return latest[1]
+        version = (latest[0] if latest else 0) + 1
+        data = build_snapshot(
+            merchant_id=merchant_id,
+            version=version,
+            issued_at=now,
+            expires_at=now + lifetime,
+            roster_version=roster[0],
+            roster_body_sha256=roster[1],
+            policy_file=policy[1],
+            policy_version=policy[0],
+            keys=[self.keys.snapshot],
+        )
+        if not self.store.put_signed(kind, version, data, iso(now)):
+            return self.snapshot_for(merchant_id, lifetime)  # another worker signed it first
+        return data
+
+    def root_version(self, version: int) -> bytes | None:
+        """Root metadata version ``version`` (terminals walk them one at a time)."""
+        return self.store.signed("root", version)
+
+    def publish_roots(self, roots: list[bytes]) -> None:
+        """Make root metadata versions available to terminals (after `keys rotate`)."""
+        now = iso(self.clock())
+        for data in roots:
+            version = json.loads(data)["signed"]["version"]
+            self.store.put_signed("root", int(version), data, now)
 
     def enrol_terminal(self, terminal_id: str, merchant_id: str, central_url: str) -> bytes:
         """Register a terminal; return its enrolment bundle (secret: for that shop only)."""
@@ -181,7 +258,7 @@ class Union:
             "central_url": central_url,
             "api_secret": secret,
             "token_key": self.keys.token_key.hex(),
-            "trusted_keys": self.keys.trusted_keys_json(),
+            "root": self.keys.root_data.decode(),
         }
         return json.dumps(bundle, indent=2).encode() + b"\n"
 

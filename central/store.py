@@ -5,6 +5,7 @@ Every method runs in its own transaction. Money columns are BIGINT fen.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,9 +69,19 @@ sales = sa.Table(
     sa.Column("rules", sa.Text, nullable=False),
     sa.Column("roster_version", sa.BigInteger, nullable=False),
     sa.Column("policy_version", sa.BigInteger, nullable=False),
+    sa.Column("basket", sa.Text, nullable=True),  # JSON: lines, tier, discounts (hashed)
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("received_at", sa.String(32), nullable=False),
+)
+
+# The terms (offers) of each merchant's policy, as union staff set them (central.policies).
+merchant_terms = sa.Table(
+    "merchant_terms",
+    metadata,
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), primary_key=True),
+    sa.Column("terms", sa.Text, nullable=False),  # canonical JSON (terminal.policy terms)
+    sa.Column("updated_at", sa.String(32), nullable=False),
 )
 
 signed_files = sa.Table(
@@ -79,6 +90,7 @@ signed_files = sa.Table(
     sa.Column("kind", sa.String(48), primary_key=True),  # "roster" or "policy:<merchant>"
     sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=True),  # roster: body SHA-256; else file SHA-256
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
@@ -121,6 +133,25 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def add_missing_columns(engine: Engine) -> None:
+    """Add nullable columns that a newer release declares to tables an older one made.
+
+    ``create_all`` creates missing tables but never alters existing ones.
+    """
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(
+                        sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                    )
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -129,6 +160,7 @@ class Store:
     def open(cls, url: str) -> Store:
         store = cls(make_engine(url))
         metadata.create_all(store.engine)
+        add_missing_columns(store.engine)
         return store
 
     def close(self) -> None:
@@ -205,6 +237,22 @@ class Store:
                 .values(status=status, status_changed_at=at)
             )
 
+    def set_terms(self, merchant_id: str, terms: str, at: str) -> None:
+        """Keep a merchant's policy terms (canonical JSON, validated by the caller)."""
+        self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            conn.execute(merchant_terms.delete().where(merchant_terms.c.merchant_id == merchant_id))
+            conn.execute(
+                merchant_terms.insert().values(merchant_id=merchant_id, terms=terms, updated_at=at)
+            )
+
+    def terms(self, merchant_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(merchant_terms.c.terms).where(merchant_terms.c.merchant_id == merchant_id)
+            ).first()
+        return None if row is None else str(row[0])
+
     def add_terminal(self, terminal_id: str, merchant_id: str, secret_sha256: str, at: str) -> None:
         self.merchant(merchant_id)
         with self.engine.begin() as conn:
@@ -234,11 +282,24 @@ class Store:
             return int(conn.execute(sa.select(sa.func.count()).select_from(terminals)).scalar_one())
 
     # -- signed files (rosters, policies) -------------------------------------------
-    def put_signed(self, kind: str, version: int, data: bytes, at: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                signed_files.insert().values(kind=kind, version=version, data=data, created_at=at)
-            )
+    def put_signed(
+        self, kind: str, version: int, data: bytes, at: str, digest: str | None = None
+    ) -> bool:
+        """Store a signed file; False when that (kind, version) exists already."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    signed_files.insert().values(
+                        kind=kind,
+                        version=version,
+                        data=data,
+                        created_at=at,
+                        digest=digest or hashlib.sha256(data).hexdigest(),
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     def latest_signed(self, kind: str) -> tuple[int, bytes] | None:
         with self.engine.connect() as conn:
@@ -249,6 +310,26 @@ class Store:
                 .limit(1)
             ).first()
         return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def latest_version(self, kind: str) -> tuple[int, str] | None:
+        """(version, digest) of the newest file of ``kind``, without loading it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(signed_files.c.version, signed_files.c.digest)
+                .where(signed_files.c.kind == kind)
+                .order_by(signed_files.c.version.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def signed(self, kind: str, version: int) -> bytes | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(signed_files.c.data).where(
+                    signed_files.c.kind == kind, signed_files.c.version == version
+                )
+            ).first()
+        return None if row is None else bytes(row[0])
 
     # -- sales ------------------------------------------------------------------------
     def ingest(
@@ -291,8 +372,11 @@ class Store:
                     sales.insert(),
                     [
                         {
-                            **{k: s[k] for k in SALE_FIELDS if k != "rules"},
+                            **{k: s[k] for k in SALE_FIELDS if k not in ("rules", "basket")},
                             "rules": json.dumps(s["rules"]),
+                            "basket": None
+                            if s.get("basket") is None
+                            else json.dumps(s["basket"], sort_keys=True),
                             "prev_hash": s["prev_hash"],
                             "hash": s["hash"],
                             "received_at": received_at,
@@ -318,7 +402,14 @@ class Store:
             rows = conn.execute(
                 sales.select().where(sales.c.terminal_id == terminal_id).order_by(sales.c.seq)
             ).mappings()
-            return [dict(r, rules=json.loads(r["rules"])) for r in rows]
+            return [
+                dict(
+                    r,
+                    rules=json.loads(r["rules"]),
+                    basket=json.loads(r["basket"]) if r["basket"] is not None else None,
+                )
+                for r in rows
+            ]
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         """Totals per merchant for sales with ``start <= at < end`` (UTC days)."""

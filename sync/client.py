@@ -37,7 +37,9 @@ class CentralClient:
     def close(self) -> None:
         self.session.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(
+        self, method: str, path: str, missing_ok: bool = False, **kwargs: Any
+    ) -> requests.Response:
         url = f"{self.base_url}{path}"
         delay = self.retry.first_delay
         for attempt in range(1, self.retry.attempts + 1):
@@ -50,6 +52,8 @@ class CentralClient:
                         f"({type(exc).__name__}): check the network and try `unioncard sync` again"
                     ) from None
             else:
+                if missing_ok and response.status_code == 404:
+                    return response
                 if response.status_code < 500 or attempt == self.retry.attempts:
                     return self._checked(response)
             time.sleep(delay)
@@ -79,11 +83,28 @@ class CentralClient:
         except ValueError as exc:
             raise SyncError(f"the central service's answer is not valid: {exc}") from None
 
-    def fetch_roster(self, have_version: int) -> bytes | None:
-        """The newest roster, or None when ``have_version`` is current."""
-        response = self._request("GET", "/api/v1/roster", params={"have": have_version})
-        return None if response.status_code == 204 else response.content
+    def _get_optional(self, path: str, params: dict[str, int] | None = None) -> bytes | None:
+        """GET a file: its bytes, or None on 204 (nothing newer) or 404 (no such version)."""
+        response = self._request("GET", path, params=params, missing_ok=True)
+        return None if response.status_code in (204, 404) else response.content
 
-    def fetch_policy(self, have_version: int) -> bytes | None:
-        response = self._request("GET", "/api/v1/policy", params={"have": have_version})
-        return None if response.status_code == 204 else response.content
+    def fetch_root(self, version: int) -> bytes | None:
+        """Root metadata ``version``, or None when the union has not published it."""
+        return self._get_optional(f"/api/v1/root/{version}")
+
+    def fetch_snapshot(self, have_version: int) -> bytes | None:
+        """The newest snapshot for this terminal's merchant, or None when ``have`` is current."""
+        return self._get_optional("/api/v1/snapshot", {"have": have_version})
+
+    def fetch_roster(self, have_version: int, want_version: int) -> bytes:
+        """Roster ``want``: a delta from ``have`` when the union has one, else the full file."""
+        data = self._get_optional("/api/v1/roster", {"have": have_version, "want": want_version})
+        if data is None:
+            raise CentralRefusedError(f"the central service has no roster v{want_version}")
+        return data
+
+    def fetch_policy(self, version: int) -> bytes:
+        data = self._get_optional("/api/v1/policy", {"version": version})
+        if data is None:
+            raise CentralRefusedError(f"the central service has no policy v{version}")
+        return data

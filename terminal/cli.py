@@ -192,7 +192,8 @@ def central_init(data: Path, database_url: str | None) -> None:
     paths = CentralPaths(data)
     keys = create_keys(paths.keys)
     open_union(data, database_url).close()
-    click.echo(f"created union keys in {paths.keys} (signing key {keys.signing_key_id[:16]})")
+    click.echo(f"created union keys and root metadata v1 in {paths.keys}")
+    del keys
 
 
 @central.command("import-members")
@@ -256,12 +257,15 @@ def central_merchants(data: Path, database_url: str | None) -> None:
     """List the partner shops and their status."""
     union = open_union(data, database_url)
     try:
-        rows = union.store.merchants()
+        rows = [
+            (r, union.store.latest_version(f"policy:{r['merchant_id']}"))
+            for r in union.store.merchants()
+        ]
     finally:
         union.close()
-    for r in rows:
-        pct = f"{r['basis_points'] // 100}.{r['basis_points'] % 100:02d}%"
-        click.echo(f"{r['merchant_id']:<10} {r['name']:<24} {r['status']:<9} {pct:>7} off")
+    for r, policy in rows:
+        version = f"policy v{policy[0]}" if policy else "no policy"
+        click.echo(f"{r['merchant_id']:<10} {r['name']:<24} {r['status']:<9} {version}")
 
 
 @central.command("enrol")
@@ -388,14 +392,17 @@ terminal_data = click.option(
 )
 
 
-def open_terminal(data: Path, reader_name: str | None = None, card_timeout: float = 30.0) -> Any:
-    from reader.pcsc import read_card
+def open_terminal(
+    data: Path, reader_name: str | None = None, card_timeout: float = 30.0, reader: Any = None
+) -> Any:
+    """The terminal service with its card reader (by default a ``FreshCardReader``: each
+    card insertion is read for at most one sale; its monitor starts at the first read)."""
+    from reader.fresh import FreshCardReader
     from terminal.service import TerminalService
 
-    def read(*, timeout: float, token_key: bytes | None) -> Any:
-        return read_card(reader_substring=reader_name, timeout=timeout, token_key=token_key)
-
-    return TerminalService(data, read, now_utc, card_timeout)
+    if reader is None:
+        reader = FreshCardReader(reader_name)
+    return TerminalService(data, reader, now_utc, card_timeout)
 
 
 @cli.group()
@@ -417,20 +424,46 @@ def terminal_enrol(bundle: Path, data: Path) -> None:
     )
 
 
-@terminal.command("install-roster")
-@click.argument("roster", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@terminal.command("install-update")
+@click.option(
+    "--snapshot",
+    "snapshot",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="The signed snapshot for this merchant.",
+)
+@click.option(
+    "--roster",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The roster (full, or a delta from the installed one) the snapshot names.",
+)
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The merchant policy the snapshot names.",
+)
 @terminal_data
-def terminal_install_roster(roster: Path, data: Path) -> None:
-    """Install a roster file by hand (e.g. from a USB stick when the network is down).
+def terminal_install_update(
+    snapshot: Path, roster: Path | None, policy: Path | None, data: Path
+) -> None:
+    """Install an update by hand (e.g. from a USB stick when the network is down).
 
-    It is verified exactly as a downloaded roster; on refusal the old one stays.
+    It is verified exactly as a downloaded one; on refusal the old one stays.
     """
     from terminal.state import TerminalState
 
     state = TerminalState(data)
     state.load()
-    installed = state.install_roster(roster.read_bytes(), now_utc())
-    click.echo(f"installed roster v{installed.version} ({len(installed)} members)")
+    snap = state.install(
+        snapshot.read_bytes(),
+        now_utc(),
+        roster.read_bytes() if roster else None,
+        policy.read_bytes() if policy else None,
+    )
+    click.echo(
+        f"installed snapshot v{snap.version}: roster v{snap.roster_version}, "
+        f"policy v{snap.policy_version}"
+    )
 
 
 @terminal.command("status")
@@ -516,18 +549,30 @@ def terminal_journal(data: Path, verify: bool) -> None:
 @click.option("--port", default=8080, show_default=True)
 def terminal_serve(data: Path, reader_name: str | None, host: str, port: int) -> None:
     """Serve the cashier page and the till's JSON API."""
+    import signal
+
     from werkzeug.serving import make_server
 
+    from reader.fresh import FreshCardReader
     from terminal.web import create_app
 
-    service = open_terminal(data, reader_name)
-    server = make_server(host, port, create_app(service), threaded=True)
-    click.echo(f"cashier page on http://{host}:{port}/ (Ctrl-C to stop)")
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # systemd stops the daemon with SIGTERM
+
+    reader = FreshCardReader(reader_name)
+    service = open_terminal(data, reader_name, reader=reader)
+    # Watch the readers from now on: a card already in one was not seen going in
+    # (it may be the last customer's) and is not read until it is inserted again.
+    reader.start()
     try:
+        server = make_server(host, port, create_app(service), threaded=True)
+        signal.signal(signal.SIGTERM, stop)
+        click.echo(f"cashier page on http://{host}:{port}/ (Ctrl-C to stop)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        reader.close()
         service.close()
 
 
@@ -560,6 +605,8 @@ def sync_cmd(data: Path) -> None:
 
 def describe_sync(report: Any) -> str:
     parts = [f"uploaded {report.uploaded} sales"]
+    if report.root_version is not None:
+        parts.append(f"trusted root now v{report.root_version}")
     if report.roster_version is not None:
         parts.append(f"installed roster v{report.roster_version}")
     if report.policy_version is not None:
@@ -582,6 +629,21 @@ def demo_cmd(data: Path, serve: bool) -> None:
     from terminal.demo import run_demo
 
     run_demo(data, serve, click.echo)
+
+
+def register_extensions() -> None:
+    """Command groups that live in their own modules."""
+    from terminal.roster_cli import keys_group, roster_group
+
+    cli.add_command(keys_group)
+    cli.add_command(roster_group)
+
+
+register_extensions()
+
+from terminal.policy_cli import register as register_policy_commands  # noqa: E402
+
+register_policy_commands(cli, central)
 
 
 def main() -> None:

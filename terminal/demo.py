@@ -74,7 +74,7 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
     from central.serve import ThreadedServer
     from central.service import CentralPaths, Union
     from reader.emulator import CardEmulator
-    from reader.pcsc import read_card
+    from reader.fresh import FreshCardReader
     from reader.pcscd import Pcscd
     from sync.client import CentralClient
     from sync.run import run_sync
@@ -110,8 +110,10 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
         state.enrol(bundle)
         echo("== shop: terminal T0001 enrolled for M0001")
 
-        def reader(*, timeout: float, token_key: bytes | None) -> Any:
-            return read_card(timeout=timeout, token_key=token_key)
+        # Each card insertion is read for at most one sale. The demo inserts a card
+        # and rings it up at once, so a card already in the reader when the monitor
+        # starts (at the first sale) counts as inserted; the daemon does not do that.
+        reader = FreshCardReader(accept_present=True)
 
         service = TerminalService(terminal_dir, reader, clock, card_timeout=10.0)
         client = CentralClient(central_server.url, "T0001", state.enrolment.api_secret)
@@ -139,7 +141,9 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
                 echo(f"demo finished in {time.monotonic() - started:.1f} s")
                 if serve:
                     serve_forever(service, terminal_app, central_server.url, echo)
+                reader.close()  # stop watching the reader before pcscd goes away
         finally:
+            reader.close()
             client.close()
             service.close()
             union.close()

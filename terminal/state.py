@@ -1,38 +1,46 @@
-"""The terminal's files: enrolment bundle, installed roster and policy (an adapter).
+"""The terminal's files: enrolment, trusted root, and the installed generation (an adapter).
 
 Layout under the terminal's data folder::
 
-    enrolment.json   terminal id, merchant id, central URL, API secret, token key,
-                     trusted signing keys (mode 0600)
-    roster.ucr       the installed roster (terminal.roster format)
-    policy.json      the installed merchant policy (signed envelope)
-    journal.db       the sales journal (terminal.journal)
+    enrolment.json    terminal id, merchant id, central URL, API secret, token key (0600)
+    root.json         the trusted root metadata (terminal.trust), walked forward by sync
+    current -> gens/N the installed generation: a snapshot and the roster and policy
+                      it names, switched as one by renaming a symbolic link
+    gens/N/snapshot.json, roster.ucr, policy.json
+    journal.db        the sales journal (terminal.journal)
+
+Everything is verified before it is used, installed atomically (write, fsync,
+rename, fsync the folder), and the last good generation stays in service after
+any refusal. The roster is memory-mapped, not read into the heap.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
+import os
+import shutil
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from terminal.errors import (
-    ConfigError,
-    NotEnrolledError,
-    PolicyError,
-    RosterError,
-    SignatureError,
-)
-from terminal.files import atomic_write
+from terminal.errors import ConfigError, NotEnrolledError, SignatureError
+from terminal.files import atomic_write, fsync_dir
 from terminal.policy import Policy, verify_policy
-from terminal.roster import Roster, verify_roster
-from terminal.signing import load_public_key
+from terminal.roster import Roster, apply_delta, is_delta, verify_roster
+from terminal.snapshot import Snapshot, SnapshotError, verify_snapshot
+from terminal.timefmt import iso
+from terminal.trust import Root, TrustError, load_pinned_root, update_root
 
 log = logging.getLogger(__name__)
+
+CLOCK_TOLERANCE = timedelta(minutes=5)  # a wall clock this far behind signed time is refused
+
+
+class ClockError(SignatureError):
+    """The wall clock is earlier than a signed timestamp the terminal already trusts."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,6 @@ class Enrolment:
     central_url: str
     api_secret: str
     token_key: bytes
-    trusted_keys: dict[str, Ed25519PublicKey]
 
     @classmethod
     def from_json(cls, raw: Any) -> Enrolment:
@@ -53,7 +60,6 @@ class Enrolment:
                 central_url=str(raw["central_url"]).rstrip("/"),
                 api_secret=str(raw["api_secret"]),
                 token_key=bytes.fromhex(raw["token_key"]),
-                trusted_keys={k: load_public_key(v) for k, v in raw["trusted_keys"].items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(
@@ -61,25 +67,38 @@ class Enrolment:
             ) from None
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _map(path: Path) -> mmap.mmap:
+    with open(path, "rb") as fh:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 class TerminalState:
-    """Loads and installs the terminal's signed files. The last good copy always stays."""
+    """Loads and installs the terminal's signed files."""
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir
         self.enrolment_path = data_dir / "enrolment.json"
-        self.roster_path = data_dir / "roster.ucr"
-        self.policy_path = data_dir / "policy.json"
+        self.root_path = data_dir / "root.json"
+        self.current_path = data_dir / "current"
+        self.gens_path = data_dir / "gens"
         self.journal_path = data_dir / "journal.db"
+        self.root: Root | None = None
+        self.snapshot: Snapshot | None = None
         self.roster: Roster | None = None
         self.policy: Policy | None = None
+        self.policy_data: bytes | None = None
         self._enrolment: Enrolment | None = None
-        self._stamps: dict[Path, tuple[int, int, int]] = {}
+        self._stamps: tuple[object, ...] = ()
 
+    # -- enrolment and root -----------------------------------------------------------
     @property
     def enrolment(self) -> Enrolment:
         if self._enrolment is None:
@@ -96,65 +115,240 @@ class TerminalState:
         return self._enrolment
 
     def enrol(self, bundle: bytes) -> Enrolment:
+        """Install the union's bundle: pins its root metadata, keeps the secrets (0600)."""
         try:
             raw = json.loads(bundle)
-        except ValueError:
-            raise ConfigError("the enrolment bundle is not valid JSON") from None
-        enrolment = Enrolment.from_json(raw)  # validate before writing
-        atomic_write(self.enrolment_path, bundle, mode=0o600)
-        self._enrolment = enrolment
+            root_data = str(raw["root"]).encode()
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                "the enrolment bundle is not valid (no root metadata): ask the union for a new one"
+            ) from None
+        enrolment = Enrolment.from_json(raw)  # validate before writing anything
+        root = load_pinned_root(root_data)
+        atomic_write(self.root_path, root_data, mode=0o644)
+        secrets = {k: v for k, v in raw.items() if k != "root"}
+        atomic_write(self.enrolment_path, json.dumps(secrets, indent=2).encode(), mode=0o600)
+        self._enrolment, self.root = enrolment, root
         return enrolment
 
-    def load(self) -> None:
-        """Load whatever is installed. Expiry is judged at checkout time, not here."""
-        trusted = self.enrolment.trusted_keys
-        if self.roster_path.exists():
-            stamp = _stamp(self.roster_path)
-            self.roster = verify_roster(self.roster_path.read_bytes(), trusted, now=None)
-            self._stamps[self.roster_path] = stamp
-        if self.policy_path.exists():
-            stamp = _stamp(self.policy_path)
-            self.policy = verify_policy(
-                self.policy_path.read_bytes(), trusted, merchant_id=self.enrolment.merchant_id
+    def trusted_root(self) -> Root:
+        if self.root is None:
+            try:
+                self.root = load_pinned_root(self.root_path.read_bytes())
+            except FileNotFoundError:
+                self.enrolment  # noqa: B018 - says "not enrolled" when that is the cause
+                raise ConfigError(f"{self.root_path} is missing: re-enrol the terminal") from None
+        return self.root
+
+    def update_root(self, data: bytes) -> Root:
+        """Accept the next root version (one at a time) and install it atomically."""
+        root = update_root(self.trusted_root(), data)
+        atomic_write(self.root_path, data, mode=0o644)
+        self.root = root
+        return root
+
+    # -- the installed generation --------------------------------------------------------
+    def last_trusted_time(self) -> datetime | None:
+        """The latest signed timestamp among everything installed."""
+        times = [m.issued_at for m in (self.root, self.snapshot, self.policy) if m is not None]
+        if self.roster is not None:
+            times.append(self.roster.header.issued_at)
+        return max(times) if times else None
+
+    def clock_problem(self, now: datetime) -> str | None:
+        """Why ``now`` cannot be trusted, or None."""
+        last = self.last_trusted_time()
+        if last is not None and now < last - CLOCK_TOLERANCE:
+            return (
+                f"the terminal's clock ({iso(now)}) is behind the last signed update "
+                f"({iso(last)}): set the date and time"
             )
-            self._stamps[self.policy_path] = stamp
+        return None
+
+    def load(self) -> None:
+        """Load the trusted root and the installed generation (expiry is judged later).
+
+        A file that no longer verifies under the trusted root (its key was revoked
+        by a root rotation) is left out, so the terminal fails closed until the
+        next sync brings a re-signed one.
+        """
+        root = self.trusted_root()
+        self._stamps = (_stamp(self.root_path), _stamp(self.current_path))
+        self.snapshot = self.roster = self.policy = self.policy_data = None
+        if not self.current_path.exists():
+            return
+        gen = self.current_path.resolve()
+        merchant = self.enrolment.merchant_id
+        snapshot = verify_snapshot(
+            (gen / "snapshot.json").read_bytes(),
+            root.trusted("snapshot"),
+            root.threshold("snapshot"),
+            merchant_id=merchant,
+            installed=None,
+            now=None,
+        )
+        self.snapshot = snapshot
+        try:
+            roster = verify_roster(
+                _map(gen / "roster.ucr"),
+                root.trusted("roster"),
+                now=None,
+                threshold=root.threshold("roster"),
+            )
+            snapshot.check_roster(roster.version, roster.header.body_sha256)
+            self.roster = roster
+        except SignatureError as exc:
+            log.warning("installed roster no longer trusted: %s", exc)
+        try:
+            policy_data = (gen / "policy.json").read_bytes()
+            policy = verify_policy(policy_data, root.trusted("policy"), merchant_id=merchant)
+            snapshot.check_policy(policy_data, policy.version)
+            self.policy, self.policy_data = policy, policy_data
+        except SignatureError as exc:
+            log.warning("installed policy no longer trusted: %s", exc)
 
     def refresh(self) -> None:
-        """Re-load files another process (the nightly sync) has installed since."""
-        for path in (self.roster_path, self.policy_path):
-            if path.exists() and _stamp(path) != self._stamps.get(path):
-                roster, policy = self.roster, self.policy
-                try:
-                    self.load()
-                except SignatureError as exc:  # keep serving what we had
-                    self.roster, self.policy = roster, policy
-                    self._stamps[path] = _stamp(path)
-                    log.warning("kept the loaded roster and policy: %s", exc)
-                return
+        """Re-load what another process (the nightly sync) has installed since."""
+        if (_stamp(self.root_path), _stamp(self.current_path)) == self._stamps:
+            return
+        saved = (self.root, self.snapshot, self.roster, self.policy, self.policy_data)
+        try:
+            self.root = None
+            self.load()
+        except SignatureError as exc:  # keep serving what we had
+            self.root, self.snapshot, self.roster, self.policy, self.policy_data = saved
+            self._stamps = (_stamp(self.root_path), _stamp(self.current_path))
+            log.warning("kept the loaded roster and policy: %s", exc)
 
-    def install_roster(self, data: bytes, now: datetime) -> Roster:
-        """Verify, then atomically install. On any failure the old roster keeps serving."""
-        installed = self.roster.version if self.roster is not None else 0
-        roster = verify_roster(
-            data, self.enrolment.trusted_keys, now=now, installed_version=installed
-        )
-        atomic_write(self.roster_path, data, mode=0o644)
-        self.roster = roster
-        self._stamps[self.roster_path] = _stamp(self.roster_path)
-        return roster
-
-    def install_policy(self, data: bytes) -> Policy:
-        installed = self.policy.version if self.policy is not None else 0
-        policy = verify_policy(
-            data,
-            self.enrolment.trusted_keys,
+    def check_snapshot(self, snapshot_data: bytes, now: datetime) -> Snapshot:
+        """Verify a snapshot against what is installed, without installing it."""
+        root = self.trusted_root()
+        return verify_snapshot(
+            snapshot_data,
+            root.trusted("snapshot"),
+            root.threshold("snapshot"),
             merchant_id=self.enrolment.merchant_id,
-            installed_version=installed,
+            installed=self.snapshot,
+            now=now,
         )
-        atomic_write(self.policy_path, data, mode=0o644)
-        self.policy = policy
-        self._stamps[self.policy_path] = _stamp(self.policy_path)
-        return policy
 
+    def install(
+        self,
+        snapshot_data: bytes,
+        now: datetime,
+        roster_data: bytes | None = None,
+        policy_data: bytes | None = None,
+    ) -> Snapshot:
+        """Verify a snapshot and the roster and policy it names; switch to them as one.
 
-__all__ = ["Enrolment", "TerminalState", "RosterError", "PolicyError"]
+        ``roster_data`` may be a full roster or a delta from the installed one; it
+        (and ``policy_data``) may be None when the installed one is what the
+        snapshot names. On any refusal nothing changes on disk.
+        """
+        problem = self.clock_problem(now)
+        if problem:
+            raise ClockError(f"update refused: {problem}")
+        root = self.trusted_root()
+        if root.is_expired(now):
+            raise TrustError(
+                f"update refused: the union's root metadata expired at {iso(root.expires_at)}"
+            )
+        merchant = self.enrolment.merchant_id
+        snap = verify_snapshot(
+            snapshot_data,
+            root.trusted("snapshot"),
+            root.threshold("snapshot"),
+            merchant_id=merchant,
+            installed=self.snapshot,
+            now=now,
+        )
+        installed_version = self.roster.version if self.roster is not None else 0
+        roster_file: bytes | None = None
+        roster: Roster
+        if self.roster is not None and snap.roster_version == installed_version:
+            roster = self.roster
+        elif roster_data is None:
+            raise SnapshotError(
+                f"update refused: snapshot v{snap.version} needs roster "
+                f"v{snap.roster_version}, which was not supplied"
+            )
+        elif is_delta(roster_data):
+            if self.roster is None:
+                raise SnapshotError("update refused: a delta needs an installed roster")
+            roster = apply_delta(
+                self.roster,
+                roster_data,
+                root.trusted("roster"),
+                now=now,
+                threshold=root.threshold("roster"),
+            )
+            roster_file = cast(bytes, roster.data)  # apply_delta returns the file as bytes
+        else:
+            roster = verify_roster(
+                roster_data,
+                root.trusted("roster"),
+                now=now,
+                installed_version=installed_version,
+                threshold=root.threshold("roster"),
+            )
+            roster_file = roster_data
+        snap.check_roster(roster.version, roster.header.body_sha256)
+        installed_policy = self.policy.version if self.policy is not None else 0
+        if self.policy is not None and snap.policy_version == installed_policy:
+            policy, policy_bytes = self.policy, self.policy_data
+        elif policy_data is None:
+            raise SnapshotError(
+                f"update refused: snapshot v{snap.version} needs policy "
+                f"v{snap.policy_version}, which was not supplied"
+            )
+        else:
+            policy = verify_policy(
+                policy_data,
+                root.trusted("policy"),
+                merchant_id=merchant,
+                installed_version=installed_policy,
+            )
+            policy_bytes = policy_data
+        if policy_bytes is None:
+            raise SnapshotError("update refused: the installed policy file is missing")
+        snap.check_policy(policy_bytes, policy.version)
+        gen = self._write_generation(snap, roster_file, policy_bytes)
+        if roster_file is not None:  # serve from the page cache, not the heap
+            roster = roster.remap(_map(gen / "roster.ucr"))
+        self._switch(gen)
+        self.snapshot, self.policy, self.policy_data = snap, policy, policy_bytes
+        self.roster = roster
+        self._stamps = (_stamp(self.root_path), _stamp(self.current_path))
+        return snap
+
+    def _write_generation(
+        self, snap: Snapshot, roster_file: bytes | None, policy_bytes: bytes
+    ) -> Path:
+        gen = self.gens_path / f"{snap.version}"
+        if gen.exists():  # left over from an install that crashed before the switch
+            shutil.rmtree(gen)
+        gen.mkdir(parents=True)
+        old = self.current_path.resolve() if self.current_path.exists() else None
+        if roster_file is None:
+            if old is None:
+                raise SnapshotError("update refused: no installed roster to keep")
+            os.link(old / "roster.ucr", gen / "roster.ucr")
+        else:
+            atomic_write(gen / "roster.ucr", roster_file, mode=0o644)
+        atomic_write(gen / "policy.json", policy_bytes, mode=0o644)
+        atomic_write(gen / "snapshot.json", snap.data, mode=0o644)
+        fsync_dir(gen)
+        fsync_dir(self.gens_path)
+        return gen
+
+    def _switch(self, gen: Path) -> None:
+        """Point ``current`` at ``gen`` atomically, then drop older generations."""
+        previous = self.current_path.resolve() if self.current_path.exists() else None
+        link = self.dir / ".current.tmp"
+        link.unlink(missing_ok=True)
+        os.symlink(gen.relative_to(self.dir), link)
+        os.replace(link, self.current_path)
+        fsync_dir(self.dir)
+        for old in self.gens_path.iterdir():
+            if old != gen and old != previous:
+                shutil.rmtree(old, ignore_errors=True)

@@ -62,8 +62,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def union_keys(tmp_path: Path) -> UnionKeys:
-    return create_keys(tmp_path / "keys")
+def union_keys(tmp_path: Path, clock: Clock) -> UnionKeys:
+    return create_keys(tmp_path / "keys", now=clock())
 
 
 def _pg_store() -> Iterator[Store]:
@@ -126,12 +126,12 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path, clock) -> Iterator[Site]:
     paths = CentralPaths(tmp_path / "central")
-    create_keys(paths.keys)
+    create_keys(paths.keys, now=clock())
     union = Union.open(paths, None, clock)
     union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\n")
     union.add_merchant("M0001", "Shop", 500)
     union.publish_roster()
-    with ThreadedServer(create_app({"DATA_DIR": str(paths.data_dir)})) as server:
+    with ThreadedServer(create_app({"DATA_DIR": str(paths.data_dir), "CLOCK": clock})) as server:
         state = TerminalState(tmp_path / "terminal")
         state.enrol(union.enrol_terminal("T1", "M0001", server.url))
         journal = Journal(state.journal_path)

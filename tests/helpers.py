@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central.keys import UnionKeys
 from reader.identity import token_for_pan
-from terminal.policy import Rule, build_policy
+from terminal.policy import build_policy
 from terminal.roster import MemberRecord, build_roster
 from terminal.signing import load_public_key
 
@@ -25,8 +25,9 @@ MEMBER_PAN = with_luhn("621483000055501")
 OTHER_PAN = with_luhn("622588000077702")
 
 
-def trusted(keys: UnionKeys) -> dict[str, Ed25519PublicKey]:
-    return {kid: load_public_key(raw) for kid, raw in keys.trusted_keys_json().items()}
+def trusted(keys: UnionKeys, role: str = "policy") -> dict[str, Ed25519PublicKey]:
+    """The public key(s) of ``role`` (policy, roster, snapshot, root) by key id."""
+    return {kid: load_public_key(raw) for kid, raw in keys.trusted_keys_json(role).items()}
 
 
 def roster_bytes(
@@ -44,7 +45,7 @@ def roster_bytes(
         issued_at=now,
         expires_at=now + lifetime,
         token_key_id=keys.token_key_id,
-        keys=[keys.signing],
+        keys=[keys.roster],
     )
 
 
@@ -58,7 +59,12 @@ def policy_bytes(
     basis_points: int = 500,
     rounding: str = "half-up",
     lifetime: timedelta = timedelta(days=30),
+    terms: dict | None = None,
 ) -> bytes:
+    """A signed policy: ``terms`` (an offer), else one rule of ``basis_points`` off."""
+    if terms is None:
+        rule = {"id": "member", "kind": "percent_off", "basis_points": basis_points}
+        terms = {"rounding": rounding, "rules": [rule]}
     return build_policy(
         merchant_id=merchant_id,
         merchant_name="Test Shop",
@@ -66,7 +72,59 @@ def policy_bytes(
         version=version,
         issued_at=now,
         expires_at=now + lifetime,
-        rules=[Rule("member", "percent_off", basis_points)],
+        terms=terms,
         keys=[keys.signing],
-        rounding=rounding,
     )
+
+
+def snapshot_bytes(
+    keys: UnionKeys,
+    now: datetime,
+    roster: bytes,
+    policy: bytes,
+    *,
+    version: int = 1,
+    merchant_id: str = "M0001",
+    lifetime: timedelta = timedelta(hours=72),
+    signer: object = None,
+) -> bytes:
+    """A snapshot naming ``roster`` (full or installed) and ``policy`` files."""
+    import json as _json
+
+    from terminal.roster import split_roster
+    from terminal.snapshot import build_snapshot
+
+    signed = split_roster(roster)[0]["signed"]
+    return build_snapshot(
+        merchant_id=merchant_id,
+        version=version,
+        issued_at=now,
+        expires_at=now + lifetime,
+        roster_version=signed["version"],
+        roster_body_sha256=signed["body_sha256"],
+        policy_file=policy,
+        policy_version=_json.loads(policy)["signed"]["version"],
+        keys=[signer or keys.snapshot],  # type: ignore[list-item]
+    )
+
+
+def bundle(
+    keys: UnionKeys,
+    terminal_id: str = "T1",
+    merchant_id: str = "M0001",
+    url: str = "http://127.0.0.1:9",
+) -> bytes:
+    """An enrolment bundle as the union issues it."""
+    import json as _json
+
+    return _json.dumps(
+        {
+            "format": "unioncard.enrolment.v1",
+            "terminal_id": terminal_id,
+            "merchant_id": merchant_id,
+            "central_url": url,
+            "api_secret": "s" * 48,
+            "token_key": keys.token_key.hex(),
+            "root": keys.root_data.decode(),
+        }
+    ).encode()

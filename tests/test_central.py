@@ -49,7 +49,7 @@ def test_members_become_a_signed_roster_without_pans(union: Union, clock) -> Non
     assert (version, count) == (1, 2)
     latest = union.store.latest_signed("roster")
     assert latest is not None and latest[0] == 1
-    roster = verify_roster(latest[1], trusted(union.keys), now=clock())
+    roster = verify_roster(latest[1], trusted(union.keys, "roster"), now=clock())
     member = roster.lookup(token_for_pan(MEMBER_PAN, union.keys.token_key))
     other = roster.lookup(token_for_pan(OTHER_PAN, union.keys.token_key))
     assert member is not None and member.tier == 2 and member.status == "active"
@@ -146,4 +146,4 @@ def test_clock_is_used_for_roster_lifetime(union: Union, clock) -> None:
     from terminal.errors import RosterError
 
     with pytest.raises(RosterError, match="expired"):
-        verify_roster(data, trusted(union.keys), now=clock())
+        verify_roster(data, trusted(union.keys, "roster"), now=clock())

@@ -43,7 +43,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, text: 
 @pytest.fixture
 def enrolled(tmp_path: Path, clock) -> tuple[Union, Path]:
     paths = CentralPaths(tmp_path / "central")
-    create_keys(paths.keys)
+    create_keys(paths.keys, now=clock())
     union = Union.open(paths, None, clock)
     union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\n")
     union.add_merchant("M0001", "Shop", 500)
@@ -73,22 +73,44 @@ def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
 
 def test_roster_with_bad_signature_is_refused_and_old_kept(enrolled, tmp_path, clock) -> None:
     union, terminal = enrolled
-    good = union.store.latest_signed("roster")[1]
-    (tmp_path / "good.ucr").write_bytes(good)
-    assert (
-        run(
-            "terminal", "install-roster", str(tmp_path / "good.ucr"), "--data", str(terminal)
-        ).returncode
-        == 0
+    files = tmp_path / "usb"
+    files.mkdir()
+    (files / "snapshot.json").write_bytes(union.snapshot_for("M0001"))
+    (files / "roster.ucr").write_bytes(union.store.latest_signed("roster")[1])
+    (files / "policy.json").write_bytes(union.store.latest_signed("policy:M0001")[1])
+    ok = run(
+        "terminal",
+        "install-update",
+        "--snapshot",
+        str(files / "snapshot.json"),
+        "--roster",
+        str(files / "roster.ucr"),
+        "--policy",
+        str(files / "policy.json"),
+        "--data",
+        str(terminal),
     )
+    assert ok.returncode == 0 and "roster v1, policy v1" in ok.stdout, ok.stderr
+    installed = (terminal / "current" / "roster.ucr").read_bytes()
+    union.publish_roster()
+    (files / "snapshot.json").write_bytes(union.snapshot_for("M0001"))
     bad = bytearray(union.store.latest_signed("roster")[1])
     bad[bad.index(b'"sig":"') + 8] ^= 0x01  # flip one bit of the signature
-    bad = bytes(bad).replace(b'"version":1', b'"version":2')
-    (tmp_path / "bad.ucr").write_bytes(bad)
-    result = run("terminal", "install-roster", str(tmp_path / "bad.ucr"), "--data", str(terminal))
+    (files / "roster.ucr").write_bytes(bytes(bad))
+    result = run(
+        "terminal",
+        "install-update",
+        "--snapshot",
+        str(files / "snapshot.json"),
+        "--roster",
+        str(files / "roster.ucr"),
+        "--data",
+        str(terminal),
+    )
     assert_one_line_error(result, 1, "roster refused")
-    assert (terminal / "roster.ucr").read_bytes() == good
-    assert not [p for p in terminal.iterdir() if p.name.endswith(".tmp")]
+    assert "bad signature" in result.stderr
+    assert (terminal / "current" / "roster.ucr").read_bytes() == installed
+    assert not [p for p in terminal.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_not_enrolled(tmp_path) -> None:

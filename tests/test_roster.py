@@ -26,7 +26,7 @@ from tests.helpers import MEMBER_PAN, OTHER_PAN, roster_bytes, trusted
 
 def test_round_trip_and_lookup(union_keys: UnionKeys, clock) -> None:
     data = roster_bytes(union_keys, [MEMBER_PAN], clock())
-    roster = verify_roster(data, trusted(union_keys), now=clock())
+    roster = verify_roster(data, trusted(union_keys, "roster"), now=clock())
     assert roster.version == 1 and len(roster) == 1
     found = roster.lookup(token_for_pan(MEMBER_PAN, union_keys.token_key))
     assert found is not None and found.status == "active" and found.tier == 1
@@ -56,21 +56,21 @@ def test_refuses_tampered_header(union_keys: UnionKeys, clock) -> None:
     env = _envelope(data)
     env["signed"]["expires_at"] = "2099-01-01T00:00:00Z"  # extend the lifetime
     with pytest.raises(RosterError, match="bad signature"):
-        verify_roster(_reframe(data, env), trusted(union_keys), now=clock())
+        verify_roster(_reframe(data, env), trusted(union_keys, "roster"), now=clock())
 
 
 def test_refuses_tampered_body(union_keys: UnionKeys, clock) -> None:
     data = bytearray(roster_bytes(union_keys, [MEMBER_PAN, OTHER_PAN], clock()))
     data[-RECORD_SIZE + 16] ^= 0x03  # flip a member's status byte
     with pytest.raises(RosterError, match="digest mismatch"):
-        verify_roster(bytes(data), trusted(union_keys), now=clock())
+        verify_roster(bytes(data), trusted(union_keys, "roster"), now=clock())
 
 
 def test_refuses_unknown_key(tmp_path, union_keys: UnionKeys, clock) -> None:
     other = create_keys(tmp_path / "attacker")
     data = roster_bytes(other, [MEMBER_PAN], clock())
     with pytest.raises(RosterError, match="not signed by any trusted key"):
-        verify_roster(data, trusted(union_keys), now=clock())
+        verify_roster(data, trusted(union_keys, "roster"), now=clock())
 
 
 def test_duplicate_signature_counts_once(union_keys: UnionKeys, clock) -> None:
@@ -78,22 +78,22 @@ def test_duplicate_signature_counts_once(union_keys: UnionKeys, clock) -> None:
     env = _envelope(data)
     env["signatures"] = env["signatures"] * 2
     with pytest.raises(RosterError, match="1 of 2 required signatures"):
-        verify_roster(_reframe(data, env), trusted(union_keys), now=clock(), threshold=2)
+        verify_roster(_reframe(data, env), trusted(union_keys, "roster"), now=clock(), threshold=2)
 
 
 def test_refuses_rollback_and_same_version(union_keys: UnionKeys, clock) -> None:
     data = roster_bytes(union_keys, [MEMBER_PAN], clock(), version=5)
     with pytest.raises(RosterError, match="rollback"):
-        verify_roster(data, trusted(union_keys), now=clock(), installed_version=5)
+        verify_roster(data, trusted(union_keys, "roster"), now=clock(), installed_version=5)
     with pytest.raises(RosterError, match="rollback"):
-        verify_roster(data, trusted(union_keys), now=clock(), installed_version=6)
+        verify_roster(data, trusted(union_keys, "roster"), now=clock(), installed_version=6)
 
 
 def test_refuses_expired(union_keys: UnionKeys, clock) -> None:
     data = roster_bytes(union_keys, [MEMBER_PAN], clock(), lifetime=timedelta(hours=1))
     clock.advance(timedelta(hours=1))
     with pytest.raises(RosterError, match="expired"):
-        verify_roster(data, trusted(union_keys), now=clock())
+        verify_roster(data, trusted(union_keys, "roster"), now=clock())
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_refuses_expired(union_keys: UnionKeys, clock) -> None:
 )
 def test_refuses_malformed(union_keys: UnionKeys, clock, data: bytes, message: str) -> None:
     with pytest.raises(RosterError, match=message):
-        verify_roster(data, trusted(union_keys), now=clock())
+        verify_roster(data, trusted(union_keys, "roster"), now=clock())
 
 
 def test_refuses_oversized_before_parsing(union_keys: UnionKeys, clock) -> None:
@@ -117,7 +117,7 @@ def test_refuses_oversized_before_parsing(union_keys: UnionKeys, clock) -> None:
             return MAX_ROSTER_BYTES + 1
 
     with pytest.raises(RosterError, match="oversized"):
-        verify_roster(Huge(b"UCR1"), trusted(union_keys), now=clock())
+        verify_roster(Huge(b"UCR1"), trusted(union_keys, "roster"), now=clock())
 
 
 def test_build_refuses_duplicate_cards(union_keys: UnionKeys, clock) -> None:
@@ -129,7 +129,7 @@ def test_build_refuses_duplicate_cards(union_keys: UnionKeys, clock) -> None:
             issued_at=clock(),
             expires_at=clock() + timedelta(days=1),
             token_key_id="x",
-            keys=[union_keys.signing],
+            keys=[union_keys.roster],
         )
 
 
@@ -151,9 +151,9 @@ def test_lookup_finds_exactly_the_members(present: set[bytes], absent: set[bytes
         issued_at=now,
         expires_at=now + timedelta(days=1),
         token_key_id="k",
-        keys=[keys.signing],
+        keys=[keys.roster],
     )
-    roster = verify_roster(data, trusted(keys), now=now)
+    roster = verify_roster(data, trusted(keys, "roster"), now=now)
     for token in present:
         assert roster.lookup(token) is not None
     for token in absent - present:

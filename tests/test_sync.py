@@ -87,7 +87,7 @@ def test_wrong_secret_is_refused(site: Site, clock) -> None:
 
     bad = CentralClient(site.url, "T1", "not-the-secret", FAST)
     with pytest.raises(CentralRefusedError, match="re-enrol"):
-        bad.fetch_roster(0)
+        bad.fetch_snapshot(0)
 
 
 def test_daemon_sees_what_a_separate_sync_installed(site: Site, clock) -> None:
@@ -99,3 +99,47 @@ def test_daemon_sees_what_a_separate_sync_installed(site: Site, clock) -> None:
     daemon_view.refresh()
     assert daemon_view.roster is not None and daemon_view.roster.version == 1
     assert daemon_view.policy is not None and daemon_view.policy.version == 1
+
+
+def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None:
+    """The union rotates its root and roster keys; the terminal walks root v1 -> v3
+    during its next sync and installs the roster signed by the new roster key."""
+    from central import create_app
+    from central.keys import rotate
+    from central.serve import ThreadedServer
+    from central.service import CentralPaths, Union
+    from sync.client import CentralClient
+    from terminal.journal import Journal
+    from tests.conftest import FAST
+
+    paths = CentralPaths(tmp_path / "central")
+    create_keys(paths.keys, now=clock())
+    union = Union.open(paths, None, clock)
+    union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\n")
+    union.add_merchant("M0001", "Shop", 500)
+    union.publish_roster()
+    state = TerminalState(tmp_path / "terminal")
+    state.enrol(union.enrol_terminal("T1", "M0001", "http://unused"))
+    secret = state.enrolment.api_secret
+    union.close()
+    journal = Journal(state.journal_path)
+
+    def sync_once() -> object:
+        with ThreadedServer(create_app({"DATA_DIR": str(paths.data_dir), "CLOCK": clock})) as s:
+            client = CentralClient(s.url, "T1", secret, FAST)
+            try:
+                return run_sync(state, journal, client, clock)
+            finally:
+                client.close()
+
+    assert sync_once().roster_version == 1
+    rotate(paths.keys, "root", now=clock())
+    rotate(paths.keys, "roster", now=clock())
+    union = Union.open(paths, None, clock)  # the restarted service, with the new keys
+    union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\nU2,{OTHER_PAN}\n")
+    union.publish_roster()
+    union.close()
+    report = sync_once()
+    assert report.problems == [] and report.root_version == 3 and report.roster_version == 2
+    assert state.trusted_root().version == 3 and len(state.roster) == 2
+    journal.close()

@@ -1,0 +1,249 @@
+"""Roster figures at 180,000 and 5,000,000 members (issue 4).
+
+- lookup p50/p99, paired with one HMAC-SHA256 of a PAN (what the card read costs);
+- p99 at 5M against p99 at 180k;
+- Python heap while loading and serving a 5M roster (tracemalloc; the body is mmapped);
+- bytes on disk per member;
+- verify + install + begin serving a full roster, against a plain SHA-256 of the file;
+- applying a 1% delta, against that full install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from bench.core import Context, Figure, check, paired, percentile, ratio_figure, timed
+from bench.fixtures import MEMBER_PAN, random_packed, snapshot_for
+from central.keys import UnionKeys, create_keys
+from reader.identity import token_for_pan
+from terminal.policy import build_policy
+from terminal.roster import RECORD_SIZE, Roster, build_delta, sign_packed, verify_roster
+from terminal.state import TerminalState
+
+
+def _bundle(keys: UnionKeys) -> bytes:
+    return json.dumps(
+        {
+            "terminal_id": "T-BENCH",
+            "merchant_id": "M0001",
+            "central_url": "http://127.0.0.1:9",
+            "api_secret": "x",
+            "token_key": keys.token_key.hex(),
+            "root": keys.root_data.decode(),
+        }
+    ).encode()
+
+
+def _policy(keys: UnionKeys) -> bytes:
+    now = datetime.now(UTC)
+    return build_policy(
+        merchant_id="M0001",
+        merchant_name="Bench",
+        status="active",
+        version=1,
+        issued_at=now,
+        expires_at=now + timedelta(days=30),
+        terms={"rules": [{"id": "member", "kind": "percent_off", "basis_points": 500}]},
+        keys=[keys.policy],
+    )
+
+
+class Sized:
+    def __init__(self, ctx: Context, keys: UnionKeys, members: int) -> None:
+        self.members = members
+        self.member_token = token_for_pan(MEMBER_PAN, keys.token_key)
+        now = datetime.now(UTC)
+        self.packed = random_packed(members - 1, [self.member_token])
+        self.data = sign_packed(
+            self.packed,
+            version=1,
+            issued_at=now,
+            expires_at=now + timedelta(days=3),
+            token_key_id=keys.token_key_id,
+            keys=[keys.roster],
+        )
+        self.folder = ctx.workdir / f"roster-{members}"
+        self.folder.mkdir()
+
+    def fresh_terminal(self, keys: UnionKeys, name: str) -> TerminalState:
+        path = self.folder / name
+        shutil.rmtree(path, ignore_errors=True)
+        state = TerminalState(path)
+        state.enrol(_bundle(keys))
+        return state
+
+
+def figures(ctx: Context) -> list[Figure]:
+    keys = create_keys(ctx.workdir / "roster-keys")
+    policy = _policy(keys)
+    sizes = [180_000, ctx.scale(5_000_000, 1_000_000)]
+    out: list[Figure] = []
+    p99: dict[int, float] = {}
+    big: Sized | None = None
+    for members in sizes:
+        sized = Sized(ctx, keys, members)
+        state = sized.fresh_terminal(keys, "serve")
+        now = datetime.now(UTC)
+        state.install(snapshot_for(keys, sized.data, policy, 1), now, sized.data, policy)
+        roster = state.roster
+        assert roster is not None and roster.lookup(sized.member_token) is not None
+        probes = [os.urandom(16) for _ in range(2000)] + [sized.member_token] * 2000
+        it = iter(probes * 1000)
+        pan = MEMBER_PAN.encode()
+        key = keys.token_key
+
+        def lookup(roster: Roster = roster, it: Iterator[bytes] = it) -> None:
+            roster.lookup(next(it))
+
+        def one_hmac(key: bytes = key, pan: bytes = pan) -> None:
+            hmac.new(key, pan, hashlib.sha256).digest()
+
+        pair = paired(lookup, one_hmac, rounds=ctx.scale(20_000, 5_000))
+        p99[members] = percentile(pair.product, 99)
+        label = f"{members:,} members"
+        out.append(
+            Figure(
+                f"roster lookup p50, {label}",
+                round(percentile(pair.product, 50) * 1e6, 2),
+                "µs",
+                detail={"p99_us": round(p99[members] * 1e6, 2)},
+            )
+        )
+        out.append(
+            ratio_figure(
+                f"roster lookup p99 vs one HMAC-SHA256 of a PAN, {label}",
+                pair,
+                "<= 5.0",
+                "HMAC-SHA256(token key, PAN), p99",
+                p=99,
+            )
+        )
+        size = (state.current_path.resolve() / "roster.ucr").stat().st_size
+        per_member = size / members
+        out.append(
+            Figure(
+                f"roster bytes on disk per member, {label}",
+                round(per_member, 2),
+                "bytes",
+                goal="<= 40",
+                met=check(per_member, "<= 40"),
+            )
+        )
+        big = sized
+    small, large = sizes
+    ratio = p99[large] / p99[small]
+    out.append(
+        Figure(
+            f"roster lookup p99 at {large:,} vs at {small:,}",
+            round(ratio, 3),
+            "x",
+            goal="<= 2.0",
+            met=check(ratio, "<= 2.0"),
+            baseline=f"lookup p99 at {small:,} members",
+        )
+    )
+    assert big is not None
+    out += _memory(ctx, keys, big, policy)
+    out += _installs(ctx, keys, big, policy)
+    return out
+
+
+def _memory(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> list[Figure]:
+    """Heap the terminal allocates to load and serve the roster (not the mapped file)."""
+    state = sized.fresh_terminal(keys, "memory")
+    now = datetime.now(UTC)
+    state.install(snapshot_for(keys, sized.data, policy, 1), now, sized.data, policy)
+    del state
+    tracemalloc.start()
+    loaded = TerminalState(sized.folder / "memory")
+    loaded.load()
+    for _ in range(10_000):
+        loaded.roster.lookup(os.urandom(16))  # type: ignore[union-attr]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    mb = peak / 1e6
+    return [
+        Figure(
+            f"heap to load and serve the roster, {sized.members:,} members",
+            round(mb, 2),
+            "MB",
+            goal="<= 64",
+            met=check(mb, "<= 64"),
+            note="tracemalloc peak while loading and doing 10,000 lookups; "
+            "the 22-byte records stay in the memory-mapped file",
+        )
+    ]
+
+
+def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> list[Figure]:
+    rounds = ctx.scale(5, 3)
+    now = datetime.now(UTC)
+    data = sized.data
+    snap1 = snapshot_for(keys, data, policy, 1)
+    # the 1% delta: remove 0.5% and add 0.5% new members
+    k = sized.members // 200
+    kept = sized.packed[k:]
+    new = sorted(kept + random_packed(k, []))
+    root = keys.current_root
+    base_roster = verify_roster(data, root.trusted("roster"), now=None)
+    delta = build_delta(
+        base_roster, new, issued_at=now, expires_at=now + timedelta(days=3), keys=[keys.roster]
+    )
+    full2 = sign_packed(
+        new,
+        version=2,
+        issued_at=now,
+        expires_at=now + timedelta(days=3),
+        token_key_id=keys.token_key_id,
+        keys=[keys.roster],
+    )
+    snap2 = snapshot_for(keys, full2, policy, 2)
+    full_times, sha_times, delta_times = [], [], []
+    for i in range(rounds):
+        state = sized.fresh_terminal(keys, f"full-{i}")
+        sha_times.append(timed(lambda: hashlib.sha256(data).digest()))
+        full_times.append(timed(lambda: state.install(snap1, now, data, policy)))  # noqa: B023
+        delta_times.append(timed(lambda: state.install(snap2, now, delta, None)))  # noqa: B023
+        assert state.roster is not None and state.roster.version == 2
+        assert len(state.roster) == len(new)
+        shutil.rmtree(state.dir)
+    full_ratio = percentile(full_times, 50) / percentile(sha_times, 50)
+    delta_ratio = percentile(delta_times, 50) / percentile(full_times, 50)
+    label = f"{sized.members:,} members"
+    return [
+        Figure(
+            f"verify, install and serve a full roster vs SHA-256 of the file, {label}",
+            round(full_ratio, 3),
+            "x",
+            goal="<= 2.0",
+            met=check(full_ratio, "<= 2.0"),
+            baseline="hashlib.sha256 of the same file",
+            spread=f"{rounds} rounds",
+            detail={
+                "full_install_ms": round(percentile(full_times, 50) * 1000, 1),
+                "sha256_ms": round(percentile(sha_times, 50) * 1000, 1),
+            },
+        ),
+        Figure(
+            f"apply a 1% delta vs a full install, {label}",
+            round(delta_ratio, 3),
+            "x",
+            goal="<= 0.2",
+            met=check(delta_ratio, "<= 0.2"),
+            baseline="full install of the same roster size",
+            spread=f"{rounds} rounds",
+            detail={
+                "delta_ms": round(percentile(delta_times, 50) * 1000, 1),
+                "delta_bytes": len(delta),
+                "full_bytes": len(full2),
+                "record_size": RECORD_SIZE,
+            },
+        ),
+    ]

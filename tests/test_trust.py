@@ -1,0 +1,414 @@
+"""The trust chain against the attacks TUF names: every hostile file is refused and
+the last good roster keeps serving (rollback, freeze, mix-and-match, endless data,
+arbitrary metadata, key compromise, wrong or repeated keys, torn installs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from central.keys import UnionKeys, create_keys, load_keys, rotate
+from reader.identity import token_for_pan
+from terminal.errors import SignatureError
+from terminal.policy import verify_policy
+from terminal.roster import build_delta, verify_roster
+from terminal.snapshot import SnapshotError
+from terminal.state import ClockError, TerminalState
+from terminal.trust import TrustError, build_root, load_pinned_root, update_root
+from tests.helpers import (
+    MEMBER_PAN,
+    OTHER_PAN,
+    bundle,
+    policy_bytes,
+    roster_bytes,
+    snapshot_bytes,
+    trusted,
+    with_luhn,
+)
+
+
+@pytest.fixture
+def keys(tmp_path: Path, clock) -> UnionKeys:
+    return create_keys(tmp_path / "keys", now=clock())
+
+
+@pytest.fixture
+def terminal(tmp_path: Path, keys: UnionKeys, clock) -> TerminalState:
+    """An enrolled terminal with roster v1 (MEMBER_PAN), policy v1 and snapshot v1."""
+    state = TerminalState(tmp_path / "terminal")
+    state.enrol(bundle(keys))
+    roster, policy = roster_bytes(keys, [MEMBER_PAN], clock()), policy_bytes(keys, clock())
+    state.install(snapshot_bytes(keys, clock(), roster, policy), clock(), roster, policy)
+    return state
+
+
+def serving(state: TerminalState, version: int) -> None:
+    """The terminal (and a fresh load of its files) still serves roster ``version``."""
+    for s in (state, TerminalState(state.dir)):
+        if s is not state:
+            s.load()
+        assert s.roster is not None and s.roster.version == version
+        assert s.roster.lookup(token_for_pan(MEMBER_PAN, s.enrolment.token_key)) is not None
+
+
+def test_install_and_reload(terminal: TerminalState) -> None:
+    serving(terminal, 1)
+    assert terminal.policy is not None and terminal.policy.version == 1
+    assert os.readlink(terminal.current_path) == "gens/1"
+
+
+def test_update_with_new_roster_and_same_policy(terminal, keys, clock) -> None:
+    clock.advance(timedelta(hours=1))
+    roster2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
+    snap = snapshot_bytes(keys, clock(), roster2, terminal.policy_data, version=2)
+    terminal.install(snap, clock(), roster2, None)
+    assert terminal.roster.version == 2 and len(terminal.roster) == 2
+    assert sorted(p.name for p in terminal.gens_path.iterdir()) == ["1", "2"]
+
+
+# -- mix-and-match, rollback, same version with other bytes ---------------------------
+def test_roster_the_snapshot_does_not_name_is_refused(terminal, keys, clock) -> None:
+    roster2 = roster_bytes(keys, [MEMBER_PAN], clock(), version=2)
+    roster3 = roster_bytes(keys, [OTHER_PAN], clock(), version=3)
+    snap = snapshot_bytes(keys, clock(), roster2, terminal.policy_data, version=2)
+    with pytest.raises(SnapshotError, match="mix-and-match"):
+        terminal.install(snap, clock(), roster3, None)
+    serving(terminal, 1)
+
+
+def test_policy_the_snapshot_does_not_name_is_refused(terminal, keys, clock) -> None:
+    p2, p3 = policy_bytes(keys, clock(), version=2), policy_bytes(keys, clock(), version=3)
+    roster = bytes(terminal.roster.data)
+    snap = snapshot_bytes(keys, clock(), roster, p2, version=2)
+    with pytest.raises(SnapshotError, match="mix-and-match"):
+        terminal.install(snap, clock(), None, p3)
+    assert terminal.policy.version == 1
+
+
+def test_same_roster_version_with_other_bytes_is_refused(terminal, keys, clock) -> None:
+    other_v1 = roster_bytes(keys, [OTHER_PAN], clock(), version=1)
+    snap = snapshot_bytes(keys, clock(), other_v1, terminal.policy_data, version=2)
+    with pytest.raises(SnapshotError, match="mix-and-match"):
+        terminal.install(snap, clock(), other_v1, None)
+    serving(terminal, 1)
+
+
+def test_snapshot_rollback_and_same_version_other_bytes(terminal, keys, clock) -> None:
+    roster = bytes(terminal.roster.data)
+    old = snapshot_bytes(keys, clock() - timedelta(minutes=1), roster, terminal.policy_data)
+    with pytest.raises(SnapshotError, match="differs from the installed copy"):
+        terminal.install(old, clock(), None, None)
+    clock.advance(timedelta(hours=1))
+    roster2 = roster_bytes(keys, [MEMBER_PAN], clock(), version=2)
+    terminal.install(
+        snapshot_bytes(keys, clock(), roster2, terminal.policy_data, version=3),
+        clock(),
+        roster2,
+        None,
+    )
+    back = snapshot_bytes(keys, clock(), roster, terminal.policy_data, version=2)
+    with pytest.raises(SnapshotError, match="rollback"):
+        terminal.install(back, clock(), roster, None)
+    back_roster = snapshot_bytes(keys, clock(), roster, terminal.policy_data, version=4)
+    with pytest.raises(SnapshotError, match="older roster"):
+        terminal.install(back_roster, clock(), roster, None)
+    serving(terminal, 2)
+
+
+# -- freeze and the clock -------------------------------------------------------------
+def test_expired_snapshot_is_refused_and_stops_discounts(terminal, keys, clock) -> None:
+    from reader.identity import identity_from_pan
+    from terminal.checkout import membership_for
+
+    identity = identity_from_pan("unionpay", b"\xa0", MEMBER_PAN, "2030-12", keys.token_key)
+    assert membership_for(terminal, identity, clock())[0] is not None
+    clock.advance(timedelta(hours=72))
+    member, reason = membership_for(terminal, identity, clock())
+    assert member is None and "expired" in reason and "sync" in reason
+    stale = snapshot_bytes(
+        keys,
+        clock() - timedelta(hours=80),
+        bytes(terminal.roster.data),
+        terminal.policy_data,
+        version=2,
+    )
+    with pytest.raises(SnapshotError, match="expired"):
+        terminal.install(stale, clock(), None, None)
+
+
+def test_clock_set_back_is_refused(terminal, keys, clock) -> None:
+    from reader.identity import identity_from_pan
+    from terminal.checkout import membership_for
+
+    clock.advance(timedelta(days=-2))  # a Pi without a real-time clock, booted offline
+    identity = identity_from_pan("unionpay", b"\xa0", MEMBER_PAN, "2030-12", keys.token_key)
+    member, reason = membership_for(terminal, identity, clock())
+    assert member is None and "clock" in reason and "behind" in reason
+    snap = snapshot_bytes(
+        keys, clock(), bytes(terminal.roster.data), terminal.policy_data, version=2
+    )
+    with pytest.raises(ClockError, match="behind the last signed update"):
+        terminal.install(snap, clock(), None, None)
+    serving(terminal, 1)
+
+
+# -- wrong keys, repeated keys, arbitrary metadata -----------------------------------------
+def test_roster_signed_by_the_policy_key_is_refused(terminal, keys, clock) -> None:
+    from terminal.roster import build_roster
+
+    data = build_roster(
+        [],
+        version=2,
+        issued_at=clock(),
+        expires_at=clock() + timedelta(1),
+        token_key_id="x",
+        keys=[keys.policy],
+    )
+    snap = snapshot_bytes(keys, clock(), data, terminal.policy_data, version=2)
+    with pytest.raises(SignatureError, match="not signed by any trusted key"):
+        terminal.install(snap, clock(), data, None)
+    serving(terminal, 1)
+
+
+def test_snapshot_signed_by_the_roster_key_is_refused(terminal, keys, clock) -> None:
+    snap = snapshot_bytes(
+        keys,
+        clock(),
+        bytes(terminal.roster.data),
+        terminal.policy_data,
+        version=2,
+        signer=keys.roster,
+    )
+    with pytest.raises(SnapshotError, match="not signed by any trusted key"):
+        terminal.install(snap, clock(), None, None)
+
+
+def test_tampered_snapshot_is_refused(terminal, keys, clock) -> None:
+    snap = json.loads(
+        snapshot_bytes(keys, clock(), bytes(terminal.roster.data), terminal.policy_data, version=2)
+    )
+    snap["signed"]["expires_at"] = "2099-01-01T00:00:00Z"
+    with pytest.raises(SnapshotError, match="bad signature"):
+        terminal.install(json.dumps(snap).encode(), clock(), None, None)
+
+
+def test_oversized_files_are_refused_before_parsing(terminal, keys, clock) -> None:
+    with pytest.raises(SnapshotError, match="oversized"):
+        terminal.install(b"{" + b" " * 20_000 + b"}", clock(), None, None)
+    with pytest.raises(TrustError, match="oversized"):
+        terminal.update_root(b"{" + b" " * 70_000 + b"}")
+
+
+def test_role_listing_a_key_twice_is_refused(keys, clock) -> None:
+    pub = keys.roster.public_key()
+    with pytest.raises(TrustError, match="lists a key twice"):
+        build_root(
+            version=2,
+            issued_at=clock(),
+            expires_at=clock() + timedelta(days=1),
+            role_keys={
+                "root": [keys.root.public_key()],
+                "roster": [pub, pub],
+                "policy": [keys.policy.public_key()],
+                "snapshot": [keys.snapshot.public_key()],
+            },
+            signers=[keys.root],
+        )
+
+
+# -- root rotation and key compromise -------------------------------------------------------
+def _next_root(keys: UnionKeys, clock, version: int, signers, root_key=None, roster_key=None):
+    return build_root(
+        version=version,
+        issued_at=clock(),
+        expires_at=clock() + timedelta(days=365),
+        role_keys={
+            "root": [(root_key or keys.root).public_key()],
+            "roster": [(roster_key or keys.roster).public_key()],
+            "policy": [keys.policy.public_key()],
+            "snapshot": [keys.snapshot.public_key()],
+        },
+        signers=signers,
+    )
+
+
+def test_root_rotation_needs_old_and_new_keys(keys, clock) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    v1 = load_pinned_root(keys.root_data)
+    new = Ed25519PrivateKey.generate()
+    both = _next_root(keys, clock, 2, [keys.root, new], root_key=new)
+    assert update_root(v1, both).version == 2
+    with pytest.raises(TrustError, match="by its own keys"):
+        update_root(v1, _next_root(keys, clock, 2, [keys.root], root_key=new))
+    with pytest.raises(TrustError, match="by the keys of v1"):
+        update_root(v1, _next_root(keys, clock, 2, [new], root_key=new))
+    with pytest.raises(TrustError, match="one at a time"):
+        update_root(v1, _next_root(keys, clock, 3, [keys.root]))
+    with pytest.raises(TrustError, match="one at a time"):
+        update_root(v1, keys.root_data)  # the same version again
+
+
+def test_revoked_roster_key_no_longer_signs(tmp_path, keys, terminal, clock) -> None:
+    """Key compromise: the union rotates the roster key; rosters signed with the old
+    (stolen) key are refused by terminals that walked to the new root."""
+    directory = tmp_path / "keys"
+    old_roster_key = keys.roster
+    assert rotate(directory, "roster", now=clock()) == 2
+    rotated = load_keys(directory)
+    terminal.update_root(rotated.root_data)
+    stolen = roster_bytes(keys, [OTHER_PAN], clock(), version=2)  # signed by the old key
+    assert keys.roster is old_roster_key
+    snap = snapshot_bytes(rotated, clock(), stolen, terminal.policy_data, version=2)
+    with pytest.raises(SignatureError, match="not signed by any trusted key"):
+        terminal.install(snap, clock(), stolen, None)
+    good = roster_bytes(rotated, [MEMBER_PAN], clock(), version=2)
+    terminal.install(
+        snapshot_bytes(rotated, clock(), good, terminal.policy_data, version=3), clock(), good, None
+    )
+    serving(terminal, 2)
+
+
+def test_rotated_root_key_chain(tmp_path, keys, terminal, clock) -> None:
+    directory = tmp_path / "keys"
+    rotate(directory, "root", now=clock())
+    rotate(directory, "policy", now=clock())
+    latest = load_keys(directory)
+    roots = sorted((directory / "roots").glob("*.json"), key=lambda p: int(p.stem))
+    with pytest.raises(TrustError, match="one at a time"):
+        terminal.update_root(roots[2].read_bytes())  # v1 -> v3 jump
+    for path in roots[1:]:
+        terminal.update_root(path.read_bytes())
+    assert terminal.trusted_root().version == 3
+    p2 = policy_bytes(latest, clock(), version=2)
+    verify_policy(p2, terminal.trusted_root().trusted("policy"), merchant_id="M0001")
+    reloaded = TerminalState(terminal.dir)
+    reloaded.load()
+    assert reloaded.trusted_root().version == 3
+    assert reloaded.roster is not None  # its key was not rotated
+    assert reloaded.policy is None  # signed by the revoked policy key: fail closed
+    roster = bytes(reloaded.roster.data)
+    reloaded.install(snapshot_bytes(latest, clock(), roster, p2, version=2), clock(), None, p2)
+    assert reloaded.policy is not None and reloaded.policy.version == 2
+
+
+# -- deltas --------------------------------------------------------------------------------
+def _pans(n: int, start: int = 0) -> list[str]:
+    return [with_luhn(f"6214{i:011d}") for i in range(start, start + n)]
+
+
+def test_delta_reproduces_the_next_full_roster(terminal, keys, clock) -> None:
+    base_pans = [MEMBER_PAN, *_pans(300)]
+    r2 = roster_bytes(keys, base_pans, clock(), version=2)
+    terminal.install(
+        snapshot_bytes(keys, clock(), r2, terminal.policy_data, version=2), clock(), r2, None
+    )
+    new_pans = [MEMBER_PAN, *_pans(250, 50), *_pans(40, 1000)]  # 50 removed, 40 added
+    full3 = roster_bytes(keys, new_pans, clock(), version=3)
+    full = verify_roster(full3, trusted(keys, "roster"), now=None)
+    packed = [bytes(full.body[i : i + 22]) for i in range(0, len(full.body), 22)]
+    delta = build_delta(
+        terminal.roster,
+        packed,
+        issued_at=clock(),
+        expires_at=clock() + timedelta(hours=72),
+        keys=[keys.roster],
+    )
+    assert len(delta) < len(full3) / 2
+    terminal.install(
+        snapshot_bytes(keys, clock(), full3, terminal.policy_data, version=3), clock(), delta, None
+    )
+    assert terminal.roster.version == 3
+    assert bytes(terminal.roster.body) == bytes(full.body)
+    gone = token_for_pan(_pans(1)[0], keys.token_key)
+    assert terminal.roster.lookup(gone) is None
+    serving(terminal, 3)
+
+
+def test_delta_on_the_wrong_base_is_refused(terminal, keys, clock) -> None:
+    r2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
+    other_base = verify_roster(r2, trusted(keys, "roster"), now=None)  # never installed
+    full3 = roster_bytes(keys, [MEMBER_PAN], clock(), version=3)
+    body = verify_roster(full3, trusted(keys, "roster"), now=None).body
+    delta = build_delta(
+        other_base,
+        [bytes(body)],
+        issued_at=clock(),
+        expires_at=clock() + timedelta(hours=1),
+        keys=[keys.roster],
+    )
+    snap = snapshot_bytes(keys, clock(), full3, terminal.policy_data, version=2)
+    with pytest.raises(SignatureError, match="wrong base|rollback|next version"):
+        terminal.install(snap, clock(), delta, None)
+    serving(terminal, 1)
+
+
+def test_tampered_delta_is_refused(terminal, keys, clock) -> None:
+    full2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
+    body = verify_roster(full2, trusted(keys, "roster"), now=None).body
+    packed = [bytes(body[i : i + 22]) for i in range(0, len(body), 22)]
+    delta = bytearray(
+        build_delta(
+            terminal.roster,
+            packed,
+            issued_at=clock(),
+            expires_at=clock() + timedelta(hours=1),
+            keys=[keys.roster],
+        )
+    )
+    delta[-5] ^= 0x40
+    snap = snapshot_bytes(keys, clock(), full2, terminal.policy_data, version=2)
+    with pytest.raises(SignatureError, match="delta digest mismatch"):
+        terminal.install(snap, clock(), bytes(delta), None)
+    serving(terminal, 1)
+
+
+# -- power cuts ------------------------------------------------------------------------------
+def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock) -> None:
+    """Kill the installing process at random moments (SIGKILL, like a power cut for
+    our process) over 200 trials; every time the files load as the old generation or
+    the new one, never a mix, and the next install succeeds."""
+    state = TerminalState(tmp_path / "t")
+    state.enrol(bundle(keys))
+    pans = [MEMBER_PAN, *_pans(3000)]
+    policy = policy_bytes(keys, clock())
+    versions = {}
+    rng = random.Random(20261128)
+    installed = 0
+    seen = set()
+    for trial in range(1, 201):
+        version = installed + 1
+        roster = roster_bytes(keys, pans[: 1000 + trial], clock(), version=version)
+        snap = snapshot_bytes(keys, clock(), roster, policy, version=version)
+        versions[version] = 1000 + trial
+        pid = os.fork()
+        if pid == 0:  # the installer
+            try:
+                child = TerminalState(state.dir)
+                child.load()
+                child.install(snap, clock(), roster, policy if version == 1 else None)
+            finally:
+                os._exit(0)
+        delay = rng.uniform(0, 0.012)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        import time
+
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        check = TerminalState(state.dir)
+        check.load()
+        got = check.roster.version if check.roster is not None else 0
+        assert got in (installed, version), (trial, got)
+        if got:
+            assert len(check.roster) == versions[got]
+            assert check.snapshot.roster_version == got
+        seen.add(got == version)
+        installed = got
+    assert seen == {True, False}  # both outcomes happened: the kills landed mid-install
