@@ -65,22 +65,24 @@ def snapshot_for(keys: UnionKeys, roster: bytes, policy: bytes, version: int) ->
     )
 
 
-def terminal_with_roster(folder: Path, members: int) -> BenchTerminal:
-    keys = create_keys(folder / "keys")
-    state = TerminalState(folder / "terminal")
-    bundle = {
-        "terminal_id": "T-BENCH",
-        "merchant_id": "M0001",
-        "central_url": "http://127.0.0.1:9",
-        "api_secret": "x",
-        "token_key": keys.token_key.hex(),
-        "root": keys.root_data.decode(),
-    }
-    state.enrol(json.dumps(bundle).encode())
-    token = token_for_pan(MEMBER_PAN, keys.token_key)
-    roster = signed_roster(keys, members, [token])
+def bundle(keys: UnionKeys) -> bytes:
+    """The enrolment bundle of the bench terminal T-BENCH of merchant M0001."""
+    return json.dumps(
+        {
+            "terminal_id": "T-BENCH",
+            "merchant_id": "M0001",
+            "central_url": "http://127.0.0.1:9",
+            "api_secret": "x",
+            "token_key": keys.token_key.hex(),
+            "root": keys.root_data.decode(),
+        }
+    ).encode()
+
+
+def policy(keys: UnionKeys) -> bytes:
+    """M0001's policy v1: 5 % off for members."""
     now = datetime.now(UTC)
-    policy = build_policy(
+    return build_policy(
         merchant_id="M0001",
         merchant_name="Bench",
         status="active",
@@ -88,7 +90,16 @@ def terminal_with_roster(folder: Path, members: int) -> BenchTerminal:
         issued_at=now,
         expires_at=now + timedelta(days=30),
         terms={"rules": [{"id": "member", "kind": "percent_off", "basis_points": 500}]},
-        keys=[keys.signing],
+        keys=[keys.policy],
     )
-    state.install(snapshot_for(keys, roster, policy, 1), now, roster, policy)
+
+
+def terminal_with_roster(folder: Path, members: int) -> BenchTerminal:
+    keys = create_keys(folder / "keys")
+    state = TerminalState(folder / "terminal")
+    state.enrol(bundle(keys))
+    token = token_for_pan(MEMBER_PAN, keys.token_key)
+    roster = signed_roster(keys, members, [token])
+    terms = policy(keys)
+    state.install(snapshot_for(keys, roster, terms, 1), datetime.now(UTC), roster, terms)
     return BenchTerminal(keys, state, Journal(state.journal_path), MEMBER_PAN, roster)

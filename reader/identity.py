@@ -38,6 +38,11 @@ def luhn_ok(pan: str) -> bool:
     return total % 10 == 0
 
 
+def luhn_complete(body: str) -> str:
+    """``body`` followed by its Luhn check digit (for test and demo card numbers)."""
+    return next(body + d for d in "0123456789" if luhn_ok(body + d))
+
+
 @dataclass(frozen=True)
 class CardIdentity:
     """What a card read yields. Never holds the PAN."""

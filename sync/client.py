@@ -7,8 +7,10 @@ stored twice.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -96,12 +98,40 @@ class CentralClient:
         """The newest snapshot for this terminal's merchant, or None when ``have`` is current."""
         return self._get_optional("/api/v1/snapshot", {"have": have_version})
 
-    def fetch_roster(self, have_version: int, want_version: int) -> bytes:
-        """Roster ``want``: a delta from ``have`` when the union has one, else the full file."""
-        data = self._get_optional("/api/v1/roster", {"have": have_version, "want": want_version})
-        if data is None:
-            raise CentralRefusedError(f"the central service has no roster v{want_version}")
-        return data
+    def fetch_roster(
+        self, have_version: int, want_version: int, into: Path, max_bytes: int = 400 * 1024 * 1024
+    ) -> Path:
+        """Download roster ``want`` (a delta from ``have`` when the union has one, else the
+        full file) into the file ``into``, streaming, so it never sits in memory whole."""
+        params = {"have": have_version, "want": want_version}
+        response = self._request(
+            "GET", "/api/v1/roster", params=params, missing_ok=True, stream=True
+        )
+        with response:
+            if response.status_code in (204, 404):
+                raise CentralRefusedError(f"the central service has no roster v{want_version}")
+            size = 0
+            try:
+                with open(into, "wb") as fh:
+                    for chunk in response.iter_content(1 << 20):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise SyncError(
+                                f"roster download refused: larger than {max_bytes} bytes"
+                            )
+                        fh.write(chunk)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except requests.RequestException as exc:
+                into.unlink(missing_ok=True)
+                raise CentralUnreachableError(
+                    f"the roster download from {self.base_url} broke off ({type(exc).__name__}): "
+                    "try `unioncard sync` again"
+                ) from None
+            except BaseException:
+                into.unlink(missing_ok=True)
+                raise
+        return into
 
     def fetch_policy(self, version: int) -> bytes:
         data = self._get_optional("/api/v1/policy", {"version": version})

@@ -67,7 +67,8 @@ def update(state: TerminalState, client: CentralClient, now: datetime, report: S
         roster_data = policy_data = None
         installed_roster = state.roster.version if state.roster is not None else 0
         if wanted.roster_version != installed_roster:
-            roster_data = client.fetch_roster(installed_roster, wanted.roster_version)
+            download = state.dir / ".roster-download.tmp"
+            roster_data = client.fetch_roster(installed_roster, wanted.roster_version, download)
         installed_policy = state.policy.version if state.policy is not None else 0
         if wanted.policy_version != installed_policy:
             policy_data = client.fetch_policy(wanted.policy_version)
@@ -75,6 +76,8 @@ def update(state: TerminalState, client: CentralClient, now: datetime, report: S
     except SignatureError as exc:
         report.problems.append(str(exc))
         return
+    finally:
+        (state.dir / ".roster-download.tmp").unlink(missing_ok=True)  # if not installed
     if wanted.roster_version != installed_roster:
         report.roster_version = wanted.roster_version
     if wanted.policy_version != installed_policy:

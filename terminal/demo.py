@@ -16,21 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reader.identity import luhn_complete
 from terminal.errors import ConfigError
 
 MARKER = ".unioncard-demo"
-
-
-def _with_luhn(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return body + str((10 - total % 10) % 10)
 
 
 @dataclass(frozen=True)
@@ -42,10 +31,10 @@ class DemoCard:
 
 # Test card numbers (UnionPay BIN range 62, Luhn-valid). Never real cards.
 DEMO_CARDS = {
-    "member": DemoCard("member", _with_luhn("621483" + "000012345"), "U-000101"),
-    "member2": DemoCard("second member", _with_luhn("621483" + "000067890"), "U-000102"),
-    "suspended": DemoCard("suspended member", _with_luhn("621700" + "5550001234"), "U-000103"),
-    "nonmember": DemoCard("non-member", _with_luhn("622588" + "0000009876"), None),
+    "member": DemoCard("member", luhn_complete("621483" + "000012345"), "U-000101"),
+    "member2": DemoCard("second member", luhn_complete("621483" + "000067890"), "U-000102"),
+    "suspended": DemoCard("suspended member", luhn_complete("621700" + "5550001234"), "U-000103"),
+    "nonmember": DemoCard("non-member", luhn_complete("622588" + "0000009876"), None),
 }
 
 

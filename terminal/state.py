@@ -236,14 +236,16 @@ class TerminalState:
         self,
         snapshot_data: bytes,
         now: datetime,
-        roster_data: bytes | None = None,
+        roster_data: bytes | Path | None = None,
         policy_data: bytes | None = None,
     ) -> Snapshot:
         """Verify a snapshot and the roster and policy it names; switch to them as one.
 
-        ``roster_data`` may be a full roster or a delta from the installed one; it
-        (and ``policy_data``) may be None when the installed one is what the
-        snapshot names. On any refusal nothing changes on disk.
+        ``roster_data`` may be a full roster or a delta from the installed one, as
+        bytes or as a file in the data folder (the sync downloads large rosters to
+        disk, so they never sit in the heap; a verified file is renamed into place).
+        It (and ``policy_data``) may be None when the installed one is what the
+        snapshot names. On any refusal nothing changes in the installed generation.
         """
         problem = self.clock_problem(now)
         if problem:
@@ -263,21 +265,22 @@ class TerminalState:
             now=now,
         )
         installed_version = self.roster.version if self.roster is not None else 0
-        roster_file: bytes | None = None
+        roster_file: bytes | Path | None = None
         roster: Roster
+        source = _map(roster_data) if isinstance(roster_data, Path) else roster_data
         if self.roster is not None and snap.roster_version == installed_version:
             roster = self.roster
-        elif roster_data is None:
+        elif source is None:
             raise SnapshotError(
                 f"update refused: snapshot v{snap.version} needs roster "
                 f"v{snap.roster_version}, which was not supplied"
             )
-        elif is_delta(roster_data):
+        elif is_delta(source):
             if self.roster is None:
                 raise SnapshotError("update refused: a delta needs an installed roster")
             roster = apply_delta(
                 self.roster,
-                roster_data,
+                source,
                 root.trusted("roster"),
                 now=now,
                 threshold=root.threshold("roster"),
@@ -285,7 +288,7 @@ class TerminalState:
             roster_file = cast(bytes, roster.data)  # apply_delta returns the file as bytes
         else:
             roster = verify_roster(
-                roster_data,
+                source,
                 root.trusted("roster"),
                 now=now,
                 installed_version=installed_version,
@@ -313,7 +316,7 @@ class TerminalState:
             raise SnapshotError("update refused: the installed policy file is missing")
         snap.check_policy(policy_bytes, policy.version)
         gen = self._write_generation(snap, roster_file, policy_bytes)
-        if roster_file is not None:  # serve from the page cache, not the heap
+        if isinstance(roster_file, bytes):  # serve from the page cache, not the heap
             roster = roster.remap(_map(gen / "roster.ucr"))
         self._switch(gen)
         self.snapshot, self.policy, self.policy_data = snap, policy, policy_bytes
@@ -322,7 +325,7 @@ class TerminalState:
         return snap
 
     def _write_generation(
-        self, snap: Snapshot, roster_file: bytes | None, policy_bytes: bytes
+        self, snap: Snapshot, roster_file: bytes | Path | None, policy_bytes: bytes
     ) -> Path:
         gen = self.gens_path / f"{snap.version}"
         if gen.exists():  # left over from an install that crashed before the switch
@@ -333,6 +336,11 @@ class TerminalState:
             if old is None:
                 raise SnapshotError("update refused: no installed roster to keep")
             os.link(old / "roster.ucr", gen / "roster.ucr")
+        elif isinstance(roster_file, Path):  # verified in place: make it durable, move it
+            with open(roster_file, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(roster_file, 0o644)
+            os.replace(roster_file, gen / "roster.ucr")
         else:
             atomic_write(gen / "roster.ucr", roster_file, mode=0o644)
         atomic_write(gen / "policy.json", policy_bytes, mode=0o644)

@@ -7,18 +7,12 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central.keys import UnionKeys
-from reader.identity import token_for_pan
+from reader.identity import luhn_complete, token_for_pan
 from terminal.policy import build_policy
 from terminal.roster import MemberRecord, build_roster
 from terminal.signing import load_public_key
 
-
-def with_luhn(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch) * (2 if i % 2 == 0 else 1)
-        total += d - 9 if d > 9 else d
-    return body + str((10 - total % 10) % 10)
+with_luhn = luhn_complete
 
 
 MEMBER_PAN = with_luhn("621483000055501")
