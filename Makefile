@@ -54,7 +54,8 @@ test: deps-test venv lint typecheck
 	$(PY) tests/services.py postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: venv
+bench: deps-test venv
+	-$(PY) tests/services.py postgres  # the PostgreSQL figures say so when it is not there
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 clean:

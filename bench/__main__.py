@@ -19,7 +19,14 @@ from bench.core import Context, Figure
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each module has figures(ctx) -> list[Figure]. Add a module here when it lands.
-MODULES = ["bench.checkout", "bench.roster", "bench.card", "bench.policy", "bench.ingest"]
+MODULES = [
+    "bench.checkout",
+    "bench.roster",
+    "bench.card",
+    "bench.policy",
+    "bench.ingest",
+    "bench.central",
+]
 
 
 def machine() -> dict[str, Any]:
@@ -46,7 +53,8 @@ def machine() -> dict[str, Any]:
         with psycopg.connect(
             PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3
         ) as conn:
-            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+            row = conn.execute("SHOW server_version").fetchone()
+            info["postgresql"] = row[0] if row else "unknown"
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         info["postgresql"] = f"not reachable: {type(exc).__name__}"
     return info
@@ -83,9 +91,9 @@ def render_markdown(
         for f in notes:
             extra = ", ".join(f"{k} {v}" for k, v in f.detail.items())
             lines.append(f"- **{f.name}**: {f.note or ''} {extra}".rstrip())
-    model = ROOT / "bench" / "scale_model.md"
-    if model.exists():
-        lines += ["", model.read_text().rstrip()]
+    from bench.scale import scale_model
+
+    lines += ["", scale_model(figures).rstrip()]
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ import shutil
 import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from bench.core import Context, Figure, check, paired, percentile, ratio_figure, timed
@@ -117,13 +118,17 @@ def figures(ctx: Context) -> list[Figure]:
         member_tokens[members] = sized.member_token
     small, large = sizes
 
-    def probes(members: int) -> Iterator[bytes]:
+    def probe_stream(members: int) -> Iterator[bytes]:
         mix = [os.urandom(16) for _ in range(2000)] + [member_tokens[members]] * 2000
         return iter(mix * 1000)
 
     def lookups(members: int) -> Callable[[], None]:
-        roster, it = served[members], probes(members)
-        return lambda: roster.lookup(next(it)) and None
+        roster, it = served[members], probe_stream(members)
+
+        def one() -> None:
+            roster.lookup(next(it))
+
+        return one
 
     pair = paired(lookups(large), lookups(small), rounds=ctx.scale(20_000, 5_000))
     out.append(
@@ -168,6 +173,10 @@ def _memory(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> list[
     ]
 
 
+def _sha256(data: mmap.mmap) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 def _write_synced(path: Path, data: bytes) -> None:
     """Write a download the way sync.client does: streamed to disk and fsynced."""
     with open(path, "wb") as fh:
@@ -206,7 +215,7 @@ def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> lis
         download = state.dir / ".roster-download.tmp"
         _write_synced(download, data)
         with open(download, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            sha_times.append(timed(lambda m=m: hashlib.sha256(m).digest()))
+            sha_times.append(timed(partial(_sha256, m)))
         full_times.append(timed(lambda: state.install(snap1, now, download, policy)))  # noqa: B023
         _write_synced(download, delta)
         delta_times.append(timed(lambda: state.install(snap2, now, download, None)))  # noqa: B023
