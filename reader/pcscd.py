@@ -60,6 +60,16 @@ def virtual_readers() -> list[str]:
 VPCD_DRIVERS = Path("/usr/lib/pcsc/drivers/serial")
 
 
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; wait until the process has gone."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def vpcd_installed() -> bool:
     return any(VPCD_DRIVERS.glob("libifdvpcd.so*"))
 
@@ -116,12 +126,7 @@ class Pcscd:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            _terminate(self.process)
             self.process = None
 
     def __exit__(
@@ -253,12 +258,7 @@ class PrivatePcscd:
     def stop(self) -> None:
         """Stop it (SIGTERM, as systemd does) and wait until it has gone."""
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            _terminate(self.process)
             self.process = None
 
     def restart(self, pause: float = 0.0) -> None:

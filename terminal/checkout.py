@@ -15,7 +15,7 @@ from reader.identity import CardIdentity
 from terminal.basket import Basket, RuleUsage
 from terminal.discount import Quote, journal_record, quote, quote_json
 from terminal.journal import Journal
-from terminal.policy import Policy, quota_periods
+from terminal.policy import Policy, quota_periods, shop_day
 from terminal.roster import Membership
 from terminal.state import TerminalState
 from terminal.timefmt import iso
@@ -105,7 +105,7 @@ def checkout(
             "merchant_id": enrolment.merchant_id,
             "token": token,
             "pan_last4": identity.pan_last4,
-            "member": member is not None and member.is_valid_on(now.date()),
+            "member": member is not None and member.is_valid_on(shop_day(state.policy, now)),
             "gross": q.gross,
             "discount": q.discount,
             "net": q.net,

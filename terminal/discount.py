@@ -30,7 +30,7 @@ from typing import Any
 
 from terminal.basket import NO_USAGE, Basket, Line, RuleUsage, Usage
 from terminal.money import fen
-from terminal.policy import PERIOD_WORDS, Policy, Rule, Selection, window_refusal
+from terminal.policy import PERIOD_WORDS, Policy, Rule, Selection, shop_day, window_refusal
 from terminal.roster import Membership
 from terminal.timefmt import iso
 
@@ -272,7 +272,7 @@ def quote(
         raise ValueError("now must be timezone-aware")
     if member is None:
         return _none(basket, not_member_reason)
-    if not member.is_valid_on(now.date()):
+    if not member.is_valid_on(shop_day(policy, now)):
         return _none(
             basket,
             f"membership {member.status}" if member.status != "active" else "membership has ended",

@@ -287,6 +287,12 @@ def window_refusal(window: Window, local: datetime, holidays: frozenset[date]) -
     return first
 
 
+def shop_day(policy: Policy | None, now: datetime) -> date:
+    """The calendar day at the shop (the policy's time zone, else Asia/Shanghai)."""
+    zone = policy.zone if policy is not None else ZoneInfo(DEFAULT_TIMEZONE)
+    return now.astimezone(zone).date()
+
+
 def period_start(per: str, now: datetime, zone: ZoneInfo) -> datetime:
     """Start (UTC) of the local day, ISO week (Monday) or calendar month holding ``now``."""
     today = now.astimezone(zone).date()

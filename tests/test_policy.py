@@ -440,3 +440,20 @@ def test_the_float_check_catches_each_kind() -> None:
 def test_no_float_in_money_code(name: str) -> None:
     """No float literal, float() call or true division in the money path."""
     assert float_uses((ROOT / name).read_text()) == [], name
+
+
+def test_membership_end_is_judged_on_the_shop_day(union_keys, clock) -> None:
+    """Valid until 28 Nov: still valid at 23:00 in Shanghai (15:00 UTC), not at 01:00 on
+    29 Nov in Shanghai, although UTC still says 28 Nov (17:00)."""
+    from datetime import UTC, datetime
+
+    from terminal.basket import Basket
+    from terminal.discount import quote as quote_basket
+
+    policy = _policy(union_keys, clock)
+    member = Membership("active", 1, date(2026, 11, 28))
+    late_evening = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    after_midnight = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
+    assert quote_basket(Basket.of_amount(10000), member, policy, late_evening).discount == 500
+    ended = quote_basket(Basket.of_amount(10000), member, policy, after_midnight)
+    assert ended.discount == 0 and any("ended" in r for r in ended.reasons)
