@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from central.serve import ThreadedServer
-from reader.pcsc import read_card
+from reader.fresh import FreshCardReader
 from terminal.service import TerminalService
 from terminal.web import create_app
 from tests.conftest import Site, missing
@@ -25,12 +25,11 @@ READER = "Virtual PCD 00 00"
 def service(site: Site, clock, pcscd) -> Iterator[TerminalService]:
     site.sync(clock)
 
-    def reader(*, timeout: float, token_key: bytes | None):
-        return read_card(reader_substring=READER, timeout=timeout, token_key=token_key)
-
+    reader = FreshCardReader(READER, accept_present=True)  # as the daemon reads cards
     svc = TerminalService(site.state.dir, reader, clock, card_timeout=5)
     yield svc
     svc.close()
+    reader.close()
 
 
 @pytest.mark.pcsc
