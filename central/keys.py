@@ -42,11 +42,6 @@ class UnionKeys:
     root_data: bytes  # the newest signed root metadata
 
     @property
-    def signing(self) -> Ed25519PrivateKey:
-        """The key that signs merchant policies (older name, kept for callers)."""
-        return self.policy
-
-    @property
     def current_root(self) -> Root:
         return load_pinned_root(self.root_data)
 

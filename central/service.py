@@ -143,7 +143,7 @@ class Union:
     def publish_policy(self, merchant_id: str) -> int:
         """Sign the merchant's next policy version (its terms, status); return the version."""
         return policies.publish(
-            self.store, merchant_id, [self.keys.signing], self.clock(), POLICY_LIFETIME
+            self.store, merchant_id, [self.keys.policy], self.clock(), POLICY_LIFETIME
         )
 
     def publish_roster(self, lifetime: timedelta = ROSTER_LIFETIME) -> tuple[int, int]:

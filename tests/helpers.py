@@ -67,7 +67,7 @@ def policy_bytes(
         issued_at=now,
         expires_at=now + lifetime,
         terms=terms,
-        keys=[keys.signing],
+        keys=[keys.policy],
     )
 
 

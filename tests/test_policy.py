@@ -237,7 +237,7 @@ def test_status_changes_take_effect_at_their_time(union_keys) -> None:
         issued_at=NOW,
         expires_at=NOW + timedelta(days=30),
         terms={"rules": [RULE]},
-        keys=[union_keys.signing],
+        keys=[union_keys.policy],
     )
     policy = verify_policy(data, trusted(union_keys), merchant_id="M0001")
     assert policy.status_at(exit_at - timedelta(seconds=1)) == "active"
@@ -255,7 +255,7 @@ def test_status_changes_take_effect_at_their_time(union_keys) -> None:
             issued_at=NOW,
             expires_at=NOW + timedelta(days=30),
             terms={"rules": [RULE]},
-            keys=[union_keys.signing],
+            keys=[union_keys.policy],
         )
 
 
