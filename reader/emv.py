@@ -285,8 +285,10 @@ def _pdol_data(pdol: bytes, terminal: dict[int, bytes]) -> bytes:
 
 
 def _wanted(items: tuple[tlv.Tlv, ...], into: dict[int, bytes]) -> None:
-    for item in tlv.walk(items):
-        if item.tag in WANTED_TAGS and item.tag not in into:
+    for item in items:  # depth first, bounded by tlv.MAX_DEPTH
+        if item.children:
+            _wanted(item.children, into)
+        elif item.tag in WANTED_TAGS and item.tag not in into:
             into[item.tag] = item.value
 
 
