@@ -24,7 +24,13 @@ from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
 from reader.identity import luhn_ok, token_for_pan
 from terminal.errors import RosterError
-from terminal.roster import MemberRecord, build_delta, sign_packed, verify_roster
+from terminal.roster import (
+    CompactionNeeded,
+    MemberRecord,
+    build_delta,
+    sign_packed,
+    verify_roster,
+)
 from terminal.signing import key_id
 from terminal.snapshot import build_snapshot
 from terminal.timefmt import iso, parse_iso
@@ -147,9 +153,13 @@ class Union:
         )
 
     def publish_roster(self, lifetime: timedelta = ROSTER_LIFETIME) -> tuple[int, int]:
-        """Sign a new full roster of every member, and the delta from the previous one.
+        """Sign the next roster version of every member; return (version, member count).
 
-        Returns (version, member count). Snapshots naming it are signed on demand.
+        It is the previous version plus one layer of changes, with the delta that
+        adds that layer, while the previous version verifies under today's keys and
+        has room (``terminal.roster.MAX_LAYERS``, ``MAX_OVERLAY``); otherwise a full
+        roster of one layer (a compaction), which terminals fetch in full. Snapshots
+        naming it are signed on demand.
         """
         latest = self.store.latest_signed("roster")
         version = (latest[0] if latest else 0) + 1
@@ -158,24 +168,30 @@ class Union:
             MemberRecord(bytes.fromhex(r["token"]), r["status"], r["tier"], r["valid_until"]).pack()
             for r in self.store.roster_records()
         )
-        data = sign_packed(
-            packed,
-            version=version,
-            issued_at=now,
-            expires_at=now + lifetime,
-            token_key_id=self.keys.token_key_id,
-            keys=[self.keys.roster],
-        )
-        full = verify_roster(data, self.roster_keys(), now=None)
-        self.store.put_signed("roster", version, data, iso(now), full.header.body_sha256)
         try:
             base = verify_roster(latest[1], self.roster_keys(), now=None) if latest else None
         except RosterError:  # signed by a roster key since revoked: terminals need the full one
             base = None
-        if base is not None:
-            delta = build_delta(
-                base, packed, issued_at=now, expires_at=now + lifetime, keys=[self.keys.roster]
+        delta = None
+        if base is not None and base.header.token_key_id == self.keys.token_key_id:
+            try:
+                delta, data = build_delta(
+                    base, packed, issued_at=now, expires_at=now + lifetime, keys=[self.keys.roster]
+                )
+            except CompactionNeeded:
+                delta = None
+        if delta is None:
+            data = sign_packed(
+                packed,
+                version=version,
+                issued_at=now,
+                expires_at=now + lifetime,
+                token_key_id=self.keys.token_key_id,
+                keys=[self.keys.roster],
             )
+        full = verify_roster(data, self.roster_keys(), now=None)
+        self.store.put_signed("roster", version, data, iso(now), full.header.body_sha256)
+        if delta is not None:
             self.store.put_signed("roster-delta", version, delta, iso(now))
         return version, len(packed)
 

@@ -5,27 +5,36 @@ Layout, byte for byte (docs/protocol.md has the full description)::
     b"UCR1"                       magic, 4 bytes
     header length                 unsigned 32-bit big-endian
     header                        canonical JSON signed envelope (terminal.signing)
-    body                          full: member_count records of RECORD_SIZE bytes, sorted
-                                  by token; delta: upserts records, then removals tokens
+    body                          full: every layer of this version, oldest first;
+                                  delta: only the layer it adds
 
+    layer  = records of RECORD_SIZE bytes, sorted by token
     record = token (16) | status (1) | tier (1) | valid_until (u32 BE, days since 1970-01-01)
 
-The header's ``signed`` part names the version, issue and expiry times, the member
-count and the SHA-256 of the full body, so the body is covered by the signature.
-A delta from version N to N+1 names N's body digest (its base) and N+1's; the
-terminal stores the result as the delta's header followed by the full N+1 body,
-which verifies like any roster. Lookups search the body in place (it may be a
-memory-mapped file): no per-member Python objects are made. Pure: bytes in,
+A version's roster is a stack of layers, like a log-structured merge tree. The
+first layer holds the members; each later layer holds the records a delta added
+or changed, and a record of status 0 ("removed") for each card that left. A
+lookup asks the newest layer first. The header's ``signed`` part lists every
+layer's record count and SHA-256, and ``body_sha256`` is the SHA-256 of those
+layer digests in order, so the whole body is covered by the signature.
+
+A delta from version N to N+1 is one new layer: its header names N's body digest
+(its base) and lists N+1's layers, so applying it costs what the layer costs, and
+must reproduce exactly the digest that N+1's header names. The union caps the
+stack (:data:`MAX_LAYERS`, :data:`MAX_OVERLAY`) and then signs a compacted roster
+of one layer, which terminals fetch in full. Lookups search the layers in place
+(memory-mapped files): no per-member Python objects are made. Pure: bytes in,
 values out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import mmap
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -45,10 +54,14 @@ MAX_HEADER_BYTES = 64 * 1024
 EPOCH = date(1970, 1, 1)
 NO_END = 0xFFFFFFFF  # valid_until for "no end date"
 
+STATUS_REMOVED = 0  # only in a delta layer: the card is no longer on the roster
 STATUS_ACTIVE = 1
 STATUS_SUSPENDED = 2
 STATUS_NAMES = {STATUS_ACTIVE: "active", STATUS_SUSPENDED: "suspended"}
 STATUS_CODES = {name: code for code, name in STATUS_NAMES.items()}
+
+MAX_LAYERS = 8  # a version with more would be compacted by the union
+MAX_OVERLAY = 10  # percent: delta layers together hold at most this share of the first's records
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 
@@ -84,52 +97,78 @@ class Membership:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """One layer of a version's body, as its signed header lists it."""
+
+    records: int
+    sha256: str  # hex SHA-256 of the layer's bytes
+
+    def signed(self) -> dict[str, Any]:
+        return {"records": self.records, "sha256": self.sha256}
+
+
+def layered_digest(layers: Iterable[Layer]) -> str:
+    """A body's digest: SHA-256 over its layers' SHA-256 digests (32 bytes each), in order."""
+    h = hashlib.sha256()
+    for layer in layers:
+        h.update(bytes.fromhex(layer.sha256))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
 class RosterHeader:
     kind: str  # "full" or "delta"
     version: int
     issued_at: datetime
     expires_at: datetime
-    member_count: int  # members in the full roster of this version
-    body_sha256: str  # digest of the full body of this version
+    member_count: int  # members on the roster of this version
+    body_sha256: str  # layered_digest(layers)
     token_key_id: str
+    layers: tuple[Layer, ...]  # every layer of this version, oldest first
     base_version: int | None = None  # delta only
     base_body_sha256: str | None = None  # delta only
-    upserts: int = 0  # delta only
-    removals: int = 0  # delta only
-    delta_sha256: str | None = None  # delta only
+
+    @property
+    def added(self) -> Layer:
+        """The layer a delta adds (the newest layer)."""
+        return self.layers[-1]
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
 
 
-def _key64(buf: Buffer, off: int) -> int:
-    return int.from_bytes(buf[off : off + 8], "big")
+_PREFIX = struct.Struct(">Q")  # a token's first 8 bytes as an integer
+_TOKEN = struct.Struct(">QQ")  # a whole token as two integers (compares like the bytes)
 
 
 def lower_bound(body: Buffer, count: int, token: bytes, size: int = RECORD_SIZE) -> int:
     """Index of the first record whose token is >= ``token`` in a sorted body.
 
     Tokens are HMAC outputs, so uniformly spread: interpolation on the first 8
-    bytes finds the neighbourhood in two or three probes; a binary search finishes.
+    bytes finds the neighbourhood in two or three probes (at most four, so a skewed
+    body costs a binary search, never a scan); a binary search finishes. Tokens are
+    read as integers straight from the buffer, without slicing it.
     """
+    return _lower_bound(body, count, _TOKEN.unpack(token), size)
+
+
+def _lower_bound(body: Buffer, count: int, target: tuple[int, int], size: int) -> int:
+    first = target[0]
     lo, hi = 0, count  # answer in [lo, hi]
-    target = int.from_bytes(token[:8], "big")
-    key_lo, key_hi = 0, 1 << 64
+    key_lo, key_hi = 0, 1 << 64  # key_lo <= first < key_hi
     for _ in range(4):
         if hi - lo <= 16:
             break
-        span = key_hi - key_lo
-        guess = lo + (target - key_lo) * (hi - lo) // span if span > 0 else lo
+        guess = lo + (first - key_lo) * (hi - lo) // (key_hi - key_lo)
         guess = min(max(guess, lo), hi - 1)
-        k = _key64(body, guess * size)
-        if k < target:
+        (k,) = _PREFIX.unpack_from(body, guess * size)
+        if k < first:
             lo, key_lo = guess + 1, k
         else:
             hi, key_hi = guess, k + 1
     while lo < hi:
         mid = (lo + hi) // 2
-        off = mid * size
-        if bytes(body[off : off + TOKEN_BYTES]) < token:
+        if _TOKEN.unpack_from(body, mid * size) < target:
             lo = mid + 1
         else:
             hi = mid
@@ -137,40 +176,97 @@ def lower_bound(body: Buffer, count: int, token: bytes, size: int = RECORD_SIZE)
 
 
 class Roster:
-    """A verified full roster. Build one with :func:`verify_roster`."""
+    """A verified roster: a stack of layers. Build one with :func:`verify_roster`
+    (and :func:`apply_delta`)."""
 
-    def __init__(self, header: RosterHeader, body: Buffer, data: Buffer | None = None) -> None:
+    def __init__(
+        self, header: RosterHeader, layers: Sequence[Buffer], files: Sequence[Buffer]
+    ) -> None:
+        if len(layers) != len(header.layers):
+            raise RosterError("roster refused: malformed (layer count)")
         self.header = header
-        self.body = memoryview(body)
-        self.data = data  # the whole file, for re-installing or applying a delta
-        self._count = header.member_count
+        self.layers = tuple(memoryview(b) for b in layers)
+        # the files the layers live in: a full roster, then any deltas applied to it
+        self.files = tuple(files)
+        counts = [layer.records for layer in header.layers]
+        self._search = tuple(zip(reversed(self.layers), reversed(counts), strict=True))
 
     @property
     def version(self) -> int:
         return self.header.version
 
+    @property
+    def data(self) -> Buffer:
+        """The newest file: a full roster, or the last delta applied (both name this
+        version, its layers and its body digest)."""
+        return self.files[-1]
+
     def remap(self, data: Buffer) -> Roster:
-        """The same verified roster served from ``data``, a copy of this roster's file
-        that we wrote ourselves (e.g. memory-mapped after install): framing and length
-        are checked, the body is not hashed again."""
+        """The same verified roster with its newest file served from ``data``, a copy
+        of that file we wrote ourselves (e.g. memory-mapped after install): framing
+        and length are checked, nothing is hashed again."""
         envelope, body = split_roster(data)
-        if len(body) != len(self.body) or envelope.get("signed", {}).get("version") != self.version:
+        newest = split_roster(self.data)[1]
+        if len(body) != len(newest) or envelope.get("signed", {}).get("version") != self.version:
             raise RosterError("the installed roster file does not match what was verified")
-        return Roster(self.header, body, data)
+        layers: Sequence[memoryview] = (
+            _layer_views(body, self.header.layers)
+            if len(self.files) == 1
+            else (*self.layers[:-1], body)
+        )
+        return Roster(self.header, layers, (*self.files[:-1], data))
 
     def __len__(self) -> int:
-        return self._count
+        return self.header.member_count
 
     def lookup(self, token: bytes) -> Membership | None:
         """The member record for ``token``; None when it is not on the roster."""
-        body = self.body
-        i = lower_bound(body, self._count, token)
-        off = i * RECORD_SIZE
-        if i >= self._count or bytes(body[off : off + TOKEN_BYTES]) != token:
+        if len(token) != TOKEN_BYTES:
             return None
-        _, status, tier, days = RECORD.unpack_from(body, off)
-        until = None if days == NO_END else EPOCH + timedelta(days=days)
-        return Membership(STATUS_NAMES.get(status, "suspended"), tier, until)
+        target = _TOKEN.unpack(token)
+        for body, count in self._search:  # newest layer first
+            i = _lower_bound(body, count, target, RECORD_SIZE)
+            if i == count:
+                continue
+            found, status, tier, days = RECORD.unpack_from(body, i * RECORD_SIZE)
+            if found == token:
+                if status == STATUS_REMOVED:
+                    return None
+                until = None if days == NO_END else EPOCH + timedelta(days=days)
+                return Membership(STATUS_NAMES.get(status, "suspended"), tier, until)
+        return None
+
+    def records(self) -> Iterator[bytes]:
+        """Every member's current record, in token order (the layers merged)."""
+        streams = [_keyed_records(body, -n) for n, body in enumerate(self.layers)]
+        previous = None
+        for token, _, record in heapq.merge(*streams):
+            if token != previous and record[TOKEN_BYTES] != STATUS_REMOVED:
+                yield record
+            previous = token
+
+
+def _keyed_records(body: memoryview, rank: int) -> Iterator[tuple[bytes, int, bytes]]:
+    for off in range(0, len(body), RECORD_SIZE):
+        record = bytes(body[off : off + RECORD_SIZE])
+        yield record[:TOKEN_BYTES], rank, record
+
+
+def layer_changes(layer: Buffer) -> tuple[int, int]:
+    """A delta layer's (added or changed, removed) record counts."""
+    removed = sum(
+        1 for off in range(TOKEN_BYTES, len(layer), RECORD_SIZE) if layer[off] == STATUS_REMOVED
+    )
+    return len(layer) // RECORD_SIZE - removed, removed
+
+
+def _layer_views(body: memoryview, layers: Sequence[Layer]) -> list[memoryview]:
+    views, pos = [], 0
+    for layer in layers:
+        end = pos + layer.records * RECORD_SIZE
+        views.append(body[pos:end])
+        pos = end
+    return views
 
 
 def _frame(signed: Mapping[str, Any], keys: list[Ed25519PrivateKey], body: Buffer) -> bytes:
@@ -195,7 +291,7 @@ def build_roster(
     token_key_id: str,
     keys: list[Ed25519PrivateKey],
 ) -> bytes:
-    """Serialise and sign a full roster. Duplicate tokens are refused."""
+    """Serialise and sign a full roster of one layer. Duplicate tokens are refused."""
     return sign_packed(
         sorted(r.pack() for r in records),
         version=version,
@@ -211,6 +307,8 @@ def _common(
     issued_at: datetime,
     expires_at: datetime,
     token_key_id: str,
+    member_count: int,
+    layers: Sequence[Layer],
 ) -> dict[str, Any]:
     if version < 1:
         raise ValueError("roster version must be 1 or more")
@@ -224,6 +322,9 @@ def _common(
         "record_size": RECORD_SIZE,
         "token_scheme": TOKEN_SCHEME,
         "token_key_id": token_key_id,
+        "member_count": member_count,
+        "layers": [layer.signed() for layer in layers],
+        "body_sha256": layered_digest(layers),
     }
 
 
@@ -236,16 +337,21 @@ def sign_packed(
     token_key_id: str,
     keys: list[Ed25519PrivateKey],
 ) -> bytes:
-    """Sign records already packed (``MemberRecord.pack``) and sorted: a full roster."""
+    """Sign records already packed (``MemberRecord.pack``) and sorted: a full roster of
+    one layer (also what the union signs to compact a stack of layers)."""
     _check_sorted(packed, RECORD_SIZE)
+    if any(p[TOKEN_BYTES] == STATUS_REMOVED for p in packed):
+        raise ValueError("a roster's first layer holds members only (status 0 is 'removed')")
     body = b"".join(packed)
-    signed = _common(version, issued_at, expires_at, token_key_id)
-    signed.update(
-        kind="full",
-        member_count=len(packed),
-        body_sha256=hashlib.sha256(body).hexdigest(),
-    )
+    layer = Layer(len(packed), hashlib.sha256(body).hexdigest())
+    signed = _common(version, issued_at, expires_at, token_key_id, len(packed), [layer])
+    signed["kind"] = "full"
     return _frame(signed, keys, body)
+
+
+class CompactionNeeded(ValueError):
+    """The base already holds as many layers, or as many changes, as a version may:
+    sign a full roster of one layer (:func:`sign_packed`) instead of a delta."""
 
 
 def build_delta(
@@ -255,28 +361,51 @@ def build_delta(
     issued_at: datetime,
     expires_at: datetime,
     keys: list[Ed25519PrivateKey],
-) -> bytes:
-    """The signed delta from ``base`` (version N) to the full roster ``new_packed`` (N+1)."""
+    max_overlay: int | None = MAX_OVERLAY,
+) -> tuple[bytes, bytes]:
+    """Version N+1 as one more layer on ``base`` (version N), whose members become
+    ``new_packed`` (packed, sorted): ``(delta, full)``, the delta from N and the full
+    roster of N+1. Both name the same layers and body digest.
+
+    Raises :class:`CompactionNeeded` when the stack would grow past
+    :data:`MAX_LAYERS` layers, or its later layers past ``max_overlay`` percent of
+    the first layer's records (None: no such limit). Lookups search every layer;
+    a compacted roster is one search, and as small as its members.
+    """
     _check_sorted(new_packed, RECORD_SIZE)
-    body = base.body
-    old = {bytes(body[i : i + RECORD_SIZE]) for i in range(0, len(body), RECORD_SIZE)}
+    old = set(base.records())
     new = set(new_packed)
-    new_tokens = {r[:TOKEN_BYTES] for r in new_packed}
-    upserts = sorted(new - old)
-    removals = sorted({r[:TOKEN_BYTES] for r in old} - new_tokens)
-    delta_body = b"".join(upserts) + b"".join(removals)
-    signed = _common(base.version + 1, issued_at, expires_at, base.header.token_key_id)
-    signed.update(
-        kind="delta",
-        member_count=len(new_packed),
-        body_sha256=hashlib.sha256(b"".join(new_packed)).hexdigest(),
-        base_version=base.version,
-        base_body_sha256=base.header.body_sha256,
-        upserts=len(upserts),
-        removals=len(removals),
-        delta_sha256=hashlib.sha256(delta_body).hexdigest(),
+    gone = {r[:TOKEN_BYTES] for r in old} - {r[:TOKEN_BYTES] for r in new}
+    removed = RECORD.pack(b"", STATUS_REMOVED, 0, 0)[TOKEN_BYTES:]
+    layer_records = sorted([*(new - old), *(token + removed for token in gone)])
+    first = base.header.layers[0].records
+    overlay = sum(layer.records for layer in base.header.layers[1:]) + len(layer_records)
+    too_big = max_overlay is not None and overlay * 100 > first * max_overlay
+    if len(base.layers) >= MAX_LAYERS or too_big:
+        raise CompactionNeeded(
+            f"roster v{base.version} already has {len(base.layers)} layers and "
+            f"{overlay:,} changed records over {first:,}: sign a full roster instead"
+        )
+    layer_body = b"".join(layer_records)
+    layers = (
+        *base.header.layers,
+        Layer(len(layer_records), hashlib.sha256(layer_body).hexdigest()),
     )
-    return _frame(signed, keys, delta_body)
+    signed = _common(
+        base.version + 1, issued_at, expires_at, base.header.token_key_id, len(new), layers
+    )
+    full = _frame({**signed, "kind": "full"}, keys, b"".join([*base.layers, layer_body]))
+    delta = _frame(
+        {
+            **signed,
+            "kind": "delta",
+            "base_version": base.version,
+            "base_body_sha256": base.header.body_sha256,
+        },
+        keys,
+        layer_body,
+    )
+    return delta, full
 
 
 def split_roster(data: Buffer) -> tuple[Any, memoryview]:
@@ -293,6 +422,18 @@ def split_roster(data: Buffer) -> tuple[Any, memoryview]:
     except ValueError:
         raise RosterError("roster refused: malformed (header is not JSON)") from None
     return envelope, memoryview(data)[8 + hlen :]
+
+
+def _layers(signed: Mapping[str, Any]) -> tuple[Layer, ...]:
+    raw = signed["layers"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
+        raise ValueError("layers")
+    layers = tuple(Layer(int(item["records"]), str(item["sha256"])) for item in raw)
+    for layer in layers:
+        if layer.records < 0 or len(layer.sha256) != 64:
+            raise ValueError("layer")
+        bytes.fromhex(layer.sha256)
+    return layers
 
 
 def _verified_header(
@@ -319,19 +460,21 @@ def _verified_header(
             member_count=int(signed["member_count"]),
             body_sha256=str(signed["body_sha256"]),
             token_key_id=str(signed["token_key_id"]),
+            layers=_layers(signed),
             base_version=int(signed["base_version"]) if delta else None,
             base_body_sha256=str(signed["base_body_sha256"]) if delta else None,
-            upserts=int(signed["upserts"]) if delta else 0,
-            removals=int(signed["removals"]) if delta else 0,
-            delta_sha256=str(signed["delta_sha256"]) if delta else None,
         )
         record_size = int(signed["record_size"])
     except (KeyError, TypeError, ValueError):
         raise RosterError("roster refused: malformed header") from None
     if record_size != RECORD_SIZE:
         raise RosterError(f"roster refused: record size {record_size} is not supported")
-    if header.member_count < 0 or header.upserts < 0 or header.removals < 0:
+    if header.member_count < 0:
         raise RosterError("roster refused: malformed header (negative count)")
+    if layered_digest(header.layers) != header.body_sha256:
+        raise RosterError("roster refused: malformed header (layers do not give the body digest)")
+    if delta and len(header.layers) < 2:
+        raise RosterError("roster refused: malformed header (a delta adds a layer to a base)")
     if header.version <= installed_version:
         raise RosterError(
             f"roster refused: rollback (version {header.version} is not newer than "
@@ -350,20 +493,22 @@ def verify_roster(
     installed_version: int = 0,
     threshold: int = 1,
 ) -> Roster:
-    """Check size, framing, signatures, version, expiry and body digest; return the Roster.
-
-    ``data`` is a full roster, or an installed delta result (delta header + full
-    body). Nothing in it is used before its signature has been checked.
-    ``now=None`` skips the expiry check (re-loading the installed roster at
-    start-up; the checkout judges expiry on every sale and fails closed).
+    """Check size, framing, signatures, version, expiry and every layer's digest of a
+    full roster; return the Roster. Nothing in ``data`` is used before its signature
+    has been checked. ``now=None`` skips the expiry check (re-loading the installed
+    roster at start-up; the checkout judges expiry on every sale and fails closed).
     """
     envelope, body = split_roster(data)
     header = _verified_header(envelope, trusted, threshold, now, installed_version)
-    if len(body) != header.member_count * RECORD_SIZE:
-        raise RosterError("roster refused: body length does not match the member count")
-    if hashlib.sha256(body).hexdigest() != header.body_sha256:
-        raise RosterError("roster refused: body digest mismatch")
-    return Roster(header, body, data)
+    if header.kind != "full":
+        raise RosterError("roster refused: a delta, not a full roster")
+    if len(body) != sum(layer.records for layer in header.layers) * RECORD_SIZE:
+        raise RosterError("roster refused: body length does not match the layers' records")
+    layers = _layer_views(body, header.layers)
+    for view, layer in zip(layers, header.layers, strict=True):
+        if hashlib.sha256(view).hexdigest() != layer.sha256:
+            raise RosterError("roster refused: body digest mismatch")
+    return Roster(header, layers, (data,))
 
 
 def is_delta(data: Buffer) -> bool:
@@ -383,15 +528,18 @@ def verify_delta(
     installed_version: int = 0,
     threshold: int = 1,
 ) -> RosterHeader:
-    """Check a delta's signature, version, expiry, counts and digest (not its base)."""
-    envelope, delta_body = split_roster(data)
+    """Check a delta's signature, version, expiry and the digest of the layer it adds
+    (not its base: :func:`apply_delta` does)."""
+    envelope, layer = split_roster(data)
     header = _verified_header(envelope, trusted, threshold, now, installed_version)
     if header.kind != "delta":
         raise RosterError("roster refused: not a delta")
-    if len(delta_body) != header.upserts * RECORD_SIZE + header.removals * TOKEN_BYTES:
-        raise RosterError("roster refused: delta length does not match its counts")
-    if hashlib.sha256(delta_body).hexdigest() != header.delta_sha256:
+    if len(layer) != header.added.records * RECORD_SIZE:
+        raise RosterError("roster refused: delta length does not match its records")
+    if hashlib.sha256(layer).hexdigest() != header.added.sha256:
         raise RosterError("roster refused: delta digest mismatch")
+    if layered_digest(header.layers[:-1]) != header.base_body_sha256:
+        raise RosterError("roster refused: malformed header (base layers and base digest differ)")
     return header
 
 
@@ -403,14 +551,13 @@ def apply_delta(
     now: datetime | None,
     threshold: int = 1,
 ) -> Roster:
-    """Verify a delta against ``base`` and return the new roster, whose ``data`` is the
-    file to install (delta header + full body), or raise RosterError. The result must
-    hash to the digest the delta names.
+    """Verify a delta against ``base`` and return the new roster (``base``'s layers and
+    the delta's), or raise RosterError. The result's layers must give exactly the body
+    digest that the delta's signed header names for the new version.
     """
     header = verify_delta(
         data, trusted, now=now, installed_version=base.version, threshold=threshold
     )
-    delta_body = split_roster(data)[1]
     if header.base_version != base.version or header.base_body_sha256 != base.header.body_sha256:
         raise RosterError(
             f"roster refused: delta on the wrong base (it applies to v{header.base_version}, "
@@ -418,42 +565,9 @@ def apply_delta(
         )
     if header.version != base.version + 1:
         raise RosterError("roster refused: a delta must lead to the next version")
-    split = header.upserts * RECORD_SIZE
-    ups, rems = delta_body[:split], delta_body[split:]
-    changes: list[tuple[bytes, bytes | None]] = [
-        (bytes(ups[i : i + TOKEN_BYTES]), bytes(ups[i : i + RECORD_SIZE]))
-        for i in range(0, len(ups), RECORD_SIZE)
-    ]
-    changes += [(bytes(rems[i : i + TOKEN_BYTES]), None) for i in range(0, len(rems), TOKEN_BYTES)]
-    changes.sort(key=lambda c: c[0])
-    body, count = base.body, len(base)
-    pieces: list[Buffer] = []
-    pos = 0
-    previous = b""
-    for token, record in changes:
-        if token == previous:
-            raise RosterError("roster refused: delta changes one card twice")
-        previous = token
-        i = lower_bound(body, count, token)
-        if i < pos:
-            raise RosterError("roster refused: delta is not sorted")
-        present = (
-            i < count and bytes(body[i * RECORD_SIZE : i * RECORD_SIZE + TOKEN_BYTES]) == token
-        )
-        pieces.append(body[pos * RECORD_SIZE : i * RECORD_SIZE])
-        if record is None and not present:
-            raise RosterError("roster refused: delta removes a card the base does not have")
-        if record is not None:
-            pieces.append(record)
-        pos = i + 1 if present else i
-    pieces.append(body[pos * RECORD_SIZE :])
-    new_body = b"".join(pieces)
-    if len(new_body) != header.member_count * RECORD_SIZE or (
-        hashlib.sha256(new_body).hexdigest() != header.body_sha256
-    ):
-        raise RosterError(
-            f"roster refused: applying the delta does not give the digest of v{header.version}"
-        )
-    hlen = len(data) - len(delta_body)
-    file = bytes(data[:hlen]) + new_body
-    return Roster(header, memoryview(file)[hlen:], file)
+    if header.layers[:-1] != base.header.layers:
+        raise RosterError("roster refused: delta on the wrong base (its layers differ)")
+    if header.token_key_id != base.header.token_key_id:
+        raise RosterError("roster refused: a delta cannot change the token key (fetch in full)")
+    layer = split_roster(data)[1]
+    return Roster(header, (*base.layers, layer), (*base.files, data))

@@ -94,9 +94,14 @@ def roster_group() -> None:
 @click.option(
     "--base",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="The previous full roster: write a delta from it instead.",
+    help="The previous full roster: write a delta from it (one more layer) instead.",
 )
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--full-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --base: also write the full roster of the new version (the same layers).",
+)
 def roster_build(
     members_csv: TextIO,
     directory: Path,
@@ -104,13 +109,20 @@ def roster_build(
     expires_in: str,
     base: Path | None,
     out: Path,
+    full_out: Path | None,
 ) -> None:
     """Turn MEMBERS.csv into a signed roster. The PAN column is consumed, never written."""
     from central.keys import load_keys
     from central.service import parse_members_csv
     from terminal.cli import parse_duration
     from terminal.files import atomic_write
-    from terminal.roster import MemberRecord, build_delta, sign_packed, verify_roster
+    from terminal.roster import (
+        CompactionNeeded,
+        MemberRecord,
+        build_delta,
+        sign_packed,
+        verify_roster,
+    )
 
     keys = load_keys(directory)
     lifetime = parse_duration(expires_in)
@@ -120,6 +132,8 @@ def roster_build(
         for r in rows
     )
     now = datetime.now(UTC)
+    if full_out is not None and base is None:
+        raise click.BadParameter("--full-out goes with --base", param_hint="--full-out")
     if base is None:
         data = sign_packed(
             packed,
@@ -139,10 +153,16 @@ def roster_build(
             raise click.BadParameter(
                 f"a delta from v{old.version} must be v{old.version + 1}", param_hint="--version"
             )
-        data = build_delta(
-            old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
-        )
+        try:
+            data, full = build_delta(
+                old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
+            )
+        except CompactionNeeded as exc:
+            raise click.UsageError(f"{exc} (leave out --base)") from None
         what = f"delta roster v{old.version} -> v{version} ({len(packed)} members after)"
+        if full_out is not None:
+            atomic_write(full_out, full, mode=0o644)
+            click.echo(f"wrote full roster v{version} ({len(old.layers) + 1} layers) to {full_out}")
     atomic_write(out, data, mode=0o644)
     click.echo(f"wrote {what} to {out}")
 
@@ -193,7 +213,7 @@ def _trusted_root(trust: Path) -> Root:
 @click.option("--at", "at", help="Judge expiry at this time (ISO 8601), not now.")
 def roster_verify(file: Path, trust: Path, installed_version: int, at: str | None) -> None:
     """Verify FILE: exit 0 and print version, members and expiry, or exit 1 with the reason."""
-    from terminal.roster import is_delta, verify_delta, verify_roster
+    from terminal.roster import is_delta, layer_changes, split_roster, verify_delta, verify_roster
     from terminal.timefmt import iso
 
     now = _now(at)
@@ -205,9 +225,10 @@ def roster_verify(file: Path, trust: Path, installed_version: int, at: str | Non
             header = verify_delta(
                 data, keys, now=now, installed_version=installed_version, threshold=threshold
             )
+            changed, removed = layer_changes(split_roster(data)[1])
             click.echo(
                 f"delta roster v{header.base_version} -> v{header.version}: "
-                f"{header.upserts} added or changed, {header.removals} removed, "
+                f"{changed} added or changed, {removed} removed, "
                 f"{header.member_count} members after; expires {iso(header.expires_at)}"
             )
             return

@@ -6,12 +6,16 @@ Layout under the terminal's data folder::
     root.json         the trusted root metadata (terminal.trust), walked forward by sync
     current -> gens/N the installed generation: a snapshot and the roster and policy
                       it names, switched as one by renaming a symbolic link
-    gens/N/snapshot.json, roster.ucr, policy.json
+    gens/N/snapshot.json, policy.json,
+           roster.ucr             the full roster (all its layers)
+           roster-delta-V.ucr     each delta applied since, one layer each (V: 10 digits)
     journal.db        the sales journal (terminal.journal)
 
 Everything is verified before it is used, installed atomically (write, fsync,
 rename, fsync the folder), and the last good generation stays in service after
-any refusal. The roster is memory-mapped, not read into the heap.
+any refusal. The roster is memory-mapped, not read into the heap. A generation
+hard-links the roster files it shares with the one before, so applying a delta
+writes only the delta.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from terminal.errors import ConfigError, NotEnrolledError, SignatureError
 from terminal.files import atomic_write, fsync_dir
@@ -73,6 +77,18 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+ROSTER_FILE = "roster.ucr"
+
+
+def _delta_name(version: int) -> str:
+    return f"roster-delta-{version:010d}.ucr"
+
+
+def _delta_files(gen: Path) -> list[Path]:
+    """The deltas applied to a generation's full roster, oldest first."""
+    return sorted(gen.glob("roster-delta-*.ucr"))
 
 
 def _map(path: Path) -> mmap.mmap:
@@ -190,11 +206,19 @@ class TerminalState:
         self.snapshot = snapshot
         try:
             roster = verify_roster(
-                _map(gen / "roster.ucr"),
+                _map(gen / ROSTER_FILE),
                 root.trusted("roster"),
                 now=None,
                 threshold=root.threshold("roster"),
             )
+            for delta in _delta_files(gen):
+                roster = apply_delta(
+                    roster,
+                    _map(delta),
+                    root.trusted("roster"),
+                    now=None,
+                    threshold=root.threshold("roster"),
+                )
             snapshot.check_roster(roster.version, roster.header.body_sha256)
             self.roster = roster
         except SignatureError as exc:
@@ -268,6 +292,7 @@ class TerminalState:
         roster_file: bytes | Path | None = None
         roster: Roster
         source = _map(roster_data) if isinstance(roster_data, Path) else roster_data
+        delta = False
         if self.roster is not None and snap.roster_version == installed_version:
             roster = self.roster
         elif source is None:
@@ -285,7 +310,7 @@ class TerminalState:
                 now=now,
                 threshold=root.threshold("roster"),
             )
-            roster_file = cast(bytes, roster.data)  # apply_delta returns the file as bytes
+            roster_file, delta = roster_data, True
         else:
             roster = verify_roster(
                 source,
@@ -315,9 +340,10 @@ class TerminalState:
         if policy_bytes is None:
             raise SnapshotError("update refused: the installed policy file is missing")
         snap.check_policy(policy_bytes, policy.version)
-        gen = self._write_generation(snap, roster_file, policy_bytes)
+        name = _delta_name(roster.version) if delta else ROSTER_FILE
+        gen = self._write_generation(snap, roster_file, name, policy_bytes)
         if isinstance(roster_file, bytes):  # serve from the page cache, not the heap
-            roster = roster.remap(_map(gen / "roster.ucr"))
+            roster = roster.remap(_map(gen / name))
         self._switch(gen)
         self.snapshot, self.policy, self.policy_data = snap, policy, policy_bytes
         self.roster = roster
@@ -325,24 +351,28 @@ class TerminalState:
         return snap
 
     def _write_generation(
-        self, snap: Snapshot, roster_file: bytes | Path | None, policy_bytes: bytes
+        self, snap: Snapshot, roster_file: bytes | Path | None, name: str, policy_bytes: bytes
     ) -> Path:
+        """Write generation ``snap.version``: the roster files it keeps from the
+        installed one (hard links), ``roster_file`` (if any) as ``name``, the policy and
+        the snapshot; everything fsynced before the caller switches to it."""
         gen = self.gens_path / f"{snap.version}"
         if gen.exists():  # left over from an install that crashed before the switch
             shutil.rmtree(gen)
         gen.mkdir(parents=True)
         old = self.current_path.resolve() if self.current_path.exists() else None
-        if roster_file is None:
+        if roster_file is None or name != ROSTER_FILE:  # keep the installed roster files
             if old is None:
                 raise SnapshotError("update refused: no installed roster to keep")
-            os.link(old / "roster.ucr", gen / "roster.ucr")
-        elif isinstance(roster_file, Path):  # verified in place: make it durable, move it
+            for kept in [old / ROSTER_FILE, *_delta_files(old)]:
+                os.link(kept, gen / kept.name)
+        if isinstance(roster_file, Path):  # verified in place: make it durable, move it
             with open(roster_file, "rb") as fh:
                 os.fsync(fh.fileno())
             os.chmod(roster_file, 0o644)
-            os.replace(roster_file, gen / "roster.ucr")
-        else:
-            atomic_write(gen / "roster.ucr", roster_file, mode=0o644)
+            os.replace(roster_file, gen / name)
+        elif roster_file is not None:
+            atomic_write(gen / name, roster_file, mode=0o644)
         atomic_write(gen / "policy.json", policy_bytes, mode=0o644)
         atomic_write(gen / "snapshot.json", snap.data, mode=0o644)
         fsync_dir(gen)

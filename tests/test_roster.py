@@ -158,3 +158,107 @@ def test_lookup_finds_exactly_the_members(present: set[bytes], absent: set[bytes
         assert roster.lookup(token) is not None
     for token in absent - present:
         assert roster.lookup(token) is None
+
+
+# -- layers and deltas -----------------------------------------------------------------------
+def _layered(keys: UnionKeys, now, states: list[dict[bytes, int]]):
+    """Version 1 from states[0], then one delta (a layer) per later state."""
+    from terminal.roster import apply_delta, build_delta
+
+    roster = verify_roster(
+        build_roster(
+            [MemberRecord(t, tier=tier) for t, tier in states[0].items()],
+            version=1,
+            issued_at=now,
+            expires_at=now + timedelta(days=1),
+            token_key_id="k",
+            keys=[keys.roster],
+        ),
+        trusted(keys, "roster"),
+        now=now,
+    )
+    full = bytes(roster.data)
+    for state in states[1:]:
+        packed = sorted(MemberRecord(t, tier=tier).pack() for t, tier in state.items())
+        delta, full = build_delta(
+            roster,
+            packed,
+            issued_at=now,
+            expires_at=now + timedelta(days=1),
+            keys=[keys.roster],
+            max_overlay=None,
+        )
+        roster = apply_delta(roster, delta, trusted(keys, "roster"), now=now)
+    return roster, full
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    states=st.lists(
+        st.dictionaries(
+            st.binary(min_size=16, max_size=16),
+            st.integers(0, 3),
+            max_size=25,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    common=st.dictionaries(st.binary(min_size=16, max_size=16), st.integers(0, 3), max_size=25),
+)
+def test_layers_answer_like_the_newest_member_list(states, common) -> None:
+    """However members come, go and change tier over several deltas, every lookup and
+    the merged records give exactly the newest list; the full file of the last
+    version (all its layers) verifies and names the same body digest."""
+    import tempfile
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    keys = create_keys(Path(tempfile.mkdtemp()) / "k")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    states = [{**common, **s} for s in states]  # some cards stay throughout
+    roster, full = _layered(keys, now, states)
+    newest = states[-1]
+    assert len(roster.layers) == len(states) and len(roster) == len(newest)
+    for token in set().union(*states):
+        found = roster.lookup(token)
+        if token in newest:
+            assert found is not None and found.tier == newest[token]
+        else:
+            assert found is None
+    expected = sorted(MemberRecord(t, tier=tier).pack() for t, tier in newest.items())
+    assert list(roster.records()) == expected
+    fetched = verify_roster(full, trusted(keys, "roster"), now=now)
+    assert fetched.header.body_sha256 == roster.header.body_sha256
+    assert list(fetched.records()) == expected
+
+
+def test_refuses_a_tampered_middle_layer(union_keys: UnionKeys, clock) -> None:
+    tokens = [bytes([i]) * 16 for i in range(1, 40)]
+    _, full = _layered(
+        union_keys,
+        clock(),
+        [dict.fromkeys(tokens, 1), dict.fromkeys(tokens[:-3], 1), dict.fromkeys(tokens[2:], 2)],
+    )
+    envelope = _envelope(full)
+    first, second, _ = envelope["signed"]["layers"]
+    assert second["records"] == 3  # three cards removed
+    (hlen,) = struct.unpack_from(">I", full, 4)
+    spot = 8 + hlen + first["records"] * RECORD_SIZE + RECORD_SIZE + 16  # a status byte
+    tampered = bytearray(full)
+    tampered[spot] ^= 0x03  # "removed" becomes "suspended"
+    with pytest.raises(RosterError, match="body digest mismatch"):
+        verify_roster(bytes(tampered), trusted(union_keys, "roster"), now=clock())
+
+
+def test_refuses_layers_that_do_not_give_the_body_digest(union_keys: UnionKeys, clock) -> None:
+    from terminal.signing import sign
+
+    data = roster_bytes(union_keys, [MEMBER_PAN, OTHER_PAN], clock())
+    signed = dict(_envelope(data)["signed"])
+    signed["body_sha256"] = "00" * 32  # signed by the union's key, but inconsistent
+    with pytest.raises(RosterError, match="layers do not give the body digest"):
+        verify_roster(
+            _reframe(data, sign(signed, [union_keys.roster])),
+            trusted(union_keys, "roster"),
+            now=clock(),
+        )

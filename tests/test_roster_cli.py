@@ -72,11 +72,40 @@ def test_delta_build_and_verify(made: Path) -> None:
         str(made / "r1.ucr"),
         "--out",
         str(made / "d2.ucr"),
+        "--full-out",
+        str(made / "f2.ucr"),
     )
     assert result.returncode == 0, result.stderr
+    assert "wrote full roster v2 (2 layers)" in result.stdout
     result = run("roster", "verify", str(made / "d2.ucr"), "--trust", str(keys / "root.pub"))
     assert result.returncode == 0, result.stderr
     assert "delta roster v1 -> v2: 0 added or changed, 5 removed" in result.stdout
+    result = run("roster", "verify", str(made / "f2.ucr"), "--trust", str(keys / "root.pub"))
+    assert result.returncode == 0, result.stderr
+    assert f"roster v2: {len(csv) - 1 - 5} members" in result.stdout
+
+
+def test_delta_refused_when_the_change_is_too_big(made: Path) -> None:
+    keys = made / "keys"
+    csv = (made / "members.csv").read_text().splitlines()
+    (made / "half.csv").write_text("\n".join(csv[: len(csv) // 2]) + "\n")
+    result = run(
+        "roster",
+        "build",
+        "--members",
+        str(made / "half.csv"),
+        "--keys",
+        str(keys),
+        "--version",
+        "2",
+        "--base",
+        str(made / "r1.ucr"),
+        "--out",
+        str(made / "d2.ucr"),
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "sign a full roster instead (leave out --base)" in result.stderr
+    assert not (made / "d2.ucr").exists()
 
 
 def _refused(made: Path, data: bytes, *extra: str) -> str:

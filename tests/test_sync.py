@@ -143,3 +143,37 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
     assert report.problems == [] and report.root_version == 3 and report.roster_version == 2
     assert state.trusted_root().version == 3 and len(state.roster) == 2
     journal.close()
+
+
+def test_a_small_change_arrives_as_a_delta_layer(site: Site, clock) -> None:
+    """The union adds one member to forty: the terminal fetches only the new layer,
+    keeps its roster file (a hard link), and serves the new member at once."""
+    from terminal.roster import RECORD_SIZE, split_roster
+    from tests.helpers import with_luhn
+
+    rows = "".join(f"U{i},{with_luhn(f'6214{i:011d}')}\n" for i in range(2, 41))
+    site.union.import_members(f"member_id,pan\n{rows}")
+    site.union.publish_roster()
+    assert site.sync(clock).roster_version == 2
+    base = site.state.current_path.resolve() / "roster.ucr"
+    inode, size = base.stat().st_ino, base.stat().st_size
+    assert site.sell(OTHER_PAN, 1000, clock)["member"] is False
+
+    site.union.import_members(f"member_id,pan\nU99,{OTHER_PAN}\n")
+    site.union.publish_roster()
+    kind, delta = site.union.roster_file(2, 3)
+    assert kind == "delta" and len(split_roster(delta)[1]) == RECORD_SIZE  # one record
+    assert len(delta) < size
+    assert site.sync(clock).roster_version == 3
+    gen = site.state.current_path.resolve()
+    assert (gen / "roster.ucr").stat().st_ino == inode
+    assert (gen / "roster-delta-0000000003.ucr").read_bytes() == delta
+    assert len(site.state.roster.layers) == 2 and len(site.state.roster) == 41
+    assert site.sell(OTHER_PAN, 1000, clock)["member"] is True
+    assert site.sell(MEMBER_PAN, 1000, clock)["member"] is True
+    # a terminal enrolled now fetches version 3 in full: the same roster
+    kind, full = site.union.roster_file(0, 3)
+    assert kind == "full"
+    reloaded = TerminalState(site.state.dir)
+    reloaded.load()
+    assert reloaded.roster.header.body_sha256 == site.state.roster.header.body_sha256

@@ -18,7 +18,7 @@ from central.keys import UnionKeys, create_keys, load_keys, rotate
 from reader.identity import token_for_pan
 from terminal.errors import SignatureError
 from terminal.policy import verify_policy
-from terminal.roster import build_delta, verify_roster
+from terminal.roster import MAX_LAYERS, CompactionNeeded, build_delta, is_delta, verify_roster
 from terminal.snapshot import SnapshotError
 from terminal.state import ClockError, TerminalState
 from terminal.trust import TrustError, build_root, load_pinned_root, update_root
@@ -304,19 +304,23 @@ def _pans(n: int, start: int = 0) -> list[str]:
     return [with_luhn(f"6214{i:011d}") for i in range(start, start + n)]
 
 
-def test_delta_reproduces_the_next_full_roster(terminal, keys, clock) -> None:
-    base_pans = [MEMBER_PAN, *_pans(300)]
+def _packed(keys, pans: list[str], clock) -> list[bytes]:
+    full = roster_bytes(keys, pans, clock(), version=99)
+    return list(verify_roster(full, trusted(keys, "roster"), now=None).records())
+
+
+def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -> None:
+    base_pans = [MEMBER_PAN, *_pans(400)]
     r2 = roster_bytes(keys, base_pans, clock(), version=2)
     terminal.install(
         snapshot_bytes(keys, clock(), r2, terminal.policy_data, version=2), clock(), r2, None
     )
-    new_pans = [MEMBER_PAN, *_pans(250, 50), *_pans(40, 1000)]  # 50 removed, 40 added
-    full3 = roster_bytes(keys, new_pans, clock(), version=3)
-    full = verify_roster(full3, trusted(keys, "roster"), now=None)
-    packed = [bytes(full.body[i : i + 22]) for i in range(0, len(full.body), 22)]
-    delta = build_delta(
+    new_pans = [MEMBER_PAN, *_pans(390, 10), *_pans(25, 1000)]  # 10 removed, 25 added
+    new_packed = _packed(keys, new_pans, clock)
+    base_inode = (terminal.current_path.resolve() / "roster.ucr").stat().st_ino
+    delta, full3 = build_delta(
         terminal.roster,
-        packed,
+        new_packed,
         issued_at=clock(),
         expires_at=clock() + timedelta(hours=72),
         keys=[keys.roster],
@@ -325,24 +329,81 @@ def test_delta_reproduces_the_next_full_roster(terminal, keys, clock) -> None:
     terminal.install(
         snapshot_bytes(keys, clock(), full3, terminal.policy_data, version=3), clock(), delta, None
     )
-    assert terminal.roster.version == 3
-    assert bytes(terminal.roster.body) == bytes(full.body)
-    gone = token_for_pan(_pans(1)[0], keys.token_key)
-    assert terminal.roster.lookup(gone) is None
+    roster = terminal.roster
+    assert roster.version == 3 and len(roster) == len(new_pans) and len(roster.layers) == 2
+    assert list(roster.records()) == new_packed
+    assert roster.lookup(token_for_pan(_pans(1)[0], keys.token_key)) is None  # removed
+    assert roster.lookup(token_for_pan(_pans(1, 1000)[0], keys.token_key)) is not None  # added
     serving(terminal, 3)
+    gen = terminal.current_path.resolve()
+    assert sorted(p.name for p in gen.glob("roster*")) == [
+        "roster-delta-0000000003.ucr",
+        "roster.ucr",
+    ]
+    # the base file is shared with the previous generation (a hard link), not copied
+    assert (gen / "roster.ucr").stat().st_ino == base_inode
+    assert (gen / "roster-delta-0000000003.ucr").read_bytes() == delta
+    # after a restart the same two files load as version 3 ...
+    reloaded = TerminalState(terminal.dir)
+    reloaded.load()
+    assert reloaded.roster.header.body_sha256 == roster.header.body_sha256
+    assert list(reloaded.roster.records()) == new_packed
+    # ... and a terminal that fetches version 3 in full serves exactly the same roster
+    fresh = verify_roster(full3, trusted(keys, "roster"), now=clock())
+    assert fresh.header.body_sha256 == roster.header.body_sha256
+    assert list(fresh.records()) == new_packed
+
+
+def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> None:
+    pans = [MEMBER_PAN, *_pans(400)]
+    version = 2
+    r2 = roster_bytes(keys, pans, clock(), version=version)
+    terminal.install(
+        snapshot_bytes(keys, clock(), r2, terminal.policy_data, version=2), clock(), r2, None
+    )
+    while True:  # one member more each version
+        pans.append(_pans(1, 5000 + version)[0])
+        try:
+            delta, full = build_delta(
+                terminal.roster,
+                _packed(keys, pans, clock),
+                issued_at=clock(),
+                expires_at=clock() + timedelta(hours=72),
+                keys=[keys.roster],
+            )
+        except CompactionNeeded as exc:
+            assert "sign a full roster instead" in str(exc)
+            break
+        version += 1
+        snap = snapshot_bytes(keys, clock(), full, terminal.policy_data, version=version)
+        terminal.install(snap, clock(), delta, None)
+    assert len(terminal.roster.layers) == MAX_LAYERS
+    compacted = roster_bytes(keys, pans, clock(), version=version + 1)
+    snap = snapshot_bytes(keys, clock(), compacted, terminal.policy_data, version=version + 1)
+    terminal.install(snap, clock(), compacted, None)
+    assert len(terminal.roster.layers) == 1 and len(terminal.roster) == len(pans)
+    assert [p.name for p in terminal.current_path.resolve().glob("roster*")] == ["roster.ucr"]
+    # a big change is not layered either: more than MAX_OVERLAY percent of the members
+    with pytest.raises(CompactionNeeded):
+        build_delta(
+            terminal.roster,
+            _packed(keys, [*pans, *_pans(60, 9000)], clock),
+            issued_at=clock(),
+            expires_at=clock() + timedelta(hours=72),
+            keys=[keys.roster],
+        )
 
 
 def test_delta_on_the_wrong_base_is_refused(terminal, keys, clock) -> None:
     r2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
     other_base = verify_roster(r2, trusted(keys, "roster"), now=None)  # never installed
-    full3 = roster_bytes(keys, [MEMBER_PAN], clock(), version=3)
-    body = verify_roster(full3, trusted(keys, "roster"), now=None).body
-    delta = build_delta(
+    delta, full3 = build_delta(
         other_base,
-        [bytes(body)],
+        _packed(keys, [MEMBER_PAN], clock),
         issued_at=clock(),
         expires_at=clock() + timedelta(hours=1),
         keys=[keys.roster],
+        max_overlay=None,  # two members: any change is half the roster
     )
     snap = snapshot_bytes(keys, clock(), full3, terminal.policy_data, version=2)
     with pytest.raises(SignatureError, match="wrong base|rollback|next version"):
@@ -351,18 +412,15 @@ def test_delta_on_the_wrong_base_is_refused(terminal, keys, clock) -> None:
 
 
 def test_tampered_delta_is_refused(terminal, keys, clock) -> None:
-    full2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
-    body = verify_roster(full2, trusted(keys, "roster"), now=None).body
-    packed = [bytes(body[i : i + 22]) for i in range(0, len(body), 22)]
-    delta = bytearray(
-        build_delta(
-            terminal.roster,
-            packed,
-            issued_at=clock(),
-            expires_at=clock() + timedelta(hours=1),
-            keys=[keys.roster],
-        )
+    delta, full2 = build_delta(
+        terminal.roster,
+        _packed(keys, [MEMBER_PAN, OTHER_PAN], clock),
+        issued_at=clock(),
+        expires_at=clock() + timedelta(hours=1),
+        keys=[keys.roster],
+        max_overlay=None,  # a tiny roster: any change is a large share
     )
+    delta = bytearray(delta)
     delta[-5] ^= 0x40
     snap = snapshot_bytes(keys, clock(), full2, terminal.policy_data, version=2)
     with pytest.raises(SignatureError, match="delta digest mismatch"):
@@ -373,8 +431,8 @@ def test_tampered_delta_is_refused(terminal, keys, clock) -> None:
 # -- power cuts ------------------------------------------------------------------------------
 def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock) -> None:
     """Kill the installing process at random moments (SIGKILL, like a power cut for
-    our process) over 200 trials; every time the files load as the old generation or
-    the new one, never a mix, and the next install succeeds."""
+    our process) over 200 trials of full and delta installs; every time the files load
+    as the old generation or the new one, never a mix, and the next install succeeds."""
     state = TerminalState(tmp_path / "t")
     state.enrol(bundle(keys))
     pans = [MEMBER_PAN, *_pans(3000)]
@@ -384,11 +442,27 @@ def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock
     installed = 0
     seen = set()
     span = None  # how long one install takes here; measured on the first trial
+    base = full = None
+    kinds = set()
     for trial in range(1, 201):
         version = installed + 1
         roster = roster_bytes(keys, pans[: 1000 + trial], clock(), version=version)
-        snap = snapshot_bytes(keys, clock(), roster, policy, version=version)
+        if base is not None and trial % 3:  # two installs in three are deltas
+            try:
+                roster, full = build_delta(
+                    base,
+                    _packed(keys, pans[: 1000 + trial], clock),
+                    issued_at=clock(),
+                    expires_at=clock() + timedelta(hours=72),
+                    keys=[keys.roster],
+                )
+            except CompactionNeeded:
+                pass
+        snap = snapshot_bytes(
+            keys, clock(), full if is_delta(roster) else roster, policy, version=version
+        )
         versions[version] = 1000 + trial
+        kinds.add("delta" if is_delta(roster) else "full")
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the installer
@@ -414,5 +488,6 @@ def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock
             assert check.snapshot.roster_version == got
         if trial > 1:
             seen.add(got == version)
-        installed = got
+        installed, base = got, check.roster
     assert seen == {True, False}  # both outcomes happened: the kills landed mid-install
+    assert kinds == {"delta", "full"}
