@@ -284,14 +284,6 @@ def _pdol_data(pdol: bytes, terminal: dict[int, bytes]) -> bytes:
     return bytes(out)
 
 
-def _wanted(items: tuple[tlv.Tlv, ...], into: dict[int, bytes]) -> None:
-    for item in items:  # depth first, bounded by tlv.MAX_DEPTH
-        if item.children:
-            _wanted(item.children, into)
-        elif item.tag in WANTED_TAGS and item.tag not in into:
-            into[item.tag] = item.value
-
-
 def _read_application_data(send: apdu.Transmit, gpo: bytes) -> dict[int, bytes]:
     """Parse the GPO response and read the AFL's records (Book 3, 6.5.8.4, 10.2)."""
     items = tlv.parse(gpo)
@@ -306,17 +298,16 @@ def _read_application_data(send: apdu.Transmit, gpo: bytes) -> dict[int, bytes]:
     elif top.tag == 0x77:  # format 2: a template with 82 (AIP), 94 (AFL), maybe more
         afl_tag = top.find(0x94)
         afl = afl_tag.value if afl_tag is not None else b""
-        _wanted(top.children, found)
+        tlv.collect(top.value, WANTED_TAGS, found)
     else:
         raise MalformedResponseError("the card's GPO response is neither format 1 nor 2")
     for sfi, record in _afl_records(afl):
         data, sw = send(apdu.read_record(record, sfi))
         apdu.check(sw, f"reading record {record} of SFI {sfi}")
-        parsed = tlv.parse(data)
-        if sfi <= 10 and (len(parsed) != 1 or parsed[0].tag != 0x70):
+        leading = tlv.collect(data, WANTED_TAGS, found)
+        if sfi <= 10 and leading != 0x70:
             # Book 3, 10.2: records in SFIs 1-10 are '70' templates
             raise MalformedResponseError("an application record is not a '70' template")
-        _wanted(parsed, found)
     return found
 
 

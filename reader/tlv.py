@@ -104,13 +104,29 @@ def parse(data: bytes) -> tuple[Tlv, ...]:
     ``00`` and ``FF`` bytes before, between and after data objects are padding and
     are skipped (EMV 4.3 Book 3, B1; ISO/IEC 7816-4, 5.2.2.1).
     """
-    return _parse(bytes(data), 0)
+    return _parse(bytes(data), 0)[0]
 
 
-def _parse(data: bytes, depth: int) -> tuple[Tlv, ...]:
+def collect(data: bytes, tags: frozenset[int], into: dict[int, bytes]) -> int:
+    """Store in ``into`` the value of each primitive data object in ``data`` (at any
+    depth) whose tag is in ``tags`` and not in ``into`` yet, building nothing else;
+    return the tag of the first top-level object (0 when there is none).
+
+    Checks ``data`` exactly as :func:`parse` does; a read uses it for the records
+    it only picks a few tags from.
+    """
+    _, first = _parse(bytes(data), 0, (tags, into))
+    return first
+
+
+def _parse(
+    data: bytes, depth: int, collecting: tuple[frozenset[int], dict[int, bytes]] | None = None
+) -> tuple[tuple[Tlv, ...], int]:
+    """The data objects in ``data`` (none when ``collecting``) and the first one's tag."""
     if depth > MAX_DEPTH:
         raise MalformedResponseError("TLV data is nested too deeply")
     out: list[Tlv] = []
+    leading = 0
     pos = 0
     end = len(data)
     while pos < end:
@@ -136,10 +152,16 @@ def _parse(data: bytes, depth: int) -> tuple[Tlv, ...]:
             )
         value = data[pos : pos + length]
         pos += length
-        # bit 6 of the first tag byte: constructed (Book 3, B1, table 35)
-        children = _parse(value, depth + 1) if first & 0x20 else ()
-        out.append(Tlv(tag, value, children))
-    return tuple(out)
+        leading = leading or tag
+        constructed = first & 0x20  # bit 6 of the first tag byte (Book 3, B1, table 35)
+        if collecting is None:
+            children = _parse(value, depth + 1)[0] if constructed else ()
+            out.append(Tlv(tag, value, children))
+        elif constructed:
+            _parse(value, depth + 1, collecting)
+        elif tag in collecting[0] and tag not in collecting[1]:
+            collecting[1][tag] = value
+    return tuple(out), leading
 
 
 def walk(tlvs: Iterable[Tlv]) -> Iterator[Tlv]:

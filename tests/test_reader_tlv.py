@@ -168,6 +168,35 @@ def test_arbitrary_bytes_parse_or_raise_malformed_only(data: bytes) -> None:
     assert sum(len(i.value) for i in items) <= len(data)
 
 
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.lists(trees, max_size=4).map(lambda nodes: b"".join(_encode(n) for n in nodes)),
+    )
+)
+@settings(max_examples=500, deadline=500)
+def test_collect_agrees_with_parse(data: bytes) -> None:
+    """collect() (what a read uses for records) accepts and refuses exactly what
+    parse() does, and picks the same values a depth-first walk finds first."""
+    tags = frozenset({0x5A, 0x57, 0x5F24, 0x9F38})
+    try:
+        with no_hang(2.0):
+            items = tlv.parse(data)
+    except MalformedResponseError:
+        with pytest.raises(MalformedResponseError):
+            tlv.collect(data, tags, {})
+        return
+    found: dict[int, bytes] = {}
+    leading = tlv.collect(data, tags, found)
+    expected = {}
+    for item in tlv.walk(items):
+        if item.tag in tags and not item.children and item.tag not in expected:
+            if not tlv.tag_is_constructed(item.tag):
+                expected[item.tag] = item.value
+    assert found == expected
+    assert leading == (items[0].tag if items else 0)
+
+
 @given(st.binary(max_size=200))
 @settings(max_examples=500, deadline=500)
 def test_arbitrary_bytes_as_dol_parse_or_raise_malformed_only(data: bytes) -> None:
