@@ -238,12 +238,19 @@ class Roster:
 
     def records(self) -> Iterator[bytes]:
         """Every member's current record, in token order (the layers merged)."""
-        streams = [_keyed_records(body, -n) for n, body in enumerate(self.layers)]
-        previous = None
-        for token, _, record in heapq.merge(*streams):
-            if token != previous and record[TOKEN_BYTES] != STATUS_REMOVED:
-                yield record
-            previous = token
+        if len(self.layers) == 1:  # a first layer holds members only
+            body = self.layers[0]
+            return (bytes(body[i : i + RECORD_SIZE]) for i in range(0, len(body), RECORD_SIZE))
+        return _merged(self.layers)
+
+
+def _merged(layers: Sequence[memoryview]) -> Iterator[bytes]:
+    streams = [_keyed_records(body, -n) for n, body in enumerate(layers)]
+    previous = None
+    for token, _, record in heapq.merge(*streams):  # the newest layer first on a tie
+        if token != previous and record[TOKEN_BYTES] != STATUS_REMOVED:
+            yield record
+        previous = token
 
 
 def _keyed_records(body: memoryview, rank: int) -> Iterator[tuple[bytes, int, bytes]]:
