@@ -23,14 +23,16 @@ the policy's order, each on what the earlier ones left to pay.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from terminal.basket import NO_USAGE, Basket, Line, RuleUsage, Usage
 from terminal.money import fen
-from terminal.policy import PERIOD_WORDS, Policy, Rule, Selection, shop_day, window_refusal
+from terminal.policy import PERIOD_WORDS, Policy, Rule, Window, shop_day, window_refusal
 from terminal.roster import Membership
 from terminal.timefmt import iso
 
@@ -68,14 +70,6 @@ class Quote:
     not_applied: tuple[NotApplied, ...] = ()  # every rule that gave nothing, and why
 
 
-@dataclass(frozen=True)
-class _Offer:
-    rule: Rule
-    total: int
-    shares: dict[int, int]  # line index -> fen
-    notes: tuple[str, ...]  # why it is less than it could be (cap, quota, rounding)
-
-
 def _percent(amount: int, basis_points: int, rounding: str) -> int:
     """``amount * basis_points / 10000`` in fen, rounded as the policy declares."""
     numerator = amount * basis_points
@@ -84,166 +78,347 @@ def _percent(amount: int, basis_points: int, rounding: str) -> int:
     return numerator // 10000  # "down", and "down-to-jiao" before its final step
 
 
-LineKey = tuple[str, str, int, int]  # a line's content, for deterministic tie-breaks
 NOTHING_USED = RuleUsage()
 
 
+# ---------------------------------------------------------------------------- per policy
+# A terminal quotes every sale with the one policy it has installed, so what can be
+# worked out from the policy alone is worked out once per Policy object: each rule's
+# line selection as set differences, its fixed wording, the distinct time windows.
+# Nothing kept here depends on a basket, a member, a moment or usage: those are
+# priced afresh on every call.
+
+_PERCENT, _AMOUNT, _AMOUNT_EACH, _MEMBER_PRICE, _FREE = range(5)  # how a rule prices
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleSpec:
+    """One rule, with what the engine needs of it in the form it needs it."""
+
+    rule: Rule
+    label: str  # the rule's label (its notes)
+    reason_label: str  # the label of its reasons: that of the policy's rule with this id
+    how: int  # _PERCENT .. _FREE
+    every_line: bool  # no ``eligible``: every line the policy does not exclude
+    categories: tuple[str, ...]  # eligible categories the rule does not exclude
+    skus: tuple[str, ...]  # eligible SKUs the rule does not exclude
+    eligible_categories: frozenset[str]
+    exclude_categories: frozenset[str]
+    exclude_skus: tuple[str, ...]
+    no_items: str  # the reason when no line is eligible
+    tiers_text: str
+    window: int  # index in _Prepared.windows; -1: no window
+    cap_note: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    policy: weakref.ref[Policy]
+    zone: ZoneInfo
+    rules: tuple[_RuleSpec, ...]
+    windows: tuple[Window, ...]  # distinct; rules with equal windows share one
+    exclude_categories: frozenset[str]  # the policy's exclusions
+    exclude_skus: frozenset[str]
+    named_skus: frozenset[str]  # every SKU a rule names (lines are indexed by these SKUs)
+
+
+_PREPARED: dict[int, _Prepared] = {}  # id(policy) -> its preparation, while it lives
+
+
+def _prepared(policy: Policy) -> _Prepared:
+    """The policy's preparation, made on its first quote and kept while the object lives."""
+    key = id(policy)
+    found = _PREPARED.get(key)
+    if found is not None and found.policy() is policy:
+        return found
+    found = _prepare(policy, weakref.ref(policy, lambda _: _PREPARED.pop(key, None)))
+    _PREPARED[key] = found
+    return found
+
+
+def _prepare(policy: Policy, ref: weakref.ref[Policy]) -> _Prepared:
+    labels = {rule.id: rule.label for rule in policy.rules}
+    windows: dict[Window, int] = {}
+    named: set[str] = set()
+    specs = []
+    for rule in policy.rules:
+        eligible, exclude = rule.eligible, rule.exclude
+        if eligible is None:
+            where = ""
+            categories: frozenset[str] = frozenset()
+            skus: frozenset[str] = frozenset()
+        else:
+            where = f" ({eligible.describe()})" if eligible else ""
+            categories, skus = eligible.categories, eligible.skus
+        named |= skus | exclude.skus
+        if rule.kind == "percent_off":
+            how = _PERCENT
+        elif rule.kind == "amount_off" and rule.per == "transaction":
+            how = _AMOUNT
+        elif rule.kind == "amount_off":
+            how = _AMOUNT_EACH
+        elif rule.kind == "member_price":
+            how = _MEMBER_PRICE
+        else:
+            how = _FREE
+        specs.append(
+            _RuleSpec(
+                rule=rule,
+                label=rule.label,
+                reason_label=labels[rule.id],
+                how=how,
+                every_line=eligible is None,
+                categories=tuple(sorted(categories - exclude.categories)),
+                skus=tuple(sorted(skus - exclude.skus)),
+                eligible_categories=categories,
+                exclude_categories=exclude.categories,
+                exclude_skus=tuple(sorted(exclude.skus)),
+                no_items=f"no eligible items in the basket{where}",
+                tiers_text=", ".join(str(t) for t in sorted(rule.tiers or ())),
+                window=-1 if rule.when is None else windows.setdefault(rule.when, len(windows)),
+                cap_note="" if rule.cap is None else f"capped at {fen(rule.cap)} per transaction",
+            )
+        )
+    return _Prepared(
+        policy=ref,
+        zone=policy.zone,
+        rules=tuple(specs),
+        windows=tuple(windows),
+        exclude_categories=policy.exclude.categories,
+        exclude_skus=policy.exclude.skus,
+        named_skus=frozenset(named),
+    )
+
+
+# ---------------------------------------------------------------------------- per sale
+class _Index:
+    """The basket's lines the policy does not exclude, by category and by the SKUs rules
+    name, so a rule's lines are found from the few categories it names."""
+
+    __slots__ = ("lines", "qty", "price", "gross", "by_category", "by_sku")
+
+    def __init__(self, lines: Sequence[Line], prepared: _Prepared) -> None:
+        self.lines = lines  # Line sorts by content (sku, category, qty, unit_price)
+        self.qty = [x.qty for x in lines]
+        self.price = [x.unit_price for x in lines]
+        self.gross = [q * p for q, p in zip(self.qty, self.price, strict=True)]
+        self.by_category: dict[str, list[int]] = {}
+        self.by_sku: dict[str, list[int]] = {}
+        no_categories, no_skus = prepared.exclude_categories, prepared.exclude_skus
+        named = prepared.named_skus
+        for i, line in enumerate(lines):
+            sku, category = line.sku, line.category
+            if category in no_categories or sku in no_skus:
+                continue
+            found = self.by_category.get(category)
+            if found is None:
+                self.by_category[category] = [i]
+            else:
+                found.append(i)
+            if sku in named:
+                found = self.by_sku.get(sku)
+                if found is None:
+                    self.by_sku[sku] = [i]
+                else:
+                    found.append(i)
+
+    def covered(self, spec: _RuleSpec) -> list[int]:
+        """The open lines the rule takes (as Rule.covers), in no particular order."""
+        by_category, by_sku = self.by_category, self.by_sku
+        chosen: list[int]
+        if spec.every_line:
+            chosen = [
+                i
+                for category, found in by_category.items()
+                if category not in spec.exclude_categories
+                for i in found
+            ]
+        else:
+            chosen = []
+            for category in spec.categories:
+                found = by_category.get(category)
+                if found is not None:
+                    chosen += found
+            if spec.skus:
+                lines, eligible, excluded = (
+                    self.lines,
+                    spec.eligible_categories,
+                    spec.exclude_categories,
+                )
+                for sku in spec.skus:
+                    chosen += [
+                        i
+                        for i in by_sku.get(sku, ())
+                        if lines[i].category not in eligible and lines[i].category not in excluded
+                    ]  # the lines of an eligible category are in already
+        for sku in spec.exclude_skus:
+            for i in by_sku.get(sku, ()):
+                if i in chosen:
+                    chosen.remove(i)
+        return chosen
+
+
+class _Offer(NamedTuple):
+    spec: _RuleSpec
+    total: int
+    lines: list[int]  # line indices ...
+    shares: list[int]  # ... and the fen each gets (never 0)
+    notes: tuple[str, ...]  # why it is less than it could be (cap, quota, rounding)
+
+
 def _allocate(
-    total: int, indices: Sequence[int], weights: Sequence[int], keys: Sequence[LineKey]
-) -> dict[int, int]:
+    total: int, whole: int, indices: list[int], weights: list[int], lines: Sequence[Line]
+) -> list[int]:
     """Split ``total`` fen over lines in proportion to ``weights`` (largest remainder).
 
-    Each share is at most its weight when ``total <= sum(weights)``. Ties go to the
-    line that sorts first by content, so the split does not depend on line order.
+    ``whole`` is ``sum(weights)``; the shares are in the order of ``indices``. Each
+    share is at most its weight when ``total <= whole``. Ties go to the line that
+    sorts first by content, so the split does not depend on line order.
     """
-    whole = sum(weights)
     if whole == 0 or total == 0:
-        return {}
-    shares = {}
-    remainders = []
-    given = 0
-    for i, w in zip(indices, weights, strict=True):
-        share, rem = divmod(total * w, whole)
-        shares[i] = share
-        given += share
-        if rem:
-            remainders.append((-rem, keys[i], i))
-    left = total - given
-    if left:
-        remainders.sort()
-        for k in range(left):
-            shares[remainders[k][2]] += 1
+        return [0] * len(weights)
+    shares = [total * w // whole for w in weights]
+    left = total - sum(shares)  # fen still to give: one each to the largest remainders
+    if not left:
+        return shares
+    remainders = [total * w % whole for w in weights]
+    if whole > 0:  # (always, in practice) then more than ``left`` remainders are not 0
+        ranked = sorted(remainders, reverse=True)
+        least = ranked[left - 1]  # the smallest remainder that gets a fen
+        if ranked[left] != least:  # no tie at the cut: the content of the lines does not matter
+            for k, rem in enumerate(remainders):
+                if rem >= least:
+                    shares[k] += 1
+            return shares
+        # Some of the remainders equal to ``least`` get a fen: the lines that sort first.
+        tied = []
+        for k, rem in enumerate(remainders):
+            if rem > least:
+                shares[k] += 1
+            elif rem == least:
+                tied.append(k)
+        tied.sort(key=lambda k: (lines[indices[k]], indices[k]))
+        for k in tied[: left - ranked.index(least)]:
+            shares[k] += 1
+        return shares
+    order = sorted(
+        (k for k, rem in enumerate(remainders) if rem),
+        key=lambda k: (-remainders[k], lines[indices[k]], indices[k]),
+    )
+    for n in range(left):
+        shares[order[n]] += 1
     return shares
 
 
-class _Index:
-    """The basket's line indices by category and by SKU, to select lines without a
-    per-line test for every rule (a rule names a few categories; a basket has many lines)."""
-
-    def __init__(self, lines: Sequence[Line]) -> None:
-        self.lines = lines
-        self.keys: list[LineKey] = [(x.sku, x.category, x.qty, x.unit_price) for x in lines]
-        self.all = frozenset(range(len(lines)))
-        self.by_category: dict[str, set[int]] = {}
-        self.by_sku: dict[str, set[int]] = {}
-        for i, (sku, category, _, _) in enumerate(self.keys):
-            found = self.by_category.get(category)
-            if found is None:
-                self.by_category[category] = {i}
-            else:
-                found.add(i)
-            found = self.by_sku.get(sku)
-            if found is None:
-                self.by_sku[sku] = {i}
-            else:
-                found.add(i)
-
-    def select(self, selection: Selection) -> set[int]:
-        found: set[int] = set()
-        for category in selection.categories:
-            found |= self.by_category.get(category, set())
-        for sku in selection.skus:
-            found |= self.by_sku.get(sku, set())
-        return found
-
-    def covered(self, rule: Rule, open_lines: frozenset[int]) -> list[int]:
-        """Lines the rule takes (as Rule.covers) among ``open_lines``, in basket order."""
-        chosen = open_lines if rule.eligible is None else open_lines & self.select(rule.eligible)
-        if rule.exclude:
-            chosen = chosen - self.select(rule.exclude)
-        return sorted(chosen)
-
-
-def _refusal(
-    rule: Rule, policy: Policy, member: Membership, local: datetime, usage: Usage
-) -> str | None:
-    if rule.tiers is not None and member.tier not in rule.tiers:
-        tiers = ", ".join(str(t) for t in sorted(rule.tiers))
-        return f"only for member tier {tiers} (this member is tier {member.tier})"
-    if rule.when is not None:
-        refusal = window_refusal(rule.when, local, policy.holidays)
+def _refusal(spec: _RuleSpec, tier: int, outside: Sequence[str | None], usage: Usage) -> str | None:
+    rule = spec.rule
+    if rule.tiers is not None and tier not in rule.tiers:
+        return f"only for member tier {spec.tiers_text} (this member is tier {tier})"
+    if spec.window >= 0:
+        refusal = outside[spec.window]
         if refusal is not None:
             return refusal
     if rule.quota is not None:
+        quota = rule.quota
         used = usage.get(rule.id, NOTHING_USED)
-        words = PERIOD_WORDS[rule.quota.per]
-        if rule.quota.uses is not None and used.uses >= rule.quota.uses:
-            return f"quota used: {used.uses}/{rule.quota.uses} {words}"
-        if rule.quota.amount is not None and used.amount >= rule.quota.amount:
-            return f"quota used: {fen(used.amount)}/{fen(rule.quota.amount)} {words}"
+        if quota.uses is not None and used.uses >= quota.uses:
+            return f"quota used: {used.uses}/{quota.uses} {PERIOD_WORDS[quota.per]}"
+        if quota.amount is not None and used.amount >= quota.amount:
+            return f"quota used: {fen(used.amount)}/{fen(quota.amount)} {PERIOD_WORDS[quota.per]}"
     return None
 
 
 def _price(
-    rule: Rule,
-    policy: Policy,
-    index: _Index,
-    covered: Sequence[int],
-    remaining: Sequence[int],
-    usage: Usage,
+    spec: _RuleSpec, index: _Index, remaining: list[int], usage: Usage, rounding: str
 ) -> _Offer | str:
-    """What ``rule`` gives on the lines it covers, or why it gives nothing."""
-    lines, keys = index.lines, index.keys
-    if not covered:
-        where = f" ({rule.eligible.describe()})" if rule.eligible else ""
-        return f"no eligible items in the basket{where}"
-    indices = [i for i in covered if remaining[i] > 0]
-    if not indices:
-        return "nothing left to pay on its items after the offers before it"
-    weights = [remaining[i] for i in indices]
+    """What the rule gives on the lines it covers, or why it gives nothing."""
+    rule, lines = spec.rule, index.lines
+    chosen = index.covered(spec)
+    if not chosen:
+        return spec.no_items
+    weights = [remaining[i] for i in chosen]
+    if min(weights) <= 0:
+        chosen = [i for i in chosen if remaining[i] > 0]
+        if not chosen:
+            return "nothing left to pay on its items after the offers before it"
+        weights = [remaining[i] for i in chosen]
     eligible = sum(weights)
     if eligible < rule.min_spend:
         return f"minimum spend {fen(rule.min_spend)} not reached (eligible items {fen(eligible)})"
 
-    raw: dict[int, int]
-    if rule.kind == "percent_off":
-        amount = _percent(eligible, rule.basis_points, policy.rounding)
-        raw = _allocate(amount, indices, weights, keys)
-    elif rule.kind == "amount_off" and rule.per == "transaction":
-        raw = _allocate(min(rule.amount, eligible), indices, weights, keys)
-    elif rule.kind == "amount_off":
-        raw = {i: min(remaining[i], rule.amount * lines[i].qty) for i in indices}
-    elif rule.kind == "member_price":
-        raw = {i: max(0, remaining[i] - lines[i].qty * rule.price) for i in indices}
+    shares: list[int]
+    how = spec.how
+    if how == _PERCENT:
+        amount = _percent(eligible, rule.basis_points, rounding)
+        shares = _allocate(amount, eligible, chosen, weights, lines)
+    elif how == _AMOUNT:
+        shares = _allocate(min(rule.amount, eligible), eligible, chosen, weights, lines)
+    elif how == _AMOUNT_EACH:  # min(still to pay, amount * qty), without a call per line
+        amount, qty = rule.amount, index.qty
+        shares = [
+            w if w < (off := amount * qty[i]) else off for i, w in zip(chosen, weights, strict=True)
+        ]
+    elif how == _MEMBER_PRICE:  # max(0, still to pay - qty * price), likewise
+        price, qty = rule.price, index.qty
+        shares = [
+            off if (off := w - qty[i] * price) > 0 else 0
+            for i, w in zip(chosen, weights, strict=True)
+        ]
     else:  # free_item: whole units, cheapest (or dearest) first
+        unit_price, qty = index.price, index.qty
         dearest = rule.pick == "dearest"
-        order = sorted(
-            indices,
-            key=lambda i: (-lines[i].unit_price if dearest else lines[i].unit_price, keys[i]),
-        )
-        raw, left = {}, rule.items
+        order = sorted(chosen, key=unit_price.__getitem__, reverse=dearest)
+        if len({unit_price[i] for i in chosen}) < len(chosen):  # equal prices: by content
+            sign = -1 if dearest else 1  # (Line sorts by it), then by position
+            order = sorted(chosen, key=lambda i: (sign * unit_price[i], lines[i], i))
+        chosen, shares, left = [], [], rule.items
         for i in order:
+            units = min(left, qty[i])
+            chosen.append(i)
+            shares.append(min(units * unit_price[i], remaining[i] * units // qty[i]))
+            left -= units
             if left == 0:
                 break
-            line = lines[i]
-            units = min(left, line.qty)
-            raw[i] = min(units * line.unit_price, remaining[i] * units // line.qty)
-            left -= units
-    raw = {i: v for i, v in raw.items() if v}
-    total = sum(raw.values())
+    total = sum(shares)
     if total == 0:
         return "gives nothing at these prices"
 
-    limited, notes = total, []
+    limited = total
+    notes: tuple[str, ...] = ()
     if rule.cap is not None and limited > rule.cap:
         limited = rule.cap
-        notes.append(f"capped at {fen(rule.cap)} per transaction")
-    if rule.quota is not None and rule.quota.amount is not None:
-        left_amount = rule.quota.amount - usage.get(rule.id, NOTHING_USED).amount
+        notes = (spec.cap_note,)
+    quota = rule.quota
+    if quota is not None and quota.amount is not None:
+        left_amount = quota.amount - usage.get(rule.id, NOTHING_USED).amount
         if limited > left_amount:
             limited = left_amount
-            notes.append(
-                f"quota: {fen(left_amount)} of {fen(rule.quota.amount)} was left "
-                f"{PERIOD_WORDS[rule.quota.per]}"
+            notes += (
+                f"quota: {fen(left_amount)} of {fen(quota.amount)} was left "
+                f"{PERIOD_WORDS[quota.per]}",
             )
-    if policy.rounding == "down-to-jiao" and limited % 10:
+    if rounding == "down-to-jiao" and limited % 10:
         limited -= limited % 10
     if limited == 0:
         return "less than 0.10, rounded down to nothing" if not notes else notes[-1]
-    if limited < total:
-        kept = sorted(i for i, v in raw.items() if v)
-        raw = _allocate(limited, kept, [raw[i] for i in kept], keys)
-    return _Offer(rule, limited, {i: v for i, v in raw.items() if v}, tuple(notes))
+    if limited < total:  # (a line that got 0 gets 0 again: no need to drop it first)
+        shares = _allocate(limited, total, chosen, shares, lines)
+    if 0 in shares:
+        chosen, shares = _nonzero(chosen, shares)
+    return _Offer(spec, limited, chosen, shares, notes)
+
+
+def _nonzero(indices: list[int], shares: list[int]) -> tuple[list[int], list[int]]:
+    kept = [k for k, share in enumerate(shares) if share]
+    return [indices[k] for k in kept], [shares[k] for k in kept]
+
+
+def _apply(offer: _Offer, remaining: list[int], line_rules: list[tuple[str, ...]]) -> None:
+    """Take the offer's shares off what its lines still cost, and name it on them."""
+    applied_here = (offer.spec.rule.id,)
+    for i, share in zip(offer.lines, offer.shares, strict=True):
+        remaining[i] -= share
+        line_rules[i] += applied_here
 
 
 def _none(basket: Basket, reason: str) -> Quote:
@@ -287,71 +462,65 @@ def quote(
     if not policy.rules:
         return _none(basket, "this shop's policy has no member offers")
 
+    prepared = _prepared(policy)
     lines = basket.lines
-    local = now.astimezone(policy.zone)
-    index = _Index(lines)
-    open_lines = index.all - index.select(policy.exclude) if policy.exclude else index.all
-    remaining = [line.gross for line in lines]
-    skipped: list[NotApplied] = []
+    index = _Index(lines, prepared)
+    remaining = index.gross.copy()
+    local = now.astimezone(prepared.zone)
+    outside = [window_refusal(w, local, policy.holidays) for w in prepared.windows]
+    tier, rounding = member.tier, policy.rounding
+    line_rules: list[tuple[str, ...]] = [()] * len(lines)  # the rules applied to each line
+    skipped: list[tuple[_RuleSpec, str]] = []
     offers: list[_Offer] = []
 
     if policy.combine == "sequence":
-        for rule in policy.rules:
-            outcome = _refusal(rule, policy, member, local, usage) or _price(
-                rule, policy, index, index.covered(rule, open_lines), remaining, usage
+        for spec in prepared.rules:
+            outcome = _refusal(spec, tier, outside, usage) or _price(
+                spec, index, remaining, usage, rounding
             )
             if isinstance(outcome, str):
-                skipped.append(NotApplied(rule.id, outcome))
+                skipped.append((spec, outcome))
                 continue
             offers.append(outcome)
-            for i, share in outcome.shares.items():
-                remaining[i] -= share
+            _apply(outcome, remaining, line_rules)
     else:
         priced: list[_Offer | str] = [
-            _refusal(rule, policy, member, local, usage)
-            or _price(rule, policy, index, index.covered(rule, open_lines), remaining, usage)
-            for rule in policy.rules
+            _refusal(spec, tier, outside, usage) or _price(spec, index, remaining, usage, rounding)
+            for spec in prepared.rules
         ]
         best: _Offer | None = None
         for outcome in priced:
             if isinstance(outcome, _Offer) and (best is None or outcome.total > best.total):
                 best = outcome
-        for rule, outcome in zip(policy.rules, priced, strict=True):
+        for spec, outcome in zip(prepared.rules, priced, strict=True):
             if isinstance(outcome, str):
-                skipped.append(NotApplied(rule.id, outcome))
+                skipped.append((spec, outcome))
             elif outcome is not best and best is not None:
                 skipped.append(
-                    NotApplied(
-                        rule.id,
-                        f"gives {fen(outcome.total)}; {best.rule.label} gives more "
+                    (
+                        spec,
+                        f"gives {fen(outcome.total)}; {best.spec.label} gives more "
                         f"({fen(best.total)}) and offers do not combine here",
                     )
                 )
         if best is not None:
             offers.append(best)
+            _apply(best, remaining, line_rules)
 
-    line_discount = [0] * len(lines)
-    line_rules: list[list[str]] = [[] for _ in lines]
-    for offer in offers:
-        for i, share in offer.shares.items():
-            line_discount[i] += share
-            line_rules[i].append(offer.rule.id)
-    discount = sum(offer.total for offer in offers)
-    gross = basket.gross
-    labels = {rule.id: rule.label for rule in policy.rules}
-    reasons = [f"{labels[s.rule_id]}: {s.reason}" for s in skipped]
-    reasons += [f"{o.rule.label}: {note}" for o in offers for note in o.notes]
+    line_discount = [g - r for g, r in zip(index.gross, remaining, strict=True)]
+    discount = sum([offer.total for offer in offers])
+    gross = sum(index.gross)
+    reasons = [f"{spec.reason_label}: {reason}" for spec, reason in skipped]
+    reasons += [f"{o.spec.label}: {note}" for o in offers for note in o.notes]
     return Quote(
         gross=gross,
         discount=discount,
         net=gross - discount,
-        applied=tuple(o.rule.id for o in offers),
+        applied=tuple([o.spec.rule.id for o in offers]),
         reasons=tuple(reasons),
-        lines=tuple(
-            LineQuote(line, line_discount[i], tuple(line_rules[i])) for i, line in enumerate(lines)
-        ),
-        by_rule=tuple((o.rule.id, o.total) for o in offers),
-        not_applied=tuple(skipped),
+        lines=tuple(map(LineQuote, lines, line_discount, line_rules)),
+        by_rule=tuple([(o.spec.rule.id, o.total) for o in offers]),
+        not_applied=tuple([NotApplied(spec.rule.id, reason) for spec, reason in skipped]),
     )
 
 
