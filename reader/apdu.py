@@ -152,6 +152,8 @@ def exchange(transmit: Transmit, apdu: bytes) -> tuple[bytes, int]:
     already do this (T=1, most CCID readers) simply never show these status words.
     """
     data, sw = transmit(apdu)
+    if sw >> 8 not in (0x61, 0x6C):  # the usual case: the answer is complete
+        return data, sw
     if sw >> 8 == 0x6C:
         data, sw = transmit(with_le(apdu, sw & 0xFF))
     collected = bytearray(data)

@@ -25,17 +25,14 @@ def token_for_pan(pan: str, token_key: bytes) -> bytes:
 
 def luhn_ok(pan: str) -> bool:
     """True when the last digit of ``pan`` is its Luhn check digit (ISO/IEC 7812-1)."""
-    if not pan.isdigit():
+    if not pan.isdigit() or not pan.isascii():
         return False
-    total = 0
-    for i, ch in enumerate(reversed(pan)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    backwards = pan[::-1]
+    total = sum(map(int, backwards[0::2])) + sum(_DOUBLED[int(d)] for d in backwards[1::2])
     return total % 10 == 0
+
+
+_DOUBLED = tuple(sum(divmod(2 * d, 10)) for d in range(10))  # 2d with its digits summed
 
 
 def luhn_complete(body: str) -> str:
