@@ -216,6 +216,10 @@ def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> lis
         assert len(state.roster) == len(new) and len(state.roster.layers) == 2
         if i == rounds - 1:
             layered = _layered_lookups(ctx, keys, state.roster, sized)
+            tracemalloc.start()
+            TerminalState(state.dir).load()  # as at start-up: both layers' files
+            layered.detail["heap_to_load_mb"] = round(tracemalloc.get_traced_memory()[1] / 1e6, 2)
+            tracemalloc.stop()
         shutil.rmtree(state.dir)
     full_ratio = percentile(full_times, 50) / percentile(sha_times, 50)
     delta_ratio = percentile(delta_times, 50) / percentile(full_times, 50)

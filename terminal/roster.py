@@ -34,6 +34,7 @@ import heapq
 import json
 import mmap
 import struct
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -61,7 +62,7 @@ STATUS_NAMES = {STATUS_ACTIVE: "active", STATUS_SUSPENDED: "suspended"}
 STATUS_CODES = {name: code for code, name in STATUS_NAMES.items()}
 
 MAX_LAYERS = 8  # a version with more would be compacted by the union
-MAX_OVERLAY = 10  # percent: delta layers together hold at most this share of the first's records
+MAX_OVERLAY = 5  # percent: delta layers together hold at most this share of the first's records
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 
@@ -180,7 +181,11 @@ class Roster:
     (and :func:`apply_delta`)."""
 
     def __init__(
-        self, header: RosterHeader, layers: Sequence[Buffer], files: Sequence[Buffer]
+        self,
+        header: RosterHeader,
+        layers: Sequence[Buffer],
+        files: Sequence[Buffer],
+        tokens: Sequence[list[bytes]] = (),
     ) -> None:
         if len(layers) != len(header.layers):
             raise RosterError("roster refused: malformed (layer count)")
@@ -188,8 +193,13 @@ class Roster:
         self.layers = tuple(memoryview(b) for b in layers)
         # the files the layers live in: a full roster, then any deltas applied to it
         self.files = tuple(files)
-        counts = [layer.records for layer in header.layers]
-        self._search = tuple(zip(reversed(self.layers), reversed(counts), strict=True))
+        self._first = (self.layers[0], header.layers[0].records)
+        # The later layers are small (MAX_OVERLAY): their tokens are kept as a sorted
+        # list each, searched by bisect in C. ``tokens`` passes on lists already made.
+        made = list(tokens[: len(self.layers) - 1])
+        made += [_tokens_of(body) for body in self.layers[1 + len(made) :]]
+        self._tokens = tuple(made)
+        self._overlays = tuple(zip(reversed(self._tokens), reversed(self.layers[1:]), strict=True))
 
     @property
     def version(self) -> int:
@@ -214,7 +224,7 @@ class Roster:
             if len(self.files) == 1
             else (*self.layers[:-1], body)
         )
-        return Roster(self.header, layers, (*self.files[:-1], data))
+        return Roster(self.header, layers, (*self.files[:-1], data), self._tokens)
 
     def __len__(self) -> int:
         return self.header.member_count
@@ -223,17 +233,14 @@ class Roster:
         """The member record for ``token``; None when it is not on the roster."""
         if len(token) != TOKEN_BYTES:
             return None
-        target = _TOKEN.unpack(token)
-        for body, count in self._search:  # newest layer first
-            i = _lower_bound(body, count, target, RECORD_SIZE)
-            if i == count:
-                continue
-            found, status, tier, days = RECORD.unpack_from(body, i * RECORD_SIZE)
-            if found == token:
-                if status == STATUS_REMOVED:
-                    return None
-                until = None if days == NO_END else EPOCH + timedelta(days=days)
-                return Membership(STATUS_NAMES.get(status, "suspended"), tier, until)
+        for tokens, body in self._overlays:  # newest layer first
+            i = bisect_left(tokens, token)
+            if i < len(tokens) and tokens[i] == token:
+                return _membership(body, i)
+        body, count = self._first
+        i = _lower_bound(body, count, _TOKEN.unpack(token), RECORD_SIZE)
+        if i < count and body[i * RECORD_SIZE : i * RECORD_SIZE + TOKEN_BYTES] == token:
+            return _membership(body, i)
         return None
 
     def records(self) -> Iterator[bytes]:
@@ -251,6 +258,22 @@ def _merged(layers: Sequence[memoryview]) -> Iterator[bytes]:
         if token != previous and record[TOKEN_BYTES] != STATUS_REMOVED:
             yield record
         previous = token
+
+
+def _membership(body: memoryview, i: int) -> Membership | None:
+    _, status, tier, days = RECORD.unpack_from(body, i * RECORD_SIZE)
+    if status == STATUS_REMOVED:
+        return None
+    until = None if days == NO_END else EPOCH + timedelta(days=days)
+    return Membership(STATUS_NAMES.get(status, "suspended"), tier, until)
+
+
+_TOKEN_ONLY = struct.Struct(f"{TOKEN_BYTES}s{RECORD_SIZE - TOKEN_BYTES}x")
+
+
+def _tokens_of(body: memoryview) -> list[bytes]:
+    """The tokens of a layer, in its (sorted) order."""
+    return [token for (token,) in _TOKEN_ONLY.iter_unpack(body)]
 
 
 def _keyed_records(body: memoryview, rank: int) -> Iterator[tuple[bytes, int, bytes]]:
@@ -577,4 +600,6 @@ def apply_delta(
     if header.token_key_id != base.header.token_key_id:
         raise RosterError("roster refused: a delta cannot change the token key (fetch in full)")
     layer = split_roster(data)[1]
-    return Roster(header, (*base.layers, layer), (*base.files, data))
+    return Roster(
+        header, (*base.layers, layer), (*base.files, data), (*base._tokens, _tokens_of(layer))
+    )

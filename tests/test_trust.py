@@ -315,7 +315,7 @@ def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -
     terminal.install(
         snapshot_bytes(keys, clock(), r2, terminal.policy_data, version=2), clock(), r2, None
     )
-    new_pans = [MEMBER_PAN, *_pans(390, 10), *_pans(25, 1000)]  # 10 removed, 25 added
+    new_pans = [MEMBER_PAN, *_pans(395, 5), *_pans(12, 1000)]  # 5 removed, 12 added
     new_packed = _packed(keys, new_pans, clock)
     base_inode = (terminal.current_path.resolve() / "roster.ucr").stat().st_ino
     delta, full3 = build_delta(
