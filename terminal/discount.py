@@ -275,38 +275,30 @@ def _allocate(
     share is at most its weight when ``total <= whole``. Ties go to the line that
     sorts first by content, so the split does not depend on line order.
     """
-    if whole == 0 or total == 0:
+    if whole <= 0 or total == 0:  # (weights are what lines still cost: never negative)
         return [0] * len(weights)
     shares = [total * w // whole for w in weights]
     left = total - sum(shares)  # fen still to give: one each to the largest remainders
     if not left:
         return shares
     remainders = [total * w % whole for w in weights]
-    if whole > 0:  # (always, in practice) then more than ``left`` remainders are not 0
-        ranked = sorted(remainders, reverse=True)
-        least = ranked[left - 1]  # the smallest remainder that gets a fen
-        if ranked[left] != least:  # no tie at the cut: the content of the lines does not matter
-            for k, rem in enumerate(remainders):
-                if rem >= least:
-                    shares[k] += 1
-            return shares
-        # Some of the remainders equal to ``least`` get a fen: the lines that sort first.
-        tied = []
+    ranked = sorted(remainders, reverse=True)  # more than ``left`` of them are not 0
+    least = ranked[left - 1]  # the smallest remainder that gets a fen
+    if ranked[left] != least:  # no tie at the cut: the content of the lines does not matter
         for k, rem in enumerate(remainders):
-            if rem > least:
+            if rem >= least:
                 shares[k] += 1
-            elif rem == least:
-                tied.append(k)
-        tied.sort(key=lambda k: (lines[indices[k]], indices[k]))
-        for k in tied[: left - ranked.index(least)]:
-            shares[k] += 1
         return shares
-    order = sorted(
-        (k for k, rem in enumerate(remainders) if rem),
-        key=lambda k: (-remainders[k], lines[indices[k]], indices[k]),
-    )
-    for n in range(left):
-        shares[order[n]] += 1
+    # Some of the remainders equal to ``least`` get a fen: the lines that sort first.
+    tied = []
+    for k, rem in enumerate(remainders):
+        if rem > least:
+            shares[k] += 1
+        elif rem == least:
+            tied.append(k)
+    tied.sort(key=lambda k: (lines[indices[k]], indices[k]))
+    for k in tied[: left - ranked.index(least)]:
+        shares[k] += 1
     return shares
 
 

@@ -36,7 +36,7 @@ import mmap
 import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -103,9 +103,6 @@ class Layer:
 
     records: int
     sha256: str  # hex SHA-256 of the layer's bytes
-
-    def signed(self) -> dict[str, Any]:
-        return {"records": self.records, "sha256": self.sha256}
 
 
 def layered_digest(layers: Iterable[Layer]) -> str:
@@ -353,7 +350,7 @@ def _common(
         "token_scheme": TOKEN_SCHEME,
         "token_key_id": token_key_id,
         "member_count": member_count,
-        "layers": [layer.signed() for layer in layers],
+        "layers": [asdict(layer) for layer in layers],
         "body_sha256": layered_digest(layers),
     }
 
@@ -560,6 +557,16 @@ def verify_delta(
 ) -> RosterHeader:
     """Check a delta's signature, version, expiry and the digest of the layer it adds
     (not its base: :func:`apply_delta` does)."""
+    return _checked_delta(data, trusted, now, installed_version, threshold)[0]
+
+
+def _checked_delta(
+    data: Buffer,
+    trusted: Mapping[str, Ed25519PublicKey],
+    now: datetime | None,
+    installed_version: int,
+    threshold: int,
+) -> tuple[RosterHeader, memoryview]:
     envelope, layer = split_roster(data)
     header = _verified_header(envelope, trusted, threshold, now, installed_version)
     if header.kind != "delta":
@@ -570,7 +577,7 @@ def verify_delta(
         raise RosterError("roster refused: delta digest mismatch")
     if layered_digest(header.layers[:-1]) != header.base_body_sha256:
         raise RosterError("roster refused: malformed header (base layers and base digest differ)")
-    return header
+    return header, layer
 
 
 def apply_delta(
@@ -585,9 +592,7 @@ def apply_delta(
     the delta's), or raise RosterError. The result's layers must give exactly the body
     digest that the delta's signed header names for the new version.
     """
-    header = verify_delta(
-        data, trusted, now=now, installed_version=base.version, threshold=threshold
-    )
+    header, layer = _checked_delta(data, trusted, now, base.version, threshold)
     if header.base_version != base.version or header.base_body_sha256 != base.header.body_sha256:
         raise RosterError(
             f"roster refused: delta on the wrong base (it applies to v{header.base_version}, "
@@ -599,7 +604,6 @@ def apply_delta(
         raise RosterError("roster refused: delta on the wrong base (its layers differ)")
     if header.token_key_id != base.header.token_key_id:
         raise RosterError("roster refused: a delta cannot change the token key (fetch in full)")
-    layer = split_roster(data)[1]
     return Roster(
         header, (*base.layers, layer), (*base.files, data), (*base._tokens, _tokens_of(layer))
     )
