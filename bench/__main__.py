@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def main() -> int:
     started = time.monotonic()
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="unioncard-bench-", dir=ROOT / "bench") as tmp:
-        ctx = Context(quick=args.quick, workdir=Path(tmp))
+        ctx = Context(quick=args.quick, workdir=Path(tmp), clock=lambda: datetime.now(UTC))
         for name in MODULES:
             if args.only and args.only not in name:
                 continue

@@ -40,6 +40,7 @@ from typing import Any
 
 from bench.core import Context, Figure, check, paired, percentile, ratio_figure, timed
 from bench.fixtures import terminal_with_roster
+from pact.cards import PanTokenizer
 
 READER = "Virtual PCD 00 00"
 POLL_S = 0.4  # pcsc-lite's PCSCLITE_STATUS_POLL_RATE for drivers without their own events
@@ -123,13 +124,13 @@ def overhead(ctx: Context, port: int) -> list[Figure]:
         with wait_for_card(READER, timeout=5.0):
             pass
         before = len(card.apdu_log)
-        identity = read_card(READER, timeout=5, token_key=key, now=today)
+        identity = read_card(READER, timeout=5, tokenize=PanTokenizer(key), today=today)
         commands = [c for c, _ in card.apdu_log[before:]]
         if identity.pan_last4 != "1232" or raw_read(commands) != 0x9000:
             raise RuntimeError("the reader and the raw replay disagree with the card")
 
         pair = paired(
-            lambda: read_card(READER, timeout=5, token_key=key, now=today),
+            lambda: read_card(READER, timeout=5, tokenize=PanTokenizer(key), today=today),
             lambda: raw_read(commands),
             rounds=ctx.scale(400, 80),
         )
@@ -168,10 +169,11 @@ def _logic_alone(
     from reader.emv import read_identity
 
     answers = [(r[:-2], (r[-2] << 8) | r[-1]) for _, r in log]
+    tokenize = PanTokenizer(key)
 
     def once() -> None:
         replay = iter(answers)
-        read_identity(lambda _apdu: next(replay), token_key=key, now=today)
+        read_identity(lambda _apdu: next(replay), tokenize=tokenize, now=today)
 
     once()
     return percentile([timed(once) for _ in range(rounds)], 50)
@@ -219,10 +221,9 @@ def tap_to_quote(ctx: Context, port: int) -> list[Figure]:
     rounds = ctx.scale(60, 15)
     site = terminal_with_roster(ctx.workdir / "card", members)
     site.journal.close()
-    reader = FreshCardReader(READER).start()
-    service = TerminalService(
-        site.state.dir, reader, lambda: datetime.datetime.now(datetime.UTC), card_timeout=10
-    )
+    clock = ctx.clock
+    reader = FreshCardReader(READER, clock=clock).start()
+    service = TerminalService(site.state.dir, reader, clock, card_timeout=10)
     totals, polls, rests, monitor_seen = [], [], [], []
     try:
         with ThreadedServer(create_app(service)) as web:

@@ -30,9 +30,9 @@ from bench.pg import PG_URL
 from central.keys import create_keys
 from central.service import CentralPaths, Union
 from central.store import Store
+from pact.wire import encode_sales
 from sync.client import CentralClient, RetryPolicy
 from sync.run import run_sync
-from sync.wire import encode_sales
 from terminal.journal import Journal
 from terminal.state import TerminalState
 

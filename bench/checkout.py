@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from bench.core import Context, Figure, paired, ratio_figure
 from bench.fixtures import terminal_with_roster
+from pact.cards import PanTokenizer
 from reader.identity import identity_from_pan
 from terminal.checkout import checkout
 
@@ -24,7 +25,11 @@ def figures(ctx: Context) -> list[Figure]:
     site = terminal_with_roster(ctx.workdir / "checkout", members)
     now = datetime.now(UTC)
     identity = identity_from_pan(
-        "unionpay", b"\xa0", site.member_pan, "2030-12", site.state.enrolment.token_key
+        "unionpay",
+        b"\xa0",
+        site.member_pan,
+        "2030-12",
+        PanTokenizer(site.state.enrolment.token_key),
     )
 
     base = sqlite3.connect(ctx.workdir / "checkout" / "baseline.db", isolation_level=None)

@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from typing import Any
 class Context:
     quick: bool  # a smaller run for development (`make bench QUICK=1`)
     workdir: Path  # scratch space on a real disk (not tmpfs)
+    clock: Callable[[], datetime]  # the wall clock, read nowhere else
 
     def scale(self, full: int, quick: int) -> int:
         return quick if self.quick else full

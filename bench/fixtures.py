@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from central.keys import UnionKeys, create_keys
-from reader.identity import token_for_pan
+from pact.cards import token_for_pan
+from pact.policy import build_policy
+from pact.roster import RECORD, STATUS_ACTIVE, sign_packed
 from terminal.journal import Journal
-from terminal.policy import build_policy
-from terminal.roster import RECORD, STATUS_ACTIVE, sign_packed
 from terminal.state import TerminalState
 
 MEMBER_PAN = "6214830000123454"
@@ -47,8 +47,8 @@ def signed_roster(keys: UnionKeys, members: int, include: list[bytes], version: 
 
 
 def snapshot_for(keys: UnionKeys, roster: bytes, policy: bytes, version: int) -> bytes:
-    from terminal.roster import split_roster
-    from terminal.snapshot import build_snapshot
+    from pact.roster import split_roster
+    from pact.snapshot import build_snapshot
 
     signed = split_roster(roster)[0]["signed"]
     now = datetime.now(UTC)

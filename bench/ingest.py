@@ -19,8 +19,9 @@ from bench.fixtures import terminal_with_roster
 from bench.pg import PG_URL
 from central.service import Union
 from central.store import Store, metadata
+from pact.cards import PanTokenizer
+from pact.wire import decode_sales, encode_sales
 from reader.identity import identity_from_pan
-from sync.wire import decode_sales, encode_sales
 from terminal.checkout import checkout
 
 BATCH = 500
@@ -29,7 +30,11 @@ BATCH = 500
 def _batches(ctx: Context, count: int) -> list[bytes]:
     site = terminal_with_roster(ctx.workdir / "ingest-terminal", 1000)
     identity = identity_from_pan(
-        "unionpay", b"\xa0", site.member_pan, "2030-12", site.state.enrolment.token_key
+        "unionpay",
+        b"\xa0",
+        site.member_pan,
+        "2030-12",
+        PanTokenizer(site.state.enrolment.token_key),
     )
     now = datetime.now(UTC)
     for _ in range(count * BATCH):
@@ -66,7 +71,7 @@ def _measure(name: str, store: Store, batches: list[bytes]) -> Figure:
         f"central ingest of a {BATCH}-sale batch vs parse-only, {name}",
         pair,
         None,
-        "json.loads + sync.wire.decode_sales of the same batch",
+        "json.loads + pact.wire.decode_sales of the same batch",
     )
     figure.detail["sales_per_second"] = round(BATCH / pair.detail()["product_p50_ms"] * 1000)
     return figure

@@ -1,6 +1,6 @@
 """Quote time for a 50-line basket under a 20-rule policy vs the durable journal commit it precedes.
 
-Product: `terminal.discount.quote` (pure; every rule is in its time window, so
+Product: `pact.discount.quote` (pure; every rule is in its time window, so
 each one is priced over the basket).
 Baseline: as in bench/checkout.py, one INSERT + COMMIT of a row into an SQLite
 file with WAL and synchronous=FULL: the journal write every checkout does after
@@ -14,10 +14,10 @@ import sqlite3
 from datetime import UTC, datetime
 
 from bench.core import Context, Figure, paired, ratio_figure
-from terminal.basket import Basket, Line, RuleUsage
-from terminal.discount import quote
-from terminal.policy import Policy, parse_terms
-from terminal.roster import Membership
+from pact.basket import Basket, Line, RuleUsage
+from pact.discount import quote
+from pact.policy import Policy, parse_terms
+from pact.roster import Membership
 
 CATEGORIES = ("grocery", "dairy", "bakery", "drink", "snack", "household", "otc", "tobacco")
 

@@ -26,8 +26,8 @@ from bench.core import Context, Figure, check, paired, percentile, ratio_figure,
 from bench.fixtures import MEMBER_PAN, bundle, random_packed, snapshot_for
 from bench.fixtures import policy as bench_policy
 from central.keys import UnionKeys, create_keys
-from reader.identity import token_for_pan
-from terminal.roster import RECORD_SIZE, Roster, build_delta, sign_packed, verify_roster
+from pact.cards import token_for_pan
+from pact.roster import RECORD_SIZE, Roster, build_delta, sign_packed, verify_roster
 from terminal.state import TerminalState
 
 

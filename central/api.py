@@ -9,8 +9,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from central.errors import InputError, NotFoundError
 from central.service import Union
-from sync.errors import WireFormatError
-from sync.wire import ack, decode_sales
+from pact.errors import WireFormatError
+from pact.wire import ack, decode_sales
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pact.errors import UnioncardError
 
-class CentralError(Exception):
+
+class CentralError(UnioncardError):
     """A union operation failed; the message says what to do."""
 
     exit_code = 1

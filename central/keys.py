@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from central.errors import CentralError
-from terminal.files import atomic_write
-from terminal.signing import key_id, public_bytes
-from terminal.trust import ROLES, Root, build_root, load_pinned_root, update_root
+from pact.files import atomic_write
+from pact.signing import key_id, public_bytes
+from pact.trust import ROLES, Root, build_root, load_pinned_root, update_root
 
 ROOT_LIFETIME = timedelta(days=365)
 

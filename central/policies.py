@@ -1,7 +1,7 @@
 """Merchant policies at the union: keep each merchant's terms, sign new versions.
 
 The union authors a merchant's *terms* (the offers and how they combine; see
-terminal.policy and config/policy.schema.json). Publishing wraps the terms in a
+pact.policy and config/policy.schema.json). Publishing wraps the terms in a
 header (merchant, status and since when, version, issue and expiry times) and
 signs it with the key(s) the caller passes in, so the key that signs policies is
 chosen in one place (``central.service.Union.publish_policy``).
@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.errors import ConflictError, InputError
 from central.store import Store
-from terminal.errors import PolicyError
-from terminal.policy import TERMS_FIELDS, build_policy, parse_terms
-from terminal.signing import canonical_json
-from terminal.timefmt import iso, parse_iso
+from pact.errors import PolicyError
+from pact.policy import TERMS_FIELDS, build_policy, parse_terms
+from pact.signing import canonical_json
+from pact.timefmt import iso, parse_iso
 
 POLICY_LIFETIME = timedelta(days=30)
 # What a union policy never discounts, whatever the shop offers (add-merchant's default).

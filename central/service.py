@@ -22,18 +22,17 @@ from central import policies
 from central.errors import AuthError, InputError
 from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
-from reader.identity import luhn_ok, token_for_pan
-from terminal.errors import RosterError
-from terminal.roster import (
-    CompactionNeeded,
+from pact.cards import is_card_number, token_for_pan
+from pact.errors import CompactionNeededError, RosterError
+from pact.roster import (
     MemberRecord,
     build_delta,
     sign_packed,
     verify_roster,
 )
-from terminal.signing import key_id
-from terminal.snapshot import build_snapshot
-from terminal.timefmt import iso, parse_iso
+from pact.signing import key_id
+from pact.snapshot import build_snapshot
+from pact.timefmt import iso, parse_iso
 
 ROSTER_LIFETIME = timedelta(hours=72)
 POLICY_LIFETIME = timedelta(days=30)
@@ -75,7 +74,7 @@ def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
         if member_id in seen:
             raise InputError(f"members file line {line}: member {member_id} is listed twice")
         seen.add(member_id)
-        if not pan.isdigit() or not 12 <= len(pan) <= 19 or not luhn_ok(pan):
+        if not is_card_number(pan):
             raise InputError(
                 f"members file line {line}: the card number of member {member_id} is not valid"
             )
@@ -157,7 +156,7 @@ class Union:
 
         It is the previous version plus one layer of changes, with the delta that
         adds that layer, while the previous version verifies under today's keys and
-        has room (``terminal.roster.MAX_LAYERS``, ``MAX_OVERLAY``); otherwise a full
+        has room (``pact.roster.MAX_LAYERS``, ``MAX_OVERLAY``); otherwise a full
         roster of one layer (a compaction), which terminals fetch in full. Snapshots
         naming it are signed on demand.
         """
@@ -178,7 +177,7 @@ class Union:
                 delta, data = build_delta(
                     base, packed, issued_at=now, expires_at=now + lifetime, keys=[self.keys.roster]
                 )
-            except CompactionNeeded:
+            except CompactionNeededError:
                 delta = None
         if delta is None:
             data = sign_packed(

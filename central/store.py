@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from central.errors import ConflictError, InputError, NotFoundError
-from terminal.chain import GENESIS, SALE_FIELDS, ChainError, check_chain, entry_hash
+from pact.chain import GENESIS, SALE_FIELDS, check_chain, entry_hash
+from pact.errors import ChainError
 
 metadata = sa.MetaData()
 
@@ -80,7 +81,7 @@ merchant_terms = sa.Table(
     "merchant_terms",
     metadata,
     sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), primary_key=True),
-    sa.Column("terms", sa.Text, nullable=False),  # canonical JSON (terminal.policy terms)
+    sa.Column("terms", sa.Text, nullable=False),  # canonical JSON (pact.policy terms)
     sa.Column("updated_at", sa.String(32), nullable=False),
 )
 

@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from reader.identity import luhn_ok
 from reader.tlv import encode
 
 log = logging.getLogger(__name__)
@@ -220,8 +219,6 @@ def _check_pan(pan: str) -> None:
         raise ValueError(f"the PAN must be decimal digits, got {pan!r}")
     if not 12 <= len(pan) <= 19:
         raise ValueError(f"the PAN must be 12 to 19 digits, got {len(pan)}")
-    if not luhn_ok(pan):
-        raise ValueError(f"the PAN {pan} fails the Luhn check (ISO/IEC 7812-1)")
 
 
 def _yymm(expiry: str) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from reader.errors import (
     MalformedResponseError,
     UnsupportedCardError,
 )
-from reader.identity import CardIdentity, identity_from_pan, luhn_ok
+from reader.identity import CardIdentity, Tokenize, identity_from_pan
 
 PPSE = b"2PAY.SYS.DDF01"
 PSE = b"1PAY.SYS.DDF01"
@@ -111,7 +111,7 @@ def scheme_for_aid(aid: bytes) -> str:
 def read_identity(
     transmit: apdu.Transmit,
     *,
-    token_key: bytes | None,
+    tokenize: Tokenize,
     accepted_aids: Sequence[bytes] | None = None,
     now: datetime.date,
     unpredictable_number: bytes | None = None,
@@ -129,8 +129,6 @@ def read_identity(
     :class:`MalformedResponseError` for data that does not parse or fails Luhn.
     Bad arguments raise ``ValueError``.
     """
-    if token_key is not None and len(token_key) < 32:
-        raise ValueError("the token key must be at least 32 bytes")
     if unpredictable_number is None:
         unpredictable_number = secrets.token_bytes(4)
     if len(unpredictable_number) != 4:
@@ -168,7 +166,7 @@ def read_identity(
             continue
         apdu.check(sw, "GET PROCESSING OPTIONS")
         found = _read_application_data(send, gpo)
-        return _identity(df_name, found, token_key)
+        return _identity(df_name, found, tokenize)
     if blocked:
         raise CardBlockedError("the card's payment application is blocked")
     if refused:
@@ -344,7 +342,7 @@ def _expiry(yymm: str) -> str:
     return f"{1900 + yy if yy >= 50 else 2000 + yy}-{yymm[2:]}"
 
 
-def _identity(aid: bytes, found: dict[int, bytes], token_key: bytes | None) -> CardIdentity:
+def _identity(aid: bytes, found: dict[int, bytes], tokenize: Tokenize) -> CardIdentity:
     """PAN and expiry from ``5A``/``5F24``, else from track 2 (``57``, Book 3 Annex A)."""
     track_pan: str | None = None
     track_expiry: str | None = None
@@ -373,6 +371,9 @@ def _identity(aid: bytes, found: dict[int, bytes], token_key: bytes | None) -> C
         expiry = _expiry(track_expiry)
     else:
         raise MalformedResponseError("the card did not give its expiry date")
-    if not 12 <= len(pan) <= 19 or not luhn_ok(pan):
-        raise MalformedResponseError("the card's PAN fails the Luhn check")
-    return identity_from_pan(scheme_for_aid(aid), aid, pan, expiry, token_key)
+    try:
+        return identity_from_pan(scheme_for_aid(aid), aid, pan, expiry, tokenize)
+    except ValueError:  # the tokenizer refuses what is not a card number
+        raise MalformedResponseError(
+            "the card's PAN is not a card number (12 to 19 digits, Luhn check)"
+        ) from None

@@ -21,7 +21,7 @@ running and reads only an insertion it saw happen and has not read before:
   old insertion's name.
 
 The object has the ``terminal.service.CardReaderFn`` shape:
-``reader(timeout=..., token_key=...) -> CardIdentity``; :meth:`status` is what the
+``reader(timeout=..., tokenize=...) -> CardIdentity``; :meth:`status` is what the
 cashier page shows. It raises only :class:`reader.errors.CardError` subclasses.
 """
 
@@ -30,13 +30,13 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from reader.emv import read_identity
 from reader.errors import CardError, NoCardError, NoReaderError, StaleCardError
-from reader.identity import CardIdentity
+from reader.identity import CardIdentity, Tokenize
 from reader.monitor import CardMonitor, MonitorState, ReaderState
 from reader.pcsc import NOT_RUNNING, connect_reader
 
@@ -50,7 +50,9 @@ EARLY = (
 class FreshCardReader:
     """Read only cards inserted since they were last read (see the module docstring).
 
-    ``reader_substring`` picks the readers (all when None). The monitor starts on
+    ``reader_substring`` picks the readers (all when None). ``clock`` is the
+    terminal's clock (its local date is the Transaction Date the card is given).
+    The monitor starts on
     :meth:`start` (the daemon calls it at start-up) or else on the first read.
     """
 
@@ -58,12 +60,14 @@ class FreshCardReader:
         self,
         reader_substring: str | None = None,
         *,
+        clock: Callable[[], datetime.datetime],
         accept_present: bool = False,
         accepted_aids: Sequence[bytes] | None = None,
         stale_grace: float = 1.0,
         monitor: CardMonitor | None = None,
     ) -> None:
         self.reader_substring = reader_substring
+        self.clock = clock
         self.accepted_aids = accepted_aids
         self.stale_grace = stale_grace
         self.monitor = monitor or CardMonitor(reader_substring, report_present=accept_present)
@@ -96,7 +100,7 @@ class FreshCardReader:
 
     # ---------------------------------------------------------------- reading
 
-    def __call__(self, *, timeout: float, token_key: bytes | None) -> CardIdentity:
+    def __call__(self, *, timeout: float, tokenize: Tokenize) -> CardIdentity:
         """Wait up to ``timeout`` s for a card not read before; read and use it up.
 
         Raises :class:`NoReaderError` at once when pcscd or the reader is missing,
@@ -112,7 +116,7 @@ class FreshCardReader:
             self._set(waiting=True)
             error: str | None = "the read did not finish"
             try:
-                identity = self._wait_and_read(timeout, token_key)
+                identity = self._wait_and_read(timeout, tokenize)
                 error = None
                 return identity
             except CardError as exc:
@@ -121,7 +125,7 @@ class FreshCardReader:
             finally:
                 self._set(waiting=False, error=error)
 
-    def _wait_and_read(self, timeout: float, token_key: bytes | None) -> CardIdentity:
+    def _wait_and_read(self, timeout: float, tokenize: Tokenize) -> CardIdentity:
         deadline = time.monotonic() + timeout
         stale_since: float | None = None
         state = self.monitor.snapshot()
@@ -129,7 +133,7 @@ class FreshCardReader:
             _check_usable(state)
             fresh = self._fresh(state)
             if fresh is not None:
-                identity = self._read(fresh, token_key)
+                identity = self._read(fresh, tokenize)
                 if identity is not None:
                     return identity
                 # another card than the one announced: let the monitor catch up
@@ -170,7 +174,7 @@ class FreshCardReader:
                 return LAST_SALE
         return EARLY if cards else None
 
-    def _read(self, reader: ReaderState, token_key: bytes | None) -> CardIdentity | None:
+    def _read(self, reader: ReaderState, tokenize: Tokenize) -> CardIdentity | None:
         """Read the card of ``reader`` if it is still the insertion the monitor saw."""
         card = reader.card
         if card is None:  # pragma: no cover - _fresh only returns readers with a card
@@ -181,9 +185,9 @@ class FreshCardReader:
             connection.begin_transaction()
             identity = read_identity(
                 connection.transmit,
-                token_key=token_key,
+                tokenize=tokenize,
                 accepted_aids=self.accepted_aids,
-                now=datetime.date.today(),
+                now=self.clock().astimezone().date(),
             )
         with self._lock:
             self._used[reader.name] = card.id

@@ -30,7 +30,7 @@ from reader.errors import (
     NoReaderError,
     UnsupportedCardError,
 )
-from reader.identity import CardIdentity
+from reader.identity import CardIdentity, Tokenize
 
 NOT_RUNNING = "pcscd is not running: start it with `systemctl start pcscd`"
 
@@ -354,22 +354,22 @@ def wait_for_removal(reader_substring: str | None, timeout: float) -> bool:
 def read_card(
     reader_substring: str | None = None,
     timeout: float = 30.0,
-    token_key: bytes | None = None,
+    *,
+    tokenize: Tokenize,
+    today: datetime.date,
     accepted_aids: Sequence[bytes] | None = None,
-    now: datetime.date | None = None,
 ) -> CardIdentity:
     """Wait for a card, read its identity (:func:`reader.emv.read_identity`), let go.
 
-    ``now`` defaults to today's date (this is the adapter: it may read the clock).
+    ``today`` is the terminal's local date (the Transaction Date the card is given).
     Raises only :class:`reader.errors.CardError` subclasses for card and reader
     trouble.
     """
-    today = now if now is not None else datetime.date.today()
     with wait_for_card(reader_substring, timeout) as connection:
         connection.begin_transaction()
         return read_identity(
             connection.transmit,
-            token_key=token_key,
+            tokenize=tokenize,
             accepted_aids=accepted_aids,
             now=today,
         )

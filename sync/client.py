@@ -15,8 +15,9 @@ from typing import Any
 
 import requests
 
+from pact.errors import WireFormatError
+from pact.wire import decode_ack
 from sync.errors import CentralRefusedError, CentralUnreachableError, SyncError
-from sync.wire import decode_ack
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ class CentralClient:
         response = self._request("POST", "/api/v1/sales", json=batch)
         try:
             return decode_ack(response.json())
-        except ValueError as exc:
-            raise SyncError(f"the central service's answer is not valid: {exc}") from None
+        except (ValueError, WireFormatError) as exc:  # not JSON, or not an acknowledgement
+            raise CentralRefusedError(f"the central service's answer is not valid: {exc}") from None
 
     def _get_optional(self, path: str, params: dict[str, int] | None = None) -> bytes | None:
         """GET a file: its bytes, or None on 204 (nothing newer) or 404 (no such version)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pact.errors import UnioncardError
 
-class SyncError(Exception):
+
+class SyncError(UnioncardError):
     """A sync step failed; nothing was lost (un-acknowledged sales stay queued)."""
 
     exit_code = 6
@@ -14,8 +16,4 @@ class CentralUnreachableError(SyncError):
 
 
 class CentralRefusedError(SyncError):
-    """The central service answered, but refused the request."""
-
-
-class WireFormatError(SyncError, ValueError):
-    """A message on the wire does not have the documented shape."""
+    """The central service answered, but refused the request (or answered nonsense)."""

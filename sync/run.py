@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pact.errors import RefusedError
+from pact.wire import encode_sales
 from sync.client import CentralClient
-from sync.wire import encode_sales
-from terminal.errors import SignatureError
 from terminal.journal import Journal
 from terminal.state import TerminalState
 
@@ -54,7 +54,7 @@ def update(state: TerminalState, client: CentralClient, now: datetime, report: S
             break
         try:
             root = state.update_root(data)
-        except SignatureError as exc:
+        except RefusedError as exc:
             report.problems.append(str(exc))
             return
         report.root_version = root.version
@@ -73,7 +73,7 @@ def update(state: TerminalState, client: CentralClient, now: datetime, report: S
         if wanted.policy_version != installed_policy:
             policy_data = client.fetch_policy(wanted.policy_version)
         state.install(snapshot_data, now, roster_data, policy_data)
-    except SignatureError as exc:
+    except RefusedError as exc:
         report.problems.append(str(exc))
         return
     finally:

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pact.basket import Basket, RuleUsage
+from pact.discount import Quote, journal_record, quote, quote_json
+from pact.policy import Policy, quota_periods, shop_day
+from pact.roster import Membership
+from pact.timefmt import iso
 from reader.identity import CardIdentity
-from terminal.basket import Basket, RuleUsage
-from terminal.discount import Quote, journal_record, quote, quote_json
 from terminal.journal import Journal
-from terminal.policy import Policy, quota_periods, shop_day
-from terminal.roster import Membership
 from terminal.state import TerminalState
-from terminal.timefmt import iso
 
 
 @dataclass(frozen=True)

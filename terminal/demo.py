@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reader.identity import luhn_complete
+from pact.cards import luhn_complete
 from terminal.errors import ConfigError
 
 MARKER = ".unioncard-demo"
@@ -102,7 +102,7 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
         # Each card insertion is read for at most one sale. The demo inserts a card
         # and rings it up at once, so a card already in the reader when the monitor
         # starts (at the first sale) counts as inserted; the daemon does not do that.
-        reader = FreshCardReader(accept_present=True)
+        reader = FreshCardReader(accept_present=True, clock=clock)
 
         service = TerminalService(terminal_dir, reader, clock, card_timeout=10.0)
         client = CentralClient(central_server.url, "T0001", state.enrolment.api_secret)

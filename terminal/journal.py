@@ -1,7 +1,7 @@
 """The terminal's tamper-evident sales journal: SQLite via sqlite-utils.
 
 WAL mode with ``synchronous=FULL``: once :meth:`Journal.append` returns, the sale
-survives a power cut. Sales are hash-chained (terminal.chain). ``uploaded_at``
+survives a power cut. Sales are hash-chained (pact.chain). ``uploaded_at``
 is set only after the central service acknowledged the sale; it is outside the
 hash, the only column ever updated.
 
@@ -24,10 +24,11 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from terminal.basket import RuleUsage
-from terminal.chain import GENESIS, ChainError, check_chain, entry_hash
+from pact.basket import RuleUsage
+from pact.chain import GENESIS, check_chain, entry_hash
+from pact.errors import ChainError
+from pact.timefmt import iso
 from terminal.errors import JournalError
-from terminal.timefmt import iso
 
 MIGRATIONS = (
     """

@@ -1,7 +1,7 @@
 """`unioncard policy check`, `unioncard quote` and `unioncard central set-policy`.
 
 For merchants, union staff and auditors. A policy file may be any of three forms
-(terminal.policy.load_policy_file): a signed policy as terminals receive it, its
+(pact.policy.load_policy_file): a signed policy as terminals receive it, its
 signed part on its own, or the unsigned *terms* union staff write (the examples
 in config/policies/). These commands read the content; a terminal checks the
 signatures when it installs a policy. Every failure is one line naming the file,
@@ -17,13 +17,13 @@ from typing import Any
 
 import click
 
-from terminal.basket import RuleUsage, parse_basket, parse_usage
-from terminal.discount import Quote, quote, quote_json
-from terminal.errors import BasketError, PolicyError
-from terminal.money import fen
-from terminal.policy import Policy, describe_policy, load_policy_file
-from terminal.roster import Membership
-from terminal.timefmt import iso
+from pact.basket import RuleUsage, parse_basket, parse_usage
+from pact.discount import Quote, quote, quote_json
+from pact.errors import BasketError, PolicyError
+from pact.money import fen
+from pact.policy import Policy, describe_policy, load_policy_file
+from pact.roster import Membership
+from pact.timefmt import iso
 
 file_path = click.Path(path_type=Path, dir_okay=False)
 

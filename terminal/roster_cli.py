@@ -8,14 +8,14 @@ from typing import TextIO
 
 import click
 
-from terminal.errors import SignatureError
-from terminal.trust import Root
+from pact.errors import SignatureError
+from pact.trust import Root
 
 
 def _now(at: str | None) -> datetime:
     if at is None:
         return datetime.now(UTC)
-    from terminal.timefmt import parse_iso
+    from pact.timefmt import parse_iso
 
     try:
         return parse_iso(at)
@@ -114,15 +114,15 @@ def roster_build(
     """Turn MEMBERS.csv into a signed roster. The PAN column is consumed, never written."""
     from central.keys import load_keys
     from central.service import parse_members_csv
-    from terminal.cli import parse_duration
-    from terminal.files import atomic_write
-    from terminal.roster import (
-        CompactionNeeded,
+    from pact.errors import CompactionNeededError
+    from pact.files import atomic_write
+    from pact.roster import (
         MemberRecord,
         build_delta,
         sign_packed,
         verify_roster,
     )
+    from terminal.cli import parse_duration
 
     keys = load_keys(directory)
     lifetime = parse_duration(expires_in)
@@ -157,7 +157,7 @@ def roster_build(
             data, full = build_delta(
                 old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
             )
-        except CompactionNeeded as exc:
+        except CompactionNeededError as exc:
             raise click.UsageError(f"{exc} (leave out --base)") from None
         what = f"delta roster v{old.version} -> v{version} ({len(packed)} members after)"
         if full_out is not None:
@@ -170,8 +170,9 @@ def roster_build(
 def _trusted_root(trust: Path) -> Root:
     """The root metadata an auditor trusts: a root JSON file, or the newest root in the
     key folder's roots/ signed by the public key in ``trust`` (hex or PEM)."""
-    from terminal.signing import key_id, load_public_key
-    from terminal.trust import TrustError, load_pinned_root, load_root_signed_by
+    from pact.errors import TrustError
+    from pact.signing import key_id, load_public_key
+    from pact.trust import load_pinned_root, load_root_signed_by
 
     raw = trust.read_bytes()
     if raw.lstrip().startswith(b"{"):
@@ -213,8 +214,8 @@ def _trusted_root(trust: Path) -> Root:
 @click.option("--at", "at", help="Judge expiry at this time (ISO 8601), not now.")
 def roster_verify(file: Path, trust: Path, installed_version: int, at: str | None) -> None:
     """Verify FILE: exit 0 and print version, members and expiry, or exit 1 with the reason."""
-    from terminal.roster import is_delta, layer_changes, split_roster, verify_delta, verify_roster
-    from terminal.timefmt import iso
+    from pact.roster import is_delta, layer_changes, split_roster, verify_delta, verify_roster
+    from pact.timefmt import iso
 
     now = _now(at)
     try:

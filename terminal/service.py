@@ -12,20 +12,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from reader.identity import CardIdentity
-from terminal.basket import Basket
+from pact.basket import Basket
+from pact.cards import PanTokenizer
+from pact.money import fen
+from pact.timefmt import iso
+from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import SaleResult, checkout
 from terminal.errors import BusyError
 from terminal.journal import Journal
-from terminal.money import fen
 from terminal.state import TerminalState
-from terminal.timefmt import iso
 
 EXPIRY_WARNING = timedelta(hours=24)
 
 
 class CardReaderFn(Protocol):
-    def __call__(self, *, timeout: float, token_key: bytes | None) -> CardIdentity: ...
+    def __call__(self, *, timeout: float, tokenize: Tokenize) -> CardIdentity: ...
 
 
 class TerminalService:
@@ -57,7 +58,7 @@ class TerminalService:
         try:
             identity = self.read_card(
                 timeout=self.card_timeout if timeout is None else timeout,
-                token_key=self.state.enrolment.token_key,
+                tokenize=PanTokenizer(self.state.enrolment.token_key),
             )
             self.state.refresh()
             return checkout(self.state, self.journal, identity, basket, self.clock())

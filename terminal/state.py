@@ -3,7 +3,7 @@
 Layout under the terminal's data folder::
 
     enrolment.json    terminal id, merchant id, central URL, API secret, token key (0600)
-    root.json         the trusted root metadata (terminal.trust), walked forward by sync
+    root.json         the trusted root metadata (pact.trust), walked forward by sync
     current -> gens/N the installed generation: a snapshot and the roster and policy
                       it names, switched as one by renaming a symbolic link
     gens/N/snapshot.json, policy.json,
@@ -30,21 +30,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from terminal.errors import ConfigError, NotEnrolledError, SignatureError
-from terminal.files import atomic_write, fsync_dir
-from terminal.policy import Policy, verify_policy
-from terminal.roster import Roster, apply_delta, is_delta, verify_roster
-from terminal.snapshot import Snapshot, SnapshotError, verify_snapshot
-from terminal.timefmt import iso
-from terminal.trust import Root, TrustError, load_pinned_root, update_root
+from pact.errors import ClockError, RefusedError, SignatureError, SnapshotError, TrustError
+from pact.files import atomic_write, fsync_dir
+from pact.policy import Policy, verify_policy
+from pact.roster import Roster, apply_delta, is_delta, verify_roster
+from pact.snapshot import Snapshot, verify_snapshot
+from pact.timefmt import iso
+from pact.trust import Root, load_pinned_root, update_root
+from terminal.errors import ConfigError, NotEnrolledError
 
 log = logging.getLogger(__name__)
 
 CLOCK_TOLERANCE = timedelta(minutes=5)  # a wall clock this far behind signed time is refused
-
-
-class ClockError(SignatureError):
-    """The wall clock is earlier than a signed timestamp the terminal already trusts."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +236,7 @@ class TerminalState:
         try:
             self.root = None
             self.load()
-        except SignatureError as exc:  # keep serving what we had
+        except RefusedError as exc:  # keep serving what we had
             self.root, self.snapshot, self.roster, self.policy, self.policy_data = saved
             self._stamps = (_stamp(self.root_path), _stamp(self.current_path))
             log.warning("kept the loaded roster and policy: %s", exc)

@@ -22,6 +22,7 @@ from central.keys import UnionKeys, create_keys
 from central.serve import ThreadedServer
 from central.service import CentralPaths, Union
 from central.store import Store, make_engine, metadata
+from pact.cards import PanTokenizer
 from reader.identity import identity_from_pan
 from sync.client import CentralClient, RetryPolicy
 from sync.run import run_sync
@@ -115,7 +116,7 @@ class Site:
 
     def sell(self, pan: str, gross: int, clock) -> dict:
         identity = identity_from_pan(
-            "unionpay", b"\xa0", pan, "2030-12", self.state.enrolment.token_key
+            "unionpay", b"\xa0", pan, "2030-12", PanTokenizer(self.state.enrolment.token_key)
         )
         return checkout(self.state, self.journal, identity, gross, clock()).as_json()
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central.keys import UnionKeys
-from reader.identity import luhn_complete, token_for_pan
-from terminal.policy import build_policy
-from terminal.roster import MemberRecord, build_roster
-from terminal.signing import load_public_key
+from pact.cards import luhn_complete, token_for_pan
+from pact.policy import build_policy
+from pact.roster import MemberRecord, build_roster
+from pact.signing import load_public_key
 
 with_luhn = luhn_complete
 
@@ -85,8 +85,8 @@ def snapshot_bytes(
     """A snapshot naming ``roster`` (full or installed) and ``policy`` files."""
     import json as _json
 
-    from terminal.roster import split_roster
-    from terminal.snapshot import build_snapshot
+    from pact.roster import split_roster
+    from pact.snapshot import build_snapshot
 
     signed = split_roster(roster)[0]["signed"]
     return build_snapshot(
@@ -122,3 +122,8 @@ def bundle(
             "root": keys.root_data.decode(),
         }
     ).encode()
+
+
+def CARD_CLOCK() -> datetime:  # noqa: N802 - a constant clock, named like one
+    """A fixed terminal clock for card reads (its date is the card's Transaction Date)."""
+    return datetime(2026, 11, 28, 9, 30, tzinfo=UTC)

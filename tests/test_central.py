@@ -8,9 +8,9 @@ import pytest
 
 from central.errors import ConflictError, InputError
 from central.service import Union
-from reader.identity import token_for_pan
-from terminal.chain import GENESIS, entry_hash
-from terminal.roster import verify_roster
+from pact.cards import token_for_pan
+from pact.chain import GENESIS, entry_hash
+from pact.roster import verify_roster
 from tests.helpers import MEMBER_PAN, OTHER_PAN, trusted
 
 CSV = f"member_id,pan,status,tier\nU1,{MEMBER_PAN},active,2\nU2,{OTHER_PAN},suspended,0\n"
@@ -143,7 +143,7 @@ def test_clock_is_used_for_roster_lifetime(union: Union, clock) -> None:
     union.publish_roster(timedelta(hours=1))
     data = union.store.latest_signed("roster")[1]
     clock.advance(timedelta(hours=2))
-    from terminal.errors import RosterError
+    from pact.errors import RosterError
 
     with pytest.raises(RosterError, match="expired"):
         verify_roster(data, trusted(union.keys, "roster"), now=clock())

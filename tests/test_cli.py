@@ -11,6 +11,7 @@ import pytest
 
 from central.keys import create_keys
 from central.service import CentralPaths, Union
+from pact.cards import PanTokenizer
 from reader.identity import identity_from_pan
 from terminal.checkout import checkout
 from terminal.journal import Journal
@@ -60,7 +61,7 @@ def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
     state.load()
     journal = Journal(state.journal_path)
     identity = identity_from_pan(
-        "unionpay", b"\xa0", MEMBER_PAN, "2030-12", state.enrolment.token_key
+        "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(state.enrolment.token_key)
     )
     checkout(state, journal, identity, 1000, clock())
     journal.close()

@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.keys import UnionKeys
-from terminal.basket import Basket, Line
-from terminal.discount import quote
-from terminal.errors import PolicyError
-from terminal.money import fen, parse_yuan
-from terminal.policy import (
+from pact.basket import Basket, Line
+from pact.discount import quote
+from pact.errors import PolicyError
+from pact.money import fen, parse_yuan
+from pact.policy import (
     build_policy,
     describe_policy,
     load_policy_file,
@@ -25,8 +25,8 @@ from terminal.policy import (
     verify_policy,
     weekdays_text,
 )
-from terminal.roster import Membership
-from terminal.signing import canonical_json, key_id, sign
+from pact.roster import Membership
+from pact.signing import canonical_json, key_id, sign
 from tests.helpers import policy_bytes, trusted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,13 +328,13 @@ def test_weekdays_text() -> None:
 def test_quota_periods_follow_the_shops_local_calendar(per, now, start) -> None:
     from zoneinfo import ZoneInfo
 
-    from terminal.timefmt import iso, parse_iso
+    from pact.timefmt import iso, parse_iso
 
     assert iso(period_start(per, parse_iso(now), ZoneInfo("Asia/Shanghai"))) == start
 
 
 def test_lines_keep_their_order_and_categories_compare_lower_case() -> None:
-    from terminal.basket import parse_basket
+    from pact.basket import parse_basket
 
     basket = parse_basket(
         [
@@ -365,7 +365,7 @@ def test_lines_keep_their_order_and_categories_compare_lower_case() -> None:
     ],
 )
 def test_bad_baskets_name_the_field(raw, message) -> None:
-    from terminal.basket import parse_basket
+    from pact.basket import parse_basket
 
     with pytest.raises(ValueError) as err:
         parse_basket(raw)
@@ -383,7 +383,7 @@ def test_bad_baskets_name_the_field(raw, message) -> None:
     ],
 )
 def test_bad_usage_names_the_field(raw, message) -> None:
-    from terminal.basket import parse_usage
+    from pact.basket import parse_usage
 
     with pytest.raises(ValueError) as err:
         parse_usage(raw)
@@ -405,16 +405,16 @@ def test_parse_yuan_refuses(text: str) -> None:
 
 
 MONEY_MODULES = (
-    "terminal/policy.py",
-    "terminal/basket.py",
-    "terminal/discount.py",
+    "pact/policy.py",
+    "pact/basket.py",
+    "pact/discount.py",
+    "pact/money.py",
+    "pact/wire.py",
     "terminal/policy_cli.py",
-    "terminal/money.py",
     "terminal/checkout.py",
     "terminal/journal.py",
     "central/store.py",
     "central/policies.py",
-    "sync/wire.py",
 )
 
 
@@ -447,8 +447,8 @@ def test_membership_end_is_judged_on_the_shop_day(union_keys, clock) -> None:
     29 Nov in Shanghai, although UTC still says 28 Nov (17:00)."""
     from datetime import UTC, datetime
 
-    from terminal.basket import Basket
-    from terminal.discount import quote as quote_basket
+    from pact.basket import Basket
+    from pact.discount import quote as quote_basket
 
     policy = _policy(union_keys, clock)
     member = Membership("active", 1, date(2026, 11, 28))

@@ -17,18 +17,19 @@ from central.errors import InputError
 from central.keys import create_keys
 from central.service import Union
 from central.store import Store
+from pact.basket import Basket, Line, RuleUsage, parse_basket
+from pact.cards import PanTokenizer
+from pact.chain import GENESIS, entry_hash
+from pact.discount import quote
+from pact.errors import WireFormatError
+from pact.policy import Policy, quota_periods, verify_policy
+from pact.timefmt import iso
+from pact.wire import decode_sales, encode_sales
 from reader.identity import identity_from_pan
-from sync.errors import WireFormatError
-from sync.wire import decode_sales, encode_sales
-from terminal.basket import Basket, Line, RuleUsage, parse_basket
-from terminal.chain import GENESIS, entry_hash
 from terminal.checkout import checkout
-from terminal.discount import quote
 from terminal.errors import JournalError
 from terminal.journal import MIGRATIONS, Journal
-from terminal.policy import Policy, quota_periods, verify_policy
 from terminal.state import TerminalState
-from terminal.timefmt import iso
 from tests.helpers import (
     MEMBER_PAN,
     OTHER_PAN,
@@ -67,7 +68,9 @@ def make_shop(folder: Path, shop_terms: dict) -> TerminalState:
 
 
 def card(state: TerminalState, pan: str = MEMBER_PAN):
-    return identity_from_pan("unionpay", b"\xa0", pan, "2030-12", state.enrolment.token_key)
+    return identity_from_pan(
+        "unionpay", b"\xa0", pan, "2030-12", PanTokenizer(state.enrolment.token_key)
+    )
 
 
 FILM = Line("FILM", "film", 1, 4500)
@@ -387,7 +390,7 @@ def test_till_api_takes_a_basket_or_an_amount(tmp_path) -> None:
     shop = make_shop(tmp_path, terms("pharmacy"))
     member = card(shop)
     service = TerminalService(
-        shop.dir, lambda *, timeout, token_key: member, lambda: MONDAY, card_timeout=1
+        shop.dir, lambda *, timeout, tokenize: member, lambda: MONDAY, card_timeout=1
     )
     client = create_app(service).test_client()
     body = client.post(

@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from terminal.basket import Basket, Line, RuleUsage
-from terminal.discount import Quote, quote
-from terminal.policy import (
+from pact.basket import Basket, Line, RuleUsage
+from pact.discount import Quote, quote
+from pact.policy import (
     COMBINE_MODES,
     HOLIDAY_MODES,
     QUOTA_PERIODS,
@@ -25,7 +25,7 @@ from terminal.policy import (
     Window,
     quota_periods,
 )
-from terminal.roster import Membership
+from pact.roster import Membership
 
 CATEGORIES = ("grocery", "tobacco", "otc", "prescription", "film", "snack", "table", "tour")
 SKUS = ("A", "B", "C", "D", "E")

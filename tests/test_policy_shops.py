@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 import jsonschema
 import pytest
 
-from terminal.basket import Basket, Line, RuleUsage
-from terminal.discount import Quote, quote
-from terminal.errors import PolicyError
-from terminal.policy import Policy, StatusChange, load_policy_file, parse_terms
-from terminal.roster import Membership
+from pact.basket import Basket, Line, RuleUsage
+from pact.discount import Quote, quote
+from pact.errors import PolicyError
+from pact.policy import Policy, StatusChange, load_policy_file, parse_terms
+from pact.roster import Membership
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "config" / "policies").glob("*.json"))

@@ -13,34 +13,35 @@ from collections.abc import Iterator
 import pytest
 
 from central.serve import ThreadedServer
+from pact.cards import PanTokenizer, token_for_pan
 from reader.emulator import CardEmulator
 from reader.errors import CardBlockedError, NoCardError, NoReaderError, StaleCardError
 from reader.fresh import EARLY, LAST_SALE, FreshCardReader
-from reader.identity import token_for_pan
 from reader.monitor import Insertion, MonitorState, ReaderState
 from reader.pcsc import connect_reader
 from terminal.service import TerminalService
 from terminal.web import create_app
 from tests.conftest import Site
 from tests.fixtures_pcsc import READER_0, TEST_PAN, InsertCard, PcscdInfo
-from tests.helpers import MEMBER_PAN, OTHER_PAN
+from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN
 
 pytestmark = pytest.mark.pcsc
 
 KEY = bytes(range(1, 33))
+TOKENIZE = PanTokenizer(KEY)
 OTHER = "6222021234567894"
 
 
 @pytest.fixture
 def reader(pcscd: PcscdInfo) -> Iterator[FreshCardReader]:
-    fresh = FreshCardReader(READER_0, stale_grace=0.3).start()
+    fresh = FreshCardReader(READER_0, clock=CARD_CLOCK, stale_grace=0.3).start()
     yield fresh
     fresh.close()
     assert not fresh.monitor.running
 
 
 def read(fresh: FreshCardReader, timeout: float = 5.0) -> str:
-    return fresh(timeout=timeout, token_key=KEY).pan_last4
+    return fresh(timeout=timeout, tokenize=TOKENIZE).pan_last4
 
 
 def seen(fresh: FreshCardReader, emulator: CardEmulator, timeout: float = 5.0) -> None:
@@ -58,7 +59,7 @@ def test_the_card_of_the_last_sale_is_not_read_again(
 ) -> None:
     card = emulated_card(pan=TEST_PAN)
     seen(reader, card)
-    identity = reader(timeout=5, token_key=KEY)
+    identity = reader(timeout=5, tokenize=TOKENIZE)
     assert identity.token == token_for_pan(TEST_PAN, KEY)
     commands = len(card.apdu_log)
     started = time.monotonic()
@@ -105,7 +106,7 @@ def test_a_card_waiting_at_start_up_is_refused_until_inserted_again(
     emulated_card: InsertCard,
 ) -> None:
     card = emulated_card(pan=TEST_PAN)
-    with FreshCardReader(READER_0, stale_grace=0.2) as fresh:
+    with FreshCardReader(READER_0, clock=CARD_CLOCK, stale_grace=0.2) as fresh:
         assert fresh.status()["readers"][0]["card"] == "already in the reader at start-up"
         with pytest.raises(StaleCardError, match="before the terminal was ready") as info:
             read(fresh)
@@ -119,7 +120,7 @@ def test_a_card_waiting_at_start_up_is_refused_until_inserted_again(
 
 def test_accept_present_reads_a_card_waiting_at_start_up(emulated_card: InsertCard) -> None:
     emulated_card(pan=TEST_PAN)
-    with FreshCardReader(READER_0, accept_present=True) as fresh:
+    with FreshCardReader(READER_0, clock=CARD_CLOCK, accept_present=True) as fresh:
         assert read(fresh) == TEST_PAN[-4:]
 
 
@@ -159,7 +160,7 @@ def test_no_card_times_out(reader: FreshCardReader) -> None:
 
 
 def test_no_matching_reader_fails_at_once(pcscd: PcscdInfo) -> None:
-    with FreshCardReader("Gemalto") as fresh:
+    with FreshCardReader("Gemalto", clock=CARD_CLOCK) as fresh:
         started = time.monotonic()
         with pytest.raises(NoReaderError, match="no card reader found matching 'Gemalto'"):
             read(fresh, timeout=30)
@@ -198,7 +199,7 @@ def test_a_card_swapped_after_the_announcement_is_never_read(emulated_card: Inse
     assert counter is not None
     announced = Insertion(7, READER_0, card.card.image.atr, True, False, time.monotonic())
     monitor = FrozenMonitor(ReaderState(READER_0, announced, (counter - 2) & 0xFFFF))
-    fresh = FreshCardReader(READER_0, monitor=monitor)  # type: ignore[arg-type]
+    fresh = FreshCardReader(READER_0, clock=CARD_CLOCK, monitor=monitor)  # type: ignore[arg-type]
     with pytest.raises(NoCardError):
         read(fresh, timeout=1.0)
     assert card.apdu_log == []
@@ -212,7 +213,7 @@ def test_a_card_swapped_after_the_announcement_is_never_read(emulated_card: Inse
 @pytest.fixture
 def service(site: Site, clock, pcscd: PcscdInfo) -> Iterator[TerminalService]:
     site.sync(clock)
-    fresh = FreshCardReader(READER_0, stale_grace=0.3).start()
+    fresh = FreshCardReader(READER_0, clock=CARD_CLOCK, stale_grace=0.3).start()
     svc = TerminalService(site.state.dir, fresh, clock, card_timeout=5)
     yield svc
     svc.close()
@@ -273,7 +274,7 @@ def test_a_checkout_waiting_before_the_card_goes_in(
 
 
 def test_reader_api_with_a_reader_that_does_not_report(site: Site, clock) -> None:
-    def plain(*, timeout: float, token_key: bytes | None):  # a bare CardReaderFn
+    def plain(*, timeout: float, tokenize: object):  # a bare CardReaderFn
         raise NoCardError("none")
 
     svc = TerminalService(site.state.dir, plain, clock)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from smartcard import scard
 
+from pact.cards import PanTokenizer
 from reader.emulator import ATR_T0, ATR_T1, CardEmulator
 from reader.monitor import (
     LOST_PCSCD,
@@ -37,6 +38,9 @@ from reader.monitor import (
 )
 from reader.pcsc import NOT_RUNNING, read_card
 from tests.fixtures_pcsc import READER_0, READER_1, TEST_PAN, InsertCard, PcscdInfo
+from tests.helpers import CARD_CLOCK
+
+CARD_DAY = CARD_CLOCK().date()
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,8 +137,8 @@ def test_reading_the_card_is_not_an_event(monitor0: CardMonitor) -> None:
     monitor0.start()
     with CardEmulator(TEST_PAN) as emulator:
         inserted = next_event_of(monitor0, CardInserted)
-        read_card(READER_0, timeout=5)
-        read_card(READER_0, timeout=5)
+        read_card(READER_0, timeout=5, tokenize=PanTokenizer(None), today=CARD_DAY)
+        read_card(READER_0, timeout=5, tokenize=PanTokenizer(None), today=CARD_DAY)
         assert len(emulator.apdu_log) == 18
         assert card_events(drain(monitor0, quiet=0.6)) == []
         assert monitor0.snapshot().reader(READER_0).card == inserted.insertion  # type: ignore[union-attr]

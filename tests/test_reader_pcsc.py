@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pact.cards import PanTokenizer, token_for_pan
 from reader.emulator import CardEmulator
 from reader.errors import (
     CardBlockedError,
@@ -27,13 +28,13 @@ from reader.errors import (
     NoReaderError,
     UnsupportedCardError,
 )
-from reader.identity import token_for_pan
 from reader.pcsc import list_readers, read_card, wait_for_card
 from tests.fixtures_pcsc import READER_0, READER_1, TEST_PAN, InsertCard, PcscdInfo
 
 pytestmark = pytest.mark.pcsc
 
 KEY = bytes(range(1, 33))
+TOKENIZE = PanTokenizer(KEY)
 NOW = datetime.date(2026, 11, 28)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,7 @@ def test_pcscd_lists_both_virtual_readers(pcscd: PcscdInfo) -> None:
 
 def test_read_unionpay_card_through_pcscd(emulated_card: InsertCard) -> None:
     card = emulated_card(pan=TEST_PAN, expiry="2029-08")
-    identity = read_card(READER_0, timeout=5, token_key=KEY, now=NOW)
+    identity = read_card(READER_0, timeout=5, tokenize=TOKENIZE, today=NOW)
     assert identity.scheme == "unionpay"
     assert identity.aid == bytes.fromhex("A000000333010101")
     assert identity.pan_last4 == TEST_PAN[-4:]
@@ -76,7 +77,7 @@ def test_a_full_read_is_fast(emulated_card: InsertCard) -> None:
     timings = []
     for _ in range(5):
         started = time.perf_counter()
-        read_card(READER_0, timeout=5, token_key=KEY, now=NOW)
+        read_card(READER_0, timeout=5, tokenize=TOKENIZE, today=NOW)
         timings.append(time.perf_counter() - started)
     assert min(timings) < 0.1, f"full reads took {timings}"
 
@@ -84,7 +85,7 @@ def test_a_full_read_is_fast(emulated_card: InsertCard) -> None:
 def test_a_nonmember_card_is_read_the_same_way(emulated_card: InsertCard) -> None:
     other = "6222021234567894"
     emulated_card(pan=other)
-    identity = read_card(READER_0, timeout=5, token_key=KEY, now=NOW)
+    identity = read_card(READER_0, timeout=5, tokenize=TOKENIZE, today=NOW)
     assert identity.pan_last4 == "7894" and identity.token == token_for_pan(other, KEY)
     assert identity.token != token_for_pan(TEST_PAN, KEY)
 
@@ -95,7 +96,7 @@ def test_a_nonmember_card_is_read_the_same_way(emulated_card: InsertCard) -> Non
 )
 def test_other_profiles_through_pcscd(emulated_card: InsertCard, profile: str, scheme: str) -> None:
     emulated_card(profile=profile, expiry="2031-01")
-    identity = read_card(READER_0, timeout=5, token_key=KEY, now=NOW)
+    identity = read_card(READER_0, timeout=5, tokenize=TOKENIZE, today=NOW)
     assert (identity.scheme, identity.pan_last4, identity.expiry) == (scheme, "1232", "2031-01")
 
 
@@ -112,13 +113,13 @@ def test_card_failures_through_pcscd(
 ) -> None:
     emulated_card(profile=profile)
     with pytest.raises(error):
-        read_card(READER_0, timeout=5, token_key=KEY, now=NOW)
+        read_card(READER_0, timeout=5, tokenize=TOKENIZE, today=NOW)
 
 
 def test_a_card_pulled_mid_read_says_so(emulated_card: InsertCard) -> None:
     card = emulated_card(profile="pulled")
     with pytest.raises(CardRemovedError, match="taken away") as info:
-        read_card(READER_0, timeout=5, token_key=KEY, now=NOW)
+        read_card(READER_0, timeout=5, tokenize=TOKENIZE, today=NOW)
     assert info.value.exit_code == 5
     assert len(card.apdu_log) == 7  # it vanished at the first READ RECORD after GPO
 
@@ -126,16 +127,16 @@ def test_a_card_pulled_mid_read_says_so(emulated_card: InsertCard) -> None:
 def test_no_card_times_out(pcscd: PcscdInfo) -> None:
     started = time.monotonic()
     with pytest.raises(NoCardError, match=r"no card presented within 0.5 s"):
-        read_card(READER_1, timeout=0.5, token_key=KEY, now=NOW)
+        read_card(READER_1, timeout=0.5, tokenize=TOKENIZE, today=NOW)
     assert 0.45 <= time.monotonic() - started < 2.0
 
 
 def test_a_card_in_the_second_reader(emulated_card: InsertCard) -> None:
     emulated_card(port=35964)
     with pytest.raises(NoCardError):
-        read_card(READER_0, timeout=0.3, token_key=KEY, now=NOW)
-    assert read_card(None, timeout=5, token_key=KEY, now=NOW).pan_last4 == "1232"
-    assert read_card("00 01", timeout=5, token_key=KEY, now=NOW).pan_last4 == "1232"
+        read_card(READER_0, timeout=0.3, tokenize=TOKENIZE, today=NOW)
+    assert read_card(None, timeout=5, tokenize=TOKENIZE, today=NOW).pan_last4 == "1232"
+    assert read_card("00 01", timeout=5, tokenize=TOKENIZE, today=NOW).pan_last4 == "1232"
 
 
 def test_a_card_inserted_while_waiting_is_read(pcscd: PcscdInfo) -> None:
@@ -144,7 +145,7 @@ def test_a_card_inserted_while_waiting_is_read(pcscd: PcscdInfo) -> None:
     timer = threading.Timer(0.3, emulator.insert)
     timer.start()
     try:
-        identity = read_card(READER_0, timeout=5, token_key=KEY, now=NOW)
+        identity = read_card(READER_0, timeout=5, tokenize=TOKENIZE, today=NOW)
     finally:
         timer.join()
         emulator.remove()
@@ -155,7 +156,7 @@ def test_a_card_inserted_while_waiting_is_read(pcscd: PcscdInfo) -> None:
 def test_unknown_reader_fails_fast(pcscd: PcscdInfo) -> None:
     started = time.monotonic()
     with pytest.raises(NoReaderError, match="no card reader found matching 'Gemalto'"):
-        read_card("Gemalto", timeout=30, token_key=KEY, now=NOW)
+        read_card("Gemalto", timeout=30, tokenize=TOKENIZE, today=NOW)
     assert time.monotonic() - started < 1.0
     with pytest.raises(NoReaderError):
         wait_for_card("Gemalto", timeout=30)
@@ -165,9 +166,11 @@ def test_pcscd_not_running_is_a_no_reader_error() -> None:
     """libpcsclite finds pcscd through $PCSCLITE_CSOCK_NAME: point a child process at
     a socket that does not exist. No running pcscd is touched."""
     code = (
+        "import datetime\n"
         "from reader.errors import NoReaderError\n"
         "from reader.pcsc import list_readers, read_card\n"
-        "for call in (list_readers, lambda: read_card(timeout=30)):\n"
+        "day = datetime.date(2026, 11, 28)\n"
+        "for call in (list_readers, lambda: read_card(timeout=30, tokenize=str, today=day)):\n"
         "    try:\n"
         "        call()\n"
         "    except NoReaderError as exc:\n"

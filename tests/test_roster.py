@@ -11,16 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central.keys import UnionKeys, create_keys
-from reader.identity import token_for_pan
-from terminal.errors import RosterError
-from terminal.roster import (
+from pact.cards import token_for_pan
+from pact.errors import RosterError
+from pact.roster import (
     MAX_ROSTER_BYTES,
     RECORD_SIZE,
     MemberRecord,
     build_roster,
     verify_roster,
 )
-from terminal.signing import canonical_json
+from pact.signing import canonical_json
 from tests.helpers import MEMBER_PAN, OTHER_PAN, roster_bytes, trusted
 
 
@@ -163,7 +163,7 @@ def test_lookup_finds_exactly_the_members(present: set[bytes], absent: set[bytes
 # -- layers and deltas -----------------------------------------------------------------------
 def _layered(keys: UnionKeys, now, states: list[dict[bytes, int]]):
     """Version 1 from states[0], then one delta (a layer) per later state."""
-    from terminal.roster import apply_delta, build_delta
+    from pact.roster import apply_delta, build_delta
 
     roster = verify_roster(
         build_roster(
@@ -251,7 +251,7 @@ def test_refuses_a_tampered_middle_layer(union_keys: UnionKeys, clock) -> None:
 
 
 def test_refuses_layers_that_do_not_give_the_body_digest(union_keys: UnionKeys, clock) -> None:
-    from terminal.signing import sign
+    from pact.signing import sign
 
     data = roster_bytes(union_keys, [MEMBER_PAN, OTHER_PAN], clock())
     signed = dict(_envelope(data)["signed"])

@@ -167,7 +167,7 @@ def test_verify_names_each_failure(made: Path, tmp_path: Path) -> None:
 def test_below_threshold_and_repeated_key(made: Path) -> None:
     """A root whose roster role needs two signatures: one key listed twice is still one."""
     from central.keys import load_keys
-    from terminal.trust import build_root
+    from pact.trust import build_root
 
     keys = load_keys(made / "keys")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

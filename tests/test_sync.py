@@ -38,7 +38,7 @@ def test_lost_ack_does_not_duplicate(site: Site, clock) -> None:
     site.sell(MEMBER_PAN, 1000, clock)
     site.sell(MEMBER_PAN, 2000, clock)
     # The upload reaches the central service but the ack never reaches the terminal:
-    from sync.wire import encode_sales
+    from pact.wire import encode_sales
 
     site.client.upload_sales(encode_sales("T1", site.journal.pending()))
     assert site.journal.counts() == (2, 2)
@@ -148,7 +148,7 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
 def test_a_small_change_arrives_as_a_delta_layer(site: Site, clock) -> None:
     """The union adds one member to forty: the terminal fetches only the new layer,
     keeps its roster file (a hard link), and serves the new member at once."""
-    from terminal.roster import RECORD_SIZE, split_roster
+    from pact.roster import RECORD_SIZE, split_roster
     from tests.helpers import with_luhn
 
     rows = "".join(f"U{i},{with_luhn(f'6214{i:011d}')}\n" for i in range(2, 41))

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from central.keys import UnionKeys, create_keys, load_keys, rotate
-from reader.identity import token_for_pan
-from terminal.errors import SignatureError
-from terminal.policy import verify_policy
-from terminal.roster import MAX_LAYERS, CompactionNeeded, build_delta, is_delta, verify_roster
-from terminal.snapshot import SnapshotError
+from pact.cards import PanTokenizer, token_for_pan
+from pact.errors import CompactionNeededError, SignatureError
+from pact.policy import verify_policy
+from pact.roster import MAX_LAYERS, build_delta, is_delta, verify_roster
+from pact.snapshot import SnapshotError
+from pact.trust import TrustError, build_root, load_pinned_root, update_root
 from terminal.state import ClockError, TerminalState
-from terminal.trust import TrustError, build_root, load_pinned_root, update_root
 from tests.helpers import (
     MEMBER_PAN,
     OTHER_PAN,
@@ -127,7 +127,9 @@ def test_expired_snapshot_is_refused_and_stops_discounts(terminal, keys, clock) 
     from reader.identity import identity_from_pan
     from terminal.checkout import membership_for
 
-    identity = identity_from_pan("unionpay", b"\xa0", MEMBER_PAN, "2030-12", keys.token_key)
+    identity = identity_from_pan(
+        "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(keys.token_key)
+    )
     assert membership_for(terminal, identity, clock())[0] is not None
     clock.advance(timedelta(hours=72))
     member, reason = membership_for(terminal, identity, clock())
@@ -148,7 +150,9 @@ def test_clock_set_back_is_refused(terminal, keys, clock) -> None:
     from terminal.checkout import membership_for
 
     clock.advance(timedelta(days=-2))  # a Pi without a real-time clock, booted offline
-    identity = identity_from_pan("unionpay", b"\xa0", MEMBER_PAN, "2030-12", keys.token_key)
+    identity = identity_from_pan(
+        "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(keys.token_key)
+    )
     member, reason = membership_for(terminal, identity, clock())
     assert member is None and "clock" in reason and "behind" in reason
     snap = snapshot_bytes(
@@ -161,7 +165,7 @@ def test_clock_set_back_is_refused(terminal, keys, clock) -> None:
 
 # -- wrong keys, repeated keys, arbitrary metadata -----------------------------------------
 def test_roster_signed_by_the_policy_key_is_refused(terminal, keys, clock) -> None:
-    from terminal.roster import build_roster
+    from pact.roster import build_roster
 
     data = build_roster(
         [],
@@ -371,7 +375,7 @@ def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> Non
                 expires_at=clock() + timedelta(hours=72),
                 keys=[keys.roster],
             )
-        except CompactionNeeded as exc:
+        except CompactionNeededError as exc:
             assert "sign a full roster instead" in str(exc)
             break
         version += 1
@@ -384,7 +388,7 @@ def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> Non
     assert len(terminal.roster.layers) == 1 and len(terminal.roster) == len(pans)
     assert [p.name for p in terminal.current_path.resolve().glob("roster*")] == ["roster.ucr"]
     # a big change is not layered either: more than MAX_OVERLAY percent of the members
-    with pytest.raises(CompactionNeeded):
+    with pytest.raises(CompactionNeededError):
         build_delta(
             terminal.roster,
             _packed(keys, [*pans, *_pans(60, 9000)], clock),
@@ -456,7 +460,7 @@ def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock
                     expires_at=clock() + timedelta(hours=72),
                     keys=[keys.roster],
                 )
-            except CompactionNeeded:
+            except CompactionNeededError:
                 pass
         snap = snapshot_bytes(
             keys, clock(), full if is_delta(roster) else roster, policy, version=version

@@ -16,7 +16,7 @@ from reader.fresh import FreshCardReader
 from terminal.service import TerminalService
 from terminal.web import create_app
 from tests.conftest import Site, missing
-from tests.helpers import MEMBER_PAN, OTHER_PAN
+from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN
 
 READER = "Virtual PCD 00 00"
 
@@ -25,7 +25,9 @@ READER = "Virtual PCD 00 00"
 def service(site: Site, clock, pcscd) -> Iterator[TerminalService]:
     site.sync(clock)
 
-    reader = FreshCardReader(READER, accept_present=True)  # as the daemon reads cards
+    reader = FreshCardReader(
+        READER, clock=CARD_CLOCK, accept_present=True
+    )  # as the daemon reads cards
     svc = TerminalService(site.state.dir, reader, clock, card_timeout=5)
     yield svc
     svc.close()

@@ -22,15 +22,11 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from terminal.errors import SignatureError
-from terminal.signing import canonical_json, sign, verify
-from terminal.timefmt import iso, parse_iso
+from pact.errors import SignatureError, SnapshotError
+from pact.signing import canonical_json, sign, verify
+from pact.timefmt import iso, parse_iso
 
 MAX_SNAPSHOT_BYTES = 16 * 1024
-
-
-class SnapshotError(SignatureError):
-    """A snapshot was refused, or a file does not match the installed snapshot."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from terminal.money import MAX_SALE_FEN, parse_yuan
+from pact.money import MAX_SALE_FEN, parse_yuan
 
 MAX_LINES = 500
 MAX_QTY = 9999

@@ -1,6 +1,6 @@
 """A merchant's signed discount policy: parse, verify, build, describe (pure).
 
-The policy is a signed envelope (terminal.signing) whose ``signed`` part is a
+The policy is a signed envelope (pact.signing) whose ``signed`` part is a
 header (who, which version, until when, the merchant's status) plus the *terms*
 (the offers and how they combine)::
 
@@ -15,7 +15,7 @@ docs/protocol.md describes every field; config/policy.schema.json is its JSON
 Schema. Money is integer fen throughout and percentages are basis points (500 =
 5 %), so no fractional number ever appears. Unknown fields are refused: a
 terminal must never ignore a condition it does not understand and give more than
-the union signed. The discount engine is terminal.discount; nothing here reads
+the union signed. The discount engine is pact.discount; nothing here reads
 a clock or a file.
 """
 
@@ -31,11 +31,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from terminal.basket import CATEGORY_RE, MAX_SKU, Line
-from terminal.errors import PolicyError, SignatureError
-from terminal.money import MAX_SALE_FEN, fen
-from terminal.signing import canonical_json, sign, verify
-from terminal.timefmt import iso, parse_iso
+from pact.basket import CATEGORY_RE, MAX_SKU, Line
+from pact.errors import PolicyError, SignatureError
+from pact.money import MAX_SALE_FEN, fen
+from pact.signing import canonical_json, sign, verify
+from pact.timefmt import iso, parse_iso
 
 MERCHANT_STATUSES = ("active", "suspended", "exited")
 ROUNDING_MODES = ("half-up", "down", "down-to-jiao")

@@ -1,7 +1,7 @@
 """The union's root of trust: root metadata, role keys, thresholds, rotation (pure).
 
 Modelled on The Update Framework (TUF specification, sections 4.3 and 5.3). The
-root metadata is a signed envelope (terminal.signing) whose ``signed`` part is::
+root metadata is a signed envelope (pact.signing) whose ``signed`` part is::
 
     {"type": "root", "version": 1, "issued_at": "...Z", "expires_at": "...Z",
      "keys": {"<keyid>": {"keytype": "ed25519", "public": "<32-byte hex>"}},
@@ -24,16 +24,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from terminal.errors import SignatureError
-from terminal.signing import canonical_json, key_id, load_public_key, public_bytes, sign, verify
-from terminal.timefmt import iso, parse_iso
+from pact.errors import SignatureError, TrustError
+from pact.signing import canonical_json, key_id, load_public_key, public_bytes, sign, verify
+from pact.timefmt import iso, parse_iso
 
 ROLES = ("root", "roster", "policy", "snapshot")
 MAX_ROOT_BYTES = 64 * 1024
-
-
-class TrustError(SignatureError):
-    """Root metadata was refused."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from terminal.errors import SignatureError
+from pact.errors import SignatureError
 
 
 def canonical_json(value: Any) -> bytes:

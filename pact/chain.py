@@ -12,7 +12,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from terminal.signing import canonical_json
+from pact.errors import ChainError
+from pact.signing import canonical_json
 
 GENESIS = "0" * 64
 
@@ -36,10 +37,6 @@ SALE_FIELDS = (
 )
 # Hashed only when not null: sales journaled before the field existed keep their hash.
 OPTIONAL_SALE_FIELDS = frozenset({"basket"})
-
-
-class ChainError(ValueError):
-    """A sequence of sales does not form an unbroken chain."""
 
 
 def entry_hash(prev_hash: str, sale: Mapping[str, Any]) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sync.errors import WireFormatError
-from terminal.chain import OPTIONAL_SALE_FIELDS, SALE_FIELDS
+from pact.chain import OPTIONAL_SALE_FIELDS, SALE_FIELDS
+from pact.errors import WireFormatError
 
 SALES_FORMAT = "unioncard.sales.v1"
 MAX_BATCH = 1000

@@ -4,7 +4,7 @@ Layout, byte for byte (docs/protocol.md has the full description)::
 
     b"UCR1"                       magic, 4 bytes
     header length                 unsigned 32-bit big-endian
-    header                        canonical JSON signed envelope (terminal.signing)
+    header                        canonical JSON signed envelope (pact.signing)
     body                          full: every layer of this version, oldest first;
                                   delta: only the layer it adds
 
@@ -42,10 +42,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from reader.identity import TOKEN_BYTES, TOKEN_SCHEME
-from terminal.errors import RosterError, SignatureError
-from terminal.signing import canonical_json, sign, verify
-from terminal.timefmt import iso, parse_iso
+from pact.cards import TOKEN_BYTES, TOKEN_SCHEME
+from pact.errors import CompactionNeededError, RosterError, SignatureError
+from pact.signing import canonical_json, sign, verify
+from pact.timefmt import iso, parse_iso
 
 MAGIC = b"UCR1"
 RECORD = struct.Struct(">16sBBI")
@@ -376,11 +376,6 @@ def sign_packed(
     return _frame(signed, keys, body)
 
 
-class CompactionNeeded(ValueError):
-    """The base already holds as many layers, or as many changes, as a version may:
-    sign a full roster of one layer (:func:`sign_packed`) instead of a delta."""
-
-
 def build_delta(
     base: Roster,
     new_packed: list[bytes],
@@ -394,7 +389,7 @@ def build_delta(
     ``new_packed`` (packed, sorted): ``(delta, full)``, the delta from N and the full
     roster of N+1. Both name the same layers and body digest.
 
-    Raises :class:`CompactionNeeded` when the stack would grow past
+    Raises :class:`CompactionNeededError` when the stack would grow past
     :data:`MAX_LAYERS` layers, or its later layers past ``max_overlay`` percent of
     the first layer's records (None: no such limit). Lookups search every layer;
     a compacted roster is one search, and as small as its members.
@@ -409,7 +404,7 @@ def build_delta(
     overlay = sum(layer.records for layer in base.header.layers[1:]) + len(layer_records)
     too_big = max_overlay is not None and overlay * 100 > first * max_overlay
     if len(base.layers) >= MAX_LAYERS or too_big:
-        raise CompactionNeeded(
+        raise CompactionNeededError(
             f"roster v{base.version} already has {len(base.layers)} layers and "
             f"{overlay:,} changed records over {first:,}: sign a full roster instead"
         )

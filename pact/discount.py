@@ -30,11 +30,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from terminal.basket import NO_USAGE, Basket, Line, RuleUsage, Usage
-from terminal.money import fen
-from terminal.policy import PERIOD_WORDS, Policy, Rule, Window, shop_day, window_refusal
-from terminal.roster import Membership
-from terminal.timefmt import iso
+from pact.basket import NO_USAGE, Basket, Line, RuleUsage, Usage
+from pact.money import fen
+from pact.policy import PERIOD_WORDS, Policy, Rule, Window, shop_day, window_refusal
+from pact.roster import Membership
+from pact.timefmt import iso
 
 
 @dataclass(frozen=True)
@@ -431,7 +431,7 @@ def quote(
     """Price one sale. Pure and deterministic.
 
     ``usage`` is the member's use of each quota rule in the rule's current period
-    (terminal.policy.quota_periods names the periods; the journal counts them).
+    (pact.policy.quota_periods names the periods; the journal counts them).
     """
     if not isinstance(basket, Basket):
         raise ValueError("quote() takes a Basket (Basket.of_amount(fen) for a plain amount)")

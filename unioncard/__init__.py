@@ -1,0 +1,1 @@
+"""The `unioncard` command line and the demo: the wiring above every part."""
