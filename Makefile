@@ -12,11 +12,12 @@ DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-ve
 # ... and what the test suite needs on top: a browser for the cashier page, PostgreSQL.
 DEB_TEST := chromium chromium-driver fonts-wqy-microhei postgresql
 
-.PHONY: help demo serve test lint typecheck bench deps deps-test venv clean
+.PHONY: help demo serve test test-fast lint typecheck bench deps deps-test venv clean
 
 help:
 	@echo "make demo   - install everything and run unioncard end to end (SQLite, virtual card reader)"
 	@echo "make test   - install everything and run lint, type checks and the whole test suite"
+	@echo "make test-fast - the pure and in-process tests only (no pcscd, PostgreSQL, browser)"
 	@echo "make bench  - measure the performance goals (QUICK=1 for a short run)"
 
 deps:
@@ -46,6 +47,7 @@ serve: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -53,6 +55,10 @@ typecheck: venv
 test: deps-test venv lint typecheck
 	$(PY) tests/services.py postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast lane while editing: no devices, no database server, no browser, no subprocess.
+test-fast: venv
+	$(PY) -m pytest -q -n 2 -m "not pcsc and not postgres and not browser and not slow" $(PYTEST_ARGS)
 
 bench: deps-test venv
 	-$(PY) tests/services.py postgres  # the PostgreSQL figures say so when it is not there

@@ -15,7 +15,7 @@
    driver, every 0.4 s), and from then on (pcscd powering the card, the monitor
    waking, the read, roster lookup, quote, durable journal write, HTTP).
 
-Both use a private pcscd (``reader.pcscd.PrivatePcscd``) when this process may start
+Both use a private pcscd (``tests.private_pcscd.PrivatePcscd``) when this process may start
 one (root), so other PC/SC clients on the machine neither disturb nor are disturbed;
 else the machine's pcscd and vpcd's first reader.
 """
@@ -49,8 +49,9 @@ POLL_S = 0.4  # pcsc-lite's PCSCLITE_STATUS_POLL_RATE for drivers without their 
 @contextmanager
 def card_path() -> Iterator[tuple[int, str]]:
     """A pcscd with vpcd for this process: (vpcd port of the first reader, description)."""
-    from reader.emulator import VPCD_PORT
-    from reader.pcscd import Pcscd, PrivatePcscd
+    from reader.emulation.vpcd import VPCD_PORT
+    from reader.pcscd import Pcscd
+    from tests.private_pcscd import PrivatePcscd
 
     if PrivatePcscd.unavailable_reason() is not None:
         with Pcscd() as daemon:
@@ -115,11 +116,11 @@ def raw_read(commands: list[bytes]) -> int:
 
 
 def overhead(ctx: Context, port: int) -> list[Figure]:
-    from reader.emulator import CardEmulator
+    from reader.emulation.vpcd import CardEmulator
     from reader.pcsc import read_card, wait_for_card
 
     key = os.urandom(32)
-    today = datetime.date.today()
+    today = ctx.clock().date()
     with CardEmulator("6212345678901232", port=port) as card:
         with wait_for_card(READER, timeout=5.0):
             pass
@@ -210,7 +211,7 @@ def _until(predicate: Any, timeout: float = 10.0) -> None:
 
 def tap_to_quote(ctx: Context, port: int) -> list[Figure]:
     from central.serve import ThreadedServer
-    from reader.emulator import CardEmulator
+    from reader.emulation.vpcd import CardEmulator
     from reader.fresh import FreshCardReader
     from reader.monitor import CardInserted
     from terminal.service import TerminalService
@@ -219,7 +220,7 @@ def tap_to_quote(ctx: Context, port: int) -> list[Figure]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per request
     members = ctx.scale(1_000_000, 50_000)
     rounds = ctx.scale(60, 15)
-    site = terminal_with_roster(ctx.workdir / "card", members)
+    site = terminal_with_roster(ctx.workdir / "card", members, ctx.clock)
     site.journal.close()
     clock = ctx.clock
     reader = FreshCardReader(READER, clock=clock).start()

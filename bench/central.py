@@ -19,9 +19,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,6 +29,8 @@ from bench.pg import PG_URL
 from central.keys import create_keys
 from central.service import CentralPaths, Union
 from central.store import Store
+from pact.sale import Sale, SaleDraft
+from pact.timefmt import Clock
 from pact.wire import encode_sales
 from sync.client import CentralClient, RetryPolicy
 from sync.run import run_sync
@@ -46,26 +47,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _journal(path: Path, terminal_id: str, count: int) -> Journal:
-    """A real terminal journal with ``count`` sales."""
+def _journal(path: Path, terminal_id: str, count: int, now: datetime) -> Journal:
+    """A real terminal journal with ``count`` sales, all made at ``now``."""
     journal = Journal(path)
-    now = datetime.now(UTC)
     for i in range(count):
         journal.append(
-            {
-                "terminal_id": terminal_id,
-                "merchant_id": "M0001",
-                "token": os.urandom(16).hex(),
-                "pan_last4": "0000",
-                "member": i % 3 != 0,
-                "gross": 1000 + i,
-                "discount": 50,
-                "net": 950 + i,
-                "rules": ["member"],
-                "roster_version": 1,
-                "policy_version": 1,
-                "basket": None,
-            },
+            SaleDraft(
+                terminal_id=terminal_id,
+                merchant_id="M0001",
+                token=os.urandom(16).hex(),
+                pan_last4="0000",
+                member=i % 3 != 0,
+                gross=1000 + i,
+                discount=50,
+                net=950 + i,
+                rules=("member",),
+                roster_version=1,
+                policy_version=1,
+                basket=None,
+            ),
             now,
         )
     return journal
@@ -91,12 +91,12 @@ def _pg_url(schema: str) -> str:
 
 @contextmanager
 def _gunicorn(
-    folder: Path, database_url: str | None, terminals: list[str]
+    folder: Path, database_url: str | None, terminals: list[str], clock: Clock
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """A central service with merchant M0001 and the given terminals, under gunicorn."""
     paths = CentralPaths(folder)
-    create_keys(paths.keys)
-    union = Union.open(paths, database_url, lambda: datetime.now(UTC))
+    create_keys(paths.keys, now=clock())
+    union = Union.open(paths, database_url, clock)
     union.add_merchant("M0001", "Bench", 500)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -104,7 +104,7 @@ def _gunicorn(
         t: json.loads(union.enrol_terminal(t, "M0001", url))["api_secret"] for t in terminals
     }
     union.close()
-    env = {**os.environ, "UNIONCARD_DATA_DIR": str(folder)}
+    env = {**os.environ, "UNIONCARD_CENTRAL_DATA": str(folder)}
     if database_url:
         env["UNIONCARD_DATABASE_URL"] = database_url
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -143,10 +143,13 @@ def _concurrent(ctx: Context, name: str, database_url: str | None) -> list[Figur
     per = ctx.scale(8, 3)  # batches per uploader
     terminals = [f"T{i:03d}" for i in range(UPLOADERS)]
     folder = ctx.workdir / f"central-{name}"
-    journals = {t: _journal(folder / "terminals" / f"{t}.db", t, per * BATCH) for t in terminals}
+    journals = {
+        t: _journal(folder / "terminals" / f"{t}.db", t, per * BATCH, ctx.clock())
+        for t in terminals
+    }
     latencies: list[float] = []
     lock = threading.Lock()
-    with _gunicorn(folder, database_url, terminals) as (url, secrets):
+    with _gunicorn(folder, database_url, terminals, ctx.clock) as (url, secrets):
 
         def upload(terminal_id: str) -> None:
             client = CentralClient(
@@ -192,18 +195,18 @@ def _concurrent(ctx: Context, name: str, database_url: str | None) -> list[Figur
 def _sync_rate(ctx: Context) -> list[Figure]:
     count = ctx.scale(10_000, 3_000)
     folder = ctx.workdir / "central-sync"
-    with _gunicorn(folder, None, ["T-SYNC"]) as (url, secrets):
+    with _gunicorn(folder, None, ["T-SYNC"], ctx.clock) as (url, secrets):
         state = TerminalState(folder / "terminal")
-        union = Union.open(CentralPaths(folder), None, lambda: datetime.now(UTC))
+        union = Union.open(CentralPaths(folder), None, ctx.clock)
         bundle = json.loads(union.enrol_terminal("T-TMP", "M0001", url))
         union.close()
         bundle.update(terminal_id="T-SYNC", api_secret=secrets["T-SYNC"])
         state.enrol(json.dumps(bundle).encode())
-        journal = _journal(state.journal_path, "T-SYNC", count)
+        journal = _journal(state.journal_path, "T-SYNC", count, ctx.clock())
         sales = journal.sales()
         client = CentralClient(url, "T-SYNC", secrets["T-SYNC"])
         start = time.perf_counter()
-        report = run_sync(state, journal, client, lambda: datetime.now(UTC))
+        report = run_sync("T-SYNC", state, journal, client, ctx.clock)
         sync_seconds = time.perf_counter() - start
         client.close()
         journal.close()
@@ -271,7 +274,7 @@ def _preload(url: str, count: int) -> None:
         conn.commit()
 
 
-def _ingest_batches(store: Store, terminal_id: str, sales: list[dict[str, Any]]) -> list[float]:
+def _ingest_batches(store: Store, terminal_id: str, sales: list[Sale]) -> list[float]:
     store.add_terminal(terminal_id, "M0001", "0" * 64, "2026-01-01T00:00:00Z")
     times = []
     for i in range(0, len(sales), BATCH):
@@ -283,7 +286,7 @@ def _ingest_batches(store: Store, terminal_id: str, sales: list[dict[str, Any]])
 
 def _pg_at_scale(ctx: Context) -> list[Figure]:
     rows = ctx.scale(5_000_000, 200_000)
-    journal = _journal(ctx.workdir / "pg-scale.db", "T-NEW", ctx.scale(20, 6) * BATCH)
+    journal = _journal(ctx.workdir / "pg-scale.db", "T-NEW", ctx.scale(20, 6) * BATCH, ctx.clock())
     sales = journal.sales()
     journal.close()
     medians = {}

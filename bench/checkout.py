@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from datetime import UTC, datetime
 
 from bench.core import Context, Figure, paired, ratio_figure
 from bench.fixtures import terminal_with_roster
@@ -22,8 +21,8 @@ from terminal.checkout import checkout
 def figures(ctx: Context) -> list[Figure]:
     members = ctx.scale(5_000_000, 180_000)
     rounds = ctx.scale(400, 80)
-    site = terminal_with_roster(ctx.workdir / "checkout", members)
-    now = datetime.now(UTC)
+    site = terminal_with_roster(ctx.workdir / "checkout", members, ctx.clock)
+    now = ctx.clock()
     identity = identity_from_pan(
         "unionpay",
         b"\xa0",
@@ -39,7 +38,7 @@ def figures(ctx: Context) -> list[Figure]:
     payload = os.urandom(200).hex()
 
     def product() -> None:
-        checkout(site.state, site.journal, identity, 12800, now)
+        checkout(site.state.current, site.state.enrolment, site.journal, identity, 12800, now)
 
     def baseline() -> None:
         base.execute("BEGIN")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from central.keys import UnionKeys, create_keys
 from pact.cards import token_for_pan
 from pact.policy import build_policy
 from pact.roster import RECORD, STATUS_ACTIVE, sign_packed
+from pact.timefmt import Clock
 from terminal.journal import Journal
 from terminal.state import TerminalState
 
@@ -34,8 +35,9 @@ def random_packed(count: int, include: list[bytes]) -> list[bytes]:
     return sorted(RECORD.pack(t, STATUS_ACTIVE, 0, 0xFFFFFFFF) for t in tokens)
 
 
-def signed_roster(keys: UnionKeys, members: int, include: list[bytes], version: int = 1) -> bytes:
-    now = datetime.now(UTC)
+def signed_roster(
+    keys: UnionKeys, members: int, include: list[bytes], *, now: datetime, version: int = 1
+) -> bytes:
     return sign_packed(
         random_packed(members - len(include), include),
         version=version,
@@ -46,12 +48,13 @@ def signed_roster(keys: UnionKeys, members: int, include: list[bytes], version: 
     )
 
 
-def snapshot_for(keys: UnionKeys, roster: bytes, policy: bytes, version: int) -> bytes:
+def snapshot_for(
+    keys: UnionKeys, roster: bytes, policy: bytes, version: int, *, now: datetime
+) -> bytes:
     from pact.roster import split_roster
     from pact.snapshot import build_snapshot
 
     signed = split_roster(roster)[0]["signed"]
-    now = datetime.now(UTC)
     return build_snapshot(
         merchant_id="M0001",
         version=version,
@@ -79,9 +82,8 @@ def bundle(keys: UnionKeys) -> bytes:
     ).encode()
 
 
-def policy(keys: UnionKeys) -> bytes:
+def policy(keys: UnionKeys, *, now: datetime) -> bytes:
     """M0001's policy v1: 5 % off for members."""
-    now = datetime.now(UTC)
     return build_policy(
         merchant_id="M0001",
         merchant_name="Bench",
@@ -94,12 +96,13 @@ def policy(keys: UnionKeys) -> bytes:
     )
 
 
-def terminal_with_roster(folder: Path, members: int) -> BenchTerminal:
-    keys = create_keys(folder / "keys")
+def terminal_with_roster(folder: Path, members: int, clock: Clock) -> BenchTerminal:
+    """An enrolled terminal serving a roster of ``members`` (read ``clock`` as it goes)."""
+    keys = create_keys(folder / "keys", now=clock())
     state = TerminalState(folder / "terminal")
     state.enrol(bundle(keys))
     token = token_for_pan(MEMBER_PAN, keys.token_key)
-    roster = signed_roster(keys, members, [token])
-    terms = policy(keys)
-    state.install(snapshot_for(keys, roster, terms, 1), datetime.now(UTC), roster, terms)
+    roster = signed_roster(keys, members, [token], now=clock())
+    terms = policy(keys, now=clock())
+    state.install(snapshot_for(keys, roster, terms, 1, now=clock()), clock(), roster, terms)
     return BenchTerminal(keys, state, Journal(state.journal_path), MEMBER_PAN, roster)

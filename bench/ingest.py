@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -28,7 +28,7 @@ BATCH = 500
 
 
 def _batches(ctx: Context, count: int) -> list[bytes]:
-    site = terminal_with_roster(ctx.workdir / "ingest-terminal", 1000)
+    site = terminal_with_roster(ctx.workdir / "ingest-terminal", 1000, ctx.clock)
     identity = identity_from_pan(
         "unionpay",
         b"\xa0",
@@ -36,9 +36,9 @@ def _batches(ctx: Context, count: int) -> list[bytes]:
         "2030-12",
         PanTokenizer(site.state.enrolment.token_key),
     )
-    now = datetime.now(UTC)
+    now = ctx.clock()
     for _ in range(count * BATCH):
-        checkout(site.state, site.journal, identity, 12800, now)
+        checkout(site.state.current, site.state.enrolment, site.journal, identity, 12800, now)
     sales = site.journal.sales()
     site.journal.close()
     return [
@@ -47,8 +47,10 @@ def _batches(ctx: Context, count: int) -> list[bytes]:
     ]
 
 
-def _measure(name: str, store: Store, batches: list[bytes]) -> Figure:
-    union = Union(store, None, lambda: datetime.now(UTC))  # type: ignore[arg-type]
+def _measure(
+    name: str, store: Store, batches: list[bytes], clock: Callable[[], datetime]
+) -> Figure:
+    union = Union(store, None, clock)  # type: ignore[arg-type]
     store.add_merchant("M0001", "Bench", 500, "2026-01-01T00:00:00Z")
     store.add_terminal("T-BENCH", "M0001", "0" * 64, "2026-01-01T00:00:00Z")
     terminal = store.terminal("T-BENCH")
@@ -102,7 +104,7 @@ def figures(ctx: Context) -> list[Figure]:
     batches = _batches(ctx, count)
     out = []
     sqlite_store = Store.open(f"sqlite:///{ctx.workdir / 'ingest-central.db'}")
-    out.append(_measure("SQLite", sqlite_store, batches))
+    out.append(_measure("SQLite", sqlite_store, batches, ctx.clock))
     sqlite_store.close()
     try:
         pg_store, drop = _pg_store()
@@ -118,7 +120,7 @@ def figures(ctx: Context) -> list[Figure]:
         )
         return out
     try:
-        out.append(_measure("PostgreSQL", pg_store, batches))
+        out.append(_measure("PostgreSQL", pg_store, batches, ctx.clock))
     finally:
         pg_store.close()
         drop()

@@ -18,7 +18,7 @@ import os
 import shutil
 import tracemalloc
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -35,7 +35,7 @@ class Sized:
     def __init__(self, ctx: Context, keys: UnionKeys, members: int) -> None:
         self.members = members
         self.member_token = token_for_pan(MEMBER_PAN, keys.token_key)
-        now = datetime.now(UTC)
+        now = ctx.clock()
         self.packed = random_packed(members - 1, [self.member_token])
         self.data = sign_packed(
             self.packed,
@@ -57,8 +57,8 @@ class Sized:
 
 
 def figures(ctx: Context) -> list[Figure]:
-    keys = create_keys(ctx.workdir / "roster-keys")
-    policy = bench_policy(keys)
+    keys = create_keys(ctx.workdir / "roster-keys", now=ctx.clock())
+    policy = bench_policy(keys, now=ctx.clock())
     sizes = [180_000, ctx.scale(5_000_000, 1_000_000)]
     out: list[Figure] = []
     p99: dict[int, float] = {}
@@ -68,9 +68,9 @@ def figures(ctx: Context) -> list[Figure]:
     for members in sizes:
         sized = Sized(ctx, keys, members)
         state = sized.fresh_terminal(keys, "serve")
-        now = datetime.now(UTC)
-        state.install(snapshot_for(keys, sized.data, policy, 1), now, sized.data, policy)
-        roster = state.roster
+        now = ctx.clock()
+        state.install(snapshot_for(keys, sized.data, policy, 1, now=now), now, sized.data, policy)
+        roster = state.current.roster
         assert roster is not None and roster.lookup(sized.member_token) is not None
         probes = [os.urandom(16) for _ in range(2000)] + [sized.member_token] * 2000
         it = iter(probes * 1000)
@@ -150,14 +150,16 @@ def figures(ctx: Context) -> list[Figure]:
 def _memory(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> list[Figure]:
     """Heap the terminal allocates to load and serve the roster (not the mapped file)."""
     state = sized.fresh_terminal(keys, "memory")
-    now = datetime.now(UTC)
-    state.install(snapshot_for(keys, sized.data, policy, 1), now, sized.data, policy)
+    now = ctx.clock()
+    state.install(snapshot_for(keys, sized.data, policy, 1, now=now), now, sized.data, policy)
     del state
     tracemalloc.start()
     loaded = TerminalState(sized.folder / "memory")
     loaded.load()
+    roster = loaded.current.roster
+    assert roster is not None
     for _ in range(10_000):
-        loaded.roster.lookup(os.urandom(16))  # type: ignore[union-attr]
+        roster.lookup(os.urandom(16))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     mb = peak / 1e6
@@ -188,9 +190,9 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> list[Figure]:
     rounds = ctx.scale(5, 3)
-    now = datetime.now(UTC)
+    now = ctx.clock()
     data = sized.data
-    snap1 = snapshot_for(keys, data, policy, 1)
+    snap1 = snapshot_for(keys, data, policy, 1, now=now)
     # the 1% delta: remove 0.5% and add 0.5% new members
     k = sized.members // 200
     kept = sized.packed[k:]
@@ -200,7 +202,7 @@ def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> lis
     delta, full2 = build_delta(
         base_roster, new, issued_at=now, expires_at=now + timedelta(days=3), keys=[keys.roster]
     )
-    snap2 = snapshot_for(keys, full2, policy, 2)
+    snap2 = snapshot_for(keys, full2, policy, 2, now=now)
     full_times, sha_times, delta_times = [], [], []
     for i in range(rounds):
         state = sized.fresh_terminal(keys, f"full-{i}")
@@ -212,10 +214,11 @@ def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> lis
         full_times.append(timed(lambda: state.install(snap1, now, download, policy)))  # noqa: B023
         _write_synced(download, delta)
         delta_times.append(timed(lambda: state.install(snap2, now, download, None)))  # noqa: B023
-        assert state.roster is not None and state.roster.version == 2
-        assert len(state.roster) == len(new) and len(state.roster.layers) == 2
+        installed = state.current.roster
+        assert installed is not None and installed.version == 2
+        assert len(installed) == len(new) and len(installed.layers) == 2
         if i == rounds - 1:
-            layered = _layered_lookups(ctx, keys, state.roster, sized)
+            layered = _layered_lookups(ctx, keys, installed, sized)
             tracemalloc.start()
             TerminalState(state.dir).load()  # as at start-up: both layers' files
             layered.detail["heap_to_load_mb"] = round(tracemalloc.get_traced_memory()[1] / 1e6, 2)

@@ -1,10 +1,13 @@
 """The central union service: members, merchants, signed rosters, ingest, settlement.
 
-``create_app`` is the Flask app factory (gunicorn: ``central:create_app()``).
+``create_app`` is the Flask app factory (gunicorn: ``central:create_app()``). It reads
+``UNIONCARD_CENTRAL_DATA`` (the data folder, as ``unioncard central --data``) and
+``UNIONCARD_DATABASE_URL`` (as ``--database-url``) from the environment.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,27 +16,30 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from central import api
 from central.errors import CentralError
 from central.service import CentralPaths, Union
+
+
+def system_clock() -> datetime:
+    """The wall clock: the one place the central service reads it."""
+    return datetime.now(UTC)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
-        DATA_DIR="central-data",
-        DATABASE_URL=None,
+        DATA_DIR=os.environ.get("UNIONCARD_CENTRAL_DATA", "central-data"),
+        DATABASE_URL=os.environ.get("UNIONCARD_DATABASE_URL") or None,
         MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        CLOCK=system_clock,  # the wall clock; tests and the demo pass their own
     )
-    app.config.from_prefixed_env("UNIONCARD")
     if test_config is not None:
         app.config.from_mapping(test_config)
     paths = CentralPaths(Path(app.config["DATA_DIR"]))
-    clock = app.config.get("CLOCK") or (lambda: datetime.now(UTC))  # tests pass their own
+    clock = app.config["CLOCK"]
     union = Union.open(paths, app.config["DATABASE_URL"], clock)
     app.extensions["unioncard"] = union
-
-    from central import api
-
     app.register_blueprint(api.bp)
 
     @app.errorhandler(CentralError)

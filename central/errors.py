@@ -28,3 +28,9 @@ class ConflictError(CentralError):
 
 class InputError(CentralError, ValueError):
     """A file or argument given by a person is invalid."""
+
+
+class StoreError(CentralError):
+    """The database cannot be reached or used."""
+
+    http_status = 503

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -70,7 +70,7 @@ def _read_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def create_keys(directory: Path, now: datetime | None = None) -> UnionKeys:
+def create_keys(directory: Path, *, now: datetime) -> UnionKeys:
     """Create every role key, the token key and root metadata version 1."""
     if (directory / "root.pem").exists() or (directory / "signing.pem").exists():
         raise CentralError(f"keys already exist in {directory}: refusing to overwrite them")
@@ -86,7 +86,7 @@ def create_keys(directory: Path, now: datetime | None = None) -> UnionKeys:
         public_bytes(keys["root"].public_key()).hex().encode() + b"\n",
         mode=0o644,
     )
-    issued = now or datetime.now(UTC)
+    issued = now
     root = build_root(
         version=1,
         issued_at=issued,
@@ -130,7 +130,7 @@ def load_keys(directory: Path) -> UnionKeys:
     )
 
 
-def rotate(directory: Path, role: str, now: datetime | None = None) -> int:
+def rotate(directory: Path, role: str, *, now: datetime) -> int:
     """Replace ``role``'s key; sign root version N+1 without the old key. Returns N+1.
 
     A new root key signs together with the old one (TUF 5.3.4): terminals accept
@@ -145,7 +145,7 @@ def rotate(directory: Path, role: str, now: datetime | None = None) -> int:
     role_keys = {r: [keys.role_key(r).public_key()] for r in ROLES}
     role_keys[role] = [new_key.public_key()]
     signers = [keys.root, new_key] if role == "root" else [keys.root]
-    issued = now or datetime.now(UTC)
+    issued = now
     data = build_root(
         version=current.version + 1,
         issued_at=issued,

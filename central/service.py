@@ -12,14 +12,14 @@ import hmac
 import io
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from central import policies
-from central.errors import AuthError, InputError
+from central.errors import AuthError, InputError, NotFoundError
 from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
 from pact.cards import is_card_number, token_for_pan
@@ -30,6 +30,7 @@ from pact.roster import (
     sign_packed,
     verify_roster,
 )
+from pact.sale import Sale
 from pact.signing import key_id
 from pact.snapshot import build_snapshot
 from pact.timefmt import iso, parse_iso
@@ -116,7 +117,13 @@ class Union:
     def open(
         cls, paths: CentralPaths, database_url: str | None, clock: Callable[[], datetime]
     ) -> Union:
-        union = cls(Store.open(database_url or paths.database_url), load_keys(paths.keys), clock)
+        if not paths.data_dir.is_dir():
+            raise NotFoundError(
+                f"the union's data folder {paths.data_dir} does not exist: give the right --data "
+                f"(or $UNIONCARD_CENTRAL_DATA), or create it with `unioncard central init`"
+            )
+        keys = load_keys(paths.keys)
+        union = cls(Store.open(database_url or paths.database_url), keys, clock)
         known = union.store.latest_version("root")
         roots = root_versions(paths.keys)
         if known is None or known[0] < len(roots):
@@ -288,7 +295,7 @@ class Union:
             raise AuthError("unknown terminal or wrong secret")
         return dict(row)
 
-    def ingest(self, terminal: dict[str, Any], batch: list[dict[str, Any]]) -> IngestResult:
+    def ingest(self, terminal: dict[str, Any], batch: Sequence[Sale]) -> IngestResult:
         return self.store.ingest(
             terminal["terminal_id"], terminal["merchant_id"], batch, iso(self.clock())
         )

@@ -6,7 +6,8 @@ Every method runs in its own transaction. Money columns are BIGINT fen.
 from __future__ import annotations
 
 import hashlib
-import json
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -15,9 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from central.errors import ConflictError, InputError, NotFoundError
-from pact.chain import GENESIS, SALE_FIELDS, check_chain, entry_hash
+from central.errors import ConflictError, InputError, NotFoundError, StoreError
+from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
+from pact.money import fen
+from pact.sale import Sale, field_types
 
 metadata = sa.MetaData()
 
@@ -53,26 +56,66 @@ terminals = sa.Table(
     sa.Column("enrolled_at", sa.String(32), nullable=False),
 )
 
+# The column type of each type a sale's field may have (pact.sale.Sale; ``X | None``
+# makes a nullable column of X's type). The Text columns hold JSON (Sale.as_row):
+# rules as a list; basket (lines, tier, discounts; hashed) or NULL.
+SALE_COLUMN_TYPES: dict[Any, type[sa.types.TypeEngine[Any]]] = {
+    int: sa.BigInteger,
+    bool: sa.Boolean,
+    str: sa.String,  # of its length in SALE_STRING_LENGTHS
+    tuple[str, ...]: sa.Text,
+    Mapping[str, Any]: sa.Text,
+}
+SALE_STRING_LENGTHS = {
+    "sale_id": 36,  # a UUID
+    "at": 32,
+    "terminal_id": 32,
+    "merchant_id": 32,
+    "token": 32,  # hex keyed token
+    "pan_last4": 4,
+    "prev_hash": 64,
+    "hash": 64,
+}
+SALE_COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
+    "terminal_id": {"primary_key": True},
+    "seq": {"primary_key": True, "autoincrement": False},
+    "sale_id": {"unique": True},
+    "merchant_id": {"index": True},
+}
+
+
+def sale_column(name: str, kind: Any) -> sa.Column[Any]:
+    """The ``sales`` column of the sale's field ``name``, of type ``kind``."""
+    args = typing.get_args(kind) if isinstance(kind, types.UnionType) else ()
+    nullable = types.NoneType in args
+    if nullable:
+        (kind,) = (a for a in args if a is not types.NoneType)
+    if kind not in SALE_COLUMN_TYPES:
+        raise TypeError(f"the central store has no column type for Sale.{name} ({kind})")
+    if kind is str:
+        if name not in SALE_STRING_LENGTHS:
+            raise TypeError(f"give sales.{name} a length in SALE_STRING_LENGTHS")
+        column_type: sa.types.TypeEngine[Any] = sa.String(SALE_STRING_LENGTHS[name])
+    else:
+        column_type = SALE_COLUMN_TYPES[kind]()
+    options = SALE_COLUMN_OPTIONS.get(name, {})
+    if not options.get("primary_key"):
+        options = {**options, "nullable": nullable}
+    return sa.Column(name, column_type, **options)
+
+
+def sale_columns(cls: type[Sale] = Sale) -> list[sa.Column[Any]]:
+    """A column for each field of ``cls``: terminal_id first (the primary key is
+    (terminal_id, seq)), then the others in field order."""
+    kinds = field_types(cls)
+    order = ["terminal_id", *(name for name in kinds if name != "terminal_id")]
+    return [sale_column(name, kinds[name]) for name in order]
+
+
 sales = sa.Table(
     "sales",
     metadata,
-    sa.Column("terminal_id", sa.String(32), primary_key=True),
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("sale_id", sa.String(36), nullable=False, unique=True),
-    sa.Column("at", sa.String(32), nullable=False),
-    sa.Column("merchant_id", sa.String(32), nullable=False, index=True),
-    sa.Column("token", sa.String(32), nullable=True),
-    sa.Column("pan_last4", sa.String(4), nullable=False),
-    sa.Column("member", sa.Boolean, nullable=False),
-    sa.Column("gross", sa.BigInteger, nullable=False),
-    sa.Column("discount", sa.BigInteger, nullable=False),
-    sa.Column("net", sa.BigInteger, nullable=False),
-    sa.Column("rules", sa.Text, nullable=False),
-    sa.Column("roster_version", sa.BigInteger, nullable=False),
-    sa.Column("policy_version", sa.BigInteger, nullable=False),
-    sa.Column("basket", sa.Text, nullable=True),  # JSON: lines, tier, discounts (hashed)
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
+    *sale_columns(),
     sa.Column("received_at", sa.String(32), nullable=False),
 )
 
@@ -106,6 +149,32 @@ class Settlement:
     gross: int
     discount: int
     net: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "merchant_id": self.merchant_id,
+            "name": self.name,
+            "status": self.status,
+            "sales": self.sales,
+            "member_sales": self.member_sales,
+            "gross_fen": self.gross,
+            "discount_fen": self.discount,
+            "net_fen": self.net,
+        }
+
+
+def settlement_table(rows: Sequence[Settlement]) -> list[str]:
+    """The settlement as a text table, amounts in yuan (``unioncard central settlement``)."""
+    out = [
+        f"{'merchant':<10} {'name':<22} {'status':<9} {'sales':>6} {'members':>8} "
+        f"{'gross':>12} {'discount':>10} {'net':>12}"
+    ]
+    for r in rows:
+        out.append(
+            f"{r.merchant_id:<10} {r.name[:22]:<22} {r.status:<9} {r.sales:>6} "
+            f"{r.member_sales:>8} {fen(r.gross):>12} {fen(r.discount):>10} {fen(r.net):>12}"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -159,9 +228,22 @@ class Store:
 
     @classmethod
     def open(cls, url: str) -> Store:
-        store = cls(make_engine(url))
-        metadata.create_all(store.engine)
-        add_missing_columns(store.engine)
+        """Connect and create what is missing; a database that cannot be reached or used
+        is a :class:`StoreError` naming it (without its password)."""
+        try:
+            store = cls(make_engine(url))
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(
+                f"the database URL is not valid ({exc}): check --database-url"
+            ) from None
+        shown = store.engine.url.render_as_string(hide_password=True)
+        try:
+            metadata.create_all(store.engine)
+            add_missing_columns(store.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            store.close()
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StoreError(f"cannot open the database {shown}: {reason}") from None
         return store
 
     def close(self) -> None:
@@ -337,55 +419,42 @@ class Store:
         self,
         terminal_id: str,
         merchant_id: str,
-        batch: Sequence[Mapping[str, Any]],
+        batch: Sequence[Sale],
         received_at: str,
     ) -> IngestResult:
         """Store a batch idempotently. Repeats are acknowledged; a fork of the chain is refused."""
         with self.engine.begin() as conn:
             last_seq, last_hash = self._tail(conn, terminal_id)
-            old = [s for s in batch if s["seq"] <= last_seq]
-            new = [s for s in batch if s["seq"] > last_seq]
+            old = [s for s in batch if s.seq <= last_seq]
+            new = [s for s in batch if s.seq > last_seq]
             if old:
                 stored = dict(
                     conn.execute(
                         sa.select(sales.c.seq, sales.c.hash).where(
                             sales.c.terminal_id == terminal_id,
-                            sales.c.seq.in_([s["seq"] for s in old]),
+                            sales.c.seq.in_([s.seq for s in old]),
                         )
                     ).all()
                 )
                 for s in old:
-                    intact = entry_hash(s["prev_hash"], s) == s["hash"]
-                    if not intact or stored.get(s["seq"]) != s["hash"]:
+                    intact = entry_hash(s.prev_hash, s) == s.hash
+                    if not intact or stored.get(s.seq) != s.hash:
                         raise ConflictError(
-                            f"sale {s['seq']} differs from the copy already received: "
+                            f"sale {s.seq} differs from the copy already received: "
                             "the terminal's journal has been altered"
                         )
             for s in new:
-                if s["merchant_id"] != merchant_id:
-                    raise ConflictError(f"sale {s['seq']} names another merchant")
+                if s.merchant_id != merchant_id:
+                    raise ConflictError(f"sale {s.seq} names another merchant")
             try:
                 check_chain(new, last_hash, last_seq)
             except ChainError as exc:
                 raise ConflictError(f"upload refused: {exc}") from None
             if new:
                 conn.execute(
-                    sales.insert(),
-                    [
-                        {
-                            **{k: s[k] for k in SALE_FIELDS if k not in ("rules", "basket")},
-                            "rules": json.dumps(s["rules"]),
-                            "basket": None
-                            if s.get("basket") is None
-                            else json.dumps(s["basket"], sort_keys=True),
-                            "prev_hash": s["prev_hash"],
-                            "hash": s["hash"],
-                            "received_at": received_at,
-                        }
-                        for s in new
-                    ],
+                    sales.insert(), [dict(s.as_row(), received_at=received_at) for s in new]
                 )
-            acked = new[-1]["seq"] if new else last_seq
+            acked = new[-1].seq if new else last_seq
         return IngestResult(acked, len(new), len(old))
 
     @staticmethod
@@ -398,19 +467,13 @@ class Store:
         ).first()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
-    def sales_for(self, terminal_id: str) -> list[dict[str, Any]]:
+    def sales_for(self, terminal_id: str) -> list[Sale]:
+        """The sales held for ``terminal_id``, in order."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sales.select().where(sales.c.terminal_id == terminal_id).order_by(sales.c.seq)
             ).mappings()
-            return [
-                dict(
-                    r,
-                    rules=json.loads(r["rules"]),
-                    basket=json.loads(r["basket"]) if r["basket"] is not None else None,
-                )
-                for r in rows
-            ]
+            return [Sale.from_row(r) for r in rows]
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         """Totals per merchant for sales with ``start <= at < end`` (UTC days)."""

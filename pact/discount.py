@@ -560,3 +560,28 @@ def journal_record(q: Quote, member: Membership | None) -> dict[str, Any]:
         "tier": member.tier if member is not None else None,
         "discounts": dict(q.by_rule),
     }
+
+
+def describe_quote(q: Quote, policy: Policy, form: str, now: datetime, tier: int) -> list[str]:
+    """The quote as a table in plain words, one line each (for `unioncard quote`)."""
+    local = now.astimezone(policy.zone)
+    head = (
+        "unsigned terms" if form == "offer" else f"policy v{policy.version} of {policy.merchant_id}"
+    )
+    out = [
+        f"{head}; {local:%Y-%m-%d %a %H:%M} {policy.timezone} ({iso(now)}); member tier {tier}",
+        f"{'sku':<16} {'category':<14} {'qty':>4} {'unit':>10} {'gross':>11} "
+        f"{'discount':>10} {'net':>11}  rules",
+    ]
+    for lq in q.lines:
+        out.append(
+            f"{lq.line.sku[:16]:<16} {lq.line.category[:14]:<14} {lq.line.qty:>4} "
+            f"{fen(lq.line.unit_price):>10} {fen(lq.gross):>11} {fen(lq.discount):>10} "
+            f"{fen(lq.net):>11}  {', '.join(lq.rules)}"
+        )
+    out.append(f"gross {fen(q.gross)}, discount {fen(q.discount)}, net {fen(q.net)}")
+    for rule_id, amount in q.by_rule:
+        out.append(f"applied: {rule_id} {fen(amount)}")
+    for reason in q.reasons:
+        out.append(f"note: {reason}")
+    return out

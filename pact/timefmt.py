@@ -1,8 +1,17 @@
-"""Timestamps on the wire and on disk: ISO 8601, UTC, second precision, ``Z`` suffix."""
+"""Time on the wire and on disk: ISO 8601, UTC, second precision, ``Z`` suffix.
+
+The core never reads the clock. A :data:`Clock` is made once at the edge (the
+command line's ``main()``, the central service's ``create_app()``) and passed
+down; a checkout reads it once and hands ``now`` to everything it calls.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware."""
 
 
 def iso(moment: datetime) -> str:
@@ -16,4 +25,18 @@ def parse_iso(text: str) -> datetime:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone")
+    return moment.astimezone(UTC)
+
+
+def parse_moment(text: str, local: tzinfo | None = None) -> datetime:
+    """A time a person typed (``--at``): ISO 8601 with a zone, or, when ``local`` is
+    given, without one in that zone. Returns UTC; ValueError otherwise."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time like 2026-11-30T06:00:00Z") from None
+    if moment.tzinfo is None:
+        if local is None:
+            raise ValueError(f"{text!r} has no time zone: add one, e.g. 2026-11-28T09:30:00Z")
+        moment = moment.replace(tzinfo=local)
     return moment.astimezone(UTC)

@@ -17,12 +17,13 @@ root version without it. Nothing here touches the disk or the clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from pact.errors import SignatureError, TrustError
 from pact.signing import canonical_json, key_id, load_public_key, public_bytes, sign, verify
@@ -123,6 +124,34 @@ def load_root_signed_by(data: bytes, keys: Mapping[str, Ed25519PublicKey]) -> Ro
     except SignatureError as exc:
         raise TrustError(f"root metadata refused: {exc}") from None
     return root
+
+
+def trust_anchor(anchor: bytes, candidates: Sequence[bytes] = ()) -> Root:
+    """The root metadata an auditor trusts, from the file the auditor pins by hand.
+
+    ``anchor`` is either a root metadata JSON (taken as pinned: it must carry its own
+    threshold of signatures), or the root public key, hex or PEM; then the newest of
+    ``candidates`` (root metadata versions, newest first) that this key signs is it.
+    """
+    if anchor.lstrip().startswith(b"{"):
+        return load_pinned_root(anchor)
+    text = anchor.decode(errors="replace").strip()
+    if text.startswith("-----BEGIN"):
+        try:
+            pem = load_pem_public_key(anchor)
+        except ValueError:
+            raise TrustError("the trust file is not a PEM public key") from None
+        if not isinstance(pem, Ed25519PublicKey):
+            raise TrustError("the trust file is not an Ed25519 public key")
+        key = pem
+    else:
+        key = load_public_key(text)
+    for data in candidates:
+        try:
+            return load_root_signed_by(data, {key_id(key): key})
+        except TrustError:
+            continue
+    raise TrustError("no root metadata is signed by the trusted root key")
 
 
 def update_root(trusted: Root, data: bytes) -> Root:

@@ -1,36 +1,28 @@
 """Formats on the wire between terminals and the central service (pure).
 
-docs/protocol.md documents each message. Both sides import this module, so a
+docs/protocol.md documents each message. Both sides import this module, and a
+sale's fields, their order and their checks come from :class:`pact.sale.Sale`, so a
 field can only be added in one place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
-from pact.chain import OPTIONAL_SALE_FIELDS, SALE_FIELDS
 from pact.errors import WireFormatError
+from pact.sale import DESCRIBE, Sale, field_types
 
 SALES_FORMAT = "unioncard.sales.v1"
 MAX_BATCH = 1000
 
-_INT_FIELDS = ("seq", "gross", "discount", "net", "roster_version", "policy_version")
-_STR_FIELDS = ("sale_id", "at", "terminal_id", "merchant_id", "pan_last4", "prev_hash", "hash")
 
-
-def encode_sales(terminal_id: str, sales: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def encode_sales(terminal_id: str, sales: Sequence[Sale]) -> dict[str, Any]:
     return {
         "format": SALES_FORMAT,
         "terminal_id": terminal_id,
-        "sales": [
-            {
-                k: s[k]
-                for k in (*SALE_FIELDS, "prev_hash", "hash")
-                if k not in OPTIONAL_SALE_FIELDS or s.get(k) is not None
-            }
-            for s in sales
-        ],
+        "sales": [s.as_json() for s in sales],
     }
 
 
@@ -81,7 +73,66 @@ def check_basket(basket: Any, sale: Mapping[str, Any], where: str) -> None:
         raise WireFormatError(f"{where}.basket.discounts do not match the sale's rules/discount")
 
 
-def decode_sales(body: Any) -> tuple[str, list[dict[str, Any]]]:
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+Test = Callable[[Any], bool]
+ObjectCheck = Callable[[Any, Mapping[str, Any], str], None]  # (value, sale, "sales[i]")
+
+# What a sale's field must be on the wire, by the field's type (pact.sale.Sale). The
+# fields are checked type by type in this order, each type in field order, so a sale
+# wrong in two ways is refused for the same one as before the order was derived.
+_TYPE_CHECKS: dict[Any, tuple[Test, str]] = {
+    int: (_whole, "a non-negative integer"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    str | None: (lambda v: v is None or isinstance(v, str), "a string or null"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    tuple[str, ...]: (_strings, "a list of strings"),
+}
+# Fields of type ``Mapping[str, Any] | None`` (JSON objects) are checked after the sale's
+# sums, when present, by their own check; one without must at least be an object.
+_OBJECT_TYPE = Mapping[str, Any] | None
+_OBJECT_CHECKS: dict[str, ObjectCheck] = {"basket": check_basket}
+
+
+def _any_object(name: str) -> ObjectCheck:
+    def check(value: Any, sale: Mapping[str, Any], where: str) -> None:
+        if not isinstance(value, dict):
+            raise WireFormatError(f"{where}.{name} must be an object or null")
+
+    return check
+
+
+@dataclass(frozen=True)
+class SaleChecks:
+    typed: tuple[tuple[str, Test, str], ...]  # (field, test, what it must be), in order
+    objects: tuple[tuple[str, ObjectCheck], ...]  # (field, check)
+
+
+def sale_checks(cls: type[Sale] = Sale) -> SaleChecks:
+    """The checks of an uploaded sale's fields, derived from the types of ``cls``'s fields
+    (a field's ``describe`` metadata words its refusal)."""
+    describe = {f.name: f.metadata.get(DESCRIBE) for f in fields(cls)}
+    rank = {kind: n for n, kind in enumerate(_TYPE_CHECKS)}
+    typed: list[tuple[int, str, Test, str]] = []
+    objects: list[tuple[str, ObjectCheck]] = []
+    for name, kind in field_types(cls).items():
+        if kind in _TYPE_CHECKS:
+            test, what = _TYPE_CHECKS[kind]
+            typed.append((rank[kind], name, test, describe[name] or what))
+        elif kind == _OBJECT_TYPE:
+            objects.append((name, _OBJECT_CHECKS.get(name) or _any_object(name)))
+        else:
+            raise TypeError(f"pact.wire has no check for Sale.{name} of type {kind}")
+    typed.sort(key=lambda entry: entry[0])  # stable: field order within a type
+    return SaleChecks(tuple((name, test, what) for _, name, test, what in typed), tuple(objects))
+
+
+_SALE_CHECKS = sale_checks()
+
+
+def decode_sales(body: Any) -> tuple[str, list[Sale]]:
     """Validate an upload; return (terminal_id, sales). Raises WireFormatError."""
     if not isinstance(body, dict) or body.get("format") != SALES_FORMAT:
         raise WireFormatError(f"upload is not in the {SALES_FORMAT} format")
@@ -91,31 +142,22 @@ def decode_sales(body: Any) -> tuple[str, list[dict[str, Any]]]:
         raise WireFormatError("upload needs terminal_id (string) and sales (list)")
     if len(sales) > MAX_BATCH:
         raise WireFormatError(f"upload has {len(sales)} sales; at most {MAX_BATCH} per batch")
+    checks = _SALE_CHECKS
     out = []
     for i, sale in enumerate(sales):
         if not isinstance(sale, dict):
             raise WireFormatError(f"sales[{i}] is not an object")
-        for name in _INT_FIELDS:
-            value = sale.get(name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise WireFormatError(f"sales[{i}].{name} must be a non-negative integer")
-        for name in _STR_FIELDS:
-            if not isinstance(sale.get(name), str):
-                raise WireFormatError(f"sales[{i}].{name} must be a string")
-        if sale.get("token") is not None and not isinstance(sale["token"], str):
-            raise WireFormatError(f"sales[{i}].token must be a hex string or null")
-        if not isinstance(sale.get("member"), bool):
-            raise WireFormatError(f"sales[{i}].member must be true or false")
-        rules = sale.get("rules")
-        if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
-            raise WireFormatError(f"sales[{i}].rules must be a list of rule ids")
+        for name, test, what in checks.typed:
+            if not test(sale.get(name)):
+                raise WireFormatError(f"sales[{i}].{name} must be {what}")
         if sale["gross"] - sale["discount"] != sale["net"]:
             raise WireFormatError(f"sales[{i}]: gross - discount != net")
         if sale["terminal_id"] != terminal_id:
             raise WireFormatError(f"sales[{i}] belongs to another terminal")
-        if sale.get("basket") is not None:
-            check_basket(sale["basket"], sale, f"sales[{i}]")
-        out.append({k: sale.get(k) for k in (*SALE_FIELDS, "prev_hash", "hash")})
+        for name, check in checks.objects:
+            if sale.get(name) is not None:
+                check(sale[name], sale, f"sales[{i}]")
+        out.append(Sale.from_json(sale))
     return terminal_id, out
 
 

@@ -1,18 +1,58 @@
-"""One sync: upload every un-acknowledged sale, then pull roster and policy updates."""
+"""One sync: upload every un-acknowledged sale, then pull roster and policy updates.
+
+The sync knows the terminal only through two small interfaces, :class:`Outbox`
+(the journal's queue of sales) and :class:`Installer` (the terminal's signed
+files), which ``terminal.journal.Journal`` and ``terminal.state.TerminalState``
+provide; it imports nothing of the terminal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Protocol
 
 from pact.errors import RefusedError
+from pact.generation import Generation
+from pact.sale import Sale
+from pact.snapshot import Snapshot
+from pact.timefmt import Clock
+from pact.trust import Root
 from pact.wire import encode_sales
 from sync.client import CentralClient
-from terminal.journal import Journal
-from terminal.state import TerminalState
 
 MAX_ROOT_STEPS = 100  # root versions walked in one sync at the most
+
+
+class Outbox(Protocol):
+    """The sales waiting for the central service (``terminal.journal.Journal``)."""
+
+    def pending(self, limit: int = 500) -> Sequence[Sale]: ...
+
+    def mark_uploaded(self, through_seq: int, at: datetime) -> int: ...
+
+
+class Installer(Protocol):
+    """The terminal's signed files (``terminal.state.TerminalState``)."""
+
+    roster_download: Path  # where a roster is downloaded before it is verified
+
+    @property
+    def current(self) -> Generation: ...
+
+    def update_root(self, data: bytes) -> Root: ...
+
+    def check_snapshot(self, snapshot_data: bytes, now: datetime) -> Snapshot: ...
+
+    def install(
+        self,
+        snapshot_data: bytes,
+        now: datetime,
+        roster_data: bytes | Path | None = None,
+        policy_data: bytes | None = None,
+    ) -> Snapshot: ...
 
 
 @dataclass
@@ -23,31 +63,42 @@ class SyncReport:
     root_version: int | None = None  # set when the root metadata moved forward
     problems: list[str] = field(default_factory=list)  # refused downloads (old copy kept)
 
+    def describe(self) -> str:
+        """One line for the command line and the demo."""
+        parts = [f"uploaded {self.uploaded} sales"]
+        if self.root_version is not None:
+            parts.append(f"trusted root now v{self.root_version}")
+        if self.roster_version is not None:
+            parts.append(f"installed roster v{self.roster_version}")
+        if self.policy_version is not None:
+            parts.append(f"installed policy v{self.policy_version}")
+        return ", ".join(parts)
+
 
 def run_sync(
-    state: TerminalState,
-    journal: Journal,
+    terminal_id: str,
+    state: Installer,
+    journal: Outbox,
     client: CentralClient,
-    clock: Callable[[], datetime],
+    clock: Clock,
     batch_size: int = 500,
 ) -> SyncReport:
     report = SyncReport()
-    terminal_id = state.enrolment.terminal_id
     while True:
         pending = journal.pending(batch_size)
         if not pending:
             break
         acked = client.upload_sales(encode_sales(terminal_id, pending))
         report.uploaded += journal.mark_uploaded(acked, clock())
-        if acked < pending[-1]["seq"]:
+        if acked < pending[-1].seq:
             break  # the server holds less than we sent; try again next sync
     update(state, client, clock(), report)
     return report
 
 
-def update(state: TerminalState, client: CentralClient, now: datetime, report: SyncReport) -> None:
+def update(state: Installer, client: CentralClient, now: datetime, report: SyncReport) -> None:
     """Walk the root forward, then install the snapshot's roster and policy as one."""
-    root = state.trusted_root()
+    root = state.current.root
     for _ in range(MAX_ROOT_STEPS):
         data = client.fetch_root(root.version + 1)
         if data is None:
@@ -58,27 +109,29 @@ def update(state: TerminalState, client: CentralClient, now: datetime, report: S
             report.problems.append(str(exc))
             return
         report.root_version = root.version
-    have = state.snapshot.version if state.snapshot is not None else 0
+    installed = state.current
+    have = installed.snapshot.version if installed.snapshot is not None else 0
     snapshot_data = client.fetch_snapshot(have)
     if snapshot_data is None:
         return
+    download = state.roster_download
     try:
         wanted = state.check_snapshot(snapshot_data, now)
-        roster_data = policy_data = None
-        installed_roster = state.roster.version if state.roster is not None else 0
-        if wanted.roster_version != installed_roster:
-            download = state.dir / ".roster-download.tmp"
-            roster_data = client.fetch_roster(installed_roster, wanted.roster_version, download)
-        installed_policy = state.policy.version if state.policy is not None else 0
-        if wanted.policy_version != installed_policy:
+        roster_data: Path | None = None
+        policy_data: bytes | None = None
+        if wanted.roster_version != installed.roster_version:
+            roster_data = client.fetch_roster(
+                installed.roster_version, wanted.roster_version, download
+            )
+        if wanted.policy_version != installed.policy_version:
             policy_data = client.fetch_policy(wanted.policy_version)
         state.install(snapshot_data, now, roster_data, policy_data)
     except RefusedError as exc:
         report.problems.append(str(exc))
         return
     finally:
-        (state.dir / ".roster-download.tmp").unlink(missing_ok=True)  # if not installed
-    if wanted.roster_version != installed_roster:
+        download.unlink(missing_ok=True)  # if not installed
+    if wanted.roster_version != installed.roster_version:
         report.roster_version = wanted.roster_version
-    if wanted.policy_version != installed_policy:
+    if wanted.policy_version != installed.policy_version:
         report.policy_version = wanted.policy_version

@@ -1,8 +1,11 @@
 """The checkout use case: card identity -> membership -> usage -> quote -> journal.
 
-The clock is read once by the caller and passed in, so a sale can be replayed
-exactly by an auditor: the journal keeps the basket lines, the member's tier and
-what each rule gave (field ``basket``), and the policy version.
+The clock is read once by the caller and passed in, and so is the generation
+(``pact.generation.Generation``: the roster and policy in service), taken once
+at the start of the sale: a sale never mixes two installs, and it can be
+replayed exactly by an auditor. The journal keeps the basket lines, the member's
+tier and what each rule gave (field ``basket``), and the roster and policy
+versions it used.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ from typing import Any
 
 from pact.basket import Basket, RuleUsage
 from pact.discount import Quote, journal_record, quote, quote_json
+from pact.generation import Generation
 from pact.policy import Policy, quota_periods, shop_day
 from pact.roster import Membership
+from pact.sale import Sale, SaleDraft
 from pact.timefmt import iso
 from reader.identity import CardIdentity
 from terminal.journal import Journal
-from terminal.state import TerminalState
+from terminal.state import Enrolment
 
 
 @dataclass(frozen=True)
 class SaleResult:
-    sale: dict[str, Any]  # as journaled (seq, hash, ...)
+    sale: Sale  # as journaled (seq, hash, ...)
     quote: Quote
     member: bool
 
@@ -31,26 +36,38 @@ class SaleResult:
         """The sale for the till: seq, member, money (yuan strings and ``*_fen``), the
         rules applied, reasons, per-line amounts and each rule not applied."""
         return {
-            "seq": self.sale["seq"],
-            "sale_id": self.sale["sale_id"],
-            "at": self.sale["at"],
-            "pan_last4": self.sale["pan_last4"],
+            "seq": self.sale.seq,
+            "sale_id": self.sale.sale_id,
+            "at": self.sale.at,
+            "pan_last4": self.sale.pan_last4,
             "member": self.member,
             **quote_json(self.quote),
         }
 
+    def describe(self) -> str:
+        """One line for the command line and the demo."""
+        sale = self.as_json()
+        verdict = "member" if sale["member"] else "not a member"
+        line = (
+            f"card •••• {sale['pan_last4']}: {verdict}; gross {sale['gross']}, "
+            f"discount {sale['discount']}, net {sale['net']} (sale #{sale['seq']})"
+        )
+        if sale["reasons"]:
+            line += f" [{'; '.join(sale['reasons'])}]"
+        return line
+
 
 def membership_for(
-    state: TerminalState, identity: CardIdentity, now: datetime
+    generation: Generation, identity: CardIdentity, now: datetime
 ) -> tuple[Membership | None, str]:
     """The member record for this card, or None and the reason it is not one."""
-    roster = state.roster
+    roster = generation.roster
     if roster is None:
         return None, "no member roster installed: run `unioncard sync`"
-    problem = state.clock_problem(now)
+    problem = generation.clock_problem(now)
     if problem is not None:
         return None, problem
-    snapshot = state.snapshot
+    snapshot = generation.snapshot
     if snapshot is not None and snapshot.is_expired(now):
         return None, (
             f"the union's update expired at {iso(snapshot.expires_at)}: "
@@ -82,7 +99,8 @@ def usage_for(
 
 
 def checkout(
-    state: TerminalState,
+    generation: Generation,
+    enrolment: Enrolment,
     journal: Journal,
     identity: CardIdentity,
     basket: Basket | int,
@@ -94,26 +112,26 @@ def checkout(
     """
     if not isinstance(basket, Basket):
         basket = Basket.of_amount(basket)
-    member, reason = membership_for(state, identity, now)
+    policy = generation.policy
+    member, reason = membership_for(generation, identity, now)
     token = identity.token.hex() if identity.token is not None else None
-    usage = usage_for(journal, token, state.policy, now) if member is not None else {}
-    q = quote(basket, member, state.policy, now, usage, not_member_reason=reason or "not a member")
-    enrolment = state.enrolment
+    usage = usage_for(journal, token, policy, now) if member is not None else {}
+    q = quote(basket, member, policy, now, usage, not_member_reason=reason or "not a member")
     sale = journal.append(
-        {
-            "terminal_id": enrolment.terminal_id,
-            "merchant_id": enrolment.merchant_id,
-            "token": token,
-            "pan_last4": identity.pan_last4,
-            "member": member is not None and member.is_valid_on(shop_day(state.policy, now)),
-            "gross": q.gross,
-            "discount": q.discount,
-            "net": q.net,
-            "rules": list(q.applied),
-            "roster_version": state.roster.version if state.roster is not None else 0,
-            "policy_version": state.policy.version if state.policy is not None else 0,
-            "basket": journal_record(q, member),
-        },
+        SaleDraft(
+            terminal_id=enrolment.terminal_id,
+            merchant_id=enrolment.merchant_id,
+            token=token,
+            pan_last4=identity.pan_last4,
+            member=member is not None and member.is_valid_on(shop_day(policy, now)),
+            gross=q.gross,
+            discount=q.discount,
+            net=q.net,
+            rules=q.applied,
+            roster_version=generation.roster_version,
+            policy_version=generation.policy_version,
+            basket=journal_record(q, member),
+        ),
         at=now,
     )
-    return SaleResult(sale=sale, quote=q, member=bool(sale["member"]))
+    return SaleResult(sale=sale, quote=q, member=sale.member)

@@ -21,6 +21,10 @@ class NotEnrolledError(ConfigError):
     """The terminal has no enrolment bundle yet."""
 
 
+class InputError(TerminalError):
+    """A value a person typed (an amount, a file) is invalid."""
+
+
 class JournalError(TerminalError):
     """The journal cannot be written or its hash chain is broken."""
 

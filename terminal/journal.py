@@ -12,11 +12,10 @@ reader never sees a half-made transaction.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -25,8 +24,9 @@ from typing import Any, ParamSpec, TypeVar
 import sqlite_utils
 
 from pact.basket import RuleUsage
-from pact.chain import GENESIS, check_chain, entry_hash
+from pact.chain import GENESIS, check_chain, seal
 from pact.errors import ChainError
+from pact.sale import Sale, SaleDraft, field_types
 from pact.timefmt import iso
 from terminal.errors import JournalError
 
@@ -74,13 +74,15 @@ def _locked(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-INSERT_SALE = (
-    "INSERT INTO sales (seq, sale_id, at, terminal_id, merchant_id, token, pan_last4, member,"
-    " gross, discount, net, rules, roster_version, policy_version, basket, prev_hash, hash)"
-    " VALUES (:seq, :sale_id, :at, :terminal_id, :merchant_id, :token, :pan_last4, :member,"
-    " :gross, :discount, :net, :rules, :roster_version, :policy_version, :basket, :prev_hash,"
-    " :hash)"
-)
+def insert_sql(cls: type[Sale] = Sale) -> str:
+    """The INSERT of one :meth:`Sale.as_row` into ``sales``: a column for each field."""
+    names = list(field_types(cls))
+    return (
+        f"INSERT INTO sales ({', '.join(names)}) VALUES ({', '.join(':' + name for name in names)})"
+    )
+
+
+INSERT_SALE = insert_sql()
 
 USAGE = (
     "SELECT count(*), coalesce(sum(d.value), 0)"
@@ -102,6 +104,17 @@ class Journal:
             self._migrate()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from None
+
+    @classmethod
+    def existing(cls, path: Path) -> Journal:
+        """The journal of an enrolled terminal, which must be there: a new empty one
+        would restart the sequence at 1 and fork the chain the union already holds."""
+        if not path.is_file():
+            raise JournalError(
+                f"no journal at {path}: it is made at enrolment and must not be lost; "
+                "restore it from the backup (docs/operations.md), or enrol this terminal again"
+            )
+        return cls(path)
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY)")
@@ -140,39 +153,29 @@ class Journal:
         self.db.execute("COMMIT")
 
     @_locked
-    def append(self, fields: Mapping[str, Any], at: datetime) -> dict[str, Any]:
-        """Durably record one sale and return it as stored (with seq and hash)."""
+    def append(self, draft: SaleDraft, at: datetime) -> Sale:
+        """Durably record one sale: ``draft`` as the next in the chain, at ``at``.
+
+        Returns the sale as stored (with seq, sale_id, at, prev_hash and hash).
+        """
         try:
             with self._write():
                 seq, prev = self._tail()
-                sale = dict(fields)
-                sale.setdefault("basket", None)
-                sale.update(seq=seq + 1, sale_id=str(uuid.uuid4()), at=iso(at), prev_hash=prev)
-                sale["hash"] = entry_hash(prev, sale)
-                row = dict(sale, rules=json.dumps(sale["rules"]), member=int(sale["member"]))
-                if sale["basket"] is not None:
-                    row["basket"] = json.dumps(sale["basket"], sort_keys=True)
-                self.db.execute(INSERT_SALE, row)
+                sale = seal(
+                    draft, seq=seq + 1, sale_id=str(uuid.uuid4()), at=iso(at), prev_hash=prev
+                )
+                self.db.execute(INSERT_SALE, sale.as_row())
         except sqlite3.Error as exc:
             raise JournalError(f"the sale was NOT recorded: journal write failed ({exc})") from None
         return sale
 
-    @staticmethod
-    def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
-        sale = dict(row)
-        sale["rules"] = json.loads(sale["rules"])
-        sale["member"] = bool(sale["member"])
-        sale["basket"] = json.loads(sale["basket"]) if sale.get("basket") else None
-        sale.pop("uploaded_at", None)
-        return sale
-
     @_locked
-    def pending(self, limit: int = 500) -> list[dict[str, Any]]:
+    def pending(self, limit: int = 500) -> list[Sale]:
         """Sales not yet acknowledged by the central service, oldest first."""
         rows = self.db.query(
             "SELECT * FROM sales WHERE uploaded_at IS NULL ORDER BY seq LIMIT ?", [limit]
         )
-        return [self._decode(r) for r in rows]
+        return [Sale.from_row(r) for r in rows]
 
     @_locked
     def mark_uploaded(self, through_seq: int, at: datetime) -> int:
@@ -184,14 +187,17 @@ class Journal:
         return cursor.rowcount
 
     @_locked
-    def sales(self) -> list[dict[str, Any]]:
-        return [self._decode(r) for r in self.db.query("SELECT * FROM sales ORDER BY seq")]
+    def sales(self) -> list[Sale]:
+        return [Sale.from_row(r) for r in self.db.query("SELECT * FROM sales ORDER BY seq")]
 
     @_locked
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The newest sales, newest first, with ``uploaded`` (true/false)."""
+        """The newest sales, newest first, for the cashier page: each sale as JSON
+        (:meth:`Sale.as_json`) with ``uploaded`` (true/false)."""
         rows = self.db.query("SELECT * FROM sales ORDER BY seq DESC LIMIT ?", [limit])
-        return [dict(self._decode(r), uploaded=r["uploaded_at"] is not None) for r in rows]
+        return [
+            dict(Sale.from_row(r).as_json(), uploaded=r["uploaded_at"] is not None) for r in rows
+        ]
 
     @_locked
     def usage(self, token: str, rule_id: str, since: datetime) -> RuleUsage:

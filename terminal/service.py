@@ -37,9 +37,9 @@ class TerminalService:
         clock: Callable[[], datetime],
         card_timeout: float = 30.0,
     ) -> None:
-        self.state = TerminalState(data_dir)
+        self.state = TerminalState.open(data_dir)
         self.state.load()
-        self.journal = Journal(self.state.journal_path)
+        self.journal = Journal.existing(self.state.journal_path)
         self.read_card = read_card
         self.clock = clock
         self.card_timeout = card_timeout
@@ -61,7 +61,10 @@ class TerminalService:
                 tokenize=PanTokenizer(self.state.enrolment.token_key),
             )
             self.state.refresh()
-            return checkout(self.state, self.journal, identity, basket, self.clock())
+            generation = self.state.current  # this sale's roster and policy, taken once
+            return checkout(
+                generation, self.state.enrolment, self.journal, identity, basket, self.clock()
+            )
         finally:
             self._lock.release()
 
@@ -83,14 +86,15 @@ class TerminalService:
 
     def status(self) -> dict[str, Any]:
         self.state.refresh()
+        generation = self.state.current  # one generation for the whole answer
         now = self.clock()
         enrolment = self.state.enrolment
-        roster, policy = self.state.roster, self.state.policy
+        roster, policy = generation.roster, generation.policy
         warnings: list[str] = []
-        clock = self.state.clock_problem(now)
+        clock = generation.clock_problem(now)
         if clock is not None:
             warnings.append(clock)
-        snapshot = self.state.snapshot
+        snapshot = generation.snapshot
         if snapshot is not None and snapshot.expires_at - now < EXPIRY_WARNING:
             when = "expired" if snapshot.is_expired(now) else "expires"
             warnings.append(f"the union's update {when} at {iso(snapshot.expires_at)}: sync")

@@ -11,11 +11,13 @@ Layout under the terminal's data folder::
            roster-delta-V.ucr     each delta applied since, one layer each (V: 10 digits)
     journal.db        the sales journal (terminal.journal)
 
-Everything is verified before it is used, installed atomically (write, fsync,
-rename, fsync the folder), and the last good generation stays in service after
-any refusal. The roster is memory-mapped, not read into the heap. A generation
-hard-links the roster files it shares with the one before, so applying a delta
-writes only the delta.
+What is served is one frozen ``pact.generation.Generation``: the pure decisions
+there verify everything before it is used; this module does the file work
+(write, fsync, rename, fsync the folder; memory maps) and then swaps one
+reference, so a reader never sees a half-loaded state. The last good
+generation stays in service after any refusal. The roster is memory-mapped, not
+read into the heap. A generation hard-links the roster files it shares with the
+one before, so applying a delta writes only the delta.
 """
 
 from __future__ import annotations
@@ -25,23 +27,27 @@ import logging
 import mmap
 import os
 import shutil
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pact.errors import ClockError, RefusedError, SignatureError, SnapshotError, TrustError
+from pact.errors import RefusedError, SnapshotError
 from pact.files import atomic_write, fsync_dir
-from pact.policy import Policy, verify_policy
-from pact.roster import Roster, apply_delta, is_delta, verify_roster
-from pact.snapshot import Snapshot, verify_snapshot
-from pact.timefmt import iso
-from pact.trust import Root, load_pinned_root, update_root
+from pact.generation import (
+    Generation,
+    check_snapshot,
+    decide_install,
+    load_generation,
+    with_root,
+)
+from pact.snapshot import Snapshot
+from pact.trust import Root, load_pinned_root
 from terminal.errors import ConfigError, NotEnrolledError
+from terminal.journal import Journal
 
 log = logging.getLogger(__name__)
-
-CLOCK_TOLERANCE = timedelta(minutes=5)  # a wall clock this far behind signed time is refused
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def _map(path: Path) -> mmap.mmap:
 
 
 class TerminalState:
-    """Loads and installs the terminal's signed files."""
+    """The terminal's files, and the generation it serves from (:attr:`current`)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir
@@ -103,13 +109,21 @@ class TerminalState:
         self.current_path = data_dir / "current"
         self.gens_path = data_dir / "gens"
         self.journal_path = data_dir / "journal.db"
-        self.root: Root | None = None
-        self.snapshot: Snapshot | None = None
-        self.roster: Roster | None = None
-        self.policy: Policy | None = None
-        self.policy_data: bytes | None = None
+        self.roster_download = data_dir / ".roster-download.tmp"
+        self._current: Generation | None = None
         self._enrolment: Enrolment | None = None
         self._stamps: tuple[object, ...] = ()
+        self._lock = threading.RLock()  # one load, refresh or install at a time
+
+    @classmethod
+    def open(cls, data_dir: Path) -> TerminalState:
+        """The state in an existing data folder (nothing is created when it is missing)."""
+        if not data_dir.is_dir():
+            raise NotEnrolledError(
+                f"not enrolled: the terminal's data folder {data_dir} does not exist (give the "
+                "right --data or data_dir, or enrol there with `unioncard terminal enrol BUNDLE`)"
+            )
+        return cls(data_dir)
 
     # -- enrolment and root -----------------------------------------------------------
     @property
@@ -138,120 +152,92 @@ class TerminalState:
             ) from None
         enrolment = Enrolment.from_json(raw)  # validate before writing anything
         root = load_pinned_root(root_data)
-        atomic_write(self.root_path, root_data, mode=0o644)
-        secrets = {k: v for k, v in raw.items() if k != "root"}
-        atomic_write(self.enrolment_path, json.dumps(secrets, indent=2).encode(), mode=0o600)
-        self._enrolment, self.root = enrolment, root
+        with self._lock:
+            atomic_write(self.root_path, root_data, mode=0o644)
+            secrets = {k: v for k, v in raw.items() if k != "root"}
+            atomic_write(self.enrolment_path, json.dumps(secrets, indent=2).encode(), mode=0o600)
+            Journal(self.journal_path).close()  # the sales journal starts here, empty
+            self._enrolment, self._current = enrolment, Generation(root)
         return enrolment
 
+    def _read_root(self) -> Root:
+        try:
+            return load_pinned_root(self.root_path.read_bytes())
+        except FileNotFoundError:
+            self.enrolment  # noqa: B018 - says "not enrolled" when that is the cause
+            raise ConfigError(f"{self.root_path} is missing: re-enrol the terminal") from None
+
+    @property
+    def current(self) -> Generation:
+        """The generation in service (loaded on first use). Take it once per task."""
+        current = self._current
+        if current is None:
+            with self._lock:
+                if self._current is None:
+                    self.load()
+                current = self._current
+        assert current is not None  # load() always sets it
+        return current
+
     def trusted_root(self) -> Root:
-        if self.root is None:
-            try:
-                self.root = load_pinned_root(self.root_path.read_bytes())
-            except FileNotFoundError:
-                self.enrolment  # noqa: B018 - says "not enrolled" when that is the cause
-                raise ConfigError(f"{self.root_path} is missing: re-enrol the terminal") from None
-        return self.root
+        return self.current.root
 
     def update_root(self, data: bytes) -> Root:
         """Accept the next root version (one at a time) and install it atomically."""
-        root = update_root(self.trusted_root(), data)
-        atomic_write(self.root_path, data, mode=0o644)
-        self.root = root
-        return root
+        with self._lock:
+            generation = with_root(self.current, data)
+            atomic_write(self.root_path, data, mode=0o644)
+            self._current = generation
+            self._stamps = self._read_stamps()
+        return generation.root
 
     # -- the installed generation --------------------------------------------------------
-    def last_trusted_time(self) -> datetime | None:
-        """The latest signed timestamp among everything installed."""
-        times = [m.issued_at for m in (self.root, self.snapshot, self.policy) if m is not None]
-        if self.roster is not None:
-            times.append(self.roster.header.issued_at)
-        return max(times) if times else None
-
-    def clock_problem(self, now: datetime) -> str | None:
-        """Why ``now`` cannot be trusted, or None."""
-        last = self.last_trusted_time()
-        if last is not None and now < last - CLOCK_TOLERANCE:
-            return (
-                f"the terminal's clock ({iso(now)}) is behind the last signed update "
-                f"({iso(last)}): set the date and time"
-            )
-        return None
+    def _read_stamps(self) -> tuple[object, ...]:
+        return (_stamp(self.root_path), _stamp(self.current_path))
 
     def load(self) -> None:
-        """Load the trusted root and the installed generation (expiry is judged later).
+        """Load the trusted root and the installed generation, and put them in service.
 
-        A file that no longer verifies under the trusted root (its key was revoked
-        by a root rotation) is left out, so the terminal fails closed until the
-        next sync brings a re-signed one.
+        A roster or policy that no longer verifies under the trusted root (its key
+        was revoked by a root rotation) is left out, so the terminal fails closed
+        until the next sync brings a re-signed one.
         """
-        root = self.trusted_root()
-        self._stamps = (_stamp(self.root_path), _stamp(self.current_path))
-        self.snapshot = self.roster = self.policy = self.policy_data = None
-        if not self.current_path.exists():
-            return
-        gen = self.current_path.resolve()
-        merchant = self.enrolment.merchant_id
-        snapshot = verify_snapshot(
-            (gen / "snapshot.json").read_bytes(),
-            root.trusted("snapshot"),
-            root.threshold("snapshot"),
-            merchant_id=merchant,
-            installed=None,
-            now=None,
-        )
-        self.snapshot = snapshot
-        try:
-            roster = verify_roster(
-                _map(gen / ROSTER_FILE),
-                root.trusted("roster"),
-                now=None,
-                threshold=root.threshold("roster"),
+        with self._lock:
+            stamps = self._read_stamps()
+            root = self._read_root()
+            if not self.current_path.exists():
+                self._current, self._stamps = Generation(root), stamps
+                return
+            gen = self.current_path.resolve()
+            loaded = load_generation(
+                root,
+                self.enrolment.merchant_id,
+                (gen / "snapshot.json").read_bytes(),
+                [_map(gen / ROSTER_FILE), *(_map(delta) for delta in _delta_files(gen))],
+                (gen / "policy.json").read_bytes(),
             )
-            for delta in _delta_files(gen):
-                roster = apply_delta(
-                    roster,
-                    _map(delta),
-                    root.trusted("roster"),
-                    now=None,
-                    threshold=root.threshold("roster"),
-                )
-            snapshot.check_roster(roster.version, roster.header.body_sha256)
-            self.roster = roster
-        except SignatureError as exc:
-            log.warning("installed roster no longer trusted: %s", exc)
-        try:
-            policy_data = (gen / "policy.json").read_bytes()
-            policy = verify_policy(policy_data, root.trusted("policy"), merchant_id=merchant)
-            snapshot.check_policy(policy_data, policy.version)
-            self.policy, self.policy_data = policy, policy_data
-        except SignatureError as exc:
-            log.warning("installed policy no longer trusted: %s", exc)
+            for reason in loaded.dropped:
+                log.warning("%s", reason)
+            self._current, self._stamps = loaded.generation, stamps
 
     def refresh(self) -> None:
-        """Re-load what another process (the nightly sync) has installed since."""
-        if (_stamp(self.root_path), _stamp(self.current_path)) == self._stamps:
-            return
-        saved = (self.root, self.snapshot, self.roster, self.policy, self.policy_data)
-        try:
-            self.root = None
-            self.load()
-        except RefusedError as exc:  # keep serving what we had
-            self.root, self.snapshot, self.roster, self.policy, self.policy_data = saved
-            self._stamps = (_stamp(self.root_path), _stamp(self.current_path))
-            log.warning("kept the loaded roster and policy: %s", exc)
+        """Put in service what another process (the nightly sync) has installed since.
+
+        The generation in service is replaced in one step, never emptied first: a
+        reader in another thread sees the old generation or the new one.
+        """
+        with self._lock:
+            if self._current is not None and self._read_stamps() == self._stamps:
+                return
+            try:
+                self.load()
+            except RefusedError as exc:  # keep serving what we had
+                self._stamps = self._read_stamps()
+                log.warning("kept the loaded roster and policy: %s", exc)
 
     def check_snapshot(self, snapshot_data: bytes, now: datetime) -> Snapshot:
         """Verify a snapshot against what is installed, without installing it."""
-        root = self.trusted_root()
-        return verify_snapshot(
-            snapshot_data,
-            root.trusted("snapshot"),
-            root.threshold("snapshot"),
-            merchant_id=self.enrolment.merchant_id,
-            installed=self.snapshot,
-            now=now,
-        )
+        return check_snapshot(self.current, self.enrolment.merchant_id, snapshot_data, now)
 
     def install(
         self,
@@ -268,84 +254,24 @@ class TerminalState:
         It (and ``policy_data``) may be None when the installed one is what the
         snapshot names. On any refusal nothing changes in the installed generation.
         """
-        problem = self.clock_problem(now)
-        if problem:
-            raise ClockError(f"update refused: {problem}")
-        root = self.trusted_root()
-        if root.is_expired(now):
-            raise TrustError(
-                f"update refused: the union's root metadata expired at {iso(root.expires_at)}"
+        with self._lock:
+            source = _map(roster_data) if isinstance(roster_data, Path) else roster_data
+            decision = decide_install(
+                self.current, self.enrolment.merchant_id, snapshot_data, now, source, policy_data
             )
-        merchant = self.enrolment.merchant_id
-        snap = verify_snapshot(
-            snapshot_data,
-            root.trusted("snapshot"),
-            root.threshold("snapshot"),
-            merchant_id=merchant,
-            installed=self.snapshot,
-            now=now,
-        )
-        installed_version = self.roster.version if self.roster is not None else 0
-        roster_file: bytes | Path | None = None
-        roster: Roster
-        source = _map(roster_data) if isinstance(roster_data, Path) else roster_data
-        delta = False
-        if self.roster is not None and snap.roster_version == installed_version:
-            roster = self.roster
-        elif source is None:
-            raise SnapshotError(
-                f"update refused: snapshot v{snap.version} needs roster "
-                f"v{snap.roster_version}, which was not supplied"
-            )
-        elif is_delta(source):
-            if self.roster is None:
-                raise SnapshotError("update refused: a delta needs an installed roster")
-            roster = apply_delta(
-                self.roster,
-                source,
-                root.trusted("roster"),
-                now=now,
-                threshold=root.threshold("roster"),
-            )
-            roster_file, delta = roster_data, True
-        else:
-            roster = verify_roster(
-                source,
-                root.trusted("roster"),
-                now=now,
-                installed_version=installed_version,
-                threshold=root.threshold("roster"),
-            )
-            roster_file = roster_data
-        snap.check_roster(roster.version, roster.header.body_sha256)
-        installed_policy = self.policy.version if self.policy is not None else 0
-        if self.policy is not None and snap.policy_version == installed_policy:
-            policy, policy_bytes = self.policy, self.policy_data
-        elif policy_data is None:
-            raise SnapshotError(
-                f"update refused: snapshot v{snap.version} needs policy "
-                f"v{snap.policy_version}, which was not supplied"
-            )
-        else:
-            policy = verify_policy(
-                policy_data,
-                root.trusted("policy"),
-                merchant_id=merchant,
-                installed_version=installed_policy,
-            )
-            policy_bytes = policy_data
-        if policy_bytes is None:
-            raise SnapshotError("update refused: the installed policy file is missing")
-        snap.check_policy(policy_bytes, policy.version)
-        name = _delta_name(roster.version) if delta else ROSTER_FILE
-        gen = self._write_generation(snap, roster_file, name, policy_bytes)
-        if isinstance(roster_file, bytes):  # serve from the page cache, not the heap
-            roster = roster.remap(_map(gen / name))
-        self._switch(gen)
-        self.snapshot, self.policy, self.policy_data = snap, policy, policy_bytes
-        self.roster = roster
-        self._stamps = (_stamp(self.root_path), _stamp(self.current_path))
-        return snap
+            new = decision.generation
+            snapshot = new.snapshot
+            if snapshot is None or new.roster is None or new.policy_data is None:
+                raise SnapshotError("update refused: the new generation is incomplete")
+            kind = decision.roster_file
+            name = _delta_name(new.roster.version) if kind == "delta" else ROSTER_FILE
+            roster_file = roster_data if kind is not None else None
+            gen = self._write_generation(snapshot, roster_file, name, new.policy_data)
+            if isinstance(roster_file, bytes):  # serve from the page cache, not the heap
+                new = replace(new, roster=new.roster.remap(_map(gen / name)))
+            self._switch(gen)
+            self._current, self._stamps = new, self._read_stamps()
+            return snapshot
 
     def _write_generation(
         self, snap: Snapshot, roster_file: bytes | Path | None, name: str, policy_bytes: bytes

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 
+from pact.basket import Basket, parse_basket
 from pact.money import parse_yuan
 from reader.errors import CardError, NoCardError, NoReaderError
 from terminal.errors import BusyError, TerminalError
@@ -60,8 +61,6 @@ def reader_state() -> Any:
 @bp.post("/api/v1/checkout")
 def checkout() -> Any:
     """``{"amount": "128.50"}`` or ``{"basket": [{"sku", "category", "qty", "unit_price"}]}``."""
-    from pact.basket import Basket, parse_basket
-
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or ("amount" in body) == ("basket" in body):
         return jsonify(

@@ -118,10 +118,11 @@ class Site:
         identity = identity_from_pan(
             "unionpay", b"\xa0", pan, "2030-12", PanTokenizer(self.state.enrolment.token_key)
         )
-        return checkout(self.state, self.journal, identity, gross, clock()).as_json()
+        generation, enrolment = self.state.current, self.state.enrolment
+        return checkout(generation, enrolment, self.journal, identity, gross, clock()).as_json()
 
     def sync(self, clock):
-        return run_sync(self.state, self.journal, self.client, clock)
+        return run_sync("T1", self.state, self.journal, self.client, clock)
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 ``pcscd`` (session): uses a pcscd that already answers, else starts
 ``pcscd --foreground`` and stops only that process at the end. ``emulated_card``
-(function): a factory that inserts :class:`reader.emulator.CardEmulator` cards and
+(function): a factory that inserts :class:`reader.emulation.vpcd.CardEmulator` cards and
 takes them out again after the test, waiting until pcscd has seen them go.
 ``private_pcscd`` (function): a pcscd of the test's own in a private mount
 namespace, for tests that stop and restart pcscd (their client runs in a child
-process, see :class:`reader.pcscd.PrivatePcscd`).
+process, see :class:`tests.private_pcscd.PrivatePcscd`).
 
 When pcscd, the vpcd driver or pyscard is missing the tests skip, except under
 ``CI=true``, where they fail: CI must exercise the real card path.
@@ -24,9 +24,10 @@ from typing import NoReturn
 
 import pytest
 
-from reader.emulator import VPCD_PORT, CardEmulator
+from reader.emulation.vpcd import VPCD_PORT, CardEmulator
 from reader.errors import NoReaderError
-from reader.pcscd import Pcscd, PrivatePcscd, pcscd_running, virtual_readers
+from reader.pcscd import Pcscd, pcscd_running, virtual_readers
+from tests.private_pcscd import PrivatePcscd
 
 READER_0 = "Virtual PCD 00 00"  # vpcd slot 0, port 35963
 READER_1 = "Virtual PCD 00 01"  # vpcd slot 1, port 35964
@@ -120,7 +121,7 @@ def emulated_card(pcscd: PcscdInfo) -> Iterator[InsertCard]:
 
 @pytest.fixture
 def private_pcscd() -> Iterator[PrivatePcscd]:
-    """A pcscd of the test's own (see :class:`reader.pcscd.PrivatePcscd`), free to stop
+    """A pcscd of the test's own (see :class:`tests.private_pcscd.PrivatePcscd`), free to stop
     and restart: no other PC/SC client on the machine sees it, so the session's pcscd
     (perhaps someone else's) is never touched. Only child processes can use it: give
     them ``private_pcscd.env``. Its vpcd slot 0 listens on ``private_pcscd.port``."""

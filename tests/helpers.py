@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -127,3 +130,27 @@ def bundle(
 def CARD_CLOCK() -> datetime:  # noqa: N802 - a constant clock, named like one
     """A fixed terminal clock for card reads (its date is the card's Transaction Date)."""
     return datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a command printed and its exit status (like ``subprocess.CompletedProcess``)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(*args: str) -> Ran:
+    """Run ``unioncard ARGS`` in this process, through the same ``main()`` as the
+    console script (its error handling, the one clock), capturing what it prints."""
+    from unioncard.cli import main  # the wiring, imported only by the tests that use it
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return Ran(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from central.service import Union
 from pact.cards import token_for_pan
 from pact.chain import GENESIS, entry_hash
 from pact.roster import verify_roster
+from pact.sale import Sale
 from tests.helpers import MEMBER_PAN, OTHER_PAN, trusted
 
 CSV = f"member_id,pan,status,tier\nU1,{MEMBER_PAN},active,2\nU2,{OTHER_PAN},suspended,0\n"
@@ -18,27 +20,30 @@ CSV = f"member_id,pan,status,tier\nU1,{MEMBER_PAN},active,2\nU2,{OTHER_PAN},susp
 
 def make_sales(
     terminal_id: str, n: int, start: int = 1, prev: str = GENESIS, merchant_id: str = "M0001"
-) -> list[dict]:
+) -> list[Sale]:
     out = []
     for seq in range(start, start + n):
-        s = {
-            "seq": seq,
-            "sale_id": f"{terminal_id}-{seq}",
-            "at": f"2026-11-28T10:{seq % 60:02d}:00Z",
-            "terminal_id": terminal_id,
-            "merchant_id": merchant_id,
-            "token": None,
-            "pan_last4": "0000",
-            "member": seq % 2 == 1,
-            "gross": 1000 * seq,
-            "discount": 50 * seq,
-            "net": 950 * seq,
-            "rules": [],
-            "roster_version": 1,
-            "policy_version": 1,
-            "prev_hash": prev,
-        }
-        s["hash"] = prev = entry_hash(prev, s)
+        s = Sale(
+            seq=seq,
+            sale_id=f"{terminal_id}-{seq}",
+            at=f"2026-11-28T10:{seq % 60:02d}:00Z",
+            terminal_id=terminal_id,
+            merchant_id=merchant_id,
+            token=None,
+            pan_last4="0000",
+            member=seq % 2 == 1,
+            gross=1000 * seq,
+            discount=50 * seq,
+            net=950 * seq,
+            rules=(),
+            roster_version=1,
+            policy_version=1,
+            basket=None,
+            prev_hash=prev,
+            hash="",
+        )
+        s = replace(s, hash=entry_hash(prev, s))
+        prev = s.hash
         out.append(s)
     return out
 
@@ -84,12 +89,13 @@ def test_ingest_is_idempotent_and_chain_checked(union: Union) -> None:
     assert (first.acked_through, first.accepted, first.duplicates) == (3, 3, 0)
     again = union.ingest(terminal, batch)  # ack was lost: the terminal resends everything
     assert (again.acked_through, again.accepted, again.duplicates) == (5, 2, 3)
-    assert [s["seq"] for s in union.store.sales_for("T1")] == [1, 2, 3, 4, 5]
+    assert [s.seq for s in union.store.sales_for("T1")] == [1, 2, 3, 4, 5]
+    assert union.store.sales_for("T1") == batch  # stored and read back as uploaded
 
-    forged = dict(batch[1], gross=1, net=1 - batch[1]["discount"])
+    forged = replace(batch[1], gross=1, net=1 - batch[1].discount)
     with pytest.raises(ConflictError, match="differs"):
         union.ingest(terminal, [forged])
-    gap = make_sales("T1", 1, start=7, prev=batch[-1]["hash"])
+    gap = make_sales("T1", 1, start=7, prev=batch[-1].hash)
     with pytest.raises(ConflictError, match="does not follow"):
         union.ingest(terminal, gap)
     broken = make_sales("T1", 1, start=6, prev="ab" * 32)
@@ -147,3 +153,72 @@ def test_clock_is_used_for_roster_lifetime(union: Union, clock) -> None:
 
     with pytest.raises(RosterError, match="expired"):
         verify_roster(data, trusted(union.keys, "roster"), now=clock())
+
+
+# The central sales table as releases before the typed Sale made it: existing
+# databases (SQLite and PostgreSQL) must keep working unchanged.
+SALES_COLUMNS = [
+    ("terminal_id", "VARCHAR(32)", False),
+    ("seq", "BIGINT", False),
+    ("sale_id", "VARCHAR(36)", False),
+    ("at", "VARCHAR(32)", False),
+    ("merchant_id", "VARCHAR(32)", False),
+    ("token", "VARCHAR(32)", True),
+    ("pan_last4", "VARCHAR(4)", False),
+    ("member", "BOOLEAN", False),
+    ("gross", "BIGINT", False),
+    ("discount", "BIGINT", False),
+    ("net", "BIGINT", False),
+    ("rules", "TEXT", False),
+    ("roster_version", "BIGINT", False),
+    ("policy_version", "BIGINT", False),
+    ("basket", "TEXT", True),
+    ("prev_hash", "VARCHAR(64)", False),
+    ("hash", "VARCHAR(64)", False),
+    ("received_at", "VARCHAR(32)", False),
+]
+
+
+def test_the_sales_table_keeps_its_schema(store) -> None:
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(store.engine)
+    columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns("sales")]
+    assert columns == SALES_COLUMNS
+    assert inspector.get_pk_constraint("sales")["constrained_columns"] == ["terminal_id", "seq"]
+    assert [u["column_names"] for u in inspector.get_unique_constraints("sales")] == [["sale_id"]]
+    indexes = [
+        (i["name"], i["column_names"], bool(i["unique"]))
+        for i in inspector.get_indexes("sales")
+        if not i.get("duplicates_constraint")
+    ]
+    assert indexes == [("ix_sales_merchant_id", ["merchant_id"], False)]
+
+
+def test_the_sales_columns_derive_from_the_sale() -> None:
+    from dataclasses import field, make_dataclass
+
+    import sqlalchemy as sa
+
+    from central.store import sale_columns, sales
+    from pact.sale import FIELDS
+
+    assert [c.name for c in sales.columns] == [
+        "terminal_id",
+        *(name for name in FIELDS if name != "terminal_id"),
+        "received_at",
+    ]
+    extra = make_dataclass(
+        "Extra",
+        [("points", int, field(default=0)), ("note", str | None, field(default=None))],
+        bases=(Sale,),
+        frozen=True,
+        slots=True,
+    )
+    with pytest.raises(TypeError, match="give sales.note a length"):
+        sale_columns(extra)
+    points = make_dataclass(
+        "Points", [("points", int, field(default=0))], bases=(Sale,), frozen=True, slots=True
+    )
+    [column] = [c for c in sale_columns(points) if c.name == "points"]
+    assert isinstance(column.type, sa.BigInteger) and column.nullable is False

@@ -19,6 +19,7 @@ from terminal.state import TerminalState
 from tests.helpers import MEMBER_PAN
 
 UNIONCARD = str(Path(sys.executable).parent / "unioncard")
+pytestmark = pytest.mark.slow  # the installed console script, in a subprocess
 
 
 def run(
@@ -63,7 +64,7 @@ def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
     identity = identity_from_pan(
         "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(state.enrolment.token_key)
     )
-    checkout(state, journal, identity, 1000, clock())
+    checkout(state.current, state.enrolment, journal, identity, 1000, clock())
     journal.close()
     result = run("sync", "--data", str(terminal))
     assert_one_line_error(result, 6, "cannot reach the central service at http://127.0.0.1:9")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from terminal.demo import DEMO_CARDS
+from terminal.democards import DEMO_CARDS
 
 UNIONCARD = str(Path(sys.executable).parent / "unioncard")
 
@@ -51,6 +51,7 @@ def test_demo_runs_end_to_end_and_writes_no_pan(pcscd, tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
     result = subprocess.run(

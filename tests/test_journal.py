@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
+from pact.chain import GENESIS, entry_hash
+from pact.sale import Sale, SaleDraft
 from terminal.errors import JournalError
 from terminal.journal import Journal
 
 
-def sale(gross: int = 1000, discount: int = 50) -> dict:
-    return {
-        "terminal_id": "T1",
-        "merchant_id": "M1",
-        "token": "ab" * 16,
-        "pan_last4": "1234",
-        "member": True,
-        "gross": gross,
-        "discount": discount,
-        "net": gross - discount,
-        "rules": ["member"],
-        "roster_version": 1,
-        "policy_version": 1,
-    }
+def sale(gross: int = 1000, discount: int = 50) -> SaleDraft:
+    return SaleDraft(
+        terminal_id="T1",
+        merchant_id="M1",
+        token="ab" * 16,
+        pan_last4="1234",
+        member=True,
+        gross=gross,
+        discount=discount,
+        net=gross - discount,
+        rules=("member",),
+        roster_version=1,
+        policy_version=1,
+    )
 
 
 def test_durability_settings(tmp_path) -> None:
@@ -36,12 +39,12 @@ def test_chain_and_pending(tmp_path, clock) -> None:
     journal = Journal(tmp_path / "j.db")
     first = journal.append(sale(), clock())
     second = journal.append(sale(2000, 100), clock())
-    assert (first["seq"], second["seq"]) == (1, 2)
-    assert second["prev_hash"] == first["hash"]
+    assert (first.seq, second.seq) == (1, 2)
+    assert second.prev_hash == first.hash
     assert journal.verify() == 2
-    assert [s["seq"] for s in journal.pending()] == [1, 2]
+    assert journal.pending() == [first, second]  # as appended, read back
     assert journal.mark_uploaded(1, clock()) == 1
-    assert [s["seq"] for s in journal.pending()] == [2]
+    assert [s.seq for s in journal.pending()] == [2]
     assert journal.counts() == (2, 1)
     journal.close()
     reopened = Journal(tmp_path / "j.db")  # migrations run once; data survives
@@ -95,4 +98,49 @@ def test_threads_share_one_journal_safely(tmp_path, clock) -> None:
         t.join()
     assert not errors
     assert journal.verify() == 100
-    assert [s["seq"] for s in journal.sales()] == list(range(1, 101))
+    assert [s.seq for s in journal.sales()] == list(range(1, 101))
+
+
+def test_a_sale_is_stored_as_before(tmp_path, clock) -> None:
+    """The row keeps today's encodings (member 0/1, rules a JSON list, basket JSON with
+    sorted keys) and reads back as the same Sale, whose hash the chain checks."""
+    journal = Journal(tmp_path / "j.db")
+    basket = {
+        "tier": 1,
+        "lines": [{"sku": "A", "category": "g", "qty": 2, "unit_price": 500, "discount": 50}],
+        "discounts": {"member": 50},
+    }
+    first = journal.append(replace(sale(), basket=basket), clock())
+    assert isinstance(first, Sale) and first.at == "2026-11-28T09:30:00Z"
+    assert first.hash == entry_hash(GENESIS, first) and first.prev_hash == GENESIS
+    row = journal.db.execute(
+        "SELECT member, rules, basket, token, uploaded_at FROM sales WHERE seq = 1"
+    ).fetchone()
+    assert row == (
+        1,
+        '["member"]',
+        '{"discounts": {"member": 50}, "lines": [{"category": "g", "discount": 50, "qty": 2,'
+        ' "sku": "A", "unit_price": 500}], "tier": 1}',
+        "ab" * 16,
+        None,
+    )
+    assert journal.sales() == [first]
+    [recent] = journal.recent()
+    assert recent == dict(first.as_json(), uploaded=False)
+    journal.mark_uploaded(1, clock())
+    assert journal.recent()[0]["uploaded"] is True
+
+
+def test_the_insert_names_every_field_of_the_sale() -> None:
+    from dataclasses import field, fields, make_dataclass
+
+    from pact.sale import FIELDS
+    from terminal.journal import INSERT_SALE, insert_sql
+
+    assert INSERT_SALE == insert_sql(Sale)
+    columns = INSERT_SALE.split("(")[1].split(")")[0].split(", ")
+    assert tuple(columns) == FIELDS == tuple(f.name for f in fields(Sale))
+    extra = make_dataclass(
+        "Extra", [("points", int, field(default=0))], bases=(Sale,), frozen=True, slots=True
+    )
+    assert "points" in insert_sql(extra) and ":points" in insert_sql(extra)

@@ -23,6 +23,7 @@ from pact.chain import GENESIS, entry_hash
 from pact.discount import quote
 from pact.errors import WireFormatError
 from pact.policy import Policy, quota_periods, verify_policy
+from pact.sale import Sale
 from pact.timefmt import iso
 from pact.wire import decode_sales, encode_sales
 from reader.identity import identity_from_pan
@@ -81,20 +82,29 @@ def test_cinema_quota_is_counted_from_the_journal(tmp_path) -> None:
     shop = make_shop(tmp_path, terms("cinema"))
     journal = Journal(tmp_path / "journal.db")
     basket = Basket((FILM, POPCORN))
-    first = checkout(shop, journal, card(shop), basket, MONDAY - timedelta(days=10))
+    first = checkout(
+        shop.current, shop.enrolment, journal, card(shop), basket, MONDAY - timedelta(days=10)
+    )
     assert (first.quote.discount, first.quote.applied) == (4700, ("free-film", "snacks-10"))
     # 2026-11-30 15:59:59 UTC is 23:59:59 on the 30th in Shanghai: still November
     second = checkout(
-        shop, journal, card(shop), basket, datetime(2026, 11, 30, 15, 59, 59, tzinfo=UTC)
+        shop.current,
+        shop.enrolment,
+        journal,
+        card(shop),
+        basket,
+        datetime(2026, 11, 30, 15, 59, 59, tzinfo=UTC),
     )
     assert (second.quote.discount, second.quote.applied) == (200, ("snacks-10",))
     assert "One free film a month: quota used: 1/1 this month" in second.quote.reasons
     # 2026-12-01 00:00 in Shanghai is 2026-11-30 16:00 UTC: a new month for the shop
     december = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
-    third = checkout(shop, journal, card(shop), basket, december)
+    third = checkout(shop.current, shop.enrolment, journal, card(shop), basket, december)
     assert third.quote.applied == ("free-film", "snacks-10")
     # another card has its own quota; a non-member has none
-    stranger = checkout(shop, journal, card(shop, OTHER_PAN), basket, december)
+    stranger = checkout(
+        shop.current, shop.enrolment, journal, card(shop, OTHER_PAN), basket, december
+    )
     assert stranger.quote.discount == 0 and not stranger.member
     token = card(shop).token.hex()
     assert journal.usage(token, "free-film", december) == RuleUsage(1, 4500)
@@ -121,7 +131,9 @@ def test_amount_quota_holds_across_sales(tmp_path) -> None:
     journal = Journal(tmp_path / "journal.db")
     given = []
     for day in range(5):
-        sale = checkout(shop, journal, card(shop), 15000, MONDAY + timedelta(days=day))
+        sale = checkout(
+            shop.current, shop.enrolment, journal, card(shop), 15000, MONDAY + timedelta(days=day)
+        )
         given.append(sale.quote.discount)
     assert given == [1200, 1200, 600, 0, 0]
     assert sum(given) == 3000
@@ -136,7 +148,7 @@ def test_the_basket_is_journaled_hashed_and_uploaded(tmp_path) -> None:
             {"sku": "CIG", "category": "tobacco", "qty": 1, "unit_price": "25.00"},
         ]
     )
-    result = checkout(shop, journal, card(shop), basket, MONDAY)
+    result = checkout(shop.current, shop.enrolment, journal, card(shop), basket, MONDAY)
     body = result.as_json()
     assert (body["gross"], body["discount"], body["net"]) == ("116.00", "4.55", "111.45")
     assert [(x["sku"], x["discount"], x["net"]) for x in body["lines"]] == [
@@ -145,7 +157,8 @@ def test_the_basket_is_journaled_hashed_and_uploaded(tmp_path) -> None:
     ]
     assert body["not_applied"] == []
     [sale] = journal.sales()
-    assert sale["basket"] == {
+    assert sale == result.sale
+    assert sale.basket == {
         "lines": [
             {"sku": "RICE", "category": "grocery", "qty": 2, "unit_price": 4550, "discount": 455},
             {"sku": "CIG", "category": "tobacco", "qty": 1, "unit_price": 2500, "discount": 0},
@@ -153,11 +166,12 @@ def test_the_basket_is_journaled_hashed_and_uploaded(tmp_path) -> None:
         "tier": 1,
         "discounts": {"member-5": 455},
     }
-    assert MEMBER_PAN not in json.dumps(sale)
+    assert MEMBER_PAN not in json.dumps(sale.as_json())
     upload = encode_sales("T1", journal.pending())
     _, decoded = decode_sales(json.loads(json.dumps(upload)))
-    assert decoded[0]["basket"] == sale["basket"]
-    assert entry_hash(GENESIS, decoded[0]) == sale["hash"]
+    assert decoded[0].basket == sale.basket
+    assert entry_hash(GENESIS, decoded[0]) == sale.hash
+    assert decoded == [sale]
     # the hash covers the basket: move the discount to the tobacco line and it breaks
     tampered = json.loads(journal.db.execute("SELECT basket FROM sales").fetchone()[0])
     tampered["lines"][0]["discount"], tampered["lines"][1]["discount"] = 0, 455
@@ -166,14 +180,14 @@ def test_the_basket_is_journaled_hashed_and_uploaded(tmp_path) -> None:
         journal.verify()
 
 
-def usage_before(earlier: list[dict], sale: dict, policy: Policy, at: datetime) -> dict:
+def usage_before(earlier: list[Sale], sale: Sale, policy: Policy, at: datetime) -> dict:
     """A member's use of each quota rule, counted from the journaled sales before ``sale``."""
     usage = {}
     for rule_id, since in quota_periods(policy, at):
         mine = [
-            s["basket"]["discounts"]
+            s.basket["discounts"]
             for s in earlier
-            if s["token"] == sale["token"] and s["at"] >= iso(since)
+            if s.basket is not None and s.token == sale.token and s.at >= iso(since)
         ]
         usage[rule_id] = RuleUsage(
             sum(1 for d in mine if rule_id in d), sum(d.get(rule_id, 0) for d in mine)
@@ -190,22 +204,33 @@ def test_an_auditor_recomputes_every_discount_from_the_journal(tmp_path) -> None
     for n, at in enumerate(moments):
         lines = [FILM] if n % 3 else [FILM, Line("F2", "film", 2, 3800), POPCORN]
         pan = OTHER_PAN if n == 4 else MEMBER_PAN
-        checkout(shop, journal, card(shop, pan), Basket(tuple(lines)), at)
+        checkout(shop.current, shop.enrolment, journal, card(shop, pan), Basket(tuple(lines)), at)
     sales = journal.sales()
     for i, sale in enumerate(sales):
-        at = datetime.fromisoformat(sale["at"].replace("Z", "+00:00"))
+        at = datetime.fromisoformat(sale.at.replace("Z", "+00:00"))
+        assert sale.basket is not None
         basket = Basket(
             tuple(
                 Line(x["sku"], x["category"], x["qty"], x["unit_price"])
-                for x in sale["basket"]["lines"]
+                for x in sale.basket["lines"]
             )
         )
-        member = shop.roster.lookup(card(shop).token) if sale["member"] else None
-        q = quote(basket, member, shop.policy, at, usage_before(sales[:i], sale, shop.policy, at))
-        assert (q.discount, list(q.applied)) == (sale["discount"], sale["rules"])
-        assert dict(q.by_rule) == sale["basket"]["discounts"]
-        assert [lq.discount for lq in q.lines] == [x["discount"] for x in sale["basket"]["lines"]]
-    assert sum(1 for s in sales if "free-film" in s["rules"]) == 2  # November, December
+        member = shop.current.roster.lookup(card(shop).token) if sale.member else None
+        q = quote(
+            basket,
+            member,
+            shop.current.policy,
+            at,
+            usage_before(sales[:i], sale, shop.current.policy, at),
+        )
+        assert (q.discount, q.applied) == (sale.discount, sale.rules)
+        assert dict(q.by_rule) == sale.basket["discounts"]
+        assert [lq.discount for lq in q.lines] == [x["discount"] for x in sale.basket["lines"]]
+    assert sum(1 for s in sales if "free-film" in s.rules) == 2  # November, December
+
+
+# The hash the release before baskets gave the old sale below (computed with it).
+OLD_HASH = "ec7d021974d811a559fff668473983543a6cc48862800d41dfb4bddc4ecab62b"
 
 
 def test_journal_migrates_an_old_journal_and_keeps_its_chain(tmp_path) -> None:
@@ -214,47 +239,53 @@ def test_journal_migrates_an_old_journal_and_keeps_its_chain(tmp_path) -> None:
     conn.execute("CREATE TABLE migrations (id INTEGER PRIMARY KEY)")
     conn.executescript(MIGRATIONS[0])
     conn.execute("INSERT INTO migrations (id) VALUES (1)")
-    old = {
-        "seq": 1,
-        "sale_id": "old-1",
-        "at": "2026-11-01T10:00:00Z",
-        "terminal_id": "T1",
-        "merchant_id": "M0001",
-        "token": "ab" * 16,
-        "pan_last4": "1234",
-        "member": True,
-        "gross": 1000,
-        "discount": 50,
-        "net": 950,
-        "rules": ["member"],
-        "roster_version": 1,
-        "policy_version": 1,
-        "prev_hash": GENESIS,
-    }
-    old["hash"] = entry_hash(GENESIS, old)  # as the release before baskets hashed it
+    old = Sale(
+        seq=1,
+        sale_id="old-1",
+        at="2026-11-01T10:00:00Z",
+        terminal_id="T1",
+        merchant_id="M0001",
+        token="ab" * 16,
+        pan_last4="1234",
+        member=True,
+        gross=1000,
+        discount=50,
+        net=950,
+        rules=("member",),
+        roster_version=1,
+        policy_version=1,
+        basket=None,
+        prev_hash=GENESIS,
+        hash=OLD_HASH,  # as the release before baskets hashed it
+    )
+    assert entry_hash(GENESIS, old) == OLD_HASH
     conn.execute(
         "INSERT INTO sales (seq, sale_id, at, terminal_id, merchant_id, token, pan_last4, member,"
         " gross, discount, net, rules, roster_version, policy_version, prev_hash, hash)"
         " VALUES (1, 'old-1', ?, 'T1', 'M0001', ?, '1234', 1, 1000, 50, 950, '[\"member\"]', 1,"
         " 1, ?, ?)",
-        [old["at"], old["token"], GENESIS, old["hash"]],
+        [old.at, old.token, GENESIS, old.hash],
     )
     conn.commit()
     conn.close()
     journal = Journal(path)
     assert journal.db.execute("SELECT max(id) FROM migrations").fetchone()[0] == len(MIGRATIONS)
     shop = make_shop(tmp_path, terms("supermarket"))
-    checkout(shop, journal, card(shop), 2000, MONDAY)
+    checkout(shop.current, shop.enrolment, journal, card(shop), 2000, MONDAY)
     assert journal.verify() == 2
     first, second = journal.sales()
-    assert first["basket"] is None and second["basket"]["lines"][0]["category"] == "general"
+    assert first == old
+    assert first.basket is None and second.basket is not None
+    assert second.basket["lines"][0]["category"] == "general"
     assert journal.usage("ab" * 16, "member", datetime(2026, 1, 1, tzinfo=UTC)) == RuleUsage(0, 0)
     _, decoded = decode_sales(encode_sales("T1", journal.pending()))
     assert "basket" not in encode_sales("T1", journal.pending())["sales"][0]
-    assert [entry_hash(s["prev_hash"], s) == s["hash"] for s in decoded] == [True, True]
+    assert [entry_hash(s.prev_hash, s) == s.hash for s in decoded] == [True, True]
+    assert decoded == [first, second]
 
 
 def _sale_with(basket: dict | None, **fields) -> dict:
+    """A sale as it arrives on the wire (JSON), with its hash."""
     sale = {
         "seq": 1,
         "sale_id": "s1",
@@ -274,7 +305,7 @@ def _sale_with(basket: dict | None, **fields) -> dict:
         "prev_hash": GENESIS,
         **fields,
     }
-    sale["hash"] = entry_hash(GENESIS, sale)
+    sale["hash"] = entry_hash(sale["prev_hash"], Sale.from_json(dict(sale, hash="")))
     return sale
 
 
@@ -315,15 +346,15 @@ def test_upload_checks_the_basket(change, message) -> None:
 def test_central_stores_the_basket(union: Union) -> None:
     union.add_merchant("M0001", "Shop", 500)
     union.enrol_terminal("T1", "M0001", "http://x")
-    old = _sale_with(None)
-    new = _sale_with(GOOD_BASKET, seq=2, sale_id="s2", prev_hash=old["hash"])
-    new["hash"] = entry_hash(old["hash"], new)
+    old = Sale.from_json(_sale_with(None))
+    new = Sale.from_json(_sale_with(GOOD_BASKET, seq=2, sale_id="s2", prev_hash=old.hash))
     terminal = union.store.terminal("T1")
     result = union.ingest(terminal, [old, new])
     assert (result.acked_through, result.accepted) == (2, 2)
     stored = union.store.sales_for("T1")
-    assert [s["basket"] for s in stored] == [None, GOOD_BASKET]
-    assert all(entry_hash(s["prev_hash"], s) == s["hash"] for s in stored)
+    assert [s.basket for s in stored] == [None, GOOD_BASKET]
+    assert all(entry_hash(s.prev_hash, s) == s.hash for s in stored)
+    assert stored == [old, new]
     assert union.ingest(terminal, [old, new]).duplicates == 2
 
 

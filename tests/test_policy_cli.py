@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import invoke as run
+from tests.test_cli import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "config" / "policies"

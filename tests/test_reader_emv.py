@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from pact.cards import PanTokenizer, token_for_pan
 from reader import apdu, emv
-from reader.emulator import PROFILES, EmulatedCard, build_image
+from reader.emulation.images import PROFILES, build_image
+from reader.emulation.responder import EmulatedCard
 from reader.errors import (
     CardBlockedError,
     CardError,

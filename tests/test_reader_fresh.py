@@ -14,7 +14,7 @@ import pytest
 
 from central.serve import ThreadedServer
 from pact.cards import PanTokenizer, token_for_pan
-from reader.emulator import CardEmulator
+from reader.emulation.vpcd import CardEmulator
 from reader.errors import CardBlockedError, NoCardError, NoReaderError, StaleCardError
 from reader.fresh import EARLY, LAST_SALE, FreshCardReader
 from reader.monitor import Insertion, MonitorState, ReaderState

@@ -23,7 +23,8 @@ import pytest
 from smartcard import scard
 
 from pact.cards import PanTokenizer
-from reader.emulator import ATR_T0, ATR_T1, CardEmulator
+from reader.emulation.images import ATR_T0, ATR_T1
+from reader.emulation.vpcd import CardEmulator
 from reader.monitor import (
     LOST_PCSCD,
     PCSCD_STOPPED,
@@ -43,6 +44,7 @@ from tests.helpers import CARD_CLOCK
 CARD_DAY = CARD_CLOCK().date()
 
 ROOT = Path(__file__).resolve().parent.parent
+UNIONCARD = str(Path(sys.executable).parent / "unioncard")
 
 
 def next_event(monitor: CardMonitor, timeout: float = 5.0) -> CardEvent:
@@ -179,7 +181,7 @@ def test_an_unknown_reader_is_an_error_not_a_spin(pcscd: PcscdInfo) -> None:
 
 def run_monitor_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "reader.monitor", "--json", *args],
+        [UNIONCARD, "card", "watch", "--json", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
@@ -188,6 +190,7 @@ def run_monitor_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_without_pcscd_the_monitor_waits_and_stops_cleanly() -> None:
     """libpcsclite finds pcscd through $PCSCLITE_CSOCK_NAME: point a child process at
     a socket that does not exist. No running pcscd is touched."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pact.cards import PanTokenizer, token_for_pan
-from reader.emulator import CardEmulator
+from reader.emulation.vpcd import CardEmulator
 from reader.errors import (
     CardBlockedError,
     CardError,
@@ -162,6 +162,7 @@ def test_unknown_reader_fails_fast(pcscd: PcscdInfo) -> None:
         wait_for_card("Gemalto", timeout=30)
 
 
+@pytest.mark.slow
 def test_pcscd_not_running_is_a_no_reader_error() -> None:
     """libpcsclite finds pcscd through $PCSCLITE_CSOCK_NAME: point a child process at
     a socket that does not exist. No running pcscd is touched."""

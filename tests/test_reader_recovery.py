@@ -3,7 +3,7 @@
 Each test runs its own pcscd (``private_pcscd``: a private mount namespace and vpcd
 ports of its own), so stopping it disturbs no other PC/SC client on the machine. The
 clients are child processes pointed at it through $PCSCLITE_CSOCK_NAME: the card
-monitor (``python -m reader.monitor``) and the daemon (``unioncard terminal serve``),
+monitor (``unioncard card watch``) and the daemon (``unioncard terminal serve``),
 neither of which is restarted.
 
 vpcd's card link ends when pcscd stops (the emulator is cut off), so a card that
@@ -29,12 +29,13 @@ from typing import Any
 import pytest
 import requests
 
-from reader.emulator import ATR_T0, CardEmulator
+from reader.emulation.images import ATR_T0
+from reader.emulation.vpcd import CardEmulator
 from reader.fresh import LAST_SALE
-from reader.pcscd import PrivatePcscd
 from tests.conftest import Site
 from tests.fixtures_pcsc import READER_0, READER_1, TEST_PAN
 from tests.helpers import MEMBER_PAN
+from tests.private_pcscd import PrivatePcscd
 
 pytestmark = pytest.mark.pcsc
 
@@ -74,7 +75,7 @@ class Lines:
 @pytest.fixture
 def watch(private_pcscd: PrivatePcscd) -> Iterator[Lines]:
     child = subprocess.Popen(
-        [sys.executable, "-m", "reader.monitor", "--json", "--retry", "1.5"],
+        [UNIONCARD, "card", "watch", "--json", "--retry", "1.5"],
         cwd=ROOT,
         env={**os.environ, **private_pcscd.env},
         stdout=subprocess.PIPE,

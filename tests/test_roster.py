@@ -67,7 +67,7 @@ def test_refuses_tampered_body(union_keys: UnionKeys, clock) -> None:
 
 
 def test_refuses_unknown_key(tmp_path, union_keys: UnionKeys, clock) -> None:
-    other = create_keys(tmp_path / "attacker")
+    other = create_keys(tmp_path / "attacker", now=clock())
     data = roster_bytes(other, [MEMBER_PAN], clock())
     with pytest.raises(RosterError, match="not signed by any trusted key"):
         verify_roster(data, trusted(union_keys, "roster"), now=clock())
@@ -143,8 +143,8 @@ def test_lookup_finds_exactly_the_members(present: set[bytes], absent: set[bytes
     from datetime import UTC, datetime
     from pathlib import Path
 
-    keys = create_keys(Path(tempfile.mkdtemp()) / "k")
     now = datetime(2026, 1, 1, tzinfo=UTC)
+    keys = create_keys(Path(tempfile.mkdtemp()) / "k", now=now)
     data = build_roster(
         [MemberRecord(t) for t in present],
         version=1,
@@ -213,8 +213,8 @@ def test_layers_answer_like_the_newest_member_list(states, common) -> None:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    keys = create_keys(Path(tempfile.mkdtemp()) / "k")
     now = datetime(2026, 1, 1, tzinfo=UTC)
+    keys = create_keys(Path(tempfile.mkdtemp()) / "k", now=now)
     states = [{**common, **s} for s in states]  # some cards stay throughout
     roster, full = _layered(keys, now, states)
     newest = states[-1]

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import MEMBER_PAN, OTHER_PAN, with_luhn
+from tests.helpers import MEMBER_PAN, OTHER_PAN, invoke, with_luhn
 
 UNIONCARD = str(Path(sys.executable).parent / "unioncard")
 PANS = [MEMBER_PAN, OTHER_PAN, *[with_luhn(f"6217{i:011d}") for i in range(50)]]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [UNIONCARD, *args], capture_output=True, text=True, timeout=60, env={**os.environ}
-    )
+run = invoke  # in this process: the subprocess is not the point here
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ def test_lost_ack_does_not_duplicate(site: Site, clock) -> None:
     assert site.journal.counts() == (2, 2)
     report = site.sync(clock)  # resends both
     assert report.uploaded == 2 and site.journal.counts() == (2, 0)
-    assert [s["seq"] for s in site.union.store.sales_for("T1")] == [1, 2]
+    assert [s.seq for s in site.union.store.sales_for("T1")] == [1, 2]
+    assert site.union.store.sales_for("T1") == site.journal.sales()  # stored as journaled
 
 
 def test_unreachable_central_loses_nothing(site: Site, clock, tmp_path) -> None:
@@ -52,7 +53,7 @@ def test_unreachable_central_loses_nothing(site: Site, clock, tmp_path) -> None:
     site.sell(MEMBER_PAN, 1000, clock)
     dead = CentralClient("http://127.0.0.1:9", "T1", "x", FAST)
     with pytest.raises(CentralUnreachableError, match="cannot reach the central service"):
-        run_sync(site.state, site.journal, dead, clock)
+        run_sync("T1", site.state, site.journal, dead, clock)
     assert site.journal.counts() == (1, 1)
     assert site.sync(clock).uploaded == 1
 
@@ -69,17 +70,17 @@ def test_exited_merchant_stops_discounting_after_sync(site: Site, clock) -> None
 
 def test_forged_roster_from_central_is_refused_old_one_serves(site: Site, clock, tmp_path) -> None:
     site.sync(clock)
-    attacker = create_keys(tmp_path / "attacker")
+    attacker = create_keys(tmp_path / "attacker", now=clock())
     forged = roster_bytes(attacker, [OTHER_PAN], clock(), version=9)
     site.union.store.put_signed("roster", 9, forged, "2026-11-28T00:00:00Z")
     report = site.sync(clock)
     assert report.roster_version is None
     assert any("not signed by any trusted key" in p for p in report.problems)
-    assert site.state.roster is not None and site.state.roster.version == 1
+    assert site.state.current.roster is not None and site.state.current.roster.version == 1
     assert site.sell(MEMBER_PAN, 1000, clock)["member"] is True
     reloaded = TerminalState(site.state.dir)
     reloaded.load()
-    assert reloaded.roster is not None and reloaded.roster.version == 1
+    assert reloaded.current.roster is not None and reloaded.current.roster.version == 1
 
 
 def test_wrong_secret_is_refused(site: Site, clock) -> None:
@@ -94,11 +95,11 @@ def test_daemon_sees_what_a_separate_sync_installed(site: Site, clock) -> None:
     """The nightly sync runs as its own process; the daemon's state picks up its files."""
     daemon_view = TerminalState(site.state.dir)
     daemon_view.load()
-    assert daemon_view.roster is None
+    assert daemon_view.current.roster is None
     site.sync(clock)  # "another process" installs roster v1 and policy v1
     daemon_view.refresh()
-    assert daemon_view.roster is not None and daemon_view.roster.version == 1
-    assert daemon_view.policy is not None and daemon_view.policy.version == 1
+    assert daemon_view.current.roster is not None and daemon_view.current.roster.version == 1
+    assert daemon_view.current.policy is not None and daemon_view.current.policy.version == 1
 
 
 def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None:
@@ -128,7 +129,7 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
         with ThreadedServer(create_app({"DATA_DIR": str(paths.data_dir), "CLOCK": clock})) as s:
             client = CentralClient(s.url, "T1", secret, FAST)
             try:
-                return run_sync(state, journal, client, clock)
+                return run_sync("T1", state, journal, client, clock)
             finally:
                 client.close()
 
@@ -141,7 +142,7 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
     union.close()
     report = sync_once()
     assert report.problems == [] and report.root_version == 3 and report.roster_version == 2
-    assert state.trusted_root().version == 3 and len(state.roster) == 2
+    assert state.trusted_root().version == 3 and len(state.current.roster) == 2
     journal.close()
 
 
@@ -168,7 +169,7 @@ def test_a_small_change_arrives_as_a_delta_layer(site: Site, clock) -> None:
     gen = site.state.current_path.resolve()
     assert (gen / "roster.ucr").stat().st_ino == inode
     assert (gen / "roster-delta-0000000003.ucr").read_bytes() == delta
-    assert len(site.state.roster.layers) == 2 and len(site.state.roster) == 41
+    assert len(site.state.current.roster.layers) == 2 and len(site.state.current.roster) == 41
     assert site.sell(OTHER_PAN, 1000, clock)["member"] is True
     assert site.sell(MEMBER_PAN, 1000, clock)["member"] is True
     # a terminal enrolled now fetches version 3 in full: the same roster
@@ -176,4 +177,6 @@ def test_a_small_change_arrives_as_a_delta_layer(site: Site, clock) -> None:
     assert kind == "full"
     reloaded = TerminalState(site.state.dir)
     reloaded.load()
-    assert reloaded.roster.header.body_sha256 == site.state.roster.header.body_sha256
+    assert (
+        reloaded.current.roster.header.body_sha256 == site.state.current.roster.header.body_sha256
+    )

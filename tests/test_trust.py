@@ -16,12 +16,17 @@ import pytest
 
 from central.keys import UnionKeys, create_keys, load_keys, rotate
 from pact.cards import PanTokenizer, token_for_pan
-from pact.errors import CompactionNeededError, SignatureError
+from pact.errors import (
+    ClockError,
+    CompactionNeededError,
+    SignatureError,
+    SnapshotError,
+    TrustError,
+)
 from pact.policy import verify_policy
 from pact.roster import MAX_LAYERS, build_delta, is_delta, verify_roster
-from pact.snapshot import SnapshotError
-from pact.trust import TrustError, build_root, load_pinned_root, update_root
-from terminal.state import ClockError, TerminalState
+from pact.trust import build_root, load_pinned_root, update_root
+from terminal.state import TerminalState
 from tests.helpers import (
     MEMBER_PAN,
     OTHER_PAN,
@@ -54,22 +59,22 @@ def serving(state: TerminalState, version: int) -> None:
     for s in (state, TerminalState(state.dir)):
         if s is not state:
             s.load()
-        assert s.roster is not None and s.roster.version == version
-        assert s.roster.lookup(token_for_pan(MEMBER_PAN, s.enrolment.token_key)) is not None
+        assert s.current.roster is not None and s.current.roster.version == version
+        assert s.current.roster.lookup(token_for_pan(MEMBER_PAN, s.enrolment.token_key)) is not None
 
 
 def test_install_and_reload(terminal: TerminalState) -> None:
     serving(terminal, 1)
-    assert terminal.policy is not None and terminal.policy.version == 1
+    assert terminal.current.policy is not None and terminal.current.policy.version == 1
     assert os.readlink(terminal.current_path) == "gens/1"
 
 
 def test_update_with_new_roster_and_same_policy(terminal, keys, clock) -> None:
     clock.advance(timedelta(hours=1))
     roster2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
-    snap = snapshot_bytes(keys, clock(), roster2, terminal.policy_data, version=2)
+    snap = snapshot_bytes(keys, clock(), roster2, terminal.current.policy_data, version=2)
     terminal.install(snap, clock(), roster2, None)
-    assert terminal.roster.version == 2 and len(terminal.roster) == 2
+    assert terminal.current.roster.version == 2 and len(terminal.current.roster) == 2
     assert sorted(p.name for p in terminal.gens_path.iterdir()) == ["1", "2"]
 
 
@@ -77,7 +82,7 @@ def test_update_with_new_roster_and_same_policy(terminal, keys, clock) -> None:
 def test_roster_the_snapshot_does_not_name_is_refused(terminal, keys, clock) -> None:
     roster2 = roster_bytes(keys, [MEMBER_PAN], clock(), version=2)
     roster3 = roster_bytes(keys, [OTHER_PAN], clock(), version=3)
-    snap = snapshot_bytes(keys, clock(), roster2, terminal.policy_data, version=2)
+    snap = snapshot_bytes(keys, clock(), roster2, terminal.current.policy_data, version=2)
     with pytest.raises(SnapshotError, match="mix-and-match"):
         terminal.install(snap, clock(), roster3, None)
     serving(terminal, 1)
@@ -85,38 +90,38 @@ def test_roster_the_snapshot_does_not_name_is_refused(terminal, keys, clock) -> 
 
 def test_policy_the_snapshot_does_not_name_is_refused(terminal, keys, clock) -> None:
     p2, p3 = policy_bytes(keys, clock(), version=2), policy_bytes(keys, clock(), version=3)
-    roster = bytes(terminal.roster.data)
+    roster = bytes(terminal.current.roster.data)
     snap = snapshot_bytes(keys, clock(), roster, p2, version=2)
     with pytest.raises(SnapshotError, match="mix-and-match"):
         terminal.install(snap, clock(), None, p3)
-    assert terminal.policy.version == 1
+    assert terminal.current.policy.version == 1
 
 
 def test_same_roster_version_with_other_bytes_is_refused(terminal, keys, clock) -> None:
     other_v1 = roster_bytes(keys, [OTHER_PAN], clock(), version=1)
-    snap = snapshot_bytes(keys, clock(), other_v1, terminal.policy_data, version=2)
+    snap = snapshot_bytes(keys, clock(), other_v1, terminal.current.policy_data, version=2)
     with pytest.raises(SnapshotError, match="mix-and-match"):
         terminal.install(snap, clock(), other_v1, None)
     serving(terminal, 1)
 
 
 def test_snapshot_rollback_and_same_version_other_bytes(terminal, keys, clock) -> None:
-    roster = bytes(terminal.roster.data)
-    old = snapshot_bytes(keys, clock() - timedelta(minutes=1), roster, terminal.policy_data)
+    roster = bytes(terminal.current.roster.data)
+    old = snapshot_bytes(keys, clock() - timedelta(minutes=1), roster, terminal.current.policy_data)
     with pytest.raises(SnapshotError, match="differs from the installed copy"):
         terminal.install(old, clock(), None, None)
     clock.advance(timedelta(hours=1))
     roster2 = roster_bytes(keys, [MEMBER_PAN], clock(), version=2)
     terminal.install(
-        snapshot_bytes(keys, clock(), roster2, terminal.policy_data, version=3),
+        snapshot_bytes(keys, clock(), roster2, terminal.current.policy_data, version=3),
         clock(),
         roster2,
         None,
     )
-    back = snapshot_bytes(keys, clock(), roster, terminal.policy_data, version=2)
+    back = snapshot_bytes(keys, clock(), roster, terminal.current.policy_data, version=2)
     with pytest.raises(SnapshotError, match="rollback"):
         terminal.install(back, clock(), roster, None)
-    back_roster = snapshot_bytes(keys, clock(), roster, terminal.policy_data, version=4)
+    back_roster = snapshot_bytes(keys, clock(), roster, terminal.current.policy_data, version=4)
     with pytest.raises(SnapshotError, match="older roster"):
         terminal.install(back_roster, clock(), roster, None)
     serving(terminal, 2)
@@ -130,15 +135,15 @@ def test_expired_snapshot_is_refused_and_stops_discounts(terminal, keys, clock) 
     identity = identity_from_pan(
         "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(keys.token_key)
     )
-    assert membership_for(terminal, identity, clock())[0] is not None
+    assert membership_for(terminal.current, identity, clock())[0] is not None
     clock.advance(timedelta(hours=72))
-    member, reason = membership_for(terminal, identity, clock())
+    member, reason = membership_for(terminal.current, identity, clock())
     assert member is None and "expired" in reason and "sync" in reason
     stale = snapshot_bytes(
         keys,
         clock() - timedelta(hours=80),
-        bytes(terminal.roster.data),
-        terminal.policy_data,
+        bytes(terminal.current.roster.data),
+        terminal.current.policy_data,
         version=2,
     )
     with pytest.raises(SnapshotError, match="expired"):
@@ -153,10 +158,10 @@ def test_clock_set_back_is_refused(terminal, keys, clock) -> None:
     identity = identity_from_pan(
         "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(keys.token_key)
     )
-    member, reason = membership_for(terminal, identity, clock())
+    member, reason = membership_for(terminal.current, identity, clock())
     assert member is None and "clock" in reason and "behind" in reason
     snap = snapshot_bytes(
-        keys, clock(), bytes(terminal.roster.data), terminal.policy_data, version=2
+        keys, clock(), bytes(terminal.current.roster.data), terminal.current.policy_data, version=2
     )
     with pytest.raises(ClockError, match="behind the last signed update"):
         terminal.install(snap, clock(), None, None)
@@ -175,7 +180,7 @@ def test_roster_signed_by_the_policy_key_is_refused(terminal, keys, clock) -> No
         token_key_id="x",
         keys=[keys.policy],
     )
-    snap = snapshot_bytes(keys, clock(), data, terminal.policy_data, version=2)
+    snap = snapshot_bytes(keys, clock(), data, terminal.current.policy_data, version=2)
     with pytest.raises(SignatureError, match="not signed by any trusted key"):
         terminal.install(snap, clock(), data, None)
     serving(terminal, 1)
@@ -185,8 +190,8 @@ def test_snapshot_signed_by_the_roster_key_is_refused(terminal, keys, clock) -> 
     snap = snapshot_bytes(
         keys,
         clock(),
-        bytes(terminal.roster.data),
-        terminal.policy_data,
+        bytes(terminal.current.roster.data),
+        terminal.current.policy_data,
         version=2,
         signer=keys.roster,
     )
@@ -196,7 +201,13 @@ def test_snapshot_signed_by_the_roster_key_is_refused(terminal, keys, clock) -> 
 
 def test_tampered_snapshot_is_refused(terminal, keys, clock) -> None:
     snap = json.loads(
-        snapshot_bytes(keys, clock(), bytes(terminal.roster.data), terminal.policy_data, version=2)
+        snapshot_bytes(
+            keys,
+            clock(),
+            bytes(terminal.current.roster.data),
+            terminal.current.policy_data,
+            version=2,
+        )
     )
     snap["signed"]["expires_at"] = "2099-01-01T00:00:00Z"
     with pytest.raises(SnapshotError, match="bad signature"):
@@ -270,12 +281,15 @@ def test_revoked_roster_key_no_longer_signs(tmp_path, keys, terminal, clock) -> 
     terminal.update_root(rotated.root_data)
     stolen = roster_bytes(keys, [OTHER_PAN], clock(), version=2)  # signed by the old key
     assert keys.roster is old_roster_key
-    snap = snapshot_bytes(rotated, clock(), stolen, terminal.policy_data, version=2)
+    snap = snapshot_bytes(rotated, clock(), stolen, terminal.current.policy_data, version=2)
     with pytest.raises(SignatureError, match="not signed by any trusted key"):
         terminal.install(snap, clock(), stolen, None)
     good = roster_bytes(rotated, [MEMBER_PAN], clock(), version=2)
     terminal.install(
-        snapshot_bytes(rotated, clock(), good, terminal.policy_data, version=3), clock(), good, None
+        snapshot_bytes(rotated, clock(), good, terminal.current.policy_data, version=3),
+        clock(),
+        good,
+        None,
     )
     serving(terminal, 2)
 
@@ -296,11 +310,11 @@ def test_rotated_root_key_chain(tmp_path, keys, terminal, clock) -> None:
     reloaded = TerminalState(terminal.dir)
     reloaded.load()
     assert reloaded.trusted_root().version == 3
-    assert reloaded.roster is not None  # its key was not rotated
-    assert reloaded.policy is None  # signed by the revoked policy key: fail closed
-    roster = bytes(reloaded.roster.data)
+    assert reloaded.current.roster is not None  # its key was not rotated
+    assert reloaded.current.policy is None  # signed by the revoked policy key: fail closed
+    roster = bytes(reloaded.current.roster.data)
     reloaded.install(snapshot_bytes(latest, clock(), roster, p2, version=2), clock(), None, p2)
-    assert reloaded.policy is not None and reloaded.policy.version == 2
+    assert reloaded.current.policy is not None and reloaded.current.policy.version == 2
 
 
 # -- deltas --------------------------------------------------------------------------------
@@ -317,13 +331,16 @@ def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -
     base_pans = [MEMBER_PAN, *_pans(400)]
     r2 = roster_bytes(keys, base_pans, clock(), version=2)
     terminal.install(
-        snapshot_bytes(keys, clock(), r2, terminal.policy_data, version=2), clock(), r2, None
+        snapshot_bytes(keys, clock(), r2, terminal.current.policy_data, version=2),
+        clock(),
+        r2,
+        None,
     )
     new_pans = [MEMBER_PAN, *_pans(395, 5), *_pans(12, 1000)]  # 5 removed, 12 added
     new_packed = _packed(keys, new_pans, clock)
     base_inode = (terminal.current_path.resolve() / "roster.ucr").stat().st_ino
     delta, full3 = build_delta(
-        terminal.roster,
+        terminal.current.roster,
         new_packed,
         issued_at=clock(),
         expires_at=clock() + timedelta(hours=72),
@@ -331,9 +348,12 @@ def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -
     )
     assert len(delta) < len(full3) / 2
     terminal.install(
-        snapshot_bytes(keys, clock(), full3, terminal.policy_data, version=3), clock(), delta, None
+        snapshot_bytes(keys, clock(), full3, terminal.current.policy_data, version=3),
+        clock(),
+        delta,
+        None,
     )
-    roster = terminal.roster
+    roster = terminal.current.roster
     assert roster.version == 3 and len(roster) == len(new_pans) and len(roster.layers) == 2
     assert list(roster.records()) == new_packed
     assert roster.lookup(token_for_pan(_pans(1)[0], keys.token_key)) is None  # removed
@@ -350,8 +370,8 @@ def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -
     # after a restart the same two files load as version 3 ...
     reloaded = TerminalState(terminal.dir)
     reloaded.load()
-    assert reloaded.roster.header.body_sha256 == roster.header.body_sha256
-    assert list(reloaded.roster.records()) == new_packed
+    assert reloaded.current.roster.header.body_sha256 == roster.header.body_sha256
+    assert list(reloaded.current.roster.records()) == new_packed
     # ... and a terminal that fetches version 3 in full serves exactly the same roster
     fresh = verify_roster(full3, trusted(keys, "roster"), now=clock())
     assert fresh.header.body_sha256 == roster.header.body_sha256
@@ -363,13 +383,16 @@ def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> Non
     version = 2
     r2 = roster_bytes(keys, pans, clock(), version=version)
     terminal.install(
-        snapshot_bytes(keys, clock(), r2, terminal.policy_data, version=2), clock(), r2, None
+        snapshot_bytes(keys, clock(), r2, terminal.current.policy_data, version=2),
+        clock(),
+        r2,
+        None,
     )
     while True:  # one member more each version
         pans.append(_pans(1, 5000 + version)[0])
         try:
             delta, full = build_delta(
-                terminal.roster,
+                terminal.current.roster,
                 _packed(keys, pans, clock),
                 issued_at=clock(),
                 expires_at=clock() + timedelta(hours=72),
@@ -379,18 +402,20 @@ def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> Non
             assert "sign a full roster instead" in str(exc)
             break
         version += 1
-        snap = snapshot_bytes(keys, clock(), full, terminal.policy_data, version=version)
+        snap = snapshot_bytes(keys, clock(), full, terminal.current.policy_data, version=version)
         terminal.install(snap, clock(), delta, None)
-    assert len(terminal.roster.layers) == MAX_LAYERS
+    assert len(terminal.current.roster.layers) == MAX_LAYERS
     compacted = roster_bytes(keys, pans, clock(), version=version + 1)
-    snap = snapshot_bytes(keys, clock(), compacted, terminal.policy_data, version=version + 1)
+    snap = snapshot_bytes(
+        keys, clock(), compacted, terminal.current.policy_data, version=version + 1
+    )
     terminal.install(snap, clock(), compacted, None)
-    assert len(terminal.roster.layers) == 1 and len(terminal.roster) == len(pans)
+    assert len(terminal.current.roster.layers) == 1 and len(terminal.current.roster) == len(pans)
     assert [p.name for p in terminal.current_path.resolve().glob("roster*")] == ["roster.ucr"]
     # a big change is not layered either: more than MAX_OVERLAY percent of the members
     with pytest.raises(CompactionNeededError):
         build_delta(
-            terminal.roster,
+            terminal.current.roster,
             _packed(keys, [*pans, *_pans(60, 9000)], clock),
             issued_at=clock(),
             expires_at=clock() + timedelta(hours=72),
@@ -409,7 +434,7 @@ def test_delta_on_the_wrong_base_is_refused(terminal, keys, clock) -> None:
         keys=[keys.roster],
         max_overlay=None,  # two members: any change is half the roster
     )
-    snap = snapshot_bytes(keys, clock(), full3, terminal.policy_data, version=2)
+    snap = snapshot_bytes(keys, clock(), full3, terminal.current.policy_data, version=2)
     with pytest.raises(SignatureError, match="wrong base|rollback|next version"):
         terminal.install(snap, clock(), delta, None)
     serving(terminal, 1)
@@ -417,7 +442,7 @@ def test_delta_on_the_wrong_base_is_refused(terminal, keys, clock) -> None:
 
 def test_tampered_delta_is_refused(terminal, keys, clock) -> None:
     delta, full2 = build_delta(
-        terminal.roster,
+        terminal.current.roster,
         _packed(keys, [MEMBER_PAN, OTHER_PAN], clock),
         issued_at=clock(),
         expires_at=clock() + timedelta(hours=1),
@@ -426,13 +451,14 @@ def test_tampered_delta_is_refused(terminal, keys, clock) -> None:
     )
     delta = bytearray(delta)
     delta[-5] ^= 0x40
-    snap = snapshot_bytes(keys, clock(), full2, terminal.policy_data, version=2)
+    snap = snapshot_bytes(keys, clock(), full2, terminal.current.policy_data, version=2)
     with pytest.raises(SignatureError, match="delta digest mismatch"):
         terminal.install(snap, clock(), bytes(delta), None)
     serving(terminal, 1)
 
 
 # -- power cuts ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock) -> None:
     """Kill the installing process at random moments (SIGKILL, like a power cut for
     our process) over 200 trials of full and delta installs; every time the files load
@@ -485,13 +511,13 @@ def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock
             os.waitpid(pid, 0)
         check = TerminalState(state.dir)
         check.load()
-        got = check.roster.version if check.roster is not None else 0
+        got = check.current.roster.version if check.current.roster is not None else 0
         assert got in (installed, version), (trial, got)
         if got:
-            assert len(check.roster) == versions[got]
-            assert check.snapshot.roster_version == got
+            assert len(check.current.roster) == versions[got]
+            assert check.current.snapshot.roster_version == got
         if trial > 1:
             seen.add(got == version)
-        installed, base = got, check.roster
+        installed, base = got, check.current.roster
     assert seen == {True, False}  # both outcomes happened: the kills landed mid-install
     assert kinds == {"delta", "full"}

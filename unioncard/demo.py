@@ -11,40 +11,29 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pact.cards import luhn_complete
+import click
+
+from central import create_app as central_app
+from central.keys import create_keys
+from central.serve import ThreadedServer
+from central.service import CentralPaths, Union
+from central.store import settlement_table
+from pact.timefmt import Clock
+from reader.emulation.vpcd import CardEmulator
+from reader.fresh import FreshCardReader
+from reader.pcscd import Pcscd
+from sync.client import CentralClient
+from sync.run import run_sync
+from terminal.democards import DEMO_CARDS, members_csv
 from terminal.errors import ConfigError
+from terminal.service import TerminalService
+from terminal.state import TerminalState
+from terminal.web import create_app as terminal_app
 
 MARKER = ".unioncard-demo"
-
-
-@dataclass(frozen=True)
-class DemoCard:
-    label: str
-    pan: str
-    member_id: str | None  # None: not on the roster
-
-
-# Test card numbers (UnionPay BIN range 62, Luhn-valid). Never real cards.
-DEMO_CARDS = {
-    "member": DemoCard("member", luhn_complete("621483" + "000012345"), "U-000101"),
-    "member2": DemoCard("second member", luhn_complete("621483" + "000067890"), "U-000102"),
-    "suspended": DemoCard("suspended member", luhn_complete("621700" + "5550001234"), "U-000103"),
-    "nonmember": DemoCard("non-member", luhn_complete("622588" + "0000009876"), None),
-}
-
-
-def members_csv() -> str:
-    lines = ["member_id,pan,status,tier,valid_until,district,workplace"]
-    for key, c in DEMO_CARDS.items():
-        if c.member_id is not None:
-            status = "suspended" if key == "suspended" else "active"
-            lines.append(f"{c.member_id},{c.pan},{status},1,2030-12-31,Huangpu,Demo Works")
-    return "\n".join(lines) + "\n"
 
 
 def prepare(data: Path) -> None:
@@ -57,31 +46,14 @@ def prepare(data: Path) -> None:
     (data / MARKER).write_text("created by `unioncard demo`; deleted on the next demo run\n")
 
 
-def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
-    from central import create_app as central_app
-    from central.keys import create_keys
-    from central.serve import ThreadedServer
-    from central.service import CentralPaths, Union
-    from reader.emulator import CardEmulator
-    from reader.fresh import FreshCardReader
-    from reader.pcscd import Pcscd
-    from sync.client import CentralClient
-    from sync.run import run_sync
-    from terminal.cli import describe_sale, describe_sync, print_settlement
-    from terminal.service import TerminalService
-    from terminal.state import TerminalState
-    from terminal.web import create_app as terminal_app
-
-    def clock() -> datetime:
-        return datetime.now(UTC)
-
+def run_demo(data: Path, serve: bool, echo: Callable[[str], Any], clock: Clock) -> None:
     started = time.monotonic()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log in the demo
     data = data.resolve()
     prepare(data)
     paths = CentralPaths(data / "central")
     echo(f"== union: setting up the central service in {paths.data_dir}")
-    create_keys(paths.keys)
+    create_keys(paths.keys, now=clock())
     union = Union.open(paths, None, clock)
     count = union.import_members(members_csv())
     echo(f"   imported {count} demo members (card numbers kept only as keyed tokens)")
@@ -90,7 +62,7 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
     version, members = union.publish_roster()
     echo(f"   signed member roster v{version} ({members} members)")
 
-    app = central_app({"DATA_DIR": str(paths.data_dir)})
+    app = central_app({"DATA_DIR": str(paths.data_dir), "CLOCK": clock})
     with ThreadedServer(app) as central_server:
         echo(f"   central service listening on {central_server.url}")
         terminal_dir = data / "terminal"
@@ -107,8 +79,8 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
         service = TerminalService(terminal_dir, reader, clock, card_timeout=10.0)
         client = CentralClient(central_server.url, "T0001", state.enrolment.api_secret)
         try:
-            report = run_sync(service.state, service.journal, client, clock)
-            echo(f"   first sync: {describe_sync(report)}")
+            report = run_sync("T0001", service.state, service.journal, client, clock)
+            echo(f"   first sync: {report.describe()}")
             with Pcscd() as pcscd:
                 how = "started pcscd" if pcscd.started_here else "using the running pcscd"
                 echo(f"== card reader: {how} with the vsmartcard virtual reader")
@@ -120,11 +92,12 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
                     )
                     with CardEmulator(pan=card.pan, expiry="2030-12"):
                         result = service.checkout(amount)
-                    echo(f"   {describe_sale(result.as_json())}")
-                report = run_sync(service.state, service.journal, client, clock)
-                echo(f"== nightly sync: {describe_sync(report)}")
+                    echo(f"   {result.describe()}")
+                report = run_sync("T0001", service.state, service.journal, client, clock)
+                echo(f"== nightly sync: {report.describe()}")
                 echo("== union: settlement summary")
-                print_settlement(union.settlement())
+                for line in settlement_table(union.settlement()):
+                    echo(line)
                 count = service.journal.verify()
                 echo(f"== auditor: terminal journal hash chain intact ({count} sales)")
                 echo(f"demo finished in {time.monotonic() - started:.1f} s")
@@ -141,8 +114,6 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any]) -> None:
 def serve_forever(
     service: Any, terminal_app: Any, central_url: str, echo: Callable[[str], Any]
 ) -> None:
-    from central.serve import ThreadedServer
-
     with ThreadedServer(terminal_app(service), port=8080) as web:
         echo(f"cashier page: {web.url}/   central service: {central_url}")
         echo(
@@ -154,3 +125,18 @@ def serve_forever(
                 time.sleep(3600)
         except KeyboardInterrupt:
             echo("stopping")
+
+
+@click.command("demo")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("demo-data"),
+    show_default=True,
+    help="Demo data folder (recreated on every run).",
+)
+@click.option("--serve", is_flag=True, help="Keep the services running to look around.")
+@click.pass_obj
+def demo(clock: Clock, data: Path, serve: bool) -> None:
+    """Run the whole product end to end on SQLite and the virtual card reader."""
+    run_demo(data, serve, click.echo, clock)

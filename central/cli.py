@@ -1,0 +1,420 @@
+"""The union's commands: ``unioncard central ...``, ``unioncard keys ...`` and
+``unioncard roster build``.
+
+Each command parses its options, calls one function of the union's service and
+prints the result. The clock is the one ``unioncard.cli.main`` made, passed as
+click's context object.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+
+from central import policies
+from central.errors import InputError
+from central.keys import create_keys, load_keys, rotate
+from central.serve import run_gunicorn
+from central.service import CentralPaths, Union, parse_members_csv
+from central.store import settlement_table
+from pact.errors import CompactionNeededError
+from pact.files import atomic_write
+from pact.roster import MemberRecord, build_delta, sign_packed, verify_roster
+from pact.timefmt import Clock
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def central_options(command: F) -> F:
+    """``--data`` and ``--database-url``: the command gets ``paths`` and ``database_url``."""
+
+    @functools.wraps(command)
+    def wrapper(data: Path, database_url: str | None, **kwargs: Any) -> Any:
+        return command(paths=CentralPaths(data), database_url=database_url, **kwargs)
+
+    wrapper = click.option(
+        "--database-url",
+        envvar="UNIONCARD_DATABASE_URL",
+        help="SQLAlchemy URL (default: SQLite in the data folder), e.g. postgresql://host/db",
+    )(wrapper)
+    wrapper = click.option(
+        "--data",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="UNIONCARD_CENTRAL_DATA",
+        default=Path("central-data"),
+        show_default=True,
+        help="The central service's data folder (keys; the SQLite database).",
+    )(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def duration(text: str) -> timedelta:
+    """``72h``, ``3d``, ``90m``, ``30s``: a lifetime typed by a person."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value, unit = int(text[:-1]), text[-1]
+        if value <= 0 or unit not in units:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r}: use a number and a unit, like 72h or 3d") from None
+    return timedelta(seconds=value * units[unit])
+
+
+def percent_to_basis_points(text: str) -> int:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not a percentage like 5 or 7.5") from None
+    bp = value * 100
+    if bp != bp.to_integral_value() or not 0 <= bp <= 10000:
+        raise click.BadParameter(f"{text!r}: use 0 to 100 with at most two decimals")
+    return int(bp)
+
+
+# ---------------------------------------------------------------------------- central
+@click.group()
+def central() -> None:
+    """The union's central service: members, merchants, rosters, settlement."""
+
+
+@central.command("init")
+@central_options
+@click.pass_obj
+def central_init(clock: Clock, paths: CentralPaths, database_url: str | None) -> None:
+    """Create the union's keys and the database."""
+    create_keys(paths.keys, now=clock())
+    Union.open(paths, database_url, clock).close()
+    click.echo(f"created union keys and root metadata v1 in {paths.keys}")
+
+
+@central.command("import-members")
+@click.argument("members_csv", type=click.File("r", encoding="utf-8-sig"))
+@central_options
+@click.pass_obj
+def central_import(
+    clock: Clock, members_csv: TextIO, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Add or update members from MEMBERS.csv (member_id,pan[,status,tier,valid_until,...]).
+
+    Card numbers are turned into keyed tokens; they are not stored.
+    """
+    union = Union.open(paths, database_url, clock)
+    try:
+        count = union.import_members(members_csv.read())
+    finally:
+        union.close()
+    click.echo(f"imported {count} members; run `unioncard central publish-roster` to sign them")
+
+
+@central.command("add-merchant")
+@click.argument("merchant_id")
+@click.option("--name", required=True)
+@click.option("--discount", "percent", required=True, help="Member discount in percent, e.g. 5")
+@central_options
+@click.pass_obj
+def central_add_merchant(
+    clock: Clock,
+    merchant_id: str,
+    name: str,
+    percent: str,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Add a partner shop with a percentage member discount."""
+    bp = percent_to_basis_points(percent)
+    union = Union.open(paths, database_url, clock)
+    try:
+        version = union.add_merchant(merchant_id, name, bp)
+    finally:
+        union.close()
+    click.echo(f"added merchant {merchant_id} ({name}), {percent}% off; policy v{version} signed")
+
+
+@central.command("set-status")
+@click.argument("merchant_id")
+@click.argument("status", type=click.Choice(["active", "suspended", "exited"]))
+@central_options
+@click.pass_obj
+def central_set_status(
+    clock: Clock, merchant_id: str, status: str, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Suspend, exit or re-activate a merchant.
+
+    Its terminals stop (or resume) discounting at their next sync.
+    """
+    union = Union.open(paths, database_url, clock)
+    try:
+        version = union.set_merchant_status(merchant_id, status)
+    finally:
+        union.close()
+    click.echo(f"merchant {merchant_id} is now {status}; policy v{version} signed")
+
+
+@central.command("set-policy")
+@click.argument("merchant_id")
+@click.argument("policy_file", metavar="POLICY.json", type=click.Path(path_type=Path))
+@central_options
+@click.pass_obj
+def central_set_policy(
+    clock: Clock, merchant_id: str, policy_file: Path, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Set a merchant's offers from POLICY.json and sign a new policy version.
+
+    POLICY.json holds the terms only (rules, exclude, combine, rounding, timezone,
+    holidays; see config/policies/ and config/policy.schema.json). The union adds
+    the merchant, its status, the version and the expiry, and signs. Its terminals
+    install the new policy at their next sync.
+    """
+    try:
+        data = policy_file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the policy file {policy_file}: {exc.strerror}") from None
+    terms = policies.parse_terms_file(data, str(policy_file))
+    union = Union.open(paths, database_url, clock)
+    try:
+        union.store.merchant(merchant_id)
+        policies.save_terms(union.store, merchant_id, terms, clock())
+        version = union.publish_policy(merchant_id)
+    finally:
+        union.close()
+    count = len(terms["rules"])
+    click.echo(
+        f"merchant {merchant_id}: {count} rule{'s' if count != 1 else ''}; policy v{version} signed"
+    )
+
+
+@central.command("merchants")
+@central_options
+@click.pass_obj
+def central_merchants(clock: Clock, paths: CentralPaths, database_url: str | None) -> None:
+    """List the partner shops and their status."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        rows = [
+            (r, union.store.latest_version(f"policy:{r['merchant_id']}"))
+            for r in union.store.merchants()
+        ]
+    finally:
+        union.close()
+    for r, policy in rows:
+        version = f"policy v{policy[0]}" if policy else "no policy"
+        click.echo(f"{r['merchant_id']:<10} {r['name']:<24} {r['status']:<9} {version}")
+
+
+@central.command("enrol")
+@click.argument("terminal_id")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option(
+    "--url", "central_url", required=True, help="The central service URL the terminal uses."
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Where to write the bundle."
+)
+@central_options
+@click.pass_obj
+def central_enrol(
+    clock: Clock,
+    terminal_id: str,
+    merchant_id: str,
+    central_url: str,
+    out: Path,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Register a terminal and write its enrolment bundle (keep it secret; mode 0600)."""
+    if out.exists():
+        raise InputError(f"{out} already exists: choose another --out or remove it")
+    union = Union.open(paths, database_url, clock)
+    try:
+        bundle = union.enrol_terminal(terminal_id, merchant_id, central_url)
+    finally:
+        union.close()
+    atomic_write(out, bundle, mode=0o600)
+    click.echo(f"enrolled terminal {terminal_id} for merchant {merchant_id}; bundle in {out}")
+
+
+@central.command("publish-roster")
+@click.option("--expires-in", default="72h", show_default=True, help="Lifetime, e.g. 72h or 3d.")
+@central_options
+@click.pass_obj
+def central_publish(
+    clock: Clock, expires_in: str, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Sign a new full roster of every member."""
+    lifetime = duration(expires_in)
+    union = Union.open(paths, database_url, clock)
+    try:
+        version, count = union.publish_roster(lifetime)
+    finally:
+        union.close()
+    click.echo(f"signed roster v{version} with {count} members, valid for {expires_in}")
+
+
+@central.command("settlement")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC).")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Day after the last (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@central_options
+@click.pass_obj
+def central_settlement(
+    clock: Clock,
+    start: datetime | None,
+    end: datetime | None,
+    as_json: bool,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Per-merchant totals of sales received: count, member sales, gross, discount, net."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        rows = union.settlement(start.date() if start else None, end.date() if end else None)
+    finally:
+        union.close()
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in rows]))
+    else:
+        for line in settlement_table(rows):
+            click.echo(line)
+
+
+@central.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@central_options
+def central_serve(host: str, port: int, paths: CentralPaths, database_url: str | None) -> None:
+    """Run the central service with gunicorn (2 workers)."""
+    run_gunicorn(paths.data_dir, database_url, host, port)
+
+
+# ---------------------------------------------------------------------------- keys
+@click.group("keys")
+def keys() -> None:
+    """The union's keys: root, roster, policy and snapshot roles, and the token key."""
+
+
+@keys.command("init")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.pass_obj
+def keys_init(clock: Clock, directory: Path) -> None:
+    """Create every role key, the token key and root metadata v1 in DIRECTORY.
+
+    Private key files are readable by their owner only (0600).
+    """
+    create_keys(directory, now=clock())
+    click.echo(f"created root, roster, policy, snapshot and token keys in {directory}")
+    click.echo(
+        f"root metadata v1: {directory / 'roots' / '1.json'}; "
+        f"root public key for auditors: {directory / 'root.pub'}"
+    )
+
+
+@keys.command("rotate")
+@click.argument("role", type=click.Choice(["root", "roster", "policy", "snapshot"]))
+@click.option(
+    "--keys",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+)
+@click.pass_obj
+def keys_rotate(clock: Clock, role: str, directory: Path) -> None:
+    """Replace ROLE's key (revoking the old one) with a new root metadata version.
+
+    A new root key is signed in by the old one. Afterwards restart the central
+    service and re-sign what the role signs (`central publish-roster`, policies).
+    """
+    version = rotate(directory, role, now=clock())
+    click.echo(
+        f"new {role} key; root metadata v{version} written to "
+        f"{directory / 'roots' / f'{version}.json'}"
+    )
+
+
+# ---------------------------------------------------------------------------- roster build
+@click.command("build")
+@click.option(
+    "--members",
+    "members_csv",
+    type=click.File("r", encoding="utf-8-sig"),
+    required=True,
+    help="member_id,pan[,status,tier,valid_until,district,workplace]",
+)
+@click.option(
+    "--keys",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+)
+@click.option("--version", type=click.IntRange(min=1), required=True)
+@click.option("--expires-in", default="72h", show_default=True)
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The previous full roster: write a delta from it (one more layer) instead.",
+)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--full-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --base: also write the full roster of the new version (the same layers).",
+)
+@click.pass_obj
+def roster_build(
+    clock: Clock,
+    members_csv: TextIO,
+    directory: Path,
+    version: int,
+    expires_in: str,
+    base: Path | None,
+    out: Path,
+    full_out: Path | None,
+) -> None:
+    """Turn MEMBERS.csv into a signed roster. The PAN column is consumed, never written."""
+    if full_out is not None and base is None:
+        raise click.BadParameter("--full-out goes with --base", param_hint="--full-out")
+    keys = load_keys(directory)
+    lifetime = duration(expires_in)
+    rows = parse_members_csv(members_csv.read(), keys.token_key)
+    packed = sorted(
+        MemberRecord(bytes.fromhex(r["token"]), r["status"], r["tier"], r["valid_until"]).pack()
+        for r in rows
+    )
+    now = clock()
+    if base is None:
+        data = sign_packed(
+            packed,
+            version=version,
+            issued_at=now,
+            expires_at=now + lifetime,
+            token_key_id=keys.token_key_id,
+            keys=[keys.roster],
+        )
+        what = f"full roster v{version} with {len(packed)} members"
+    else:
+        root = keys.current_root
+        old = verify_roster(
+            base.read_bytes(), root.trusted("roster"), now=None, threshold=root.threshold("roster")
+        )
+        if version != old.version + 1:
+            raise click.BadParameter(
+                f"a delta from v{old.version} must be v{old.version + 1}", param_hint="--version"
+            )
+        try:
+            data, full = build_delta(
+                old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
+            )
+        except CompactionNeededError as exc:
+            raise click.UsageError(f"{exc} (leave out --base)") from None
+        what = f"delta roster v{old.version} -> v{version} ({len(packed)} members after)"
+        if full_out is not None:
+            atomic_write(full_out, full, mode=0o644)
+            click.echo(f"wrote full roster v{version} ({len(old.layers) + 1} layers) to {full_out}")
+    atomic_write(out, data, mode=0o644)
+    click.echo(f"wrote {what} to {out}")

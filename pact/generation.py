@@ -1,0 +1,230 @@
+"""What a terminal serves from, and the pure decisions that make a new one.
+
+A :class:`Generation` is one trusted root and the snapshot, roster and policy
+installed together. It never changes: an install, a root update or a reload
+makes a new one, and the terminal swaps one reference. A checkout takes the
+generation once, at its start, and prices, looks up and journals from that one
+only, so one sale never mixes two installs.
+
+The decisions here follow python-tuf's ``TrustedMetadataSet``: they take bytes
+(or a buffer the caller mapped) and the current generation, check everything,
+and return the next generation or raise; the files, the memory maps and the
+atomic switch are the caller's (``terminal.state``). Nothing here reads a file
+or the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from pact.errors import ClockError, SignatureError, SnapshotError, TrustError
+from pact.policy import Policy, verify_policy
+from pact.roster import Buffer, Roster, apply_delta, is_delta, verify_roster
+from pact.snapshot import Snapshot, verify_snapshot
+from pact.timefmt import iso
+from pact.trust import Root, update_root
+
+CLOCK_TOLERANCE = timedelta(minutes=5)  # a wall clock this far behind signed time is refused
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The root, snapshot, roster and policy a terminal serves from (frozen).
+
+    ``snapshot``, ``roster`` and ``policy`` are None before the first install, and
+    ``roster`` or ``policy`` when the installed one no longer verifies under the
+    trusted root (its key was revoked): the terminal then fails closed.
+    """
+
+    root: Root
+    snapshot: Snapshot | None = None
+    roster: Roster | None = None
+    policy: Policy | None = None
+    policy_data: bytes | None = None  # the policy file as signed (the snapshot pins it)
+
+    @property
+    def roster_version(self) -> int:
+        return self.roster.version if self.roster is not None else 0
+
+    @property
+    def policy_version(self) -> int:
+        return self.policy.version if self.policy is not None else 0
+
+    def last_trusted_time(self) -> datetime | None:
+        """The latest signed timestamp among everything in this generation."""
+        times = [m.issued_at for m in (self.root, self.snapshot, self.policy) if m is not None]
+        if self.roster is not None:
+            times.append(self.roster.header.issued_at)
+        return max(times) if times else None
+
+    def clock_problem(self, now: datetime) -> str | None:
+        """Why ``now`` cannot be trusted (it is behind signed time), or None."""
+        last = self.last_trusted_time()
+        if last is not None and now < last - CLOCK_TOLERANCE:
+            return (
+                f"the terminal's clock ({iso(now)}) is behind the last signed update "
+                f"({iso(last)}): set the date and time"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A generation re-read from disk, and why any part of it was left out."""
+
+    generation: Generation
+    dropped: tuple[str, ...] = ()
+
+
+def load_generation(
+    root: Root,
+    merchant_id: str,
+    snapshot_data: bytes,
+    roster_files: Sequence[Buffer],
+    policy_data: bytes,
+) -> Loaded:
+    """Re-verify an installed generation (expiry is judged later, per sale).
+
+    ``roster_files`` is the full roster then each delta applied since, oldest
+    first. A snapshot that no longer verifies raises; a roster or policy that no
+    longer verifies under ``root`` (its key was revoked by a root rotation) is left
+    out, with the reason in ``dropped``, so the terminal fails closed until the
+    next sync brings a re-signed one.
+    """
+    snapshot = verify_snapshot(
+        snapshot_data,
+        root.trusted("snapshot"),
+        root.threshold("snapshot"),
+        merchant_id=merchant_id,
+        installed=None,
+        now=None,
+    )
+    dropped: list[str] = []
+    roster: Roster | None = None
+    policy: Policy | None = None
+    kept_policy: bytes | None = None
+    keys, threshold = root.trusted("roster"), root.threshold("roster")
+    try:
+        if not roster_files:
+            raise SnapshotError("the installed generation has no roster file")
+        loaded = verify_roster(roster_files[0], keys, now=None, threshold=threshold)
+        for delta in roster_files[1:]:
+            loaded = apply_delta(loaded, delta, keys, now=None, threshold=threshold)
+        snapshot.check_roster(loaded.version, loaded.header.body_sha256)
+        roster = loaded
+    except SignatureError as exc:
+        dropped.append(f"installed roster no longer trusted: {exc}")
+    try:
+        found = verify_policy(policy_data, root.trusted("policy"), merchant_id=merchant_id)
+        snapshot.check_policy(policy_data, found.version)
+        policy, kept_policy = found, policy_data
+    except SignatureError as exc:
+        dropped.append(f"installed policy no longer trusted: {exc}")
+    return Loaded(Generation(root, snapshot, roster, policy, kept_policy), tuple(dropped))
+
+
+def with_root(current: Generation, data: bytes) -> Generation:
+    """Accept the next root version (one at a time, TUF 5.3.4-5.3.6) into ``current``."""
+    return replace(current, root=update_root(current.root, data))
+
+
+def check_snapshot(
+    current: Generation, merchant_id: str, snapshot_data: bytes, now: datetime
+) -> Snapshot:
+    """Verify a snapshot against ``current`` (newer, not expired, this merchant's)."""
+    root = current.root
+    return verify_snapshot(
+        snapshot_data,
+        root.trusted("snapshot"),
+        root.threshold("snapshot"),
+        merchant_id=merchant_id,
+        installed=current.snapshot,
+        now=now,
+    )
+
+
+@dataclass(frozen=True)
+class Install:
+    """The decision: the next generation, and which roster file it adds.
+
+    ``roster_file`` is ``"full"`` (a new one-layer-stack file), ``"delta"`` (one
+    more layer on the installed files) or None (the installed roster is kept).
+    """
+
+    generation: Generation
+    roster_file: str | None
+
+
+def decide_install(
+    current: Generation,
+    merchant_id: str,
+    snapshot_data: bytes,
+    now: datetime,
+    roster_data: Buffer | None = None,
+    policy_data: bytes | None = None,
+) -> Install:
+    """Verify a snapshot and the roster and policy it names against ``current``.
+
+    Checks, in order: the clock is not behind signed time; the root has not
+    expired; the snapshot (signatures, merchant, newer, not expired); the roster
+    (a delta from the installed one, or a full one: signatures, newer, not
+    expired, layer digests) and the policy (signatures, merchant, newer); that the
+    snapshot names exactly those two. ``roster_data`` and ``policy_data`` may be
+    None when the installed one is what the snapshot names. Raises a
+    :class:`pact.errors.RefusedError`; ``current`` is never changed.
+    """
+    problem = current.clock_problem(now)
+    if problem:
+        raise ClockError(f"update refused: {problem}")
+    root = current.root
+    if root.is_expired(now):
+        raise TrustError(
+            f"update refused: the union's root metadata expired at {iso(root.expires_at)}"
+        )
+    snap = check_snapshot(current, merchant_id, snapshot_data, now)
+    roster: Roster
+    roster_file: str | None = None
+    keys, threshold = root.trusted("roster"), root.threshold("roster")
+    if current.roster is not None and snap.roster_version == current.roster_version:
+        roster = current.roster
+    elif roster_data is None:
+        raise SnapshotError(
+            f"update refused: snapshot v{snap.version} needs roster "
+            f"v{snap.roster_version}, which was not supplied"
+        )
+    elif is_delta(roster_data):
+        if current.roster is None:
+            raise SnapshotError("update refused: a delta needs an installed roster")
+        roster = apply_delta(current.roster, roster_data, keys, now=now, threshold=threshold)
+        roster_file = "delta"
+    else:
+        roster = verify_roster(
+            roster_data,
+            keys,
+            now=now,
+            installed_version=current.roster_version,
+            threshold=threshold,
+        )
+        roster_file = "full"
+    snap.check_roster(roster.version, roster.header.body_sha256)
+    if current.policy is not None and snap.policy_version == current.policy_version:
+        policy, policy_bytes = current.policy, current.policy_data
+    elif policy_data is None:
+        raise SnapshotError(
+            f"update refused: snapshot v{snap.version} needs policy "
+            f"v{snap.policy_version}, which was not supplied"
+        )
+    else:
+        policy = verify_policy(
+            policy_data,
+            root.trusted("policy"),
+            merchant_id=merchant_id,
+            installed_version=current.policy_version,
+        )
+        policy_bytes = policy_data
+    if policy_bytes is None:
+        raise SnapshotError("update refused: the installed policy file is missing")
+    snap.check_policy(policy_bytes, policy.version)
+    return Install(Generation(root, snap, roster, policy, policy_bytes), roster_file)
