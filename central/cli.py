@@ -22,11 +22,10 @@ from central import policies
 from central.errors import InputError
 from central.keys import create_keys, load_keys, rotate
 from central.serve import run_gunicorn
-from central.service import CentralPaths, Union, parse_members_csv
+from central.service import CentralPaths, Union, build_roster_file
 from central.store import settlement_table
 from pact.errors import CompactionNeededError
 from pact.files import atomic_write
-from pact.roster import MemberRecord, build_delta, sign_packed, verify_roster
 from pact.timefmt import Clock
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -381,40 +380,23 @@ def roster_build(
         raise click.BadParameter("--full-out goes with --base", param_hint="--full-out")
     keys = load_keys(directory)
     lifetime = duration(expires_in)
-    rows = parse_members_csv(members_csv.read(), keys.token_key)
-    packed = sorted(
-        MemberRecord(bytes.fromhex(r["token"]), r["status"], r["tier"], r["valid_until"]).pack()
-        for r in rows
-    )
-    now = clock()
-    if base is None:
-        data = sign_packed(
-            packed,
-            version=version,
-            issued_at=now,
-            expires_at=now + lifetime,
-            token_key_id=keys.token_key_id,
-            keys=[keys.roster],
+    try:
+        built = build_roster_file(
+            keys,
+            members_csv.read(),
+            version,
+            clock(),
+            lifetime,
+            base.read_bytes() if base is not None else None,
         )
-        what = f"full roster v{version} with {len(packed)} members"
+    except CompactionNeededError as exc:
+        raise click.UsageError(f"{exc} (leave out --base)") from None
+    if built.base_version is None:
+        what = f"full roster v{version} with {built.members} members"
     else:
-        root = keys.current_root
-        old = verify_roster(
-            base.read_bytes(), root.trusted("roster"), now=None, threshold=root.threshold("roster")
-        )
-        if version != old.version + 1:
-            raise click.BadParameter(
-                f"a delta from v{old.version} must be v{old.version + 1}", param_hint="--version"
-            )
-        try:
-            data, full = build_delta(
-                old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
-            )
-        except CompactionNeededError as exc:
-            raise click.UsageError(f"{exc} (leave out --base)") from None
-        what = f"delta roster v{old.version} -> v{version} ({len(packed)} members after)"
-        if full_out is not None:
-            atomic_write(full_out, full, mode=0o644)
-            click.echo(f"wrote full roster v{version} ({len(old.layers) + 1} layers) to {full_out}")
-    atomic_write(out, data, mode=0o644)
+        what = f"delta roster v{built.base_version} -> v{version} ({built.members} members after)"
+    if full_out is not None and built.full is not None:
+        atomic_write(full_out, built.full, mode=0o644)
+        click.echo(f"wrote full roster v{version} ({built.layers} layers) to {full_out}")
+    atomic_write(out, built.data, mode=0o644)
     click.echo(f"wrote {what} to {out}")

@@ -12,7 +12,7 @@ import hmac
 import io
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -107,6 +107,68 @@ def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
     return rows
 
 
+def pack_members(rows: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    """The roster records of member rows (hex token, status, tier, valid_until), sorted."""
+    return sorted(
+        MemberRecord(bytes.fromhex(r["token"]), r["status"], r["tier"], r["valid_until"]).pack()
+        for r in rows
+    )
+
+
+def sign_full(
+    keys: UnionKeys, packed: list[bytes], version: int, now: datetime, lifetime: timedelta
+) -> bytes:
+    """A full roster of one layer, signed with the roster key."""
+    return sign_packed(
+        packed,
+        version=version,
+        issued_at=now,
+        expires_at=now + lifetime,
+        token_key_id=keys.token_key_id,
+        keys=[keys.roster],
+    )
+
+
+@dataclass(frozen=True)
+class BuiltRoster:
+    """A roster built offline (``unioncard roster build``)."""
+
+    data: bytes  # the file to write: a full roster, or a delta from the base
+    full: bytes | None  # with a base: the full roster of the new version (the same layers)
+    base_version: int | None
+    members: int
+    layers: int
+
+
+def build_roster_file(
+    keys: UnionKeys,
+    members_csv: str,
+    version: int,
+    now: datetime,
+    lifetime: timedelta,
+    base: bytes | None = None,
+) -> BuiltRoster:
+    """Sign roster ``version`` of the members in MEMBERS.csv (the PANs are consumed):
+    a full roster, or, given the previous full roster ``base``, a delta from it.
+
+    Raises :class:`InputError` for a version that does not follow the base, and
+    ``CompactionNeededError`` when the change is too big for a delta.
+    """
+    packed = pack_members(parse_members_csv(members_csv, keys.token_key))
+    if base is None:
+        return BuiltRoster(
+            sign_full(keys, packed, version, now, lifetime), None, None, len(packed), 1
+        )
+    root = keys.current_root
+    old = verify_roster(base, root.trusted("roster"), now=None, threshold=root.threshold("roster"))
+    if version != old.version + 1:
+        raise InputError(f"--version: a delta from v{old.version} must be v{old.version + 1}")
+    delta, full = build_delta(
+        old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
+    )
+    return BuiltRoster(delta, full, old.version, len(packed), len(old.layers) + 1)
+
+
 class Union:
     def __init__(self, store: Store, keys: UnionKeys, clock: Callable[[], datetime]) -> None:
         self.store = store
@@ -170,10 +232,7 @@ class Union:
         latest = self.store.latest_signed("roster")
         version = (latest[0] if latest else 0) + 1
         now = self.clock()
-        packed = sorted(
-            MemberRecord(bytes.fromhex(r["token"]), r["status"], r["tier"], r["valid_until"]).pack()
-            for r in self.store.roster_records()
-        )
+        packed = pack_members(self.store.roster_records())
         try:
             base = verify_roster(latest[1], self.roster_keys(), now=None) if latest else None
         except RosterError:  # signed by a roster key since revoked: terminals need the full one
@@ -187,14 +246,7 @@ class Union:
             except CompactionNeededError:
                 delta = None
         if delta is None:
-            data = sign_packed(
-                packed,
-                version=version,
-                issued_at=now,
-                expires_at=now + lifetime,
-                token_key_id=self.keys.token_key_id,
-                keys=[self.keys.roster],
-            )
+            data = sign_full(self.keys, packed, version, now, lifetime)
         full = verify_roster(data, self.roster_keys(), now=None)
         self.store.put_signed("roster", version, data, iso(now), full.header.body_sha256)
         if delta is not None:
