@@ -287,8 +287,12 @@ def central_settlement(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @central_options
-def central_serve(host: str, port: int, paths: CentralPaths, database_url: str | None) -> None:
+@click.pass_obj
+def central_serve(
+    clock: Clock, host: str, port: int, paths: CentralPaths, database_url: str | None
+) -> None:
     """Run the central service with gunicorn (2 workers)."""
+    Union.open(paths, database_url, clock).close()  # a bad folder or database: one line, now
     run_gunicorn(paths.data_dir, database_url, host, port)
 
 

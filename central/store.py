@@ -360,10 +360,6 @@ class Store:
             )
         return None if row is None else dict(row)
 
-    def terminal_count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(terminals)).scalar_one())
-
     # -- signed files (rosters, policies) -------------------------------------------
     def put_signed(
         self, kind: str, version: int, data: bytes, at: str, digest: str | None = None

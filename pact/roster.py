@@ -139,7 +139,7 @@ _PREFIX = struct.Struct(">Q")  # a token's first 8 bytes as an integer
 _TOKEN = struct.Struct(">QQ")  # a whole token as two integers (compares like the bytes)
 
 
-def lower_bound(body: Buffer, count: int, token: bytes, size: int = RECORD_SIZE) -> int:
+def _lower_bound(body: Buffer, count: int, target: tuple[int, int], size: int) -> int:
     """Index of the first record whose token is >= ``token`` in a sorted body.
 
     Tokens are HMAC outputs, so uniformly spread: interpolation on the first 8
@@ -147,10 +147,6 @@ def lower_bound(body: Buffer, count: int, token: bytes, size: int = RECORD_SIZE)
     body costs a binary search, never a scan); a binary search finishes. Tokens are
     read as integers straight from the buffer, without slicing it.
     """
-    return _lower_bound(body, count, _TOKEN.unpack(token), size)
-
-
-def _lower_bound(body: Buffer, count: int, target: tuple[int, int], size: int) -> int:
     first = target[0]
     lo, hi = 0, count  # answer in [lo, hi]
     key_lo, key_hi = 0, 1 << 64  # key_lo <= first < key_hi

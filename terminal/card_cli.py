@@ -20,8 +20,10 @@ from pact.timefmt import Clock
 from reader.emulation.images import PROFILES
 from reader.emulation.vpcd import CardEmulator
 from reader.errors import NoReaderError
-from reader.monitor import CardMonitor, as_json, describe, state_as_json
+from reader.monitor import CardMonitor, describe, state_as_json
+from reader.monitor import as_json as event_json
 from reader.pcsc import read_card
+from terminal.cli import as_json_option
 from terminal.democards import DEMO_CARDS
 from terminal.state import TerminalState
 
@@ -40,7 +42,7 @@ def card() -> None:
     show_default=True,
     help="Seconds to wait for a card.",
 )
-@click.option("--json", "as_json_", is_flag=True, help="Print one JSON object.")
+@as_json_option
 @click.option(
     "--data",
     type=click.Path(path_type=Path, file_okay=False),
@@ -48,7 +50,7 @@ def card() -> None:
 )
 @click.pass_obj
 def card_read(
-    clock: Clock, reader_name: str | None, timeout: float, as_json_: bool, data: Path | None
+    clock: Clock, reader_name: str | None, timeout: float, as_json: bool, data: Path | None
 ) -> None:
     """Wait for a card and print what was read (never the full card number).
 
@@ -62,7 +64,7 @@ def card_read(
         tokenize=PanTokenizer(token_key),
         today=clock().astimezone().date(),
     )
-    if as_json_:
+    if as_json:
         click.echo(json.dumps(identity.as_json()))
     else:
         click.echo(
@@ -112,7 +114,7 @@ def card_watch(reader_name: str | None, present: bool, as_json_: bool, retry: fl
                 event = monitor.events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            show(describe(event), as_json(event))
+            show(describe(event), event_json(event))
     except KeyboardInterrupt:
         pass
     finally:

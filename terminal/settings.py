@@ -18,11 +18,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pact.wire import MAX_BATCH
 from terminal.errors import ConfigError
 
 DEFAULT_FILE = Path("/etc/unioncard/terminal.toml")
 ENV_PREFIX = "UNIONCARD_"
-MAX_SYNC_BATCH = 1000  # pact.wire.MAX_BATCH: the central service takes no more per upload
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "card_timeout": _number(0.1, 600),
     "listen_host": _text,
     "listen_port": _whole(1, 65535),
-    "sync_batch": _whole(1, MAX_SYNC_BATCH),
+    "sync_batch": _whole(1, MAX_BATCH),  # the central service takes no more per upload
 }
 KEYS = tuple(f.name for f in fields(Settings))
 

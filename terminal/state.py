@@ -179,17 +179,22 @@ class TerminalState:
         assert current is not None  # load() always sets it
         return current
 
-    def trusted_root(self) -> Root:
-        return self.current.root
-
     def update_root(self, data: bytes) -> Root:
-        """Accept the next root version (one at a time) and install it atomically."""
+        """Accept the next root version (one at a time) and install it atomically.
+
+        The installed files are then checked again under the new root: a roster or
+        policy signed by a key it revoked leaves service at once (fail closed until
+        the re-signed one arrives), here and in every process that reloads.
+        """
         with self._lock:
             generation = with_root(self.current, data)
             atomic_write(self.root_path, data, mode=0o644)
-            self._current = generation
-            self._stamps = self._read_stamps()
-        return generation.root
+            try:
+                self.load()
+            except RefusedError as exc:  # the snapshot itself no longer verifies
+                self._current, self._stamps = generation, self._read_stamps()
+                log.warning("kept the installed files under the new root: %s", exc)
+            return self.current.root
 
     # -- the installed generation --------------------------------------------------------
     def _read_stamps(self) -> tuple[object, ...]:

@@ -115,6 +115,12 @@ def test_the_diagram_points_down_the_layers() -> None:
         assert layer_of(a, layers) < layer_of(b, layers), f"{a} -> {b} points up"
 
 
+def test_the_core_imports_only_the_standard_library_and_cryptography() -> None:
+    for path in (ROOT / "pact").glob("*.py"):
+        outside = imports(path) - set(sys.stdlib_module_names) - {"cryptography", "pact"}
+        assert not outside, f"{path.name} imports {outside}"
+
+
 @pytest.mark.parametrize("library", sorted(ALLOWED))
 def test_library_only_in_its_adapter(library: str) -> None:
     users = {str(p.relative_to(ROOT)) for p in sources() if library in imports(p)}

@@ -230,3 +230,17 @@ def test_a_lost_journal_is_an_error_not_a_new_empty_one(
         assert code == 1
         one_line_error(err, "no journal at", "journal.db")
     assert not (data / "journal.db").exists()
+
+
+def test_a_bare_group_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "terminal")
+    assert code == 2 and "Usage: unioncard terminal" in err and "checkout" in err
+    assert not err.startswith("error:")
+
+
+def test_central_serve_refuses_a_missing_folder_before_starting(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "central", "serve", "--data", str(tmp_path / "typo"))
+    assert code == 1
+    one_line_error(err, "typo", "does not exist")

@@ -463,7 +463,7 @@ def test_the_pan_goes_only_into_identity_from_pan(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(emv, "identity_from_pan", spy)
     identity = read(EmulatedCard(build_image("unionpay", PAN, "2030-12")).transmit)
     assert [args[:4] for args in seen] == [("unionpay", DEBIT, PAN, "2030-12")]
-    assert isinstance(seen[0][4], PanTokenizer)
+    assert isinstance(seen[0][4], PanTokenizer) and seen[0][4](PAN) == token_for_pan(PAN, KEY)
     text = repr(identity) + str(identity.as_json())
     for secret in (PAN, PAN[:12], "ZHANG", "110101199003077777"):
         assert secret not in text
@@ -526,6 +526,14 @@ def test_contactless_profile_receives_the_pdol_data() -> None:
     assert card.pdol_data is not None and len(card.pdol_data) == 33
     assert card.pdol_data[:4] == h("36000000") and card.pdol_data[-4:] == UN
     assert h("261128") in card.pdol_data
+
+
+def test_a_card_whose_pan_fails_the_luhn_check_is_refused_by_the_reader() -> None:
+    """The emulator builds any card (`unioncard card emulate` refuses such a number);
+    the reader refuses it through the tokenizer, as a malformed card."""
+    card = EmulatedCard(build_image("unionpay", "6212345678901233", "2030-12"))
+    with pytest.raises(MalformedResponseError, match="Luhn"):
+        read(card.transmit)
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,7 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
     union.close()
     report = sync_once()
     assert report.problems == [] and report.root_version == 3 and report.roster_version == 2
-    assert state.trusted_root().version == 3 and len(state.current.roster) == 2
+    assert state.current.root.version == 3 and len(state.current.roster) == 2
     journal.close()
 
 

@@ -304,12 +304,14 @@ def test_rotated_root_key_chain(tmp_path, keys, terminal, clock) -> None:
         terminal.update_root(roots[2].read_bytes())  # v1 -> v3 jump
     for path in roots[1:]:
         terminal.update_root(path.read_bytes())
-    assert terminal.trusted_root().version == 3
+    assert terminal.current.root.version == 3
+    # in this process too, at once: the policy signed by the revoked key leaves service
+    assert terminal.current.roster is not None and terminal.current.policy is None
     p2 = policy_bytes(latest, clock(), version=2)
-    verify_policy(p2, terminal.trusted_root().trusted("policy"), merchant_id="M0001")
+    verify_policy(p2, terminal.current.root.trusted("policy"), merchant_id="M0001")
     reloaded = TerminalState(terminal.dir)
     reloaded.load()
-    assert reloaded.trusted_root().version == 3
+    assert reloaded.current.root.version == 3
     assert reloaded.current.roster is not None  # its key was not rotated
     assert reloaded.current.policy is None  # signed by the revoked policy key: fail closed
     roster = bytes(reloaded.current.roster.data)

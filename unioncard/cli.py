@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="unioncard", standalone_mode=False, obj=system_clock)
     except click.exceptions.Abort:
         fail("aborted", 130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click does
+        click.echo(exc.format_message(), err=True)
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         fail(usage_line(exc), exc.exit_code)
     except click.ClickException as exc:
