@@ -23,15 +23,17 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.core import Context, Figure, percentile
 from bench.pg import PG_URL
 from central.keys import create_keys
 from central.service import CentralPaths, Union
 from central.store import Store
+from pact.device import KeySigner, Signer, public_key_hex
 from pact.sale import Sale, SaleDraft
 from pact.timefmt import Clock
-from pact.wire import encode_sales
+from pact.wire import encode_device_key, encode_sales
 from sync.client import CentralClient, RetryPolicy
 from sync.run import run_sync
 from terminal.journal import Journal
@@ -47,9 +49,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _journal(path: Path, terminal_id: str, count: int, now: datetime) -> Journal:
-    """A real terminal journal with ``count`` sales, all made at ``now``."""
-    journal = Journal(path)
+def _journal(path: Path, terminal_id: str, count: int, now: datetime, signer: Signer) -> Journal:
+    """A real terminal journal with ``count`` sales, all made at ``now``, signed."""
+    journal = Journal(path, signer)
     for i in range(count):
         journal.append(
             SaleDraft(
@@ -143,8 +145,9 @@ def _concurrent(ctx: Context, name: str, database_url: str | None) -> list[Figur
     per = ctx.scale(8, 3)  # batches per uploader
     terminals = [f"T{i:03d}" for i in range(UPLOADERS)]
     folder = ctx.workdir / f"central-{name}"
+    signers = {t: KeySigner(Ed25519PrivateKey.generate()) for t in terminals}
     journals = {
-        t: _journal(folder / "terminals" / f"{t}.db", t, per * BATCH, ctx.clock())
+        t: _journal(folder / "terminals" / f"{t}.db", t, per * BATCH, ctx.clock(), signers[t])
         for t in terminals
     }
     latencies: list[float] = []
@@ -155,6 +158,8 @@ def _concurrent(ctx: Context, name: str, database_url: str | None) -> list[Figur
             client = CentralClient(
                 url, terminal_id, secrets[terminal_id], RetryPolicy(attempts=1, timeout=60)
             )
+            key = public_key_hex(signers[terminal_id].public_key())
+            client.register_device_key(encode_device_key(terminal_id, key))
             sales = journals[terminal_id].sales()
             for i in range(0, len(sales), BATCH):
                 batch = encode_sales(terminal_id, sales[i : i + BATCH])
@@ -202,7 +207,7 @@ def _sync_rate(ctx: Context) -> list[Figure]:
         union.close()
         bundle.update(terminal_id="T-SYNC", api_secret=secrets["T-SYNC"])
         state.enrol(json.dumps(bundle).encode())
-        journal = _journal(state.journal_path, "T-SYNC", count, ctx.clock())
+        journal = _journal(state.journal_path, "T-SYNC", count, ctx.clock(), state.signer())
         sales = journal.sales()
         client = CentralClient(url, "T-SYNC", secrets["T-SYNC"])
         start = time.perf_counter()
@@ -286,7 +291,9 @@ def _ingest_batches(store: Store, terminal_id: str, sales: list[Sale]) -> list[f
 
 def _pg_at_scale(ctx: Context) -> list[Figure]:
     rows = ctx.scale(5_000_000, 200_000)
-    journal = _journal(ctx.workdir / "pg-scale.db", "T-NEW", ctx.scale(20, 6) * BATCH, ctx.clock())
+    signer = KeySigner(Ed25519PrivateKey.generate())
+    count = ctx.scale(20, 6) * BATCH
+    journal = _journal(ctx.workdir / "pg-scale.db", "T-NEW", count, ctx.clock(), signer)
     sales = journal.sales()
     journal.close()
     medians = {}

@@ -105,4 +105,6 @@ def terminal_with_roster(folder: Path, members: int, clock: Clock) -> BenchTermi
     roster = signed_roster(keys, members, [token], now=clock())
     terms = policy(keys, now=clock())
     state.install(snapshot_for(keys, roster, terms, 1, now=clock()), clock(), roster, terms)
-    return BenchTerminal(keys, state, Journal(state.journal_path), MEMBER_PAN, roster)
+    return BenchTerminal(
+        keys, state, Journal(state.journal_path, state.signer()), MEMBER_PAN, roster
+    )

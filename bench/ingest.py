@@ -27,7 +27,8 @@ from terminal.checkout import checkout
 BATCH = 500
 
 
-def _batches(ctx: Context, count: int) -> list[bytes]:
+def _batches(ctx: Context, count: int) -> tuple[list[bytes], str]:
+    """Upload bodies of ``count`` batches of real signed sales, and their device key."""
     site = terminal_with_roster(ctx.workdir / "ingest-terminal", 1000, ctx.clock)
     identity = identity_from_pan(
         "unionpay",
@@ -41,18 +42,20 @@ def _batches(ctx: Context, count: int) -> list[bytes]:
         checkout(site.state.current, site.state.enrolment, site.journal, identity, 12800, now)
     sales = site.journal.sales()
     site.journal.close()
-    return [
+    batches = [
         json.dumps(encode_sales("T-BENCH", sales[i : i + BATCH])).encode()
         for i in range(0, len(sales), BATCH)
     ]
+    return batches, site.state.device_public_key()
 
 
 def _measure(
-    name: str, store: Store, batches: list[bytes], clock: Callable[[], datetime]
+    name: str, store: Store, batches: list[bytes], device_key: str, clock: Callable[[], datetime]
 ) -> Figure:
     union = Union(store, None, clock)  # type: ignore[arg-type]
     store.add_merchant("M0001", "Bench", 500, "2026-01-01T00:00:00Z")
     store.add_terminal("T-BENCH", "M0001", "0" * 64, "2026-01-01T00:00:00Z")
+    store.set_device_key("T-BENCH", device_key, "2026-01-01T00:00:00Z")
     terminal = store.terminal("T-BENCH")
     assert terminal is not None
     product_queue = iter(batches)
@@ -101,10 +104,10 @@ def _pg_store() -> tuple[Store, Callable[[], None]]:
 
 def figures(ctx: Context) -> list[Figure]:
     count = ctx.scale(40, 12)
-    batches = _batches(ctx, count)
+    batches, device_key = _batches(ctx, count)
     out = []
     sqlite_store = Store.open(f"sqlite:///{ctx.workdir / 'ingest-central.db'}")
-    out.append(_measure("SQLite", sqlite_store, batches, ctx.clock))
+    out.append(_measure("SQLite", sqlite_store, batches, device_key, ctx.clock))
     sqlite_store.close()
     try:
         pg_store, drop = _pg_store()
@@ -120,7 +123,7 @@ def figures(ctx: Context) -> list[Figure]:
         )
         return out
     try:
-        out.append(_measure("PostgreSQL", pg_store, batches, ctx.clock))
+        out.append(_measure("PostgreSQL", pg_store, batches, device_key, ctx.clock))
     finally:
         pg_store.close()
         drop()

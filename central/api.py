@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from central.errors import InputError, NotFoundError
 from central.service import Union
 from pact.errors import WireFormatError
-from pact.wire import ack, decode_sales
+from pact.wire import ack, decode_device_key, decode_sales
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -81,6 +81,21 @@ def policy() -> Response:
         union.store.signed(f"policy:{terminal['merchant_id']}", _int_arg("version")),
         "application/json",
     )
+
+
+@bp.post("/device-key")
+def register_device_key() -> Any:
+    """The terminal's device public key: recorded once, then the same key is fine."""
+    union = _union()
+    terminal = union.authenticate(request.headers.get("Authorization"))
+    try:
+        terminal_id, key = decode_device_key(request.get_json(silent=True))
+    except WireFormatError as exc:
+        raise InputError(str(exc)) from None
+    if terminal_id != terminal["terminal_id"]:
+        raise InputError("the registration names another terminal")
+    union.register_device_key(terminal, key)
+    return jsonify(terminal_id=terminal_id, device_key=key)
 
 
 @bp.post("/sales")

@@ -34,3 +34,9 @@ class StoreError(CentralError):
     """The database cannot be reached or used."""
 
     http_status = 503
+
+
+class EvidenceError(CentralError):
+    """An upload whose device signature does not verify: refused and recorded."""
+
+    http_status = 422

@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from central import policies
-from central.errors import AuthError, InputError, NotFoundError
+from central.errors import AuthError, ConflictError, EvidenceError, InputError, NotFoundError
 from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
 from pact.cards import is_card_number, token_for_pan
-from pact.errors import CompactionNeededError, RosterError
+from pact.device import check_signature, device_key
+from pact.errors import (
+    CompactionNeededError,
+    DeviceSignatureError,
+    RosterError,
+    SignatureError,
+)
 from pact.roster import (
     MemberRecord,
     build_delta,
@@ -347,10 +353,46 @@ class Union:
             raise AuthError("unknown terminal or wrong secret")
         return dict(row)
 
+    def register_device_key(self, terminal: dict[str, Any], key_hex: str) -> None:
+        """Record the terminal's device public key at its first sync (its secret
+        vouches for it); afterwards the same key is acknowledged and another refused."""
+        try:
+            device_key(key_hex)  # a real Ed25519 public key
+        except SignatureError as exc:
+            raise InputError(str(exc)) from None
+        held = self.store.set_device_key(terminal["terminal_id"], key_hex, iso(self.clock()))
+        if held != key_hex:
+            message = (
+                f"terminal {terminal['terminal_id']} has another device key on record: "
+                "a replaced Pi is enrolled under a new terminal id"
+            )
+            reason = f"{message} (offered {key_hex})"
+            self.store.record_refusal(
+                terminal["terminal_id"], iso(self.clock()), None, None, reason
+            )
+            raise ConflictError(message)
+
     def ingest(self, terminal: dict[str, Any], batch: Sequence[Sale]) -> IngestResult:
-        return self.store.ingest(
-            terminal["terminal_id"], terminal["merchant_id"], batch, iso(self.clock())
-        )
+        """Store an upload, after checking the newest entry's device signature (which
+        covers every entry before it through the chain) and the chain itself. A batch
+        that does not verify is refused, and the refusal kept for the audit."""
+        terminal_id = terminal["terminal_id"]
+        now = iso(self.clock())
+        if not batch:
+            return self.store.ingest(terminal_id, terminal["merchant_id"], batch, now)
+        first, last = batch[0].seq, batch[-1].seq
+        if terminal.get("device_key") is None:
+            raise ConflictError(f"terminal {terminal_id} has registered no device key: sync again")
+        try:
+            check_signature(device_key(terminal["device_key"]), batch[-1])
+        except DeviceSignatureError as exc:
+            self.store.record_refusal(terminal_id, now, first, last, str(exc))
+            raise EvidenceError(f"upload refused: {exc}") from None
+        try:
+            return self.store.ingest(terminal_id, terminal["merchant_id"], batch, now)
+        except ConflictError as exc:
+            self.store.record_refusal(terminal_id, now, first, last, str(exc))
+            raise
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         return self.store.settlement(start, end)

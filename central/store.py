@@ -54,6 +54,22 @@ terminals = sa.Table(
     sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False),
     sa.Column("secret_sha256", sa.String(64), nullable=False),
     sa.Column("enrolled_at", sa.String(32), nullable=False),
+    # The device's Ed25519 public key (hex), registered at its first sync; then fixed.
+    sa.Column("device_key", sa.String(64), nullable=True),
+    sa.Column("device_key_at", sa.String(32), nullable=True),
+)
+
+# Uploads refused as evidence (a device signature or the chain does not verify), kept
+# for the compliance audit: the batch is not stored, the refusal is.
+upload_refusals = sa.Table(
+    "upload_refusals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("terminal_id", sa.String(32), nullable=False, index=True),
+    sa.Column("received_at", sa.String(32), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
 )
 
 # The column type of each type a sale's field may have (pact.sale.Sale; ``X | None``
@@ -75,6 +91,7 @@ SALE_STRING_LENGTHS = {
     "pan_last4": 4,
     "prev_hash": 64,
     "hash": 64,
+    "sig": 128,  # hex Ed25519 device signature
 }
 SALE_COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
     "terminal_id": {"primary_key": True},
@@ -350,6 +367,43 @@ class Store:
                 )
             except sa.exc.IntegrityError:
                 raise InputError(f"terminal {terminal_id} is already enrolled") from None
+
+    def set_device_key(self, terminal_id: str, key_hex: str, at: str) -> str:
+        """Record the terminal's device key if it has none; return the key it has now."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                terminals.update()
+                .where(terminals.c.terminal_id == terminal_id, terminals.c.device_key.is_(None))
+                .values(device_key=key_hex, device_key_at=at)
+            )
+            key = conn.execute(
+                sa.select(terminals.c.device_key).where(terminals.c.terminal_id == terminal_id)
+            ).scalar_one()
+        return str(key)
+
+    def record_refusal(
+        self, terminal_id: str, at: str, first_seq: int | None, last_seq: int | None, reason: str
+    ) -> None:
+        """Keep a refused upload's reason for the audit (its own transaction)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                upload_refusals.insert().values(
+                    terminal_id=terminal_id,
+                    received_at=at,
+                    first_seq=first_seq,
+                    last_seq=last_seq,
+                    reason=reason,
+                )
+            )
+
+    def refusals(self, terminal_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            query = (
+                upload_refusals.select()
+                .where(upload_refusals.c.terminal_id == terminal_id)
+                .order_by(upload_refusals.c.id)
+            )
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     def terminal(self, terminal_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

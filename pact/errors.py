@@ -61,6 +61,10 @@ class ChainError(UnioncardError):
     """A sequence of journal entries does not form an unbroken chain."""
 
 
+class DeviceSignatureError(ChainError):
+    """A journal entry's device signature does not verify under the terminal's key."""
+
+
 class WireFormatError(UnioncardError):
     """A message on the wire does not have the documented shape."""
 

@@ -62,10 +62,14 @@ class Sale:
     basket: Mapping[str, Any] | None  # hashed only when not None (OPTIONAL_FIELDS)
     prev_hash: str  # the previous sale's hash; GENESIS for the first
     hash: str
+    # The terminal's device signature over ``hash`` (pact.device; hex Ed25519); not hashed.
+    # None only on sales journaled before terminals had device keys.
+    sig: str | None = field(default=None, metadata={DESCRIBE: "a hex device signature or null"})
 
     def hashed(self) -> dict[str, Any]:
-        """What the sale's hash covers: every field but ``prev_hash`` and ``hash``, an
-        optional field only when it is not None (as JSON values: rules as a list)."""
+        """What the sale's hash covers: every field but ``prev_hash``, ``hash`` and
+        ``sig``, an optional field only when it is not None (JSON values: rules as a
+        list)."""
         return _json(self, _layout(type(self)).hashed)
 
     def as_json(self) -> dict[str, Any]:
@@ -107,10 +111,12 @@ class Sale:
 
 
 CHAIN_FIELDS = ("prev_hash", "hash")  # link a sale to the one before it; not hashed
-# Hashed only when not None: sales journaled before the field existed keep their hash.
-OPTIONAL_FIELDS = frozenset({"basket"})
+UNHASHED_FIELDS = (*CHAIN_FIELDS, "sig")  # the signature signs the hash: not in it
+# Hashed only when not None, left out on the wire when None: sales journaled before
+# the field existed keep their hash (sig is never hashed).
+OPTIONAL_FIELDS = frozenset({"basket", "sig"})
 # What the journal fills in when it records a SaleDraft.
-JOURNAL_FIELDS = ("seq", "sale_id", "at", *CHAIN_FIELDS)
+JOURNAL_FIELDS = ("seq", "sale_id", "at", *UNHASHED_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,9 @@ class SaleDraft:
     def complete(self, *, seq: int, sale_id: str, at: str, prev_hash: str, hash: str) -> Sale:
         """The :class:`Sale` with the journal's fields (:func:`pact.chain.seal` hashes it)."""
         drafted = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Sale(seq=seq, sale_id=sale_id, at=at, prev_hash=prev_hash, hash=hash, **drafted)
+        return Sale(
+            seq=seq, sale_id=sale_id, at=at, prev_hash=prev_hash, hash=hash, sig=None, **drafted
+        )
 
 
 def field_types(cls: type[Sale] = Sale) -> dict[str, Any]:
@@ -216,7 +224,7 @@ def _make_layout(cls: type[Sale]) -> _Layout:
     return _Layout(
         types=typed,
         to_json=to_json,
-        hashed=tuple(entry for entry in to_json if entry[0] not in CHAIN_FIELDS),
+        hashed=tuple(entry for entry in to_json if entry[0] not in UNHASHED_FIELDS),
         required=tuple(name for name, _ in typed if name not in nullable),
         nullable=nullable,
         tuples=tuple(name for name, kind in typed if kind == tuple[str, ...]),
@@ -236,5 +244,5 @@ def _json(sale: Sale, entries: tuple[Entry, ...]) -> dict[str, Any]:
 
 # Every field, in order: the order on the wire and of the journal's INSERT.
 FIELDS = tuple(name for name, _ in _layout(Sale).types)
-HASHED_FIELDS = tuple(name for name in FIELDS if name not in CHAIN_FIELDS)
+HASHED_FIELDS = tuple(name for name in FIELDS if name not in UNHASHED_FIELDS)
 DRAFT_FIELDS = tuple(name for name in FIELDS if name not in JOURNAL_FIELDS)

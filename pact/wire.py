@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from pact.device import SIGNATURE_HEX
 from pact.errors import WireFormatError
 from pact.sale import DESCRIBE, Sale, field_types
 
@@ -154,11 +155,35 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
             raise WireFormatError(f"sales[{i}]: gross - discount != net")
         if sale["terminal_id"] != terminal_id:
             raise WireFormatError(f"sales[{i}] belongs to another terminal")
+        if sale.get("sig") is not None and not _is_hex(sale["sig"], SIGNATURE_HEX):
+            raise WireFormatError(f"sales[{i}].sig must be {SIGNATURE_HEX} hex digits")
         for name, check in checks.objects:
             if sale.get(name) is not None:
                 check(sale[name], sale, f"sales[{i}]")
         out.append(Sale.from_json(sale))
     return terminal_id, out
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+DEVICE_KEY_FORMAT = "unioncard.device-key.v1"
+
+
+def encode_device_key(terminal_id: str, public_key_hex: str) -> dict[str, str]:
+    """The terminal registers its device's public key (``POST /api/v1/device-key``)."""
+    return {"format": DEVICE_KEY_FORMAT, "terminal_id": terminal_id, "public_key": public_key_hex}
+
+
+def decode_device_key(body: Any) -> tuple[str, str]:
+    """(terminal_id, public key hex) of a registration. Raises WireFormatError."""
+    if not isinstance(body, dict) or body.get("format") != DEVICE_KEY_FORMAT:
+        raise WireFormatError(f"the registration is not in the {DEVICE_KEY_FORMAT} format")
+    terminal_id, key = body.get("terminal_id"), body.get("public_key")
+    if not isinstance(terminal_id, str) or not isinstance(key, str) or not _is_hex(key, 64):
+        raise WireFormatError("a registration needs terminal_id and public_key (64 hex digits)")
+    return terminal_id, key
 
 
 def ack(acked_through: int, accepted: int, duplicates: int) -> dict[str, int]:

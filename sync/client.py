@@ -78,6 +78,10 @@ class CentralClient:
             f"the central service refused the request ({response.status_code}: {message})"
         )
 
+    def register_device_key(self, registration: dict[str, str]) -> None:
+        """POST the terminal's device public key (idempotent: the same key again is fine)."""
+        self._request("POST", "/api/v1/device-key", json=registration)
+
     def upload_sales(self, batch: dict[str, Any]) -> int:
         """POST a batch; return the acknowledged sequence number."""
         response = self._request("POST", "/api/v1/sales", json=batch)

@@ -20,7 +20,7 @@ from pact.sale import Sale
 from pact.snapshot import Snapshot
 from pact.timefmt import Clock
 from pact.trust import Root
-from pact.wire import encode_sales
+from pact.wire import encode_device_key, encode_sales
 from sync.client import CentralClient
 
 MAX_ROOT_STEPS = 100  # root versions walked in one sync at the most
@@ -38,6 +38,8 @@ class Installer(Protocol):
     """The terminal's signed files (``terminal.state.TerminalState``)."""
 
     roster_download: Path  # where a roster is downloaded before it is verified
+
+    def device_public_key(self) -> str: ...
 
     @property
     def current(self) -> Generation: ...
@@ -84,6 +86,9 @@ def run_sync(
     batch_size: int = 500,
 ) -> SyncReport:
     report = SyncReport()
+    # The union learns the device key once (and refuses another one later); every
+    # upload is checked against it.
+    client.register_device_key(encode_device_key(terminal_id, state.device_public_key()))
     while True:
         pending = journal.pending(batch_size)
         if not pending:

@@ -25,6 +25,7 @@ from reader.fresh import FreshCardReader
 from sync.client import CentralClient
 from sync.run import run_sync
 from terminal import settings as settings_file
+from terminal.devicekey import load_public_key
 from terminal.errors import InputError
 from terminal.journal import Journal
 from terminal.service import CardReaderFn, TerminalService
@@ -187,14 +188,17 @@ def terminal_checkout(clock: Clock, amount: str, settings: Settings, as_json: bo
 
 @terminal.command("journal")
 @with_settings()
-@click.option("--verify", is_flag=True, help="Check the whole hash chain.")
+@click.option(
+    "--verify", is_flag=True, help="Check the whole hash chain and every device signature."
+)
 def terminal_journal(settings: Settings, verify: bool) -> None:
-    """Show the journal's totals, or verify its hash chain."""
-    journal = Journal.existing(TerminalState.open(settings.data_dir).journal_path)
+    """Show the journal's totals, or verify its hash chain and every device signature."""
+    state = TerminalState.open(settings.data_dir)
+    journal = Journal.existing(state.journal_path)
     try:
         if verify:
-            count = journal.verify()
-            click.echo(f"journal chain intact: {count} sales")
+            count = journal.verify(load_public_key(state.dir))
+            click.echo(f"journal chain intact: {count} sales, every device signature verified")
         else:
             total, pending = journal.counts()
             click.echo(f"{total} sales, {pending} waiting for upload")

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pact.basket import RuleUsage
 from pact.chain import GENESIS, check_chain, seal
-from pact.errors import ChainError
+from pact.device import Signer, check_signatures, sign_entry
+from pact.errors import ChainError, DeviceSignatureError
 from pact.sale import Sale, SaleDraft, field_types
 from pact.timefmt import iso
 from terminal.errors import JournalError
@@ -57,6 +59,10 @@ MIGRATIONS = (
     """
     ALTER TABLE sales ADD COLUMN basket TEXT;
     CREATE INDEX sales_token_at ON sales (token, at) WHERE token IS NOT NULL;
+    """,
+    # 3: the device signature over each sale's hash (pact.device; not hashed)
+    """
+    ALTER TABLE sales ADD COLUMN sig TEXT;
     """,
 )
 
@@ -92,7 +98,8 @@ USAGE = (
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, signer: Signer | None = None) -> None:
+        self.signer = signer  # the device key; without it the journal only reads
         self.lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +113,7 @@ class Journal:
             raise JournalError(f"cannot open the journal {path}: {exc}") from None
 
     @classmethod
-    def existing(cls, path: Path) -> Journal:
+    def existing(cls, path: Path, signer: Signer | None = None) -> Journal:
         """The journal of an enrolled terminal, which must be there: a new empty one
         would restart the sequence at 1 and fork the chain the union already holds."""
         if not path.is_file():
@@ -114,7 +121,7 @@ class Journal:
                 f"no journal at {path}: it is made at enrolment and must not be lost; "
                 "restore it from the backup (docs/operations.md), or enrol this terminal again"
             )
-        return cls(path)
+        return cls(path, signer)
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY)")
@@ -156,14 +163,18 @@ class Journal:
     def append(self, draft: SaleDraft, at: datetime) -> Sale:
         """Durably record one sale: ``draft`` as the next in the chain, at ``at``.
 
-        Returns the sale as stored (with seq, sale_id, at, prev_hash and hash).
+        Returns the sale as stored (with seq, sale_id, at, prev_hash, hash and the
+        device signature over the hash).
         """
+        if self.signer is None:
+            raise JournalError("the sale was NOT recorded: the journal has no device key")
         try:
             with self._write():
                 seq, prev = self._tail()
                 sale = seal(
                     draft, seq=seq + 1, sale_id=str(uuid.uuid4()), at=iso(at), prev_hash=prev
                 )
+                sale = sign_entry(self.signer, sale)
                 self.db.execute(INSERT_SALE, sale.as_row())
         except sqlite3.Error as exc:
             raise JournalError(f"the sale was NOT recorded: journal write failed ({exc})") from None
@@ -217,11 +228,16 @@ class Journal:
         ).fetchone()
         return int(total), int(pending)
 
-    def verify(self) -> int:
-        """Check the whole hash chain; return the number of sales."""
+    def verify(self, device_key: Ed25519PublicKey | None = None) -> int:
+        """Check the whole hash chain and, given the device's public key, every sale's
+        device signature; return the number of sales. The error names the sale."""
         sales = self.sales()
         try:
             check_chain(sales, GENESIS, 0)
+            if device_key is not None:
+                check_signatures(device_key, sales)
+        except DeviceSignatureError as exc:
+            raise JournalError(f"journal signature refused: {exc}") from None
         except ChainError as exc:
             raise JournalError(f"journal chain broken: {exc}") from None
         return len(sales)

@@ -39,7 +39,7 @@ class TerminalService:
     ) -> None:
         self.state = TerminalState.open(data_dir)
         self.state.load()
-        self.journal = Journal.existing(self.state.journal_path)
+        self.journal = Journal.existing(self.state.journal_path, self.state.signer())
         self.read_card = read_card
         self.clock = clock
         self.card_timeout = card_timeout

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pact.device import KeySigner, public_key_hex
 from pact.errors import RefusedError, SnapshotError
 from pact.files import atomic_write, fsync_dir
 from pact.generation import (
@@ -44,6 +45,7 @@ from pact.generation import (
 )
 from pact.snapshot import Snapshot
 from pact.trust import Root, load_pinned_root
+from terminal.devicekey import create_device_key, load_public_key, load_signer
 from terminal.errors import ConfigError, NotEnrolledError
 from terminal.journal import Journal
 
@@ -156,9 +158,18 @@ class TerminalState:
             atomic_write(self.root_path, root_data, mode=0o644)
             secrets = {k: v for k, v in raw.items() if k != "root"}
             atomic_write(self.enrolment_path, json.dumps(secrets, indent=2).encode(), mode=0o600)
+            create_device_key(self.dir)  # the journal's signing key, 0600; kept on re-enrol
             Journal(self.journal_path).close()  # the sales journal starts here, empty
             self._enrolment, self._current = enrolment, Generation(root)
         return enrolment
+
+    def signer(self) -> KeySigner:
+        """The device key the journal signs with (refused when readable by others)."""
+        return load_signer(self.dir)
+
+    def device_public_key(self) -> str:
+        """The device's public key, hex (registered with the union at each sync)."""
+        return public_key_hex(load_public_key(self.dir))
 
     def _read_root(self) -> Root:
         try:

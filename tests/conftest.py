@@ -136,7 +136,7 @@ def site(tmp_path: Path, clock) -> Iterator[Site]:
     with ThreadedServer(create_app({"DATA_DIR": str(paths.data_dir), "CLOCK": clock})) as server:
         state = TerminalState(tmp_path / "terminal")
         state.enrol(union.enrol_terminal("T1", "M0001", server.url))
-        journal = Journal(state.journal_path)
+        journal = Journal(state.journal_path, state.signer())
         client = CentralClient(server.url, "T1", state.enrolment.api_secret, FAST)
         yield Site(union, server.url, state, journal, client)
         client.close()

@@ -6,13 +6,16 @@ import contextlib
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from central.keys import UnionKeys
 from pact.cards import luhn_complete, token_for_pan
+from pact.device import KeySigner, public_key_hex, sign_entry
 from pact.policy import build_policy
 from pact.roster import MemberRecord, build_roster
+from pact.sale import Sale
 from pact.signing import load_public_key
 
 with_luhn = luhn_complete
@@ -154,3 +157,22 @@ def invoke(*args: str) -> Ran:
         except SystemExit as exc:
             code = exc.code
     return Ran(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
+
+
+# A device key for journals the tests make without a terminal (fixed, so runs repeat).
+TEST_SIGNER = KeySigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+
+
+def enrol_signing_terminal(union: Any, terminal_id: str = "T1", merchant_id: str = "M0001") -> dict:
+    """Enrol a terminal whose device key is TEST_SIGNER's (as its first sync registers
+    it); return its row as the central service authenticates it."""
+    union.enrol_terminal(terminal_id, merchant_id, "http://x")
+    key = public_key_hex(TEST_SIGNER.public_key())
+    union.register_device_key(union.store.terminal(terminal_id), key)
+    row: dict = union.store.terminal(terminal_id)
+    return row
+
+
+def signed(sale: Sale) -> Sale:
+    """``sale`` signed with TEST_SIGNER over its hash."""
+    return sign_entry(TEST_SIGNER, sale)

@@ -13,7 +13,7 @@ from pact.cards import token_for_pan
 from pact.chain import GENESIS, entry_hash
 from pact.roster import verify_roster
 from pact.sale import Sale
-from tests.helpers import MEMBER_PAN, OTHER_PAN, trusted
+from tests.helpers import MEMBER_PAN, OTHER_PAN, enrol_signing_terminal, signed, trusted
 
 CSV = f"member_id,pan,status,tier\nU1,{MEMBER_PAN},active,2\nU2,{OTHER_PAN},suspended,0\n"
 
@@ -42,7 +42,7 @@ def make_sales(
             prev_hash=prev,
             hash="",
         )
-        s = replace(s, hash=entry_hash(prev, s))
+        s = signed(replace(s, hash=entry_hash(prev, s)))
         prev = s.hash
         out.append(s)
     return out
@@ -82,8 +82,7 @@ def test_bad_members_file(union: Union, csv_text: str, message: str) -> None:
 
 def test_ingest_is_idempotent_and_chain_checked(union: Union) -> None:
     union.add_merchant("M0001", "Shop", 500)
-    union.enrol_terminal("T1", "M0001", "http://x")
-    terminal = union.store.terminal("T1")
+    terminal = enrol_signing_terminal(union)
     batch = make_sales("T1", 5)
     first = union.ingest(terminal, batch[:3])
     assert (first.acked_through, first.accepted, first.duplicates) == (3, 3, 0)
@@ -107,8 +106,7 @@ def test_ingest_is_idempotent_and_chain_checked(union: Union) -> None:
 def test_settlement_per_merchant(union: Union, clock) -> None:
     union.add_merchant("M0001", "Shop", 500)
     union.add_merchant("M0002", "Salon", 1000)
-    union.enrol_terminal("T1", "M0001", "http://x")
-    union.ingest(union.store.terminal("T1"), make_sales("T1", 4))
+    union.ingest(enrol_signing_terminal(union), make_sales("T1", 4))
     rows = {r.merchant_id: r for r in union.settlement()}
     assert (rows["M0001"].sales, rows["M0001"].member_sales) == (4, 2)
     assert (rows["M0001"].gross, rows["M0001"].discount, rows["M0001"].net) == (10000, 500, 9500)
@@ -126,9 +124,9 @@ def test_exit_merchant_publishes_a_new_policy(union: Union) -> None:
 def test_sale_from_another_merchant_refused(union: Union) -> None:
     union.add_merchant("M0001", "Shop", 500)
     union.add_merchant("M0002", "Other", 500)
-    union.enrol_terminal("T1", "M0001", "http://x")
+    terminal = enrol_signing_terminal(union)
     with pytest.raises(ConflictError, match="another merchant"):
-        union.ingest(union.store.terminal("T1"), make_sales("T1", 1, merchant_id="M0002"))
+        union.ingest(terminal, make_sales("T1", 1, merchant_id="M0002"))
 
 
 def test_authentication(union: Union) -> None:
@@ -175,6 +173,7 @@ SALES_COLUMNS = [
     ("basket", "TEXT", True),
     ("prev_hash", "VARCHAR(64)", False),
     ("hash", "VARCHAR(64)", False),
+    ("sig", "VARCHAR(128)", True),
     ("received_at", "VARCHAR(32)", False),
 ]
 

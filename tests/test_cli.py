@@ -60,7 +60,7 @@ def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
     union, terminal = enrolled
     state = TerminalState(terminal)
     state.load()
-    journal = Journal(state.journal_path)
+    journal = Journal(state.journal_path, state.signer())
     identity = identity_from_pan(
         "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(state.enrolment.token_key)
     )
@@ -68,7 +68,7 @@ def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
     journal.close()
     result = run("sync", "--data", str(terminal))
     assert_one_line_error(result, 6, "cannot reach the central service at http://127.0.0.1:9")
-    journal = Journal(state.journal_path)
+    journal = Journal(state.journal_path, state.signer())
     assert journal.counts() == (1, 1)
     assert journal.verify() == 1
 

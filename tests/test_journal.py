@@ -11,6 +11,7 @@ from pact.chain import GENESIS, entry_hash
 from pact.sale import Sale, SaleDraft
 from terminal.errors import JournalError
 from terminal.journal import Journal
+from tests.helpers import TEST_SIGNER
 
 
 def sale(gross: int = 1000, discount: int = 50) -> SaleDraft:
@@ -30,13 +31,13 @@ def sale(gross: int = 1000, discount: int = 50) -> SaleDraft:
 
 
 def test_durability_settings(tmp_path) -> None:
-    journal = Journal(tmp_path / "j.db")
+    journal = Journal(tmp_path / "j.db", TEST_SIGNER)
     assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_chain_and_pending(tmp_path, clock) -> None:
-    journal = Journal(tmp_path / "j.db")
+    journal = Journal(tmp_path / "j.db", TEST_SIGNER)
     first = journal.append(sale(), clock())
     second = journal.append(sale(2000, 100), clock())
     assert (first.seq, second.seq) == (1, 2)
@@ -47,7 +48,7 @@ def test_chain_and_pending(tmp_path, clock) -> None:
     assert [s.seq for s in journal.pending()] == [2]
     assert journal.counts() == (2, 1)
     journal.close()
-    reopened = Journal(tmp_path / "j.db")  # migrations run once; data survives
+    reopened = Journal(tmp_path / "j.db", TEST_SIGNER)  # migrations run once; data survives
     assert reopened.counts() == (2, 1)
 
 
@@ -60,7 +61,7 @@ def test_chain_and_pending(tmp_path, clock) -> None:
     ],
 )
 def test_tampering_is_detected(tmp_path, clock, sql: str) -> None:
-    journal = Journal(tmp_path / "j.db")
+    journal = Journal(tmp_path / "j.db", TEST_SIGNER)
     for _ in range(3):
         journal.append(sale(), clock())
         clock.advance(timedelta(minutes=1))
@@ -79,7 +80,7 @@ def test_unwritable_journal_is_one_clear_error(tmp_path) -> None:
 def test_threads_share_one_journal_safely(tmp_path, clock) -> None:
     import threading
 
-    journal = Journal(tmp_path / "j.db")
+    journal = Journal(tmp_path / "j.db", TEST_SIGNER)
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -104,7 +105,7 @@ def test_threads_share_one_journal_safely(tmp_path, clock) -> None:
 def test_a_sale_is_stored_as_before(tmp_path, clock) -> None:
     """The row keeps today's encodings (member 0/1, rules a JSON list, basket JSON with
     sorted keys) and reads back as the same Sale, whose hash the chain checks."""
-    journal = Journal(tmp_path / "j.db")
+    journal = Journal(tmp_path / "j.db", TEST_SIGNER)
     basket = {
         "tier": 1,
         "lines": [{"sku": "A", "category": "g", "qty": 2, "unit_price": 500, "discount": 50}],

@@ -34,9 +34,12 @@ from terminal.state import TerminalState
 from tests.helpers import (
     MEMBER_PAN,
     OTHER_PAN,
+    TEST_SIGNER,
     bundle,
+    enrol_signing_terminal,
     policy_bytes,
     roster_bytes,
+    signed,
     snapshot_bytes,
     trusted,
 )
@@ -80,7 +83,7 @@ POPCORN = Line("POP", "snack", 1, 2000)
 
 def test_cinema_quota_is_counted_from_the_journal(tmp_path) -> None:
     shop = make_shop(tmp_path, terms("cinema"))
-    journal = Journal(tmp_path / "journal.db")
+    journal = Journal(tmp_path / "journal.db", TEST_SIGNER)
     basket = Basket((FILM, POPCORN))
     first = checkout(
         shop.current, shop.enrolment, journal, card(shop), basket, MONDAY - timedelta(days=10)
@@ -128,7 +131,7 @@ def test_amount_quota_holds_across_sales(tmp_path) -> None:
             ]
         },
     )
-    journal = Journal(tmp_path / "journal.db")
+    journal = Journal(tmp_path / "journal.db", TEST_SIGNER)
     given = []
     for day in range(5):
         sale = checkout(
@@ -141,7 +144,7 @@ def test_amount_quota_holds_across_sales(tmp_path) -> None:
 
 def test_the_basket_is_journaled_hashed_and_uploaded(tmp_path) -> None:
     shop = make_shop(tmp_path, terms("supermarket"))
-    journal = Journal(tmp_path / "journal.db")
+    journal = Journal(tmp_path / "journal.db", TEST_SIGNER)
     basket = parse_basket(
         [
             {"sku": "RICE", "category": "grocery", "qty": 2, "unit_price": "45.50"},
@@ -199,7 +202,7 @@ def test_an_auditor_recomputes_every_discount_from_the_journal(tmp_path) -> None
     """Replay each journaled sale with the same policy: basket, tier, time, and the
     member's earlier quota use counted from the sales before it."""
     shop = make_shop(tmp_path, terms("cinema"))
-    journal = Journal(tmp_path / "journal.db")
+    journal = Journal(tmp_path / "journal.db", TEST_SIGNER)
     moments = [MONDAY + timedelta(days=d, hours=h) for d in (0, 3, 9, 15, 31) for h in (0, 5)]
     for n, at in enumerate(moments):
         lines = [FILM] if n % 3 else [FILM, Line("F2", "film", 2, 3800), POPCORN]
@@ -268,7 +271,7 @@ def test_journal_migrates_an_old_journal_and_keeps_its_chain(tmp_path) -> None:
     )
     conn.commit()
     conn.close()
-    journal = Journal(path)
+    journal = Journal(path, TEST_SIGNER)
     assert journal.db.execute("SELECT max(id) FROM migrations").fetchone()[0] == len(MIGRATIONS)
     shop = make_shop(tmp_path, terms("supermarket"))
     checkout(shop.current, shop.enrolment, journal, card(shop), 2000, MONDAY)
@@ -345,10 +348,9 @@ def test_upload_checks_the_basket(change, message) -> None:
 
 def test_central_stores_the_basket(union: Union) -> None:
     union.add_merchant("M0001", "Shop", 500)
-    union.enrol_terminal("T1", "M0001", "http://x")
-    old = Sale.from_json(_sale_with(None))
-    new = Sale.from_json(_sale_with(GOOD_BASKET, seq=2, sale_id="s2", prev_hash=old.hash))
-    terminal = union.store.terminal("T1")
+    terminal = enrol_signing_terminal(union)
+    old = signed(Sale.from_json(_sale_with(None)))
+    new = signed(Sale.from_json(_sale_with(GOOD_BASKET, seq=2, sale_id="s2", prev_hash=old.hash)))
     result = union.ingest(terminal, [old, new])
     assert (result.acked_through, result.accepted) == (2, 2)
     stored = union.store.sales_for("T1")

@@ -123,7 +123,7 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
     state.enrol(union.enrol_terminal("T1", "M0001", "http://unused"))
     secret = state.enrolment.api_secret
     union.close()
-    journal = Journal(state.journal_path)
+    journal = Journal(state.journal_path, state.signer())
 
     def sync_once() -> object:
         with ThreadedServer(create_app({"DATA_DIR": str(paths.data_dir), "CLOCK": clock})) as s:

@@ -28,6 +28,7 @@ from reader.pcscd import Pcscd
 from sync.client import CentralClient
 from sync.run import run_sync
 from terminal.democards import DEMO_CARDS, members_csv
+from terminal.devicekey import load_public_key
 from terminal.errors import ConfigError
 from terminal.service import TerminalService
 from terminal.state import TerminalState
@@ -98,8 +99,11 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any], clock: Clock) 
                 echo("== union: settlement summary")
                 for line in settlement_table(union.settlement()):
                     echo(line)
-                count = service.journal.verify()
-                echo(f"== auditor: terminal journal hash chain intact ({count} sales)")
+                count = service.journal.verify(load_public_key(terminal_dir))
+                echo(
+                    f"== auditor: terminal journal hash chain intact ({count} sales), "
+                    "every device signature verified"
+                )
                 echo(f"demo finished in {time.monotonic() - started:.1f} s")
                 if serve:
                     serve_forever(service, terminal_app, central_server.url, echo)
