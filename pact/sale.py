@@ -60,6 +60,11 @@ class Sale:
     roster_version: int
     policy_version: int
     basket: Mapping[str, Any] | None  # hashed only when not None (OPTIONAL_FIELDS)
+    # The card's Application Transaction Counter (EMV tag 9F36) at this sale, when the
+    # card gave it: card-presence evidence. Hashed only when not None.
+    atc: int | None = field(
+        metadata={DESCRIBE: "the card's transaction counter (0 to 65535) or null"}
+    )
     prev_hash: str  # the previous sale's hash; GENESIS for the first
     hash: str
     # The terminal's device signature over ``hash`` (pact.device; hex Ed25519); not hashed.
@@ -114,7 +119,7 @@ CHAIN_FIELDS = ("prev_hash", "hash")  # link a sale to the one before it; not ha
 UNHASHED_FIELDS = (*CHAIN_FIELDS, "sig")  # the signature signs the hash: not in it
 # Hashed only when not None, left out on the wire when None: sales journaled before
 # the field existed keep their hash (sig is never hashed).
-OPTIONAL_FIELDS = frozenset({"basket", "sig"})
+OPTIONAL_FIELDS = frozenset({"basket", "atc", "sig"})
 # What the journal fills in when it records a SaleDraft.
 JOURNAL_FIELDS = ("seq", "sale_id", "at", *UNHASHED_FIELDS)
 
@@ -136,6 +141,7 @@ class SaleDraft:
     roster_version: int
     policy_version: int
     basket: Mapping[str, Any] | None = None
+    atc: int | None = None
 
     def complete(self, *, seq: int, sale_id: str, at: str, prev_hash: str, hash: str) -> Sale:
         """The :class:`Sale` with the journal's fields (:func:`pact.chain.seal` hashes it)."""
@@ -176,6 +182,7 @@ Codec = Callable[[Any], Any]
 # None: as it is. A field of another type is refused when the layout is made.
 _ROW_CODECS: dict[Any, tuple[Codec | None, Codec | None]] = {
     int: (None, None),
+    int | None: (None, None),
     str: (None, None),
     str | None: (None, None),
     bool: (None, bool),

@@ -88,6 +88,7 @@ _TYPE_CHECKS: dict[Any, tuple[Test, str]] = {
     int: (_whole, "a non-negative integer"),
     str: (lambda v: isinstance(v, str), "a string"),
     str | None: (lambda v: v is None or isinstance(v, str), "a string or null"),
+    int | None: (lambda v: v is None or (_whole(v) and v <= 0xFFFF), "0 to 65535 or null"),
     bool: (lambda v: isinstance(v, bool), "true or false"),
     tuple[str, ...]: (_strings, "a list of strings"),
 }

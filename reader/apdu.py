@@ -116,6 +116,14 @@ def get_processing_options(pdol_data: bytes) -> bytes:
     return bytes([0x80, 0xA8, 0x00, 0x00, len(body)]) + body + b"\x00"
 
 
+def get_data(tag: int) -> bytes:
+    """GET DATA (EMV 4.3 Book 3, 6.5.7): ``80 CA P1 P2 00``, P1 P2 the two-byte tag
+    (``9F36`` the Application Transaction Counter, ``9F13`` the last online ATC)."""
+    if not 0x9F00 <= tag <= 0x9FFF:
+        raise ValueError(f"GET DATA reads a 9Fxx tag, got {tag:X}")
+    return bytes([0x80, 0xCA, tag >> 8, tag & 0xFF, 0x00])
+
+
 def get_response(le: int) -> bytes:
     """GET RESPONSE (EMV 4.3 Book 1, 9.3.1.3): ``00 C0 00 00 Le`` (``00`` = 256)."""
     _short("Le", le)

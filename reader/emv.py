@@ -24,6 +24,7 @@ kept from the records; the cardholder name (``5F20``) and the PBOC ID number
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import secrets
 from collections.abc import Sequence
@@ -83,7 +84,8 @@ NUMERIC_TAGS = frozenset({0x9F02, 0x9F03, 0x9F1A, 0x5F2A, 0x9A, 0x9C, 0x9F35, 0x
 TAG_PAN = 0x5A
 TAG_TRACK2 = 0x57
 TAG_EXPIRY = 0x5F24
-WANTED_TAGS = frozenset({TAG_PAN, TAG_TRACK2, TAG_EXPIRY})
+TAG_ATC = 0x9F36  # Application Transaction Counter: 2 bytes, the card adds one per GPO
+WANTED_TAGS = frozenset({TAG_PAN, TAG_TRACK2, TAG_EXPIRY, TAG_ATC})
 
 NOT_FOUND = frozenset({0x6A82, 0x6D00, 0x6E00})  # SELECT: no such application here
 MAX_DIRECTORY_RECORDS = 16  # PSE directory records read at most
@@ -166,7 +168,9 @@ def read_identity(
             continue
         apdu.check(sw, "GET PROCESSING OPTIONS")
         found = _read_application_data(send, gpo)
-        return _identity(df_name, found, tokenize)
+        identity = _identity(df_name, found, tokenize)
+        atc = _counter(found) if TAG_ATC in found else _get_counter(send)
+        return dataclasses.replace(identity, atc=atc)
     if blocked:
         raise CardBlockedError("the card's payment application is blocked")
     if refused:
@@ -307,6 +311,26 @@ def _read_application_data(send: apdu.Transmit, gpo: bytes) -> dict[int, bytes]:
             # Book 3, 10.2: records in SFIs 1-10 are '70' templates
             raise MalformedResponseError("an application record is not a '70' template")
     return found
+
+
+def _counter(found: dict[int, bytes]) -> int | None:
+    value = found.get(TAG_ATC)
+    return int.from_bytes(value, "big") if value is not None and len(value) == 2 else None
+
+
+def _get_counter(send: apdu.Transmit) -> int | None:
+    """The card's transaction counter by GET DATA (Book 3, 6.5.7), after GPO (which
+    counted this transaction); None when the card does not give it. Evidence that
+    the card was present, not needed to read it: a refusal is not an error."""
+    data, sw = send(apdu.get_data(TAG_ATC))
+    if sw != 0x9000:
+        return None
+    found: dict[int, bytes] = {}
+    try:
+        tlv.collect(data, frozenset({TAG_ATC}), found)
+    except MalformedResponseError:
+        return None
+    return _counter(found)
 
 
 def _afl_records(afl: bytes) -> list[tuple[int, int]]:

@@ -24,23 +24,27 @@ class CardIdentity:
     pan_last4: str
     expiry: str  # "YYYY-MM"
     token: bytes | None  # None when no token key is configured
+    atc: int | None = None  # the card's transaction counter for this read, if it gave it
 
-    def as_json(self) -> dict[str, str | None]:
+    def as_json(self) -> dict[str, str | int | None]:
         return {
             "scheme": self.scheme,
             "aid": self.aid.hex().upper(),
             "pan_last4": self.pan_last4,
             "expiry": self.expiry,
             "token": self.token.hex() if self.token is not None else None,
+            "atc": self.atc,
         }
 
 
 def identity_from_pan(
-    scheme: str, aid: bytes, pan: str, expiry: str, tokenize: Tokenize
+    scheme: str, aid: bytes, pan: str, expiry: str, tokenize: Tokenize, atc: int | None = None
 ) -> CardIdentity:
     """Build the identity; the PAN is consumed here and not kept.
 
     Raises ``ValueError`` when ``tokenize`` refuses the number.
     """
     token = tokenize(pan)
-    return CardIdentity(scheme=scheme, aid=aid, pan_last4=pan[-4:], expiry=expiry, token=token)
+    return CardIdentity(
+        scheme=scheme, aid=aid, pan_last4=pan[-4:], expiry=expiry, token=token, atc=atc
+    )

@@ -131,6 +131,7 @@ def checkout(
             roster_version=generation.roster_version,
             policy_version=generation.policy_version,
             basket=journal_record(q, member),
+            atc=identity.atc,
         ),
         at=now,
     )

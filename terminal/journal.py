@@ -64,6 +64,10 @@ MIGRATIONS = (
     """
     ALTER TABLE sales ADD COLUMN sig TEXT;
     """,
+    # 4: the card's transaction counter (EMV 9F36) at the sale, when it gave one; hashed
+    """
+    ALTER TABLE sales ADD COLUMN atc INTEGER;
+    """,
 )
 
 

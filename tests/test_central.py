@@ -39,6 +39,7 @@ def make_sales(
             roster_version=1,
             policy_version=1,
             basket=None,
+            atc=seq,
             prev_hash=prev,
             hash="",
         )
@@ -171,6 +172,7 @@ SALES_COLUMNS = [
     ("roster_version", "BIGINT", False),
     ("policy_version", "BIGINT", False),
     ("basket", "TEXT", True),
+    ("atc", "BIGINT", True),
     ("prev_hash", "VARCHAR(64)", False),
     ("hash", "VARCHAR(64)", False),
     ("sig", "VARCHAR(128)", True),

@@ -258,6 +258,7 @@ def test_journal_migrates_an_old_journal_and_keeps_its_chain(tmp_path) -> None:
         roster_version=1,
         policy_version=1,
         basket=None,
+        atc=None,
         prev_hash=GENESIS,
         hash=OLD_HASH,  # as the release before baskets hashed it
     )

@@ -40,6 +40,7 @@ SELECT_PSE = "00A404000E315041592E5359532E444446303100"
 SELECT_DEBIT = "00A4040008A00000033301010100"
 SELECT_CREDIT = "00A4040008A00000033301010200"
 GPO_NO_PDOL = "80A8000002830000"
+GET_ATC = "80CA9F3600"  # GET DATA of the transaction counter, after the records
 
 
 def h(text: str) -> bytes:
@@ -222,6 +223,7 @@ def test_unionpay_contact_card_via_pse_exact_sequence() -> None:
             (SELECT_DEBIT, ok(fci(DEBIT))),
             (GPO_NO_PDOL, ok(encode(0x80, h("7C00 08010200")))),
             *UNIONPAY_RECORDS,
+            (GET_ATC, ok(encode(0x9F36, h("002A")))),
         ]
     )
     identity = read(card.transmit)
@@ -232,6 +234,7 @@ def test_unionpay_contact_card_via_pse_exact_sequence() -> None:
         pan_last4="1232",
         expiry="2030-12",
         token=token_for_pan(PAN, KEY),
+        atc=42,
     )
 
 
@@ -248,6 +251,7 @@ def test_priority_zero_or_absent_ranks_last_and_ties_keep_directory_order() -> N
             (apdu.select_by_name(first).hex(), "6A82"),
             (apdu.select_by_name(second).hex(), ok(fci(second))),
             (GPO_NO_PDOL, ok(encode(0x77, encode(0x82, h("0000")) + track2(PAN, "2901")))),
+            (GET_ATC, "6A88"),
         ]
     )
     identity = read(card.transmit, accepted_aids=[first, second, third])
@@ -266,6 +270,7 @@ def test_ppse_pdol_is_filled_with_terminal_data() -> None:
                 "80A800001D831B360000000000261128A1B2C3D4015601560000000000002200000000",
                 ok(encode(0x77, encode(0x82, h("0000")) + track2(PAN, "2812"))),
             ),
+            (GET_ATC, "6D00"),  # no GET DATA at all: still read, without a counter
         ]
     )
     identity = read(card.transmit)
@@ -285,6 +290,7 @@ def test_the_list_of_known_aids_is_tried_in_order_when_there_is_no_directory() -
             "00B2011400",
             ok(record(encode(0x5A, cn("5413330089020011")), encode(0x5F24, h("271130")))),
         ),
+        (GET_ATC, "6A88"),
     ]
     card = ScriptedCard(script)
     identity = read(card.transmit)
@@ -346,6 +352,7 @@ def test_gpo_6985_moves_on_to_the_next_candidate() -> None:
             (GPO_NO_PDOL, "6985"),
             (SELECT_CREDIT, ok(fci(CREDIT))),
             (GPO_NO_PDOL, ok(encode(0x77, encode(0x82, h("0000")) + track2(PAN, "3012")))),
+            (GET_ATC, "6A88"),
         ]
     )
     assert read(card.transmit).aid == CREDIT and card.done()
@@ -359,6 +366,7 @@ def test_a_directory_record_error_falls_back_to_the_list_of_aids() -> None:
             ("00B2010C00", "6A86"),
             (SELECT_DEBIT, ok(fci(DEBIT))),
             (GPO_NO_PDOL, ok(encode(0x77, track2(PAN, "3012")))),
+            (GET_ATC, "6A88"),
         ]
     )
     assert read(card.transmit).aid == DEBIT and card.done()
@@ -374,6 +382,7 @@ def read_records(*objects: bytes, gpo: bytes | None = None) -> CardIdentity:
             (SELECT_DEBIT, ok(fci(DEBIT))),
             (GPO_NO_PDOL, ok(gpo if gpo is not None else encode(0x80, h("0000 08010100")))),
             ("00B2010C00", ok(record(*objects))),
+            (GET_ATC, "6A88"),
         ]
     )
     return read(card.transmit)
@@ -614,3 +623,42 @@ def test_corrupted_real_card_answers_raise_only_card_errors(
     except CardError:
         return
     assert identity.pan_last4.isdigit() and len(identity.pan_last4) == 4
+
+
+# ------------------------------------------------------------ the transaction counter
+
+
+def test_the_counter_is_read_after_gpo_and_counts_each_transaction() -> None:
+    """Card-presence evidence: the ATC (9F36) goes up by one at every GPO, as real
+    cards do, and the reader reads it by GET DATA after the records."""
+    card = EmulatedCard(build_image("unionpay", PAN, "2030-12"))
+    first, second = read(card.transmit), read(card.transmit)
+    assert first.atc is not None and second.atc == first.atc + 1
+    assert card.log[-1][0] == h(GET_ATC) and first.as_json()["atc"] == first.atc
+
+
+def test_a_contactless_card_gives_its_counter_in_the_gpo_answer() -> None:
+    card = EmulatedCard(build_image("contactless", PAN, "2030-12"))
+    first, second = read(card.transmit), read(card.transmit)
+    assert first.atc is not None and second.atc == first.atc + 1
+    assert h(GET_ATC) not in [c for c, _ in card.log]  # no GET DATA needed
+
+
+def test_a_card_that_refuses_get_data_still_reads_without_a_counter() -> None:
+    card = EmulatedCard(build_image("no-get-data", PAN, "2030-12"))
+    identity = read(card.transmit)
+    assert identity.pan_last4 == "1232" and identity.atc is None
+    assert card.log[-1] == (h(GET_ATC), h("6A88"))
+
+
+@pytest.mark.parametrize("answer", [ok(h("9F3601FF")), ok(h("9F36")), ok(b""), ok(h("DF01020001"))])
+def test_a_garbled_counter_is_no_counter(answer: bytes) -> None:
+    card = ScriptedCard(
+        [
+            (SELECT_PPSE, ok(ppse_fci(entry(DEBIT, 1)))),
+            (SELECT_DEBIT, ok(fci(DEBIT))),
+            (GPO_NO_PDOL, ok(encode(0x77, track2(PAN, "3012")))),
+            (GET_ATC, answer),
+        ]
+    )
+    assert read(card.transmit).atc is None and card.done()

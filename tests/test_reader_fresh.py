@@ -341,3 +341,29 @@ def test_terminal_checkout_cli_refuses_a_card_already_in_the_reader(
         out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     assert '"pan_last4": "' + MEMBER_PAN[-4:] in out
+
+
+@pytest.mark.pcsc
+def test_each_sale_journals_the_cards_transaction_counter(
+    service: TerminalService, site: Site, clock, emulated_card: InsertCard
+) -> None:
+    """Card-presence evidence through the real pcscd: the same card twice gives two
+    sales whose counters follow each other; a card without GET DATA gives none; the
+    counters reach the union with the sales."""
+    client = create_app(service).test_client()
+    card = emulated_card(pan=MEMBER_PAN)
+    seen(service.read_card, card)  # type: ignore[arg-type]
+    assert client.post("/api/v1/checkout", json={"amount": "128.00"}).status_code == 200
+    card.remove()
+    card.insert()  # the same card (the same counter), inserted again
+    seen(service.read_card, card)  # type: ignore[arg-type]
+    assert client.post("/api/v1/checkout", json={"amount": "20.00"}).status_code == 200
+    card.remove()
+    other = emulated_card(pan=OTHER_PAN, profile="no-get-data")
+    seen(service.read_card, other)  # type: ignore[arg-type]
+    assert client.post("/api/v1/checkout", json={"amount": "5.00"}).status_code == 200
+    first, second, third = service.journal.sales()
+    assert first.atc is not None and second.atc == first.atc + 1 and third.atc is None
+    assert first.hashed()["atc"] == first.atc  # the counter is in the signed hash
+    site.sync(clock)
+    assert [s.atc for s in site.union.store.sales_for("T1")] == [first.atc, second.atc, None]

@@ -141,7 +141,7 @@ def test_reading_the_card_is_not_an_event(monitor0: CardMonitor) -> None:
         inserted = next_event_of(monitor0, CardInserted)
         read_card(READER_0, timeout=5, tokenize=PanTokenizer(None), today=CARD_DAY)
         read_card(READER_0, timeout=5, tokenize=PanTokenizer(None), today=CARD_DAY)
-        assert len(emulator.apdu_log) == 18
+        assert len(emulator.apdu_log) == 20  # two reads of 10 APDUs (the last: GET DATA)
         assert card_events(drain(monitor0, quiet=0.6)) == []
         assert monitor0.snapshot().reader(READER_0).card == inserted.insertion  # type: ignore[union-attr]
     assert isinstance(next_event_of(monitor0, CardRemoved), CardRemoved)

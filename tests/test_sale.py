@@ -45,6 +45,7 @@ OLD = Sale(
     roster_version=1,
     policy_version=1,
     basket=None,  # journaled before baskets: not hashed
+    atc=None,  # nor counters
     prev_hash=GENESIS,
     hash="ea1e7e34d0c2a68aa0c785ed15c01bafc636dbf18b685a9f5ec2a8583581eeff",
 )
@@ -105,7 +106,11 @@ def test_hashes_are_those_of_the_release_before() -> None:
         assert entry_hash(sale.prev_hash, sale) == sale.hash, sale.seq
     assert check_chain(PINNED, GENESIS, 0) == PHARMACY.hash
     assert "basket" not in OLD.hashed() and "basket" in STRANGER.hashed()
-    assert list(OLD.hashed()) == [name for name in HASHED_FIELDS if name != "basket"]
+    assert list(OLD.hashed()) == [name for name in HASHED_FIELDS if name not in ("basket", "atc")]
+    counted = replace(PHARMACY, atc=513)  # a sale with the card's counter hashes it
+    assert (
+        counted.hashed()["atc"] == 513 and entry_hash(counted.prev_hash, counted) != PHARMACY.hash
+    )
     with pytest.raises(ChainError, match="sale 2 has been altered"):
         check_chain([OLD, replace(STRANGER, discount=1, net=4549)], GENESIS, 0)
 
@@ -140,7 +145,7 @@ def test_the_wire_carries_the_same_json() -> None:
         ("prev_hash", GENESIS),  # no basket: left out, as before it existed
         ("hash", OLD.hash),
     ]
-    assert list(second) == [name for name in FIELDS if name != "sig"]  # unsigned: no sig
+    assert list(second) == [n for n in FIELDS if n not in ("atc", "sig")]  # none: left out
     assert second["token"] is None and second["rules"] == [] and second["basket"] == STRANGER.basket
     assert json.dumps(body, ensure_ascii=False).count('"basket"') == 2
     terminal_id, decoded = decode_sales(json.loads(json.dumps(body)))
@@ -279,8 +284,10 @@ def sales(draw: st.DrawFn) -> Sale:
         roster_version=draw(WHOLE),
         policy_version=draw(WHOLE),
         basket=basket,
+        atc=draw(st.none() | st.integers(0, 0xFFFF)),
         prev_hash=draw(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
         hash=draw(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
+        sig=draw(st.none() | st.text(alphabet="0123456789abcdef", min_size=128, max_size=128)),
     )
 
 

@@ -21,6 +21,7 @@ SW_WRONG_LENGTH = 0x6700
 SW_CONDITIONS = 0x6985
 SW_NOT_FOUND = 0x6A82
 SW_NO_RECORD = 0x6A83
+SW_REF_NOT_FOUND = 0x6A88  # referenced data not found (GET DATA of what the card lacks)
 SW_INS = 0x6D00
 SW_CLA = 0x6E00
 
@@ -56,6 +57,7 @@ class Application:
     gpo: bytes | None = None  # GPO response data; None: GPO is refused (6985)
     pdol_length: int = 0  # the length of PDOL data GPO must carry
     select_sw: int = SW_OK  # e.g. 6283 for a blocked application
+    gpo_atc: bool = False  # a format 2 GPO answer carries the counter (9F36) at its end
 
 
 @dataclass
@@ -67,6 +69,8 @@ class CardImage:
     t0: bool = False  # answer like a T=0 card: 61xx for case 4, 6Cxx for a wrong Le
     t0_chunk: int = 32  # bytes per GET RESPONSE when t0
     vanish_after: int | None = None  # answer this many APDUs, then leave (card pulled)
+    atc: int = 0x0100  # Application Transaction Counter: one more at each GPO
+    get_data: bool = True  # answers GET DATA 9F36 with the counter; else 6A88
 
 
 # ---------------------------------------------------------------------------
@@ -234,9 +238,8 @@ def contactless(pan: str, expiry: str) -> CardImage:
         + encode(0x57, _track2(pan, y, m))
         + encode(0x5F34, b"\x01")
         + encode(0x9F10, bytes.fromhex("07010103A00000010A0100000000000000000000"))
-        + encode(0x9F26, bytes(8))
-        + encode(0x9F36, b"\x00\x01"),
-    )
+        + encode(0x9F26, bytes(8)),
+    )  # the counter (9F36) is added at each GPO: gpo_atc
     ppse_entries = [_entry(aid, b"UnionPay", 1)]
     return CardImage(
         atr=ATR_T1,
@@ -247,6 +250,7 @@ def contactless(pan: str, expiry: str) -> CardImage:
                 _adf_fci(aid, b"UnionPay", 1, CONTACTLESS_PDOL),
                 gpo=gpo,
                 pdol_length=33,
+                gpo_atc=True,
             ),
         ],
     )
@@ -299,9 +303,17 @@ def transit(pan: str, expiry: str) -> CardImage:
     )
 
 
+def no_get_data(pan: str, expiry: str) -> CardImage:
+    """The ``unionpay`` card, but it refuses GET DATA (6A88): no transaction counter."""
+    image = unionpay(pan, expiry)
+    image.get_data = False
+    return image
+
+
 PROFILES: dict[str, Callable[[str, str], CardImage]] = {
     "unionpay": unionpay,
     "unionpay-t0": unionpay_t0,
+    "no-get-data": no_get_data,
     "contactless": contactless,
     "visa": visa,
     "blocked": blocked,

@@ -10,6 +10,7 @@ sockets, threads or clock. Its :meth:`EmulatedCard.transmit` is the
 
 from __future__ import annotations
 
+from reader import tlv
 from reader.emulation.images import (
     SW_BLOCKED,
     SW_CLA,
@@ -18,10 +19,12 @@ from reader.emulation.images import (
     SW_NO_RECORD,
     SW_NOT_FOUND,
     SW_OK,
+    SW_REF_NOT_FOUND,
     SW_WRONG_LENGTH,
     Application,
     CardImage,
 )
+from reader.tlv import encode
 
 
 class EmulatedCard:
@@ -81,6 +84,8 @@ class EmulatedCard:
             return self._case2(*self._read_record(p1, p2), le)
         if ins == 0xA8 and cla == 0x80:
             return self._case4(*self._gpo(data))
+        if ins == 0xCA and cla == 0x80:
+            return self._case2(*self._get_data((p1 << 8) | p2), le)
         if cla not in (0x00, 0x80):
             return b"", SW_CLA
         return b"", SW_INS
@@ -112,7 +117,17 @@ class EmulatedCard:
         if data[1] != app.pdol_length:
             return b"", SW_WRONG_LENGTH
         self.pdol_data = data[2:]
+        self.image.atc = min(self.image.atc + 1, 0xFFFF)  # counts every transaction started
+        if app.gpo_atc:
+            inner = tlv.parse(app.gpo)[0].value
+            return encode(0x77, inner + encode(0x9F36, self.image.atc.to_bytes(2, "big"))), SW_OK
         return app.gpo, SW_OK
+
+    def _get_data(self, tag: int) -> tuple[bytes, int]:
+        """GET DATA (EMV 4.3 Book 3, 6.5.7): the transaction counter, when the card gives it."""
+        if tag != 0x9F36 or not self.image.get_data or self._current is None:
+            return b"", SW_REF_NOT_FOUND
+        return encode(0x9F36, self.image.atc.to_bytes(2, "big")), SW_OK
 
     # T=0 behaviour (ISO/IEC 7816-3, 10.3.3; EMV 4.3 Book 1, 9.3.1.3)
 
