@@ -142,7 +142,8 @@ def overhead(ctx: Context, port: int) -> list[Figure]:
     per_apdu = percentile(pair.baseline, 50) * 1000 / len(commands)
     for f in (p50, p95):
         f.note = (
-            f"{len(commands)} APDUs (PPSE, PSE, 3 directory records, SELECT, GPO, 2 records, GET DATA of the counter) "
+            f"{len(commands)} APDUs (PPSE, PSE, 3 directory records, SELECT, GPO, 2 records, "
+            "GET DATA of the counter) "
             f"to the emulator through vpcd and pcscd, about {per_apdu:.2f} ms each: the "
             "emulator answers far faster than a chip (a contactless card takes a few ms per "
             "APDU, a contact card at 9600 baud more), so the reader's own time weighs more "
