@@ -234,7 +234,10 @@ def tap_to_quote(ctx: Context, port: int) -> list[Figure]:
                 answer: dict[str, Any] = {}
                 till = threading.Thread(
                     target=lambda into=answer: into.update(
-                        r=_post(web.url + "/api/v1/checkout", {"amount": "12.80", "timeout": 10})
+                        r=_post(
+                            web.url + "/api/v1/checkout",
+                            {"amount": "12.80", "timeout": 10, "confirm": True},
+                        )
                     )
                 )
                 till.start()

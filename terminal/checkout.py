@@ -36,6 +36,7 @@ class SaleResult:
         """The sale for the till: seq, member, money (yuan strings and ``*_fen``), the
         rules applied, reasons, per-line amounts and each rule not applied."""
         return {
+            "state": "confirmed",
             "seq": self.sale.seq,
             "sale_id": self.sale.sale_id,
             "at": self.sale.at,
@@ -98,17 +99,40 @@ def usage_for(
     }
 
 
-def checkout(
+@dataclass(frozen=True)
+class Priced:
+    """A sale priced for a card, not yet journaled (a quote the cashier may confirm)."""
+
+    draft: SaleDraft
+    quote: Quote
+    at: datetime  # when it was priced: the sale's time when it is journaled
+
+    @property
+    def member(self) -> bool:
+        return self.draft.member
+
+    def as_json(self) -> dict[str, Any]:
+        """The quote for the till: member, money, rules, reasons, lines (no seq yet)."""
+        return {
+            "at": iso(self.at),
+            "pan_last4": self.draft.pan_last4,
+            "member": self.member,
+            **quote_json(self.quote),
+        }
+
+
+def price(
     generation: Generation,
     enrolment: Enrolment,
     journal: Journal,
     identity: CardIdentity,
     basket: Basket | int,
     now: datetime,
-) -> SaleResult:
-    """Price the sale for this card and record it durably before returning.
+) -> Priced:
+    """Price the sale for this card from one generation, journaling nothing.
 
-    ``basket`` may be a plain amount in fen: one line of category ``general``.
+    ``basket`` may be a plain amount in fen: one line of category ``general``. The
+    member's quota use is counted from the journal as it is now.
     """
     if not isinstance(basket, Basket):
         basket = Basket.of_amount(basket)
@@ -117,22 +141,37 @@ def checkout(
     token = identity.token.hex() if identity.token is not None else None
     usage = usage_for(journal, token, policy, now) if member is not None else {}
     q = quote(basket, member, policy, now, usage, not_member_reason=reason or "not a member")
-    sale = journal.append(
-        SaleDraft(
-            terminal_id=enrolment.terminal_id,
-            merchant_id=enrolment.merchant_id,
-            token=token,
-            pan_last4=identity.pan_last4,
-            member=member is not None and member.is_valid_on(shop_day(policy, now)),
-            gross=q.gross,
-            discount=q.discount,
-            net=q.net,
-            rules=q.applied,
-            roster_version=generation.roster_version,
-            policy_version=generation.policy_version,
-            basket=journal_record(q, member),
-            atc=identity.atc,
-        ),
-        at=now,
+    draft = SaleDraft(
+        terminal_id=enrolment.terminal_id,
+        merchant_id=enrolment.merchant_id,
+        token=token,
+        pan_last4=identity.pan_last4,
+        member=member is not None and member.is_valid_on(shop_day(policy, now)),
+        gross=q.gross,
+        discount=q.discount,
+        net=q.net,
+        rules=q.applied,
+        roster_version=generation.roster_version,
+        policy_version=generation.policy_version,
+        basket=journal_record(q, member),
+        atc=identity.atc,
     )
-    return SaleResult(sale=sale, quote=q, member=sale.member)
+    return Priced(draft, q, now)
+
+
+def record(journal: Journal, priced: Priced) -> SaleResult:
+    """Journal a priced sale durably (the point of no return) and return it."""
+    sale = journal.append(priced.draft, at=priced.at)
+    return SaleResult(sale=sale, quote=priced.quote, member=sale.member)
+
+
+def checkout(
+    generation: Generation,
+    enrolment: Enrolment,
+    journal: Journal,
+    identity: CardIdentity,
+    basket: Basket | int,
+    now: datetime,
+) -> SaleResult:
+    """Price the sale for this card and record it durably before returning (one call)."""
+    return record(journal, price(generation, enrolment, journal, identity, basket, now))

@@ -177,7 +177,7 @@ def terminal_checkout(clock: Clock, amount: str, settings: Settings, as_json: bo
         raise InputError(f"AMOUNT {amount!r}: {exc}") from None
     service = open_terminal(settings, clock)
     try:
-        result = service.checkout(gross)
+        result = service.checkout(gross, confirm=True)
     finally:
         service.close()
     if as_json:

@@ -31,3 +31,7 @@ class JournalError(TerminalError):
 
 class BusyError(TerminalError):
     """Another checkout is already waiting for a card."""
+
+
+class PendingError(TerminalError):
+    """No such sale waits for confirmation (confirmed, cancelled, replaced or timed out)."""

@@ -7,22 +7,42 @@ the daemon), so this module does not import pyscard.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from pact.basket import Basket
 from pact.cards import PanTokenizer
 from pact.money import fen
 from pact.timefmt import iso
 from reader.identity import CardIdentity, Tokenize
-from terminal.checkout import SaleResult, checkout
-from terminal.errors import BusyError
+from terminal.checkout import Priced, SaleResult, price, record
+from terminal.errors import BusyError, PendingError
 from terminal.journal import Journal
 from terminal.state import TerminalState
 
 EXPIRY_WARNING = timedelta(hours=24)
+PENDING_TIMEOUT = timedelta(minutes=2)  # a quote not confirmed by then is dropped
+
+
+@dataclass(frozen=True)
+class PendingSale:
+    """A priced sale waiting for the cashier to confirm or cancel it."""
+
+    id: str
+    expires_at: datetime
+    priced: Priced
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "state": "pending",
+            "pending_id": self.id,
+            "expires_at": iso(self.expires_at),
+            **self.priced.as_json(),
+        }
 
 
 class CardReaderFn(Protocol):
@@ -36,6 +56,7 @@ class TerminalService:
         read_card: CardReaderFn,
         clock: Callable[[], datetime],
         card_timeout: float = 30.0,
+        pending_timeout: timedelta = PENDING_TIMEOUT,
     ) -> None:
         self.state = TerminalState.open(data_dir)
         self.state.load()
@@ -43,30 +64,100 @@ class TerminalService:
         self.read_card = read_card
         self.clock = clock
         self.card_timeout = card_timeout
-        self._lock = threading.Lock()
+        self.pending_timeout = pending_timeout
+        self._lock = threading.Lock()  # one checkout (card wait + pricing) at a time
+        self._pending_lock = threading.Lock()  # guards _pending
+        self._confirm_lock = threading.Lock()  # one confirmation at a time
+        self._pending: PendingSale | None = None
 
     def close(self) -> None:
         self.journal.close()
 
-    def checkout(self, basket: Basket | int, timeout: float | None = None) -> SaleResult:
-        """Wait for a card, price the sale and journal it. One checkout at a time.
+    @overload
+    def checkout(
+        self, basket: Basket | int, timeout: float | None = ..., *, confirm: Literal[True]
+    ) -> SaleResult: ...
 
-        ``basket`` may be a plain amount in fen (one line of category ``general``).
+    @overload
+    def checkout(
+        self, basket: Basket | int, timeout: float | None = ..., *, confirm: Literal[False] = ...
+    ) -> PendingSale: ...
+
+    def checkout(
+        self, basket: Basket | int, timeout: float | None = None, *, confirm: bool = False
+    ) -> SaleResult | PendingSale:
+        """Wait for a card and price the sale. One checkout at a time.
+
+        Without ``confirm`` the priced sale waits (a :class:`PendingSale`, with an id)
+        until :meth:`confirm` journals it or :meth:`cancel` (or the pending timeout)
+        drops it, journaling nothing and using no quota. With ``confirm`` it is
+        journaled at once (a till that wants one call). ``basket`` may be a plain
+        amount in fen (one line of category ``general``).
         """
         if not self._lock.acquire(blocking=False):
             raise BusyError("another checkout is waiting for a card: finish or cancel it first")
         try:
+            waiting = self._waiting(self.clock())
+            if waiting is not None:
+                raise BusyError(
+                    f"sale {waiting.id} is waiting to be confirmed: confirm or cancel it first"
+                )
             identity = self.read_card(
                 timeout=self.card_timeout if timeout is None else timeout,
                 tokenize=PanTokenizer(self.state.enrolment.token_key),
             )
             self.state.refresh()
             generation = self.state.current  # this sale's roster and policy, taken once
-            return checkout(
-                generation, self.state.enrolment, self.journal, identity, basket, self.clock()
-            )
+            now = self.clock()
+            priced = price(generation, self.state.enrolment, self.journal, identity, basket, now)
+            if confirm:
+                return record(self.journal, priced)
+            pending = PendingSale(uuid.uuid4().hex, now + self.pending_timeout, priced)
+            with self._pending_lock:
+                self._pending = pending
+            return pending
         finally:
             self._lock.release()
+
+    def _waiting(self, now: datetime) -> PendingSale | None:
+        """The sale waiting for confirmation, if it has not timed out (a timed-out one
+        is dropped: nothing was journaled)."""
+        with self._pending_lock:
+            pending = self._pending
+            if pending is not None and now >= pending.expires_at:
+                self._pending = pending = None
+            return pending
+
+    def _take(self, pending_id: str) -> PendingSale:
+        """Remove and return the waiting sale ``pending_id``; PendingError otherwise."""
+        now = self.clock()
+        with self._pending_lock:
+            pending = self._pending
+            if pending is None or pending.id != pending_id:
+                raise PendingError(
+                    f"no sale {pending_id} is waiting to be confirmed (it was confirmed, "
+                    "cancelled or replaced): check out again"
+                )
+            self._pending = None
+        if now >= pending.expires_at:
+            raise PendingError(
+                f"sale {pending_id} waited more than {self.pending_timeout.seconds} s and was "
+                "dropped (nothing was recorded): check out again"
+            )
+        return pending
+
+    def confirm(self, pending_id: str) -> SaleResult:
+        """Journal the waiting sale: the point of no return."""
+        with self._confirm_lock:
+            pending = self._take(pending_id)
+            return record(self.journal, pending.priced)
+
+    def cancel(self, pending_id: str) -> PendingSale:
+        """Drop the waiting sale; nothing is journaled and no quota is used."""
+        return self._take(pending_id)
+
+    def pending(self) -> PendingSale | None:
+        return self._waiting(self.clock())
 
     def recent_sales(self, limit: int = 10) -> list[dict[str, Any]]:
         """The newest sales for the cashier page: last four digits and amounts only."""

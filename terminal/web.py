@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 from pact.basket import Basket, parse_basket
 from pact.money import parse_yuan
 from reader.errors import CardError, NoCardError, NoReaderError
-from terminal.errors import BusyError, TerminalError
+from terminal.errors import BusyError, PendingError, TerminalError
 from terminal.service import TerminalService
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,13 @@ def reader_state() -> Any:
 
 @bp.post("/api/v1/checkout")
 def checkout() -> Any:
-    """``{"amount": "128.50"}`` or ``{"basket": [{"sku", "category", "qty", "unit_price"}]}``."""
+    """``{"amount": "128.50"}`` or ``{"basket": [{"sku", "category", "qty", "unit_price"}]}``,
+    optionally ``"timeout"`` (s) and ``"confirm": true``.
+
+    Waits for the card and answers the priced sale: ``state`` "pending" with a
+    ``pending_id`` to confirm or cancel, or, with ``"confirm": true``, "confirmed"
+    (journaled) with its ``seq``.
+    """
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or ("amount" in body) == ("basket" in body):
         return jsonify(
@@ -76,8 +82,25 @@ def checkout() -> Any:
     timeout = body.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or not 1 <= timeout <= 120):
         return jsonify(error="timeout must be whole seconds, 1 to 120"), 400
-    result = _service().checkout(basket, timeout=timeout)
-    return jsonify(result.as_json())
+    confirm = body.get("confirm", False)
+    if not isinstance(confirm, bool):
+        return jsonify(error="confirm must be true or false"), 400
+    if confirm:
+        return jsonify(_service().checkout(basket, timeout=timeout, confirm=True).as_json())
+    return jsonify(_service().checkout(basket, timeout=timeout).as_json())
+
+
+@bp.post("/api/v1/checkout/<pending_id>/confirm")
+def confirm(pending_id: str) -> Any:
+    """Journal the waiting sale (the point of no return); answer it with its ``seq``."""
+    return jsonify(_service().confirm(pending_id).as_json())
+
+
+@bp.post("/api/v1/checkout/<pending_id>/cancel")
+def cancel(pending_id: str) -> Any:
+    """Drop the waiting sale: nothing is journaled, no quota is used."""
+    dropped = _service().cancel(pending_id)
+    return jsonify(state="cancelled", pending_id=dropped.id)
 
 
 def create_app(service: TerminalService) -> Flask:
@@ -87,7 +110,11 @@ def create_app(service: TerminalService) -> Flask:
 
     @app.errorhandler(BusyError)
     def _busy(exc: BusyError) -> Any:
-        return jsonify(error=str(exc)), 409
+        return jsonify(error=str(exc), kind="busy"), 409
+
+    @app.errorhandler(PendingError)
+    def _pending(exc: PendingError) -> Any:
+        return jsonify(error=str(exc), kind="no_pending_sale"), 404
 
     @app.errorhandler(NoCardError)
     def _no_card(exc: NoCardError) -> Any:

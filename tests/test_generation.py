@@ -123,7 +123,7 @@ def test_a_refresh_never_shows_a_half_loaded_generation(
                 assert not [w for w in status["warnings"] if "no member roster" in w], status
                 assert not [w for w in status["warnings"] if "no discount policy" in w], status
             else:
-                result = service.checkout(100_000)
+                result = service.checkout(100_000, confirm=True)
                 sale = result.sale
                 assert sale.roster_version == sale.policy_version, sale
                 assert result.member, result.as_json()

@@ -30,7 +30,9 @@ from reader.identity import identity_from_pan
 from terminal.checkout import checkout
 from terminal.errors import JournalError
 from terminal.journal import MIGRATIONS, Journal
+from terminal.service import TerminalService
 from terminal.state import TerminalState
+from terminal.web import create_app
 from tests.helpers import (
     MEMBER_PAN,
     OTHER_PAN,
@@ -418,9 +420,6 @@ def test_set_policy_refuses_bad_terms_in_one_line(data: bytes, message: str) -> 
 
 
 def test_till_api_takes_a_basket_or_an_amount(tmp_path) -> None:
-    from terminal.service import TerminalService
-    from terminal.web import create_app
-
     shop = make_shop(tmp_path, terms("pharmacy"))
     member = card(shop)
     service = TerminalService(
@@ -433,13 +432,14 @@ def test_till_api_takes_a_basket_or_an_amount(tmp_path) -> None:
             "basket": [
                 {"sku": "COLD", "category": "otc", "qty": 2, "unit_price": "150.00"},
                 {"sku": "RX1", "category": "prescription", "qty": 1, "unit_price": "88.00"},
-            ]
+            ],
+            "confirm": True,
         },
     ).get_json()
     assert (body["gross"], body["discount"], body["net"]) == ("388.00", "20.00", "368.00")
     assert [x["discount"] for x in body["lines"]] == ["20.00", "0.00"]
     assert body["reasons"] == ["8% off over-the-counter medicine: capped at 20.00 per transaction"]
-    body = client.post("/api/v1/checkout", json={"amount": "50.00"}).get_json()
+    body = client.post("/api/v1/checkout", json={"amount": "50.00", "confirm": True}).get_json()
     assert body["discount_fen"] == 0 and body["lines"][0]["category"] == "general"
     assert body["not_applied"][0]["rule"] == "otc-8"
     for payload, text in [
@@ -453,4 +453,28 @@ def test_till_api_takes_a_basket_or_an_amount(tmp_path) -> None:
         response = client.post("/api/v1/checkout", json=payload)
         assert response.status_code == 400 and text in response.get_json()["error"]
     assert service.journal.counts() == (2, 2)
+    service.close()
+
+
+def test_a_cancelled_or_timed_out_quote_uses_no_quota(tmp_path) -> None:
+    """The free film of a quote the cashier cancels (or never confirms) is still there
+    for the next sale; the confirmed one uses it up."""
+    shop = make_shop(tmp_path, terms("cinema"))
+    member = card(shop)
+    now = [MONDAY]
+    service = TerminalService(
+        shop.dir, lambda *, timeout, tokenize: member, lambda: now[0], card_timeout=1
+    )
+    basket = Basket((FILM,))
+    first = service.checkout(basket)
+    assert first.priced.quote.applied == ("free-film",)
+    service.cancel(first.id)
+    second = service.checkout(basket)
+    assert second.priced.quote.applied == ("free-film",)  # not used by the cancelled one
+    now[0] += service.pending_timeout  # nobody confirmed it
+    third = service.checkout(basket)  # the timed-out one is dropped, not recorded
+    assert third.priced.quote.applied == ("free-film",)
+    assert service.confirm(third.id).quote.applied == ("free-film",)
+    fourth = service.checkout(basket, confirm=True)
+    assert fourth.quote.applied == () and service.journal.counts() == (2, 2)
     service.close()

@@ -240,9 +240,9 @@ def test_reader_api_and_checkout_refuse_the_last_sales_card(
     state = client.get("/api/v1/reader").get_json()
     assert (state["card_present"], state["ready_for_new_card"]) == (True, True)
     assert state["message"] == "a new card is in the reader"
-    sale = client.post("/api/v1/checkout", json={"amount": "128.00"})
+    sale = client.post("/api/v1/checkout", json={"amount": "128.00", "confirm": True})
     assert sale.status_code == 200 and sale.get_json()["member"] is True
-    again = client.post("/api/v1/checkout", json={"amount": "45.50"})
+    again = client.post("/api/v1/checkout", json={"amount": "45.50", "confirm": True})
     assert again.status_code == 408
     assert again.get_json() == {"error": LAST_SALE, "kind": "no_card"}
     state = client.get("/api/v1/reader").get_json()
@@ -252,7 +252,10 @@ def test_reader_api_and_checkout_refuse_the_last_sales_card(
     assert service.journal.counts()[0] == 1
     card.remove()
     emulated_card(pan=OTHER_PAN)
-    assert client.post("/api/v1/checkout", json={"amount": "45.50"}).status_code == 200
+    assert (
+        client.post("/api/v1/checkout", json={"amount": "45.50", "confirm": True}).status_code
+        == 200
+    )
     assert client.get("/api/v1/reader").get_json()["last_error"] is None
 
 
@@ -262,7 +265,9 @@ def test_a_checkout_waiting_before_the_card_goes_in(
     client = create_app(service).test_client()
     result: dict = {}
     waiting = threading.Thread(
-        target=lambda: result.update(r=client.post("/api/v1/checkout", json={"amount": "12.80"}))
+        target=lambda: result.update(
+            r=client.post("/api/v1/checkout", json={"amount": "12.80", "confirm": True})
+        )
     )
     waiting.start()
     time.sleep(0.3)
@@ -353,15 +358,23 @@ def test_each_sale_journals_the_cards_transaction_counter(
     client = create_app(service).test_client()
     card = emulated_card(pan=MEMBER_PAN)
     seen(service.read_card, card)  # type: ignore[arg-type]
-    assert client.post("/api/v1/checkout", json={"amount": "128.00"}).status_code == 200
+    assert (
+        client.post("/api/v1/checkout", json={"amount": "128.00", "confirm": True}).status_code
+        == 200
+    )
     card.remove()
     card.insert()  # the same card (the same counter), inserted again
     seen(service.read_card, card)  # type: ignore[arg-type]
-    assert client.post("/api/v1/checkout", json={"amount": "20.00"}).status_code == 200
+    assert (
+        client.post("/api/v1/checkout", json={"amount": "20.00", "confirm": True}).status_code
+        == 200
+    )
     card.remove()
     other = emulated_card(pan=OTHER_PAN, profile="no-get-data")
     seen(service.read_card, other)  # type: ignore[arg-type]
-    assert client.post("/api/v1/checkout", json={"amount": "5.00"}).status_code == 200
+    assert (
+        client.post("/api/v1/checkout", json={"amount": "5.00", "confirm": True}).status_code == 200
+    )
     first, second, third = service.journal.sales()
     assert first.atc is not None and second.atc == first.atc + 1 and third.atc is None
     assert first.hashed()["atc"] == first.atc  # the counter is in the signed hash

@@ -193,17 +193,23 @@ def test_the_daemon_sells_again_after_pcscd_restarts(
     assert (state["reader"], state["ready_for_new_card"]) == (READER_0, True)
     card = CardEmulator(MEMBER_PAN, port=private_pcscd.port).insert()
     until(lambda: reader_state(daemon)["card_present"])
-    sale = requests.post(daemon + "/api/v1/checkout", json={"amount": "128.00"}, timeout=10)
+    sale = requests.post(
+        daemon + "/api/v1/checkout", json={"amount": "128.00", "confirm": True}, timeout=10
+    )
     assert sale.status_code == 200, sale.text
     assert (sale.json()["seq"], sale.json()["pan_last4"]) == (1, MEMBER_PAN[-4:])
-    again = requests.post(daemon + "/api/v1/checkout", json={"amount": "10.00"}, timeout=10)
+    again = requests.post(
+        daemon + "/api/v1/checkout", json={"amount": "10.00", "confirm": True}, timeout=10
+    )
     assert (again.status_code, again.json()["error"]) == (408, LAST_SALE)
 
     private_pcscd.stop()
     until(lambda: not reader_state(daemon)["pcscd_connected"])
     down = reader_state(daemon)
     assert down["ready_for_new_card"] is False and "pcscd" in down["message"]
-    refused = requests.post(daemon + "/api/v1/checkout", json={"amount": "10.00"}, timeout=10)
+    refused = requests.post(
+        daemon + "/api/v1/checkout", json={"amount": "10.00", "confirm": True}, timeout=10
+    )
     assert refused.status_code == 503 and "pcscd" in refused.json()["error"]
 
     private_pcscd.start()
@@ -211,7 +217,9 @@ def test_the_daemon_sells_again_after_pcscd_restarts(
     assert not card.inserted  # vpcd dropped the card with pcscd
     card.insert()
     until(lambda: reader_state(daemon)["card_present"])
-    sale = requests.post(daemon + "/api/v1/checkout", json={"amount": "45.50"}, timeout=10)
+    sale = requests.post(
+        daemon + "/api/v1/checkout", json={"amount": "45.50", "confirm": True}, timeout=10
+    )
     assert sale.status_code == 200, sale.text
     assert sale.json()["seq"] == 2
     card.remove()

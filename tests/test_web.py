@@ -38,17 +38,21 @@ def service(site: Site, clock, pcscd) -> Iterator[TerminalService]:
 def test_checkout_api_member_and_non_member(service, emulated_card) -> None:
     client = create_app(service).test_client()
     card = emulated_card(pan=MEMBER_PAN)
-    body = client.post("/api/v1/checkout", json={"amount": "128.00"}).get_json()
-    assert (body["member"], body["gross"], body["discount"], body["net"]) == (
+    quote = client.post("/api/v1/checkout", json={"amount": "128.00"}).get_json()
+    assert (quote["state"], quote["member"], quote["gross"], quote["discount"], quote["net"]) == (
+        "pending",
         True,
         "128.00",
         "6.40",
         "121.60",
     )
+    assert "seq" not in quote and service.journal.counts() == (0, 0)  # nothing recorded yet
+    body = client.post(f"/api/v1/checkout/{quote['pending_id']}/confirm").get_json()
+    assert (body["state"], body["seq"], body["net"]) == ("confirmed", 1, "121.60")
     assert body["pan_last4"] == MEMBER_PAN[-4:] and MEMBER_PAN not in str(body)
     card.remove()
     emulated_card(pan=OTHER_PAN)
-    body = client.post("/api/v1/checkout", json={"amount": "45.50"}).get_json()
+    body = client.post("/api/v1/checkout", json={"amount": "45.50", "confirm": True}).get_json()
     assert (body["member"], body["discount_fen"], body["reasons"]) == (
         False,
         0,
@@ -127,7 +131,7 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    emulated_card(pan=MEMBER_PAN)
+    card = emulated_card(pan=MEMBER_PAN)
     driver = chromium_driver()
     try:
         with ThreadedServer(create_app(service)) as web:
@@ -136,14 +140,37 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Roster v1"))
             driver.find_element(By.ID, "amount").send_keys("128")
             driver.find_element(By.ID, "charge").click()
+            # the quote, waiting for the cashier: nothing recorded yet
+            wait.until(ec.visibility_of_element_located((By.ID, "confirm")))
             wait.until(ec.text_to_be_present_in_element((By.ID, "net"), "121.60"))
+            assert "waiting to be confirmed" in driver.find_element(By.ID, "card").text
+            assert service.journal.counts() == (0, 0)
+            assert driver.switch_to.active_element.get_attribute("id") == "confirm"
+            driver.find_element(By.ID, "confirm").click()
+            wait.until(ec.text_to_be_present_in_element((By.ID, "card"), "sale #1 recorded"))
             assert "Member" in driver.find_element(By.CSS_SELECTOR, "#result .verdict").text
             assert driver.find_element(By.ID, "discount").text == "−¥6.40"
+            assert not driver.find_element(By.ID, "confirm").is_displayed()
             wait.until(ec.text_to_be_present_in_element((By.ID, "recent"), MEMBER_PAN[-4:]))
             shot = os.environ.get("UNIONCARD_SCREENSHOT") or str(tmp_path / "cashier.png")
             driver.save_screenshot(shot)
             assert MEMBER_PAN not in driver.page_source
-            driver.find_element(By.ID, "amount").send_keys("12.345")
+            assert service.journal.counts() == (1, 1)
+            # the next customer changes their mind: cancel records nothing
+            card.remove()
+            emulated_card(pan=OTHER_PAN)
+            driver.find_element(By.ID, "amount").send_keys("45.50")
+            driver.find_element(By.ID, "charge").click()
+            wait.until(ec.visibility_of_element_located((By.ID, "cancel")))
+            driver.find_element(By.ID, "cancel").click()
+            wait.until(
+                ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#result .verdict"), "Cancelled")
+            )
+            assert service.journal.counts() == (1, 1)
+            amount = driver.find_element(By.ID, "amount")
+            assert amount.get_attribute("value") == "45.50"  # kept for another try
+            amount.clear()
+            amount.send_keys("12.345")
             driver.find_element(By.ID, "charge").click()
             wait.until(
                 ec.text_to_be_present_in_element(
@@ -153,3 +180,28 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             assert "Traceback" not in driver.page_source
     finally:
         driver.quit()
+
+
+@pytest.mark.pcsc
+def test_cancel_and_the_pending_timeout_record_nothing_and_use_no_quota(
+    service, emulated_card, clock
+) -> None:
+    client = create_app(service).test_client()
+    card = emulated_card(pan=MEMBER_PAN)
+    quote = client.post("/api/v1/checkout", json={"amount": "128.00"}).get_json()
+    busy = client.post("/api/v1/checkout", json={"amount": "1.00", "timeout": 1})
+    assert busy.status_code == 409 and "waiting to be confirmed" in busy.get_json()["error"]
+    cancelled = client.post(f"/api/v1/checkout/{quote['pending_id']}/cancel")
+    assert cancelled.get_json() == {"state": "cancelled", "pending_id": quote["pending_id"]}
+    late = client.post(f"/api/v1/checkout/{quote['pending_id']}/confirm")
+    assert late.status_code == 404 and late.get_json()["kind"] == "no_pending_sale"
+    assert service.journal.counts() == (0, 0)
+    card.remove()
+    card.insert()  # the customer tries again: a new insertion
+    quote = client.post("/api/v1/checkout", json={"amount": "128.00"}).get_json()
+    clock.advance(service.pending_timeout)  # the cashier walked away
+    expired = client.post(f"/api/v1/checkout/{quote['pending_id']}/confirm")
+    assert expired.status_code == 404 and "nothing was recorded" in expired.get_json()["error"]
+    assert service.journal.counts() == (0, 0) and service.pending() is None
+    wrong = client.post("/api/v1/checkout/no-such-id/cancel")
+    assert wrong.status_code == 404

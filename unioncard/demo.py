@@ -92,7 +92,7 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any], clock: Clock) 
                         f"customer presents a {card.label} card"
                     )
                     with CardEmulator(pan=card.pan, expiry="2030-12"):
-                        result = service.checkout(amount)
+                        result = service.checkout(amount, confirm=True)
                     echo(f"   {result.describe()}")
                 report = run_sync("T0001", service.state, service.journal, client, clock)
                 echo(f"== nightly sync: {report.describe()}")
