@@ -92,6 +92,8 @@ SALE_STRING_LENGTHS = {
     "prev_hash": 64,
     "hash": 64,
     "sig": 128,  # hex Ed25519 device signature
+    "kind": 16,  # null (a sale) or "void"
+    "note": 800,  # a void's reason: 200 characters (up to 4 bytes each in UTF-8)
 }
 SALE_COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
     "terminal_id": {"primary_key": True},
@@ -166,6 +168,7 @@ class Settlement:
     gross: int
     discount: int
     net: int
+    voids: int = 0  # void entries; the other figures already have them subtracted
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +180,7 @@ class Settlement:
             "gross_fen": self.gross,
             "discount_fen": self.discount,
             "net_fen": self.net,
+            "voids": self.voids,
         }
 
 
@@ -184,12 +188,13 @@ def settlement_table(rows: Sequence[Settlement]) -> list[str]:
     """The settlement as a text table, amounts in yuan (``unioncard central settlement``)."""
     out = [
         f"{'merchant':<10} {'name':<22} {'status':<9} {'sales':>6} {'members':>8} "
-        f"{'gross':>12} {'discount':>10} {'net':>12}"
+        f"{'gross':>12} {'discount':>10} {'net':>12} {'voids':>6}"
     ]
     for r in rows:
         out.append(
             f"{r.merchant_id:<10} {r.name[:22]:<22} {r.status:<9} {r.sales:>6} "
             f"{r.member_sales:>8} {fen(r.gross):>12} {fen(r.discount):>10} {fen(r.net):>12}"
+            f" {r.voids:>6}"
         )
     return out
 
@@ -526,23 +531,27 @@ class Store:
             return [Sale.from_row(r) for r in rows]
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
-        """Totals per merchant for sales with ``start <= at < end`` (UTC days)."""
+        """Totals per merchant for entries with ``start <= at < end`` (UTC days): sales
+        counted, voids subtracted (a void carries its sale's amounts), voids counted."""
         cond = []
         if start is not None:
             cond.append(sales.c.at >= start.isoformat())
         if end is not None:
             cond.append(sales.c.at < end.isoformat())
-        member_int = sa.case((sales.c.member, 1), else_=0)
+        is_sale = sales.c.kind.is_(None)
+        sign = sa.case((is_sale, 1), else_=-1)
+        member_int = sa.case((sales.c.member, sign), else_=0)
         query = (
             sa.select(
                 merchants.c.merchant_id,
                 merchants.c.name,
                 merchants.c.status,
-                sa.func.count(sales.c.seq),
+                sa.func.count(sales.c.seq).filter(is_sale),
                 sa.func.coalesce(sa.func.sum(member_int), 0),
-                sa.func.coalesce(sa.func.sum(sales.c.gross), 0),
-                sa.func.coalesce(sa.func.sum(sales.c.discount), 0),
-                sa.func.coalesce(sa.func.sum(sales.c.net), 0),
+                sa.func.coalesce(sa.func.sum(sign * sales.c.gross), 0),
+                sa.func.coalesce(sa.func.sum(sign * sales.c.discount), 0),
+                sa.func.coalesce(sa.func.sum(sign * sales.c.net), 0),
+                sa.func.count(sales.c.seq).filter(sales.c.kind.is_not(None)),
             )
             .select_from(
                 merchants.outerjoin(

@@ -71,3 +71,7 @@ class WireFormatError(UnioncardError):
 
 class BasketError(UnioncardError):
     """A basket or usage file is invalid."""
+
+
+class ReversalError(UnioncardError):
+    """A void that may not be made (not a sale, already voided, not today's, no reason)."""

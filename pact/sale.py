@@ -65,11 +65,21 @@ class Sale:
     atc: int | None = field(
         metadata={DESCRIBE: "the card's transaction counter (0 to 65535) or null"}
     )
+    # What the entry is: None a sale; "void" the reversal of sale ``ref_seq`` whole
+    # (the same amounts, rules and basket as that sale). Hashed only when not None.
+    kind: str | None = field(metadata={DESCRIBE: '"void" or null (a sale)'})
+    ref_seq: int | None = field(metadata={DESCRIBE: "the seq of the sale reversed, or null"})
+    note: str | None = field(metadata={DESCRIBE: "a reason (text) or null"})  # a void's reason
     prev_hash: str  # the previous sale's hash; GENESIS for the first
     hash: str
     # The terminal's device signature over ``hash`` (pact.device; hex Ed25519); not hashed.
     # None only on sales journaled before terminals had device keys.
     sig: str | None = field(default=None, metadata={DESCRIBE: "a hex device signature or null"})
+
+    @property
+    def is_sale(self) -> bool:
+        """A sale (not a void)."""
+        return self.kind is None
 
     def hashed(self) -> dict[str, Any]:
         """What the sale's hash covers: every field but ``prev_hash``, ``hash`` and
@@ -115,11 +125,13 @@ class Sale:
         )
 
 
+REVERSALS = frozenset({"void"})
+MAX_NOTE = 200  # characters of a reason  # the kinds of entry that reverse a sale (ref_seq)
 CHAIN_FIELDS = ("prev_hash", "hash")  # link a sale to the one before it; not hashed
 UNHASHED_FIELDS = (*CHAIN_FIELDS, "sig")  # the signature signs the hash: not in it
 # Hashed only when not None, left out on the wire when None: sales journaled before
 # the field existed keep their hash (sig is never hashed).
-OPTIONAL_FIELDS = frozenset({"basket", "atc", "sig"})
+OPTIONAL_FIELDS = frozenset({"basket", "atc", "kind", "ref_seq", "note", "sig"})
 # What the journal fills in when it records a SaleDraft.
 JOURNAL_FIELDS = ("seq", "sale_id", "at", *UNHASHED_FIELDS)
 
@@ -142,6 +154,9 @@ class SaleDraft:
     policy_version: int
     basket: Mapping[str, Any] | None = None
     atc: int | None = None
+    kind: str | None = None
+    ref_seq: int | None = None
+    note: str | None = None
 
     def complete(self, *, seq: int, sale_id: str, at: str, prev_hash: str, hash: str) -> Sale:
         """The :class:`Sale` with the journal's fields (:func:`pact.chain.seal` hashes it)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from pact.device import SIGNATURE_HEX
 from pact.errors import WireFormatError
-from pact.sale import DESCRIBE, Sale, field_types
+from pact.sale import DESCRIBE, MAX_NOTE, REVERSALS, Sale, field_types
 
 SALES_FORMAT = "unioncard.sales.v1"
 MAX_BATCH = 1000
@@ -158,11 +158,27 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
             raise WireFormatError(f"sales[{i}] belongs to another terminal")
         if sale.get("sig") is not None and not _is_hex(sale["sig"], SIGNATURE_HEX):
             raise WireFormatError(f"sales[{i}].sig must be {SIGNATURE_HEX} hex digits")
+        _check_kind(sale, f"sales[{i}]")
         for name, check in checks.objects:
             if sale.get(name) is not None:
                 check(sale[name], sale, f"sales[{i}]")
         out.append(Sale.from_json(sale))
     return terminal_id, out
+
+
+def _check_kind(sale: Mapping[str, Any], where: str) -> None:
+    """A sale has no ``ref_seq``; a void names an earlier sale it reverses."""
+    kind, ref = sale.get("kind"), sale.get("ref_seq")
+    if kind is None:
+        if ref is not None:
+            raise WireFormatError(f"{where}.ref_seq belongs to a void, not to a sale")
+    elif kind not in REVERSALS:
+        raise WireFormatError(f"{where}.kind must be one of {sorted(REVERSALS)} or null")
+    elif ref is None or not 1 <= ref < sale["seq"]:
+        raise WireFormatError(f"{where}.ref_seq must name an earlier entry")
+    note = sale.get("note")
+    if note is not None and len(note) > MAX_NOTE:
+        raise WireFormatError(f"{where}.note is longer than {MAX_NOTE} characters")
 
 
 def _is_hex(text: str, length: int) -> bool:

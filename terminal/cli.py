@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pact.money import parse_yuan
+from pact.money import fen, parse_yuan
 from pact.timefmt import Clock
 from reader.fresh import FreshCardReader
 from sync.client import CentralClient
@@ -31,6 +31,7 @@ from terminal.journal import Journal
 from terminal.service import CardReaderFn, TerminalService
 from terminal.settings import Settings
 from terminal.state import TerminalState
+from terminal.supervisor import set_pin
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,6 +185,38 @@ def terminal_checkout(clock: Clock, amount: str, settings: Settings, as_json: bo
         click.echo(json.dumps(result.as_json()))
     else:
         click.echo(result.describe())
+
+
+@terminal.command("set-pin")
+@with_settings()
+def terminal_set_pin(settings: Settings) -> None:
+    """Set the supervisor's PIN (4 to 8 digits), which voids need. Read twice from the
+    keyboard (or twice from standard input); kept as a scrypt hash (0600)."""
+    state = TerminalState.open(settings.data_dir)
+    state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
+    pin = click.prompt("new supervisor PIN", hide_input=True, confirmation_prompt=True)
+    set_pin(state.dir, pin)
+    click.echo("supervisor PIN set")
+
+
+@terminal.command("void")
+@click.argument("seq", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="Why the sale is voided (journaled).")
+@with_settings()
+@click.pass_obj
+def terminal_void(clock: Clock, seq: int, reason: str, settings: Settings) -> None:
+    """Void sale SEQ of today's business day (the supervisor's PIN is asked for).
+
+    The void is journaled, signed and uploaded like a sale; the settlement subtracts
+    it and the member's quota use is given back.
+    """
+    pin = click.prompt("supervisor PIN", hide_input=True)
+    service = open_terminal(settings, clock)
+    try:
+        entry = service.void(seq, reason, pin)
+    finally:
+        service.close()
+    click.echo(f"sale {seq} voided by entry #{entry.seq}: {fen(entry.net)} reversed")
 
 
 @terminal.command("journal")

@@ -35,3 +35,7 @@ class BusyError(TerminalError):
 
 class PendingError(TerminalError):
     """No such sale waits for confirmation (confirmed, cancelled, replaced or timed out)."""
+
+
+class SupervisorError(TerminalError):
+    """The supervisor's PIN is wrong, locked, or not set."""

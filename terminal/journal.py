@@ -68,6 +68,13 @@ MIGRATIONS = (
     """
     ALTER TABLE sales ADD COLUMN atc INTEGER;
     """,
+    # 5: entry kinds: a void reverses sale ref_seq whole, with a reason (note); hashed
+    """
+    ALTER TABLE sales ADD COLUMN kind TEXT;
+    ALTER TABLE sales ADD COLUMN ref_seq INTEGER;
+    ALTER TABLE sales ADD COLUMN note TEXT;
+    CREATE INDEX sales_ref_seq ON sales (ref_seq) WHERE ref_seq IS NOT NULL;
+    """,
 )
 
 
@@ -94,10 +101,15 @@ def insert_sql(cls: type[Sale] = Sale) -> str:
 
 INSERT_SALE = insert_sql()
 
+# A card's use of one rule since a time: each sale's discount for the rule, less what
+# voids of that sale gave back; a use counts while something of it remains.
 USAGE = (
-    "SELECT count(*), coalesce(sum(d.value), 0)"
-    " FROM sales, json_each(sales.basket, '$.discounts') AS d"
-    " WHERE sales.token = ? AND sales.at >= ? AND d.key = ?"
+    "SELECT count(*) FILTER (WHERE remaining > 0), coalesce(sum(remaining), 0) FROM ("
+    " SELECT d.value - coalesce(("
+    "   SELECT sum(rd.value) FROM sales AS r, json_each(r.basket, '$.discounts') AS rd"
+    "   WHERE r.ref_seq = s.seq AND r.kind IS NOT NULL AND rd.key = d.key), 0) AS remaining"
+    " FROM sales AS s, json_each(s.basket, '$.discounts') AS d"
+    " WHERE s.kind IS NULL AND s.token = ? AND s.at >= ? AND d.key = ?)"
 )
 
 
@@ -223,6 +235,17 @@ class Journal:
         """
         uses, amount = self.db.execute(USAGE, [token, iso(since), rule_id]).fetchone()
         return RuleUsage(int(uses), int(amount))
+
+    @_locked
+    def entry(self, seq: int) -> Sale | None:
+        row = next(iter(self.db.query("SELECT * FROM sales WHERE seq = ?", [seq])), None)
+        return None if row is None else Sale.from_row(row)
+
+    @_locked
+    def reversals_of(self, seq: int) -> list[Sale]:
+        """The entries that reverse sale ``seq`` (its void)."""
+        rows = self.db.query("SELECT * FROM sales WHERE ref_seq = ? ORDER BY seq", [seq])
+        return [Sale.from_row(r) for r in rows]
 
     @_locked
     def counts(self) -> tuple[int, int]:

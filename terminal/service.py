@@ -16,13 +16,17 @@ from typing import Any, Literal, Protocol, overload
 
 from pact.basket import Basket
 from pact.cards import PanTokenizer
+from pact.errors import ReversalError
 from pact.money import fen
+from pact.reversal import VOID, void_draft
+from pact.sale import Sale
 from pact.timefmt import iso
 from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import Priced, SaleResult, price, record
 from terminal.errors import BusyError, PendingError
 from terminal.journal import Journal
 from terminal.state import TerminalState
+from terminal.supervisor import Supervisor
 
 EXPIRY_WARNING = timedelta(hours=24)
 PENDING_TIMEOUT = timedelta(minutes=2)  # a quote not confirmed by then is dropped
@@ -69,6 +73,7 @@ class TerminalService:
         self._pending_lock = threading.Lock()  # guards _pending
         self._confirm_lock = threading.Lock()  # one confirmation at a time
         self._pending: PendingSale | None = None
+        self.supervisor = Supervisor(data_dir, clock)
 
     def close(self) -> None:
         self.journal.close()
@@ -159,12 +164,32 @@ class TerminalService:
     def pending(self) -> PendingSale | None:
         return self._waiting(self.clock())
 
+    def void(self, seq: int, reason: str, pin: object) -> Sale:
+        """Void sale ``seq`` of today's business day with a reason, after the supervisor's
+        PIN: journals the void entry (the same amounts, rules and basket, reversed)."""
+        self.supervisor.check(pin)
+        with self._confirm_lock:
+            sale = self.journal.entry(seq)
+            if sale is None:
+                raise ReversalError(f"there is no sale {seq} in this terminal's journal")
+            now = self.clock()
+            draft = void_draft(
+                sale, self.journal.reversals_of(seq), reason, self.state.current.policy, now
+            )
+            return self.journal.append(draft, at=now)
+
     def recent_sales(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The newest sales for the cashier page: last four digits and amounts only."""
+        """The newest entries for the cashier page: last four digits and amounts only;
+        a sale voided since says by which entry."""
+        rows = self.journal.recent(limit)
+        voided = {r["ref_seq"]: r["seq"] for r in rows if r.get("kind") == VOID}
         return [
             {
                 "seq": r["seq"],
                 "at": r["at"],
+                "kind": r.get("kind") or "sale",
+                "ref_seq": r.get("ref_seq"),
+                "voided_by": voided.get(r["seq"]),
                 "pan_last4": r["pan_last4"],
                 "member": r["member"],
                 "gross": fen(r["gross"]),
@@ -172,7 +197,7 @@ class TerminalService:
                 "net": fen(r["net"]),
                 "uploaded": r["uploaded"],
             }
-            for r in self.journal.recent(limit)
+            for r in rows
         ]
 
     def status(self) -> dict[str, Any]:

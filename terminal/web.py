@@ -12,9 +12,10 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 
 from pact.basket import Basket, parse_basket
-from pact.money import parse_yuan
+from pact.errors import ReversalError
+from pact.money import fen, parse_yuan
 from reader.errors import CardError, NoCardError, NoReaderError
-from terminal.errors import BusyError, PendingError, TerminalError
+from terminal.errors import BusyError, PendingError, SupervisorError, TerminalError
 from terminal.service import TerminalService
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,16 @@ def cancel(pending_id: str) -> Any:
     return jsonify(state="cancelled", pending_id=dropped.id)
 
 
+@bp.post("/api/v1/sales/<int:seq>/void")
+def void(seq: int) -> Any:
+    """``{"reason": "...", "pin": "1234"}``: void sale ``seq`` of today (supervisor)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
+        return jsonify(error='send {"reason": "why", "pin": "supervisor PIN"}'), 400
+    entry = _service().void(seq, body["reason"], body.get("pin"))
+    return jsonify(state="voided", seq=entry.seq, ref_seq=entry.ref_seq, net=fen(entry.net))
+
+
 def create_app(service: TerminalService) -> Flask:
     app = Flask(__name__)
     app.extensions["unioncard_terminal"] = service
@@ -111,6 +122,14 @@ def create_app(service: TerminalService) -> Flask:
     @app.errorhandler(BusyError)
     def _busy(exc: BusyError) -> Any:
         return jsonify(error=str(exc), kind="busy"), 409
+
+    @app.errorhandler(SupervisorError)
+    def _supervisor(exc: SupervisorError) -> Any:
+        return jsonify(error=str(exc), kind="supervisor"), 403
+
+    @app.errorhandler(ReversalError)
+    def _reversal(exc: ReversalError) -> Any:
+        return jsonify(error=str(exc), kind="void_refused"), 409
 
     @app.errorhandler(PendingError)
     def _pending(exc: PendingError) -> Any:

@@ -40,6 +40,9 @@ def make_sales(
             policy_version=1,
             basket=None,
             atc=seq,
+            kind=None,
+            ref_seq=None,
+            note=None,
             prev_hash=prev,
             hash="",
         )
@@ -173,6 +176,9 @@ SALES_COLUMNS = [
     ("policy_version", "BIGINT", False),
     ("basket", "TEXT", True),
     ("atc", "BIGINT", True),
+    ("kind", "VARCHAR(16)", True),
+    ("ref_seq", "BIGINT", True),
+    ("note", "VARCHAR(800)", True),
     ("prev_hash", "VARCHAR(64)", False),
     ("hash", "VARCHAR(64)", False),
     ("sig", "VARCHAR(128)", True),
@@ -211,12 +217,12 @@ def test_the_sales_columns_derive_from_the_sale() -> None:
     ]
     extra = make_dataclass(
         "Extra",
-        [("points", int, field(default=0)), ("note", str | None, field(default=None))],
+        [("points", int, field(default=0)), ("memo", str | None, field(default=None))],
         bases=(Sale,),
         frozen=True,
         slots=True,
     )
-    with pytest.raises(TypeError, match="give sales.note a length"):
+    with pytest.raises(TypeError, match="give sales.memo a length"):
         sale_columns(extra)
     points = make_dataclass(
         "Points", [("points", int, field(default=0))], bases=(Sale,), frozen=True, slots=True

@@ -261,6 +261,9 @@ def test_journal_migrates_an_old_journal_and_keeps_its_chain(tmp_path) -> None:
         policy_version=1,
         basket=None,
         atc=None,
+        kind=None,
+        ref_seq=None,
+        note=None,
         prev_hash=GENESIS,
         hash=OLD_HASH,  # as the release before baskets hashed it
     )

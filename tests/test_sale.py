@@ -46,6 +46,9 @@ OLD = Sale(
     policy_version=1,
     basket=None,  # journaled before baskets: not hashed
     atc=None,  # nor counters
+    kind=None,  # a sale
+    ref_seq=None,
+    note=None,
     prev_hash=GENESIS,
     hash="ea1e7e34d0c2a68aa0c785ed15c01bafc636dbf18b685a9f5ec2a8583581eeff",
 )
@@ -106,7 +109,8 @@ def test_hashes_are_those_of_the_release_before() -> None:
         assert entry_hash(sale.prev_hash, sale) == sale.hash, sale.seq
     assert check_chain(PINNED, GENESIS, 0) == PHARMACY.hash
     assert "basket" not in OLD.hashed() and "basket" in STRANGER.hashed()
-    assert list(OLD.hashed()) == [name for name in HASHED_FIELDS if name not in ("basket", "atc")]
+    unset = ("basket", "atc", "kind", "ref_seq", "note")  # None: not hashed, old hashes kept
+    assert list(OLD.hashed()) == [name for name in HASHED_FIELDS if name not in unset]
     counted = replace(PHARMACY, atc=513)  # a sale with the card's counter hashes it
     assert (
         counted.hashed()["atc"] == 513 and entry_hash(counted.prev_hash, counted) != PHARMACY.hash
@@ -145,7 +149,8 @@ def test_the_wire_carries_the_same_json() -> None:
         ("prev_hash", GENESIS),  # no basket: left out, as before it existed
         ("hash", OLD.hash),
     ]
-    assert list(second) == [n for n in FIELDS if n not in ("atc", "sig")]  # none: left out
+    unset = ("atc", "kind", "ref_seq", "note", "sig")  # None: left out on the wire
+    assert list(second) == [n for n in FIELDS if n not in unset]
     assert second["token"] is None and second["rules"] == [] and second["basket"] == STRANGER.basket
     assert json.dumps(body, ensure_ascii=False).count('"basket"') == 2
     terminal_id, decoded = decode_sales(json.loads(json.dumps(body)))
@@ -285,6 +290,9 @@ def sales(draw: st.DrawFn) -> Sale:
         policy_version=draw(WHOLE),
         basket=basket,
         atc=draw(st.none() | st.integers(0, 0xFFFF)),
+        kind=None,
+        ref_seq=None,
+        note=draw(st.none() | st.text(max_size=200)),
         prev_hash=draw(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
         hash=draw(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
         sig=draw(st.none() | st.text(alphabet="0123456789abcdef", min_size=128, max_size=128)),

@@ -14,11 +14,13 @@ import pytest
 from central.serve import ThreadedServer
 from reader.fresh import FreshCardReader
 from terminal.service import TerminalService
+from terminal.supervisor import set_pin
 from terminal.web import create_app
 from tests.conftest import Site, missing
 from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN
 
 READER = "Virtual PCD 00 00"
+SUPERVISOR_PIN = "2468"
 
 
 @pytest.fixture
@@ -131,6 +133,7 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    set_pin(service.state.dir, SUPERVISOR_PIN)
     card = emulated_card(pan=MEMBER_PAN)
     driver = chromium_driver()
     try:
@@ -156,6 +159,23 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             driver.save_screenshot(shot)
             assert MEMBER_PAN not in driver.page_source
             assert service.journal.counts() == (1, 1)
+            # the supervisor voids it: a wrong PIN first, then the right one
+            driver.find_element(By.CSS_SELECTOR, "button.void[data-seq='1']").click()
+            wait.until(ec.visibility_of_element_located((By.ID, "void-reason")))
+            driver.find_element(By.ID, "void-reason").send_keys("charged twice")
+            driver.find_element(By.ID, "void-pin").send_keys("0000")
+            driver.find_element(By.ID, "void-confirm").click()
+            wait.until(ec.text_to_be_present_in_element((By.ID, "void-error"), "wrong"))
+            driver.find_element(By.ID, "void-pin").send_keys(SUPERVISOR_PIN)
+            driver.find_element(By.ID, "void-confirm").click()
+            wait.until(
+                ec.text_to_be_present_in_element(
+                    (By.CSS_SELECTOR, "#result .verdict"), "Sale #1 voided (entry #2)"
+                )
+            )
+            wait.until(ec.text_to_be_present_in_element((By.ID, "recent"), "void of #1"))
+            assert "voided (#2)" in driver.find_element(By.ID, "recent").text
+            assert service.journal.counts() == (2, 2)
             # the next customer changes their mind: cancel records nothing
             card.remove()
             emulated_card(pan=OTHER_PAN)
@@ -166,7 +186,7 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             wait.until(
                 ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#result .verdict"), "Cancelled")
             )
-            assert service.journal.counts() == (1, 1)
+            assert service.journal.counts() == (2, 2)
             amount = driver.find_element(By.ID, "amount")
             assert amount.get_attribute("value") == "45.50"  # kept for another try
             amount.clear()
