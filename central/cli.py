@@ -19,13 +19,17 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from central import policies
-from central.errors import InputError
+from central.errors import InputError, NotFoundError
 from central.keys import create_keys, load_keys, rotate
 from central.serve import run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
 from central.store import settlement_table
-from pact.errors import CompactionNeededError
+from pact.chain import entry_hash
+from pact.device import check_signature, device_key
+from pact.errors import CompactionNeededError, DeviceSignatureError, SignatureError
 from pact.files import atomic_write
+from pact.money import fen
+from pact.receipt import normal_code
 from pact.timefmt import Clock
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -404,3 +408,46 @@ def roster_build(
         click.echo(f"wrote full roster v{version} ({built.layers} layers) to {full_out}")
     atomic_write(out, built.data, mode=0o644)
     click.echo(f"wrote {what} to {out}")
+
+
+# ---------------------------------------------------------------------------- audit receipt
+@click.command("receipt")
+@click.argument("code")
+@central_options
+@click.pass_obj
+def audit_receipt(clock: Clock, code: str, paths: CentralPaths, database_url: str | None) -> None:
+    """Find the journal entry a receipt's verification CODE (like 7K2QF-3XW9M) belongs to,
+    and check its device signature with the key the terminal registered.
+
+    Exit 0 when found and verified; 1 when there is no such entry or it does not verify.
+    """
+    try:
+        shown = normal_code(code)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="CODE") from None
+    union = Union.open(paths, database_url, clock)
+    try:
+        found = union.store.by_receipt_code(shown)
+    finally:
+        union.close()
+    if not found:
+        raise NotFoundError(f"no entry the union holds has the receipt code {shown}")
+    bad = 0
+    for entry, key in found:
+        try:
+            if key is None:
+                raise DeviceSignatureError("its terminal registered no device key")
+            if entry_hash(entry.prev_hash, entry) != entry.hash:
+                raise DeviceSignatureError("altered: its fields do not give its hash")
+            check_signature(device_key(key), entry)
+            verdict = "device signature verified"
+        except (DeviceSignatureError, SignatureError) as exc:
+            verdict, bad = f"device signature does NOT verify ({exc})", bad + 1
+        what = "sale" if entry.is_sale else f"{entry.kind} of sale {entry.ref_seq}"
+        click.echo(
+            f"{shown}: terminal {entry.terminal_id} {what} #{entry.seq} of merchant "
+            f"{entry.merchant_id} at {entry.at}: card •••• {entry.pan_last4}, gross "
+            f"{fen(entry.gross)}, discount {fen(entry.discount)}, net {fen(entry.net)}; {verdict}"
+        )
+    if bad:
+        raise SystemExit(1)

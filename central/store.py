@@ -20,6 +20,7 @@ from central.errors import ConflictError, InputError, NotFoundError, StoreError
 from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
 from pact.money import fen
+from pact.receipt import verification_code
 from pact.sale import Sale, field_types
 
 metadata = sa.MetaData()
@@ -136,6 +137,8 @@ sales = sa.Table(
     metadata,
     *sale_columns(),
     sa.Column("received_at", sa.String(32), nullable=False),
+    # the receipt's verification code (pact.receipt), to find a slip's entry
+    sa.Column("receipt_code", sa.String(11), nullable=True, index=True),
 )
 
 # The terms (offers) of each merchant's policy, as union staff set them (central.policies).
@@ -507,7 +510,11 @@ class Store:
                 raise ConflictError(f"upload refused: {exc}") from None
             if new:
                 conn.execute(
-                    sales.insert(), [dict(s.as_row(), received_at=received_at) for s in new]
+                    sales.insert(),
+                    [
+                        dict(s.as_row(), received_at=received_at, receipt_code=verification_code(s))
+                        for s in new
+                    ],
                 )
             acked = new[-1].seq if new else last_seq
         return IngestResult(acked, len(new), len(old))
@@ -529,6 +536,18 @@ class Store:
                 sales.select().where(sales.c.terminal_id == terminal_id).order_by(sales.c.seq)
             ).mappings()
             return [Sale.from_row(r) for r in rows]
+
+    def by_receipt_code(self, code: str) -> list[tuple[Sale, str | None]]:
+        """The entries whose receipt shows ``code`` (normally one), each with the device
+        key the union holds for its terminal."""
+        query = (
+            sa.select(sales, terminals.c.device_key)
+            .select_from(sales.outerjoin(terminals, terminals.c.terminal_id == sales.c.terminal_id))
+            .where(sales.c.receipt_code == code)
+            .order_by(sales.c.terminal_id, sales.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [(Sale.from_row(r), r["device_key"]) for r in conn.execute(query).mappings()]
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         """Totals per merchant for entries with ``start <= at < end`` (UTC days): sales

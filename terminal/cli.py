@@ -83,7 +83,9 @@ def open_terminal(
     card insertion is read for at most one sale; its monitor starts at the first read)."""
     if reader is None:
         reader = FreshCardReader(settings.reader, clock=clock)
-    return TerminalService(settings.data_dir, reader, clock, settings.card_timeout)
+    return TerminalService(
+        settings.data_dir, reader, clock, settings.card_timeout, printer=settings.printer
+    )
 
 
 @click.group()

@@ -39,3 +39,11 @@ class PendingError(TerminalError):
 
 class SupervisorError(TerminalError):
     """The supervisor's PIN is wrong, locked, or not set."""
+
+
+class PrinterError(TerminalError):
+    """The receipt printer is missing, or did not take the receipt."""
+
+
+class UnknownSaleError(TerminalError):
+    """No journal entry has that number."""

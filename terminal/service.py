@@ -13,18 +13,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload
+from zoneinfo import ZoneInfo
 
 from pact.basket import Basket
 from pact.cards import PanTokenizer
 from pact.errors import ReversalError
 from pact.money import fen
+from pact.policy import DEFAULT_TIMEZONE
+from pact.receipt import Receipt, receipt
 from pact.reversal import VOID, void_draft
 from pact.sale import Sale
 from pact.timefmt import iso
 from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import Priced, SaleResult, price, record
-from terminal.errors import BusyError, PendingError
+from terminal.errors import BusyError, PendingError, PrinterError, UnknownSaleError
 from terminal.journal import Journal
+from terminal.printing import open_printer, print_receipt
 from terminal.state import TerminalState
 from terminal.supervisor import Supervisor
 
@@ -61,6 +65,7 @@ class TerminalService:
         clock: Callable[[], datetime],
         card_timeout: float = 30.0,
         pending_timeout: timedelta = PENDING_TIMEOUT,
+        printer: str | None = None,
     ) -> None:
         self.state = TerminalState.open(data_dir)
         self.state.load()
@@ -74,6 +79,7 @@ class TerminalService:
         self._confirm_lock = threading.Lock()  # one confirmation at a time
         self._pending: PendingSale | None = None
         self.supervisor = Supervisor(data_dir, clock)
+        self.printer = printer  # the settings' receipt printer, or None
 
     def close(self) -> None:
         self.journal.close()
@@ -177,6 +183,25 @@ class TerminalService:
                 sale, self.journal.reversals_of(seq), reason, self.state.current.policy, now
             )
             return self.journal.append(draft, at=now)
+
+    def receipt(self, seq: int) -> Receipt:
+        """The slip of journal entry ``seq`` (merchant, lines, rule titles, code)."""
+        entry = self.journal.entry(seq)
+        if entry is None:
+            raise UnknownSaleError(f"there is no sale {seq} in this terminal's journal")
+        policy = self.state.current.policy
+        if policy is None:
+            return receipt(entry, self.state.enrolment.merchant_id, ZoneInfo(DEFAULT_TIMEZONE))
+        titles = {rule.id: rule.label for rule in policy.rules}
+        return receipt(entry, policy.merchant_name, policy.zone, titles)
+
+    def print_receipt(self, seq: int) -> Receipt:
+        """Print the slip of entry ``seq`` on the settings' ESC/POS printer."""
+        if self.printer is None:
+            raise PrinterError("no receipt printer is set: name one as `printer` in the settings")
+        slip = self.receipt(seq)
+        print_receipt(open_printer(self.printer), slip)
+        return slip
 
     def recent_sales(self, limit: int = 10) -> list[dict[str, Any]]:
         """The newest entries for the cashier page: last four digits and amounts only;

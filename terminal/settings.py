@@ -33,6 +33,7 @@ class Settings:
     listen_host: str = "127.0.0.1"  # the cashier page and the till API
     listen_port: int = 8080  # 1 to 65535
     sync_batch: int = 500  # sales per upload request (1 to 1000)
+    printer: str | None = None  # receipt printer: usb:VID:PID, network:HOST[:PORT], file:PATH
 
 
 def _path(value: Any) -> Path:
@@ -85,7 +86,8 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "card_timeout": _number(0.1, 600),
     "listen_host": _text,
     "listen_port": _whole(1, 65535),
-    "sync_batch": _whole(1, MAX_BATCH),  # the central service takes no more per upload
+    "sync_batch": _whole(1, MAX_BATCH),
+    "printer": _optional_text,  # the central service takes no more per upload
 }
 KEYS = tuple(f.name for f in fields(Settings))
 

@@ -9,13 +9,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import segno
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from markupsafe import Markup
 
 from pact.basket import Basket, parse_basket
 from pact.errors import ReversalError
 from pact.money import fen, parse_yuan
 from reader.errors import CardError, NoCardError, NoReaderError
-from terminal.errors import BusyError, PendingError, SupervisorError, TerminalError
+from terminal.errors import (
+    BusyError,
+    PendingError,
+    PrinterError,
+    SupervisorError,
+    TerminalError,
+    UnknownSaleError,
+)
 from terminal.service import TerminalService
 
 log = logging.getLogger(__name__)
@@ -114,6 +123,22 @@ def void(seq: int) -> Any:
     return jsonify(state="voided", seq=entry.seq, ref_seq=entry.ref_seq, net=fen(entry.net))
 
 
+@bp.get("/receipt/<int:seq>")
+def receipt_page(seq: int) -> str:
+    """The receipt of entry ``seq``: an 80 mm page the browser prints, with the
+    verification code and its QR code."""
+    slip = _service().receipt(seq)
+    qr = Markup(segno.make(slip.code).svg_inline(scale=4)) if slip.code else ""
+    return render_template("receipt.html", slip=slip, qr=qr)
+
+
+@bp.post("/api/v1/sales/<int:seq>/print")
+def print_slip(seq: int) -> Any:
+    """Print the receipt of entry ``seq`` on the terminal's ESC/POS printer."""
+    slip = _service().print_receipt(seq)
+    return jsonify(printed=seq, code=slip.code)
+
+
 def create_app(service: TerminalService) -> Flask:
     app = Flask(__name__)
     app.extensions["unioncard_terminal"] = service
@@ -130,6 +155,14 @@ def create_app(service: TerminalService) -> Flask:
     @app.errorhandler(ReversalError)
     def _reversal(exc: ReversalError) -> Any:
         return jsonify(error=str(exc), kind="void_refused"), 409
+
+    @app.errorhandler(PrinterError)
+    def _printer(exc: PrinterError) -> Any:
+        return jsonify(error=str(exc), kind="printer"), 503
+
+    @app.errorhandler(UnknownSaleError)
+    def _unknown(exc: UnknownSaleError) -> Any:
+        return jsonify(error=str(exc), kind="no_such_sale"), 404
 
     @app.errorhandler(PendingError)
     def _pending(exc: PendingError) -> Any:

@@ -183,6 +183,7 @@ SALES_COLUMNS = [
     ("hash", "VARCHAR(64)", False),
     ("sig", "VARCHAR(128)", True),
     ("received_at", "VARCHAR(32)", False),
+    ("receipt_code", "VARCHAR(11)", True),
 ]
 
 
@@ -199,7 +200,10 @@ def test_the_sales_table_keeps_its_schema(store) -> None:
         for i in inspector.get_indexes("sales")
         if not i.get("duplicates_constraint")
     ]
-    assert indexes == [("ix_sales_merchant_id", ["merchant_id"], False)]
+    assert sorted(indexes) == [
+        ("ix_sales_merchant_id", ["merchant_id"], False),
+        ("ix_sales_receipt_code", ["receipt_code"], False),
+    ]
 
 
 def test_the_sales_columns_derive_from_the_sale() -> None:
@@ -214,6 +218,7 @@ def test_the_sales_columns_derive_from_the_sale() -> None:
         "terminal_id",
         *(name for name in FIELDS if name != "terminal_id"),
         "received_at",
+        "receipt_code",
     ]
     extra = make_dataclass(
         "Extra",

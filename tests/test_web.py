@@ -151,6 +151,8 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             assert driver.switch_to.active_element.get_attribute("id") == "confirm"
             driver.find_element(By.ID, "confirm").click()
             wait.until(ec.text_to_be_present_in_element((By.ID, "card"), "sale #1 recorded"))
+            link = driver.find_element(By.ID, "receipt").get_attribute("href")
+            assert link is not None and link.endswith("/receipt/1")
             assert "Member" in driver.find_element(By.CSS_SELECTOR, "#result .verdict").text
             assert driver.find_element(By.ID, "discount").text == "−¥6.40"
             assert not driver.find_element(By.ID, "confirm").is_displayed()
@@ -198,6 +200,13 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
                 )
             )
             assert "Traceback" not in driver.page_source
+            # the receipt of the first sale, from its link: an 80 mm page with its code
+            driver.get(web.url + "/receipt/1")
+            wait.until(ec.visibility_of_element_located((By.ID, "code")))
+            code = service.receipt(1).code
+            assert code and driver.find_element(By.ID, "code").text == code
+            assert driver.find_elements(By.CSS_SELECTOR, ".qr svg")
+            driver.save_screenshot(str(tmp_path / "receipt.png"))
     finally:
         driver.quit()
 

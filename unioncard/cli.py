@@ -32,10 +32,12 @@ COMMANDS = {
     "central": "central.cli:central",
     "keys": "central.cli:keys",
     "roster": "unioncard.cli:roster",
+    "audit": "unioncard.cli:audit",
     "policy": "unioncard.auditor:policy",
     "quote": "unioncard.auditor:quote_command",
     "demo": "unioncard.demo:demo",
 }
+AUDIT_COMMANDS = {"receipt": "central.cli:audit_receipt"}
 ROSTER_COMMANDS = {
     "build": "central.cli:roster_build",
     "verify": "unioncard.auditor:roster_verify",
@@ -76,6 +78,11 @@ def cli(verbose: bool) -> None:
 @click.group("roster", cls=LazyGroup, lazy=ROSTER_COMMANDS)
 def roster() -> None:
     """Build (the union) and verify (auditors) signed member rosters, offline."""
+
+
+@click.group("audit", cls=LazyGroup, lazy=AUDIT_COMMANDS)
+def audit() -> None:
+    """Check evidence: find the journal entry behind a receipt."""
 
 
 def system_clock() -> datetime:

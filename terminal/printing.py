@@ -1,0 +1,88 @@
+"""Receipts on paper (an adapter over python-escpos).
+
+The printer is named in the terminal's settings (``printer``):
+
+- ``usb:VID:PID`` (hex, e.g. ``usb:04b8:0202``), a USB receipt printer;
+- ``network:HOST[:PORT]`` (port 9100 by default), a printer on the shop's network;
+- ``file:PATH`` (e.g. ``file:/dev/usb/lp0``), a device or file that takes ESC/POS.
+
+Text goes out in the printer's Chinese code page (GB18030) where the line needs it;
+the verification code is printed as text and as a native QR code (``GS ( k``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from escpos import printer as escpos
+
+from pact.receipt import Receipt
+from terminal.errors import ConfigError, PrinterError
+
+WIDTH = 42  # characters on an 80 mm slip (font A)
+
+
+def open_printer(spec: str) -> Any:
+    """The ESC/POS printer the settings name: ConfigError for a spec that is not one,
+    PrinterError when the printer cannot be opened."""
+    kind, _, rest = spec.partition(":")
+    make: Any = None
+    try:
+        if kind == "usb":
+            vendor, product = (int(part, 16) for part in rest.split(":"))
+            make = lambda: escpos.Usb(vendor, product)  # noqa: E731
+        elif kind == "network" and rest.partition(":")[0]:
+            host, _, port = rest.partition(":")
+            number = int(port or 9100)
+            make = lambda: escpos.Network(host, number)  # noqa: E731
+        elif kind == "file" and rest:
+            make = lambda: escpos.File(rest)  # noqa: E731
+    except ValueError:
+        make = None
+    if make is None:
+        raise ConfigError(
+            f"printer {spec!r} is not usb:VID:PID, network:HOST[:PORT] or file:PATH: "
+            "check the settings"
+        )
+    try:
+        return make()
+    except Exception as exc:  # python-escpos raises its own kinds (USB, socket, OS)
+        raise PrinterError(f"cannot open the printer {spec} ({type(exc).__name__})") from None
+
+
+def _row(left: str, right: str) -> str:
+    space = max(1, WIDTH - len(left) - len(right))
+    return f"{left}{' ' * space}{right}\n"
+
+
+def print_receipt(device: Any, slip: Receipt) -> None:
+    """Write ``slip`` to an ESC/POS printer (or python-escpos's Dummy) and cut."""
+    try:
+        device.set(align="center", bold=True, double_height=True)
+        device.text(f"{slip.merchant}\n")
+        device.set(align="center", bold=False, double_height=False)
+        device.text(f"{slip.title} #{slip.seq}  {slip.terminal_id}\n{slip.local_time}\n")
+        device.text(f"{slip.card}  {'会员 member' if slip.member else '非会员 non-member'}\n")
+        device.set(align="left")
+        device.text("-" * WIDTH + "\n")
+        for line in slip.lines:
+            device.text(_row(f"{line.sku} x{line.qty} @{line.unit_price}", line.gross))
+            if line.discount != "0.00":
+                device.text(_row("  优惠 discount", f"-{line.discount}"))
+        for title, amount in slip.discounts:
+            device.text(_row(f"  {title}", f"-{amount}"))
+        device.text("-" * WIDTH + "\n")
+        device.text(_row("原价 Gross", slip.gross))
+        device.text(_row("优惠 Discount", f"-{slip.discount}"))
+        device.set(bold=True)
+        device.text(_row("实收 Net", slip.net))
+        device.set(bold=False)
+        if slip.note:
+            device.text(f"{slip.note}\n")
+        if slip.code:
+            device.set(align="center")
+            device.text(f"\n核验码 Verify: {slip.code}\n")
+            device.qr(slip.code, size=6, native=True)
+        device.cut()
+    except Exception as exc:  # python-escpos and the device raise their own kinds
+        raise PrinterError(f"the receipt was not printed ({type(exc).__name__}: {exc})") from None
