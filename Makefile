@@ -12,12 +12,13 @@ DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-ve
 # ... and what the test suite needs on top: a browser for the cashier page, PostgreSQL.
 DEB_TEST := chromium chromium-driver fonts-wqy-microhei postgresql
 
-.PHONY: help demo serve test test-fast lint typecheck bench deps deps-test venv clean
+.PHONY: help demo serve test test-fast test-kill lint typecheck bench deps deps-test venv clean
 
 help:
 	@echo "make demo   - install everything and run unioncard end to end (SQLite, virtual card reader)"
 	@echo "make test   - install everything and run lint, type checks and the whole test suite"
 	@echo "make test-fast - the pure and in-process tests only (no pcscd, PostgreSQL, browser)"
+	@echo "make test-kill - 1,000 checkouts with the daemon killed at random moments"
 	@echo "make bench  - measure the performance goals (QUICK=1 for a short run)"
 
 deps:
@@ -55,6 +56,11 @@ typecheck: venv
 test: deps-test venv lint typecheck
 	$(PY) tests/services.py postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The long form of the SIGKILL test: 1,000 checkouts through the daemon's till API,
+# killed at random moments (about 17 minutes here; the short form is in `make test`).
+test-kill: deps-test venv
+	UNIONCARD_KILL_CHECKOUTS=1000 $(PY) -m pytest -q -s tests/test_kill.py
 
 # The fast lane while editing: no devices, no database server, no browser, no subprocess.
 test-fast: venv
