@@ -134,3 +134,34 @@ def ratio_figure(name: str, pair: Paired, goal: str | None, baseline: str, p: fl
 
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
+
+
+def repeated(
+    product: Callable[[], object], baseline: Callable[[], object], rounds: int, repeats: int
+) -> list[Paired]:
+    """``repeats`` paired runs of ``rounds`` pairs each, one after the other."""
+    return [paired(product, baseline, rounds) for _ in range(repeats)]
+
+
+def steady_figure(
+    name: str, runs: list[Paired], goal: str | None, baseline: str, p: float = 50
+) -> Figure:
+    """A ratio steadier than one run's: the median of the runs' ratios at ``p`` (p50),
+    or, for a tail percentile, the ratio over all runs' samples pooled; the spread is
+    the range of the runs' ratios."""
+    per_run = sorted(run.ratio(p) for run in runs)
+    pooled = Paired([t for r in runs for t in r.product], [t for r in runs for t in r.baseline])
+    value = statistics.median(per_run) if p <= 50 else pooled.ratio(p)
+    return Figure(
+        name=name,
+        value=round(value, 3),
+        unit="x",
+        goal=goal,
+        met=check(value, goal) if goal else None,
+        baseline=baseline,
+        spread=(
+            f"{len(runs)} runs of {len(runs[0].product)} pairs: p{p:g} ratio "
+            f"{per_run[0]:.3f}-{per_run[-1]:.3f}"
+        ),
+        detail={k: round(v, 4) for k, v in pooled.detail().items()},
+    )

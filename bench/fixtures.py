@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from central.keys import UnionKeys, create_keys
 from pact.cards import token_for_pan
@@ -82,8 +83,8 @@ def bundle(keys: UnionKeys) -> bytes:
     ).encode()
 
 
-def policy(keys: UnionKeys, *, now: datetime) -> bytes:
-    """M0001's policy v1: 5 % off for members."""
+def policy(keys: UnionKeys, *, now: datetime, terms: dict[str, Any] | None = None) -> bytes:
+    """M0001's policy v1: ``terms``, by default 5 % off for members."""
     return build_policy(
         merchant_id="M0001",
         merchant_name="Bench",
@@ -91,20 +92,29 @@ def policy(keys: UnionKeys, *, now: datetime) -> bytes:
         version=1,
         issued_at=now,
         expires_at=now + timedelta(days=30),
-        terms={"rules": [{"id": "member", "kind": "percent_off", "basis_points": 500}]},
+        terms=terms or {"rules": [{"id": "member", "kind": "percent_off", "basis_points": 500}]},
         keys=[keys.policy],
     )
 
 
-def terminal_with_roster(folder: Path, members: int, clock: Clock) -> BenchTerminal:
-    """An enrolled terminal serving a roster of ``members`` (read ``clock`` as it goes)."""
+def terminal_with_roster(
+    folder: Path,
+    members: int,
+    clock: Clock,
+    *,
+    pans: tuple[str, ...] = (MEMBER_PAN,),
+    terms: dict[str, Any] | None = None,
+) -> BenchTerminal:
+    """An enrolled terminal serving a roster of ``members`` in which ``pans`` are members,
+    under a policy of ``terms`` (read ``clock`` as it goes)."""
     keys = create_keys(folder / "keys", now=clock())
     state = TerminalState(folder / "terminal")
     state.enrol(bundle(keys))
-    token = token_for_pan(MEMBER_PAN, keys.token_key)
-    roster = signed_roster(keys, members, [token], now=clock())
-    terms = policy(keys, now=clock())
-    state.install(snapshot_for(keys, roster, terms, 1, now=clock()), clock(), roster, terms)
+    tokens = [token_for_pan(pan, keys.token_key) for pan in pans]
+    roster = signed_roster(keys, members, tokens, now=clock())
+    signed_policy = policy(keys, now=clock(), terms=terms)
+    snapshot = snapshot_for(keys, roster, signed_policy, 1, now=clock())
+    state.install(snapshot, clock(), roster, signed_policy)
     return BenchTerminal(
         keys, state, Journal(state.journal_path, state.signer()), MEMBER_PAN, roster
     )

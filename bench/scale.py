@@ -25,7 +25,10 @@ def _find(figures: list[Figure], start: str) -> Figure | None:
 
 def scale_model(figures: list[Figure]) -> str:
     lines = ["## Scale model (estimates, not measurements)", ""]
-    checkout = _find(figures, "checkout vs durable commit")
+    checkout = next(  # the product as it runs: with the device signature
+        (f for f in figures if f.name.endswith("with the device signature (p50)") and f.value),
+        None,
+    )
     lookup = _find(figures, "roster lookup p50, 5,000,000") or _find(figures, "roster lookup p50")
     quote = _find(figures, "quote (50 lines")
     read = _find(figures, "full card read: the reader's own time")
@@ -39,7 +42,8 @@ def scale_model(figures: list[Figure]) -> str:
             "",
             f"Measured here: a checkout costs {checkout.detail['product_p50_ms']:.2f} ms, of which "
             f"{checkout.detail['baseline_p50_ms']:.2f} ms is the durable SQLite commit and "
-            f"{python_ms:.2f} ms our own work (lookup, quote, hashing, the wider row). On a Pi the "
+            f"{python_ms:.2f} ms our own work (token, lookup, quote and quota count, hashing, "
+            "signing). On a Pi the "
             f"commit is bound by the SD card: *assumed* {SD_SYNCED_WRITE_MS} ms per synced 4K "
             f"write (A1 class, 500 IOPS), {COMMITS_PER_CHECKOUT_WRITES} per commit; our work "
             "scales with the *assumed* CPU factor (Python speed relative to this machine).",
