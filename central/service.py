@@ -373,23 +373,34 @@ class Union:
             raise ConflictError(message)
 
     def ingest(self, terminal: dict[str, Any], batch: Sequence[Sale]) -> IngestResult:
-        """Store an upload, after checking the newest entry's device signature (which
-        covers every entry before it through the chain) and the chain itself. A batch
-        that does not verify is refused, and the refusal kept for the audit."""
+        """Store an upload. The entries already held must be the very copies held; the
+        new ones must continue the chain, each carry a device signature, and the newest
+        one's must verify under the terminal's registered key (through the chain it
+        covers every new entry before it). A batch that does not verify is refused
+        whole, and the refusal kept for the audit."""
         terminal_id = terminal["terminal_id"]
         now = iso(self.clock())
         if not batch:
             return self.store.ingest(terminal_id, terminal["merchant_id"], batch, now)
         first, last = batch[0].seq, batch[-1].seq
-        if terminal.get("device_key") is None:
+        key_hex = terminal.get("device_key")
+        if key_hex is None:
             raise ConflictError(f"terminal {terminal_id} has registered no device key: sync again")
+        key = device_key(key_hex)
+
+        def check_new(new: Sequence[Sale]) -> None:
+            unsigned = next((s for s in new if s.sig is None), None)
+            if unsigned is not None:
+                raise DeviceSignatureError(f"sale {unsigned.seq} has no device signature")
+            check_signature(key, new[-1])
+
         try:
-            check_signature(device_key(terminal["device_key"]), batch[-1])
+            return self.store.ingest(
+                terminal_id, terminal["merchant_id"], batch, now, check_new=check_new
+            )
         except DeviceSignatureError as exc:
             self.store.record_refusal(terminal_id, now, first, last, str(exc))
             raise EvidenceError(f"upload refused: {exc}") from None
-        try:
-            return self.store.ingest(terminal_id, terminal["merchant_id"], batch, now)
         except ConflictError as exc:
             self.store.record_refusal(terminal_id, now, first, last, str(exc))
             raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -479,8 +479,13 @@ class Store:
         merchant_id: str,
         batch: Sequence[Sale],
         received_at: str,
+        check_new: Callable[[Sequence[Sale]], None] | None = None,
     ) -> IngestResult:
-        """Store a batch idempotently. Repeats are acknowledged; a fork of the chain is refused."""
+        """Store a batch idempotently. Repeats are acknowledged; a fork of the chain is refused.
+
+        ``check_new`` sees the entries this store does not hold yet, in order, before
+        anything is written (the device-signature check), and may raise to refuse all.
+        """
         with self.engine.begin() as conn:
             last_seq, last_hash = self._tail(conn, terminal_id)
             old = [s for s in batch if s.seq <= last_seq]
@@ -508,6 +513,8 @@ class Store:
                 check_chain(new, last_hash, last_seq)
             except ChainError as exc:
                 raise ConflictError(f"upload refused: {exc}") from None
+            if new and check_new is not None:
+                check_new(new)
             if new:
                 conn.execute(
                     sales.insert(),
@@ -550,8 +557,9 @@ class Store:
             return [(Sale.from_row(r), r["device_key"]) for r in conn.execute(query).mappings()]
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
-        """Totals per merchant for entries with ``start <= at < end`` (UTC days): sales
-        counted, voids subtracted (a void carries its sale's amounts), voids counted."""
+        """Totals per merchant for entries with ``start <= at < end`` (UTC days): the
+        sales less their voids, in count, member sales and money (a void carries its
+        sale's amounts), and the voids counted."""
         cond = []
         if start is not None:
             cond.append(sales.c.at >= start.isoformat())
@@ -565,12 +573,22 @@ class Store:
                 merchants.c.merchant_id,
                 merchants.c.name,
                 merchants.c.status,
-                sa.func.count(sales.c.seq).filter(is_sale),
+                sa.func.coalesce(
+                    sa.func.sum(
+                        sa.case(
+                            (sales.c.seq.is_(None), 0),
+                            (is_sale, 1),
+                            (sales.c.kind == "void", -1),
+                            else_=0,
+                        )
+                    ),
+                    0,
+                ),
                 sa.func.coalesce(sa.func.sum(member_int), 0),
                 sa.func.coalesce(sa.func.sum(sign * sales.c.gross), 0),
                 sa.func.coalesce(sa.func.sum(sign * sales.c.discount), 0),
                 sa.func.coalesce(sa.func.sum(sign * sales.c.net), 0),
-                sa.func.count(sales.c.seq).filter(sales.c.kind.is_not(None)),
+                sa.func.count(sales.c.seq).filter(sales.c.kind == "void"),
             )
             .select_from(
                 merchants.outerjoin(

@@ -88,7 +88,7 @@ _TYPE_CHECKS: dict[Any, tuple[Test, str]] = {
     int: (_whole, "a non-negative integer"),
     str: (lambda v: isinstance(v, str), "a string"),
     str | None: (lambda v: v is None or isinstance(v, str), "a string or null"),
-    int | None: (lambda v: v is None or (_whole(v) and v <= 0xFFFF), "0 to 65535 or null"),
+    int | None: (lambda v: v is None or _whole(v), "a non-negative integer or null"),
     bool: (lambda v: isinstance(v, bool), "true or false"),
     tuple[str, ...]: (_strings, "a list of strings"),
 }
@@ -159,6 +159,12 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
         if sale.get("sig") is not None and not _is_hex(sale["sig"], SIGNATURE_HEX):
             raise WireFormatError(f"sales[{i}].sig must be {SIGNATURE_HEX} hex digits")
         _check_kind(sale, f"sales[{i}]")
+        if sale.get("atc") is not None and sale["atc"] > 0xFFFF:
+            raise WireFormatError(f"sales[{i}].atc must be the card's counter, 0 to 65535")
+        if i and sale["seq"] != sales[i - 1]["seq"] + 1:
+            raise WireFormatError(
+                f"sales[{i}].seq does not follow sales[{i - 1}]: send them in order"
+            )
         for name, check in checks.objects:
             if sale.get(name) is not None:
                 check(sale[name], sale, f"sales[{i}]")

@@ -32,8 +32,12 @@ PUBLIC_FILE = "device.pub"
 def create_device_key(data_dir: Path) -> KeySigner:
     """Make the terminal's device key (once: an existing key is kept and returned)."""
     path = data_dir / KEY_FILE
-    if path.exists():
-        return load_signer(data_dir)
+    if path.exists():  # kept: the union knows it; its public half is written again if lost
+        signer = load_signer(data_dir)
+        if not (data_dir / PUBLIC_FILE).exists():
+            public = (public_key_hex(signer.public_key()) + "\n").encode()
+            atomic_write(data_dir / PUBLIC_FILE, public, mode=0o644)
+        return signer
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     atomic_write(path, pem, mode=0o600)

@@ -75,6 +75,10 @@ MIGRATIONS = (
     ALTER TABLE sales ADD COLUMN note TEXT;
     CREATE INDEX sales_ref_seq ON sales (ref_seq) WHERE ref_seq IS NOT NULL;
     """,
+    # 6: a sale is voided once, even by two processes at the same moment
+    """
+    CREATE UNIQUE INDEX sales_one_void ON sales (ref_seq) WHERE kind = 'void';
+    """,
 )
 
 
@@ -105,9 +109,9 @@ INSERT_SALE = insert_sql()
 # voids of that sale gave back; a use counts while something of it remains.
 USAGE = (
     "SELECT count(*) FILTER (WHERE remaining > 0), coalesce(sum(remaining), 0) FROM ("
-    " SELECT d.value - coalesce(("
+    " SELECT max(0, d.value - coalesce(("
     "   SELECT sum(rd.value) FROM sales AS r, json_each(r.basket, '$.discounts') AS rd"
-    "   WHERE r.ref_seq = s.seq AND r.kind IS NOT NULL AND rd.key = d.key), 0) AS remaining"
+    "   WHERE r.ref_seq = s.seq AND r.kind IS NOT NULL AND rd.key = d.key), 0)) AS remaining"
     " FROM sales AS s, json_each(s.basket, '$.discounts') AS d"
     " WHERE s.kind IS NULL AND s.token = ? AND s.at >= ? AND d.key = ?)"
 )

@@ -86,3 +86,10 @@ def print_receipt(device: Any, slip: Receipt) -> None:
         device.cut()
     except Exception as exc:  # python-escpos and the device raise their own kinds
         raise PrinterError(f"the receipt was not printed ({type(exc).__name__}: {exc})") from None
+    finally:
+        close = getattr(device, "close", None)
+        if callable(close):
+            try:
+                close()  # release the USB interface or the socket for the next slip
+            except Exception:  # noqa: BLE001 - a close that fails must not hide the print
+                pass

@@ -26,7 +26,13 @@ from pact.sale import Sale
 from pact.timefmt import iso
 from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import Priced, SaleResult, price, record
-from terminal.errors import BusyError, PendingError, PrinterError, UnknownSaleError
+from terminal.errors import (
+    BusyError,
+    JournalError,
+    PendingError,
+    PrinterError,
+    UnknownSaleError,
+)
 from terminal.journal import Journal
 from terminal.printing import open_printer, print_receipt
 from terminal.state import TerminalState
@@ -80,6 +86,7 @@ class TerminalService:
         self._pending: PendingSale | None = None
         self.supervisor = Supervisor(data_dir, clock)
         self.printer = printer  # the settings' receipt printer, or None
+        self._printer_lock = threading.Lock()
 
     def close(self) -> None:
         self.journal.close()
@@ -139,8 +146,9 @@ class TerminalService:
                 self._pending = pending = None
             return pending
 
-    def _take(self, pending_id: str) -> PendingSale:
-        """Remove and return the waiting sale ``pending_id``; PendingError otherwise."""
+    def _take(self, pending_id: str, keep: bool = False) -> PendingSale:
+        """Return the waiting sale ``pending_id`` and, unless ``keep``, free the slot;
+        PendingError otherwise (a timed-out one is dropped)."""
         now = self.clock()
         with self._pending_lock:
             pending = self._pending
@@ -149,7 +157,8 @@ class TerminalService:
                     f"no sale {pending_id} is waiting to be confirmed (it was confirmed, "
                     "cancelled or replaced): check out again"
                 )
-            self._pending = None
+            if not keep or now >= pending.expires_at:
+                self._pending = None
         if now >= pending.expires_at:
             raise PendingError(
                 f"sale {pending_id} waited more than {self.pending_timeout.seconds} s and was "
@@ -160,8 +169,14 @@ class TerminalService:
     def confirm(self, pending_id: str) -> SaleResult:
         """Journal the waiting sale: the point of no return."""
         with self._confirm_lock:
-            pending = self._take(pending_id)
-            return record(self.journal, pending.priced)
+            # the slot stays taken until the sale is journaled: no other checkout prices
+            # this card's quota without it, and a failed write leaves it to confirm again
+            pending = self._take(pending_id, keep=True)
+            result = record(self.journal, pending.priced)
+            with self._pending_lock:
+                if self._pending is pending:
+                    self._pending = None
+            return result
 
     def cancel(self, pending_id: str) -> PendingSale:
         """Drop the waiting sale; nothing is journaled and no quota is used."""
@@ -182,7 +197,12 @@ class TerminalService:
             draft = void_draft(
                 sale, self.journal.reversals_of(seq), reason, self.state.current.policy, now
             )
-            return self.journal.append(draft, at=now)
+            try:
+                return self.journal.append(draft, at=now)
+            except JournalError:
+                if self.journal.reversals_of(seq):  # another process voided it meanwhile
+                    raise ReversalError(f"sale {seq} was already voided") from None
+                raise
 
     def receipt(self, seq: int) -> Receipt:
         """The slip of journal entry ``seq`` (merchant, lines, rule titles, code)."""
@@ -200,7 +220,8 @@ class TerminalService:
         if self.printer is None:
             raise PrinterError("no receipt printer is set: name one as `printer` in the settings")
         slip = self.receipt(seq)
-        print_receipt(open_printer(self.printer), slip)
+        with self._printer_lock:  # one slip at a time on the one printer
+            print_receipt(open_printer(self.printer), slip)
         return slip
 
     def recent_sales(self, limit: int = 10) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ from pact.generation import (
 )
 from pact.snapshot import Snapshot
 from pact.trust import Root, load_pinned_root
-from terminal.devicekey import create_device_key, load_public_key, load_signer
+from terminal.devicekey import create_device_key, load_signer
 from terminal.errors import ConfigError, NotEnrolledError
 from terminal.journal import Journal
 
@@ -168,8 +168,9 @@ class TerminalState:
         return load_signer(self.dir)
 
     def device_public_key(self) -> str:
-        """The device's public key, hex (registered with the union at each sync)."""
-        return public_key_hex(load_public_key(self.dir))
+        """The public half of the key the journal signs with, hex (registered with the
+        union at each sync)."""
+        return public_key_hex(self.signer().public_key())
 
     def _read_root(self) -> Root:
         try:

@@ -2,7 +2,7 @@
 
 ``supervisor.pin`` in the data folder holds a scrypt hash of the PIN and its salt
 (0600); ``unioncard terminal set-pin`` writes it. Five wrong tries lock the PIN for
-five minutes (counted in the daemon's memory).
+five minutes, each further lock twice as long (counted on disk, ``supervisor.tries``).
 """
 
 from __future__ import annotations
@@ -12,17 +12,19 @@ import hmac
 import json
 import os
 import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from pact.files import atomic_write
-from pact.timefmt import Clock, iso
+from pact.timefmt import Clock, iso, parse_iso
 from terminal.errors import SupervisorError
 
 PIN_FILE = "supervisor.pin"
+TRIES_FILE = "supervisor.tries"
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 MAX_TRIES = 5
-LOCKOUT = timedelta(minutes=5)
+LOCKOUT = timedelta(minutes=5)  # the first lock; each next one lasts twice as long
+MAX_LOCKOUT = timedelta(days=1)
 
 
 def _hash(pin: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -43,23 +45,36 @@ def set_pin(data_dir: Path, pin: str) -> None:
 
 
 class Supervisor:
-    """Checks the PIN, and locks it after repeated wrong tries."""
+    """Checks the PIN. Wrong tries are counted in ``supervisor.tries`` (0600), so a
+    restart of the daemon or another command does not reset them: five wrong tries
+    lock the PIN for five minutes, and each further lock lasts twice as long (up to a
+    day), until a right PIN resets the count."""
 
     def __init__(self, data_dir: Path, clock: Clock) -> None:
         self.path = data_dir / PIN_FILE
+        self.tries_path = data_dir / TRIES_FILE
         self.clock = clock
         self._lock = threading.Lock()
-        self._failures = 0
-        self._locked_until: datetime | None = None
+
+    def _tries(self) -> dict[str, object]:
+        try:
+            tries = json.loads(self.tries_path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return {"failures": 0, "locks": 0, "locked_until": None}
+        return tries if isinstance(tries, dict) else {"failures": 0, "locks": 0}
+
+    def _keep(self, tries: dict[str, object]) -> None:
+        atomic_write(self.tries_path, json.dumps(tries).encode(), mode=0o600)
 
     def check(self, pin: object) -> None:
         """Return when ``pin`` is the supervisor's; SupervisorError otherwise."""
         now = self.clock()
         with self._lock:
-            if self._locked_until is not None and now < self._locked_until:
+            tries = self._tries()
+            until = tries.get("locked_until")
+            if isinstance(until, str) and now < parse_iso(until):
                 raise SupervisorError(
-                    f"the supervisor PIN is locked after {MAX_TRIES} wrong tries until "
-                    f"{iso(self._locked_until)}"
+                    f"the supervisor PIN is locked after repeated wrong tries until {until}"
                 )
             try:
                 record = json.loads(self.path.read_bytes())
@@ -74,13 +89,17 @@ class Supervisor:
                 got = _hash(str(pin), salt, record["n"], record["r"], record["p"])
                 ok = hmac.compare_digest(got, expected)
             if ok:
-                self._failures, self._locked_until = 0, None
+                if tries.get("failures") or tries.get("locks"):
+                    self._keep({"failures": 0, "locks": 0, "locked_until": None})
                 return
-            self._failures += 1
-            if self._failures >= MAX_TRIES:
-                self._failures, self._locked_until = 0, now + LOCKOUT
+            failures = int(str(tries.get("failures") or 0)) + 1
+            locks = int(str(tries.get("locks") or 0))
+            if failures >= MAX_TRIES:
+                lockout = min(LOCKOUT * 2**locks, MAX_LOCKOUT)
+                self._keep({"failures": 0, "locks": locks + 1, "locked_until": iso(now + lockout)})
                 raise SupervisorError(
                     f"wrong supervisor PIN, {MAX_TRIES} times: locked for "
-                    f"{LOCKOUT.seconds // 60} minutes"
+                    f"{int(lockout.total_seconds()) // 60} minutes"
                 )
-            raise SupervisorError(f"wrong supervisor PIN ({MAX_TRIES - self._failures} tries left)")
+            self._keep({"failures": failures, "locks": locks, "locked_until": None})
+            raise SupervisorError(f"wrong supervisor PIN ({MAX_TRIES - failures} tries left)")

@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
 
 from pact.chain import entry_hash
 from pact.device import KeySigner, check_signatures, public_key_hex, sign_entry
@@ -157,6 +162,35 @@ def test_the_forged_sale_is_refused_end_to_end(site: Site, clock) -> None:
     assert site.journal.counts() == (2, 1)  # nothing is lost: the evidence stays
 
 
+def test_a_forged_entry_cannot_hide_behind_a_resent_genuine_one(site: Site, clock) -> None:
+    """The union checks the newest *new* entry's signature, and a batch must be in
+    order: a forged entry sent before a genuine copy of an earlier one is refused."""
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 1000, clock)
+    site.sync(clock)  # sale 1 is held by the union
+    site.sell(MEMBER_PAN, 10000, clock)
+    forge(site.state.journal_path, seq=2)  # no key: sale 2's signature no longer fits
+    entries = Journal(site.state.journal_path).sales()
+    reordered = encode_sales("T1", [entries[1], entries[0]])
+    with pytest.raises(CentralRefusedError, match="400.*send them in order"):
+        site.client.upload_sales(reordered)
+    genuine_last = encode_sales("T1", [entries[0], entries[1]])  # in order: 2 is new
+    with pytest.raises(CentralRefusedError, match=r"422.*sale 2"):
+        site.client.upload_sales(genuine_last)
+    assert [s.seq for s in site.union.store.sales_for("T1")] == [1]
+
+
+def test_every_new_entry_must_carry_a_signature(site: Site, clock) -> None:
+    site.sync(clock)
+    for gross in (1000, 2000):
+        site.sell(MEMBER_PAN, gross, clock)
+    first, second = Journal(site.state.journal_path).sales()
+    unsigned = dataclasses.replace(first, sig=None)
+    with pytest.raises(CentralRefusedError, match=r"422.*sale 1 has no device signature"):
+        site.client.upload_sales(encode_sales("T1", [unsigned, second]))
+    assert site.union.store.sales_for("T1") == []
+
+
 def test_a_forgery_signed_with_another_key_is_refused_by_the_union(site: Site, clock) -> None:
     """Whoever replaces the key files on the terminal can make `journal --verify` pass
     locally, but not the union, which holds the key registered at the first sync."""
@@ -164,6 +198,8 @@ def test_a_forgery_signed_with_another_key_is_refused_by_the_union(site: Site, c
     site.sell(MEMBER_PAN, 10000, clock)
     thief = KeySigner(Ed25519PrivateKey.generate())
     forge(site.state.journal_path, seq=1, signer=thief)
+    pem = thief.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    (site.state.dir / KEY_FILE).write_bytes(pem)  # both key files replaced
     (site.state.dir / PUBLIC_FILE).write_text(public_key_hex(thief.public_key()) + "\n")
     assert verify_cli(site.state.dir).returncode == 0  # the local check is fooled
     with pytest.raises(CentralRefusedError, match="409.*another device key"):

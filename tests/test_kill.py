@@ -37,7 +37,7 @@ from tests.test_reader_recovery import UNIONCARD, free_port, until
 CHECKOUTS = int(os.environ.get("UNIONCARD_KILL_CHECKOUTS", "40"))
 SEED = int(os.environ.get("UNIONCARD_KILL_SEED", str(random.SystemRandom().randrange(10**6))))
 KILL_SHARE = 0.35  # of the checkouts, one has a kill timed somewhere inside it
-KILL_WINDOW = 0.02  # s after the request is sent: card read, pricing, journaling, answer
+KILL_WINDOW = 0.012  # s after the request is sent: card read, pricing, journaling, answer
 
 
 class Daemon:
@@ -102,8 +102,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_confirmed_sale(
     cut: list[int] = []  # gross of the checkouts a kill cut off (no answer)
     refused: list[tuple[int, int, str]] = []
     kills = 0
-    for i in range(CHECKOUTS):
+    i = 0
+    while i < CHECKOUTS or (not cut and i < CHECKOUTS + 200):  # until a kill cut one off
         gross = 10_000 + i  # one amount per checkout: the journal tells them apart
+        i += 1
         card.insert()
         until(daemon.card_present, timeout=15)
         timer = None
@@ -140,7 +142,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_confirmed_sale(
     recorded_cut = [g for g in cut if g in by_gross]
     report = {
         "seed": SEED,
-        "checkouts": CHECKOUTS,
+        "checkouts": i,
         "kills": kills,
         "confirmed": len(confirmed),
         "cut_off_by_a_kill": len(cut),
@@ -156,4 +158,5 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_confirmed_sale(
     for gross, seq in confirmed.items():  # every confirmed sale, once, where it was said
         assert seq_of.get(gross) == seq, (gross, seq, seq_of.get(gross))
     assert set(by_gross) <= set(confirmed) | set(cut)  # nothing nobody asked for
-    assert kills > 0 and len(confirmed) + len(cut) == CHECKOUTS
+    assert cut, "no kill cut a checkout off: the test proved nothing"
+    assert kills > 0 and len(confirmed) + len(cut) == i

@@ -302,6 +302,7 @@ def sales(draw: st.DrawFn) -> Sale:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(sales(), min_size=1, max_size=4))
 def test_a_sale_survives_the_wire_and_a_row(batch: list[Sale]) -> None:
+    batch = [replace(s, seq=i + 1) for i, s in enumerate(batch)]  # a batch is in order
     body = json.loads(json.dumps(encode_sales("T0001", batch)))
     terminal_id, decoded = decode_sales(body)
     assert (terminal_id, decoded) == ("T0001", batch)

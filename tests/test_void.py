@@ -3,6 +3,7 @@ keeps both entries, signed; the settlement nets them; the quota use comes back."
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from pact.basket import Basket
-from pact.errors import ReversalError
+from pact.errors import ReversalError, WireFormatError
 from pact.reversal import void_draft
 from pact.wire import decode_sales, encode_sales
 from terminal.devicekey import load_public_key
-from terminal.errors import SupervisorError
+from terminal.errors import JournalError, SupervisorError
 from terminal.service import TerminalService
-from terminal.supervisor import MAX_TRIES, set_pin
+from terminal.supervisor import MAX_TRIES, Supervisor, set_pin
 from terminal.web import create_app
 from tests.conftest import Site
 from tests.helpers import MEMBER_PAN
@@ -134,6 +135,44 @@ def test_the_till_api_voids_with_the_pin(cinema) -> None:
     assert client.post("/api/v1/sales/1/void", json={"pin": PIN}).status_code == 400
 
 
+def test_wrong_tries_survive_a_restart_and_each_lock_lasts_longer(cinema) -> None:
+    service, now = cinema
+    shop_dir = service.state.dir
+    for _ in range(MAX_TRIES - 1):
+        with pytest.raises(SupervisorError):
+            service.void(1, "guess", "0000")
+    other = Supervisor(shop_dir, lambda: now[0])  # a restarted daemon, or the CLI
+    with pytest.raises(SupervisorError, match="locked for 5 minutes"):
+        other.check("0000")
+    now[0] += timedelta(minutes=5)
+    for _ in range(MAX_TRIES - 1):
+        with pytest.raises(SupervisorError, match="tries left"):
+            other.check("0000")
+    with pytest.raises(SupervisorError, match="locked for 10 minutes"):
+        Supervisor(shop_dir, lambda: now[0]).check("0000")
+    now[0] += timedelta(minutes=9)
+    with pytest.raises(SupervisorError, match="locked"):
+        service.supervisor.check(PIN)
+    now[0] += timedelta(minutes=1)
+    service.supervisor.check(PIN)  # right at last: the count starts again
+    assert json.loads((shop_dir / "supervisor.tries").read_text())["locks"] == 0
+
+
+def test_a_second_void_is_refused_by_the_journal_itself(cinema) -> None:
+    """Two processes that both passed the check: the journal's unique index refuses
+    the second void, and the quota never gives back more than the sale took."""
+    service, now = cinema
+    sale = service.checkout(Basket((FILM,)), confirm=True).sale
+    draft = void_draft(sale, [], "first", service.state.current.policy, now[0])
+    service.journal.append(draft, at=now[0])
+    with pytest.raises(JournalError, match="UNIQUE"):
+        service.journal.append(draft, at=now[0])
+    token = sale.token
+    assert token is not None
+    usage = service.journal.usage(token, "free-film", now[0] - timedelta(days=1))
+    assert (usage.uses, usage.amount) == (0, 0)
+
+
 def test_set_pin_and_void_from_the_command_line(tmp_path: Path, clock) -> None:
     shop = make_shop(tmp_path, terms("cinema"))
     runner = CliRunner()
@@ -157,7 +196,7 @@ def test_a_void_is_uploaded_and_the_settlement_nets_it(site: Site, clock) -> Non
     service.close()
     assert site.sync(clock).uploaded == 3
     [row] = [r for r in site.union.settlement() if r.merchant_id == "M0001"]
-    assert (row.sales, row.voids, row.member_sales) == (2, 1, 1)
+    assert (row.sales, row.voids, row.member_sales) == (1, 1, 1)  # the sales left standing
     assert (row.gross, row.discount, row.net) == (5000, 250, 4750)  # only sale 2 remains
     stored = site.union.store.sales_for("T1")
     assert [(s.seq, s.kind, s.ref_seq) for s in stored] == [
@@ -167,6 +206,20 @@ def test_a_void_is_uploaded_and_the_settlement_nets_it(site: Site, clock) -> Non
     ]
     body = encode_sales("T1", stored)
     assert decode_sales(body)[1] == stored  # a void on the wire and back
+
+
+def test_a_void_of_a_sale_past_65535_travels(site: Site, clock) -> None:
+    """ref_seq is any earlier seq (only a card's counter stops at 65535)."""
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 1000, clock)
+    site.sell(MEMBER_PAN, 1000, clock)
+    body = encode_sales("T1", site.journal.sales())
+    body["sales"][0]["seq"], body["sales"][1]["seq"] = 70_000, 70_001
+    body["sales"][1].update(kind="void", ref_seq=70_000, note="far")
+    assert decode_sales(body)[1][1].ref_seq == 70_000
+    body["sales"][1]["atc"] = 70_000
+    with pytest.raises(WireFormatError, match="atc must be the card's counter"):
+        decode_sales(body)
 
 
 @pytest.mark.parametrize(
@@ -180,8 +233,6 @@ def test_a_void_is_uploaded_and_the_settlement_nets_it(site: Site, clock) -> Non
     ],
 )
 def test_the_wire_refuses_a_malformed_void(site: Site, clock, change, message) -> None:
-    from pact.errors import WireFormatError
-
     site.sync(clock)
     site.sell(MEMBER_PAN, 1000, clock)
     site.sell(MEMBER_PAN, 1000, clock)
