@@ -21,7 +21,7 @@ from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
 from pact.money import fen
 from pact.receipt import verification_code
-from pact.sale import Sale, field_types
+from pact.sale import REVERSALS, Sale, field_types
 
 metadata = sa.MetaData()
 
@@ -93,7 +93,7 @@ SALE_STRING_LENGTHS = {
     "prev_hash": 64,
     "hash": 64,
     "sig": 128,  # hex Ed25519 device signature
-    "kind": 16,  # null (a sale) or "void"
+    "kind": 16,  # null (a sale), "void", "refund" or "event"
     "note": 800,  # a void's reason: 200 characters (up to 4 bytes each in UTF-8)
 }
 SALE_COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
@@ -172,6 +172,7 @@ class Settlement:
     discount: int
     net: int
     voids: int = 0  # void entries; the other figures already have them subtracted
+    refunds: int = 0  # refund entries; the money already has them subtracted
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -184,6 +185,7 @@ class Settlement:
             "discount_fen": self.discount,
             "net_fen": self.net,
             "voids": self.voids,
+            "refunds": self.refunds,
         }
 
 
@@ -191,13 +193,13 @@ def settlement_table(rows: Sequence[Settlement]) -> list[str]:
     """The settlement as a text table, amounts in yuan (``unioncard central settlement``)."""
     out = [
         f"{'merchant':<10} {'name':<22} {'status':<9} {'sales':>6} {'members':>8} "
-        f"{'gross':>12} {'discount':>10} {'net':>12} {'voids':>6}"
+        f"{'gross':>12} {'discount':>10} {'net':>12} {'voids':>6} {'refunds':>7}"
     ]
     for r in rows:
         out.append(
             f"{r.merchant_id:<10} {r.name[:22]:<22} {r.status:<9} {r.sales:>6} "
             f"{r.member_sales:>8} {fen(r.gross):>12} {fen(r.discount):>10} {fen(r.net):>12}"
-            f" {r.voids:>6}"
+            f" {r.voids:>6} {r.refunds:>7}"
         )
     return out
 
@@ -558,37 +560,33 @@ class Store:
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         """Totals per merchant for entries with ``start <= at < end`` (UTC days): the
-        sales less their voids, in count, member sales and money (a void carries its
-        sale's amounts), and the voids counted."""
+        sales less their voids, in count and member sales; the money of the sales less
+        their voids and refunds (each carries the amounts it takes back); the voids and
+        refunds counted."""
         cond = []
         if start is not None:
             cond.append(sales.c.at >= start.isoformat())
         if end is not None:
             cond.append(sales.c.at < end.isoformat())
         is_sale = sales.c.kind.is_(None)
-        sign = sa.case((is_sale, 1), else_=-1)
-        member_int = sa.case((sales.c.member, sign), else_=0)
+        is_void = sales.c.kind == "void"
+        # money: a sale adds, a void or refund takes back what it carries, an event nothing
+        sign = sa.case((is_sale, 1), (sales.c.kind.in_(REVERSALS), -1), else_=0)
+        # counts: a void takes its sale out; a refund leaves the sale standing
+        count_sign = sa.case((sales.c.seq.is_(None), 0), (is_sale, 1), (is_void, -1), else_=0)
+        member_int = sa.case((sales.c.member, count_sign), else_=0)
         query = (
             sa.select(
                 merchants.c.merchant_id,
                 merchants.c.name,
                 merchants.c.status,
-                sa.func.coalesce(
-                    sa.func.sum(
-                        sa.case(
-                            (sales.c.seq.is_(None), 0),
-                            (is_sale, 1),
-                            (sales.c.kind == "void", -1),
-                            else_=0,
-                        )
-                    ),
-                    0,
-                ),
+                sa.func.coalesce(sa.func.sum(count_sign), 0),
                 sa.func.coalesce(sa.func.sum(member_int), 0),
                 sa.func.coalesce(sa.func.sum(sign * sales.c.gross), 0),
                 sa.func.coalesce(sa.func.sum(sign * sales.c.discount), 0),
                 sa.func.coalesce(sa.func.sum(sign * sales.c.net), 0),
-                sa.func.count(sales.c.seq).filter(sales.c.kind == "void"),
+                sa.func.count(sales.c.seq).filter(is_void),
+                sa.func.count(sales.c.seq).filter(sales.c.kind == "refund"),
             )
             .select_from(
                 merchants.outerjoin(

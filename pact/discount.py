@@ -42,6 +42,9 @@ class LineQuote:
     line: Line
     discount: int
     rules: tuple[str, ...]  # the rules that discounted this line, in order
+    # (rule id, fen) for each of ``rules``: how the line's discount splits over them. A
+    # refund of some of the line's units gives back each rule's part in proportion.
+    by_rule: tuple[tuple[str, int], ...] = ()
 
     @property
     def gross(self) -> int:
@@ -405,12 +408,14 @@ def _nonzero(indices: list[int], shares: list[int]) -> tuple[list[int], list[int
     return [indices[k] for k in kept], [shares[k] for k in kept]
 
 
-def _apply(offer: _Offer, remaining: list[int], line_rules: list[tuple[str, ...]]) -> None:
+def _apply(
+    offer: _Offer, remaining: list[int], line_split: list[tuple[tuple[str, int], ...]]
+) -> None:
     """Take the offer's shares off what its lines still cost, and name it on them."""
-    applied_here = (offer.spec.rule.id,)
+    rule_id = offer.spec.rule.id
     for i, share in zip(offer.lines, offer.shares, strict=True):
         remaining[i] -= share
-        line_rules[i] += applied_here
+        line_split[i] += ((rule_id, share),)
 
 
 def _none(basket: Basket, reason: str) -> Quote:
@@ -461,7 +466,8 @@ def quote(
     local = now.astimezone(prepared.zone)
     outside = [window_refusal(w, local, policy.holidays) for w in prepared.windows]
     tier, rounding = member.tier, policy.rounding
-    line_rules: list[tuple[str, ...]] = [()] * len(lines)  # the rules applied to each line
+    # each line's (rule, fen) in the order the rules were applied
+    line_split: list[tuple[tuple[str, int], ...]] = [()] * len(lines)
     skipped: list[tuple[_RuleSpec, str]] = []
     offers: list[_Offer] = []
 
@@ -474,7 +480,7 @@ def quote(
                 skipped.append((spec, outcome))
                 continue
             offers.append(outcome)
-            _apply(outcome, remaining, line_rules)
+            _apply(outcome, remaining, line_split)
     else:
         priced: list[_Offer | str] = [
             _refusal(spec, tier, outside, usage) or _price(spec, index, remaining, usage, rounding)
@@ -497,7 +503,7 @@ def quote(
                 )
         if best is not None:
             offers.append(best)
-            _apply(best, remaining, line_rules)
+            _apply(best, remaining, line_split)
 
     line_discount = [g - r for g, r in zip(index.gross, remaining, strict=True)]
     discount = sum([offer.total for offer in offers])
@@ -510,7 +516,10 @@ def quote(
         net=gross - discount,
         applied=tuple([o.spec.rule.id for o in offers]),
         reasons=tuple(reasons),
-        lines=tuple(map(LineQuote, lines, line_discount, line_rules)),
+        lines=tuple(
+            LineQuote(line, off, tuple(rule for rule, _ in split), split)
+            for line, off, split in zip(lines, line_discount, line_split, strict=True)
+        ),
         by_rule=tuple([(o.spec.rule.id, o.total) for o in offers]),
         not_applied=tuple([NotApplied(spec.rule.id, reason) for spec, reason in skipped]),
     )
@@ -552,11 +561,15 @@ def quote_json(q: Quote) -> dict[str, Any]:
 def journal_record(q: Quote, member: Membership | None) -> dict[str, Any]:
     """What the journal keeps of a quote (field ``basket``): enough to recompute it.
 
-    Basket lines (no personal data) with each line's discount, the member's tier
+    Basket lines (no personal data) with each line's discount and how it splits over
+    the rules (``by_rule``, which refunds give back in proportion), the member's tier
     and each applied rule's discount (the journal counts quotas from these).
     """
     return {
-        "lines": [dict(lq.line.as_json(), discount=lq.discount) for lq in q.lines],
+        "lines": [
+            dict(lq.line.as_json(), discount=lq.discount, by_rule=dict(lq.by_rule))
+            for lq in q.lines
+        ],
         "tier": member.tier if member is not None else None,
         "discounts": dict(q.by_rule),
     }

@@ -61,7 +61,17 @@ HEADER_FIELDS = (
     "issued_at",
     "expires_at",
 )
-TERMS_FIELDS = ("timezone", "rounding", "combine", "holidays", "exclude", "rules")
+TERMS_FIELDS = (
+    "timezone",
+    "rounding",
+    "combine",
+    "holidays",
+    "exclude",
+    "refund_days",
+    "rules",
+)
+REFUND_DAYS = 30  # a sale may be refunded this many days after its business day (default)
+MAX_REFUND_DAYS = 366
 RULE_FIELDS = {
     "common": (
         "id",
@@ -199,6 +209,7 @@ class Policy:
     exclude: Selection = field(default_factory=Selection)
     status_since: datetime | None = None
     status_changes: tuple[StatusChange, ...] = ()  # ascending; scheduled ahead of time
+    refund_days: int = REFUND_DAYS  # business days after a sale's in which it may be refunded
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
@@ -552,6 +563,7 @@ def _terms(f: _Fields) -> dict[str, Any]:
         "exclude": _selection(f.raw["exclude"], f.path("exclude"))
         if f.has("exclude")
         else Selection(),
+        "refund_days": f.whole("refund_days", 0, MAX_REFUND_DAYS, REFUND_DAYS, " (days)"),
         "rules": tuple(rules),
     }
 
@@ -773,6 +785,7 @@ def describe_policy(policy: Policy, form: str) -> list[str]:
         "down-to-jiao": "each rule's discount rounded down to the jiao (0.10)",
     }[policy.rounding]
     lines.append(f"time zone {policy.timezone}; applies {how}; {rounding}")
+    lines.append(f"refunds within {policy.refund_days} days of the sale")
     if policy.exclude:
         lines.append(f"never discounted: {policy.exclude.describe()}")
     if policy.holidays:

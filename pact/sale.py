@@ -66,10 +66,13 @@ class Sale:
         metadata={DESCRIBE: "the card's transaction counter (0 to 65535) or null"}
     )
     # What the entry is: None a sale; "void" the reversal of sale ``ref_seq`` whole
-    # (the same amounts, rules and basket as that sale). Hashed only when not None.
-    kind: str | None = field(metadata={DESCRIBE: '"void" or null (a sale)'})
+    # (the same amounts, rules and basket as that sale); "refund" the reversal of some
+    # units of its lines (pact.reversal); "event" something that happened to the terminal
+    # (pact.event; no money). Hashed only when not None.
+    kind: str | None = field(metadata={DESCRIBE: '"void", "refund", "event" or null (a sale)'})
     ref_seq: int | None = field(metadata={DESCRIBE: "the seq of the sale reversed, or null"})
-    note: str | None = field(metadata={DESCRIBE: "a reason (text) or null"})  # a void's reason
+    # why a void or refund was made; what an event was
+    note: str | None = field(metadata={DESCRIBE: "a reason (text) or null"})
     prev_hash: str  # the previous sale's hash; GENESIS for the first
     hash: str
     # The terminal's device signature over ``hash`` (pact.device; hex Ed25519); not hashed.
@@ -125,8 +128,8 @@ class Sale:
         )
 
 
-REVERSALS = frozenset({"void"})
-MAX_NOTE = 200  # characters of a reason  # the kinds of entry that reverse a sale (ref_seq)
+REVERSALS = frozenset({"void", "refund"})  # the kinds of entry that reverse a sale (ref_seq)
+MAX_NOTE = 200  # characters of a reason
 CHAIN_FIELDS = ("prev_hash", "hash")  # link a sale to the one before it; not hashed
 UNHASHED_FIELDS = (*CHAIN_FIELDS, "sig")  # the signature signs the hash: not in it
 # Hashed only when not None, left out on the wire when None: sales journaled before

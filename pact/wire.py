@@ -13,6 +13,7 @@ from typing import Any
 
 from pact.device import SIGNATURE_HEX
 from pact.errors import WireFormatError
+from pact.event import CODES, EVENT
 from pact.sale import DESCRIBE, MAX_NOTE, REVERSALS, Sale, field_types
 
 SALES_FORMAT = "unioncard.sales.v1"
@@ -31,8 +32,14 @@ def _whole(value: Any, lo: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= lo
 
 
+LINE_KEYS = frozenset({"sku", "category", "qty", "unit_price", "discount"})
+# by_rule: the line's discount per rule; of: a refund line's index among its sale's lines
+LINE_OPTIONAL = frozenset({"by_rule", "of"})
+
+
 def check_basket(basket: Any, sale: Mapping[str, Any], where: str) -> None:
-    """A sale's ``basket``: lines (sku, category, qty, unit_price, discount), tier, discounts.
+    """A sale's ``basket``: lines (sku, category, qty, unit_price, discount[, by_rule, of]),
+    tier, discounts.
 
     The lines must add up to the sale's gross and discount, and the rules' discounts
     to the sale's discount, so the record an auditor recomputes is the one settled.
@@ -45,14 +52,11 @@ def check_basket(basket: Any, sale: Mapping[str, Any], where: str) -> None:
     gross = discount = 0
     for j, line in enumerate(lines):
         at = f"{where}.basket.lines[{j}]"
-        if not isinstance(line, dict) or set(line) != {
-            "sku",
-            "category",
-            "qty",
-            "unit_price",
-            "discount",
-        }:
-            raise WireFormatError(f"{at} must have sku, category, qty, unit_price, discount")
+        if not isinstance(line, dict) or not LINE_KEYS <= set(line) <= LINE_KEYS | LINE_OPTIONAL:
+            raise WireFormatError(
+                f"{at} must have sku, category, qty, unit_price, discount "
+                "(and may have by_rule, of)"
+            )
         if not isinstance(line["sku"], str) or not isinstance(line["category"], str):
             raise WireFormatError(f"{at}.sku and .category must be strings")
         if not _whole(line["qty"], 1) or not _whole(line["unit_price"]):
@@ -60,6 +64,14 @@ def check_basket(basket: Any, sale: Mapping[str, Any], where: str) -> None:
         line_gross = line["qty"] * line["unit_price"]
         if not _whole(line["discount"]) or line["discount"] > line_gross:
             raise WireFormatError(f"{at}.discount must be whole fen, at most the line's gross")
+        if "by_rule" in line:
+            split = line["by_rule"]
+            if not isinstance(split, dict) or not all(_whole(v, 1) for v in split.values()):
+                raise WireFormatError(f"{at}.by_rule must map rule ids to whole fen")
+            if sum(split.values()) != line["discount"]:
+                raise WireFormatError(f"{at}.by_rule does not add up to the line's discount")
+        if "of" in line and not _whole(line["of"]):
+            raise WireFormatError(f"{at}.of must be the index of a line of the sale refunded")
         gross += line_gross
         discount += line["discount"]
     if gross != sale["gross"] or discount != sale["discount"]:
@@ -173,18 +185,34 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
 
 
 def _check_kind(sale: Mapping[str, Any], where: str) -> None:
-    """A sale has no ``ref_seq``; a void names an earlier sale it reverses."""
+    """A sale has no ``ref_seq``; a void or refund names an earlier sale it reverses; an
+    event (pact.event) moves no money and says what happened in ``note``."""
     kind, ref = sale.get("kind"), sale.get("ref_seq")
     if kind is None:
         if ref is not None:
-            raise WireFormatError(f"{where}.ref_seq belongs to a void, not to a sale")
+            raise WireFormatError(f"{where}.ref_seq belongs to a void or refund, not to a sale")
+    elif kind == EVENT:
+        _check_event(sale, where)
     elif kind not in REVERSALS:
-        raise WireFormatError(f"{where}.kind must be one of {sorted(REVERSALS)} or null")
+        kinds = ", ".join(sorted([*REVERSALS, EVENT]))
+        raise WireFormatError(f"{where}.kind must be one of {kinds} or null")
     elif ref is None or not 1 <= ref < sale["seq"]:
         raise WireFormatError(f"{where}.ref_seq must name an earlier entry")
     note = sale.get("note")
     if note is not None and len(note) > MAX_NOTE:
         raise WireFormatError(f"{where}.note is longer than {MAX_NOTE} characters")
+
+
+def _check_event(sale: Mapping[str, Any], where: str) -> None:
+    if sale.get("ref_seq") is not None:
+        raise WireFormatError(f"{where}: an event names no entry (ref_seq)")
+    if any(sale.get(name) for name in ("gross", "discount", "net", "rules", "member")):
+        raise WireFormatError(f"{where}: an event moves no money (amounts 0, no rules)")
+    if any(sale.get(name) is not None for name in ("token", "basket", "atc")):
+        raise WireFormatError(f"{where}: an event has no card and no basket")
+    code = (sale.get("note") or "").partition(":")[0]
+    if code not in CODES:
+        raise WireFormatError(f"{where}.note must say what happened, as '<event code>: ...'")
 
 
 def _is_hex(text: str, length: int) -> bool:

@@ -8,13 +8,14 @@ provide; it imports nothing of the terminal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from pact.errors import RefusedError
+from pact.event import UPDATE_INSTALLED, UPDATE_REFUSED
 from pact.generation import Generation
 from pact.sale import Sale
 from pact.snapshot import Snapshot
@@ -24,6 +25,7 @@ from pact.wire import encode_device_key, encode_sales
 from sync.client import CentralClient
 
 MAX_ROOT_STEPS = 100  # root versions walked in one sync at the most
+EventSink = Callable[[str, str], object]  # (event code, detail): journal an event entry
 
 
 class Outbox(Protocol):
@@ -67,7 +69,7 @@ class SyncReport:
 
     def describe(self) -> str:
         """One line for the command line and the demo."""
-        parts = [f"uploaded {self.uploaded} sales"]
+        parts = [f"uploaded {self.uploaded} {'entry' if self.uploaded == 1 else 'entries'}"]
         if self.root_version is not None:
             parts.append(f"trusted root now v{self.root_version}")
         if self.roster_version is not None:
@@ -84,21 +86,54 @@ def run_sync(
     client: CentralClient,
     clock: Clock,
     batch_size: int = 500,
+    events: EventSink | None = None,
 ) -> SyncReport:
+    """Upload, then update. ``events`` (the terminal's: it journals an event entry,
+    pact.event) hears of each update installed or refused; the events it journals are
+    uploaded before the sync ends."""
     report = SyncReport()
     # The union learns the device key once (and refuses another one later); every
     # upload is checked against it.
     client.register_device_key(encode_device_key(terminal_id, state.device_public_key()))
+    if not _upload(terminal_id, journal, client, clock, batch_size, report):
+        return report
+    update(state, client, clock(), report)
+    if events is not None:
+        installed = [
+            f"{what} v{version}"
+            for what, version in (
+                ("root", report.root_version),
+                ("roster", report.roster_version),
+                ("policy", report.policy_version),
+            )
+            if version is not None
+        ]
+        if installed:
+            events(UPDATE_INSTALLED, ", ".join(installed))
+        for problem in report.problems:
+            events(UPDATE_REFUSED, problem)
+        if installed or report.problems:
+            _upload(terminal_id, journal, client, clock, batch_size, report)
+    return report
+
+
+def _upload(
+    terminal_id: str,
+    journal: Outbox,
+    client: CentralClient,
+    clock: Clock,
+    batch_size: int,
+    report: SyncReport,
+) -> bool:
+    """Upload every pending entry; False when the union held less than was sent."""
     while True:
         pending = journal.pending(batch_size)
         if not pending:
-            break
+            return True
         acked = client.upload_sales(encode_sales(terminal_id, pending))
         report.uploaded += journal.mark_uploaded(acked, clock())
         if acked < pending[-1].seq:
-            break  # the server holds less than we sent; try again next sync
-    update(state, client, clock(), report)
-    return report
+            return False  # the server holds less than we sent; try again next sync
 
 
 def update(state: Installer, client: CentralClient, now: datetime, report: SyncReport) -> None:

@@ -13,12 +13,16 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from pact.errors import RefusedError
+from pact.event import UPDATE_INSTALLED, UPDATE_REFUSED
 from pact.money import fen, parse_yuan
 from pact.timefmt import Clock
 from reader.fresh import FreshCardReader
@@ -28,10 +32,20 @@ from terminal import settings as settings_file
 from terminal.devicekey import load_public_key
 from terminal.errors import InputError
 from terminal.journal import Journal
-from terminal.service import CardReaderFn, TerminalService
+from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
+
+
+def _software() -> str:
+    try:
+        return version("unioncard")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "(not installed)"
+
+
+SOFTWARE = _software()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,14 +91,22 @@ def with_settings(*keys: str) -> Callable[[F], F]:
 
 
 def open_terminal(
-    settings: Settings, clock: Clock, reader: CardReaderFn | None = None
+    settings: Settings,
+    clock: Clock,
+    reader: CardReaderFn | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> TerminalService:
     """The terminal service with its card reader (by default a ``FreshCardReader``: each
     card insertion is read for at most one sale; its monitor starts at the first read)."""
     if reader is None:
         reader = FreshCardReader(settings.reader, clock=clock)
     return TerminalService(
-        settings.data_dir, reader, clock, settings.card_timeout, printer=settings.printer
+        settings.data_dir,
+        reader,
+        clock,
+        settings.card_timeout,
+        printer=settings.printer,
+        monotonic=monotonic,
     )
 
 
@@ -134,12 +156,29 @@ def terminal_install_update(
     """
     state = TerminalState.open(settings.data_dir)
     state.load()
-    snap = state.install(
-        snapshot.read_bytes(),
-        clock(),
-        roster.read_bytes() if roster else None,
-        policy.read_bytes() if policy else None,
-    )
+    journal = Journal.existing(state.journal_path, state.signer())
+    try:
+        before = state.current
+        try:
+            snap = state.install(
+                snapshot.read_bytes(),
+                clock(),
+                roster.read_bytes() if roster else None,
+                policy.read_bytes() if policy else None,
+            )
+        except RefusedError as exc:
+            journal_event(journal, state, UPDATE_REFUSED, f"by hand: {exc}", clock())
+            raise
+        journal_event(
+            journal,
+            state,
+            UPDATE_INSTALLED,
+            f"by hand: snapshot v{snap.version} (roster v{before.roster_version} -> "
+            f"v{snap.roster_version}, policy v{before.policy_version} -> v{snap.policy_version})",
+            clock(),
+        )
+    finally:
+        journal.close()
     click.echo(
         f"installed snapshot v{snap.version}: roster v{snap.roster_version}, "
         f"policy v{snap.policy_version}"
@@ -192,7 +231,7 @@ def terminal_checkout(clock: Clock, amount: str, settings: Settings, as_json: bo
 @terminal.command("set-pin")
 @with_settings()
 def terminal_set_pin(settings: Settings) -> None:
-    """Set the supervisor's PIN (4 to 8 digits), which voids need. Read twice from the
+    """Set the supervisor's PIN (4 to 8 digits), which voids and refunds need. Read twice from the
     keyboard (or twice from standard input); kept as a scrypt hash (0600)."""
     state = TerminalState.open(settings.data_dir)
     state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
@@ -219,6 +258,50 @@ def terminal_void(clock: Clock, seq: int, reason: str, settings: Settings) -> No
     finally:
         service.close()
     click.echo(f"sale {seq} voided by entry #{entry.seq}: {fen(entry.net)} reversed")
+
+
+def _refund_item(text: str) -> tuple[int, int]:
+    index, _, qty = text.partition(":")
+    try:
+        return int(index), int(qty or "1")
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give a line's index and units as INDEX:QTY, like 0:2"
+        ) from None
+
+
+@terminal.command("refund")
+@click.argument("seq", type=click.IntRange(min=1))
+@click.option(
+    "--line",
+    "lines",
+    multiple=True,
+    required=True,
+    metavar="INDEX:QTY",
+    help="A line of the sale (0 is the first) and how many of its units come back; repeat.",
+)
+@click.option("--reason", required=True, help="Why the units are refunded (journaled).")
+@with_settings()
+@click.pass_obj
+def terminal_refund(
+    clock: Clock, seq: int, lines: tuple[str, ...], reason: str, settings: Settings
+) -> None:
+    """Refund units of lines of sale SEQ (the supervisor's PIN is asked for).
+
+    Each rule's discount on those units is given back in proportion, rounded down
+    until the last unit; the refund is journaled, signed and uploaded like a sale.
+    """
+    items = [_refund_item(text) for text in lines]
+    pin = click.prompt("supervisor PIN", hide_input=True)
+    service = open_terminal(settings, clock)
+    try:
+        entry = service.refund(seq, items, reason, pin)
+    finally:
+        service.close()
+    click.echo(
+        f"sale {seq} refunded by entry #{entry.seq}: {fen(entry.gross)} back, "
+        f"discount {fen(entry.discount)} reversed, {fen(entry.net)} to pay back"
+    )
 
 
 @terminal.command("journal")
@@ -255,7 +338,10 @@ def terminal_serve(clock: Clock, settings: Settings) -> None:
         raise KeyboardInterrupt  # systemd stops the daemon with SIGTERM
 
     reader = FreshCardReader(settings.reader, clock=clock)
-    service = open_terminal(settings, clock, reader)
+    # the daemon watches its wall clock against the monotonic clock (clock jumps)
+    service = open_terminal(settings, clock, reader, monotonic=time.monotonic)
+    for event in service.startup(SOFTWARE):
+        click.echo(f"journaled event #{event.seq}: {event.note}")
     # Watch the readers from now on: a card already in one was not seen going in
     # (it may be the last customer's) and is not read until it is inserted again.
     reader.start()
@@ -280,11 +366,21 @@ def sync(clock: Clock, settings: Settings) -> None:
     state = TerminalState.open(settings.data_dir)
     enrolment = state.enrolment
     state.load()
-    journal = Journal.existing(state.journal_path)
+    journal = Journal.existing(state.journal_path, state.signer())
     client = CentralClient(enrolment.central_url, enrolment.terminal_id, enrolment.api_secret)
+
+    def event(code: str, detail: str) -> None:
+        journal_event(journal, state, code, detail, clock())
+
     try:
         report = run_sync(
-            enrolment.terminal_id, state, journal, client, clock, batch_size=settings.sync_batch
+            enrolment.terminal_id,
+            state,
+            journal,
+            client,
+            clock,
+            batch_size=settings.sync_batch,
+            events=event,
         )
     finally:
         client.close()

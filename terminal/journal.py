@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pact.basket import RuleUsage
 from pact.chain import GENESIS, check_chain, seal
 from pact.device import Signer, check_signatures, sign_entry
-from pact.errors import ChainError, DeviceSignatureError
+from pact.errors import ChainError, DeviceSignatureError, ReversalError
 from pact.sale import Sale, SaleDraft, field_types
 from pact.timefmt import iso
 from terminal.errors import JournalError
@@ -106,7 +106,7 @@ def insert_sql(cls: type[Sale] = Sale) -> str:
 INSERT_SALE = insert_sql()
 
 # A card's use of one rule since a time: each sale's discount for the rule, less what
-# voids of that sale gave back; a use counts while something of it remains.
+# its void or refunds gave back; a use counts while something of it remains.
 USAGE = (
     "SELECT count(*) FILTER (WHERE remaining > 0), coalesce(sum(remaining), 0) FROM ("
     " SELECT max(0, d.value - coalesce(("
@@ -186,10 +186,31 @@ class Journal:
         Returns the sale as stored (with seq, sale_id, at, prev_hash, hash and the
         device signature over the hash).
         """
+        return self._append(lambda: draft, at)
+
+    @_locked
+    def append_reversal(
+        self, seq: int, build: Callable[[Sale, list[Sale]], SaleDraft], at: datetime
+    ) -> Sale:
+        """Durably record the entry ``build(sale, reversals)`` makes of sale ``seq`` and
+        the entries that already reverse it (a void or refund: pact.reversal), reading
+        both in the write transaction, so that no other process reverses the sale
+        between the check and the write. ``build`` raises to record nothing."""
+
+        def draft() -> SaleDraft:
+            sale = self._entry(seq)
+            if sale is None:
+                raise ReversalError(f"there is no sale {seq} in this terminal's journal")
+            return build(sale, self._reversals_of(seq))
+
+        return self._append(draft, at)
+
+    def _append(self, make: Callable[[], SaleDraft], at: datetime) -> Sale:
         if self.signer is None:
             raise JournalError("the sale was NOT recorded: the journal has no device key")
         try:
             with self._write():
+                draft = make()
                 seq, prev = self._tail()
                 sale = seal(
                     draft, seq=seq + 1, sale_id=str(uuid.uuid4()), at=iso(at), prev_hash=prev
@@ -223,9 +244,12 @@ class Journal:
 
     @_locked
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The newest sales, newest first, for the cashier page: each sale as JSON
-        (:meth:`Sale.as_json`) with ``uploaded`` (true/false)."""
-        rows = self.db.query("SELECT * FROM sales ORDER BY seq DESC LIMIT ?", [limit])
+        """The newest sales, voids and refunds (not events), newest first, for the
+        cashier page: each as JSON (:meth:`Sale.as_json`) with ``uploaded``."""
+        rows = self.db.query(
+            "SELECT * FROM sales WHERE kind IS NULL OR kind != 'event' ORDER BY seq DESC LIMIT ?",
+            [limit],
+        )
         return [
             dict(Sale.from_row(r).as_json(), uploaded=r["uploaded_at"] is not None) for r in rows
         ]
@@ -241,13 +265,25 @@ class Journal:
         return RuleUsage(int(uses), int(amount))
 
     @_locked
+    def newest_at(self) -> str | None:
+        """The time of the newest entry (ISO 8601 UTC), None for an empty journal."""
+        row = self.db.execute("SELECT at FROM sales ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    @_locked
     def entry(self, seq: int) -> Sale | None:
+        return self._entry(seq)
+
+    def _entry(self, seq: int) -> Sale | None:
         row = next(iter(self.db.query("SELECT * FROM sales WHERE seq = ?", [seq])), None)
         return None if row is None else Sale.from_row(row)
 
     @_locked
     def reversals_of(self, seq: int) -> list[Sale]:
-        """The entries that reverse sale ``seq`` (its void)."""
+        """The entries that reverse sale ``seq`` (its void, its refunds), oldest first."""
+        return self._reversals_of(seq)
+
+    def _reversals_of(self, seq: int) -> list[Sale]:
         rows = self.db.query("SELECT * FROM sales WHERE ref_seq = ? ORDER BY seq", [seq])
         return [Sale.from_row(r) for r in rows]
 
@@ -258,6 +294,28 @@ class Journal:
             "SELECT count(*), count(*) FILTER (WHERE uploaded_at IS NULL) FROM sales"
         ).fetchone()
         return int(total), int(pending)
+
+    def verify_tail(self, device_key: Ed25519PublicKey) -> int:
+        """Check what the union does not hold yet: the chain of the entries not yet
+        uploaded from the last uploaded one, and the newest entry's signature (which
+        covers them all through the chain); return the number of entries checked.
+        Cheap enough for every start-up; :meth:`verify` checks everything."""
+        with self.lock:
+            row = self.db.execute("SELECT min(seq) FROM sales WHERE uploaded_at IS NULL").fetchone()
+            first = row[0] if row[0] is not None else self._tail()[0]
+            base = self._entry(first - 1) if first > 1 else None
+            rows = self.db.query("SELECT * FROM sales WHERE seq >= ? ORDER BY seq", [first])
+            tail = [Sale.from_row(r) for r in rows]
+        if not tail:
+            return 0
+        try:
+            check_chain(tail, base.hash if base else GENESIS, first - 1)
+            check_signatures(device_key, tail[-1:])
+        except DeviceSignatureError as exc:
+            raise JournalError(f"journal signature refused: {exc}") from None
+        except ChainError as exc:
+            raise JournalError(f"journal chain broken: {exc}") from None
+        return len(tail)
 
     def verify(self, device_key: Ed25519PublicKey | None = None) -> int:
         """Check the whole hash chain and, given the device's public key, every sale's

@@ -6,9 +6,10 @@ the daemon), so this module does not import pyscard.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,13 +18,14 @@ from zoneinfo import ZoneInfo
 
 from pact.basket import Basket
 from pact.cards import PanTokenizer
-from pact.errors import ReversalError
+from pact.event import CLOCK_JUMP, EVENT, INTEGRITY_FAILURE, OFFLINE_LIMIT, STARTUP, event_draft
+from pact.generation import Generation
 from pact.money import fen
 from pact.policy import DEFAULT_TIMEZONE
 from pact.receipt import Receipt, receipt
-from pact.reversal import VOID, void_draft
+from pact.reversal import REFUND, VOID, refund_draft, refunded_units, void_draft
 from pact.sale import Sale
-from pact.timefmt import iso
+from pact.timefmt import iso, parse_iso
 from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import Priced, SaleResult, price, record
 from terminal.errors import (
@@ -39,6 +41,10 @@ from terminal.state import TerminalState
 from terminal.supervisor import Supervisor
 
 EXPIRY_WARNING = timedelta(hours=24)
+# a clock that disagrees with the monotonic clock, or with the newest entry, by more
+# than this has jumped (NTP slews small corrections; it does not step by minutes)
+CLOCK_TOLERANCE = timedelta(minutes=2)
+log = logging.getLogger(__name__)
 PENDING_TIMEOUT = timedelta(minutes=2)  # a quote not confirmed by then is dropped
 
 
@@ -59,6 +65,23 @@ class PendingSale:
         }
 
 
+def journal_event(
+    journal: Journal, state: TerminalState, code: str, detail: str, at: datetime
+) -> Sale:
+    """Journal an event (pact.event) with the versions ``state`` holds now."""
+    generation = state.current
+    enrolment = state.enrolment
+    draft = event_draft(
+        code,
+        detail,
+        terminal_id=enrolment.terminal_id,
+        merchant_id=enrolment.merchant_id,
+        roster_version=generation.roster_version,
+        policy_version=generation.policy_version,
+    )
+    return journal.append(draft, at=at)
+
+
 class CardReaderFn(Protocol):
     def __call__(self, *, timeout: float, tokenize: Tokenize) -> CardIdentity: ...
 
@@ -72,6 +95,7 @@ class TerminalService:
         card_timeout: float = 30.0,
         pending_timeout: timedelta = PENDING_TIMEOUT,
         printer: str | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.state = TerminalState.open(data_dir)
         self.state.load()
@@ -87,6 +111,11 @@ class TerminalService:
         self.supervisor = Supervisor(data_dir, clock)
         self.printer = printer  # the settings' receipt printer, or None
         self._printer_lock = threading.Lock()
+        # Clock jumps: the wall clock is compared with ``monotonic`` (the daemon passes
+        # time.monotonic; None, for a caller whose clock is not the wall clock, skips it)
+        self.monotonic = monotonic
+        self._clock_ref = (clock(), monotonic()) if monotonic is not None else None
+        self._offline_noted: tuple[int | None, int | None] | None = None
 
     def close(self) -> None:
         self.journal.close()
@@ -127,6 +156,8 @@ class TerminalService:
             self.state.refresh()
             generation = self.state.current  # this sale's roster and policy, taken once
             now = self.clock()
+            self.watch_clock(now)
+            self._note_offline_limit(generation, now)
             priced = price(generation, self.state.enrolment, self.journal, identity, basket, now)
             if confirm:
                 return record(self.journal, priced)
@@ -189,26 +220,124 @@ class TerminalService:
         """Void sale ``seq`` of today's business day with a reason, after the supervisor's
         PIN: journals the void entry (the same amounts, rules and basket, reversed)."""
         self.supervisor.check(pin)
-        with self._confirm_lock:
-            sale = self.journal.entry(seq)
-            if sale is None:
-                raise ReversalError(f"there is no sale {seq} in this terminal's journal")
-            now = self.clock()
-            draft = void_draft(
-                sale, self.journal.reversals_of(seq), reason, self.state.current.policy, now
+        now = self.clock()
+        policy = self.state.current.policy
+        return self.journal.append_reversal(
+            seq, lambda sale, later: void_draft(sale, later, reason, policy, now), at=now
+        )
+
+    def refund(self, seq: int, items: Sequence[tuple[int, int]], reason: str, pin: object) -> Sale:
+        """Refund ``qty`` units of line ``index`` of sale ``seq`` for each ``(index, qty)``,
+        with a reason, after the supervisor's PIN: journals the refund entry, which gives
+        back each rule's discount on those units in proportion (pact.reversal)."""
+        self.supervisor.check(pin)
+        now = self.clock()
+        policy = self.state.current.policy
+        return self.journal.append_reversal(
+            seq,
+            lambda sale, later: refund_draft(sale, later, items, reason, policy, now),
+            at=now,
+        )
+
+    def entry_json(self, seq: int) -> dict[str, Any]:
+        """Entry ``seq`` for a till or the page: its amounts, lines and what is left to
+        refund of each (no card token)."""
+        entry = self.journal.entry(seq)
+        if entry is None:
+            raise UnknownSaleError(f"there is no sale {seq} in this terminal's journal")
+        later = self.journal.reversals_of(seq)
+        out = entry.as_json()
+        out.pop("token", None)
+        out["voided_by"] = next((e.seq for e in later if e.kind == VOID), None)
+        out["refunds"] = [e.seq for e in later if e.kind == REFUND]
+        if entry.is_sale and entry.basket is not None:
+            done = refunded_units(entry, later)
+            out["refundable"] = [
+                0 if out["voided_by"] else line["qty"] - done[i]
+                for i, line in enumerate(entry.basket["lines"])
+            ]
+        return out
+
+    # ------------------------------------------------------------------- events
+
+    def record_event(self, code: str, detail: str) -> Sale:
+        """Journal an event (pact.event) with the versions the terminal holds now."""
+        return journal_event(self.journal, self.state, code, detail, self.clock())
+
+    def startup(self, software: str) -> list[Sale]:
+        """What the daemon journals when it starts: an integrity failure of what the
+        union does not hold yet, a clock that reads earlier than the newest entry, and
+        the start-up itself. Returns the events journaled."""
+        events = []
+        signer = self.journal.signer
+        try:
+            if signer is not None:
+                self.journal.verify_tail(signer.public_key())
+        except JournalError as exc:
+            log.error("integrity failure at start-up: %s", exc)
+            events.append(self.record_event(INTEGRITY_FAILURE, str(exc)))
+        events.extend(self.watch_clock(self.clock()))
+        generation = self.state.current
+        events.append(
+            self.record_event(
+                STARTUP,
+                f"unioncard {software}; roster v{generation.roster_version}, "
+                f"policy v{generation.policy_version}",
             )
-            try:
-                return self.journal.append(draft, at=now)
-            except JournalError:
-                if self.journal.reversals_of(seq):  # another process voided it meanwhile
-                    raise ReversalError(f"sale {seq} was already voided") from None
-                raise
+        )
+        return events
+
+    def watch_clock(self, now: datetime) -> list[Sale]:
+        """Journal a clock jump: the wall clock reading earlier than the newest entry,
+        or moving more than :data:`CLOCK_TOLERANCE` against the monotonic clock."""
+        events = []
+        newest = self.journal.newest_at()
+        if newest is not None and now < parse_iso(newest) - CLOCK_TOLERANCE:
+            behind = int((parse_iso(newest) - now).total_seconds())
+            events.append(
+                self.record_event(
+                    CLOCK_JUMP, f"the clock reads {iso(now)}, {behind} s before entry time {newest}"
+                )
+            )
+        if self._clock_ref is not None and self.monotonic is not None:
+            wall, mono = self._clock_ref
+            tick = self.monotonic()
+            drift = (now - wall).total_seconds() - (tick - mono)
+            self._clock_ref = (now, tick)
+            if abs(drift) > CLOCK_TOLERANCE.total_seconds() and not events:
+                events.append(
+                    self.record_event(
+                        CLOCK_JUMP,
+                        f"the clock moved {drift:+.0f} s against the monotonic clock "
+                        f"(now {iso(now)})",
+                    )
+                )
+        return events
+
+    def _note_offline_limit(self, generation: Generation, now: datetime) -> None:
+        """Journal, once per roster and policy, that they expired: members get no
+        discounts until the terminal syncs (the audit counts who was turned away)."""
+        roster, policy = generation.roster, generation.policy
+        expired = []
+        if roster is not None and roster.header.is_expired(now):
+            expired.append(f"roster v{roster.version} expired at {iso(roster.header.expires_at)}")
+        if policy is not None and policy.is_expired(now):
+            expired.append(f"policy v{policy.version} expired at {iso(policy.expires_at)}")
+        versions = (generation.roster_version, generation.policy_version)
+        if not expired or self._offline_noted == versions:
+            return
+        self._offline_noted = versions
+        self.record_event(
+            OFFLINE_LIMIT, "; ".join(expired) + ": no member discounts until the terminal syncs"
+        )
 
     def receipt(self, seq: int) -> Receipt:
         """The slip of journal entry ``seq`` (merchant, lines, rule titles, code)."""
         entry = self.journal.entry(seq)
         if entry is None:
             raise UnknownSaleError(f"there is no sale {seq} in this terminal's journal")
+        if entry.kind == EVENT:
+            raise UnknownSaleError(f"entry {seq} is an event ({entry.note}): it has no receipt")
         policy = self.state.current.policy
         if policy is None:
             return receipt(entry, self.state.enrolment.merchant_id, ZoneInfo(DEFAULT_TIMEZONE))
@@ -226,9 +355,13 @@ class TerminalService:
 
     def recent_sales(self, limit: int = 10) -> list[dict[str, Any]]:
         """The newest entries for the cashier page: last four digits and amounts only;
-        a sale voided since says by which entry."""
+        a sale voided since says by which entry, one refunded since by which."""
         rows = self.journal.recent(limit)
         voided = {r["ref_seq"]: r["seq"] for r in rows if r.get("kind") == VOID}
+        refunds: dict[int, list[int]] = {}
+        for r in rows:
+            if r.get("kind") == REFUND:
+                refunds.setdefault(r["ref_seq"], []).insert(0, r["seq"])
         return [
             {
                 "seq": r["seq"],
@@ -236,6 +369,8 @@ class TerminalService:
                 "kind": r.get("kind") or "sale",
                 "ref_seq": r.get("ref_seq"),
                 "voided_by": voided.get(r["seq"]),
+                "refunded_by": refunds.get(r["seq"], []),
+                "refundable": bool(r.get("basket")) and r.get("kind") is None,
                 "pan_last4": r["pan_last4"],
                 "member": r["member"],
                 "gross": fen(r["gross"]),

@@ -123,6 +123,41 @@ def void(seq: int) -> Any:
     return jsonify(state="voided", seq=entry.seq, ref_seq=entry.ref_seq, net=fen(entry.net))
 
 
+@bp.get("/api/v1/sales/<int:seq>")
+def sale_entry(seq: int) -> Any:
+    """Entry ``seq``: amounts, lines, its void or refunds, and each line's units left
+    to refund (``refundable``)."""
+    return jsonify(_service().entry_json(seq))
+
+
+@bp.post("/api/v1/sales/<int:seq>/refund")
+def refund(seq: int) -> Any:
+    """``{"lines": [{"index": 0, "qty": 1}], "reason": "...", "pin": "1234"}``: refund
+    units of lines of sale ``seq`` (supervisor)."""
+    body = request.get_json(silent=True)
+    usage = 'send {"lines": [{"index": 0, "qty": 1}], "reason": "why", "pin": "supervisor PIN"}'
+    if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
+        return jsonify(error=usage), 400
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not all(
+        isinstance(item, dict)
+        and set(item) == {"index", "qty"}
+        and all(type(item[k]) is int for k in ("index", "qty"))
+        for item in lines
+    ):
+        return jsonify(error=usage), 400
+    items = [(item["index"], item["qty"]) for item in lines]
+    entry = _service().refund(seq, items, body["reason"], body.get("pin"))
+    return jsonify(
+        state="refunded",
+        seq=entry.seq,
+        ref_seq=entry.ref_seq,
+        gross=fen(entry.gross),
+        discount=fen(entry.discount),
+        net=fen(entry.net),
+    )
+
+
 @bp.get("/receipt/<int:seq>")
 def receipt_page(seq: int) -> str:
     """The receipt of entry ``seq``: an 80 mm page the browser prints, with the
@@ -154,7 +189,7 @@ def create_app(service: TerminalService) -> Flask:
 
     @app.errorhandler(ReversalError)
     def _reversal(exc: ReversalError) -> Any:
-        return jsonify(error=str(exc), kind="void_refused"), 409
+        return jsonify(error=str(exc), kind="reversal_refused"), 409
 
     @app.errorhandler(PrinterError)
     def _printer(exc: PrinterError) -> Any:

@@ -54,6 +54,8 @@ def forge(journal_path: Path, seq: int, extra: int = FORGED_EXTRA, signer=None) 
             lines = [dict(line) for line in basket["lines"]]
             lines[0]["discount"] += extra
             rule = sale.rules[0] if sale.rules else "member"
+            split = lines[0].get("by_rule", {})
+            lines[0]["by_rule"] = {**split, rule: split.get(rule, 0) + extra}
             discounts = {**basket["discounts"], rule: basket["discounts"].get(rule, 0) + extra}
             basket.update(lines=lines, discounts=discounts)
             sale = dataclasses.replace(

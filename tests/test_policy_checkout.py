@@ -165,8 +165,22 @@ def test_the_basket_is_journaled_hashed_and_uploaded(tmp_path) -> None:
     assert sale == result.sale
     assert sale.basket == {
         "lines": [
-            {"sku": "RICE", "category": "grocery", "qty": 2, "unit_price": 4550, "discount": 455},
-            {"sku": "CIG", "category": "tobacco", "qty": 1, "unit_price": 2500, "discount": 0},
+            {
+                "sku": "RICE",
+                "category": "grocery",
+                "qty": 2,
+                "unit_price": 4550,
+                "discount": 455,
+                "by_rule": {"member-5": 455},
+            },
+            {
+                "sku": "CIG",
+                "category": "tobacco",
+                "qty": 1,
+                "unit_price": 2500,
+                "discount": 0,
+                "by_rule": {},
+            },
         ],
         "tier": 1,
         "discounts": {"member-5": 455},

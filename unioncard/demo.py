@@ -80,7 +80,9 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any], clock: Clock) 
         service = TerminalService(terminal_dir, reader, clock, card_timeout=10.0)
         client = CentralClient(central_server.url, "T0001", state.enrolment.api_secret)
         try:
-            report = run_sync("T0001", service.state, service.journal, client, clock)
+            report = run_sync(
+                "T0001", service.state, service.journal, client, clock, events=service.record_event
+            )
             echo(f"   first sync: {report.describe()}")
             with Pcscd() as pcscd:
                 how = "started pcscd" if pcscd.started_here else "using the running pcscd"
@@ -94,14 +96,21 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any], clock: Clock) 
                     with CardEmulator(pan=card.pan, expiry="2030-12"):
                         result = service.checkout(amount, confirm=True)
                     echo(f"   {result.describe()}")
-                report = run_sync("T0001", service.state, service.journal, client, clock)
+                report = run_sync(
+                    "T0001",
+                    service.state,
+                    service.journal,
+                    client,
+                    clock,
+                    events=service.record_event,
+                )
                 echo(f"== nightly sync: {report.describe()}")
                 echo("== union: settlement summary")
                 for line in settlement_table(union.settlement()):
                     echo(line)
                 count = service.journal.verify(load_public_key(terminal_dir))
                 echo(
-                    f"== auditor: terminal journal hash chain intact ({count} sales), "
+                    f"== auditor: terminal journal hash chain intact ({count} entries), "
                     "every device signature verified"
                 )
                 echo(f"demo finished in {time.monotonic() - started:.1f} s")
