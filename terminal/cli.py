@@ -35,7 +35,7 @@ from terminal.journal import Journal
 from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
-from terminal.supervisor import set_pin
+from terminal.supervisor import new_token, set_pin
 
 
 def _software() -> str:
@@ -238,6 +238,17 @@ def terminal_set_pin(settings: Settings) -> None:
     pin = click.prompt("new supervisor PIN", hide_input=True, confirmation_prompt=True)
     set_pin(state.dir, pin)
     click.echo("supervisor PIN set")
+
+
+@terminal.command("supervisor-token")
+@with_settings()
+def terminal_supervisor_token(settings: Settings) -> None:
+    """Make the till's supervisor token (voids and refunds on the till API, sent as
+    ``Authorization: Bearer TOKEN``); it replaces the old one. Printed once; only its
+    SHA-256 is kept (0600)."""
+    state = TerminalState.open(settings.data_dir)
+    state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
+    click.echo(new_token(state.dir))
 
 
 @terminal.command("void")

@@ -216,21 +216,37 @@ class TerminalService:
     def pending(self) -> PendingSale | None:
         return self._waiting(self.clock())
 
-    def void(self, seq: int, reason: str, pin: object) -> Sale:
+    def _authorize(self, pin: object, token: str | None) -> None:
+        """The supervisor's PIN (the page, the command line) or the till's token."""
+        if token is not None:
+            self.supervisor.check_token(token)
+        else:
+            self.supervisor.check(pin)
+
+    def void(self, seq: int, reason: str, pin: object, token: str | None = None) -> Sale:
         """Void sale ``seq`` of today's business day with a reason, after the supervisor's
-        PIN: journals the void entry (the same amounts, rules and basket, reversed)."""
-        self.supervisor.check(pin)
+        PIN or token: journals the void entry (the same amounts, rules and basket,
+        reversed)."""
+        self._authorize(pin, token)
         now = self.clock()
         policy = self.state.current.policy
         return self.journal.append_reversal(
             seq, lambda sale, later: void_draft(sale, later, reason, policy, now), at=now
         )
 
-    def refund(self, seq: int, items: Sequence[tuple[int, int]], reason: str, pin: object) -> Sale:
+    def refund(
+        self,
+        seq: int,
+        items: Sequence[tuple[int, int]],
+        reason: str,
+        pin: object,
+        token: str | None = None,
+    ) -> Sale:
         """Refund ``qty`` units of line ``index`` of sale ``seq`` for each ``(index, qty)``,
-        with a reason, after the supervisor's PIN: journals the refund entry, which gives
-        back each rule's discount on those units in proportion (pact.reversal)."""
-        self.supervisor.check(pin)
+        with a reason, after the supervisor's PIN or token: journals the refund entry,
+        which gives back each rule's discount on those units in proportion
+        (pact.reversal)."""
+        self._authorize(pin, token)
         now = self.clock()
         policy = self.state.current.policy
         return self.journal.append_reversal(

@@ -1,8 +1,13 @@
-"""The supervisor's PIN (an adapter): what voids need on the cashier page.
+"""The supervisor's authority (an adapter): what voids and refunds need.
 
-``supervisor.pin`` in the data folder holds a scrypt hash of the PIN and its salt
-(0600); ``unioncard terminal set-pin`` writes it. Five wrong tries lock the PIN for
-five minutes, each further lock twice as long (counted on disk, ``supervisor.tries``).
+On the cashier page, the supervisor's PIN: ``supervisor.pin`` in the data folder
+holds a scrypt hash of the PIN and its salt (0600); ``unioncard terminal set-pin``
+writes it. Five wrong tries lock the PIN for five minutes, each further lock twice as
+long (counted on disk, ``supervisor.tries``).
+
+On the till API, a supervisor token (``Authorization: Bearer ...``): a random secret
+that grants voids and refunds only; ``supervisor.token`` keeps its SHA-256 (0600), and
+``unioncard terminal supervisor-token`` makes a new one, which replaces the old.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +26,7 @@ from pact.timefmt import Clock, iso, parse_iso
 from terminal.errors import SupervisorError
 
 PIN_FILE = "supervisor.pin"
+TOKEN_FILE = "supervisor.token"
 TRIES_FILE = "supervisor.tries"
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 MAX_TRIES = 5
@@ -44,6 +51,15 @@ def set_pin(data_dir: Path, pin: str) -> None:
     atomic_write(data_dir / PIN_FILE, json.dumps(record).encode(), mode=0o600)
 
 
+def new_token(data_dir: Path) -> str:
+    """Make a new supervisor token for the till (replacing the old); return it. Only its
+    SHA-256 is kept."""
+    token = "sup_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    atomic_write(data_dir / TOKEN_FILE, json.dumps({"sha256": digest}).encode(), mode=0o600)
+    return token
+
+
 class Supervisor:
     """Checks the PIN. Wrong tries are counted in ``supervisor.tries`` (0600), so a
     restart of the daemon or another command does not reset them: five wrong tries
@@ -65,6 +81,18 @@ class Supervisor:
 
     def _keep(self, tries: dict[str, object]) -> None:
         atomic_write(self.tries_path, json.dumps(tries).encode(), mode=0o600)
+
+    def check_token(self, token: str) -> None:
+        """Return when ``token`` is the till's supervisor token; SupervisorError otherwise."""
+        try:
+            record = json.loads((self.path.parent / TOKEN_FILE).read_bytes())
+        except FileNotFoundError:
+            raise SupervisorError(
+                "no supervisor token is set on this terminal: `unioncard terminal supervisor-token`"
+            ) from None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if not hmac.compare_digest(digest, str(record.get("sha256"))):
+            raise SupervisorError("the supervisor token is not this terminal's")
 
     def check(self, pin: object) -> None:
         """Return when ``pin`` is the supervisor's; SupervisorError otherwise."""

@@ -115,12 +115,19 @@ def cancel(pending_id: str) -> Any:
 
 @bp.post("/api/v1/sales/<int:seq>/void")
 def void(seq: int) -> Any:
-    """``{"reason": "...", "pin": "1234"}``: void sale ``seq`` of today (supervisor)."""
+    """``{"reason": "...", "pin": "1234"}``: void sale ``seq`` of today (supervisor: the
+    PIN, or the till's supervisor token as ``Authorization: Bearer ...``)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
         return jsonify(error='send {"reason": "why", "pin": "supervisor PIN"}'), 400
-    entry = _service().void(seq, body["reason"], body.get("pin"))
+    entry = _service().void(seq, body["reason"], body.get("pin"), _bearer())
     return jsonify(state="voided", seq=entry.seq, ref_seq=entry.ref_seq, net=fen(entry.net))
+
+
+def _bearer() -> str | None:
+    """The till's supervisor token (``Authorization: Bearer ...``), if it sent one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 @bp.get("/api/v1/sales/<int:seq>")
@@ -147,7 +154,7 @@ def refund(seq: int) -> Any:
     ):
         return jsonify(error=usage), 400
     items = [(item["index"], item["qty"]) for item in lines]
-    entry = _service().refund(seq, items, body["reason"], body.get("pin"))
+    entry = _service().refund(seq, items, body["reason"], body.get("pin"), _bearer())
     return jsonify(
         state="refunded",
         seq=entry.seq,

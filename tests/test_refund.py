@@ -426,3 +426,34 @@ def test_the_cashier_page_refunds_with_the_pin(shop) -> None:
             assert "Traceback" not in driver.page_source
     finally:
         driver.quit()
+
+
+def test_the_till_voids_and_refunds_with_its_supervisor_token(shop) -> None:
+    service, now = shop
+    client = create_app(service).test_client()
+    service.checkout(BASKET, confirm=True)
+    service.checkout(BASKET, confirm=True)
+    refund = {"lines": [{"index": 1, "qty": 1}], "reason": "one back"}
+    unset = client.post("/api/v1/sales/1/refund", json=refund, headers=bearer("sup_x"))
+    assert unset.status_code == 403 and "supervisor-token" in unset.get_json()["error"]
+    data = ["--data", str(service.state.dir)]
+    made = CliRunner().invoke(cli, ["terminal", "supervisor-token", *data], obj=lambda: now[0])
+    assert made.exit_code == 0, made.output
+    token = made.output.strip()
+    kept = service.state.dir / "supervisor.token"
+    assert kept.stat().st_mode & 0o077 == 0 and token not in kept.read_text()
+    wrong = client.post("/api/v1/sales/1/refund", json=refund, headers=bearer(token + "x"))
+    assert wrong.status_code == 403 and "not this terminal's" in wrong.get_json()["error"]
+    done = client.post("/api/v1/sales/1/refund", json=refund, headers=bearer(token))
+    assert done.status_code == 200 and done.get_json()["seq"] == 3
+    void = client.post("/api/v1/sales/2/void", json={"reason": "twice"}, headers=bearer(token))
+    assert void.status_code == 200 and void.get_json()["ref_seq"] == 2
+    # a new token replaces the old one
+    CliRunner().invoke(cli, ["terminal", "supervisor-token", *data], obj=lambda: now[0])
+    old = client.post("/api/v1/sales/1/refund", json=refund, headers=bearer(token))
+    assert old.status_code == 403
+    assert service.journal.counts()[0] == 4
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
