@@ -409,12 +409,17 @@ def _nonzero(indices: list[int], shares: list[int]) -> tuple[list[int], list[int
 
 
 def _apply(
-    offer: _Offer, remaining: list[int], line_split: list[tuple[tuple[str, int], ...]]
+    offer: _Offer,
+    remaining: list[int],
+    line_rules: list[tuple[str, ...]],
+    line_split: list[tuple[tuple[str, int], ...]],
 ) -> None:
     """Take the offer's shares off what its lines still cost, and name it on them."""
     rule_id = offer.spec.rule.id
+    named = (rule_id,)
     for i, share in zip(offer.lines, offer.shares, strict=True):
         remaining[i] -= share
+        line_rules[i] += named
         line_split[i] += ((rule_id, share),)
 
 
@@ -466,7 +471,8 @@ def quote(
     local = now.astimezone(prepared.zone)
     outside = [window_refusal(w, local, policy.holidays) for w in prepared.windows]
     tier, rounding = member.tier, policy.rounding
-    # each line's (rule, fen) in the order the rules were applied
+    line_rules: list[tuple[str, ...]] = [()] * len(lines)  # the rules applied to each line
+    # ... and each one's fen on it, in the order the rules were applied
     line_split: list[tuple[tuple[str, int], ...]] = [()] * len(lines)
     skipped: list[tuple[_RuleSpec, str]] = []
     offers: list[_Offer] = []
@@ -480,7 +486,7 @@ def quote(
                 skipped.append((spec, outcome))
                 continue
             offers.append(outcome)
-            _apply(outcome, remaining, line_split)
+            _apply(outcome, remaining, line_rules, line_split)
     else:
         priced: list[_Offer | str] = [
             _refusal(spec, tier, outside, usage) or _price(spec, index, remaining, usage, rounding)
@@ -503,7 +509,7 @@ def quote(
                 )
         if best is not None:
             offers.append(best)
-            _apply(best, remaining, line_split)
+            _apply(best, remaining, line_rules, line_split)
 
     line_discount = [g - r for g, r in zip(index.gross, remaining, strict=True)]
     discount = sum([offer.total for offer in offers])
@@ -516,10 +522,7 @@ def quote(
         net=gross - discount,
         applied=tuple([o.spec.rule.id for o in offers]),
         reasons=tuple(reasons),
-        lines=tuple(
-            LineQuote(line, off, tuple(rule for rule, _ in split), split)
-            for line, off, split in zip(lines, line_discount, line_split, strict=True)
-        ),
+        lines=tuple(map(LineQuote, lines, line_discount, line_rules, line_split)),
         by_rule=tuple([(o.spec.rule.id, o.total) for o in offers]),
         not_applied=tuple([NotApplied(spec.rule.id, reason) for spec, reason in skipped]),
     )
