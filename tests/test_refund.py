@@ -457,3 +457,27 @@ def test_the_till_voids_and_refunds_with_its_supervisor_token(shop) -> None:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_refund_has_its_receipt(shop) -> None:
+    from escpos.printer import Dummy
+
+    from terminal.printing import print_receipt
+
+    service, _ = shop
+    service.checkout(BASKET, confirm=True)
+    service.refund(1, [(1, 2)], "two back", PIN)
+    slip = service.receipt(2)
+    assert slip.title == "Refund of sale 1" and slip.note == "two back"
+    assert [(line.sku, line.qty) for line in slip.lines] == [("POP", 2)]
+    refund = service.journal.entry(2)
+    assert (
+        refund is not None
+        and slip.discount == f"{refund.discount // 100}.{refund.discount % 100:02d}"
+    )
+    assert slip.code and len(slip.code) >= 10
+    page = create_app(service).test_client().get("/receipt/2").get_data(as_text=True)
+    assert "Refund of sale 1" in page and slip.code in page
+    printer = Dummy()
+    print_receipt(printer, slip)
+    assert b"Refund of sale 1" in printer.output and slip.code.encode() in printer.output
