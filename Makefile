@@ -4,7 +4,9 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTHON ?= python3
+# Debian's own Python (python3-venv): the interpreter the units run under, readable by
+# the service user (a python3 from pyenv under /root would not be)
+PYTHON ?= /usr/bin/python3
 DATA ?= demo-data
 
 # Debian packages the product needs at run time, and to build pyscard from source.
