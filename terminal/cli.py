@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -28,10 +27,12 @@ from pact.timefmt import Clock
 from reader.fresh import FreshCardReader
 from sync.client import CentralClient
 from sync.run import run_sync
+from terminal import daemon
 from terminal import settings as settings_file
 from terminal.devicekey import load_public_key
 from terminal.errors import InputError
 from terminal.journal import Journal
+from terminal.notify import Notifier
 from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
@@ -339,31 +340,26 @@ def terminal_journal(settings: Settings, verify: bool) -> None:
 @with_settings("reader", "card_timeout", "listen_host", "listen_port")
 @click.pass_obj
 def terminal_serve(clock: Clock, settings: Settings) -> None:
-    """Serve the cashier page and the till's JSON API."""
-    # Flask and Werkzeug are imported only by the command that serves pages.
-    from werkzeug.serving import make_server
-
-    from terminal.web import create_app
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # systemd stops the daemon with SIGTERM
-
+    """Serve the cashier page and the till's JSON API (waitress; systemd's notify
+    protocol and watchdog when run by systemd)."""
+    daemon.log_to_stdout()
     reader = FreshCardReader(settings.reader, clock=clock)
     # the daemon watches its wall clock against the monotonic clock (clock jumps)
     service = open_terminal(settings, clock, reader, monotonic=time.monotonic)
-    for event in service.startup(SOFTWARE):
-        click.echo(f"journaled event #{event.seq}: {event.note}")
-    # Watch the readers from now on: a card already in one was not seen going in
-    # (it may be the last customer's) and is not read until it is inserted again.
-    reader.start()
-    host, port = settings.listen_host, settings.listen_port
     try:
-        server = make_server(host, port, create_app(service), threaded=True)
-        signal.signal(signal.SIGTERM, stop)
-        click.echo(f"cashier page on http://{host}:{port}/ (Ctrl-C to stop)")
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        for event in service.startup(SOFTWARE):
+            click.echo(f"journaled event #{event.seq}: {event.note}")
+        # Watch the readers from now on: a card already in one was not seen going in
+        # (it may be the last customer's) and is not read until it is inserted again.
+        reader.start()
+        daemon.serve(
+            service,
+            lambda: reader.monitor.snapshot().running,
+            settings.listen_host,
+            settings.listen_port,
+            Notifier(os.environ),
+            click.echo,
+        )
     finally:
         reader.close()
         service.close()

@@ -7,6 +7,7 @@ the daemon), so this module does not import pyscard.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -65,6 +66,21 @@ class PendingSale:
         }
 
 
+def _logged(result: SaleResult) -> SaleResult:
+    """One log line per sale: seq, the card's last four digits, the amounts."""
+    sale = result.sale
+    log.info(
+        "sale #%d journaled: card •••• %s, %s, gross %s, discount %s, net %s",
+        sale.seq,
+        sale.pan_last4,
+        "member" if sale.member else "not a member",
+        fen(sale.gross),
+        fen(sale.discount),
+        fen(sale.net),
+    )
+    return result
+
+
 def journal_event(
     journal: Journal, state: TerminalState, code: str, detail: str, at: datetime
 ) -> Sale:
@@ -120,6 +136,14 @@ class TerminalService:
     def close(self) -> None:
         self.journal.close()
 
+    def journal_problem(self) -> str | None:
+        """Why the journal does not answer, or None (the daemon's watchdog asks)."""
+        try:
+            self.journal.counts()
+        except (JournalError, sqlite3.Error) as exc:
+            return f"the journal does not answer: {exc}"
+        return None
+
     @overload
     def checkout(
         self, basket: Basket | int, timeout: float | None = ..., *, confirm: Literal[True]
@@ -160,7 +184,7 @@ class TerminalService:
             self._note_offline_limit(generation, now)
             priced = price(generation, self.state.enrolment, self.journal, identity, basket, now)
             if confirm:
-                return record(self.journal, priced)
+                return _logged(record(self.journal, priced))
             pending = PendingSale(uuid.uuid4().hex, now + self.pending_timeout, priced)
             with self._pending_lock:
                 self._pending = pending
@@ -203,7 +227,7 @@ class TerminalService:
             # the slot stays taken until the sale is journaled: no other checkout prices
             # this card's quota without it, and a failed write leaves it to confirm again
             pending = self._take(pending_id, keep=True)
-            result = record(self.journal, pending.priced)
+            result = _logged(record(self.journal, pending.priced))
             with self._pending_lock:
                 if self._pending is pending:
                     self._pending = None
@@ -230,9 +254,11 @@ class TerminalService:
         self._authorize(pin, token)
         now = self.clock()
         policy = self.state.current.policy
-        return self.journal.append_reversal(
+        entry = self.journal.append_reversal(
             seq, lambda sale, later: void_draft(sale, later, reason, policy, now), at=now
         )
+        log.info("void #%d of sale %d: %s reversed", entry.seq, seq, fen(entry.net))
+        return entry
 
     def refund(
         self,
@@ -249,11 +275,13 @@ class TerminalService:
         self._authorize(pin, token)
         now = self.clock()
         policy = self.state.current.policy
-        return self.journal.append_reversal(
+        entry = self.journal.append_reversal(
             seq,
             lambda sale, later: refund_draft(sale, later, items, reason, policy, now),
             at=now,
         )
+        log.info("refund #%d of sale %d: %s paid back", entry.seq, seq, fen(entry.net))
+        return entry
 
     def entry_json(self, seq: int) -> dict[str, Any]:
         """Entry ``seq`` for a till or the page: its amounts, lines and what is left to
@@ -278,7 +306,9 @@ class TerminalService:
 
     def record_event(self, code: str, detail: str) -> Sale:
         """Journal an event (pact.event) with the versions the terminal holds now."""
-        return journal_event(self.journal, self.state, code, detail, self.clock())
+        entry = journal_event(self.journal, self.state, code, detail, self.clock())
+        log.info("event #%d: %s", entry.seq, entry.note)
+        return entry
 
     def startup(self, software: str) -> list[Sale]:
         """What the daemon journals when it starts: an integrity failure of what the

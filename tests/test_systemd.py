@@ -34,6 +34,7 @@ from terminal.journal import Journal
 from terminal.state import TerminalState
 from tests.conftest import missing
 from tests.helpers import MEMBER_PAN
+from tests.test_daemon import Listener
 from tests.test_reader_recovery import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,13 @@ def test_the_terminal_reaches_pcscd_without_a_group() -> None:
     assert "polkit" not in features
     for name in SERVICES:
         assert not unit(name).has_option("Service", "SupplementaryGroups"), name
+
+
+def test_the_terminal_is_a_notify_service_with_a_watchdog() -> None:
+    service = unit("unioncard-terminal.service")
+    assert service.get("Service", "Type") == "notify"
+    assert service.get("Service", "WatchdogSec") == "30s"
+    assert service.get("Service", "NotifyAccess") == "main"
 
 
 def test_the_sync_is_retried_hourly_and_spread_over_the_night() -> None:
@@ -253,7 +261,14 @@ def test_each_command_starts_as_its_user_and_becomes_ready(
         sync = as_user("unioncard-sync.service", terminal_env)
         out = stop(sync, signal_it=False)
         assert "installed roster v1, installed policy v1" in out
-        terminal = as_user("unioncard-terminal.service", terminal_env)
+        # Type=notify: the daemon says READY on systemd's socket once it serves
+        notify = Listener(folders / "notify.sock")
+        (folders / "notify.sock").chmod(0o777)  # the service user may send to it
+        terminal = as_user(
+            "unioncard-terminal.service", {**terminal_env, "NOTIFY_SOCKET": str(notify.path)}
+        )
+        assert notify.wait_for("READY")["STATUS"] == f"serving on 127.0.0.1:{port}"
+        notify.close()
         ready(f"http://127.0.0.1:{port}/api/v1/status", terminal)
         status = requests.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=5).json()
         assert (status["terminal_id"], status["roster_version"]) == ("T1", 1)
