@@ -156,7 +156,7 @@ def _concurrent(ctx: Context, name: str, database_url: str | None) -> list[Figur
 
         def upload(terminal_id: str) -> None:
             client = CentralClient(
-                url, terminal_id, secrets[terminal_id], RetryPolicy(attempts=1, timeout=60)
+                url, terminal_id, secrets[terminal_id], RetryPolicy(attempts=1, read_timeout=60)
             )
             key = public_key_hex(signers[terminal_id].public_key())
             client.register_device_key(encode_device_key(terminal_id, key))

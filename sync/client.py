@@ -1,30 +1,55 @@
 """The requests adapter to the central service. The only module that imports requests.
 
-Uploads may be retried because the central service de-duplicates sales by
-(terminal_id, seq) and checks the hash chain: a repeat is acknowledged, never
-stored twice.
+Retries are urllib3's ``Retry`` on requests' ``HTTPAdapter``: exponential backoff with
+jitter, honouring ``Retry-After``, on connection errors, read errors and the statuses
+in :data:`RETRY_STATUSES`. POST is retried too: the central service de-duplicates
+sales by (terminal_id, seq) and checks the hash chain, so a repeated upload is
+acknowledged, never stored twice. Any other 4xx is not retried: it ends the sync with
+one line that names it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from pact.errors import WireFormatError
 from pact.wire import decode_ack
 from sync.errors import CentralRefusedError, CentralUnreachableError, SyncError
 
+log = logging.getLogger(__name__)
+
+# Retried: the server busy or failing (5xx), rate-limited (429, with Retry-After), or a
+# conflict that may be a race with our own earlier attempt (409). Not retried: any
+# other 4xx, which repeating cannot change.
+RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 4
-    first_delay: float = 0.5  # seconds, doubled after each failed attempt
-    timeout: float = 10.0  # seconds per request
+    attempts: int = 5  # tries in all, the first included
+    backoff: float = 1.0  # seconds: the n-th retry waits backoff * 2**(n-1) (at most 2 min) ...
+    jitter: float = 1.0  # ... plus a random 0..jitter seconds, so shops do not retry in step
+    connect_timeout: float = 10.0  # seconds to connect
+    read_timeout: float = 60.0  # seconds between bytes of the answer
+
+    def retry(self) -> Retry:
+        return Retry(
+            total=self.attempts - 1,
+            backoff_factor=self.backoff,
+            backoff_jitter=self.jitter,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET", "POST"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,  # the last answer comes back, and is worded below
+        )
 
 
 class CentralClient:
@@ -34,6 +59,9 @@ class CentralClient:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=self.retry.retry())
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["Authorization"] = f"Bearer {terminal_id}.{secret}"
         self.session.headers["User-Agent"] = "unioncard-terminal/0.1"
 
@@ -44,24 +72,18 @@ class CentralClient:
         self, method: str, path: str, missing_ok: bool = False, **kwargs: Any
     ) -> requests.Response:
         url = f"{self.base_url}{path}"
-        delay = self.retry.first_delay
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                response = self.session.request(method, url, timeout=self.retry.timeout, **kwargs)
-            except requests.RequestException as exc:
-                if attempt == self.retry.attempts:
-                    raise CentralUnreachableError(
-                        f"cannot reach the central service at {self.base_url} "
-                        f"({type(exc).__name__}): check the network and try `unioncard sync` again"
-                    ) from None
-            else:
-                if missing_ok and response.status_code == 404:
-                    return response
-                if response.status_code < 500 or attempt == self.retry.attempts:
-                    return self._checked(response)
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        timeout = (self.retry.connect_timeout, self.retry.read_timeout)
+        try:
+            response = self.session.request(method, url, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise CentralUnreachableError(
+                f"cannot reach the central service at {self.base_url} after "
+                f"{self.retry.attempts} tries ({type(exc).__name__}): check the network "
+                "and try `unioncard sync` again"
+            ) from None
+        if missing_ok and response.status_code == 404:
+            return response
+        return self._checked(response)
 
     def _checked(self, response: requests.Response) -> requests.Response:
         if response.status_code in (200, 204):
@@ -71,12 +93,17 @@ class CentralClient:
         except ValueError:
             message = response.reason
         if response.status_code == 401:
-            raise CentralRefusedError(
-                f"the central service does not know this terminal ({message}): re-enrol it"
+            problem = f"the central service does not know this terminal ({message}): re-enrol it"
+        elif response.status_code in RETRY_STATUSES:
+            problem = (
+                f"the central service answered {response.status_code} ({message}) "
+                f"{self.retry.attempts} times: the sync will try again later"
             )
-        raise CentralRefusedError(
-            f"the central service refused the request ({response.status_code}: {message})"
-        )
+        else:
+            problem = f"the central service refused the request ({response.status_code}: {message})"
+        # logged for the daemon's journal; the command line prints it as its error line
+        log.info("%s %s: %s", response.request.method, response.request.path_url, problem)
+        raise CentralRefusedError(problem)
 
     def register_device_key(self, registration: dict[str, str]) -> None:
         """POST the terminal's device public key (idempotent: the same key again is fine)."""

@@ -103,7 +103,7 @@ def union(store: Store, union_keys: UnionKeys, clock: Clock) -> Union:
     return Union(store, union_keys, clock)
 
 
-FAST = RetryPolicy(attempts=2, first_delay=0.01, timeout=5)
+FAST = RetryPolicy(attempts=2, backoff=0.01, jitter=0, connect_timeout=5, read_timeout=5)
 
 
 @dataclass

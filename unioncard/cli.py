@@ -73,6 +73,8 @@ def cli(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # each retry of the sync's client; its last failure is the error line
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 @click.group("roster", cls=LazyGroup, lazy=ROSTER_COMMANDS)
