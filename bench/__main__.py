@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.core import Context, Figure
+from bench.core import Context, Figure, check, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each module has figures(ctx) -> list[Figure]. Add a module here when it lands.
@@ -28,6 +28,43 @@ MODULES = [
     "bench.ingest",
     "bench.central",
 ]
+
+
+class Load:
+    """What else the machine did while a stretch of the run went on: the CPU time of
+    other processes (from /proc/stat, less this process and its children) and the
+    time the hypervisor took from this VM (steal), each as a share of all cores."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, list[int], float]:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        except (OSError, ValueError):
+            fields = []
+        mine = os.times()
+        return (
+            time.monotonic(),
+            fields,
+            mine.user + mine.system + mine.children_user + mine.children_system,
+        )
+
+    def report(self) -> dict[str, float]:
+        (t0, a, mine0), (t1, b, mine1) = self.start, self._sample()
+        if len(a) < 8 or len(a) != len(b):
+            return {}
+        delta = [y - x for x, y in zip(a, b, strict=True)]
+        total = sum(delta[:8]) or 1  # user nice system idle iowait irq softirq steal
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = sum(delta[:8]) - delta[3] - delta[4] - delta[7]
+        others = max(0.0, busy - (mine1 - mine0) * tick)
+        return {
+            "seconds": round(t1 - t0, 1),
+            "others_cpu_percent": round(100 * others / total, 1),
+            "steal_percent": round(100 * delta[7] / total, 1),
+        }
 
 
 def machine() -> dict[str, Any]:
@@ -61,8 +98,85 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _limit(goal: str) -> float:
+    return float(goal.split()[1])
+
+
+def summary(figures: list[Figure]) -> list[str]:
+    """Which goals are met, which sit near their line, and whose runs straddle it."""
+    goals = [f for f in figures if f.goal and f.value is not None]
+    met = [f for f in goals if f.met]
+    lines = ["## Summary", "", f"{len(met)} of {len(goals)} goals met."]
+    missed = [f for f in goals if not f.met]
+    if missed:
+        lines += ["", "Not met:", ""]
+        lines += [f"- {f.name}: {f.value:g} {f.unit} (goal {f.goal})" for f in missed]
+
+    def margin(f: Figure) -> float:  # how far the value is from the limit
+        return abs((f.value or 0.0) - _limit(f.goal or "<= 0"))
+
+    def iqr(f: Figure) -> float:
+        return percentile(f.runs, 75) - percentile(f.runs, 25)
+
+    near = [f for f in goals if len(f.runs) > 1 and margin(f) < 2 * iqr(f)]
+    straddle = [f for f in goals if f.goal and len({check(v, f.goal) for v in f.runs}) > 1]
+    lines += [
+        "",
+        "Closer to the limit than twice the inter-quartile range of their own runs, so a "
+        "disturbed run could flip them: "
+        + ("; ".join(f"{f.name} ({f.value:g} {f.unit}, goal {f.goal})" for f in near) or "none")
+        + ".",
+        "",
+        "Goals whose runs fell on both sides of the limit in this run (the median decides): "
+        + (
+            "; ".join(f"{f.name} (runs {min(f.runs):g}-{max(f.runs):g})" for f in straddle)
+            or "none"
+        )
+        + ".",
+    ]
+    return lines
+
+
+def since(previous: dict[str, Any] | None, figures: list[Figure]) -> list[str]:
+    """How far each figure moved since the previous full run (bench/results.json)."""
+    if not previous:
+        return []
+    before = {f["name"]: f for f in previous.get("figures", []) if f.get("value") is not None}
+    rows = []
+    for f in figures:
+        old = before.get(f.name)
+        if f.value is None or old is None or not old["value"]:
+            continue
+        moved = (f.value / old["value"] - 1) * 100
+        flipped = " (verdict changed)" if f.met is not None and old.get("met") != f.met else ""
+        rows.append(
+            f"| {f.name} | {old['value']:g} | {f.value:g} {f.unit} | {moved:+.1f} %{flipped} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Since the previous run",
+        "",
+        "Against the full run whose results bench/results.json held before this one "
+        f"({previous.get('seconds', '?')} s; other processes "
+        f"{previous.get('conditions', {}).get('whole run', {}).get('others_cpu_percent', '?')} "
+        "% of the CPU meanwhile), same figure names only.",
+        "",
+        "| figure | previous | now | moved |",
+        "| --- | --- | --- | --- |",
+        *rows,
+    ]
+
+
 def render_markdown(
-    figures: list[Figure], info: dict[str, Any], seconds: float, quick: bool
+    figures: list[Figure],
+    info: dict[str, Any],
+    seconds: float,
+    quick: bool,
+    conditions: dict[str, dict[str, float]],
+    prose: list[str] | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -72,7 +186,10 @@ def render_markdown(
         + f" in {seconds:.0f} s. Do not edit by hand: the next run rewrites this file.",
         "",
         "Ratios pair the product path with its baseline in the same run, alternately "
-        "(A B A B ...); the spread is the inter-quartile range of the pairwise ratios.",
+        "(A B A B ...). A ratio with a goal is the median of repeated runs (each run "
+        "after a warm-up), so one disturbed run does not move it; the spread column "
+        "gives the range and the inter-quartile range of the runs' values. What else "
+        "the machine did meanwhile is under Run conditions.",
         "",
         "| figure | measured | goal | met | baseline | spread |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -84,8 +201,32 @@ def render_markdown(
             f"| {f.name} | {value} | {f.goal or '—'} | {met} | {f.baseline or '—'} "
             f"| {f.spread or f.note or '—'} |"
         )
+    lines += ["", *summary(figures)]
+    if prose:
+        lines += ["", *prose]
+    lines += since(previous, figures)
     lines += ["", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
+    if conditions:
+        lines += [
+            "",
+            "## Run conditions",
+            "",
+            "CPU time other processes took meanwhile, and the time the hypervisor took "
+            "from this VM (steal), each as a share of all cores. Other processes include "
+            "PostgreSQL's server (the central figures use it) and the kernel's own threads; "
+            "anything well above that means something else ran beside the bench, and its "
+            "figures moved with it.",
+            "",
+            "| part | seconds | other processes | steal |",
+            "| --- | --- | --- | --- |",
+        ]
+        for part, c in conditions.items():
+            if c:
+                lines.append(
+                    f"| {part} | {c['seconds']:g} | {c['others_cpu_percent']:g} % "
+                    f"| {c['steal_percent']:g} % |"
+                )
     notes = [f for f in figures if f.note or f.detail]
     if notes:
         lines += ["", "## Details", ""]
@@ -103,7 +244,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", help="run only modules whose name contains this")
     args = parser.parse_args()
+    results_path = ROOT / "bench" / "results.json"
+    try:
+        previous = json.loads(results_path.read_text())
+    except (OSError, ValueError):
+        previous = None
+    if previous is not None and (
+        previous.get("quick") != args.quick or previous.get("only") or args.only
+    ):
+        previous = None  # only a whole run of the same kind is worth comparing with
     started = time.monotonic()
+    whole = Load()
+    prose: list[str] = []
+    conditions: dict[str, dict[str, float]] = {}
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="unioncard-bench-", dir=ROOT / "bench") as tmp:
         ctx = Context(quick=args.quick, workdir=Path(tmp), clock=lambda: datetime.now(UTC))
@@ -112,8 +265,12 @@ def main() -> int:
                 continue
             print(f"bench: {name} ...", flush=True)
             module_started = time.monotonic()
+            load = Load()
             try:
-                produced = importlib.import_module(name).figures(ctx)
+                module = importlib.import_module(name)
+                produced = module.figures(ctx)
+                if hasattr(module, "prose"):
+                    prose += module.prose(produced)
             except Exception as exc:  # noqa: BLE001 - one module failing must not hide others
                 traceback.print_exc()
                 produced = [
@@ -124,19 +281,23 @@ def main() -> int:
             for f in produced:
                 shown = "not measured" if f.value is None else f"{f.value:g} {f.unit}"
                 print(f"  {f.name}: {shown} (goal {f.goal}, met {f.met})", flush=True)
-            print(f"  ({time.monotonic() - module_started:.0f} s)", flush=True)
+            conditions[name] = load.report()
+            print(f"  ({time.monotonic() - module_started:.0f} s; {conditions[name]})", flush=True)
             figures += produced
     seconds = time.monotonic() - started
+    conditions["whole run"] = whole.report()
     info = machine()
     results = {
         "machine": info,
         "quick": args.quick,
+        "only": args.only,
         "seconds": round(seconds, 1),
+        "conditions": conditions,
         "figures": [f.as_json() for f in figures],
     }
-    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
     (ROOT / "docs" / "benchmarks.md").write_text(
-        render_markdown(figures, info, seconds, args.quick)
+        render_markdown(figures, info, seconds, args.quick, conditions, prose, previous)
     )
     failed = [f.name for f in figures if f.value is None and f.note and f.note.startswith("failed")]
     print(

@@ -6,6 +6,9 @@ each one is priced over the basket).
 Baseline: as in bench/checkout.py, one INSERT + COMMIT of a row into an SQLite
 file with WAL and synchronous=FULL: the journal write every checkout does after
 its quote.
+
+Each figure is the median of eleven paired runs (A B A B ...), the spread the range
+and IQR of the runs' ratios.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def policy_3() -> Policy:
 
 
 def figures(ctx: Context) -> list[Figure]:
-    rounds, repeats = ctx.scale(200, 40), 5
+    rounds, repeats = ctx.scale(400, 60), ctx.scale(11, 5)
     folder = ctx.workdir / "policy"
     folder.mkdir(parents=True, exist_ok=True)
     member = Membership("active", 1, None)

@@ -1,5 +1,8 @@
 """Roster figures at 180,000 and 5,000,000 members (issue 4).
 
+Every lookup figure is the median of repeated runs, each run pairing lookups with
+their baseline alternately; the install figures are the medians of per-round ratios.
+
 - lookup p50/p99, paired with one HMAC-SHA256 of a PAN (what the card read costs);
 - p99 at 5M against p99 at 180k;
 - Python heap while loading and serving a 5M roster (tracemalloc; the body is mmapped);
@@ -22,7 +25,18 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
-from bench.core import Context, Figure, check, paired, percentile, ratio_figure, timed
+from bench.core import (
+    Context,
+    Figure,
+    Paired,
+    check,
+    median,
+    percentile,
+    repeated,
+    runs_spread,
+    steady_figure,
+    timed,
+)
 from bench.fixtures import MEMBER_PAN, bundle, random_packed, snapshot_for
 from bench.fixtures import policy as bench_policy
 from central.keys import UnionKeys, create_keys
@@ -56,6 +70,18 @@ class Sized:
         return state
 
 
+PROBES = 4000  # 2,000 random tokens and the member's token 2,000 times, cycled
+
+
+def lookup_runs(ctx: Context) -> tuple[int, int, int, int]:
+    """(pairs per run, runs, inner, warm-up pairs) of every lookup figure. Single
+    lookups take microseconds, so their tails move with whatever else the machine does
+    (a timer tick lands in the slowest 1 %); the median of many runs holds. Each run
+    starts with a pass over the whole probe set (4,000 tokens), so no run pays for
+    first touches of the mapped file."""
+    return ctx.scale(20_000, 5_000), ctx.scale(15, 5), 1, PROBES
+
+
 def figures(ctx: Context) -> list[Figure]:
     keys = create_keys(ctx.workdir / "roster-keys", now=ctx.clock())
     policy = bench_policy(keys, now=ctx.clock())
@@ -83,21 +109,26 @@ def figures(ctx: Context) -> list[Figure]:
         def one_hmac(key: bytes = key, pan: bytes = pan) -> None:
             hmac.new(key, pan, hashlib.sha256).digest()
 
-        pair = paired(lookup, one_hmac, rounds=ctx.scale(20_000, 5_000))
-        p99[members] = percentile(pair.product, 99)
+        runs = repeated(lookup, one_hmac, *lookup_runs(ctx))
+        p99[members] = median([percentile(r.product, 99) for r in runs])
+        p50s = [percentile(r.product, 50) * 1e6 for r in runs]
         label = f"{members:,} members"
         out.append(
             Figure(
                 f"roster lookup p50, {label}",
-                round(percentile(pair.product, 50) * 1e6, 2),
+                round(median(p50s), 2),
                 "µs",
+                spread=runs_spread(
+                    p50s, f"{len(runs)} runs of {len(runs[0].product)} lookups", ".2f"
+                ),
                 detail={"p99_us": round(p99[members] * 1e6, 2)},
+                runs=[round(v, 2) for v in p50s],
             )
         )
         out.append(
-            ratio_figure(
+            steady_figure(
                 f"roster lookup p99 vs one HMAC-SHA256 of a PAN, {label}",
-                pair,
+                runs,
                 "<= 5.0",
                 "HMAC-SHA256(token key, PAN), p99",
                 p=99,
@@ -131,11 +162,11 @@ def figures(ctx: Context) -> list[Figure]:
 
         return one
 
-    pair = paired(lookups(large), lookups(small), rounds=ctx.scale(20_000, 5_000))
+    runs = repeated(lookups(large), lookups(small), *lookup_runs(ctx))
     out.append(
-        ratio_figure(
+        steady_figure(
             f"roster lookup p99 at {large:,} vs at {small:,} members (interleaved)",
-            pair,
+            runs,
             "<= 2.0",
             f"lookup at {small:,} members, p99",
             p=99,
@@ -189,7 +220,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 
 def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> list[Figure]:
-    rounds = ctx.scale(5, 3)
+    rounds = ctx.scale(7, 3)
     now = ctx.clock()
     data = sized.data
     snap1 = snapshot_for(keys, data, policy, 1, now=now)
@@ -224,8 +255,11 @@ def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> lis
             layered.detail["heap_to_load_mb"] = round(tracemalloc.get_traced_memory()[1] / 1e6, 2)
             tracemalloc.stop()
         shutil.rmtree(state.dir)
-    full_ratio = percentile(full_times, 50) / percentile(sha_times, 50)
-    delta_ratio = percentile(delta_times, 50) / percentile(full_times, 50)
+    # each round's install against that round's hash (the disk and page cache drift
+    # between rounds), and each round's delta against that round's full install
+    full_ratios = Paired(full_times, sha_times).ratios
+    delta_ratios = Paired(delta_times, full_times).ratios
+    full_ratio, delta_ratio = median(full_ratios), median(delta_ratios)
     label = f"{sized.members:,} members"
     return [
         Figure(
@@ -235,11 +269,12 @@ def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> lis
             goal="<= 2.0",
             met=check(full_ratio, "<= 2.0"),
             baseline="hashlib.sha256 of the same file (memory-mapped)",
-            spread=f"{rounds} rounds",
+            spread=runs_spread(full_ratios, f"{rounds} rounds, one install and one hash each"),
             detail={
                 "full_install_ms": round(percentile(full_times, 50) * 1000, 1),
                 "sha256_ms": round(percentile(sha_times, 50) * 1000, 1),
             },
+            runs=[round(r, 4) for r in full_ratios],
         ),
         Figure(
             f"apply a 1% delta vs a full install, {label}",
@@ -248,13 +283,16 @@ def _installs(ctx: Context, keys: UnionKeys, sized: Sized, policy: bytes) -> lis
             goal="<= 0.2",
             met=check(delta_ratio, "<= 0.2"),
             baseline="full install of the same roster size",
-            spread=f"{rounds} rounds",
+            spread=runs_spread(
+                delta_ratios, f"{rounds} rounds, one delta and one full install each"
+            ),
             detail={
                 "delta_ms": round(percentile(delta_times, 50) * 1000, 1),
                 "delta_bytes": len(delta),
                 "full_bytes": len(full2),
                 "record_size": RECORD_SIZE,
             },
+            runs=[round(r, 4) for r in delta_ratios],
         ),
         layered,
     ]
@@ -265,15 +303,15 @@ def _layered_lookups(ctx: Context, keys: UnionKeys, roster: Roster, sized: Sized
     assert roster.lookup(sized.member_token) is not None
     it = iter(([os.urandom(16) for _ in range(2000)] + [sized.member_token] * 2000) * 1000)
     pan, key = MEMBER_PAN.encode(), keys.token_key
-    pair = paired(
+    runs = repeated(
         lambda: roster.lookup(next(it)),
         lambda: hmac.new(key, pan, hashlib.sha256).digest(),
-        rounds=ctx.scale(20_000, 5_000),
+        *lookup_runs(ctx),
     )
-    return ratio_figure(
+    return steady_figure(
         f"roster lookup p99 vs one HMAC-SHA256 of a PAN, {sized.members:,} members "
         "after a 1% delta (two layers)",
-        pair,
+        runs,
         "<= 5.0",
         "HMAC-SHA256(token key, PAN), p99",
         p=99,

@@ -31,7 +31,7 @@ def scale_model(figures: list[Figure]) -> str:
     )
     lookup = _find(figures, "roster lookup p50, 5,000,000") or _find(figures, "roster lookup p50")
     quote = _find(figures, "quote (50 lines")
-    read = _find(figures, "full card read: the reader's own time")
+    read = _find(figures, "card read: the reader's own CPU time per read, EMV logic")
     heap = _find(figures, "heap to load and serve the roster")
     heap_text = f"measured heap {heap.value:g} MB" if heap else "heap not measured"
     if checkout is not None:
@@ -49,7 +49,7 @@ def scale_model(figures: list[Figure]) -> str:
             "scales with the *assumed* CPU factor (Python speed relative to this machine).",
             "",
             "| device | CPU factor (assumed) | checkout (est.) | checkouts/s (est.) "
-            "| roster lookup (est.) | 50-line quote (est.) | card read, our part (est.) |",
+            "| roster lookup (est.) | 50-line quote (est.) | card read CPU, ours (est.) |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for device, factor in PI_CPU_FACTOR.items():

@@ -7,5 +7,6 @@
   image; its ``transmit`` is a ``reader.apdu.Transmit``, for tests without pcscd.
   Pure.
 - :mod:`reader.emulation.vpcd`: ``CardEmulator`` puts an ``EmulatedCard`` into
-  vsmartcard's vpcd virtual reader over TCP and answers from a thread (an adapter).
+  vsmartcard's vpcd virtual reader over TCP and answers from a thread (an adapter),
+  at once or, with ``pace_bps``, at a contactless card's pace (``air_seconds``).
 """

@@ -10,6 +10,12 @@ longer is a command APDU, answered by a response APDU.
 :class:`CardEmulator` builds a :class:`reader.emulation.responder.EmulatedCard` from
 a profile of :mod:`reader.emulation.images`, connects it to vpcd and answers vpcd
 from a background thread (or from the caller's, :meth:`CardEmulator.run_forever`).
+
+By default it answers as fast as it can (a fraction of a millisecond per APDU, far
+faster than any chip). With ``pace_bps`` it answers at a contactless card's pace:
+each response APDU is sent no sooner than the air time of the command and of the
+response (:func:`air_seconds`) after the command arrived. Benchmarks use
+:data:`ISO14443A_106K`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,26 @@ VPCD_PORT = 35963  # "Virtual PCD 00 00"; the next slot listens on 35964
 
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0x00, 0x01, 0x02, 0x04
 
+# ISO/IEC 14443-2: the lowest contactless bit rate, fc / 128 with fc = 13.56 MHz.
+ISO14443A_106K = 13_560_000 / 128  # 105,937.5 bit/s, 9.44 µs a bit
+# ISO/IEC 14443-4 I-block around an APDU: PCB (1 byte) + APDU + CRC_A (2 bytes); no CID, NAD.
+BLOCK_OVERHEAD_BYTES = 3
+BITS_PER_BYTE = 9  # ISO/IEC 14443-3 Type A standard frame: 8 data bits + odd parity
+FRAME_EDGE_BITS = 2  # start of communication + end of communication, one bit time each
+
+
+def air_seconds(apdu_bytes: int, bps: float) -> float:
+    """The air time of one APDU over ISO/IEC 14443 Type A at ``bps`` bit/s.
+
+    The APDU travels in one I-block (PCB + APDU + CRC_A) in one standard frame:
+    9 bit times a byte and 2 for the frame's start and end. At 106 kbit/s that is
+    85 µs a byte. Not counted (so a real card is slower still): the frame delay
+    times between frames, the card's own processing, waiting-time extensions and
+    chaining of blocks longer than the reader's frame size.
+    """
+    bits = (apdu_bytes + BLOCK_OVERHEAD_BYTES) * BITS_PER_BYTE + FRAME_EDGE_BITS
+    return bits / bps
+
 
 class CardEmulator:
     """An emulated card in a vpcd virtual reader: ``insert()`` ... ``remove()``.
@@ -40,6 +66,12 @@ class CardEmulator:
     ``noticed_at`` (``time.monotonic()``) tell when the card connected and when vpcd
     first spoke to it, i.e. when pcscd's presence poll found it; ``noticed`` is set
     then.
+
+    ``pace_bps`` (None: as fast as possible) paces the answers to command APDUs:
+    each is sent once ``air_seconds(command) + air_seconds(response)`` have passed
+    since the command arrived (control messages, such as the ATR, are not paced).
+    ``pace_late`` lists by how much each paced answer missed that moment (the
+    sleep's overshoot, seconds).
     """
 
     def __init__(
@@ -49,8 +81,14 @@ class CardEmulator:
         profile: str = "unionpay",
         host: str = VPCD_HOST,
         port: int = VPCD_PORT,
+        *,
+        pace_bps: float | None = None,
     ) -> None:
+        if pace_bps is not None and not pace_bps > 0:
+            raise ValueError("pace_bps must be a positive bit rate")
         self.card = EmulatedCard(build_image(profile, pan, expiry))
+        self.pace_bps = pace_bps
+        self.pace_late: list[float] = []
         self.profile = profile
         self.host = host
         self.port = port
@@ -62,7 +100,8 @@ class CardEmulator:
         self.noticed = threading.Event()
 
     def __repr__(self) -> str:
-        return f"CardEmulator(profile={self.profile!r}, port={self.port})"
+        paced = f", pace_bps={self.pace_bps:g}" if self.pace_bps is not None else ""
+        return f"CardEmulator(profile={self.profile!r}, port={self.port}{paced})"
 
     @property
     def apdu_log(self) -> list[tuple[bytes, bytes]]:
@@ -153,8 +192,9 @@ class CardEmulator:
                 payload = _recv_exact(sock, int.from_bytes(header, "big"))
                 if payload is None:
                     return
+                arrived = time.monotonic()
                 if self.noticed_at is None:
-                    self.noticed_at = time.monotonic()
+                    self.noticed_at = arrived
                     self.noticed.set()
                 if len(payload) == 1:
                     reply = self._control(payload[0])
@@ -162,6 +202,10 @@ class CardEmulator:
                     reply = self.card.respond(payload)
                     if reply is None:  # the profile pulls the card out here
                         return
+                    if self.pace_bps is not None:
+                        due = arrived + air_seconds(len(payload), self.pace_bps)
+                        due += air_seconds(len(reply), self.pace_bps)
+                        self.pace_late.append(_sleep_until(due))
                 else:
                     continue
                 if reply is not None:
@@ -179,6 +223,15 @@ class CardEmulator:
         if code in (CTRL_ON, CTRL_RESET):
             self.card.reset()
         return None
+
+
+def _sleep_until(due: float) -> float:
+    """Sleep until ``time.monotonic()`` reaches ``due``; return how late it woke (s)."""
+    while True:
+        left = due - time.monotonic()
+        if left <= 0:
+            return -left
+        time.sleep(left)
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
