@@ -176,3 +176,11 @@ def enrol_signing_terminal(union: Any, terminal_id: str = "T1", merchant_id: str
 def signed(sale: Sale) -> Sale:
     """``sale`` signed with TEST_SIGNER over its hash."""
     return sign_entry(TEST_SIGNER, sale)
+
+
+def default_sigint() -> None:
+    """In a child before exec: Ctrl-C (SIGINT) stops it, even when the test run was
+    started in the background by a shell that ignores SIGINT (children inherit that)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -39,7 +39,7 @@ from reader.monitor import (
 )
 from reader.pcsc import NOT_RUNNING, read_card
 from tests.fixtures_pcsc import READER_0, READER_1, TEST_PAN, InsertCard, PcscdInfo
-from tests.helpers import CARD_CLOCK
+from tests.helpers import CARD_CLOCK, default_sigint
 
 CARD_DAY = CARD_CLOCK().date()
 
@@ -187,6 +187,7 @@ def run_monitor_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # the test stops it with Ctrl-C, however it was launched
     )
 
 

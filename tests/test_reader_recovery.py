@@ -34,7 +34,7 @@ from reader.emulation.vpcd import CardEmulator
 from reader.fresh import LAST_SALE
 from tests.conftest import Site
 from tests.fixtures_pcsc import READER_0, READER_1, TEST_PAN
-from tests.helpers import MEMBER_PAN
+from tests.helpers import MEMBER_PAN, default_sigint
 from tests.private_pcscd import PrivatePcscd
 
 pytestmark = pytest.mark.pcsc
@@ -81,6 +81,7 @@ def watch(private_pcscd: PrivatePcscd) -> Iterator[Lines]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # the test stops it with Ctrl-C, however it was launched
     )
     lines = Lines(child)
     yield lines
