@@ -23,7 +23,7 @@ from typing import Any
 
 from pact.errors import ReversalError
 from pact.policy import REFUND_DAYS, Policy, shop_day
-from pact.sale import MAX_NOTE, Sale, SaleDraft
+from pact.sale import DRAFT_FIELDS, MAX_NOTE, Sale, SaleDraft
 from pact.timefmt import parse_iso
 
 VOID = "void"
@@ -50,24 +50,7 @@ def void_draft(
         raise ReversalError(
             f"sale {sale.seq} is not of today's business day: only today's sales can be voided"
         )
-    return SaleDraft(
-        terminal_id=sale.terminal_id,
-        merchant_id=sale.merchant_id,
-        token=sale.token,
-        pan_last4=sale.pan_last4,
-        member=sale.member,
-        gross=sale.gross,
-        discount=sale.discount,
-        net=sale.net,
-        rules=sale.rules,
-        roster_version=sale.roster_version,
-        policy_version=sale.policy_version,
-        basket=sale.basket,
-        atc=None,
-        kind=VOID,
-        ref_seq=sale.seq,
-        note=reason,
-    )
+    return _reversing(sale, VOID, reason)
 
 
 def _reason(reason: str, sale: Sale, done: str) -> str:
@@ -183,28 +166,29 @@ def refund_draft(
     gross = sum(line["qty"] * line["unit_price"] for line in out_lines)
     discount = sum(by_rule.values())
     rules = tuple(rule for rule in sale.rules if rule in by_rule)
-    return SaleDraft(
-        terminal_id=sale.terminal_id,
-        merchant_id=sale.merchant_id,
-        token=sale.token,
-        pan_last4=sale.pan_last4,
-        member=sale.member,
+    return _reversing(
+        sale,
+        REFUND,
+        reason,
         gross=gross,
         discount=discount,
         net=gross - discount,
         rules=rules,
-        roster_version=sale.roster_version,
-        policy_version=sale.policy_version,
         basket={
             "lines": out_lines,
             "tier": sale.basket["tier"],
             "discounts": {rule: by_rule[rule] for rule in rules},
         },
-        atc=None,
-        kind=REFUND,
-        ref_seq=sale.seq,
-        note=reason,
     )
+
+
+def _reversing(sale: Sale, kind: str, reason: str, **changes: Any) -> SaleDraft:
+    """The entry of ``kind`` that reverses ``sale``: its fields (card, versions, and
+    unless ``changes`` says otherwise its amounts, rules and basket), no card counter,
+    naming the sale, with the reason."""
+    drafted = {name: getattr(sale, name) for name in DRAFT_FIELDS}
+    drafted.update(atc=None, kind=kind, ref_seq=sale.seq, note=reason, **changes)
+    return SaleDraft(**drafted)
 
 
 def _given_back(amount: int, units: int, of: int) -> int:
