@@ -487,9 +487,12 @@ def _logic_alone(
 # ---------------------------------------------------------------------------- 3
 
 
+AUTH: dict[str, str] = {}  # the till token's header, once the bench's terminal has one
+
+
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
     request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        url, json.dumps(body).encode(), {"Content-Type": "application/json", **AUTH}, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -500,7 +503,7 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
 
 
 def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=10) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
 
@@ -565,6 +568,7 @@ def tap_to_quote(ctx: Context, port: int) -> list[Figure]:
     from reader.emulation.vpcd import CardEmulator
     from reader.fresh import FreshCardReader
     from reader.monitor import CardInserted
+    from terminal.access import new_api_token
     from terminal.service import TerminalService
     from terminal.web import create_app
 
@@ -576,6 +580,7 @@ def tap_to_quote(ctx: Context, port: int) -> list[Figure]:
     clock = ctx.clock
     reader = FreshCardReader(READER, clock=clock).start()
     service = TerminalService(site.state.dir, reader, clock, card_timeout=10)
+    AUTH["Authorization"] = f"Bearer {new_api_token(site.state.dir)}"
     fast, paced = Taps(None), Taps(PACE)
     try:
         with ThreadedServer(create_app(service)) as web:

@@ -6,7 +6,8 @@ for the auditors.
 
 The JSON forms (till API, ``unioncard quote --basket/--usage``, docs/protocol.md)
 give prices in yuan as strings ("12.50"); :func:`parse_basket` and
-:func:`parse_usage` turn them into fen and name the field that is wrong.
+:func:`parse_usage` turn them into fen and name the field that is wrong
+(:class:`pact.errors.BasketError`, a ValueError, with a message id and parameters).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pact.money import MAX_SALE_FEN, parse_yuan
+from pact.errors import BasketError
+from pact.money import MAX_SALE_FEN, fen, parse_yuan
+from pact.text import N_
 
 MAX_LINES = 500
 MAX_QTY = 9999
@@ -55,11 +58,13 @@ class Basket:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.lines) <= MAX_LINES:
-            raise ValueError(f"a basket has 1 to {MAX_LINES} lines")
+            raise BasketError(N_("a basket has 1 to %(max)s lines"), max=MAX_LINES)
         for i, line in enumerate(self.lines):
             _check_line(line, f"basket[{i}]")
         if self.gross > MAX_SALE_FEN:
-            raise ValueError(f"the basket total is above the limit of {MAX_SALE_FEN // 100}.00")
+            raise BasketError(
+                N_("the basket total is above the limit of %(limit)s"), limit=fen(MAX_SALE_FEN)
+            )
 
     @property
     def gross(self) -> int:
@@ -82,7 +87,9 @@ class RuleUsage:
         for name in ("uses", "amount"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"usage {name} must be a whole number, 0 or more")
+                raise BasketError(
+                    N_("usage %(field)s must be a whole number, 0 or more"), field=name
+                )
 
 
 Usage = Mapping[str, RuleUsage]  # rule id -> usage in that rule's current period
@@ -91,16 +98,23 @@ NO_USAGE: Usage = {}
 
 def _check_line(line: Line, where: str) -> None:
     if not isinstance(line.sku, str) or not 1 <= len(line.sku) <= MAX_SKU:
-        raise ValueError(f"{where}.sku must be text of 1 to {MAX_SKU} characters")
+        raise BasketError(
+            N_("%(where)s.sku must be text of 1 to %(max)s characters"), where=where, max=MAX_SKU
+        )
     if not isinstance(line.category, str) or not CATEGORY_RE.match(line.category):
-        raise ValueError(
-            f"{where}.category must be lower-case letters, digits, '_', '.' or '-' "
-            "(at most 40), like grocery or gift_card"
+        raise BasketError(
+            N_(
+                "%(where)s.category must be lower-case letters, digits, '_', '.' or '-' "
+                "(at most 40), like grocery or gift_card"
+            ),
+            where=where,
         )
     if not _whole(line.qty) or not 1 <= line.qty <= MAX_QTY:
-        raise ValueError(f"{where}.qty must be a whole number 1..{MAX_QTY}")
+        raise BasketError(
+            N_("%(where)s.qty must be a whole number 1..%(max)s"), where=where, max=MAX_QTY
+        )
     if not _whole(line.unit_price) or not 0 <= line.unit_price <= MAX_SALE_FEN:
-        raise ValueError(f"{where}.unit_price must be whole fen, 0 or more")
+        raise BasketError(N_("%(where)s.unit_price must be whole fen, 0 or more"), where=where)
 
 
 def _whole(value: Any) -> bool:
@@ -116,43 +130,65 @@ def parse_basket(raw: Any) -> Basket:
     """A basket from JSON: a list of lines, or ``{"lines": [...]}``.
 
     Each line is ``{"sku": "...", "category": "...", "qty": 1, "unit_price": "12.50"}``
-    (``qty`` defaults to 1). Raises ValueError naming the field that is wrong.
+    (``qty`` defaults to 1). Raises BasketError naming the field that is wrong.
     """
     if isinstance(raw, dict) and set(raw) == {"lines"}:
         raw = raw["lines"]
     if not isinstance(raw, list):
-        raise ValueError(
-            'basket must be a list of lines like {"sku": "A1", "category": '
-            '"grocery", "qty": 1, "unit_price": "12.50"}'
+        raise BasketError(
+            N_(
+                'basket must be a list of lines like {"sku": "A1", "category": '
+                '"grocery", "qty": 1, "unit_price": "12.50"}'
+            )
         )
     if not 1 <= len(raw) <= MAX_LINES:
-        raise ValueError(f"basket must have 1 to {MAX_LINES} lines (it has {len(raw)})")
+        raise BasketError(
+            N_("basket must have 1 to %(max)s lines (it has %(count)s)"),
+            max=MAX_LINES,
+            count=len(raw),
+        )
     lines = []
     for i, item in enumerate(raw):
         where = f"basket[{i}]"
         if not isinstance(item, dict):
-            raise ValueError(f"{where} must be an object with sku, category, qty, unit_price")
+            raise BasketError(
+                N_("%(where)s must be an object with sku, category, qty, unit_price"), where=where
+            )
         unknown = set(item) - {"sku", "category", "qty", "unit_price"}
         if unknown:
-            raise ValueError(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+            raise BasketError(
+                N_("%(where)s has unknown fields: %(fields)s"),
+                where=where,
+                fields=", ".join(sorted(unknown)),
+            )
         for name in ("sku", "category", "unit_price"):
             if name not in item:
-                raise ValueError(f"{where}.{name} is missing")
+                raise BasketError(N_("%(where)s.%(field)s is missing"), where=where, field=name)
         sku, category = item["sku"], item["category"]
         if not isinstance(sku, str) or not 1 <= len(sku.strip()) <= MAX_SKU:
-            raise ValueError(f"{where}.sku must be text of 1 to {MAX_SKU} characters")
+            raise BasketError(
+                N_("%(where)s.sku must be text of 1 to %(max)s characters"),
+                where=where,
+                max=MAX_SKU,
+            )
         if not isinstance(category, str):
-            raise ValueError(f"{where}.category must be text, like grocery")
+            raise BasketError(N_("%(where)s.category must be text, like grocery"), where=where)
         qty = item.get("qty", 1)
         if not _whole(qty) or not 1 <= qty <= MAX_QTY:
-            raise ValueError(f"{where}.qty must be a whole number 1..{MAX_QTY}")
+            raise BasketError(
+                N_("%(where)s.qty must be a whole number 1..%(max)s"), where=where, max=MAX_QTY
+            )
         price = item["unit_price"]
         if not isinstance(price, str):
-            raise ValueError(f'{where}.unit_price must be yuan as a string, like "12.50"')
+            raise BasketError(
+                N_('%(where)s.unit_price must be yuan as a string, like "12.50"'), where=where
+            )
         try:
             unit_price = parse_yuan(price)
-        except ValueError as exc:
-            raise ValueError(f"{where}.unit_price: {exc}") from None
+        except BasketError as exc:
+            raise BasketError(
+                N_("%(where)s.unit_price: %(problem)s"), where=where, problem=exc.msg
+            ) from None
         line = Line(sku.strip(), normal_category(category), qty, unit_price)
         _check_line(line, where)
         lines.append(line)
@@ -162,27 +198,38 @@ def parse_basket(raw: Any) -> Basket:
 def parse_usage(raw: Any) -> dict[str, RuleUsage]:
     """Usage from JSON: ``{"rule-id": {"uses": 1, "amount": "15.00"}}`` (both optional).
 
-    Raises ValueError naming the field that is wrong.
+    Raises BasketError naming the field that is wrong.
     """
     if not isinstance(raw, dict):
-        raise ValueError('usage must be an object like {"free-film": {"uses": 1}}')
+        raise BasketError(N_('usage must be an object like {"free-film": {"uses": 1}}'))
     out = {}
     for rule_id, entry in raw.items():
         where = f"usage[{rule_id!r}]"
         if not isinstance(entry, dict):
-            raise ValueError(f'{where} must be an object like {{"uses": 1, "amount": "15.00"}}')
+            raise BasketError(
+                N_('%(where)s must be an object like {"uses": 1, "amount": "15.00"}'),
+                where=where,
+            )
         unknown = set(entry) - {"uses", "amount"}
         if unknown:
-            raise ValueError(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+            raise BasketError(
+                N_("%(where)s has unknown fields: %(fields)s"),
+                where=where,
+                fields=", ".join(sorted(unknown)),
+            )
         uses = entry.get("uses", 0)
         if not _whole(uses) or uses < 0:
-            raise ValueError(f"{where}.uses must be a whole number, 0 or more")
+            raise BasketError(N_("%(where)s.uses must be a whole number, 0 or more"), where=where)
         amount_text = entry.get("amount", "0")
         if not isinstance(amount_text, str):
-            raise ValueError(f'{where}.amount must be yuan as a string, like "15.00"')
+            raise BasketError(
+                N_('%(where)s.amount must be yuan as a string, like "15.00"'), where=where
+            )
         try:
             amount = 0 if amount_text.strip() in ("0", "0.00", "") else parse_yuan(amount_text)
-        except ValueError as exc:
-            raise ValueError(f"{where}.amount: {exc}") from None
+        except BasketError as exc:
+            raise BasketError(
+                N_("%(where)s.amount: %(problem)s"), where=where, problem=exc.msg
+            ) from None
         out[str(rule_id)] = RuleUsage(uses, amount)
     return out

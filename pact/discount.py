@@ -34,6 +34,7 @@ from pact.basket import NO_USAGE, Basket, Line, RuleUsage, Usage
 from pact.money import fen
 from pact.policy import PERIOD_WORDS, Policy, Rule, Window, shop_day, window_refusal
 from pact.roster import Membership
+from pact.text import N_, Msg
 from pact.timefmt import iso
 
 
@@ -58,7 +59,9 @@ class LineQuote:
 @dataclass(frozen=True)
 class NotApplied:
     rule_id: str
-    reason: str  # plain words: "minimum spend 50.00 not reached (eligible items 49.99)"
+    # a message id and its parameters (pact.text); in English, plain words:
+    # "minimum spend 50.00 not reached (eligible items 49.99)"
+    reason: Msg
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,9 @@ class Quote:
     discount: int
     net: int
     applied: tuple[str, ...]  # rule ids that gave a discount, in the order applied
-    reasons: tuple[str, ...]  # why a discount was not (fully) given, for people
+    # why a discount was not (fully) given, for people: messages (pact.text), each
+    # "rule label: reason" but for the reasons of a quote without any discount
+    reasons: tuple[Msg, ...]
     lines: tuple[LineQuote, ...] = ()  # in basket order
     by_rule: tuple[tuple[str, int], ...] = ()  # (rule id, fen) for each applied rule
     not_applied: tuple[NotApplied, ...] = ()  # every rule that gave nothing, and why
@@ -89,7 +94,9 @@ NOTHING_USED = RuleUsage()
 # worked out from the policy alone is worked out once per Policy object: each rule's
 # line selection as set differences, its fixed wording, the distinct time windows.
 # Nothing kept here depends on a basket, a member, a moment or usage: those are
-# priced afresh on every call.
+# priced afresh on every call. Reasons are messages (pact.text): a message id with
+# parameters, which the page and the till translate; the rules' labels (the merchant's
+# own words, signed) are parameters and stay as the merchant wrote them.
 
 _PERCENT, _AMOUNT, _AMOUNT_EACH, _MEMBER_PRICE, _FREE = range(5)  # how a rule prices
 
@@ -108,10 +115,10 @@ class _RuleSpec:
     eligible_categories: frozenset[str]
     exclude_categories: frozenset[str]
     exclude_skus: tuple[str, ...]
-    no_items: str  # the reason when no line is eligible
+    no_items: Msg  # the reason when no line is eligible
     tiers_text: str
     window: int  # index in _Prepared.windows; -1: no window
-    cap_note: str
+    cap_note: Msg | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +153,15 @@ def _prepare(policy: Policy, ref: weakref.ref[Policy]) -> _Prepared:
     specs = []
     for rule in policy.rules:
         eligible, exclude = rule.eligible, rule.exclude
+        no_items = Msg.of(N_("no eligible items in the basket"))
         if eligible is None:
-            where = ""
             categories: frozenset[str] = frozenset()
             skus: frozenset[str] = frozenset()
         else:
-            where = f" ({eligible.describe()})" if eligible else ""
+            if eligible:
+                no_items = Msg.of(
+                    N_("no eligible items in the basket (%(items)s)"), items=eligible.describe()
+                )
             categories, skus = eligible.categories, eligible.skus
         named |= skus | exclude.skus
         if rule.kind == "percent_off":
@@ -176,10 +186,12 @@ def _prepare(policy: Policy, ref: weakref.ref[Policy]) -> _Prepared:
                 eligible_categories=categories,
                 exclude_categories=exclude.categories,
                 exclude_skus=tuple(sorted(exclude.skus)),
-                no_items=f"no eligible items in the basket{where}",
+                no_items=no_items,
                 tiers_text=", ".join(str(t) for t in sorted(rule.tiers or ())),
                 window=-1 if rule.when is None else windows.setdefault(rule.when, len(windows)),
-                cap_note="" if rule.cap is None else f"capped at {fen(rule.cap)} per transaction",
+                cap_note=None
+                if rule.cap is None
+                else Msg.of(N_("capped at %(cap)s per transaction"), cap=fen(rule.cap)),
             )
         )
     return _Prepared(
@@ -266,7 +278,7 @@ class _Offer(NamedTuple):
     total: int
     lines: list[int]  # line indices ...
     shares: list[int]  # ... and the fen each gets (never 0)
-    notes: tuple[str, ...]  # why it is less than it could be (cap, quota, rounding)
+    notes: tuple[Msg, ...]  # why it is less than it could be (cap, quota, rounding)
 
 
 def _allocate(
@@ -305,10 +317,14 @@ def _allocate(
     return shares
 
 
-def _refusal(spec: _RuleSpec, tier: int, outside: Sequence[str | None], usage: Usage) -> str | None:
+def _refusal(spec: _RuleSpec, tier: int, outside: Sequence[Msg | None], usage: Usage) -> Msg | None:
     rule = spec.rule
     if rule.tiers is not None and tier not in rule.tiers:
-        return f"only for member tier {spec.tiers_text} (this member is tier {tier})"
+        return Msg.of(
+            N_("only for member tier %(tiers)s (this member is tier %(tier)s)"),
+            tiers=spec.tiers_text,
+            tier=tier,
+        )
     if spec.window >= 0:
         refusal = outside[spec.window]
         if refusal is not None:
@@ -316,16 +332,27 @@ def _refusal(spec: _RuleSpec, tier: int, outside: Sequence[str | None], usage: U
     if rule.quota is not None:
         quota = rule.quota
         used = usage.get(rule.id, NOTHING_USED)
+        period = Msg(PERIOD_WORDS[quota.per])
         if quota.uses is not None and used.uses >= quota.uses:
-            return f"quota used: {used.uses}/{quota.uses} {PERIOD_WORDS[quota.per]}"
+            return Msg.of(
+                N_("quota used: %(used)s/%(quota)s %(period)s"),
+                used=used.uses,
+                quota=quota.uses,
+                period=period,
+            )
         if quota.amount is not None and used.amount >= quota.amount:
-            return f"quota used: {fen(used.amount)}/{fen(quota.amount)} {PERIOD_WORDS[quota.per]}"
+            return Msg.of(
+                N_("quota used: %(used)s/%(quota)s %(period)s"),
+                used=fen(used.amount),
+                quota=fen(quota.amount),
+                period=period,
+            )
     return None
 
 
 def _price(
     spec: _RuleSpec, index: _Index, remaining: list[int], usage: Usage, rounding: str
-) -> _Offer | str:
+) -> _Offer | Msg:
     """What the rule gives on the lines it covers, or why it gives nothing."""
     rule, lines = spec.rule, index.lines
     chosen = index.covered(spec)
@@ -335,11 +362,15 @@ def _price(
     if min(weights) <= 0:
         chosen = [i for i in chosen if remaining[i] > 0]
         if not chosen:
-            return "nothing left to pay on its items after the offers before it"
+            return Msg.of(N_("nothing left to pay on its items after the offers before it"))
         weights = [remaining[i] for i in chosen]
     eligible = sum(weights)
     if eligible < rule.min_spend:
-        return f"minimum spend {fen(rule.min_spend)} not reached (eligible items {fen(eligible)})"
+        return Msg.of(
+            N_("minimum spend %(min)s not reached (eligible items %(eligible)s)"),
+            min=fen(rule.min_spend),
+            eligible=fen(eligible),
+        )
 
     shares: list[int]
     how = spec.how
@@ -376,11 +407,11 @@ def _price(
                 break
     total = sum(shares)
     if total == 0:
-        return "gives nothing at these prices"
+        return Msg.of(N_("gives nothing at these prices"))
 
     limited = total
-    notes: tuple[str, ...] = ()
-    if rule.cap is not None and limited > rule.cap:
+    notes: tuple[Msg, ...] = ()
+    if rule.cap is not None and limited > rule.cap and spec.cap_note is not None:
         limited = rule.cap
         notes = (spec.cap_note,)
     quota = rule.quota
@@ -389,13 +420,19 @@ def _price(
         if limited > left_amount:
             limited = left_amount
             notes += (
-                f"quota: {fen(left_amount)} of {fen(quota.amount)} was left "
-                f"{PERIOD_WORDS[quota.per]}",
+                Msg.of(
+                    N_("quota: %(left)s of %(quota)s was left %(period)s"),
+                    left=fen(left_amount),
+                    quota=fen(quota.amount),
+                    period=Msg(PERIOD_WORDS[quota.per]),
+                ),
             )
     if rounding == "down-to-jiao" and limited % 10:
         limited -= limited % 10
     if limited == 0:
-        return "less than 0.10, rounded down to nothing" if not notes else notes[-1]
+        if notes:
+            return notes[-1]
+        return Msg.of(N_("less than 0.10, rounded down to nothing"))
     if limited < total:  # (a line that got 0 gets 0 again: no need to drop it first)
         shares = _allocate(limited, total, chosen, shares, lines)
     if 0 in shares:
@@ -423,7 +460,7 @@ def _apply(
         line_split[i] += ((rule_id, share),)
 
 
-def _none(basket: Basket, reason: str) -> Quote:
+def _none(basket: Basket, reason: Msg) -> Quote:
     gross = basket.gross
     return Quote(
         gross, 0, gross, (), (reason,), tuple(LineQuote(line, 0, ()) for line in basket.lines)
@@ -436,33 +473,43 @@ def quote(
     policy: Policy | None,
     now: datetime,
     usage: Usage = NO_USAGE,
-    not_member_reason: str = "not a member",
+    not_member_reason: Msg | None = None,
 ) -> Quote:
     """Price one sale. Pure and deterministic.
 
     ``usage`` is the member's use of each quota rule in the rule's current period
     (pact.policy.quota_periods names the periods; the journal counts them).
+    ``not_member_reason`` is the reason given when ``member`` is None (by default,
+    "not a member").
     """
     if not isinstance(basket, Basket):
         raise ValueError("quote() takes a Basket (Basket.of_amount(fen) for a plain amount)")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if member is None:
-        return _none(basket, not_member_reason)
+        return _none(basket, not_member_reason or Msg.of(N_("not a member")))
     if not member.is_valid_on(shop_day(policy, now)):
+        if member.status == "active":
+            return _none(basket, Msg.of(N_("membership has ended")))
+        if member.status == "suspended":
+            return _none(basket, Msg.of(N_("membership suspended")))
+        return _none(basket, Msg.of(N_("membership %(status)s"), status=member.status))
+    if policy is None:
+        return _none(basket, Msg.of(N_("no discount policy installed")))
+    status = policy.status_at(now)
+    if status == "suspended":
+        return _none(basket, Msg.of(N_("merchant suspended: no member discounts")))
+    if status == "exited":
+        return _none(basket, Msg.of(N_("merchant exited: no member discounts")))
+    if status != "active":
+        return _none(basket, Msg.of(N_("merchant %(status)s: no member discounts"), status=status))
+    if policy.is_expired(now):
         return _none(
             basket,
-            f"membership {member.status}" if member.status != "active" else "membership has ended",
+            Msg.of(N_("discount policy expired at %(at)s"), at=iso(policy.expires_at)),
         )
-    if policy is None:
-        return _none(basket, "no discount policy installed")
-    status = policy.status_at(now)
-    if status != "active":
-        return _none(basket, f"merchant {status}: no member discounts")
-    if policy.is_expired(now):
-        return _none(basket, f"discount policy expired at {iso(policy.expires_at)}")
     if not policy.rules:
-        return _none(basket, "this shop's policy has no member offers")
+        return _none(basket, Msg.of(N_("this shop's policy has no member offers")))
 
     prepared = _prepared(policy)
     lines = basket.lines
@@ -474,7 +521,7 @@ def quote(
     line_rules: list[tuple[str, ...]] = [()] * len(lines)  # the rules applied to each line
     # ... and each one's fen on it, in the order the rules were applied
     line_split: list[tuple[tuple[str, int], ...]] = [()] * len(lines)
-    skipped: list[tuple[_RuleSpec, str]] = []
+    skipped: list[tuple[_RuleSpec, Msg]] = []
     offers: list[_Offer] = []
 
     if policy.combine == "sequence":
@@ -482,13 +529,13 @@ def quote(
             outcome = _refusal(spec, tier, outside, usage) or _price(
                 spec, index, remaining, usage, rounding
             )
-            if isinstance(outcome, str):
+            if isinstance(outcome, Msg):
                 skipped.append((spec, outcome))
                 continue
             offers.append(outcome)
             _apply(outcome, remaining, line_rules, line_split)
     else:
-        priced: list[_Offer | str] = [
+        priced: list[_Offer | Msg] = [
             _refusal(spec, tier, outside, usage) or _price(spec, index, remaining, usage, rounding)
             for spec in prepared.rules
         ]
@@ -497,14 +544,21 @@ def quote(
             if isinstance(outcome, _Offer) and (best is None or outcome.total > best.total):
                 best = outcome
         for spec, outcome in zip(prepared.rules, priced, strict=True):
-            if isinstance(outcome, str):
+            if isinstance(outcome, Msg):
                 skipped.append((spec, outcome))
             elif outcome is not best and best is not None:
                 skipped.append(
                     (
                         spec,
-                        f"gives {fen(outcome.total)}; {best.spec.label} gives more "
-                        f"({fen(best.total)}) and offers do not combine here",
+                        Msg.of(
+                            N_(
+                                "gives %(amount)s; %(best)s gives more (%(best_amount)s) "
+                                "and offers do not combine here"
+                            ),
+                            amount=fen(outcome.total),
+                            best=best.spec.label,
+                            best_amount=fen(best.total),
+                        ),
                     )
                 )
         if best is not None:
@@ -514,8 +568,8 @@ def quote(
     line_discount = [g - r for g, r in zip(index.gross, remaining, strict=True)]
     discount = sum([offer.total for offer in offers])
     gross = sum(index.gross)
-    reasons = [f"{spec.reason_label}: {reason}" for spec, reason in skipped]
-    reasons += [f"{o.spec.label}: {note}" for o in offers for note in o.notes]
+    reasons = [_of_rule(spec.reason_label, reason) for spec, reason in skipped]
+    reasons += [_of_rule(o.spec.label, note) for o in offers for note in o.notes]
     return Quote(
         gross=gross,
         discount=discount,
@@ -528,8 +582,19 @@ def quote(
     )
 
 
+def _of_rule(label: str, reason: Msg) -> Msg:
+    """The reason of a rule, "label: reason" in English; the label is the merchant's
+    own text, a parameter not translated."""
+    return Msg.of(N_("%(rule)s: %(reason)s"), rule=label, reason=reason)
+
+
 def quote_json(q: Quote) -> dict[str, Any]:
-    """The quote for people and tills: yuan strings and ``*_fen`` integers."""
+    """The quote for people and tills: yuan strings and ``*_fen`` integers.
+
+    ``reasons`` are in English; ``reason_ids`` are the same reasons, in the same order,
+    as messages to translate (``{"id": msgid, "params": {...}}``, pact.text), and so are
+    each ``not_applied`` item's ``reason`` and ``reason_id``.
+    """
     return {
         "gross": fen(q.gross),
         "discount": fen(q.discount),
@@ -538,7 +603,8 @@ def quote_json(q: Quote) -> dict[str, Any]:
         "discount_fen": q.discount,
         "net_fen": q.net,
         "rules": list(q.applied),
-        "reasons": list(q.reasons),
+        "reasons": [str(r) for r in q.reasons],
+        "reason_ids": [r.as_json() for r in q.reasons],
         "lines": [
             {
                 "sku": lq.line.sku,
@@ -557,7 +623,10 @@ def quote_json(q: Quote) -> dict[str, Any]:
             for lq in q.lines
         ],
         "by_rule": [{"rule": r, "discount": fen(d), "discount_fen": d} for r, d in q.by_rule],
-        "not_applied": [{"rule": n.rule_id, "reason": n.reason} for n in q.not_applied],
+        "not_applied": [
+            {"rule": n.rule_id, "reason": str(n.reason), "reason_id": n.reason.as_json()}
+            for n in q.not_applied
+        ],
     }
 
 

@@ -17,11 +17,23 @@ Bad arguments to a function stay ``ValueError``.
 
 from __future__ import annotations
 
+from pact.text import Msg, Param
+
 
 class UnioncardError(Exception):
-    """Base of every failure unioncard reports to a person."""
+    """Base of every failure unioncard reports to a person.
+
+    Raised with a message id and its parameters (``pact.text``), so that the page can
+    say it in the cashier's language: ``BasketError(N_("line %(line)s: ..."), line=2)``;
+    ``str()`` is the English, ``msg`` the message to translate. A plain sentence is
+    accepted too (it is shown in English only).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str | Msg = "", /, **params: Param) -> None:
+        self.msg = message if isinstance(message, Msg) else Msg.of(message, **params)
+        super().__init__(str(self.msg))
 
 
 class RefusedError(UnioncardError):
@@ -69,8 +81,8 @@ class WireFormatError(UnioncardError):
     """A message on the wire does not have the documented shape."""
 
 
-class BasketError(UnioncardError):
-    """A basket or usage file is invalid."""
+class BasketError(UnioncardError, ValueError):
+    """A basket, an amount or a usage file is invalid (a ValueError too: bad input)."""
 
 
 class ReversalError(UnioncardError):

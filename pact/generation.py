@@ -23,6 +23,7 @@ from pact.errors import ClockError, SignatureError, SnapshotError, TrustError
 from pact.policy import Policy, verify_policy
 from pact.roster import Buffer, Roster, apply_delta, is_delta, verify_roster
 from pact.snapshot import Snapshot, verify_snapshot
+from pact.text import N_, Msg
 from pact.timefmt import iso
 from pact.trust import Root, update_root
 
@@ -59,13 +60,17 @@ class Generation:
             times.append(self.roster.header.issued_at)
         return max(times) if times else None
 
-    def clock_problem(self, now: datetime) -> str | None:
+    def clock_problem(self, now: datetime) -> Msg | None:
         """Why ``now`` cannot be trusted (it is behind signed time), or None."""
         last = self.last_trusted_time()
         if last is not None and now < last - CLOCK_TOLERANCE:
-            return (
-                f"the terminal's clock ({iso(now)}) is behind the last signed update "
-                f"({iso(last)}): set the date and time"
+            return Msg.of(
+                N_(
+                    "the terminal's clock (%(now)s) is behind the last signed update "
+                    "(%(last)s): set the date and time"
+                ),
+                now=iso(now),
+                last=iso(last),
             )
         return None
 
@@ -177,7 +182,7 @@ def decide_install(
     """
     problem = current.clock_problem(now)
     if problem:
-        raise ClockError(f"update refused: {problem}")
+        raise ClockError(N_("update refused: %(problem)s"), problem=problem)
     root = current.root
     if root.is_expired(now):
         raise TrustError(

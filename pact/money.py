@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from pact.errors import BasketError
+from pact.text import N_
+
 MAX_SALE_FEN = 100_000_000  # 1,000,000.00 yuan: anything above is a typing slip
 
 
@@ -16,18 +19,26 @@ def fen(amount: int) -> str:
 def parse_yuan(text: str) -> int:
     """Parse an amount typed in yuan ("128", "128.5", "128.50") into fen.
 
-    Raises ValueError with a message fit for a cashier.
+    Raises :class:`pact.errors.BasketError` (a ValueError) with a message fit for a
+    cashier.
     """
     cleaned = str(text).strip().replace(",", "")
+    shown = repr(text)
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
-        raise ValueError(f"amount {text!r} is not a number: type it like 128.50") from None
+        raise BasketError(
+            N_("amount %(amount)s is not a number: type it like 128.50"), amount=shown
+        ) from None
     if not value.is_finite() or value <= 0:
-        raise ValueError(f"amount {text!r} must be more than 0.00")
+        raise BasketError(N_("amount %(amount)s must be more than 0.00"), amount=shown)
     if value.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise ValueError(f"amount {text!r} has more than two decimals (fen)")
+        raise BasketError(N_("amount %(amount)s has more than two decimals (fen)"), amount=shown)
     amount = int(value * 100)
     if amount > MAX_SALE_FEN:
-        raise ValueError(f"amount {text!r} is above the limit of {fen(MAX_SALE_FEN)}")
+        raise BasketError(
+            N_("amount %(amount)s is above the limit of %(limit)s"),
+            amount=shown,
+            limit=fen(MAX_SALE_FEN),
+        )
     return amount

@@ -35,6 +35,7 @@ from pact.basket import CATEGORY_RE, MAX_SKU, Line
 from pact.errors import PolicyError, SignatureError
 from pact.money import MAX_SALE_FEN, fen
 from pact.signing import canonical_json, sign, verify
+from pact.text import N_, Msg, Param
 from pact.timefmt import iso, parse_iso
 
 MERCHANT_STATUSES = ("active", "suspended", "exited")
@@ -47,7 +48,7 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"
 MAX_RULES = 100
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 HOUR_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
-WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+WEEKDAY_NAMES = (N_("Mon"), N_("Tue"), N_("Wed"), N_("Thu"), N_("Fri"), N_("Sat"), N_("Sun"))
 NO_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)  # an unsigned offer file
 
 HEADER_FIELDS = (
@@ -234,6 +235,11 @@ def _hhmm(minutes: int) -> str:
 
 def weekdays_text(days: frozenset[int]) -> str:
     """{1,2,3,4,5} -> "Mon-Fri"; {6,7} -> "Sat, Sun"; {1,3} -> "Mon, Wed"."""
+    return str(weekdays_msg(days))
+
+
+def weekdays_msg(days: frozenset[int]) -> Msg:
+    """The days as a message: runs of three or more as "Mon-Fri", the rest listed."""
     ordered = sorted(days)
     runs: list[list[int]] = []
     for d in ordered:
@@ -241,16 +247,28 @@ def weekdays_text(days: frozenset[int]) -> str:
             runs[-1].append(d)
         else:
             runs.append([d])
-    parts = []
+    parts: list[Param] = []
     for run in runs:
-        first, last = WEEKDAY_NAMES[run[0] - 1], WEEKDAY_NAMES[run[-1] - 1]
-        parts.append(
-            first if len(run) == 1 else f"{first}-{last}" if len(run) > 2 else f"{first}, {last}"
-        )
-    return ", ".join(parts)
+        first, last = Msg(WEEKDAY_NAMES[run[0] - 1]), Msg(WEEKDAY_NAMES[run[-1] - 1])
+        if len(run) > 2:
+            parts.append(Msg.of(N_("%(first)s-%(last)s"), first=first, last=last))
+        else:
+            parts += [first] if len(run) == 1 else [first, last]
+    return listed(parts)
 
 
-def window_refusal(window: Window, local: datetime, holidays: frozenset[date]) -> str | None:
+def listed(items: Sequence[Param], pair: str = N_("%(list)s, %(item)s")) -> Msg:
+    """Items in one message, "a, b, c" in English: ``pair`` (a message id with
+    ``%(list)s`` and ``%(item)s``) adds each item to the list before it."""
+    if not items:
+        raise ValueError("listed() takes one item or more")
+    joined = items[0] if isinstance(items[0], Msg) else Msg.of("%(item)s", item=items[0])
+    for item in items[1:]:
+        joined = Msg.of(pair, list=joined, item=item)
+    return joined
+
+
+def window_refusal(window: Window, local: datetime, holidays: frozenset[date]) -> Msg | None:
     """Why ``local`` (the policy's local time) is outside ``window``; None when inside.
 
     An hour range that runs past midnight belongs to the day it starts on: with
@@ -259,23 +277,28 @@ def window_refusal(window: Window, local: datetime, holidays: frozenset[date]) -
     today = local.date()
     minute = local.hour * 60 + local.minute
 
-    def day_refusal(day: date) -> str | None:
+    def day_refusal(day: date) -> Msg | None:
         if window.weekdays and day.isoweekday() not in window.weekdays:
-            return (
-                f"only on {weekdays_text(window.weekdays)}, "
-                f"not {WEEKDAY_NAMES[day.isoweekday() - 1]}"
+            return Msg.of(
+                N_("only on %(days)s, not %(day)s"),
+                days=weekdays_msg(window.weekdays),
+                day=Msg(WEEKDAY_NAMES[day.isoweekday() - 1]),
             )
         if window.dates and not any(day in r for r in window.dates):
-            return "only " + "; ".join(str(r) for r in window.dates)
+            ranges: list[Param] = [
+                Msg.of(N_("%(start)s to %(end)s"), start=r.start.isoformat(), end=r.end.isoformat())
+                for r in window.dates
+            ]
+            return Msg.of(N_("only %(dates)s"), dates=listed(ranges, N_("%(list)s; %(item)s")))
         if window.holidays == "exclude" and day in holidays:
-            return f"not on holidays ({day.isoformat()} is one)"
+            return Msg.of(N_("not on holidays (%(day)s is one)"), day=day.isoformat())
         if window.holidays == "only" and day not in holidays:
-            return "only on the holidays the policy lists"
+            return Msg.of(N_("only on the holidays the policy lists"))
         return None
 
     if not window.hours:
         return day_refusal(today)
-    first: str | None = None
+    first: Msg | None = None
     in_hours = False
     for hours in window.hours:
         if not hours.crosses_midnight:
@@ -294,7 +317,7 @@ def window_refusal(window: Window, local: datetime, holidays: frozenset[date]) -
             return None
         first = first or refusal
     if not in_hours:
-        return "outside hours " + ", ".join(str(h) for h in window.hours)
+        return Msg.of(N_("outside hours %(hours)s"), hours=", ".join(str(h) for h in window.hours))
     return first
 
 
@@ -316,7 +339,7 @@ def period_start(per: str, now: datetime, zone: ZoneInfo) -> datetime:
     return datetime.combine(start, time(0), tzinfo=zone).astimezone(UTC)
 
 
-PERIOD_WORDS = {"day": "today", "week": "this week", "month": "this month"}
+PERIOD_WORDS = {"day": N_("today"), "week": N_("this week"), "month": N_("this month")}
 
 
 def quota_periods(policy: Policy, now: datetime) -> list[tuple[str, datetime]]:

@@ -16,6 +16,7 @@ from datetime import tzinfo
 
 from pact.money import fen
 from pact.sale import Sale
+from pact.text import N_, Msg
 from pact.timefmt import parse_iso
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
@@ -54,7 +55,7 @@ class ReceiptLine:
 class Receipt:
     """A slip, in yuan strings and local time, ready for a page or a printer."""
 
-    title: str  # "Sale", "Void of sale 3"
+    title: str  # "Sale", "Void of sale 3" (English; ``title_msg`` to translate)
     merchant: str
     terminal_id: str
     seq: int
@@ -68,6 +69,7 @@ class Receipt:
     net: str
     code: str | None
     note: str | None
+    title_msg: Msg = Msg(N_("Sale"))  # the title as a message (pact.text)
 
 
 def receipt(
@@ -90,13 +92,19 @@ def receipt(
         (titles.get(rule, rule), fen(int(amount)))
         for rule, amount in dict(basket.get("discounts", {})).items()
     )
-    title = (
-        "Sale"
-        if sale.is_sale
-        else f"{sale.kind.capitalize() if sale.kind else ''} of sale {sale.ref_seq}"
-    )
+    if sale.is_sale:
+        title = Msg.of(N_("Sale"))
+    elif sale.kind == "void":
+        title = Msg.of(N_("Void of sale %(seq)s"), seq=str(sale.ref_seq))
+    elif sale.kind == "refund":
+        title = Msg.of(N_("Refund of sale %(seq)s"), seq=str(sale.ref_seq))
+    else:
+        title = Msg.of(
+            "%(kind)s of sale %(seq)s", kind=str(sale.kind).capitalize(), seq=str(sale.ref_seq)
+        )
     return Receipt(
-        title=title,
+        title=str(title),
+        title_msg=title,
         merchant=merchant,
         terminal_id=sale.terminal_id,
         seq=sale.seq,

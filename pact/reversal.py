@@ -24,6 +24,7 @@ from typing import Any
 from pact.errors import ReversalError
 from pact.policy import REFUND_DAYS, Policy, shop_day
 from pact.sale import DRAFT_FIELDS, MAX_NOTE, Sale, SaleDraft
+from pact.text import N_, Msg
 from pact.timefmt import parse_iso
 
 VOID = "void"
@@ -37,31 +38,64 @@ def void_draft(
 
     Raises :class:`ReversalError` (one line, naming the sale) when it may not be.
     """
-    reason = _reason(reason, sale, "voided")
+    reason = _reason(reason, sale, VOID)
     for entry in later:
         if entry.ref_seq == sale.seq and entry.kind == VOID:
-            raise ReversalError(f"sale {sale.seq} was already voided (entry {entry.seq})")
+            raise ReversalError(
+                N_("sale %(seq)s was already voided (entry %(entry)s)"),
+                seq=sale.seq,
+                entry=entry.seq,
+            )
         if entry.ref_seq == sale.seq and entry.kind == REFUND:
             raise ReversalError(
-                f"sale {sale.seq} was partly refunded (entry {entry.seq}): "
-                "refund the rest instead of voiding it"
+                N_(
+                    "sale %(seq)s was partly refunded (entry %(entry)s): "
+                    "refund the rest instead of voiding it"
+                ),
+                seq=sale.seq,
+                entry=entry.seq,
             )
     if shop_day(policy, parse_iso(sale.at)) != shop_day(policy, now):
         raise ReversalError(
-            f"sale {sale.seq} is not of today's business day: only today's sales can be voided"
+            N_("sale %(seq)s is not of today's business day: only today's sales can be voided"),
+            seq=sale.seq,
         )
     return _reversing(sale, VOID, reason)
 
 
-def _reason(reason: str, sale: Sale, done: str) -> str:
+def _reason(reason: str, sale: Sale, kind: str) -> str:
+    """The reason in one line; ReversalError when there is none, it is too long, or
+    ``sale`` is not a sale (``kind``: VOID or REFUND, what is to be done)."""
     reason = " ".join(reason.split())
     if not reason:
-        raise ReversalError(f"say why sale {sale.seq} is {done} (a reason is required)")
+        if kind == VOID:
+            raise ReversalError(
+                N_("say why sale %(seq)s is voided (a reason is required)"), seq=sale.seq
+            )
+        raise ReversalError(
+            N_("say why sale %(seq)s is refunded (a reason is required)"), seq=sale.seq
+        )
     if len(reason) > MAX_NOTE:
-        raise ReversalError(f"the reason is longer than {MAX_NOTE} characters")
+        raise ReversalError(N_("the reason is longer than %(max)s characters"), max=MAX_NOTE)
     if not sale.is_sale:
-        raise ReversalError(f"entry {sale.seq} is a {sale.kind}, not a sale: it cannot be {done}")
+        if kind == VOID:
+            raise ReversalError(
+                N_("entry %(seq)s is a %(kind)s, not a sale: it cannot be voided"),
+                seq=sale.seq,
+                kind=_kind_word(sale.kind),
+            )
+        raise ReversalError(
+            N_("entry %(seq)s is a %(kind)s, not a sale: it cannot be refunded"),
+            seq=sale.seq,
+            kind=_kind_word(sale.kind),
+        )
     return reason
+
+
+def _kind_word(kind: str | None) -> Msg:
+    """The kind of a journal entry in words (a message to translate)."""
+    words = {VOID: N_("void"), REFUND: N_("refund"), "event": N_("event")}
+    return Msg(words[kind]) if kind in words else Msg.of("%(kind)s", kind=str(kind))
 
 
 def refunded_units(sale: Sale, later: Iterable[Sale]) -> list[int]:
@@ -86,8 +120,12 @@ def _split(line: Mapping[str, Any], sale: Sale, index: int) -> dict[str, int]:
     discounts = sale.basket["discounts"] if sale.basket is not None else {}
     if len(discounts) != 1:
         raise ReversalError(
-            f"line {index} of sale {sale.seq} does not record how its discount splits over "
-            "the sale's rules (journaled by an older version): void the sale instead"
+            N_(
+                "line %(line)s of sale %(seq)s does not record how its discount splits over "
+                "the sale's rules (journaled by an older version): void the sale instead"
+            ),
+            line=index,
+            seq=sale.seq,
         )
     return {next(iter(discounts)): line["discount"]}
 
@@ -106,25 +144,33 @@ def refund_draft(
     Raises :class:`ReversalError` (one line, naming the sale and line) when it may not be.
     """
     later = list(later)
-    reason = _reason(reason, sale, "refunded")
+    reason = _reason(reason, sale, REFUND)
     for entry in later:
         if entry.ref_seq == sale.seq and entry.kind == VOID:
             raise ReversalError(
-                f"sale {sale.seq} was voided (entry {entry.seq}): nothing is left to refund"
+                N_("sale %(seq)s was voided (entry %(entry)s): nothing is left to refund"),
+                seq=sale.seq,
+                entry=entry.seq,
             )
     window = policy.refund_days if policy is not None else REFUND_DAYS
     age = (shop_day(policy, now) - shop_day(policy, parse_iso(sale.at))).days
     if age > window:
         raise ReversalError(
-            f"sale {sale.seq} is {age} days old: refunds are taken within {window} days"
+            N_("sale %(seq)s is %(age)s days old: refunds are taken within %(days)s days"),
+            seq=sale.seq,
+            age=age,
+            days=window,
         )
     if sale.basket is None:
         raise ReversalError(
-            f"sale {sale.seq} does not record its lines (an older version): void it instead"
+            N_("sale %(seq)s does not record its lines (an older version): void it instead"),
+            seq=sale.seq,
         )
     lines = sale.basket["lines"]
     if not items:
-        raise ReversalError(f"name the lines of sale {sale.seq} to refund and how many units")
+        raise ReversalError(
+            N_("name the lines of sale %(seq)s to refund and how many units"), seq=sale.seq
+        )
     done = refunded_units(sale, later)
     seen: set[int] = set()
     out_lines: list[dict[str, Any]] = []
@@ -132,17 +178,30 @@ def refund_draft(
     for index, qty in items:
         if not 0 <= index < len(lines):
             raise ReversalError(
-                f"sale {sale.seq} has lines 0 to {len(lines) - 1}: there is no line {index}"
+                N_("sale %(seq)s has lines 0 to %(last)s: there is no line %(line)s"),
+                seq=sale.seq,
+                last=len(lines) - 1,
+                line=index,
             )
         if index in seen:
-            raise ReversalError(f"line {index} of sale {sale.seq} is named twice")
+            raise ReversalError(
+                N_("line %(line)s of sale %(seq)s is named twice"), line=index, seq=sale.seq
+            )
         seen.add(index)
         line = lines[index]
         left = line["qty"] - done[index]
         if not 1 <= qty <= left:
             raise ReversalError(
-                f"line {index} of sale {sale.seq} ({line['sku']}): {left} of its "
-                f"{line['qty']} units are left to refund, not {qty}"
+                N_(
+                    "line %(line)s of sale %(seq)s (%(sku)s): %(left)s of its "
+                    "%(units)s units are left to refund, not %(qty)s"
+                ),
+                line=index,
+                seq=sale.seq,
+                sku=str(line["sku"]),
+                left=left,
+                units=line["qty"],
+                qty=qty,
             )
         split: dict[str, int] = {}
         for rule, amount in _split(line, sale, index).items():

@@ -205,7 +205,10 @@ class FreshCardReader:
         """The reader as the cashier page shows it (JSON-ready).
 
         ``ready_for_new_card`` is true when a checkout would read a card inserted
-        now (or one already waiting); ``message`` says what to do otherwise.
+        now (or one already waiting); ``message`` says what to do otherwise, and
+        ``state`` is its stable code: ``ready``, ``new_card``, ``stale_card`` (a card
+        already read, or there before the watch began: take it out), ``no_reader``,
+        ``no_pcscd``, ``monitor_stopped``.
         """
         state = self.monitor.snapshot()
         fresh = self._fresh(state)
@@ -216,16 +219,18 @@ class FreshCardReader:
         usable = state.running and state.connected and bool(state.readers)
         ready = usable and (fresh is not None or stale is None)
         if not state.running:
-            message = "the card monitor is not running"
+            code, message = "monitor_stopped", "the card monitor is not running"
         elif not usable:
+            code = "no_reader" if state.connected else "no_pcscd"
             message = state.error or NOT_RUNNING
         elif fresh is not None:
-            message = "a new card is in the reader"
+            code, message = "new_card", "a new card is in the reader"
         elif stale is not None:
-            message = stale
+            code, message = "stale_card", stale
         else:
-            message = "ready: insert or tap the card"
+            code, message = "ready", "ready: insert or tap the card"
         return {
+            "state": code,
             "reader": state.readers[0].name if state.readers else None,
             "readers": [
                 {

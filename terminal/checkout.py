@@ -20,6 +20,7 @@ from pact.generation import Generation
 from pact.policy import Policy, quota_periods, shop_day
 from pact.roster import Membership
 from pact.sale import Sale, SaleDraft
+from pact.text import N_, Msg
 from pact.timefmt import iso
 from reader.identity import CardIdentity
 from terminal.journal import Journal
@@ -34,7 +35,8 @@ class SaleResult:
 
     def as_json(self) -> dict[str, Any]:
         """The sale for the till: seq, member, money (yuan strings and ``*_fen``), the
-        rules applied, reasons, per-line amounts and each rule not applied."""
+        rules applied, reasons (in English, and as messages to translate:
+        ``reason_ids``), per-line amounts and each rule not applied."""
         return {
             "state": "confirmed",
             "seq": self.sale.seq,
@@ -60,31 +62,32 @@ class SaleResult:
 
 def membership_for(
     generation: Generation, identity: CardIdentity, now: datetime
-) -> tuple[Membership | None, str]:
-    """The member record for this card, or None and the reason it is not one."""
+) -> tuple[Membership | None, Msg | None]:
+    """The member record for this card, or None and the reason it is not one (a
+    message, pact.text)."""
     roster = generation.roster
     if roster is None:
-        return None, "no member roster installed: run `unioncard sync`"
+        return None, Msg.of(N_("no member roster installed: run `unioncard sync`"))
     problem = generation.clock_problem(now)
     if problem is not None:
         return None, problem
     snapshot = generation.snapshot
     if snapshot is not None and snapshot.is_expired(now):
-        return None, (
-            f"the union's update expired at {iso(snapshot.expires_at)}: "
-            "no discounts until the terminal syncs"
+        return None, Msg.of(
+            N_("the union's update expired at %(at)s: no discounts until the terminal syncs"),
+            at=iso(snapshot.expires_at),
         )
     if roster.header.is_expired(now):
-        return None, (
-            f"member roster expired at {iso(roster.header.expires_at)}: "
-            "no discounts until the terminal syncs"
+        return None, Msg.of(
+            N_("member roster expired at %(at)s: no discounts until the terminal syncs"),
+            at=iso(roster.header.expires_at),
         )
     if identity.token is None:
-        return None, "this terminal has no token key: re-enrol it"
+        return None, Msg.of(N_("this terminal has no token key: re-enrol it"))
     found = roster.lookup(identity.token)
     if found is None:
-        return None, "not a union member"
-    return found, ""
+        return None, Msg.of(N_("not a union member"))
+    return found, None
 
 
 def usage_for(
@@ -140,7 +143,7 @@ def price(
     member, reason = membership_for(generation, identity, now)
     token = identity.token.hex() if identity.token is not None else None
     usage = usage_for(journal, token, policy, now) if member is not None else {}
-    q = quote(basket, member, policy, now, usage, not_member_reason=reason or "not a member")
+    q = quote(basket, member, policy, now, usage, not_member_reason=reason)
     draft = SaleDraft(
         terminal_id=enrolment.terminal_id,
         merchant_id=enrolment.merchant_id,

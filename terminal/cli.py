@@ -25,10 +25,9 @@ from pact.event import UPDATE_INSTALLED, UPDATE_REFUSED
 from pact.money import fen, parse_yuan
 from pact.timefmt import Clock
 from reader.fresh import FreshCardReader
-from sync.client import CentralClient
-from sync.run import run_sync
 from terminal import daemon
 from terminal import settings as settings_file
+from terminal.access import API_TOKEN_FILE, new_api_token, new_supervisor_token, token_digest
 from terminal.devicekey import load_public_key
 from terminal.errors import InputError
 from terminal.journal import Journal
@@ -36,7 +35,8 @@ from terminal.notify import Notifier
 from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
-from terminal.supervisor import new_token, set_pin
+from terminal.supervisor import set_pin
+from terminal.syncing import last_sync, sync_terminal
 
 
 def _software() -> str:
@@ -126,6 +126,24 @@ def terminal_enrol(bundle: Path, settings: Settings) -> None:
         f"enrolled as terminal {enrolment.terminal_id} of merchant {enrolment.merchant_id}; "
         "now run `unioncard sync`"
     )
+    if token_digest(settings.data_dir / API_TOKEN_FILE) is None:
+        click.echo(
+            f"till token (shown once; the till API and the cashier page's sign-in need it): "
+            f"{new_api_token(settings.data_dir)}"
+        )
+    else:
+        click.echo("the till token is kept (`unioncard terminal api-token` makes a new one)")
+
+
+@terminal.command("api-token")
+@with_settings()
+def terminal_api_token(settings: Settings) -> None:
+    """Make the till token (every endpoint of the till API, sent as ``Authorization:
+    Bearer TOKEN``, and the cashier page's sign-in); it replaces the old one, and signs
+    out every browser signed in with it. Printed once; only its SHA-256 is kept (0600)."""
+    state = TerminalState.open(settings.data_dir)
+    state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
+    click.echo(new_api_token(state.dir))
 
 
 @terminal.command("install-update")
@@ -191,17 +209,21 @@ def terminal_install_update(
 @as_json_option
 @click.pass_obj
 def terminal_status(clock: Clock, settings: Settings, as_json: bool) -> None:
-    """What the terminal holds: roster, policy, journal, warnings."""
+    """What the terminal holds: roster, policy, journal, the last sync, warnings."""
     service = open_terminal(settings, clock)
     try:
         status = service.status()
     finally:
         service.close()
+    status["sync"] = last_sync(settings.data_dir)
     if as_json:
         click.echo(json.dumps(status))
         return
     for key, value in status.items():
-        if key != "warnings":
+        if key == "sync":
+            for what, when in value.items():
+                click.echo(f"{what:<18} {when if when is not None else '-'}")
+        elif not key.endswith("warnings") and not key.endswith("_ids"):
             click.echo(f"{key:<18} {value}")
     for warning in status["warnings"]:
         click.echo(f"warning: {warning}")
@@ -249,7 +271,7 @@ def terminal_supervisor_token(settings: Settings) -> None:
     SHA-256 is kept (0600)."""
     state = TerminalState.open(settings.data_dir)
     state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
-    click.echo(new_token(state.dir))
+    click.echo(new_supervisor_token(state.dir))
 
 
 @terminal.command("void")
@@ -359,6 +381,7 @@ def terminal_serve(clock: Clock, settings: Settings) -> None:
             settings.listen_port,
             Notifier(os.environ),
             click.echo,
+            sync_batch=settings.sync_batch,
         )
     finally:
         reader.close()
@@ -371,26 +394,12 @@ def terminal_serve(clock: Clock, settings: Settings) -> None:
 def sync(clock: Clock, settings: Settings) -> None:
     """Upload the journal and pull roster and policy updates."""
     state = TerminalState.open(settings.data_dir)
-    enrolment = state.enrolment
+    state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
     state.load()
     journal = Journal.existing(state.journal_path, state.signer())
-    client = CentralClient(enrolment.central_url, enrolment.terminal_id, enrolment.api_secret)
-
-    def event(code: str, detail: str) -> None:
-        journal_event(journal, state, code, detail, clock())
-
     try:
-        report = run_sync(
-            enrolment.terminal_id,
-            state,
-            journal,
-            client,
-            clock,
-            batch_size=settings.sync_batch,
-            events=event,
-        )
+        report = sync_terminal(state, journal, clock, batch_size=settings.sync_batch)
     finally:
-        client.close()
         journal.close()
     click.echo(f"sync: {report.describe()}")
     for problem in report.problems:

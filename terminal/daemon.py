@@ -17,7 +17,7 @@ from terminal.notify import Notifier
 from terminal.service import TerminalService
 
 log = logging.getLogger(__name__)
-THREADS = 8  # requests served at once (the page's polls, a till, a supervisor)
+THREADS = 12  # requests served at once (pages' event streams, a till, a supervisor)
 SHUTDOWN_WAIT = 10.0  # seconds for requests in flight at SIGTERM
 
 
@@ -48,14 +48,20 @@ def serve(
     port: int,
     notifier: Notifier,
     echo: Callable[[str], object],
+    sync_batch: int = 500,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C."""
     # Flask and waitress are imported only by the command that serves pages.
     from waitress import create_server
 
+    from terminal.syncing import sync_terminal
     from terminal.web import create_app
 
-    server = create_server(create_app(service), host=host, port=port, threads=THREADS)
+    def sync() -> object:  # "sync now" on the page: the daemon's own journal and state
+        return sync_terminal(service.state, service.journal, service.clock, sync_batch)
+
+    app = create_app(service, sync)
+    server = create_server(app, host=host, port=port, threads=THREADS)
     stopped = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
@@ -83,6 +89,7 @@ def serve(
         pass
     finally:
         stopped.set()
+        app.extensions["unioncard_changes"].close()  # ends the pages' event streams
         notifier.stopping()
         log.info("stopping: finishing the requests in flight")
         server.close()

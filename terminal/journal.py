@@ -29,6 +29,7 @@ from pact.chain import GENESIS, check_chain, seal
 from pact.device import Signer, check_signatures, sign_entry
 from pact.errors import ChainError, DeviceSignatureError, ReversalError
 from pact.sale import Sale, SaleDraft, field_types
+from pact.text import N_
 from pact.timefmt import iso
 from terminal.errors import JournalError
 
@@ -130,7 +131,11 @@ class Journal:
             self.db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {path}: {exc}") from None
+            raise JournalError(
+                N_("cannot open the journal %(file)s: %(problem)s"),
+                file=str(path),
+                problem=str(exc),
+            ) from None
 
     @classmethod
     def existing(cls, path: Path, signer: Signer | None = None) -> Journal:
@@ -138,8 +143,11 @@ class Journal:
         would restart the sequence at 1 and fork the chain the union already holds."""
         if not path.is_file():
             raise JournalError(
-                f"no journal at {path}: it is made at enrolment and must not be lost; "
-                "restore it from the backup (docs/operations.md), or enrol this terminal again"
+                N_(
+                    "no journal at %(file)s: it is made at enrolment and must not be lost; "
+                    "restore it from the backup (docs/operations.md), or enrol this terminal again"
+                ),
+                file=str(path),
             )
         return cls(path, signer)
 
@@ -200,14 +208,16 @@ class Journal:
         def draft() -> SaleDraft:
             sale = self._entry(seq)
             if sale is None:
-                raise ReversalError(f"there is no sale {seq} in this terminal's journal")
+                raise ReversalError(
+                    N_("there is no sale %(seq)s in this terminal's journal"), seq=seq
+                )
             return build(sale, self._reversals_of(seq))
 
         return self._append(draft, at)
 
     def _append(self, make: Callable[[], SaleDraft], at: datetime) -> Sale:
         if self.signer is None:
-            raise JournalError("the sale was NOT recorded: the journal has no device key")
+            raise JournalError(N_("the sale was NOT recorded: the journal has no device key"))
         try:
             with self._write():
                 draft = make()
@@ -218,7 +228,10 @@ class Journal:
                 sale = sign_entry(self.signer, sale)
                 self.db.execute(INSERT_SALE, sale.as_row())
         except sqlite3.Error as exc:
-            raise JournalError(f"the sale was NOT recorded: journal write failed ({exc})") from None
+            raise JournalError(
+                N_("the sale was NOT recorded: journal write failed (%(problem)s)"),
+                problem=str(exc),
+            ) from None
         return sale
 
     @_locked
@@ -312,9 +325,11 @@ class Journal:
             check_chain(tail, base.hash if base else GENESIS, first - 1)
             check_signatures(device_key, tail[-1:])
         except DeviceSignatureError as exc:
-            raise JournalError(f"journal signature refused: {exc}") from None
+            raise JournalError(
+                N_("journal signature refused: %(problem)s"), problem=exc.msg
+            ) from None
         except ChainError as exc:
-            raise JournalError(f"journal chain broken: {exc}") from None
+            raise JournalError(N_("journal chain broken: %(problem)s"), problem=exc.msg) from None
         return len(tail)
 
     def verify(self, device_key: Ed25519PublicKey | None = None) -> int:
@@ -326,7 +341,9 @@ class Journal:
             if device_key is not None:
                 check_signatures(device_key, sales)
         except DeviceSignatureError as exc:
-            raise JournalError(f"journal signature refused: {exc}") from None
+            raise JournalError(
+                N_("journal signature refused: %(problem)s"), problem=exc.msg
+            ) from None
         except ChainError as exc:
-            raise JournalError(f"journal chain broken: {exc}") from None
+            raise JournalError(N_("journal chain broken: %(problem)s"), problem=exc.msg) from None
         return len(sales)

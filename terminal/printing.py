@@ -17,6 +17,7 @@ from typing import Any
 from escpos import printer as escpos
 
 from pact.receipt import Receipt
+from pact.text import N_
 from terminal.errors import ConfigError, PrinterError
 
 WIDTH = 42  # characters on an 80 mm slip (font A)
@@ -41,13 +42,20 @@ def open_printer(spec: str) -> Any:
         make = None
     if make is None:
         raise ConfigError(
-            f"printer {spec!r} is not usb:VID:PID, network:HOST[:PORT] or file:PATH: "
-            "check the settings"
+            N_(
+                "printer %(spec)s is not usb:VID:PID, network:HOST[:PORT] or file:PATH: "
+                "check the settings"
+            ),
+            spec=repr(spec),
         )
     try:
         return make()
     except Exception as exc:  # python-escpos raises its own kinds (USB, socket, OS)
-        raise PrinterError(f"cannot open the printer {spec} ({type(exc).__name__})") from None
+        raise PrinterError(
+            N_("cannot open the printer %(spec)s (%(problem)s)"),
+            spec=spec,
+            problem=type(exc).__name__,
+        ) from None
 
 
 def _row(left: str, right: str) -> str:
@@ -85,7 +93,10 @@ def print_receipt(device: Any, slip: Receipt) -> None:
             device.qr(slip.code, size=6, native=True)
         device.cut()
     except Exception as exc:  # python-escpos and the device raise their own kinds
-        raise PrinterError(f"the receipt was not printed ({type(exc).__name__}: {exc})") from None
+        raise PrinterError(
+            N_("the receipt was not printed (%(problem)s)"),
+            problem=f"{type(exc).__name__}: {exc}",
+        ) from None
     finally:
         close = getattr(device, "close", None)
         if callable(close):

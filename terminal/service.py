@@ -26,6 +26,7 @@ from pact.policy import DEFAULT_TIMEZONE
 from pact.receipt import Receipt, receipt
 from pact.reversal import REFUND, VOID, refund_draft, refunded_units, void_draft
 from pact.sale import Sale
+from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import Priced, SaleResult, price, record
@@ -166,12 +167,13 @@ class TerminalService:
         amount in fen (one line of category ``general``).
         """
         if not self._lock.acquire(blocking=False):
-            raise BusyError("another checkout is waiting for a card: finish or cancel it first")
+            raise BusyError(N_("another checkout is waiting for a card: finish or cancel it first"))
         try:
             waiting = self._waiting(self.clock())
             if waiting is not None:
                 raise BusyError(
-                    f"sale {waiting.id} is waiting to be confirmed: confirm or cancel it first"
+                    N_("sale %(id)s is waiting to be confirmed: confirm or cancel it first"),
+                    id=waiting.id,
                 )
             identity = self.read_card(
                 timeout=self.card_timeout if timeout is None else timeout,
@@ -209,15 +211,22 @@ class TerminalService:
             pending = self._pending
             if pending is None or pending.id != pending_id:
                 raise PendingError(
-                    f"no sale {pending_id} is waiting to be confirmed (it was confirmed, "
-                    "cancelled or replaced): check out again"
+                    N_(
+                        "no sale %(id)s is waiting to be confirmed (it was confirmed, "
+                        "cancelled or replaced): check out again"
+                    ),
+                    id=pending_id,
                 )
             if not keep or now >= pending.expires_at:
                 self._pending = None
         if now >= pending.expires_at:
             raise PendingError(
-                f"sale {pending_id} waited more than {self.pending_timeout.seconds} s and was "
-                "dropped (nothing was recorded): check out again"
+                N_(
+                    "sale %(id)s waited more than %(seconds)s s and was "
+                    "dropped (nothing was recorded): check out again"
+                ),
+                id=pending_id,
+                seconds=self.pending_timeout.seconds,
             )
         return pending
 
@@ -288,7 +297,9 @@ class TerminalService:
         refund of each (no card token)."""
         entry = self.journal.entry(seq)
         if entry is None:
-            raise UnknownSaleError(f"there is no sale {seq} in this terminal's journal")
+            raise UnknownSaleError(
+                N_("there is no sale %(seq)s in this terminal's journal"), seq=seq
+            )
         later = self.journal.reversals_of(seq)
         out = entry.as_json()
         out.pop("token", None)
@@ -381,9 +392,15 @@ class TerminalService:
         """The slip of journal entry ``seq`` (merchant, lines, rule titles, code)."""
         entry = self.journal.entry(seq)
         if entry is None:
-            raise UnknownSaleError(f"there is no sale {seq} in this terminal's journal")
+            raise UnknownSaleError(
+                N_("there is no sale %(seq)s in this terminal's journal"), seq=seq
+            )
         if entry.kind == EVENT:
-            raise UnknownSaleError(f"entry {seq} is an event ({entry.note}): it has no receipt")
+            raise UnknownSaleError(
+                N_("entry %(seq)s is an event (%(note)s): it has no receipt"),
+                seq=seq,
+                note=entry.note or "",
+            )
         policy = self.state.current.policy
         if policy is None:
             return receipt(entry, self.state.enrolment.merchant_id, ZoneInfo(DEFAULT_TIMEZONE))
@@ -393,7 +410,9 @@ class TerminalService:
     def print_receipt(self, seq: int) -> Receipt:
         """Print the slip of entry ``seq`` on the settings' ESC/POS printer."""
         if self.printer is None:
-            raise PrinterError("no receipt printer is set: name one as `printer` in the settings")
+            raise PrinterError(
+                N_("no receipt printer is set: name one as `printer` in the settings")
+            )
         slip = self.receipt(seq)
         with self._printer_lock:  # one slip at a time on the one printer
             print_receipt(open_printer(self.printer), slip)
@@ -433,29 +452,47 @@ class TerminalService:
         now = self.clock()
         enrolment = self.state.enrolment
         roster, policy = generation.roster, generation.policy
-        warnings: list[str] = []
+        warnings: list[Msg] = []
         clock = generation.clock_problem(now)
         if clock is not None:
             warnings.append(clock)
         snapshot = generation.snapshot
         if snapshot is not None and snapshot.expires_at - now < EXPIRY_WARNING:
-            when = "expired" if snapshot.is_expired(now) else "expires"
-            warnings.append(f"the union's update {when} at {iso(snapshot.expires_at)}: sync")
+            at = iso(snapshot.expires_at)
+            if snapshot.is_expired(now):
+                warnings.append(Msg.of(N_("the union's update expired at %(at)s: sync"), at=at))
+            else:
+                warnings.append(Msg.of(N_("the union's update expires at %(at)s: sync"), at=at))
         if roster is None:
-            warnings.append("no member roster installed: run `unioncard sync`")
+            warnings.append(Msg.of(N_("no member roster installed: run `unioncard sync`")))
         elif roster.header.is_expired(now):
             warnings.append(
-                f"member roster expired at {iso(roster.header.expires_at)}: "
-                "no discounts until the terminal syncs"
+                Msg.of(
+                    N_("member roster expired at %(at)s: no discounts until the terminal syncs"),
+                    at=iso(roster.header.expires_at),
+                )
             )
         elif roster.header.expires_at - now < EXPIRY_WARNING:
-            warnings.append(f"member roster expires at {iso(roster.header.expires_at)}: sync today")
+            warnings.append(
+                Msg.of(
+                    N_("member roster expires at %(at)s: sync today"),
+                    at=iso(roster.header.expires_at),
+                )
+            )
         if policy is None:
-            warnings.append("no discount policy installed: run `unioncard sync`")
+            warnings.append(Msg.of(N_("no discount policy installed: run `unioncard sync`")))
+        elif policy.status_at(now) == "suspended":
+            warnings.append(Msg.of(N_("merchant suspended: no member discounts")))
+        elif policy.status_at(now) == "exited":
+            warnings.append(Msg.of(N_("merchant exited: no member discounts")))
         elif policy.status_at(now) != "active":
-            warnings.append(f"merchant {policy.status_at(now)}: no member discounts")
+            warnings.append(
+                Msg.of(N_("merchant %(status)s: no member discounts"), status=policy.status_at(now))
+            )
         elif policy.is_expired(now):
-            warnings.append(f"discount policy expired at {iso(policy.expires_at)}")
+            warnings.append(
+                Msg.of(N_("discount policy expired at %(at)s"), at=iso(policy.expires_at))
+            )
         total, pending = self.journal.counts()
         return {
             "terminal_id": enrolment.terminal_id,
@@ -468,5 +505,7 @@ class TerminalService:
             "policy_version": policy.version if policy else None,
             "sales": total,
             "pending_upload": pending,
-            "warnings": warnings,
+            # in English, and as messages to translate (pact.text), in the same order
+            "warnings": [str(w) for w in warnings],
+            "warning_ids": [w.as_json() for w in warnings],
         }

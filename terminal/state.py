@@ -44,6 +44,7 @@ from pact.generation import (
     with_root,
 )
 from pact.snapshot import Snapshot
+from pact.text import N_
 from pact.trust import Root, load_pinned_root
 from terminal.devicekey import create_device_key, load_signer
 from terminal.errors import ConfigError, NotEnrolledError
@@ -72,7 +73,8 @@ class Enrolment:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(
-                f"the enrolment bundle is invalid ({exc}): ask the union for a new one"
+                N_("the enrolment bundle is invalid (%(problem)s): ask the union for a new one"),
+                problem=str(exc),
             ) from None
 
 
@@ -122,8 +124,12 @@ class TerminalState:
         """The state in an existing data folder (nothing is created when it is missing)."""
         if not data_dir.is_dir():
             raise NotEnrolledError(
-                f"not enrolled: the terminal's data folder {data_dir} does not exist (give the "
-                "right --data or data_dir, or enrol there with `unioncard terminal enrol BUNDLE`)"
+                N_(
+                    "not enrolled: the terminal's data folder %(folder)s does not exist (give the "
+                    "right --data or data_dir, or enrol there with "
+                    "`unioncard terminal enrol BUNDLE`)"
+                ),
+                folder=str(data_dir),
             )
         return cls(data_dir)
 
@@ -135,11 +141,16 @@ class TerminalState:
                 raw = json.loads(self.enrolment_path.read_bytes())
             except FileNotFoundError:
                 raise NotEnrolledError(
-                    f"this terminal is not enrolled (no {self.enrolment_path}): "
-                    "run `unioncard terminal enrol BUNDLE`"
+                    N_(
+                        "this terminal is not enrolled (no %(file)s): "
+                        "run `unioncard terminal enrol BUNDLE`"
+                    ),
+                    file=str(self.enrolment_path),
                 ) from None
             except ValueError:
-                raise ConfigError(f"{self.enrolment_path} is not valid JSON") from None
+                raise ConfigError(
+                    N_("%(file)s is not valid JSON"), file=str(self.enrolment_path)
+                ) from None
             self._enrolment = Enrolment.from_json(raw)
         return self._enrolment
 
@@ -150,7 +161,10 @@ class TerminalState:
             root_data = str(raw["root"]).encode()
         except (ValueError, KeyError, TypeError):
             raise ConfigError(
-                "the enrolment bundle is not valid (no root metadata): ask the union for a new one"
+                N_(
+                    "the enrolment bundle is not valid (no root metadata): "
+                    "ask the union for a new one"
+                )
             ) from None
         enrolment = Enrolment.from_json(raw)  # validate before writing anything
         root = load_pinned_root(root_data)
@@ -177,7 +191,9 @@ class TerminalState:
             return load_pinned_root(self.root_path.read_bytes())
         except FileNotFoundError:
             self.enrolment  # noqa: B018 - says "not enrolled" when that is the cause
-            raise ConfigError(f"{self.root_path} is missing: re-enrol the terminal") from None
+            raise ConfigError(
+                N_("%(file)s is missing: re-enrol the terminal"), file=str(self.root_path)
+            ) from None
 
     @property
     def current(self) -> Generation:
@@ -279,7 +295,7 @@ class TerminalState:
             new = decision.generation
             snapshot = new.snapshot
             if snapshot is None or new.roster is None or new.policy_data is None:
-                raise SnapshotError("update refused: the new generation is incomplete")
+                raise SnapshotError(N_("update refused: the new generation is incomplete"))
             kind = decision.roster_file
             name = _delta_name(new.roster.version) if kind == "delta" else ROSTER_FILE
             roster_file = roster_data if kind is not None else None
@@ -303,7 +319,7 @@ class TerminalState:
         old = self.current_path.resolve() if self.current_path.exists() else None
         if roster_file is None or name != ROSTER_FILE:  # keep the installed roster files
             if old is None:
-                raise SnapshotError("update refused: no installed roster to keep")
+                raise SnapshotError(N_("update refused: no installed roster to keep"))
             for kept in [old / ROSTER_FILE, *_delta_files(old)]:
                 os.link(kept, gen / kept.name)
         if isinstance(roster_file, Path):  # verified in place: make it durable, move it

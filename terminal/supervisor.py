@@ -6,8 +6,9 @@ writes it. Five wrong tries lock the PIN for five minutes, each further lock twi
 long (counted on disk, ``supervisor.tries``).
 
 On the till API, a supervisor token (``Authorization: Bearer ...``): a random secret
-that grants voids and refunds only; ``supervisor.token`` keeps its SHA-256 (0600), and
-``unioncard terminal supervisor-token`` makes a new one, which replaces the old.
+that grants voids and refunds only; ``supervisor.token`` keeps its SHA-256 (0600, see
+``terminal.access``), and ``unioncard terminal supervisor-token`` makes a new one,
+which replaces the old.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 from pact.files import atomic_write
+from pact.text import N_
 from pact.timefmt import Clock, iso, parse_iso
+from terminal.access import SUPERVISOR_TOKEN_FILE, token_digest, token_matches
 from terminal.errors import SupervisorError
 
 PIN_FILE = "supervisor.pin"
-TOKEN_FILE = "supervisor.token"
 TRIES_FILE = "supervisor.tries"
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 MAX_TRIES = 5
@@ -45,19 +46,10 @@ def valid_pin(pin: str) -> bool:
 def set_pin(data_dir: Path, pin: str) -> None:
     """Keep the scrypt hash of a new supervisor PIN (4 to 8 digits)."""
     if not valid_pin(pin):
-        raise SupervisorError("a supervisor PIN is 4 to 8 digits")
+        raise SupervisorError(N_("a supervisor PIN is 4 to 8 digits"))
     salt = os.urandom(16)
     record = {**SCRYPT, "salt": salt.hex(), "hash": _hash(pin, salt, **SCRYPT).hex()}
     atomic_write(data_dir / PIN_FILE, json.dumps(record).encode(), mode=0o600)
-
-
-def new_token(data_dir: Path) -> str:
-    """Make a new supervisor token for the till (replacing the old); return it. Only its
-    SHA-256 is kept."""
-    token = "sup_" + secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    atomic_write(data_dir / TOKEN_FILE, json.dumps({"sha256": digest}).encode(), mode=0o600)
-    return token
 
 
 class Supervisor:
@@ -84,15 +76,16 @@ class Supervisor:
 
     def check_token(self, token: str) -> None:
         """Return when ``token`` is the till's supervisor token; SupervisorError otherwise."""
-        try:
-            record = json.loads((self.path.parent / TOKEN_FILE).read_bytes())
-        except FileNotFoundError:
+        path = self.path.parent / SUPERVISOR_TOKEN_FILE
+        if token_digest(path) is None:
             raise SupervisorError(
-                "no supervisor token is set on this terminal: `unioncard terminal supervisor-token`"
-            ) from None
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        if not hmac.compare_digest(digest, str(record.get("sha256"))):
-            raise SupervisorError("the supervisor token is not this terminal's")
+                N_(
+                    "no supervisor token is set on this terminal: "
+                    "`unioncard terminal supervisor-token`"
+                )
+            )
+        if not token_matches(path, token):
+            raise SupervisorError(N_("the supervisor token is not this terminal's"))
 
     def check(self, pin: object) -> None:
         """Return when ``pin`` is the supervisor's; SupervisorError otherwise."""
@@ -102,13 +95,14 @@ class Supervisor:
             until = tries.get("locked_until")
             if isinstance(until, str) and now < parse_iso(until):
                 raise SupervisorError(
-                    f"the supervisor PIN is locked after repeated wrong tries until {until}"
+                    N_("the supervisor PIN is locked after repeated wrong tries until %(until)s"),
+                    until=until,
                 )
             try:
                 record = json.loads(self.path.read_bytes())
             except FileNotFoundError:
                 raise SupervisorError(
-                    "no supervisor PIN is set on this terminal: `unioncard terminal set-pin`"
+                    N_("no supervisor PIN is set on this terminal: `unioncard terminal set-pin`")
                 ) from None
             ok = isinstance(pin, str) and valid_pin(pin)
             if ok:
@@ -126,8 +120,11 @@ class Supervisor:
                 lockout = min(LOCKOUT * 2**locks, MAX_LOCKOUT)
                 self._keep({"failures": 0, "locks": locks + 1, "locked_until": iso(now + lockout)})
                 raise SupervisorError(
-                    f"wrong supervisor PIN, {MAX_TRIES} times: locked for "
-                    f"{int(lockout.total_seconds()) // 60} minutes"
+                    N_("wrong supervisor PIN, %(tries)s times: locked for %(minutes)s minutes"),
+                    tries=MAX_TRIES,
+                    minutes=int(lockout.total_seconds()) // 60,
                 )
             self._keep({"failures": failures, "locks": locks, "locked_until": None})
-            raise SupervisorError(f"wrong supervisor PIN ({MAX_TRIES - failures} tries left)")
+            raise SupervisorError(
+                N_("wrong supervisor PIN (%(left)s tries left)"), left=MAX_TRIES - failures
+            )

@@ -1,31 +1,70 @@
 """The cashier page and the till's JSON API (Flask app factory).
 
-Every error becomes one JSON line ``{"error": "..."}`` with a fitting status;
-a cashier never sees a traceback.
+Every error becomes one JSON line ``{"error": "...", "kind": "..."}``: the line for
+people in the reader's language (Simplified Chinese unless the page chose English or a
+till asked for it), and a stable ``kind`` code for programs. A cashier never sees a
+traceback. Who may call what: ``terminal.webauth``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import segno
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import Babel, gettext
+from flask_babel import gettext as _
 from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
 
 from pact.basket import Basket, parse_basket
-from pact.errors import ReversalError
+from pact.errors import BasketError, ReversalError, UnioncardError
 from pact.money import fen, parse_yuan
-from reader.errors import CardError, NoCardError, NoReaderError
+from pact.policy import DEFAULT_TIMEZONE
+from pact.report import day_report
+from pact.text import N_, Msg
+from pact.timefmt import iso, parse_iso
+from reader.errors import (
+    CardBlockedError,
+    CardError,
+    CardRemovedError,
+    NoCardError,
+    NoReaderError,
+    StaleCardError,
+    UnsupportedCardError,
+)
 from terminal.errors import (
     BusyError,
+    ConfigError,
+    InputError,
+    JournalError,
+    NotEnrolledError,
     PendingError,
     PrinterError,
     SupervisorError,
-    TerminalError,
     UnknownSaleError,
 )
+from terminal.live import Changes, stream, watch_reader
 from terminal.service import TerminalService
+from terminal.syncing import BackgroundSync, last_sync
+from terminal.webauth import init_auth, supervisor_token
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cashier", __name__)
@@ -36,36 +75,198 @@ def _service() -> TerminalService:
     return service
 
 
+def _bad(line: str) -> Any:
+    return problem("bad_request", 400, line)
+
+
+def _localized(body: dict[str, Any]) -> dict[str, Any]:
+    """``reasons`` and ``warnings`` in the reader's language, from their message ids."""
+    for text_key, ids_key in (("reasons", "reason_ids"), ("warnings", "warning_ids")):
+        if isinstance(body.get(ids_key), list):
+            body[text_key] = [say(Msg.from_json(m)) for m in body[ids_key]]
+    return body
+
+
+@bp.get("/api/v1/health")
+def health() -> Any:
+    """Open to all (no token): whether the journal answers. 200 or 503."""
+    trouble = _service().journal_problem()
+    return jsonify(ok=trouble is None, problem=trouble), (200 if trouble is None else 503)
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi() -> Any:
+    """The till API's OpenAPI 3.1 document."""
+    from terminal.openapi import document
+
+    return jsonify(document())
+
+
+@bp.get("/lang/<lang>")
+def language_switch(lang: str) -> Any:
+    """The page's language switch: remembered in the browser's session."""
+    if lang in LANGUAGES:
+        session["lang"] = lang
+    target = request.args.get("next", "")
+    if not target.startswith("/") or target.startswith("//"):
+        target = url_for("cashier.page")
+    return redirect(target)
+
+
 @bp.get("/")
 def page() -> str:
     return render_template("cashier.html")
 
 
+def _zone() -> ZoneInfo:
+    """The shop's time zone: its policy's (Asia/Shanghai until one is installed)."""
+    policy = _service().state.current.policy
+    return policy.zone if policy is not None else ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def _local(at: str | None) -> str | None:
+    """A UTC timestamp of ours in the shop's local time, ``YYYY-MM-DD HH:MM:SS``."""
+    if at is None:
+        return None
+    return parse_iso(at).astimezone(_zone()).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _sync_state() -> dict[str, Any]:
+    """The link to the union: the last sync tried and the last that succeeded (shop's
+    local time too), what it did, the last error, and whether one runs now."""
+    record = last_sync(_service().state.dir)
+    syncer: BackgroundSync | None = current_app.extensions.get("unioncard_sync")
+    return {
+        **record,
+        "last_success_local": _local(record["last_success_at"]),
+        "last_attempt_local": _local(record["last_attempt_at"]),
+        "running": syncer is not None and syncer.running,
+        "available": syncer is not None,
+    }
+
+
+def _status() -> dict[str, Any]:
+    body = _localized(_service().status())
+    body["timezone"] = str(_zone())
+    body["now_local"] = _local(iso(_service().clock()))
+    body["roster_expires_local"] = _local(body.get("roster_expires_at"))
+    body["sync"] = _sync_state()
+    return body
+
+
+TODAY_ROWS = 50  # the page's list of today's entries shows at most this many
+
+
+def _recent() -> list[dict[str, Any]]:
+    """Today's newest journal entries (the shop's local day), times local too."""
+    today = _local(iso(_service().clock()))
+    rows = _service().recent_sales(limit=TODAY_ROWS)
+    for row in rows:
+        row["at_local"] = _local(row["at"])
+    return [row for row in rows if today is None or row["at_local"][:10] == today[:10]]
+
+
+def _reader() -> dict[str, Any]:
+    report = getattr(_service().read_card, "status", None)
+    if report is None:
+        return {
+            "state": None,
+            "reader": None,
+            "card_present": None,
+            "ready_for_new_card": None,
+            "waiting_for_card": None,
+            "message": _("the card reader does not report its state"),
+            "last_error": None,
+        }
+    body: dict[str, Any] = report()
+    line = READER_STATES.get(body.get("state") or "")
+    if line is not None and language() != "en":
+        body["message"] = gettext(line)
+    return body
+
+
 @bp.get("/api/v1/status")
 def status() -> Any:
-    return jsonify(_service().status())
+    """The terminal: versions, sales and pending uploads, warnings, the sync state."""
+    return jsonify(_status())
 
 
 @bp.get("/api/v1/sales")
 def recent() -> Any:
-    return jsonify(sales=_service().recent_sales(limit=10))
+    """Today's newest journal entries, at most 50 (times in UTC and in the shop's
+    local time)."""
+    return jsonify(sales=_recent())
+
+
+@bp.get("/api/v1/events")
+def events() -> Any:
+    """Server-sent events: an ``update`` with the page's picture (reader, status, the
+    newest sales) at once and whenever it changes."""
+    changes: Changes = current_app.extensions["unioncard_changes"]
+
+    def picture() -> dict[str, Any]:
+        return {"reader": _reader(), "status": _status(), "sales": _recent()}
+
+    response = Response(stream_with_context(stream(changes, picture)), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+@bp.post("/api/v1/sync")
+def sync_now() -> Any:
+    """Start a sync in the background (202); 409 ``busy`` if one runs already, 503
+    ``no_sync`` where this process cannot sync (a test app)."""
+    syncer: BackgroundSync | None = current_app.extensions.get("unioncard_sync")
+    if syncer is None:
+        return problem("no_sync", 503, _("this terminal process cannot sync: use `unioncard sync`"))
+    if not syncer.start():
+        return problem("busy", 409, _("a sync is already running"))
+    return jsonify(state="started", sync=_sync_state()), 202
+
+
+def _report_day() -> date:
+    text = request.args.get("date")
+    if text is None:
+        return _service().clock().astimezone(_zone()).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(N_("date must be YYYY-MM-DD, the shop's local date")) from None
+
+
+def _day_report() -> dict[str, Any]:
+    day = _report_day()
+    service = _service()
+    policy = service.state.current.policy
+    labels = {r.id: r.label for r in policy.rules} if policy is not None else {}
+    report = day_report(service.journal.sales(), day, str(_zone()), labels)
+    body = report.as_json()
+    body["terminal_id"] = service.state.enrolment.terminal_id
+    body["merchant_id"] = service.state.enrolment.merchant_id
+    body["merchant_name"] = policy.merchant_name if policy is not None else None
+    body["printed_local"] = _local(iso(service.clock()))
+    return body
+
+
+@bp.get("/api/v1/report")
+def report_json() -> Any:
+    """The end-of-day report of ``?date=YYYY-MM-DD`` (the shop's local date; today by
+    default): sales, voids, refunds, gross, discount, net, by rule."""
+    return jsonify(_day_report())
+
+
+@bp.get("/report")
+def report_page() -> str:
+    """The end-of-day report as a page to print (80 mm or A4)."""
+    return render_template("report.html", report=_day_report())
 
 
 @bp.get("/api/v1/reader")
 def reader_state() -> Any:
     """The card reader: its name, whether a card is in it, whether it is ready for a
     new card, the last error. A reader that cannot tell (a plain function) says so."""
-    report = getattr(_service().read_card, "status", None)
-    if report is None:
-        return jsonify(
-            reader=None,
-            card_present=None,
-            ready_for_new_card=None,
-            waiting_for_card=None,
-            message="the card reader does not report its state",
-            last_error=None,
-        )
-    return jsonify(report())
+    return jsonify(_reader())
 
 
 @bp.post("/api/v1/checkout")
@@ -79,31 +280,32 @@ def checkout() -> Any:
     """
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or ("amount" in body) == ("basket" in body):
-        return jsonify(
-            error='send {"amount": "128.50"} (yuan, as a string) or {"basket": [lines]}'
-        ), 400
+        return _bad(_('send {"amount": "128.50"} (yuan, as a string) or {"basket": [lines]}'))
     try:
         if "basket" in body:
             basket = parse_basket(body["basket"])
         else:
             basket = Basket.of_amount(parse_yuan(str(body["amount"])))
+    except BasketError as exc:
+        return _bad(say(exc.msg))
     except ValueError as exc:
-        return jsonify(error=str(exc)), 400
+        return _bad(str(exc))
     timeout = body.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or not 1 <= timeout <= 120):
-        return jsonify(error="timeout must be whole seconds, 1 to 120"), 400
+        return _bad(_("timeout must be whole seconds, 1 to 120"))
     confirm = body.get("confirm", False)
     if not isinstance(confirm, bool):
-        return jsonify(error="confirm must be true or false"), 400
+        return _bad(_("confirm must be true or false"))
     if confirm:
-        return jsonify(_service().checkout(basket, timeout=timeout, confirm=True).as_json())
-    return jsonify(_service().checkout(basket, timeout=timeout).as_json())
+        sale = _service().checkout(basket, timeout=timeout, confirm=True).as_json()
+        return jsonify(_localized(sale))
+    return jsonify(_localized(_service().checkout(basket, timeout=timeout).as_json()))
 
 
 @bp.post("/api/v1/checkout/<pending_id>/confirm")
 def confirm(pending_id: str) -> Any:
     """Journal the waiting sale (the point of no return); answer it with its ``seq``."""
-    return jsonify(_service().confirm(pending_id).as_json())
+    return jsonify(_localized(_service().confirm(pending_id).as_json()))
 
 
 @bp.post("/api/v1/checkout/<pending_id>/cancel")
@@ -113,38 +315,32 @@ def cancel(pending_id: str) -> Any:
     return jsonify(state="cancelled", pending_id=dropped.id)
 
 
-@bp.post("/api/v1/sales/<int:seq>/void")
+@bp.post("/api/v1/sales/<int(max=9223372036854775807):seq>/void")
 def void(seq: int) -> Any:
     """``{"reason": "...", "pin": "1234"}``: void sale ``seq`` of today (supervisor: the
     PIN, or the till's supervisor token as ``Authorization: Bearer ...``)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
-        return jsonify(error='send {"reason": "why", "pin": "supervisor PIN"}'), 400
-    entry = _service().void(seq, body["reason"], body.get("pin"), _bearer())
+        return _bad(_('send {"reason": "why", "pin": "supervisor PIN"}'))
+    entry = _service().void(seq, body["reason"], body.get("pin"), supervisor_token())
     return jsonify(state="voided", seq=entry.seq, ref_seq=entry.ref_seq, net=fen(entry.net))
 
 
-def _bearer() -> str | None:
-    """The till's supervisor token (``Authorization: Bearer ...``), if it sent one."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-@bp.get("/api/v1/sales/<int:seq>")
+@bp.get("/api/v1/sales/<int(max=9223372036854775807):seq>")
 def sale_entry(seq: int) -> Any:
     """Entry ``seq``: amounts, lines, its void or refunds, and each line's units left
     to refund (``refundable``)."""
     return jsonify(_service().entry_json(seq))
 
 
-@bp.post("/api/v1/sales/<int:seq>/refund")
+@bp.post("/api/v1/sales/<int(max=9223372036854775807):seq>/refund")
 def refund(seq: int) -> Any:
     """``{"lines": [{"index": 0, "qty": 1}], "reason": "...", "pin": "1234"}``: refund
     units of lines of sale ``seq`` (supervisor)."""
     body = request.get_json(silent=True)
-    usage = 'send {"lines": [{"index": 0, "qty": 1}], "reason": "why", "pin": "supervisor PIN"}'
+    usage = _('send {"lines": [{"index": 0, "qty": 1}], "reason": "why", "pin": "supervisor PIN"}')
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
-        return jsonify(error=usage), 400
+        return _bad(usage)
     lines = body.get("lines")
     if not isinstance(lines, list) or not all(
         isinstance(item, dict)
@@ -152,9 +348,9 @@ def refund(seq: int) -> Any:
         and all(type(item[k]) is int for k in ("index", "qty"))
         for item in lines
     ):
-        return jsonify(error=usage), 400
+        return _bad(usage)
     items = [(item["index"], item["qty"]) for item in lines]
-    entry = _service().refund(seq, items, body["reason"], body.get("pin"), _bearer())
+    entry = _service().refund(seq, items, body["reason"], body.get("pin"), supervisor_token())
     return jsonify(
         state="refunded",
         seq=entry.seq,
@@ -165,7 +361,7 @@ def refund(seq: int) -> Any:
     )
 
 
-@bp.get("/receipt/<int:seq>")
+@bp.get("/receipt/<int(max=9223372036854775807):seq>")
 def receipt_page(seq: int) -> str:
     """The receipt of entry ``seq``: an 80 mm page the browser prints, with the
     verification code and its QR code."""
@@ -174,65 +370,150 @@ def receipt_page(seq: int) -> str:
     return render_template("receipt.html", slip=slip, qr=qr)
 
 
-@bp.post("/api/v1/sales/<int:seq>/print")
+@bp.post("/api/v1/sales/<int(max=9223372036854775807):seq>/print")
 def print_slip(seq: int) -> Any:
     """Print the receipt of entry ``seq`` on the terminal's ESC/POS printer."""
     slip = _service().print_receipt(seq)
     return jsonify(printed=seq, code=slip.code)
 
 
-def create_app(service: TerminalService) -> Flask:
+LANGUAGES = {"zh": "zh-CN", "en": "en"}
+# the reader's states (reader.fresh), in the cashier's words
+READER_STATES = {
+    "ready": N_("Ready: insert or tap the card"),
+    "new_card": N_("A new card is in the reader"),
+    "stale_card": N_("The card in the reader was already read: take it out"),
+    "no_reader": N_("No card reader: check that it is plugged in"),
+    "no_pcscd": N_("The card service (pcscd) is not running: restart the terminal"),
+    "monitor_stopped": N_("The card monitor has stopped: restart the terminal"),
+}  # the page's languages and their HTML tags
+TRANSLATIONS = Path(__file__).parent / "translations"
+
+# Reader failures (the reader library knows nothing of catalogues): a stable kind, a
+# status and a line for the cashier, by class (the most specific first).
+CARD_FAILURES: tuple[tuple[type[CardError], str, int, str], ...] = (
+    (
+        StaleCardError,
+        "stale_card",
+        408,
+        N_("The card in the reader was already read: take it out and insert the customer's card"),
+    ),
+    (NoCardError, "no_card", 408, N_("No card was presented in time: insert or tap the card")),
+    (
+        NoReaderError,
+        "no_reader",
+        503,
+        N_("The card reader is not ready: check that it is plugged in"),
+    ),
+    (
+        UnsupportedCardError,
+        "card_unsupported",
+        422,
+        N_("This card has no payment application we accept: use the union member card"),
+    ),
+    (CardBlockedError, "card_blocked", 422, N_("This card is blocked")),
+    (CardRemovedError, "card_removed", 422, N_("The card was taken out too soon: insert it again")),
+    (CardError, "card", 422, N_("The card could not be read: insert it again")),
+)
+
+# The terminal's own failures: a stable kind and a status, by class (most specific first).
+FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
+    (BusyError, "busy", 409),
+    (SupervisorError, "supervisor", 403),
+    (ReversalError, "reversal_refused", 409),
+    (PrinterError, "printer", 503),
+    (UnknownSaleError, "no_such_sale", 404),
+    (PendingError, "no_pending_sale", 404),
+    (InputError, "bad_request", 400),
+    (BasketError, "bad_request", 400),
+    (NotEnrolledError, "not_enrolled", 503),
+    (ConfigError, "not_ready", 503),
+    (JournalError, "journal", 503),
+    (UnioncardError, "refused", 409),
+)
+
+
+def language() -> str:
+    """The reader's language: the page's choice (its session), else for a till the
+    best of its Accept-Language, else Simplified Chinese."""
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return str(chosen)
+    if request.authorization is not None:
+        return request.accept_languages.best_match(list(LANGUAGES), default="zh") or "zh"
+    return "zh"
+
+
+def say(message: Msg) -> str:
+    """A message in the reader's language."""
+    return message.render(gettext)
+
+
+def problem(kind: str, status: int, line: str, **extra: Any) -> Any:
+    """The one shape of an error: ``{"error": line for people, "kind": stable code}``."""
+    response = jsonify(error=line, kind=kind, **extra)
+    response.status_code = status
+    return response
+
+
+def create_app(service: TerminalService, sync: Callable[[], object] | None = None) -> Flask:
+    """The cashier page and the till API of ``service``; ``sync`` runs one sync, for
+    "sync now" (the daemon's, in the background; without it the page cannot sync)."""
     app = Flask(__name__)
     app.extensions["unioncard_terminal"] = service
+    changes = Changes()
+    app.extensions["unioncard_changes"] = changes
+    if sync is not None:
+        app.extensions["unioncard_sync"] = BackgroundSync(sync, changes.bump)
+    monitor = getattr(service.read_card, "monitor", None)
+    if monitor is not None and hasattr(monitor, "wait_changed"):
+        watch_reader(monitor, changes)
+    Babel(
+        app,
+        locale_selector=language,
+        default_translation_directories=str(TRANSLATIONS),
+    )
+    init_auth(app, service.state.dir)
     app.register_blueprint(bp)
 
-    @app.errorhandler(BusyError)
-    def _busy(exc: BusyError) -> Any:
-        return jsonify(error=str(exc), kind="busy"), 409
+    @app.after_request
+    def _bump(response: Any) -> Any:
+        if request.method == "POST" and request.path.startswith("/api/"):
+            changes.bump()  # a sale, a void, a refund, a sync: the page's picture moved
+        return response
 
-    @app.errorhandler(SupervisorError)
-    def _supervisor(exc: SupervisorError) -> Any:
-        return jsonify(error=str(exc), kind="supervisor"), 403
-
-    @app.errorhandler(ReversalError)
-    def _reversal(exc: ReversalError) -> Any:
-        return jsonify(error=str(exc), kind="reversal_refused"), 409
-
-    @app.errorhandler(PrinterError)
-    def _printer(exc: PrinterError) -> Any:
-        return jsonify(error=str(exc), kind="printer"), 503
-
-    @app.errorhandler(UnknownSaleError)
-    def _unknown(exc: UnknownSaleError) -> Any:
-        return jsonify(error=str(exc), kind="no_such_sale"), 404
-
-    @app.errorhandler(PendingError)
-    def _pending(exc: PendingError) -> Any:
-        return jsonify(error=str(exc), kind="no_pending_sale"), 404
-
-    @app.errorhandler(NoCardError)
-    def _no_card(exc: NoCardError) -> Any:
-        return jsonify(error=str(exc), kind="no_card"), 408
-
-    @app.errorhandler(NoReaderError)
-    def _no_reader(exc: NoReaderError) -> Any:
-        return jsonify(error=str(exc), kind="no_reader"), 503
+    @app.context_processor
+    def _language() -> dict[str, Any]:
+        lang = language()
+        return {"lang": lang, "lang_tag": LANGUAGES[lang]}
 
     @app.errorhandler(CardError)
     def _card(exc: CardError) -> Any:
-        return jsonify(error=str(exc), kind="card"), 422
+        for cls, kind, status, line in CARD_FAILURES:
+            if isinstance(exc, cls):
+                text = str(exc) if language() == "en" else gettext(line)
+                return problem(kind, status, text)
+        raise exc  # unreachable: CardError is last
 
-    @app.errorhandler(TerminalError)
-    def _terminal(exc: TerminalError) -> Any:
-        return jsonify(error=str(exc)), 500
+    @app.errorhandler(UnioncardError)
+    def _failure(exc: UnioncardError) -> Any:
+        for cls, kind, status in FAILURES:
+            if isinstance(exc, cls):
+                return problem(kind, status, say(exc.msg))
+        raise exc  # unreachable: UnioncardError is last
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
-        from werkzeug.exceptions import HTTPException
-
         if isinstance(exc, HTTPException):
-            return jsonify(error=exc.description), exc.code
+            kinds = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+            line = {
+                404: _("no such page or endpoint"),
+                405: _("this endpoint does not take that method"),
+            }.get(exc.code or 500, exc.description or exc.name)
+            return problem(kinds.get(exc.code or 500, "bad_request"), exc.code or 500, line)
         log.exception("unexpected error in the cashier API")
-        return jsonify(error="unexpected error: the sale was not recorded; call support"), 500
+        return problem(
+            "internal", 500, _("unexpected error: the sale was not recorded; call support")
+        )
 
     return app

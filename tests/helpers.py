@@ -184,3 +184,31 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def till_client(app: Any, lang: str = "en") -> Any:
+    """A Flask test client of the till API, signed in with a new till token (and, by
+    default, asking for English, which the tests' expected texts are in)."""
+    from terminal.access import new_api_token
+
+    if "TEST_TILL_TOKEN" not in app.config:  # one token per app: a new one ends the old
+        app.config["TEST_TILL_TOKEN"] = new_api_token(app.config["UNIONCARD_DATA_DIR"])
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.config['TEST_TILL_TOKEN']}"
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = lang
+    return client
+
+
+def browser_sign_in(driver: Any, url: str, app: Any, lang: str | None = "en") -> None:
+    """Sign a browser in to the cashier page at ``url`` with a new till token, in
+    ``lang`` (None: leave the page's default, Chinese)."""
+    from selenium.webdriver.common.by import By
+
+    from terminal.access import new_api_token
+
+    token = new_api_token(app.config["UNIONCARD_DATA_DIR"])
+    driver.get(url + "/login")
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    if lang is not None:
+        driver.get(url + f"/lang/{lang}")

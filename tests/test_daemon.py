@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from terminal.access import new_api_token
 from terminal.daemon import problem
 from terminal.devicekey import load_public_key
 from terminal.journal import Journal
@@ -111,7 +112,10 @@ def test_the_daemon_notifies_logs_and_stops_cleanly(
         url = f"http://127.0.0.1:{port}"
         emulated_card(pan=MEMBER_PAN)  # inserted after the monitor started: a new card
         sale = requests.post(
-            url + "/api/v1/checkout", json={"amount": "128.00", "confirm": True}, timeout=30
+            url + "/api/v1/checkout",
+            json={"amount": "128.00", "confirm": True},
+            headers={"Authorization": f"Bearer {new_api_token(site.state.dir)}"},
+            timeout=30,
         )
         assert sale.status_code == 200, sale.text
         seq = sale.json()["seq"]

@@ -28,6 +28,7 @@ import requests
 
 from pact.event import STARTUP, event_code
 from reader.emulation.vpcd import CardEmulator
+from terminal.access import new_api_token
 from terminal.devicekey import load_public_key
 from terminal.journal import Journal
 from tests.conftest import Site
@@ -50,6 +51,8 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.child: subprocess.Popen[str] | None = None
         self.log = data.parent / "daemon.log"
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {new_api_token(data)}"
 
     def start(self) -> None:
         with open(self.log, "a") as log:
@@ -63,7 +66,7 @@ class Daemon:
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(self.url + "/api/v1/status", timeout=1).raise_for_status()
+                self.http.get(self.url + "/api/v1/status", timeout=1).raise_for_status()
                 return
             except requests.RequestException:
                 if self.child.poll() is not None or time.monotonic() > deadline:
@@ -84,7 +87,7 @@ class Daemon:
         return self.child.wait(timeout=20)
 
     def card_present(self) -> bool:
-        state = requests.get(self.url + "/api/v1/reader", timeout=5).json()
+        state = self.http.get(self.url + "/api/v1/reader", timeout=5).json()
         return bool(state["card_present"] and state["ready_for_new_card"])
 
 
@@ -114,7 +117,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_confirmed_sale(
             timer = threading.Timer(rng.uniform(0, KILL_WINDOW), daemon.kill)
             timer.start()
         try:
-            answer = requests.post(
+            answer = daemon.http.post(
                 daemon.url + "/api/v1/checkout",
                 json={"amount": f"{gross // 100}.{gross % 100:02d}", "confirm": True},
                 timeout=20,

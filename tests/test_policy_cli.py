@@ -85,8 +85,22 @@ def test_quote_replays_a_time_a_tier_and_usage(tmp_path) -> None:
     used = json.loads(run(*common, "--usage", str(usage)).stdout)
     assert used["discount_fen"] == 0
     assert used["not_applied"] == [
-        {"rule": "free-film", "reason": "quota used: 1/1 this month"},
-        {"rule": "snacks-10", "reason": "no eligible items in the basket (drink, snack)"},
+        {
+            "rule": "free-film",
+            "reason": "quota used: 1/1 this month",
+            "reason_id": {
+                "id": "quota used: %(used)s/%(quota)s %(period)s",
+                "params": {"period": {"id": "this month", "params": {}}, "quota": 1, "used": 1},
+            },
+        },
+        {
+            "rule": "snacks-10",
+            "reason": "no eligible items in the basket (drink, snack)",
+            "reason_id": {
+                "id": "no eligible items in the basket (%(items)s)",
+                "params": {"items": "drink, snack"},
+            },
+        },
     ]
     tables = write(tmp_path / "t.json", [{"sku": "T", "category": "table", "unit_price": "30.00"}])
     billiards = ["quote", "--policy", str(EXAMPLES / "billiards.json"), "--basket", str(tables)]

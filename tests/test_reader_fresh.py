@@ -23,7 +23,7 @@ from terminal.service import TerminalService
 from terminal.web import create_app
 from tests.conftest import Site
 from tests.fixtures_pcsc import READER_0, TEST_PAN, InsertCard, PcscdInfo
-from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN
+from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN, browser_sign_in, till_client
 
 pytestmark = pytest.mark.pcsc
 
@@ -223,7 +223,7 @@ def service(site: Site, clock, pcscd: PcscdInfo) -> Iterator[TerminalService]:
 def test_reader_api_and_checkout_refuse_the_last_sales_card(
     service: TerminalService, emulated_card: InsertCard
 ) -> None:
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     state = client.get("/api/v1/reader").get_json()
     assert state == {
         "reader": READER_0,
@@ -262,7 +262,7 @@ def test_reader_api_and_checkout_refuse_the_last_sales_card(
 def test_a_checkout_waiting_before_the_card_goes_in(
     service: TerminalService, pcscd: PcscdInfo
 ) -> None:
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     result: dict = {}
     waiting = threading.Thread(
         target=lambda: result.update(
@@ -284,7 +284,7 @@ def test_reader_api_with_a_reader_that_does_not_report(site: Site, clock) -> Non
 
     svc = TerminalService(site.state.dir, plain, clock)
     try:
-        body = create_app(svc).test_client().get("/api/v1/reader").get_json()
+        body = till_client(create_app(svc)).get("/api/v1/reader").get_json()
     finally:
         svc.close()
     assert body["ready_for_new_card"] is None
@@ -303,7 +303,9 @@ def test_cashier_page_shows_the_reader_line(
 
     driver = chromium_driver()
     try:
-        with ThreadedServer(create_app(service)) as web:
+        app = create_app(service)
+        with ThreadedServer(app) as web:
+            browser_sign_in(driver, web.url, app)
             driver.get(web.url + "/")
             wait = WebDriverWait(driver, 15)
             wait.until(ec.text_to_be_present_in_element((By.ID, "reader"), "ready"))
@@ -355,7 +357,7 @@ def test_each_sale_journals_the_cards_transaction_counter(
     """Card-presence evidence through the real pcscd: the same card twice gives two
     sales whose counters follow each other; a card without GET DATA gives none; the
     counters reach the union with the sales."""
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     card = emulated_card(pan=MEMBER_PAN)
     seen(service.read_card, card)  # type: ignore[arg-type]
     assert (

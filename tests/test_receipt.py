@@ -17,7 +17,7 @@ from terminal.printing import open_printer, print_receipt
 from terminal.service import TerminalService
 from terminal.web import create_app
 from tests.conftest import Site
-from tests.helpers import MEMBER_PAN, invoke
+from tests.helpers import MEMBER_PAN, invoke, till_client
 from tests.test_policy_checkout import MONDAY, card, make_shop, terms
 
 POPCORN = Line("POP", "snack", 2, 2000)
@@ -97,7 +97,7 @@ def test_esc_pos_bytes_through_the_dummy_printer(cinema) -> None:
 def test_printing_on_the_settings_printer(cinema, tmp_path: Path) -> None:
     service, device = cinema
     service.checkout(Basket((FILM,)), confirm=True)
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     answer = client.post("/api/v1/sales/1/print").get_json()
     assert answer["printed"] == 1 and answer["code"].encode() in device.read_bytes()
     assert client.post("/api/v1/sales/7/print").status_code == 404
@@ -114,7 +114,7 @@ def test_printing_on_the_settings_printer(cinema, tmp_path: Path) -> None:
 def test_the_receipt_page(cinema) -> None:
     service, _ = cinema
     sale = service.checkout(Basket((FILM, POPCORN)), confirm=True).sale
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     page = client.get("/receipt/1").get_data(as_text=True)
     assert verification_code(sale) in page and "<svg" in page and "One free film a month" in page
     assert "size: 80mm" in page and MEMBER_PAN not in page

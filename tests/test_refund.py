@@ -25,7 +25,7 @@ from terminal.journal import Journal
 from terminal.service import TerminalService
 from terminal.supervisor import set_pin
 from terminal.web import create_app
-from tests.helpers import TEST_SIGNER, enrol_signing_terminal
+from tests.helpers import TEST_SIGNER, browser_sign_in, enrol_signing_terminal, till_client
 from tests.test_policy_checkout import MONDAY, card, make_shop
 from unioncard.cli import cli
 
@@ -227,7 +227,7 @@ def test_a_second_process_cannot_refund_the_same_units(shop) -> None:
 
 def test_the_till_api_lists_and_refunds(shop) -> None:
     service, _ = shop
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     service.checkout(BASKET, confirm=True)
     entry = client.get("/api/v1/sales/1").get_json()
     assert entry["refundable"] == [1, 3, 7] and "token" not in entry
@@ -400,7 +400,9 @@ def test_the_cashier_page_refunds_with_the_pin(shop) -> None:
     service.checkout(BASKET, confirm=True)
     driver = chromium_driver()
     try:
-        with ThreadedServer(create_app(service)) as web:
+        app = create_app(service)
+        with ThreadedServer(app) as web:
+            browser_sign_in(driver, web.url, app)
             driver.get(web.url + "/")
             wait = WebDriverWait(driver, 15)
             button = (By.CSS_SELECTOR, "button.refund[data-seq='1']")
@@ -430,7 +432,7 @@ def test_the_cashier_page_refunds_with_the_pin(shop) -> None:
 
 def test_the_till_voids_and_refunds_with_its_supervisor_token(shop) -> None:
     service, now = shop
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     service.checkout(BASKET, confirm=True)
     service.checkout(BASKET, confirm=True)
     refund = {"lines": [{"index": 1, "qty": 1}], "reason": "one back"}
@@ -476,7 +478,7 @@ def test_a_refund_has_its_receipt(shop) -> None:
         and slip.discount == f"{refund.discount // 100}.{refund.discount % 100:02d}"
     )
     assert slip.code and len(slip.code) >= 10
-    page = create_app(service).test_client().get("/receipt/2").get_data(as_text=True)
+    page = till_client(create_app(service)).get("/receipt/2").get_data(as_text=True)
     assert "Refund of sale 1" in page and slip.code in page
     printer = Dummy()
     print_receipt(printer, slip)

@@ -30,6 +30,7 @@ import requests
 
 from central.keys import create_keys
 from central.service import CentralPaths, Union
+from terminal.access import new_api_token
 from terminal.journal import Journal
 from terminal.state import TerminalState
 from tests.conftest import missing
@@ -269,8 +270,14 @@ def test_each_command_starts_as_its_user_and_becomes_ready(
         )
         assert notify.wait_for("READY")["STATUS"] == f"serving on 127.0.0.1:{port}"
         notify.close()
-        ready(f"http://127.0.0.1:{port}/api/v1/status", terminal)
-        status = requests.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=5).json()
+        ready(f"http://127.0.0.1:{port}/api/v1/health", terminal)
+        token = new_api_token(terminal_dir)  # as `unioncard terminal api-token` would
+        os.chown(terminal_dir / "api.token", service_user.pw_uid, service_user.pw_gid)
+        status = requests.get(
+            f"http://127.0.0.1:{port}/api/v1/status",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        ).json()
         assert (status["terminal_id"], status["roster_version"]) == ("T1", 1)
         assert "journaled event #2: startup: unioncard" in stop(terminal)  # #1: the update
     finally:

@@ -20,7 +20,7 @@ from terminal.service import TerminalService
 from terminal.supervisor import MAX_TRIES, Supervisor, set_pin
 from terminal.web import create_app
 from tests.conftest import Site
-from tests.helpers import MEMBER_PAN
+from tests.helpers import MEMBER_PAN, till_client
 from tests.test_policy_checkout import FILM, MONDAY, card, make_shop, terms
 from unioncard.cli import cli
 
@@ -124,7 +124,7 @@ def test_the_supervisor_pin_is_checked_and_locked_after_five_wrong_tries(cinema)
 
 def test_the_till_api_voids_with_the_pin(cinema) -> None:
     service, _ = cinema
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     service.checkout(Basket((FILM,)), confirm=True)
     wrong = client.post("/api/v1/sales/1/void", json={"reason": "r", "pin": "1111"})
     assert wrong.status_code == 403 and wrong.get_json()["kind"] == "supervisor"

@@ -17,7 +17,7 @@ from terminal.service import TerminalService
 from terminal.supervisor import set_pin
 from terminal.web import create_app
 from tests.conftest import Site, missing
-from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN
+from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN, browser_sign_in, till_client
 
 READER = "Virtual PCD 00 00"
 SUPERVISOR_PIN = "2468"
@@ -38,7 +38,7 @@ def service(site: Site, clock, pcscd) -> Iterator[TerminalService]:
 
 @pytest.mark.pcsc
 def test_checkout_api_member_and_non_member(service, emulated_card) -> None:
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     card = emulated_card(pan=MEMBER_PAN)
     quote = client.post("/api/v1/checkout", json={"amount": "128.00"}).get_json()
     assert (quote["state"], quote["member"], quote["gross"], quote["discount"], quote["net"]) == (
@@ -77,7 +77,7 @@ def test_checkout_api_member_and_non_member(service, emulated_card) -> None:
     ],
 )
 def test_checkout_api_errors(service, payload, status, text) -> None:
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     response = client.post("/api/v1/checkout", json=payload)
     assert response.status_code == status
     assert text in response.get_json()["error"]
@@ -86,7 +86,7 @@ def test_checkout_api_errors(service, payload, status, text) -> None:
 
 @pytest.mark.pcsc
 def test_second_checkout_while_waiting_is_refused(service) -> None:
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     first: dict = {}
     waiting = threading.Thread(
         target=lambda: first.update(
@@ -126,87 +126,129 @@ def chromium_driver():
     return webdriver.Chrome(service=Service(chromedriver), options=options)
 
 
+def _shot(driver, tmp_path: Path, name: str) -> None:
+    """Save a screenshot: into $UNIONCARD_SCREENSHOTS (the README's, `make screenshots`)
+    or the test's own folder."""
+    folder = Path(os.environ.get("UNIONCARD_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(folder / name))
+
+
 @pytest.mark.pcsc
 @pytest.mark.browser
 def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> None:
+    """The cashier's day on the page, with cards through pcscd: a member sale in Chinese
+    (the card event pushed live), English, a non-member sale, a void with the PIN, the
+    PIN locked after five wrong tries, the end-of-day report; the keyboard alone."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     set_pin(service.state.dir, SUPERVISOR_PIN)
-    card = emulated_card(pan=MEMBER_PAN)
     driver = chromium_driver()
     try:
-        with ThreadedServer(create_app(service)) as web:
+        app = create_app(service)
+        with ThreadedServer(app) as web:
+            browser_sign_in(driver, web.url, app, lang=None)  # the page's default language
             driver.get(web.url + "/")
             wait = WebDriverWait(driver, 15)
-            wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Roster v1"))
-            driver.find_element(By.ID, "amount").send_keys("128")
-            driver.find_element(By.ID, "charge").click()
-            # the quote, waiting for the cashier: nothing recorded yet
+            has = ec.text_to_be_present_in_element
+            assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+            wait.until(has((By.ID, "live"), "实时"))
+            wait.until(has((By.ID, "reader"), "就绪"))
+            wait.until(has((By.ID, "status"), "会员名单 v1"))
+            assert "从未同步" in driver.find_element(By.ID, "status").text
+            # a card goes in: the page hears of it without asking (server-sent event)
+            card = emulated_card(pan=MEMBER_PAN)
+            wait.until(has((By.ID, "reader"), "新卡"))
+            # the keyboard alone: type the amount, Enter reads the card, Enter confirms
+            amount = driver.find_element(By.ID, "amount")
+            assert driver.switch_to.active_element == amount
+            amount.send_keys("128", Keys.ENTER)
             wait.until(ec.visibility_of_element_located((By.ID, "confirm")))
-            wait.until(ec.text_to_be_present_in_element((By.ID, "net"), "121.60"))
-            assert "waiting to be confirmed" in driver.find_element(By.ID, "card").text
+            wait.until(has((By.ID, "net"), "121.60"))
+            assert driver.find_element(By.ID, "verdict").text == "会员 ✓ 优惠 ¥6.40"
+            assert "待确认" in driver.find_element(By.ID, "card").text
             assert service.journal.counts() == (0, 0)
             assert driver.switch_to.active_element.get_attribute("id") == "confirm"
-            driver.find_element(By.ID, "confirm").click()
-            wait.until(ec.text_to_be_present_in_element((By.ID, "card"), "sale #1 recorded"))
+            driver.switch_to.active_element.send_keys(Keys.ENTER)
+            wait.until(has((By.ID, "card"), "第 1 笔已记录"))
             link = driver.find_element(By.ID, "receipt").get_attribute("href")
             assert link is not None and link.endswith("/receipt/1")
-            assert "Member" in driver.find_element(By.CSS_SELECTOR, "#result .verdict").text
-            assert driver.find_element(By.ID, "discount").text == "−¥6.40"
-            assert not driver.find_element(By.ID, "confirm").is_displayed()
-            wait.until(ec.text_to_be_present_in_element((By.ID, "recent"), MEMBER_PAN[-4:]))
-            shot = os.environ.get("UNIONCARD_SCREENSHOT") or str(tmp_path / "cashier.png")
-            driver.save_screenshot(shot)
-            assert MEMBER_PAN not in driver.page_source
             assert service.journal.counts() == (1, 1)
-            # the supervisor voids it: a wrong PIN first, then the right one
-            driver.find_element(By.CSS_SELECTOR, "button.void[data-seq='1']").click()
+            wait.until(has((By.ID, "recent"), MEMBER_PAN[-4:]))
+            assert "17:30:00" in driver.find_element(By.ID, "recent").text  # Shanghai time
+            # the card still in the reader is flagged; taken out, the page is clean
+            wait.until(has((By.ID, "reader"), "取出"))
+            card.remove()
+            wait.until(has((By.ID, "reader"), "就绪"))
+            _shot(driver, tmp_path, "cashier-zh.png")
+            assert MEMBER_PAN not in driver.page_source
+            # English, from the page's switch
+            driver.find_element(By.ID, "lang-switch").click()
+            wait.until(has((By.ID, "live"), "Live"))
+            assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+            card = emulated_card(pan=MEMBER_PAN)
+            wait.until(has((By.ID, "reader"), "new card"))
+            driver.find_element(By.ID, "amount").send_keys("128", Keys.ENTER)
+            wait.until(ec.visibility_of_element_located((By.ID, "confirm"))).click()
+            wait.until(has((By.ID, "card"), "Sale #2 recorded"))
+            assert driver.find_element(By.ID, "verdict").text == "Member ✓ −¥6.40"
+            card.remove()
+            wait.until(has((By.ID, "reader"), "Ready"))
+            _shot(driver, tmp_path, "cashier-en.png")
+            # a non-member's sale: no discount, and says why
+            emulated_card(pan=OTHER_PAN)
+            driver.find_element(By.ID, "amount").send_keys("45.50", Keys.ENTER)
+            wait.until(ec.visibility_of_element_located((By.ID, "confirm")))
+            assert driver.find_element(By.ID, "verdict").text == "Not a member"
+            assert "not a union member" in driver.find_element(By.ID, "reason").text
+            driver.find_element(By.ID, "confirm").click()
+            wait.until(has((By.ID, "card"), "Sale #3 recorded"))
+            assert service.journal.counts() == (3, 3)
+            # the supervisor voids sale 2: a wrong PIN, then the right one
+            wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button.void[data-seq='2']")))
+            driver.find_element(By.CSS_SELECTOR, "button.void[data-seq='2']").click()
             wait.until(ec.visibility_of_element_located((By.ID, "void-reason")))
             driver.find_element(By.ID, "void-reason").send_keys("charged twice")
-            driver.find_element(By.ID, "void-pin").send_keys("0000")
-            driver.find_element(By.ID, "void-confirm").click()
-            wait.until(ec.text_to_be_present_in_element((By.ID, "void-error"), "wrong"))
-            driver.find_element(By.ID, "void-pin").send_keys(SUPERVISOR_PIN)
-            driver.find_element(By.ID, "void-confirm").click()
-            wait.until(
-                ec.text_to_be_present_in_element(
-                    (By.CSS_SELECTOR, "#result .verdict"), "Sale #1 voided (entry #2)"
-                )
-            )
-            wait.until(ec.text_to_be_present_in_element((By.ID, "recent"), "void of #1"))
-            assert "voided (#2)" in driver.find_element(By.ID, "recent").text
-            assert service.journal.counts() == (2, 2)
-            # the next customer changes their mind: cancel records nothing
-            card.remove()
-            emulated_card(pan=OTHER_PAN)
-            driver.find_element(By.ID, "amount").send_keys("45.50")
-            driver.find_element(By.ID, "charge").click()
-            wait.until(ec.visibility_of_element_located((By.ID, "cancel")))
-            driver.find_element(By.ID, "cancel").click()
-            wait.until(
-                ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#result .verdict"), "Cancelled")
-            )
-            assert service.journal.counts() == (2, 2)
-            amount = driver.find_element(By.ID, "amount")
-            assert amount.get_attribute("value") == "45.50"  # kept for another try
-            amount.clear()
-            amount.send_keys("12.345")
-            driver.find_element(By.ID, "charge").click()
-            wait.until(
-                ec.text_to_be_present_in_element(
-                    (By.CSS_SELECTOR, "#result .verdict"), "more than two decimals"
-                )
-            )
+            driver.find_element(By.ID, "void-pin").send_keys("0000", Keys.ENTER)
+            wait.until(has((By.ID, "void-error"), "4 tries left"))
+            driver.find_element(By.ID, "void-pin").send_keys(SUPERVISOR_PIN, Keys.ENTER)
+            wait.until(has((By.ID, "verdict"), "Sale #2 voided (entry #4)"))
+            wait.until(has((By.ID, "recent"), "Voided (#4)"))
+            assert service.journal.counts() == (4, 4)
+            # five wrong tries lock the PIN: even the right one is refused then
+            wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button.void[data-seq='3']")))
+            driver.find_element(By.CSS_SELECTOR, "button.void[data-seq='3']").click()
+            wait.until(ec.visibility_of_element_located((By.ID, "void-reason")))
+            driver.find_element(By.ID, "void-reason").send_keys("test")
+            for _ in range(5):
+                driver.find_element(By.ID, "void-pin").send_keys("1111", Keys.ENTER)
+                time.sleep(0.3)
+            wait.until(has((By.ID, "void-error"), "locked for 5 minutes"))
+            driver.find_element(By.ID, "void-pin").send_keys(SUPERVISOR_PIN, Keys.ENTER)
+            wait.until(has((By.ID, "void-error"), "locked"))
+            assert service.journal.counts() == (4, 4)
+            driver.find_element(By.ID, "void-cancel").click()
             assert "Traceback" not in driver.page_source
-            # the receipt of the first sale, from its link: an 80 mm page with its code
+            # the end-of-day report: sales 1 and 3 (2 was voided)
+            driver.get(web.url + "/report")
+            wait.until(ec.visibility_of_element_located((By.ID, "r-net")))
+            assert driver.find_element(By.ID, "report-date").text == "2026-11-28"
+            assert driver.find_element(By.ID, "r-sales").text == "2"
+            assert driver.find_element(By.ID, "r-voids").text == "1"
+            assert driver.find_element(By.ID, "r-gross").text == "¥173.50"
+            assert driver.find_element(By.ID, "r-discount").text == "−¥6.40"
+            assert driver.find_element(By.ID, "r-net").text == "¥167.10"
+            assert "member-discount" in driver.find_element(By.ID, "by-rule").text
+            _shot(driver, tmp_path, "report.png")
+            # the receipt of the first sale: an 80 mm page with its code
             driver.get(web.url + "/receipt/1")
             wait.until(ec.visibility_of_element_located((By.ID, "code")))
             code = service.receipt(1).code
             assert code and driver.find_element(By.ID, "code").text == code
             assert driver.find_elements(By.CSS_SELECTOR, ".qr svg")
-            driver.save_screenshot(str(tmp_path / "receipt.png"))
     finally:
         driver.quit()
 
@@ -215,7 +257,7 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
 def test_cancel_and_the_pending_timeout_record_nothing_and_use_no_quota(
     service, emulated_card, clock
 ) -> None:
-    client = create_app(service).test_client()
+    client = till_client(create_app(service))
     card = emulated_card(pan=MEMBER_PAN)
     quote = client.post("/api/v1/checkout", json={"amount": "128.00"}).get_json()
     busy = client.post("/api/v1/checkout", json={"amount": "1.00", "timeout": 1})

@@ -27,6 +27,7 @@ from reader.fresh import FreshCardReader
 from reader.pcscd import Pcscd
 from sync.client import CentralClient
 from sync.run import run_sync
+from terminal.access import new_api_token
 from terminal.democards import DEMO_CARDS, members_csv
 from terminal.devicekey import load_public_key
 from terminal.errors import ConfigError
@@ -127,8 +128,10 @@ def run_demo(data: Path, serve: bool, echo: Callable[[str], Any], clock: Clock) 
 def serve_forever(
     service: Any, terminal_app: Any, central_url: str, echo: Callable[[str], Any]
 ) -> None:
+    token = new_api_token(service.state.dir)
     with ThreadedServer(terminal_app(service), port=8080) as web:
         echo(f"cashier page: {web.url}/   central service: {central_url}")
+        echo(f"sign in to the page once with the till token: {token}")
         echo(
             "present a card in another shell: unioncard card emulate --demo member "
             "(or nonmember, suspended); Ctrl-C here to stop"
