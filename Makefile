@@ -14,7 +14,7 @@ DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-ve
 # ... and what the test suite needs on top: a browser for the cashier page, PostgreSQL.
 DEB_TEST := chromium chromium-driver fonts-wqy-microhei postgresql
 
-.PHONY: help demo serve test test-fast test-kill lint typecheck bench deps deps-test venv clean
+.PHONY: help demo serve screenshots test test-fast test-kill lint typecheck bench translations deps deps-test venv clean
 
 help:
 	@echo "make demo   - install everything and run unioncard end to end (SQLite, virtual card reader)"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-fast - the pure and in-process tests only (no pcscd, PostgreSQL, browser)"
 	@echo "make test-kill - 1,000 checkouts with the daemon killed at random moments"
 	@echo "make bench  - measure the performance goals (QUICK=1 for a short run)"
+	@echo "make translations - update and compile the Simplified Chinese catalogue"
 
 deps:
 	@bash -c 'missing=""; for p in $(DEB_RUN); do dpkg-query -W -f="\$${Status}" $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -47,6 +48,11 @@ demo: venv
 serve: venv
 	$(VENV)/bin/unioncard demo --data $(DATA) --serve
 
+# the README's screenshots of the cashier page (Chinese and English), taken by the
+# browser test with an emulated card through pcscd
+screenshots: deps-test venv
+	UNIONCARD_SCREENSHOTS=docs $(PY) -m pytest -q -p no:randomly tests/test_web.py -k chromium
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -71,6 +77,20 @@ test-fast: venv
 bench: deps-test venv
 	-$(PY) tests/services.py postgres  # the PostgreSQL figures say so when it is not there
 	$(PY) -m bench $(if $(QUICK),--quick,)
+
+# The Simplified Chinese catalogue, terminal/translations/zh/LC_MESSAGES/messages.po: extract
+# every message id from the code and the templates (babel.cfg) into a temporary template,
+# merge it into messages.po (new ids come in untranslated, changed ones fuzzy: translate
+# them there, keeping each %(name)s), then compile messages.mo. Commit both files;
+# tests/test_messages.py fails on an id that is missing, untranslated or fuzzy, and on a
+# messages.mo that is not messages.po compiled.
+translations: venv
+	@pot=$$(mktemp --suffix=.pot) && trap 'rm -f "$$pot"' EXIT && \
+	  $(VENV)/bin/pybabel -q extract -F babel.cfg --add-location=file --sort-output --no-wrap \
+	    -c TRANSLATORS: --project=unioncard -o "$$pot" . && \
+	  $(VENV)/bin/pybabel update -i "$$pot" -d terminal/translations -l zh --no-wrap \
+	    --ignore-obsolete --ignore-pot-creation-date
+	$(VENV)/bin/pybabel compile -d terminal/translations --statistics
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

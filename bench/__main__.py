@@ -24,6 +24,7 @@ MODULES = [
     "bench.checkout",
     "bench.roster",
     "bench.card",
+    "bench.tillapi",
     "bench.policy",
     "bench.ingest",
     "bench.central",

@@ -70,8 +70,9 @@ class Quote:
     discount: int
     net: int
     applied: tuple[str, ...]  # rule ids that gave a discount, in the order applied
-    # why a discount was not (fully) given, for people: messages (pact.text), each
-    # "rule label: reason" but for the reasons of a quote without any discount
+    # why a discount was not (fully) given, for people, as messages (pact.text): one per
+    # rule, "label: reason"; or, when no rule could apply (not a member, the merchant
+    # suspended, the policy expired, ...), that one reason
     reasons: tuple[Msg, ...]
     lines: tuple[LineQuote, ...] = ()  # in basket order
     by_rule: tuple[tuple[str, int], ...] = ()  # (rule id, fen) for each applied rule

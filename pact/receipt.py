@@ -95,13 +95,11 @@ def receipt(
     if sale.is_sale:
         title = Msg.of(N_("Sale"))
     elif sale.kind == "void":
-        title = Msg.of(N_("Void of sale %(seq)s"), seq=str(sale.ref_seq))
+        title = Msg.of(N_("Void of sale %(seq)s"), seq=sale.ref_seq or 0)
     elif sale.kind == "refund":
-        title = Msg.of(N_("Refund of sale %(seq)s"), seq=str(sale.ref_seq))
-    else:
-        title = Msg.of(
-            "%(kind)s of sale %(seq)s", kind=str(sale.kind).capitalize(), seq=str(sale.ref_seq)
-        )
+        title = Msg.of(N_("Refund of sale %(seq)s"), seq=sale.ref_seq or 0)
+    else:  # an event: it reverses no sale
+        title = Msg.of(N_("Event"))
     return Receipt(
         title=str(title),
         title_msg=title,

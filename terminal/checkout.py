@@ -26,12 +26,50 @@ from reader.identity import CardIdentity
 from terminal.journal import Journal
 from terminal.state import Enrolment
 
+# The card's state for the cashier, one word each (``verdict``): what the page shows
+# big. "member" (a discount may be zero: see the reasons), "not_member",
+# "member_suspended", "member_ended", "roster_expired" (also: none installed, the
+# union's update expired, the clock is wrong: no discounts until a sync),
+# "merchant_suspended" (suspended or exited), "no_policy" (none, or expired).
+VERDICTS = (
+    "member",
+    "not_member",
+    "member_suspended",
+    "member_ended",
+    "roster_expired",
+    "merchant_suspended",
+    "no_policy",
+)
+
+
+def verdict(
+    generation: Generation, member: Membership | None, reason: Msg | None, now: datetime
+) -> str:
+    """The card's state for the cashier (``VERDICTS``), from its membership (and the
+    reason it has none) and the policy in service."""
+    if member is None:
+        return "not_member" if reason is not None and reason.id in NOT_MEMBER else "roster_expired"
+    if member.status == "suspended":
+        return "member_suspended"
+    policy = generation.policy
+    if not member.is_valid_on(shop_day(policy, now)):
+        return "member_ended"
+    if policy is None or policy.is_expired(now):
+        return "no_policy"
+    if policy.status_at(now) != "active":
+        return "merchant_suspended"
+    return "member"
+
+
+NOT_MEMBER = {"not a union member", "this terminal has no token key: re-enrol it"}
+
 
 @dataclass(frozen=True)
 class SaleResult:
     sale: Sale  # as journaled (seq, hash, ...)
     quote: Quote
     member: bool
+    verdict: str = "member"  # VERDICTS
 
     def as_json(self) -> dict[str, Any]:
         """The sale for the till: seq, member, money (yuan strings and ``*_fen``), the
@@ -44,6 +82,7 @@ class SaleResult:
             "at": self.sale.at,
             "pan_last4": self.sale.pan_last4,
             "member": self.member,
+            "verdict": self.verdict,
             **quote_json(self.quote),
         }
 
@@ -109,6 +148,7 @@ class Priced:
     draft: SaleDraft
     quote: Quote
     at: datetime  # when it was priced: the sale's time when it is journaled
+    verdict: str = "member"  # VERDICTS
 
     @property
     def member(self) -> bool:
@@ -120,6 +160,7 @@ class Priced:
             "at": iso(self.at),
             "pan_last4": self.draft.pan_last4,
             "member": self.member,
+            "verdict": self.verdict,
             **quote_json(self.quote),
         }
 
@@ -159,13 +200,13 @@ def price(
         basket=journal_record(q, member),
         atc=identity.atc,
     )
-    return Priced(draft, q, now)
+    return Priced(draft, q, now, verdict(generation, member, reason, now))
 
 
 def record(journal: Journal, priced: Priced) -> SaleResult:
     """Journal a priced sale durably (the point of no return) and return it."""
     sale = journal.append(priced.draft, at=priced.at)
-    return SaleResult(sale=sale, quote=priced.quote, member=sale.member)
+    return SaleResult(sale=sale, quote=priced.quote, member=sale.member, verdict=priced.verdict)
 
 
 def checkout(

@@ -54,7 +54,7 @@ def serve(
     # Flask and waitress are imported only by the command that serves pages.
     from waitress import create_server
 
-    from terminal.syncing import sync_terminal
+    from terminal.syncing import sync_terminal  # (requests, for "sync now": the daemon only)
     from terminal.web import create_app
 
     def sync() -> object:  # "sync now" on the page: the daemon's own journal and state

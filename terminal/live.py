@@ -14,11 +14,13 @@ so a server thread is never held for good.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+log = logging.getLogger(__name__)
 KEEPALIVE = 15.0
 LIFETIME = 300.0
 RETRY_MS = 1000
@@ -78,7 +80,11 @@ def stream(
     ends = time.monotonic() + lifetime
     while not changes.closed and time.monotonic() < ends:
         version = changes.version if seen is None else changes.wait(seen, keepalive)
-        current = json.dumps(picture(), ensure_ascii=False, sort_keys=True)
+        try:
+            current = json.dumps(picture(), ensure_ascii=False, sort_keys=True)
+        except Exception as exc:  # the terminal is closing: end the stream (the page retries)
+            log.warning("event stream ended: %s", exc)
+            return
         if current != sent:
             sent = current
             yield f"event: update\ndata: {current}\n\n"

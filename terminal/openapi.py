@@ -13,7 +13,10 @@ docs/protocol.md, "Till API"); the test checks it against the codes the code giv
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from terminal.checkout import VERDICTS
 
 # Every ``kind`` an error answer can carry: its HTTP status and what it means.
 KINDS: dict[str, tuple[int, str]] = {
@@ -28,7 +31,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "the endpoint does not take that method"),
     "no_card": (408, "no card was presented in time"),
     "stale_card": (408, "only a card already read (or in since start-up) is in the reader"),
-    "busy": (409, "another checkout waits for a card or for its confirmation"),
+    "busy": (409, "another checkout (or a sync) is under way: finish or cancel it first"),
     "reversal_refused": (409, "the sale may not be voided or refunded so; the line says why"),
     "refused": (409, "another refusal of the terminal; the line says why"),
     "too_large": (413, "the request body is too large"),
@@ -50,6 +53,9 @@ YUAN = r"^-?[0-9]+\.[0-9]{2}$"  # pact.money.fen
 TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"  # pact.timefmt.iso
 LOCAL = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"  # web._local
 HEX = r"^[0-9a-f]+$"
+# yuan typed by a till: more than 0 and at most 1000000.00 (a sale's limit), at most two
+# decimals (pact.money.parse_yuan also takes "1,280" or " 12 ": not documented)
+PRICE = r"^([1-9][0-9]{0,5}(\.[0-9]{1,2})?|1000000(\.0{1,2})?|0\.([1-9][0-9]?|0[1-9]))$"
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -85,6 +91,13 @@ SEQ: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}
 RULES: dict[str, Any] = _list({"type": "string"}, description="rule ids, in the order applied")
 
 
+MONEY = {
+    "type": "string",
+    "pattern": "^-?[0-9]+\\.[0-9]{2}$",
+    "description": "yuan, may be negative",
+}
+
+
 def _schemas() -> dict[str, Any]:
     yuan = _ref("Yuan")
     time = _ref("Time")
@@ -110,6 +123,11 @@ def _schemas() -> dict[str, Any]:
         "at": time,
         "pan_last4": {"type": "string", "pattern": "^[0-9]{4}$"},
         "member": BOOL,
+        "verdict": {
+            "type": "string",
+            "enum": list(VERDICTS),
+            "description": "the card's state for the cashier, in one word",
+        },
         "gross": yuan,
         "discount": yuan,
         "net": yuan,
@@ -218,6 +236,45 @@ def _schemas() -> dict[str, Any]:
                 "sync": _ref("SyncState"),
             }
         ),
+        "DayReport": _obj(
+            {
+                "date": {"type": "string", "format": "date"},
+                "timezone": STRING,
+                "starts_at": time,
+                "ends_at": time,
+                "sales": {"type": "integer", "description": "sales not voided"},
+                "member_sales": INT,
+                "voids": {"type": "integer", "minimum": 0},
+                "refunds": {"type": "integer", "minimum": 0},
+                "gross": MONEY,
+                "discount": MONEY,
+                "net": MONEY,
+                "gross_fen": INT,
+                "discount_fen": INT,
+                "net_fen": INT,
+                "first_seq": _or_null(SEQ),
+                "last_seq": _or_null(SEQ),
+                "by_rule": _list(
+                    _obj(
+                        {
+                            "rule": STRING,
+                            "label": STRING,
+                            "sales": INT,
+                            "discount": MONEY,
+                            "discount_fen": INT,
+                        }
+                    )
+                ),
+                "terminal_id": STRING,
+                "merchant_id": STRING,
+                "merchant_name": _or_null(STRING),
+                "printed_local": _or_null(local),
+            },
+            description=(
+                "One business day (the shop's local day): sales − voids − refunds, by rule "
+                "(pact.report)."
+            ),
+        ),
         "SyncState": _obj(
             {
                 "last_attempt_at": _or_null(time),
@@ -308,7 +365,7 @@ def _schemas() -> dict[str, Any]:
                 },
                 "unit_price": {
                     "type": "string",
-                    "pattern": r"^[0-9]{1,7}(\.[0-9]{1,2})?$",
+                    "pattern": PRICE,
                     "description": "yuan, more than 0, at most two decimals",
                 },
             },
@@ -318,8 +375,8 @@ def _schemas() -> dict[str, Any]:
             {
                 "amount": {
                     "type": "string",
-                    "pattern": r"^[0-9]{1,7}(\.[0-9]{1,2})?$",
-                    "description": "yuan, more than 0 and at most 1000000.00, two decimals at most",
+                    "pattern": PRICE,
+                    "description": "yuan, two decimals at most",
                     "examples": ["128.50"],
                 }
             },
@@ -525,10 +582,12 @@ def _operation(
     errors: dict[str, Any],
     *,
     body: str | None = None,
+    example: Any = None,
     parameters: list[dict[str, Any]] | None = None,
     security: list[dict[str, list[str]]] | None = None,
     description: str | None = None,
     links: dict[str, Any] | None = None,
+    ok_status: str = "200",
 ) -> dict[str, Any]:
     if links:
         ok = {**ok, "links": links}
@@ -536,15 +595,15 @@ def _operation(
         "operationId": op_id,
         "summary": summary,
         "parameters": [{"$ref": "#/components/parameters/AcceptLanguage"}, *(parameters or [])],
-        "responses": {"200": ok, **errors},
+        "responses": {ok_status: ok, **errors},
     }
     if description:
         op["description"] = description
     if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
-        }
+        media: dict[str, Any] = {"schema": _ref(body)}
+        if example is not None:
+            media["example"] = example
+        op["requestBody"] = {"required": True, "content": {"application/json": media}}
     if security is not None:
         op["security"] = security
     return op
@@ -552,7 +611,8 @@ def _operation(
 
 SEQ_PARAM = {"$ref": "#/components/parameters/Seq"}
 PENDING_PARAM = {"$ref": "#/components/parameters/PendingId"}
-SUPERVISOR = [{"till": []}, {"supervisor": []}]  # either: the till token, or the supervisor's
+# void and refund: the till token (with the supervisor's PIN), or the supervisor token
+SUPERVISOR: list[dict[str, list[str]]] = [{"till": []}, {"supervisor": []}]
 FROM_SALE = {"seq": "$response.body#/seq"}
 
 
@@ -594,6 +654,58 @@ def _paths() -> dict[str, Any]:
                 _errors(403, 503),
             )
         },
+        "/api/v1/report": {
+            "get": _operation(
+                "dayReport",
+                "The end-of-day report: sales, voids, refunds, gross, discount, net, by rule",
+                _ok(_ref("DayReport"), "The day's report."),
+                _errors(400, 403),
+                parameters=[
+                    {
+                        "name": "date",
+                        "in": "query",
+                        "required": False,
+                        "description": "the shop's local date (default: today)",
+                        "schema": {"type": "string", "format": "date"},
+                    }
+                ],
+            )
+        },
+        "/api/v1/sync": {
+            "post": _operation(
+                "syncNow",
+                "Start a sync in the background (the daemon's)",
+                _ok(
+                    _obj(
+                        {
+                            "state": {"type": "string", "enum": ["started"]},
+                            "sync": _ref("SyncState"),
+                        }
+                    ),
+                    "The sync started; the status's `sync` follows it.",
+                ),
+                _errors(403, 409, 503),
+                ok_status="202",
+            )
+        },
+        "/api/v1/events": {
+            "get": {
+                **_operation(
+                    "events",
+                    "Server-sent events: the page's picture (reader, status, today's sales)",
+                    {
+                        "description": (
+                            "An event stream: `retry: 1000`, then an `update` event whose "
+                            "data is `{reader, status, sales}` at once and on every change, "
+                            "and a `: keepalive` comment every 15 s; it ends after 5 minutes "
+                            "(EventSource reconnects)."
+                        ),
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    _errors(403),
+                ),
+            }
+        },
         "/api/v1/reader": {
             "get": _operation(
                 "readerState",
@@ -622,6 +734,13 @@ def _paths() -> dict[str, Any]:
                 ),
                 _errors(400, 403, 408, 409, 422, 503),
                 body="CheckoutRequest",
+                example={
+                    "basket": [
+                        {"sku": "COLD", "category": "otc", "qty": 2, "unit_price": "150.00"},
+                        {"sku": "RX1", "category": "prescription", "unit_price": "88.00"},
+                    ],
+                    "timeout": 30,
+                },
                 description=(
                     "One checkout at a time; one sale waits for its confirmation at a time "
                     "(409 `busy` meanwhile, until it is confirmed, cancelled or has waited "
@@ -679,6 +798,7 @@ def _paths() -> dict[str, Any]:
                 _ok(_ref("Voided"), "Voided: the void's entry."),
                 _errors(400, 403, 404, 409, 503),
                 body="VoidRequest",
+                example={"reason": "charged twice"},
                 parameters=[SEQ_PARAM],
                 security=SUPERVISOR,
                 description=(
@@ -694,6 +814,7 @@ def _paths() -> dict[str, Any]:
                 _ok(_ref("Refunded"), "Refunded: the refund's entry."),
                 _errors(400, 403, 404, 409, 503),
                 body="RefundRequest",
+                example={"lines": [{"index": 0, "qty": 1}], "reason": "returned unopened"},
                 parameters=[SEQ_PARAM],
                 security=SUPERVISOR,
                 description=(
@@ -724,7 +845,7 @@ def document() -> dict[str, Any]:
     kinds = "\n".join(
         f"| `{kind}` | {status} | {meaning} |" for kind, (status, meaning) in KINDS.items()
     )
-    return {
+    doc = {
         "openapi": "3.1.0",
         "info": {
             "title": "unioncard till API",
@@ -735,13 +856,12 @@ def document() -> dict[str, Any]:
                 "`Authorization: Bearer ...` (made at enrolment; `unioncard terminal "
                 "api-token` makes a new one). The supervisor token (`unioncard terminal "
                 "supervisor-token`) opens void and refund only.\n\n"
-                "Money is yuan as strings with two decimals (`\"128.50\"`), with the "
+                'Money is yuan as strings with two decimals (`"128.50"`), with the '
                 "same in fen as integers (`*_fen`); a journal entry keeps fen. Lines for "
                 "people (`error`, `reasons`, `warnings`) are in the language of "
                 "`Accept-Language` (`zh`, the default, or `en`).\n\n"
                 'Every error answer is `{"error": "one line for people", "kind": '
-                '"a stable code"}`:\n\n| kind | status | meaning |\n| --- | --- | --- |\n'
-                + kinds
+                '"a stable code"}`:\n\n| kind | status | meaning |\n| --- | --- | --- |\n' + kinds
             ),
         },
         "security": [{"till": []}],
@@ -790,3 +910,4 @@ def document() -> dict[str, Any]:
             "responses": _responses(),
         },
     }
+    return copy.deepcopy(doc)  # the parts shared by reference (STRING, SEQ, ...) too

@@ -62,6 +62,7 @@ from terminal.errors import (
     UnknownSaleError,
 )
 from terminal.live import Changes, stream, watch_reader
+from terminal.openapi import document as openapi_document
 from terminal.service import TerminalService
 from terminal.syncing import BackgroundSync, last_sync
 from terminal.webauth import init_auth, supervisor_token
@@ -97,9 +98,7 @@ def health() -> Any:
 @bp.get("/api/v1/openapi.json")
 def openapi() -> Any:
     """The till API's OpenAPI 3.1 document."""
-    from terminal.openapi import document
-
-    return jsonify(document())
+    return jsonify(openapi_document())
 
 
 @bp.get("/lang/<lang>")
@@ -180,7 +179,7 @@ def _reader() -> dict[str, Any]:
         }
     body: dict[str, Any] = report()
     line = READER_STATES.get(body.get("state") or "")
-    if line is not None and language() != "en":
+    if line is not None:  # the cashier's words (the reader's own line stays in last_error)
         body["message"] = gettext(line)
     return body
 
@@ -230,9 +229,12 @@ def _report_day() -> date:
     if text is None:
         return _service().clock().astimezone(_zone()).date()
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
-        raise InputError(N_("date must be YYYY-MM-DD, the shop's local date")) from None
+        day = None
+    if day is None or not 2000 <= day.year < 3000:  # no business before 2000, or after
+        raise InputError(N_("date must be YYYY-MM-DD, the shop's local date"))
+    return day
 
 
 def _day_report() -> dict[str, Any]:
@@ -291,7 +293,7 @@ def checkout() -> Any:
     except ValueError as exc:
         return _bad(str(exc))
     timeout = body.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int) or not 1 <= timeout <= 120):
+    if timeout is not None and (type(timeout) is not int or not 1 <= timeout <= 120):
         return _bad(_("timeout must be whole seconds, 1 to 120"))
     confirm = body.get("confirm", False)
     if not isinstance(confirm, bool):
@@ -382,7 +384,7 @@ LANGUAGES = {"zh": "zh-CN", "en": "en"}
 READER_STATES = {
     "ready": N_("Ready: insert or tap the card"),
     "new_card": N_("A new card is in the reader"),
-    "stale_card": N_("The card in the reader was already read: take it out"),
+    "stale_card": N_("The card in the reader is not a new one: take it out"),
     "no_reader": N_("No card reader: check that it is plugged in"),
     "no_pcscd": N_("The card service (pcscd) is not running: restart the terminal"),
     "monitor_stopped": N_("The card monitor has stopped: restart the terminal"),

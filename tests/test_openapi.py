@@ -58,8 +58,7 @@ DOC = "/api/v1/openapi.json"
 
 
 class TickingClock:
-    """Ten seconds pass at every reading: a waiting sale (2 minutes) is dropped after a
-    few calls, so the checkouts schemathesis sends are not all refused as busy."""
+    """Ten seconds pass at every reading (so a waiting sale times out)."""
 
     def __init__(self, start: datetime) -> None:
         self.now = start
@@ -123,6 +122,7 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
         Cards(),
         TickingClock(START),
         card_timeout=1,
+        pending_timeout=timedelta(seconds=5),  # dropped by the next call: few checkouts busy
         printer=f"file:{tmp_path / 'printer.bin'}",
     )
     service.journal.db.execute("PRAGMA synchronous=OFF")  # speed: durability is not tested here
@@ -141,7 +141,8 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
     assert service.journal.counts()[0] == 4
     set_pin(state.dir, PIN)
     till, supervisor = new_api_token(state.dir), new_supervisor_token(state.dir)
-    yield Terminal(service, create_app(service), till, supervisor)
+    # "sync now" runs a sync that does nothing here (the sync itself: test_till_access)
+    yield Terminal(service, create_app(service, sync=lambda: None), till, supervisor)
     service.close()
 
 
@@ -177,24 +178,25 @@ def _routes(app: Flask) -> set[tuple[str, str]]:
 
 
 # Routes being written, not documented yet: each comes off this list with its entry.
-NOT_YET_DOCUMENTED = {
-    ("get", "/api/v1/events"),
-    ("get", "/api/v1/report"),
-    ("post", "/api/v1/sync"),
-}
+NOT_YET_DOCUMENTED: set[tuple[str, str]] = set()
 
 
 def test_the_document_covers_every_route_of_the_api(terminal: Terminal) -> None:
-    documented = {
-        (method, path) for path, item in document()["paths"].items() for method in item
-    }
+    documented = {(method, path) for path, item in document()["paths"].items() for method in item}
     routes = _routes(terminal.app)
     assert documented == routes - NOT_YET_DOCUMENTED
     assert NOT_YET_DOCUMENTED <= routes  # documented ones come off the list
 
 
+def _statuses_in_the_code() -> dict[str, int]:
+    """The kinds of web.FAILURES and web.CARD_FAILURES, and their statuses."""
+    out = {kind: status for _, kind, status in web.FAILURES}
+    out.update((kind, status) for _, kind, status, _ in web.CARD_FAILURES)
+    return out
+
+
 def _kinds_in_the_code() -> set[str]:
-    kinds = {kind for _, kind, *_ in (*web.FAILURES, *web.CARD_FAILURES)}
+    kinds = set(_statuses_in_the_code())
     for module in (web, webauth):
         source = Path(str(module.__file__)).read_text()
         kinds |= set(re.findall(r'kind="([a-z_]+)"', source))
@@ -207,10 +209,28 @@ def test_every_kind_the_code_gives_is_documented() -> None:
     """The Error schema's ``kind`` enum is exactly the codes web.py and webauth.py give,
     each with the status they give it."""
     assert set(KINDS) == _kinds_in_the_code()
-    statuses = {kind: status for _, kind, status, *_ in (*web.FAILURES, *web.CARD_FAILURES)}
+    statuses = _statuses_in_the_code()
     assert {k: KINDS[k][0] for k in statuses} == statuses
     enum = document()["components"]["schemas"]["Error"]["properties"]["kind"]["enum"]
     assert enum == list(KINDS)
+
+
+def test_protocol_doc_lists_every_kind() -> None:
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    for kind, (status, _) in KINDS.items():
+        assert f"| `{kind}` | {status} |" in doc, f"docs/protocol.md lacks the kind {kind}"
+
+
+def test_every_error_answer_is_the_error_shape() -> None:
+    doc = document()
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            for status, answer in op["responses"].items():
+                if status.startswith("2") or path == "/api/v1/health" and status == "503":
+                    continue
+                name = answer["$ref"].rpartition("/")[2]
+                schema = doc["components"]["responses"][name]["content"]["application/json"]
+                assert schema["schema"] == {"$ref": "#/components/schemas/Error"}, (path, status)
 
 
 # ------------------------------------------------------------------ the token
@@ -247,11 +267,12 @@ def test_every_endpoint_but_health_needs_the_till_token(
 
 # ------------------------------------------------------------------ schemathesis
 
+# Seeded and deterministic (the same requests every run, no example database); "all":
+# what the document allows and what it does not. About 10 s.
 CONFIG = SchemathesisConfig.from_dict(
     {
         "seed": 20261130,
-        "generation": {"mode": "all", "max-examples": 25, "deterministic": True},
-        "phases": {"stateful": {"enabled": False}},
+        "generation": {"mode": "all", "max-examples": 50, "deterministic": True},
     }
 )
 CHECKS = [
@@ -269,7 +290,8 @@ CHECKS = [
 till_api = schemathesis.openapi.from_dict(document(), config=CONFIG)
 
 
-@till_api.parametrize()
+# the event stream does not end (5 minutes): its shape is tested in test_till_access
+@till_api.exclude(path="/api/v1/events").parametrize()
 @settings(
     database=None,
     deadline=None,

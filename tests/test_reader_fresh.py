@@ -232,23 +232,25 @@ def test_reader_api_and_checkout_refuse_the_last_sales_card(
         "card_present": False,
         "ready_for_new_card": True,
         "waiting_for_card": False,
-        "message": "ready: insert or tap the card",
+        "state": "ready",
+        "message": "Ready: insert or tap the card",  # the cashier's words for the state
         "last_error": None,
     }
     card = emulated_card(pan=MEMBER_PAN)
     seen(service.read_card, card)  # type: ignore[arg-type]
     state = client.get("/api/v1/reader").get_json()
     assert (state["card_present"], state["ready_for_new_card"]) == (True, True)
-    assert state["message"] == "a new card is in the reader"
+    assert (state["state"], state["message"]) == ("new_card", "A new card is in the reader")
     sale = client.post("/api/v1/checkout", json={"amount": "128.00", "confirm": True})
     assert sale.status_code == 200 and sale.get_json()["member"] is True
     again = client.post("/api/v1/checkout", json={"amount": "45.50", "confirm": True})
     assert again.status_code == 408
-    assert again.get_json() == {"error": LAST_SALE, "kind": "no_card"}
+    assert again.get_json() == {"error": LAST_SALE, "kind": "stale_card"}
     state = client.get("/api/v1/reader").get_json()
     assert (state["card_present"], state["ready_for_new_card"]) == (True, False)
     assert state["readers"][0]["card"] == "read for the last sale"
-    assert state["message"] == state["last_error"] == LAST_SALE
+    assert (state["state"], state["last_error"]) == ("stale_card", LAST_SALE)
+    assert state["message"] == "The card in the reader is not a new one: take it out"
     assert service.journal.counts()[0] == 1
     card.remove()
     emulated_card(pan=OTHER_PAN)
@@ -308,13 +310,13 @@ def test_cashier_page_shows_the_reader_line(
             browser_sign_in(driver, web.url, app)
             driver.get(web.url + "/")
             wait = WebDriverWait(driver, 15)
-            wait.until(ec.text_to_be_present_in_element((By.ID, "reader"), "ready"))
+            wait.until(ec.text_to_be_present_in_element((By.ID, "reader"), "Ready"))
             assert READER_0 in driver.find_element(By.ID, "reader").text
             emulated_card(pan=MEMBER_PAN)
             driver.find_element(By.ID, "amount").send_keys("128")
             driver.find_element(By.ID, "charge").click()
             wait.until(ec.text_to_be_present_in_element((By.ID, "net"), "121.60"))
-            wait.until(ec.text_to_be_present_in_element((By.ID, "reader"), "last sale"))
+            wait.until(ec.text_to_be_present_in_element((By.ID, "reader"), "not a new one"))
             line = driver.find_element(By.ID, "reader")
             assert "take it out" in line.text and "problem" in line.get_attribute("class")
     finally:

@@ -32,6 +32,7 @@ import requests
 from reader.emulation.images import ATR_T0
 from reader.emulation.vpcd import CardEmulator
 from reader.fresh import LAST_SALE
+from terminal.access import new_api_token
 from tests.conftest import Site
 from tests.fixtures_pcsc import READER_0, READER_1, TEST_PAN
 from tests.helpers import MEMBER_PAN, default_sigint
@@ -137,6 +138,9 @@ def test_the_monitor_survives_pcscd_restarts(private_pcscd: PrivatePcscd, watch:
     assert watch.child.stderr is not None and "Traceback" not in watch.child.stderr.read()
 
 
+HTTP = requests.Session()  # the till's: its token and language, set by the daemon fixture
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,10 +161,12 @@ def daemon(site: Site, clock, private_pcscd: PrivatePcscd) -> Iterator[str]:
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
+    HTTP.headers["Authorization"] = f"Bearer {new_api_token(site.state.dir)}"
+    HTTP.headers["Accept-Language"] = "en"  # the messages checked below are English
     deadline = time.monotonic() + 20
     while True:
         try:
-            requests.get(url + "/api/v1/status", timeout=1).raise_for_status()
+            HTTP.get(url + "/api/v1/status", timeout=1).raise_for_status()
             break
         except requests.RequestException:
             if child.poll() is not None or time.monotonic() > deadline:
@@ -176,7 +182,7 @@ def daemon(site: Site, clock, private_pcscd: PrivatePcscd) -> Iterator[str]:
 
 
 def reader_state(url: str) -> dict[str, Any]:
-    return requests.get(url + "/api/v1/reader", timeout=5).json()
+    return HTTP.get(url + "/api/v1/reader", timeout=5).json()
 
 
 def until(predicate: Any, timeout: float = 10.0) -> None:
@@ -194,13 +200,13 @@ def test_the_daemon_sells_again_after_pcscd_restarts(
     assert (state["reader"], state["ready_for_new_card"]) == (READER_0, True)
     card = CardEmulator(MEMBER_PAN, port=private_pcscd.port).insert()
     until(lambda: reader_state(daemon)["card_present"])
-    sale = requests.post(
+    sale = HTTP.post(
         daemon + "/api/v1/checkout", json={"amount": "128.00", "confirm": True}, timeout=10
     )
     assert sale.status_code == 200, sale.text
     # entry 1 is the daemon's start-up event
     assert (sale.json()["seq"], sale.json()["pan_last4"]) == (2, MEMBER_PAN[-4:])
-    again = requests.post(
+    again = HTTP.post(
         daemon + "/api/v1/checkout", json={"amount": "10.00", "confirm": True}, timeout=10
     )
     assert (again.status_code, again.json()["error"]) == (408, LAST_SALE)
@@ -209,7 +215,7 @@ def test_the_daemon_sells_again_after_pcscd_restarts(
     until(lambda: not reader_state(daemon)["pcscd_connected"])
     down = reader_state(daemon)
     assert down["ready_for_new_card"] is False and "pcscd" in down["message"]
-    refused = requests.post(
+    refused = HTTP.post(
         daemon + "/api/v1/checkout", json={"amount": "10.00", "confirm": True}, timeout=10
     )
     assert refused.status_code == 503 and "pcscd" in refused.json()["error"]
@@ -219,7 +225,7 @@ def test_the_daemon_sells_again_after_pcscd_restarts(
     assert not card.inserted  # vpcd dropped the card with pcscd
     card.insert()
     until(lambda: reader_state(daemon)["card_present"])
-    sale = requests.post(
+    sale = HTTP.post(
         daemon + "/api/v1/checkout", json={"amount": "45.50", "confirm": True}, timeout=10
     )
     assert sale.status_code == 200, sale.text

@@ -27,9 +27,8 @@ SUPERVISOR_PIN = "2468"
 def service(site: Site, clock, pcscd) -> Iterator[TerminalService]:
     site.sync(clock)
 
-    reader = FreshCardReader(
-        READER, clock=CARD_CLOCK, accept_present=True
-    )  # as the daemon reads cards
+    # as the daemon reads cards: the monitor watches from the start
+    reader = FreshCardReader(READER, clock=CARD_CLOCK, accept_present=True).start()
     svc = TerminalService(site.state.dir, reader, clock, card_timeout=5)
     yield svc
     svc.close()
@@ -173,7 +172,7 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             assert service.journal.counts() == (0, 0)
             assert driver.switch_to.active_element.get_attribute("id") == "confirm"
             driver.switch_to.active_element.send_keys(Keys.ENTER)
-            wait.until(has((By.ID, "card"), "第 1 笔已记录"))
+            wait.until(has((By.ID, "card"), "交易 #1 已记录"))
             link = driver.find_element(By.ID, "receipt").get_attribute("href")
             assert link is not None and link.endswith("/receipt/1")
             assert service.journal.counts() == (1, 1)
