@@ -97,7 +97,7 @@ NO_USAGE: Usage = {}
 
 
 def _check_line(line: Line, where: str) -> None:
-    if not isinstance(line.sku, str) or not 1 <= len(line.sku) <= MAX_SKU:
+    if not isinstance(line.sku, str) or not 1 <= len(line.sku) <= MAX_SKU or not _text(line.sku):
         raise BasketError(
             N_("%(where)s.sku must be text of 1 to %(max)s characters"), where=where, max=MAX_SKU
         )
@@ -115,6 +115,16 @@ def _check_line(line: Line, where: str) -> None:
         )
     if not _whole(line.unit_price) or not 0 <= line.unit_price <= MAX_SALE_FEN:
         raise BasketError(N_("%(where)s.unit_price must be whole fen, 0 or more"), where=where)
+
+
+def _text(value: str) -> bool:
+    """Printable Unicode that UTF-8 can carry (a lone surrogate from JSON cannot be hashed
+    into the journal)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return value.isprintable()
 
 
 def _whole(value: Any) -> bool:

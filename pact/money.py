@@ -34,11 +34,11 @@ def parse_yuan(text: str) -> int:
         raise BasketError(N_("amount %(amount)s must be more than 0.00"), amount=shown)
     if value.as_tuple().exponent < -2:  # type: ignore[operator]
         raise BasketError(N_("amount %(amount)s has more than two decimals (fen)"), amount=shown)
-    amount = int(value * 100)
-    if amount > MAX_SALE_FEN:
+    # compared before scaling: "1e999999999" is a finite Decimal, too big to multiply
+    if value > Decimal(MAX_SALE_FEN) / 100:
         raise BasketError(
             N_("amount %(amount)s is above the limit of %(limit)s"),
             amount=shown,
             limit=fen(MAX_SALE_FEN),
         )
-    return amount
+    return int(value * 100)

@@ -67,6 +67,8 @@ def _reason(reason: str, sale: Sale, kind: str) -> str:
     """The reason in one line; ReversalError when there is none, it is too long, or
     ``sale`` is not a sale (``kind``: VOID or REFUND, what is to be done)."""
     reason = " ".join(reason.split())
+    if not reason.encode("utf-8", "replace").decode("utf-8") == reason:
+        raise ReversalError(N_("the reason holds characters that are not text"))
     if not reason:
         if kind == VOID:
             raise ReversalError(

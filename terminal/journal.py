@@ -288,6 +288,8 @@ class Journal:
         return self._entry(seq)
 
     def _entry(self, seq: int) -> Sale | None:
+        if not 1 <= seq < 2**63:  # SQLite's integers: a bigger seq is no entry
+            return None
         row = next(iter(self.db.query("SELECT * FROM sales WHERE seq = ?", [seq])), None)
         return None if row is None else Sale.from_row(row)
 

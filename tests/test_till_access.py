@@ -333,3 +333,26 @@ def test_the_report_day_is_the_shops_local_day_and_refunds_count_on_theirs(shop,
     assert [(r["sales"], r["discount"]) for r in day2["by_rule"]] == [(0, "-1.50")]
     # the page lists today's entries only: yesterday's sale is not among them
     assert [row["seq"] for row in till.get("/api/v1/sales").get_json()["sales"]] == [2]
+
+
+def test_input_that_once_gave_a_500_is_refused_in_one_line(shop) -> None:
+    """Found by schemathesis and by reading: each is a 400 now, and nothing is journaled."""
+    service, _ = shop
+    set_pin(service.state.dir, PIN)
+    till = till_client(create_app(service))
+    line = {"sku": "\ud800", "category": "food", "qty": 1, "unit_price": "1.00"}
+    for body in (
+        {"amount": "1e999999999"},  # a finite Decimal too big to scale to fen
+        {"basket": [{**line, "unit_price": "1e999999999"}]},
+        {"basket": [line]},  # a lone surrogate cannot be hashed into the journal
+        {"amount": "1", "timeout": True},  # a bool is not a number of seconds
+    ):
+        answer = till.post("/api/v1/checkout", json=body)
+        assert answer.status_code == 400, (body, answer.get_json())
+        assert answer.get_json()["kind"] == "bad_request"
+    assert service.journal.counts() == (0, 0)
+    till.post("/api/v1/checkout", json={"amount": "1", "confirm": True})
+    odd = till.post("/api/v1/sales/1/void", json={"reason": "\ud800", "pin": PIN})
+    assert odd.status_code == 409 and odd.get_json()["kind"] == "reversal_refused"
+    assert service.journal.counts() == (1, 1)
+    assert service.journal.entry(2**63) is None and service.journal.entry(0) is None

@@ -15,6 +15,7 @@ from central.serve import ThreadedServer
 from reader.fresh import FreshCardReader
 from terminal.service import TerminalService
 from terminal.supervisor import set_pin
+from terminal.syncing import sync_terminal
 from terminal.web import create_app
 from tests.conftest import Site, missing
 from tests.helpers import CARD_CLOCK, MEMBER_PAN, OTHER_PAN, browser_sign_in, till_client
@@ -145,6 +146,7 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
     from selenium.webdriver.support.ui import WebDriverWait
 
     set_pin(service.state.dir, SUPERVISOR_PIN)
+    sync_terminal(service.state, service.journal, service.clock)  # recorded: the page shows it
     driver = chromium_driver()
     try:
         app = create_app(service)
@@ -157,7 +159,7 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             wait.until(has((By.ID, "live"), "实时"))
             wait.until(has((By.ID, "reader"), "就绪"))
             wait.until(has((By.ID, "status"), "会员名单 v1"))
-            assert "从未同步" in driver.find_element(By.ID, "status").text
+            assert "上次同步成功：2026-11-28 17:30:00" in driver.find_element(By.ID, "status").text
             # a card goes in: the page hears of it without asking (server-sent event)
             card = emulated_card(pan=MEMBER_PAN)
             wait.until(has((By.ID, "reader"), "新卡"))
