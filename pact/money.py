@@ -35,7 +35,7 @@ def parse_yuan(text: str) -> int:
     if value.as_tuple().exponent < -2:  # type: ignore[operator]
         raise BasketError(N_("amount %(amount)s has more than two decimals (fen)"), amount=shown)
     # compared before scaling: "1e999999999" is a finite Decimal, too big to multiply
-    if value > Decimal(MAX_SALE_FEN) / 100:
+    if value > Decimal(MAX_SALE_FEN).scaleb(-2):
         raise BasketError(
             N_("amount %(amount)s is above the limit of %(limit)s"),
             amount=shown,
