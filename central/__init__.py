@@ -31,7 +31,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         DATA_DIR=os.environ.get("UNIONCARD_CENTRAL_DATA", "central-data"),
         DATABASE_URL=os.environ.get("UNIONCARD_DATABASE_URL") or None,
-        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        # A request's body at the most, as sent (413 beyond): terminals send uploads of
+        # at most 512 KiB gzip (sync.client); and once decompressed.
+        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        MAX_DECODED_LENGTH=8 * 1024 * 1024,
         CLOCK=system_clock,  # the wall clock; tests and the demo pass their own
     )
     if test_config is not None:

@@ -1,11 +1,19 @@
-"""The terminals' API (JSON and signed files). docs/protocol.md documents each call."""
+"""The terminals' API (JSON and signed files). docs/protocol.md documents each call.
+
+A POST body may be gzip-compressed (``Content-Encoding: gzip``; another encoding: 415).
+It is refused with 413 when larger than ``MAX_CONTENT_LENGTH`` as sent, or than
+``MAX_DECODED_LENGTH`` once decompressed (a small body that inflates enormously, a
+"gzip bomb", is stopped there without being inflated further).
+"""
 
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from central.errors import InputError, NotFoundError
 from central.service import Union
@@ -28,6 +36,43 @@ def _int_arg(name: str, default: int | None = None) -> int:
         return int(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise InputError(f"'{name}' must be a version number") from None
+
+
+def _json_body() -> Any:
+    """The request's JSON body, decompressed when gzip; None when it is not JSON (as
+    Flask's ``get_json(silent=True)``)."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported: send the body as it is or gzip"
+        )
+    sent_limit = current_app.config["MAX_CONTENT_LENGTH"]
+    try:
+        data = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise RequestEntityTooLarge(
+            f"the request body is larger than {sent_limit} bytes: send smaller batches"
+        ) from None
+    if encoding == "gzip":
+        limit = current_app.config["MAX_DECODED_LENGTH"]
+        inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip's header and trailer
+        try:
+            data = inflate.decompress(data, limit + 1)  # at most one byte over the limit
+        except zlib.error as exc:
+            raise InputError(f"the request body is not valid gzip ({exc})") from None
+        if len(data) > limit:
+            raise RequestEntityTooLarge(
+                f"the request body is larger than {limit} bytes once decompressed: "
+                "send smaller batches"
+            )
+        if not inflate.eof or inflate.unused_data:
+            raise InputError("the request body is not valid gzip (cut short, or more after it)")
+    if not request.is_json:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:  # also not UTF-8
+        return None
 
 
 def _file(data: bytes | None, mimetype: str, **headers: str) -> Response:
@@ -89,7 +134,7 @@ def register_device_key() -> Any:
     union = _union()
     terminal = union.authenticate(request.headers.get("Authorization"))
     try:
-        terminal_id, key = decode_device_key(request.get_json(silent=True))
+        terminal_id, key = decode_device_key(_json_body())
     except WireFormatError as exc:
         raise InputError(str(exc)) from None
     if terminal_id != terminal["terminal_id"]:
@@ -103,7 +148,7 @@ def upload_sales() -> Any:
     union = _union()
     terminal = union.authenticate(request.headers.get("Authorization"))
     try:
-        terminal_id, batch = decode_sales(request.get_json(silent=True))
+        terminal_id, batch = decode_sales(_json_body())
     except WireFormatError as exc:
         raise InputError(str(exc)) from None
     if terminal_id != terminal["terminal_id"]:

@@ -215,7 +215,16 @@ def central_merchants(clock: Clock, paths: CentralPaths, database_url: str | Non
 @click.argument("terminal_id")
 @click.option("--merchant", "merchant_id", required=True)
 @click.option(
-    "--url", "central_url", required=True, help="The central service URL the terminal uses."
+    "--url",
+    "central_url",
+    required=True,
+    help="The central service URL the terminal uses: https (plain http only to 127.0.0.1).",
+)
+@click.option(
+    "--ca-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The union's CA certificate (PEM) that signed the service's TLS certificate; the "
+    "terminal trusts only it. Needed for an https URL.",
 )
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Where to write the bundle."
@@ -227,6 +236,7 @@ def central_enrol(
     terminal_id: str,
     merchant_id: str,
     central_url: str,
+    ca_cert: Path | None,
     out: Path,
     paths: CentralPaths,
     database_url: str | None,
@@ -234,9 +244,13 @@ def central_enrol(
     """Register a terminal and write its enrolment bundle (keep it secret; mode 0600)."""
     if out.exists():
         raise InputError(f"{out} already exists: choose another --out or remove it")
+    try:
+        ca_pem = ca_cert.read_text() if ca_cert is not None else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the CA certificate {ca_cert}: {exc}") from None
     union = Union.open(paths, database_url, clock)
     try:
-        bundle = union.enrol_terminal(terminal_id, merchant_id, central_url)
+        bundle = union.enrol_terminal(terminal_id, merchant_id, central_url, ca_pem)
     finally:
         union.close()
     atomic_write(out, bundle, mode=0o600)

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import hmac
 import io
+import ipaddress
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,6 +18,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from central import policies
 from central.errors import AuthError, ConflictError, EvidenceError, InputError, NotFoundError
@@ -175,6 +180,72 @@ def build_roster_file(
     return BuiltRoster(delta, full, old.version, len(packed), len(old.layers) + 1)
 
 
+def _is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1 (as ``sync.client.is_loopback``, which the union's
+    service may not import: both sides apply the one rule of docs/protocol.md)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_central_url(central_url: str, has_ca: bool) -> None:
+    """The URL a terminal is enrolled with: https with the union's CA certificate, or
+    plain http to the machine's own address only (the demo, the tests)."""
+    try:
+        parts = urlsplit(central_url)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = urlsplit(""), ""
+    if parts.scheme == "https" and host:
+        if not has_ca:
+            raise InputError(
+                f"--url {central_url} is https: give the union's CA certificate with "
+                "--ca-cert FILE, so that the terminal can check the service's certificate"
+            )
+    elif parts.scheme == "http" and host:
+        if not _is_loopback(host):
+            raise InputError(
+                f"--url {central_url} is plain http to another machine: give an https URL "
+                "and --ca-cert FILE (plain http only to 127.0.0.1, ::1 or localhost)"
+            )
+    else:
+        raise InputError(f"--url {central_url} is not an https URL such as https://union.example")
+
+
+def check_ca_cert(pem: str, now: datetime) -> str:
+    """The union's CA certificate(s) for an enrolment bundle, as PEM: refused when it is
+    not a CA's certificate, has expired, or comes with a private key (the bundle goes to
+    a shop). Two certificates are fine (a CA being replaced)."""
+    if "PRIVATE KEY" in pem:
+        raise InputError(
+            "the CA file holds a private key: give the CA's certificate alone "
+            "(it goes to every shop; the key stays with the union)"
+        )
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise InputError(f"the CA file is not a PEM certificate ({exc})") from None
+    for cert in certs:
+        subject = cert.subject.rfc4514_string()
+        try:
+            ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            ca = False
+        if not ca:
+            raise InputError(
+                f"{subject} is not a CA certificate (no basicConstraints CA:TRUE): give the "
+                "CA that signed the service's certificate, not the service's own"
+            )
+        if cert.not_valid_after_utc <= now:
+            raise InputError(
+                f"the CA certificate {subject} expired at {iso(cert.not_valid_after_utc)}"
+            )
+    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certs)
+
+
 class Union:
     def __init__(self, store: Store, keys: UnionKeys, clock: Callable[[], datetime]) -> None:
         self.store = store
@@ -325,8 +396,15 @@ class Union:
             version = json.loads(data)["signed"]["version"]
             self.store.put_signed("root", int(version), data, now)
 
-    def enrol_terminal(self, terminal_id: str, merchant_id: str, central_url: str) -> bytes:
-        """Register a terminal; return its enrolment bundle (secret: for that shop only)."""
+    def enrol_terminal(
+        self, terminal_id: str, merchant_id: str, central_url: str, ca_cert: str | None = None
+    ) -> bytes:
+        """Register a terminal; return its enrolment bundle (secret: for that shop only).
+        ``ca_cert`` is the union's CA certificate (PEM), which the terminal checks the
+        service's TLS certificate against; an https ``central_url`` needs it, and plain
+        http is refused but to this machine's own address (:func:`check_central_url`)."""
+        check_central_url(central_url, ca_cert is not None)
+        ca_pem = check_ca_cert(ca_cert, self.clock()) if ca_cert is not None else None
         secret = secrets.token_hex(24)
         self.store.add_terminal(
             terminal_id, merchant_id, hashlib.sha256(secret.encode()).hexdigest(), iso(self.clock())
@@ -340,6 +418,8 @@ class Union:
             "token_key": self.keys.token_key.hex(),
             "root": self.keys.root_data.decode(),
         }
+        if ca_pem is not None:
+            bundle["ca_cert"] = ca_pem
         return json.dumps(bundle, indent=2).encode() + b"\n"
 
     def authenticate(self, authorization: str | None) -> dict[str, Any]:

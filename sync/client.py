@@ -5,24 +5,51 @@ jitter, honouring ``Retry-After``, on connection errors, read errors and the sta
 in :data:`RETRY_STATUSES`. POST is retried too: the central service de-duplicates
 sales by (terminal_id, seq) and checks the hash chain, so a repeated upload is
 acknowledged, never stored twice. Any other 4xx is not retried: it ends the sync with
-one line that names it.
+one line that names it. Nor is a TLS certificate the union's CA does not vouch for:
+repeating cannot change it, and the sync ends at once with a line that says so.
+
+The terminal talks to the central service over https and trusts only the union's CA
+certificate from its enrolment bundle (``verify=`` that file, never the system's store);
+plain http only to this machine's own address (the demo and the tests).
+:func:`central_url_problem` is the rule, checked at enrolment and here.
+
+An upload is gzip-compressed and split into requests of at most :data:`MAX_UPLOAD_SALES`
+entries, :data:`MAX_UPLOAD_BYTES` of JSON and :data:`MAX_UPLOAD_GZIP` on the wire
+(:func:`upload_bodies`); the central service refuses a larger body (413).
 """
 
 from __future__ import annotations
 
+import gzip
+import ipaddress
+import json
 import logging
 import os
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import ConnectionPool
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from pact.errors import WireFormatError
+from pact.text import N_, Msg
 from pact.wire import decode_ack
-from sync.errors import CentralRefusedError, CentralUnreachableError, SyncError
+from sync.errors import (
+    CentralAddressError,
+    CentralRefusedError,
+    CentralUnreachableError,
+    CentralUntrustedError,
+    SyncError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +57,97 @@ log = logging.getLogger(__name__)
 # conflict that may be a race with our own earlier attempt (409). Not retried: any
 # other 4xx, which repeating cannot change.
 RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+# One upload request at the most (docs/protocol.md, "HTTP API"): a batch is split into
+# as many requests as these need. 512 KiB on the wire stays under the 1 MiB that nginx
+# takes by default (client_max_body_size) in front of the central service, which itself
+# takes up to 4 MiB, 8 MiB once decompressed (central.create_app).
+MAX_UPLOAD_SALES = 500  # entries per request
+MAX_UPLOAD_BYTES = 1 << 20  # bytes of JSON per request, before compression
+MAX_UPLOAD_GZIP = 512 << 10  # bytes per request as sent (gzip)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1: this machine's own address."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def central_url_problem(url: str, has_ca: bool) -> Msg | None:
+    """Why a terminal may not talk to the central service at ``url`` (None: it may): an
+    https URL needs the union's CA certificate (``has_ca``); plain http is only for this
+    machine's own address (the demo, the tests). Checked at enrolment and by the client."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = urlsplit(""), ""
+    if parts.scheme == "https" and host:
+        if has_ca:
+            return None
+        return Msg.of(
+            N_(
+                "the central URL %(url)s is https, but the enrolment has no CA certificate of "
+                "the union to check it with: ask the union for a new bundle (made with "
+                "--ca-cert)"
+            ),
+            url=url,
+        )
+    if parts.scheme == "http" and host:
+        if is_loopback(host):
+            return None
+        return Msg.of(
+            N_(
+                "the central URL %(url)s is plain http to another machine: ask the union for "
+                "a new bundle with an https URL and the union's CA certificate"
+            ),
+            url=url,
+        )
+    return Msg.of(
+        N_("the central URL %(url)s is not an https address: ask the union for a new bundle"),
+        url=url,
+    )
+
+
+def certificate_refused(
+    exc: BaseException,
+) -> ssl.SSLCertVerificationError | CertificateError | None:
+    """The certificate verification failure behind a requests or urllib3 error, if any
+    (a certificate from another CA, expired, or not for this address)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError | CertificateError):
+            return e
+        inner = [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
+        todo.extend(i for i in inner if isinstance(i, BaseException))
+    return None
+
+
+class _Retry(Retry):
+    """urllib3's Retry, except that a refused server certificate ends the tries at once
+    (urllib3 counts it among the "other" errors and would retry it with backoff)."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        if error is not None and certificate_refused(error) is not None:
+            raise error.with_traceback(_stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 @dataclass(frozen=True)
@@ -41,7 +159,7 @@ class RetryPolicy:
     read_timeout: float = 60.0  # seconds between bytes of the answer
 
     def retry(self) -> Retry:
-        return Retry(
+        return _Retry(
             total=self.attempts - 1,
             backoff_factor=self.backoff,
             backoff_jitter=self.jitter,
@@ -52,11 +170,73 @@ class RetryPolicy:
         )
 
 
+def upload_bodies(
+    batch: dict[str, Any],
+    max_sales: int = MAX_UPLOAD_SALES,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_gzip: int = MAX_UPLOAD_GZIP,
+) -> Iterator[tuple[int | None, bytes]]:
+    """A batch (``pact.wire.encode_sales``) as gzip-compressed request bodies, each of
+    consecutive entries, at most ``max_sales`` of them, ``max_bytes`` of JSON and
+    ``max_gzip`` compressed: ``(the last entry's seq, body)``, in order. An entry larger
+    than the limits on its own goes alone."""
+    if not isinstance(batch.get("sales"), list):  # not a batch of sales: as it is
+        yield None, gzip.compress(json.dumps(batch).encode(), mtime=0)
+        return
+    head = {k: v for k, v in batch.items() if k != "sales"}
+    sales: list[dict[str, Any]] = batch["sales"]
+    empty = len(json.dumps({**head, "sales": []}))
+
+    def parts() -> Iterator[list[dict[str, Any]]]:
+        part: list[dict[str, Any]] = []
+        size = empty
+        for sale in sales:
+            n = len(json.dumps(sale)) + 2  # and the ", " before it
+            if part and (len(part) >= max_sales or size + n > max_bytes):
+                yield part
+                part, size = [], empty
+            part.append(sale)
+            size += n
+        yield part
+
+    def bodies(part: list[dict[str, Any]]) -> Iterator[tuple[int | None, bytes]]:
+        body = gzip.compress(json.dumps({**head, "sales": part}).encode(), mtime=0)
+        if len(body) > max_gzip and len(part) > 1:  # JSON that compresses badly: halve
+            yield from bodies(part[: len(part) // 2])
+            yield from bodies(part[len(part) // 2 :])
+        else:
+            yield (int(part[-1]["seq"]) if part else None), body
+
+    for part in parts():
+        yield from bodies(part)
+
+
 class CentralClient:
+    """The terminal's client of the central service at ``base_url``, authenticated as
+    ``terminal_id`` with its secret. ``ca_cert`` is the union's CA certificate (PEM file)
+    the service's certificate is checked against; an https URL needs it, and plain http
+    is refused but to this machine's own address (:func:`central_url_problem`)."""
+
     def __init__(
-        self, base_url: str, terminal_id: str, secret: str, retry: RetryPolicy | None = None
+        self,
+        base_url: str,
+        terminal_id: str,
+        secret: str,
+        retry: RetryPolicy | None = None,
+        ca_cert: Path | None = None,
     ) -> None:
+        problem = central_url_problem(base_url, ca_cert is not None)
+        if problem is not None:
+            raise CentralAddressError(problem)
+        if ca_cert is not None and not ca_cert.is_file():
+            raise CentralAddressError(
+                N_("the union's CA certificate %(file)s is missing: re-enrol the terminal"),
+                file=str(ca_cert),
+            )
         self.base_url = base_url.rstrip("/")
+        # The union's CA only: given with every request, as requests lets the environment
+        # (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) override a session's own `verify`.
+        self.verify: str | bool = str(ca_cert) if ca_cert is not None else True
         self.retry = retry or RetryPolicy()
         self.session = requests.Session()
         adapter = HTTPAdapter(max_retries=self.retry.retry())
@@ -74,8 +254,22 @@ class CentralClient:
         url = f"{self.base_url}{path}"
         timeout = (self.retry.connect_timeout, self.retry.read_timeout)
         try:
-            response = self.session.request(method, url, timeout=timeout, **kwargs)
+            response = self.session.request(
+                method, url, timeout=timeout, verify=self.verify, **kwargs
+            )
         except requests.RequestException as exc:
+            refused = certificate_refused(exc)
+            if refused is not None:
+                reason = getattr(refused, "verify_message", None) or str(refused)
+                raise CentralUntrustedError(
+                    N_(
+                        "the central service at %(url)s is not the union's: its TLS "
+                        "certificate was refused (%(reason)s). Check central_url, or ask the "
+                        "union for a new enrolment bundle with its CA certificate"
+                    ),
+                    url=self.base_url,
+                    reason=reason,
+                ) from None
             raise CentralUnreachableError(
                 f"cannot reach the central service at {self.base_url} after "
                 f"{self.retry.attempts} tries ({type(exc).__name__}): check the network "
@@ -110,12 +304,23 @@ class CentralClient:
         self._request("POST", "/api/v1/device-key", json=registration)
 
     def upload_sales(self, batch: dict[str, Any]) -> int:
-        """POST a batch; return the acknowledged sequence number."""
-        response = self._request("POST", "/api/v1/sales", json=batch)
-        try:
-            return decode_ack(response.json())
-        except (ValueError, WireFormatError) as exc:  # not JSON, or not an acknowledgement
-            raise CentralRefusedError(f"the central service's answer is not valid: {exc}") from None
+        """POST a batch, gzip-compressed, in as many requests as its size needs
+        (:func:`upload_bodies`); return the acknowledged sequence number. Stops after a
+        request of which the union acknowledged less than was sent."""
+        acked = 0
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        limits = (MAX_UPLOAD_SALES, MAX_UPLOAD_BYTES, MAX_UPLOAD_GZIP)  # read now: tests set them
+        for last_seq, body in upload_bodies(batch, *limits):
+            response = self._request("POST", "/api/v1/sales", data=body, headers=headers)
+            try:
+                acked = decode_ack(response.json())
+            except (ValueError, WireFormatError) as exc:  # not JSON, or not an ack
+                raise CentralRefusedError(
+                    f"the central service's answer is not valid: {exc}"
+                ) from None
+            if last_seq is not None and acked < last_seq:
+                break
+        return acked
 
     def _get_optional(self, path: str, params: dict[str, int] | None = None) -> bytes | None:
         """GET a file: its bytes, or None on 204 (nothing newer) or 404 (no such version)."""

@@ -3,6 +3,8 @@
 Layout under the terminal's data folder::
 
     enrolment.json    terminal id, merchant id, central URL, API secret, token key (0600)
+    ca.pem            the union's CA certificate from the bundle, if any (0644): the only
+                      one the sync trusts for the central service's TLS certificate
     root.json         the trusted root metadata (pact.trust), walked forward by sync
     current -> gens/N the installed generation: a snapshot and the roster and policy
                       it names, switched as one by renaming a symbolic link
@@ -33,6 +35,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from pact.device import KeySigner, public_key_hex
 from pact.errors import RefusedError, SnapshotError
 from pact.files import atomic_write, fsync_dir
@@ -46,6 +51,7 @@ from pact.generation import (
 from pact.snapshot import Snapshot
 from pact.text import N_
 from pact.trust import Root, load_pinned_root
+from sync.client import central_url_problem
 from terminal.devicekey import create_device_key, load_signer
 from terminal.errors import ConfigError, NotEnrolledError
 from terminal.journal import Journal
@@ -60,6 +66,7 @@ class Enrolment:
     central_url: str
     api_secret: str
     token_key: bytes
+    ca_cert: Path | None = None  # the union's CA certificate (ca.pem), when the bundle had one
 
     @classmethod
     def from_json(cls, raw: Any) -> Enrolment:
@@ -76,6 +83,23 @@ class Enrolment:
                 N_("the enrolment bundle is invalid (%(problem)s): ask the union for a new one"),
                 problem=str(exc),
             ) from None
+
+
+def _ca_certificate(value: Any) -> bytes | None:
+    """The bundle's ``ca_cert``: PEM certificates (None when the bundle has none)."""
+    if value is None:
+        return None
+    try:
+        certs = x509.load_pem_x509_certificates(str(value).encode())
+    except ValueError as exc:
+        raise ConfigError(
+            N_(
+                "the enrolment bundle's CA certificate is not valid (%(problem)s): "
+                "ask the union for a new bundle"
+            ),
+            problem=str(exc),
+        ) from None
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certs)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -109,6 +133,7 @@ class TerminalState:
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir
         self.enrolment_path = data_dir / "enrolment.json"
+        self.ca_path = data_dir / "ca.pem"
         self.root_path = data_dir / "root.json"
         self.current_path = data_dir / "current"
         self.gens_path = data_dir / "gens"
@@ -151,11 +176,16 @@ class TerminalState:
                 raise ConfigError(
                     N_("%(file)s is not valid JSON"), file=str(self.enrolment_path)
                 ) from None
-            self._enrolment = Enrolment.from_json(raw)
+            enrolment = Enrolment.from_json(raw)
+            if self.ca_path.is_file():
+                enrolment = replace(enrolment, ca_cert=self.ca_path)
+            self._enrolment = enrolment
         return self._enrolment
 
     def enrol(self, bundle: bytes) -> Enrolment:
-        """Install the union's bundle: pins its root metadata, keeps the secrets (0600)."""
+        """Install the union's bundle: pins its root metadata, keeps the secrets (0600)
+        and the union's CA certificate (refused: a central URL the sync may not use,
+        sync.client.central_url_problem)."""
         try:
             raw = json.loads(bundle)
             root_data = str(raw["root"]).encode()
@@ -167,10 +197,19 @@ class TerminalState:
                 )
             ) from None
         enrolment = Enrolment.from_json(raw)  # validate before writing anything
+        ca_pem = _ca_certificate(raw.get("ca_cert"))
+        problem = central_url_problem(enrolment.central_url, ca_pem is not None)
+        if problem is not None:
+            raise ConfigError(N_("the enrolment bundle is refused: %(problem)s"), problem=problem)
         root = load_pinned_root(root_data)
         with self._lock:
             atomic_write(self.root_path, root_data, mode=0o644)
-            secrets = {k: v for k, v in raw.items() if k != "root"}
+            if ca_pem is not None:
+                atomic_write(self.ca_path, ca_pem, mode=0o644)  # public: a certificate
+                enrolment = replace(enrolment, ca_cert=self.ca_path)
+            else:
+                self.ca_path.unlink(missing_ok=True)  # none of an earlier enrolment's
+            secrets = {k: v for k, v in raw.items() if k not in ("root", "ca_cert")}
             atomic_write(self.enrolment_path, json.dumps(secrets, indent=2).encode(), mode=0o600)
             create_device_key(self.dir)  # the journal's signing key, 0600; kept on re-enrol
             Journal(self.journal_path).close()  # the sales journal starts here, empty

@@ -57,26 +57,32 @@ def sync_terminal(
     A failure is recorded and raised again."""
     enrolment = state.enrolment
     started = clock()
-    client = CentralClient(enrolment.central_url, enrolment.terminal_id, enrolment.api_secret)
 
     def event(code: str, detail: str) -> None:
         journal_event(journal, state, code, detail, clock())
 
     try:
-        report = run_sync(
+        client = CentralClient(
+            enrolment.central_url,
             enrolment.terminal_id,
-            state,
-            journal,
-            client,
-            clock,
-            batch_size=batch_size,
-            events=event,
-        )
+            enrolment.api_secret,
+            ca_cert=enrolment.ca_cert,  # the union's CA, the only one trusted
+        )  # refuses plain http to another machine, https without the CA: recorded too
+        try:
+            report = run_sync(
+                enrolment.terminal_id,
+                state,
+                journal,
+                client,
+                clock,
+                batch_size=batch_size,
+                events=event,
+            )
+        finally:
+            client.close()
     except Exception as exc:
         _keep(state.dir, last_attempt_at=iso(started), last_error=str(exc))
         raise
-    finally:
-        client.close()
     if report.problems:
         _keep(state.dir, last_attempt_at=iso(started), last_error="; ".join(report.problems))
     else:

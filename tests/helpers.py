@@ -166,7 +166,7 @@ TEST_SIGNER = KeySigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 def enrol_signing_terminal(union: Any, terminal_id: str = "T1", merchant_id: str = "M0001") -> dict:
     """Enrol a terminal whose device key is TEST_SIGNER's (as its first sync registers
     it); return its row as the central service authenticates it."""
-    union.enrol_terminal(terminal_id, merchant_id, "http://x")
+    union.enrol_terminal(terminal_id, merchant_id, "http://127.0.0.1:9")
     key = public_key_hex(TEST_SIGNER.public_key())
     union.register_device_key(union.store.terminal(terminal_id), key)
     row: dict = union.store.terminal(terminal_id)

@@ -137,7 +137,7 @@ def test_authentication(union: Union) -> None:
     import json
 
     union.add_merchant("M0001", "Shop", 500)
-    bundle = json.loads(union.enrol_terminal("T1", "M0001", "http://x"))
+    bundle = json.loads(union.enrol_terminal("T1", "M0001", "http://127.0.0.1:9"))
     assert union.authenticate(f"Bearer T1.{bundle['api_secret']}")["merchant_id"] == "M0001"
     from central.errors import AuthError
 

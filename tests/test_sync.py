@@ -120,7 +120,7 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
     union.add_merchant("M0001", "Shop", 500)
     union.publish_roster()
     state = TerminalState(tmp_path / "terminal")
-    state.enrol(union.enrol_terminal("T1", "M0001", "http://unused"))
+    state.enrol(union.enrol_terminal("T1", "M0001", "http://127.0.0.1:9"))
     secret = state.enrolment.api_secret
     union.close()
     journal = Journal(state.journal_path, state.signer())
