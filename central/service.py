@@ -10,7 +10,6 @@ import csv
 import hashlib
 import hmac
 import io
-import ipaddress
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -27,6 +25,7 @@ from central import policies
 from central.errors import AuthError, ConflictError, EvidenceError, InputError, NotFoundError
 from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
+from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.cards import is_card_number, token_for_pan
 from pact.device import check_signature, device_key
 from pact.errors import (
@@ -180,38 +179,21 @@ def build_roster_file(
     return BuiltRoster(delta, full, old.version, len(packed), len(old.layers) + 1)
 
 
-def _is_loopback(host: str) -> bool:
-    """``localhost``, 127.0.0.0/8 or ::1 (as ``sync.client.is_loopback``, which the union's
-    service may not import: both sides apply the one rule of docs/protocol.md)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_central_url(central_url: str, has_ca: bool) -> None:
     """The URL a terminal is enrolled with: https with the union's CA certificate, or
     plain http to the machine's own address only (the demo, the tests)."""
-    try:
-        parts = urlsplit(central_url)
-        host = parts.hostname or ""
-    except ValueError:
-        parts, host = urlsplit(""), ""
-    if parts.scheme == "https" and host:
-        if not has_ca:
-            raise InputError(
-                f"--url {central_url} is https: give the union's CA certificate with "
-                "--ca-cert FILE, so that the terminal can check the service's certificate"
-            )
-    elif parts.scheme == "http" and host:
-        if not _is_loopback(host):
-            raise InputError(
-                f"--url {central_url} is plain http to another machine: give an https URL "
-                "and --ca-cert FILE (plain http only to 127.0.0.1, ::1 or localhost)"
-            )
-    else:
+    fault = central_url_fault(central_url, has_ca)
+    if fault == NO_CA:
+        raise InputError(
+            f"--url {central_url} is https: give the union's CA certificate with "
+            "--ca-cert FILE, so that the terminal can check the service's certificate"
+        )
+    if fault == REMOTE_HTTP:
+        raise InputError(
+            f"--url {central_url} is plain http to another machine: give an https URL "
+            "and --ca-cert FILE (plain http only to 127.0.0.1, ::1 or localhost)"
+        )
+    if fault is not None:
         raise InputError(f"--url {central_url} is not an https URL such as https://union.example")
 
 

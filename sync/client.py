@@ -21,7 +21,6 @@ entries, :data:`MAX_UPLOAD_BYTES` of JSON and :data:`MAX_UPLOAD_GZIP` on the wir
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import json
 import logging
 import os
@@ -31,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,6 +38,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_match_hostname import CertificateError
 
+from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.errors import WireFormatError
 from pact.text import N_, Msg
 from pact.wire import decode_ack
@@ -67,28 +66,14 @@ MAX_UPLOAD_BYTES = 1 << 20  # bytes of JSON per request, before compression
 MAX_UPLOAD_GZIP = 512 << 10  # bytes per request as sent (gzip)
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost``, 127.0.0.0/8 or ::1: this machine's own address."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def central_url_problem(url: str, has_ca: bool) -> Msg | None:
     """Why a terminal may not talk to the central service at ``url`` (None: it may): an
     https URL needs the union's CA certificate (``has_ca``); plain http is only for this
     machine's own address (the demo, the tests). Checked at enrolment and by the client."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:
-        parts, host = urlsplit(""), ""
-    if parts.scheme == "https" and host:
-        if has_ca:
-            return None
+    fault = central_url_fault(url, has_ca)
+    if fault is None:
+        return None
+    if fault == NO_CA:
         return Msg.of(
             N_(
                 "the central URL %(url)s is https, but the enrolment has no CA certificate of "
@@ -97,9 +82,7 @@ def central_url_problem(url: str, has_ca: bool) -> Msg | None:
             ),
             url=url,
         )
-    if parts.scheme == "http" and host:
-        if is_loopback(host):
-            return None
+    if fault == REMOTE_HTTP:
         return Msg.of(
             N_(
                 "the central URL %(url)s is plain http to another machine: ask the union for "

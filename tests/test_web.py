@@ -156,7 +156,9 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             wait = WebDriverWait(driver, 15)
             has = ec.text_to_be_present_in_element
             assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
-            wait.until(has((By.ID, "live"), "实时"))
+            # the first event may wait for a stream thread on a loaded machine (a stream
+            # of the page the sign-in redirected to holds one until its keepalive)
+            WebDriverWait(driver, 40).until(has((By.ID, "live"), "实时"))
             wait.until(has((By.ID, "reader"), "就绪"))
             wait.until(has((By.ID, "status"), "会员名单 v1"))
             assert "上次同步成功：2026-11-28 17:30:00" in driver.find_element(By.ID, "status").text
