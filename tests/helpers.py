@@ -206,9 +206,18 @@ def browser_sign_in(driver: Any, url: str, app: Any, lang: str | None = "en") ->
 
     from terminal.access import new_api_token
 
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
     token = new_api_token(app.config["UNIONCARD_DATA_DIR"])
-    driver.get(url + "/login")
-    driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     if lang is not None:
-        driver.get(url + f"/lang/{lang}")
+        # the language first: a switch sent while the login is still in flight would
+        # race its answer's session cookie, and one of the two would be lost
+        driver.get(url + f"/lang/{lang}?next=/login")
+    else:
+        driver.get(url + "/login")
+    driver.find_element(By.ID, "token").send_keys(token)
+    button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
+    button.click()
+    WebDriverWait(driver, 30).until(ec.staleness_of(button))
+    WebDriverWait(driver, 30).until(lambda d: "/login" not in d.current_url)
