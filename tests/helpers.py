@@ -203,11 +203,10 @@ def browser_sign_in(driver: Any, url: str, app: Any, lang: str | None = "en") ->
     """Sign a browser in to the cashier page at ``url`` with a new till token, in
     ``lang`` (None: leave the page's default, Chinese)."""
     from selenium.webdriver.common.by import By
-
-    from terminal.access import new_api_token
-
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
+
+    from terminal.access import new_api_token
 
     token = new_api_token(app.config["UNIONCARD_DATA_DIR"])
     if lang is not None:
