@@ -14,7 +14,7 @@ DEB_RUN := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev python3-ve
 # ... and what the test suite needs on top: a browser for the cashier page, PostgreSQL.
 DEB_TEST := chromium chromium-driver fonts-wqy-microhei postgresql
 
-.PHONY: help demo serve screenshots test test-fast test-kill lint typecheck bench translations deps deps-test venv clean
+.PHONY: help demo serve screenshots test test-fast test-kill test-faults lint typecheck bench translations deps deps-test venv clean
 
 help:
 	@echo "make demo   - install everything and run unioncard end to end (SQLite, virtual card reader)"
@@ -69,6 +69,14 @@ test: deps-test venv lint typecheck
 # killed at random moments (about 17 minutes here; the short form is in `make test`).
 test-kill: deps-test venv
 	UNIONCARD_KILL_CHECKOUTS=1000 $(PY) -m pytest -q -s tests/test_kill.py
+
+# The long form of the sync's fault trials: 200 trials on SQLite and 200 on PostgreSQL of
+# proxy faults, the sync SIGKILLed and the central service SIGKILLed mid-ingest, each
+# checked for every journaled entry held once (tests/test_sync_faults.py; about 15
+# minutes here; the short form is in `make test`). UNIONCARD_FAULT_SEED=S repeats a run.
+test-faults: deps-test venv
+	$(PY) tests/services.py postgres
+	UNIONCARD_FAULT_TRIALS=200 $(PY) -m pytest -q -s tests/test_faultproxy.py tests/test_sync_faults.py
 
 # The fast lane while editing: no devices, no database server, no browser, no subprocess.
 test-fast: venv
