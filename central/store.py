@@ -211,6 +211,15 @@ class IngestResult:
     duplicates: int
 
 
+class _Overtaken(Exception):
+    """An ingest's insert broke a unique key of ``sales``: another ingest of the same
+    terminal may have stored entries after ``last_seq``, the tail this one had read."""
+
+    def __init__(self, last_seq: int, reason: str) -> None:
+        super().__init__(reason)
+        self.last_seq, self.reason = last_seq, reason
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url)
@@ -487,7 +496,37 @@ class Store:
 
         ``check_new`` sees the entries this store does not hold yet, in order, before
         anything is written (the device-signature check), and may raise to refuse all.
+
+        Two ingests of one terminal may run at once: a retry that arrives while its
+        original is still being stored (the terminal's connection was reset once the
+        request went through). Both read the same tail; the second's insert then breaks
+        the key (terminal, seq) the first has just filled, and it starts over in a fresh
+        transaction, where it finds those entries held and compares them as any repeat:
+        the result is what a retry after the first would get. A unique key broken while
+        nothing was stored meanwhile is no race: that batch is refused as a conflict.
         """
+        while True:
+            try:
+                return self._ingest_once(terminal_id, merchant_id, batch, received_at, check_new)
+            except _Overtaken as exc:
+                with self.engine.connect() as conn:
+                    last_seq, _ = self._tail(conn, terminal_id)
+                if last_seq == exc.last_seq:  # nothing was stored since: not a race
+                    raise ConflictError(
+                        f"upload refused: an entry is already held under another number "
+                        f"({exc.reason})"
+                    ) from None
+
+    def _ingest_once(
+        self,
+        terminal_id: str,
+        merchant_id: str,
+        batch: Sequence[Sale],
+        received_at: str,
+        check_new: Callable[[Sequence[Sale]], None] | None,
+    ) -> IngestResult:
+        """One try of :meth:`ingest`, in one transaction (:class:`_Overtaken` when its
+        insert breaks a unique key)."""
         with self.engine.begin() as conn:
             last_seq, last_hash = self._tail(conn, terminal_id)
             old = [s for s in batch if s.seq <= last_seq]
@@ -518,13 +557,15 @@ class Store:
             if new and check_new is not None:
                 check_new(new)
             if new:
-                conn.execute(
-                    sales.insert(),
-                    [
-                        dict(s.as_row(), received_at=received_at, receipt_code=verification_code(s))
-                        for s in new
-                    ],
-                )
+                rows = [
+                    dict(s.as_row(), received_at=received_at, receipt_code=verification_code(s))
+                    for s in new
+                ]
+                try:
+                    conn.execute(sales.insert(), rows)
+                except sa.exc.IntegrityError as exc:
+                    reason = str(exc.orig or exc).splitlines()[0]
+                    raise _Overtaken(last_seq, reason) from None
             acked = new[-1].seq if new else last_seq
         return IngestResult(acked, len(new), len(old))
 

@@ -107,6 +107,21 @@ def test_ingest_is_idempotent_and_chain_checked(union: Union) -> None:
     assert len(union.store.sales_for("T1")) == 5  # refused batches stored nothing
 
 
+def test_an_entry_whose_id_is_held_under_another_number_is_refused(union: Union) -> None:
+    """Not a race with another ingest (the store's tail did not move): a conflict, and
+    nothing of the batch is stored."""
+    union.add_merchant("M0001", "Shop", 500)
+    terminal = enrol_signing_terminal(union)
+    batch = make_sales("T1", 2)
+    union.ingest(terminal, batch[:1])
+    reused = replace(batch[1], sale_id=batch[0].sale_id)
+    reused = signed(replace(reused, hash=entry_hash(reused.prev_hash, reused)))
+    with pytest.raises(ConflictError, match="already held under another number"):
+        union.ingest(terminal, [reused])
+    assert union.store.sales_for("T1") == batch[:1]
+    assert [r["first_seq"] for r in union.store.refusals("T1")] == [2]
+
+
 def test_settlement_per_merchant(union: Union, clock) -> None:
     union.add_merchant("M0001", "Shop", 500)
     union.add_merchant("M0002", "Salon", 1000)

@@ -99,10 +99,6 @@ KILL_MOMENTS = {  # the proxy's events, as moments of the sync
 # one of them (in the central service's log or on the sync's stderr) is counted in the
 # report, not failed. Remove the entry when its test passes (it then fails as XPASS).
 KNOWN_BUGS = {
-    # test_a_repeated_upload_racing_its_original_is_acknowledged
-    "central: an upload racing its own retry answers 500 with a traceback": re.compile(
-        r"IntegrityError.*(sales_pkey|sales_sale_id_key|UNIQUE constraint failed: sales\.)"
-    ),
     # test_an_answer_cut_in_its_head_ends_the_sync_without_a_traceback
     "sync: an answer cut in its head prints urllib3's traceback": re.compile(r"HeaderParsingError"),
     # test_an_empty_roster_download_is_refused_in_one_line
@@ -620,20 +616,12 @@ def test_random_faults_and_kills_lose_and_duplicate_nothing(
 # -- the bugs the trials found: each fails today (strict xfail), each is in KNOWN_BUGS --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="central bug: Store.ingest reads the terminal's tail, then inserts, with nothing "
-    "to stop a second ingest of the same batch in between (a retry that arrives while its "
-    "original is still being stored, e.g. after a reset once the request was sent): the "
-    "second raises sqlalchemy's IntegrityError (PostgreSQL: sales_pkey; SQLite: UNIQUE "
-    "sales.sale_id), which the API answers 500 with a traceback in the log. No sale "
-    "is lost or doubled (the terminal retries after its backoff and is acknowledged), but "
-    "a repeated upload is meant to be acknowledged, not to fail",
-)
 def test_a_repeated_upload_racing_its_original_is_acknowledged(
     store: Store, tmp_path: Path
 ) -> None:
+    """Two ingests of one batch at once, both past reading the terminal's tail before
+    either inserts (a retry that arrives while its original is being stored): one
+    stores the batch, the other acknowledges it as repeats, as a retry after it would."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from pact.device import KeySigner
