@@ -39,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pact.device import KeySigner, public_key_hex
-from pact.errors import RefusedError, SnapshotError
+from pact.errors import RefusedError, RosterError, SnapshotError
 from pact.files import atomic_write, fsync_dir
 from pact.generation import (
     Generation,
@@ -123,7 +123,11 @@ def _delta_files(gen: Path) -> list[Path]:
 
 
 def _map(path: Path) -> mmap.mmap:
+    """A roster file, memory-mapped. An empty one (a download that brought nothing) is
+    refused here: mmap cannot map nothing, and no roster is empty."""
     with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise RosterError(N_("roster refused: the file %(file)s is empty"), file=str(path))
         return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
 

@@ -101,10 +101,6 @@ KILL_MOMENTS = {  # the proxy's events, as moments of the sync
 KNOWN_BUGS = {
     # test_an_answer_cut_in_its_head_ends_the_sync_without_a_traceback
     "sync: an answer cut in its head prints urllib3's traceback": re.compile(r"HeaderParsingError"),
-    # test_an_empty_roster_download_is_refused_in_one_line
-    "sync: an empty roster download dies in mmap with a traceback": re.compile(
-        r"cannot mmap an empty file"
-    ),
 }
 
 
@@ -710,15 +706,6 @@ def test_an_answer_cut_in_its_head_ends_the_sync_without_a_traceback(rig: Rig) -
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sync bug: a roster download answered 200 with an empty body (here an answer "
-    "cut right after its status line, which requests takes for a 200 with no body) is "
-    "mapped with mmap before any check: `unioncard sync` dies with a traceback "
-    "(terminal/state.py _map: 'ValueError: cannot mmap an empty file'), exit 1 with no "
-    "error line, where a refused roster (one line, the old one kept) is meant",
-)
 def test_an_empty_roster_download_is_refused_in_one_line(rig: Rig) -> None:
     rig.publish_roster()
     rig.proxy.plan = cut_head("/api/v1/roster", keep=len(b"HTTP/1.1 200 OK\r\n"))

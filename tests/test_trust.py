@@ -19,6 +19,7 @@ from pact.cards import PanTokenizer, token_for_pan
 from pact.errors import (
     ClockError,
     CompactionNeededError,
+    RosterError,
     SignatureError,
     SnapshotError,
     TrustError,
@@ -103,6 +104,20 @@ def test_same_roster_version_with_other_bytes_is_refused(terminal, keys, clock) 
     with pytest.raises(SnapshotError, match="mix-and-match"):
         terminal.install(snap, clock(), other_v1, None)
     serving(terminal, 1)
+
+
+@pytest.mark.parametrize("keep", [0, 1, 0.5, -1])
+def test_a_roster_download_empty_or_cut_short_is_refused(terminal, keys, clock, keep) -> None:
+    """What the sync downloaded to its file, empty (an answer with no body) or short of
+    its end: a RosterError, nothing installed, the file left for the sync to remove."""
+    roster2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
+    snap = snapshot_bytes(keys, clock(), roster2, terminal.current.policy_data, version=2)
+    cut = int(len(roster2) * keep) if isinstance(keep, float) else keep % len(roster2)
+    terminal.roster_download.write_bytes(roster2[:cut])
+    with pytest.raises(RosterError, match="empty" if cut == 0 else "roster refused"):
+        terminal.install(snap, clock(), terminal.roster_download, None)
+    serving(terminal, 1)
+    assert sorted(p.name for p in terminal.gens_path.iterdir()) == ["1"]
 
 
 def test_snapshot_rollback_and_same_version_other_bytes(terminal, keys, clock) -> None:
