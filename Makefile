@@ -97,7 +97,7 @@ translations: venv
 	  $(VENV)/bin/pybabel -q extract -F babel.cfg --add-location=file --sort-output --no-wrap \
 	    -c TRANSLATORS: --project=unioncard -o "$$pot" . && \
 	  $(VENV)/bin/pybabel update -i "$$pot" -d terminal/translations -l zh --no-wrap \
-	    --ignore-obsolete --ignore-pot-creation-date
+	    --ignore-obsolete --ignore-pot-creation-date --no-fuzzy-matching
 	$(VENV)/bin/pybabel compile -d terminal/translations --statistics
 
 clean:

@@ -69,10 +69,20 @@ TERMS_FIELDS = (
     "holidays",
     "exclude",
     "refund_days",
+    "offline_warn_hours",
+    "offline_stop_hours",
+    "pending_cap",
     "rules",
 )
 REFUND_DAYS = 30  # a sale may be refunded this many days after its business day (default)
 MAX_REFUND_DAYS = 366
+# The offline limits (pact.offline): warn, then stop discounts, this many hours after the
+# terminal's last successful sync; stop them too with this many entries not uploaded.
+OFFLINE_WARN_HOURS = 24
+OFFLINE_STOP_HOURS = 72
+PENDING_CAP = 5000
+MAX_OFFLINE_HOURS = 24 * 30
+MAX_PENDING_CAP = 1_000_000
 RULE_FIELDS = {
     "common": (
         "id",
@@ -211,6 +221,9 @@ class Policy:
     status_since: datetime | None = None
     status_changes: tuple[StatusChange, ...] = ()  # ascending; scheduled ahead of time
     refund_days: int = REFUND_DAYS  # business days after a sale's in which it may be refunded
+    offline_warn_hours: int = OFFLINE_WARN_HOURS  # pact.offline
+    offline_stop_hours: int = OFFLINE_STOP_HOURS
+    pending_cap: int = PENDING_CAP
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
@@ -587,7 +600,24 @@ def _terms(f: _Fields) -> dict[str, Any]:
         if f.has("exclude")
         else Selection(),
         "refund_days": f.whole("refund_days", 0, MAX_REFUND_DAYS, REFUND_DAYS, " (days)"),
+        **_offline_terms(f),
         "rules": tuple(rules),
+    }
+
+
+def _offline_terms(f: _Fields) -> dict[str, int]:
+    hours = " (hours after the last successful sync)"
+    warn = f.whole("offline_warn_hours", 1, MAX_OFFLINE_HOURS, OFFLINE_WARN_HOURS, hours)
+    stop = f.whole("offline_stop_hours", 1, MAX_OFFLINE_HOURS, OFFLINE_STOP_HOURS, hours)
+    if warn >= stop:
+        raise PolicyError(
+            f"{f.path('offline_warn_hours')} ({warn}) must be less than "
+            f"{f.path('offline_stop_hours')} ({stop}): the warning comes before the stop"
+        )
+    return {
+        "offline_warn_hours": warn,
+        "offline_stop_hours": stop,
+        "pending_cap": f.whole("pending_cap", 1, MAX_PENDING_CAP, PENDING_CAP, " (entries)"),
     }
 
 
@@ -809,6 +839,10 @@ def describe_policy(policy: Policy, form: str) -> list[str]:
     }[policy.rounding]
     lines.append(f"time zone {policy.timezone}; applies {how}; {rounding}")
     lines.append(f"refunds within {policy.refund_days} days of the sale")
+    lines.append(
+        f"offline: a warning {policy.offline_warn_hours} h after the last sync, no discounts "
+        f"after {policy.offline_stop_hours} h or with {policy.pending_cap} entries not uploaded"
+    )
     if policy.exclude:
         lines.append(f"never discounted: {policy.exclude.describe()}")
     if policy.holidays:

@@ -17,6 +17,7 @@ from typing import Any
 from pact.basket import Basket, RuleUsage
 from pact.discount import Quote, journal_record, quote, quote_json
 from pact.generation import Generation
+from pact.offline import Offline
 from pact.policy import Policy, quota_periods, shop_day
 from pact.roster import Membership
 from pact.sale import Sale, SaleDraft
@@ -30,7 +31,8 @@ from terminal.state import Enrolment
 # big. "member" (a discount may be zero: see the reasons), "not_member",
 # "member_suspended", "member_ended", "roster_expired" (also: none installed, the
 # union's update expired, the clock is wrong: no discounts until a sync),
-# "merchant_suspended" (suspended or exited), "no_policy" (none, or expired).
+# "merchant_suspended" (suspended or exited), "no_policy" (none, or expired),
+# "sync_needed" (a member, but an offline limit stops discounts: pact.offline).
 VERDICTS = (
     "member",
     "not_member",
@@ -39,6 +41,7 @@ VERDICTS = (
     "roster_expired",
     "merchant_suspended",
     "no_policy",
+    "sync_needed",
 )
 
 
@@ -172,16 +175,22 @@ def price(
     identity: CardIdentity,
     basket: Basket | int,
     now: datetime,
+    offline: Offline | None = None,
 ) -> Priced:
     """Price the sale for this card from one generation, journaling nothing.
 
     ``basket`` may be a plain amount in fen: one line of category ``general``. The
-    member's quota use is counted from the journal as it is now.
+    member's quota use is counted from the journal as it is now. ``offline``: where
+    the terminal stands against its offline limits; one that blocks gives a member
+    no discount, with its reason (verdict ``sync_needed``).
     """
     if not isinstance(basket, Basket):
         basket = Basket.of_amount(basket)
     policy = generation.policy
     member, reason = membership_for(generation, identity, now)
+    state = verdict(generation, member, reason, now)
+    if state == "member" and offline is not None and offline.block is not None:
+        member, reason, state = None, offline.block, "sync_needed"
     token = identity.token.hex() if identity.token is not None else None
     usage = usage_for(journal, token, policy, now) if member is not None else {}
     q = quote(basket, member, policy, now, usage, not_member_reason=reason)
@@ -200,7 +209,7 @@ def price(
         basket=journal_record(q, member),
         atc=identity.atc,
     )
-    return Priced(draft, q, now, verdict(generation, member, reason, now))
+    return Priced(draft, q, now, state)
 
 
 def record(journal: Journal, priced: Priced) -> SaleResult:
@@ -216,6 +225,7 @@ def checkout(
     identity: CardIdentity,
     basket: Basket | int,
     now: datetime,
+    offline: Offline | None = None,
 ) -> SaleResult:
     """Price the sale for this card and record it durably before returning (one call)."""
-    return record(journal, price(generation, enrolment, journal, identity, basket, now))
+    return record(journal, price(generation, enrolment, journal, identity, basket, now, offline))

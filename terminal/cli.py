@@ -36,7 +36,8 @@ from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
-from terminal.syncing import last_sync, sync_terminal
+from terminal.syncing import sync_terminal
+from terminal.syncrecord import last_sync
 
 
 def _software() -> str:
@@ -382,6 +383,8 @@ def terminal_serve(clock: Clock, settings: Settings) -> None:
             Notifier(os.environ),
             click.echo,
             sync_batch=settings.sync_batch,
+            sync_every=settings.sync_every_minutes * 60,
+            sync_after_sales=settings.sync_after_sales,
         )
     finally:
         reader.close()

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from terminal.notify import Notifier
@@ -19,6 +20,7 @@ from terminal.service import TerminalService
 log = logging.getLogger(__name__)
 THREADS = 12  # requests served at once (pages' event streams, a till, a supervisor)
 SHUTDOWN_WAIT = 10.0  # seconds for requests in flight at SIGTERM
+AUTO_SYNC_TICK = 2.0  # seconds between the daemon's checks for a sync due
 
 
 def problem(service: TerminalService, monitor_running: Callable[[], bool]) -> str | None:
@@ -49,12 +51,16 @@ def serve(
     notifier: Notifier,
     echo: Callable[[str], object],
     sync_batch: int = 500,
+    sync_every: float = 0.0,
+    sync_after_sales: int = 0,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C."""
+    """Serve until SIGTERM or Ctrl-C; sync by itself every ``sync_every`` seconds and
+    after ``sync_after_sales`` new entries, when idle (0: never)."""
     # Flask and waitress are imported only by the command that serves pages.
     from waitress import create_server
 
-    from terminal.syncing import sync_terminal  # (requests, for "sync now": the daemon only)
+    # (requests, for "sync now" and the daemon's own syncs: the daemon only)
+    from terminal.syncing import AutoSync, sync_terminal
     from terminal.web import create_app
 
     def sync() -> object:  # "sync now" on the page: the daemon's own journal and state
@@ -76,7 +82,19 @@ def serve(
                 log.error("unhealthy, the watchdog is not fed: %s", trouble)
                 notifier.status(f"unhealthy: {trouble}")
 
+    def auto_sync(auto: AutoSync) -> None:
+        while not stopped.wait(AUTO_SYNC_TICK):
+            try:
+                auto.tick()
+            except Exception:  # never the end of the daemon: the next tick tries again
+                log.exception("the daemon's own sync check failed")
+
     signal.signal(signal.SIGTERM, stop)
+    if sync_every > 0 or sync_after_sales > 0:
+        auto = AutoSync(
+            service, app.extensions["unioncard_sync"], sync_every, sync_after_sales, time.monotonic
+        )
+        threading.Thread(target=auto_sync, args=(auto,), name="auto-sync", daemon=True).start()
     if notifier.watchdog_interval is not None:
         threading.Thread(
             target=watchdog, args=(notifier.watchdog_interval,), name="watchdog", daemon=True

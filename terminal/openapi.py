@@ -228,6 +228,7 @@ def _schemas() -> dict[str, Any]:
                 "policy_version": _or_null(INT),
                 "sales": {"type": "integer", "minimum": 0, "description": "journal entries"},
                 "pending_upload": {"type": "integer", "minimum": 0},
+                "offline": _ref("OfflineLimits"),
                 "warnings": _list(STRING, description="in the reader's language"),
                 "warning_ids": {**messages, "description": "`warnings` as messages"},
                 "timezone": {"type": "string", "description": "the shop's (IANA name)"},
@@ -235,6 +236,25 @@ def _schemas() -> dict[str, Any]:
                 "roster_expires_local": _or_null(local),
                 "sync": _ref("SyncState"),
             }
+        ),
+        "OfflineLimits": _obj(
+            {
+                "since": _or_null(time),
+                "warn_at": _or_null(time),
+                "stop_at": _or_null(time),
+                "pending_cap": {"type": "integer", "minimum": 1},
+                "reached": _list({"enum": ["warn", "stop", "cap"]}),
+                "discounts": {
+                    "type": "boolean",
+                    "description": "false: an offline limit stops member discounts",
+                },
+            },
+            description=(
+                "The offline limits, counted from the last successful sync (`since`; "
+                "before the first, the union's snapshot's issue time): a warning at "
+                "`warn_at`, no member discounts from `stop_at` or with `pending_cap` "
+                "entries waiting for upload, until a sync succeeds."
+            ),
         ),
         "DayReport": _obj(
             {

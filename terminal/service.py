@@ -22,6 +22,7 @@ from pact.cards import PanTokenizer
 from pact.event import CLOCK_JUMP, EVENT, INTEGRITY_FAILURE, OFFLINE_LIMIT, STARTUP, event_draft
 from pact.generation import Generation
 from pact.money import fen
+from pact.offline import Offline, assess, limit_event, limits_of, noted_limits, to_note
 from pact.policy import DEFAULT_TIMEZONE
 from pact.receipt import Receipt, receipt
 from pact.reversal import REFUND, VOID, refund_draft, refunded_units, void_draft
@@ -41,6 +42,7 @@ from terminal.journal import Journal
 from terminal.printing import open_printer, print_receipt
 from terminal.state import TerminalState
 from terminal.supervisor import Supervisor
+from terminal.syncrecord import last_success
 
 EXPIRY_WARNING = timedelta(hours=24)
 # a clock that disagrees with the monotonic clock, or with the newest entry, by more
@@ -133,6 +135,8 @@ class TerminalService:
         self.monotonic = monotonic
         self._clock_ref = (clock(), monotonic()) if monotonic is not None else None
         self._offline_noted: tuple[int | None, int | None] | None = None
+        self._limits_noted: set[str] | None = None  # pact.offline's keys journaled
+        self._limits_lock = threading.Lock()
 
     def close(self) -> None:
         self.journal.close()
@@ -184,7 +188,10 @@ class TerminalService:
             now = self.clock()
             self.watch_clock(now)
             self._note_offline_limit(generation, now)
-            priced = price(generation, self.state.enrolment, self.journal, identity, basket, now)
+            offline = self.check_offline(generation, now)
+            priced = price(
+                generation, self.state.enrolment, self.journal, identity, basket, now, offline
+            )
             if confirm:
                 return _logged(record(self.journal, priced))
             pending = PendingSale(uuid.uuid4().hex, now + self.pending_timeout, priced)
@@ -193,6 +200,10 @@ class TerminalService:
             return pending
         finally:
             self._lock.release()
+
+    def busy(self) -> bool:
+        """A checkout is waiting for a card, or a priced sale for its confirmation."""
+        return self._lock.locked() or self._waiting(self.clock()) is not None
 
     def _waiting(self, now: datetime) -> PendingSale | None:
         """The sale waiting for confirmation, if it has not timed out (a timed-out one
@@ -388,6 +399,33 @@ class TerminalService:
             OFFLINE_LIMIT, "; ".join(expired) + ": no member discounts until the terminal syncs"
         )
 
+    def offline(self, generation: Generation, now: datetime) -> Offline:
+        """Where the terminal stands against its offline limits (pact.offline), counted
+        from its last successful sync (before the first, from the issue time of the
+        union's snapshot it installed)."""
+        since = last_success(self.state.dir)
+        if since is None and generation.snapshot is not None:
+            since = generation.snapshot.issued_at
+        _, pending = self.journal.counts()
+        return assess(limits_of(generation.policy), since, pending, now)
+
+    def check_offline(self, generation: Generation, now: datetime) -> Offline:
+        """:meth:`offline`, journaling each limit reached for the first time since the
+        last successful sync as an ``offline-limit`` event (once: the journal's events
+        say which were)."""
+        offline = self.offline(generation, now)
+        if not offline.reached:
+            return offline
+        with self._limits_lock:
+            if self._limits_noted is None or to_note(offline, self._limits_noted):
+                # what this stretch offline journaled already, also before a restart
+                since = iso(offline.since) if offline.since is not None else ""
+                self._limits_noted = noted_limits(self.journal.event_notes(since))
+            for limit in to_note(offline, self._limits_noted):
+                entry = self.record_event(OFFLINE_LIMIT, limit_event(offline, limit))
+                self._limits_noted |= noted_limits([entry.note or ""])
+        return offline
+
     def receipt(self, seq: int) -> Receipt:
         """The slip of journal entry ``seq`` (merchant, lines, rule titles, code)."""
         entry = self.journal.entry(seq)
@@ -493,6 +531,9 @@ class TerminalService:
             warnings.append(
                 Msg.of(N_("discount policy expired at %(at)s"), at=iso(policy.expires_at))
             )
+        offline = self.offline(generation, now)
+        warnings.extend(offline.warnings)
+        limits = limits_of(policy)
         total, pending = self.journal.counts()
         return {
             "terminal_id": enrolment.terminal_id,
@@ -505,6 +546,15 @@ class TerminalService:
             "policy_version": policy.version if policy else None,
             "sales": total,
             "pending_upload": pending,
+            # pact.offline: counted from the last successful sync
+            "offline": {
+                "since": iso(offline.since) if offline.since is not None else None,
+                "warn_at": iso(offline.since + limits.warn_after) if offline.since else None,
+                "stop_at": iso(offline.since + limits.stop_after) if offline.since else None,
+                "pending_cap": limits.pending_cap,
+                "reached": list(offline.reached),
+                "discounts": offline.block is None,
+            },
             # in English, and as messages to translate (pact.text), in the same order
             "warnings": [str(w) for w in warnings],
             "warning_ids": [w.as_json() for w in warnings],

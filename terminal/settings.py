@@ -33,6 +33,10 @@ class Settings:
     listen_host: str = "127.0.0.1"  # the cashier page and the till API
     listen_port: int = 8080  # 1 to 65535
     sync_batch: int = 500  # sales per upload request (1 to 1000)
+    # the daemon's own syncs: this many minutes after the last, or after this many new
+    # entries, when idle (0: never); the nightly timer stays as the backstop
+    sync_every_minutes: float = 15.0
+    sync_after_sales: int = 100
     printer: str | None = None  # receipt printer: usb:VID:PID, network:HOST[:PORT], file:PATH
 
 
@@ -87,6 +91,8 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "listen_host": _text,
     "listen_port": _whole(1, 65535),
     "sync_batch": _whole(1, MAX_BATCH),
+    "sync_every_minutes": _number(0, 1440),
+    "sync_after_sales": _whole(0, 100_000),
     "printer": _optional_text,  # the central service takes no more per upload
 }
 KEYS = tuple(f.name for f in fields(Settings))

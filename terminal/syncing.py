@@ -10,44 +10,20 @@ succeeded, what it did, and the last error (cleared by the next success). The pa
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from pact.errors import UnioncardError
-from pact.files import atomic_write
 from pact.timefmt import Clock, iso
 from sync.client import CentralClient
 from sync.run import SyncReport, run_sync
 from terminal.journal import Journal
-from terminal.service import journal_event
+from terminal.service import TerminalService, journal_event
 from terminal.state import TerminalState
+from terminal.syncrecord import keep_sync
 
-RECORD_FILE = "sync.json"
 log = logging.getLogger(__name__)
-
-
-def last_sync(data_dir: Path) -> dict[str, Any]:
-    """``last_attempt_at``, ``last_success_at``, ``last_summary``, ``last_error`` (each
-    None until known)."""
-    record: dict[str, Any] = dict.fromkeys(
-        ("last_attempt_at", "last_success_at", "last_summary", "last_error")
-    )
-    try:
-        kept = json.loads((data_dir / RECORD_FILE).read_bytes())
-    except (FileNotFoundError, ValueError):
-        return record
-    if isinstance(kept, dict):
-        record.update({k: kept.get(k) for k in record})
-    return record
-
-
-def _keep(data_dir: Path, **changes: Any) -> None:
-    record = {**last_sync(data_dir), **changes}
-    atomic_write(data_dir / RECORD_FILE, json.dumps(record).encode(), mode=0o600)
 
 
 def sync_terminal(
@@ -81,12 +57,12 @@ def sync_terminal(
         finally:
             client.close()
     except Exception as exc:
-        _keep(state.dir, last_attempt_at=iso(started), last_error=str(exc))
+        keep_sync(state.dir, last_attempt_at=iso(started), last_error=str(exc))
         raise
     if report.problems:
-        _keep(state.dir, last_attempt_at=iso(started), last_error="; ".join(report.problems))
+        keep_sync(state.dir, last_attempt_at=iso(started), last_error="; ".join(report.problems))
     else:
-        _keep(
+        keep_sync(
             state.dir,
             last_attempt_at=iso(started),
             last_success_at=iso(clock()),
@@ -133,3 +109,52 @@ class BackgroundSync:
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
+
+
+class AutoSync:
+    """The daemon's own syncs (the nightly timer stays as the backstop): one is due
+    ``every`` seconds after the last one started, or once ``after_sales`` entries were
+    journaled since (0: never, for either). It starts in the background only while
+    the terminal is idle (no checkout waiting for a card or for its confirmation), so
+    it never holds up a cashier. Each :meth:`tick` also journals an offline limit
+    reached while the shop is quiet (pact.offline)."""
+
+    def __init__(
+        self,
+        service: TerminalService,
+        syncer: BackgroundSync,
+        every: float,
+        after_sales: int,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.service = service
+        self.syncer = syncer
+        self.every = every
+        self.after_sales = after_sales
+        self.monotonic = monotonic
+        self._started_at = monotonic()  # the daemon's start counts as the last one
+        self._entries_at = service.journal.counts()[0]
+
+    def due(self) -> str | None:
+        """Why a sync is due now ("time", "sales"), or None."""
+        if self.every > 0 and self.monotonic() - self._started_at >= self.every:
+            return "time"
+        if self.after_sales > 0:
+            total, pending = self.service.journal.counts()
+            if pending > 0 and total - self._entries_at >= self.after_sales:
+                return "sales"
+        return None
+
+    def tick(self) -> str | None:
+        """Start a sync if one is due and the terminal is idle; return why it started."""
+        service = self.service
+        service.check_offline(service.state.current, service.clock())
+        if self.syncer.running or service.busy():
+            return None
+        why = self.due()
+        if why is None or not self.syncer.start():
+            return None
+        self._started_at = self.monotonic()
+        self._entries_at = service.journal.counts()[0]
+        log.info("sync started by the daemon (%s)", why)
+        return why

@@ -64,7 +64,8 @@ from terminal.errors import (
 from terminal.live import Changes, stream, watch_reader
 from terminal.openapi import document as openapi_document
 from terminal.service import TerminalService
-from terminal.syncing import BackgroundSync, last_sync
+from terminal.syncing import BackgroundSync
+from terminal.syncrecord import last_sync
 from terminal.webauth import init_auth, supervisor_token
 
 log = logging.getLogger(__name__)

@@ -62,6 +62,14 @@ def clock() -> Clock:
     return Clock(datetime(2026, 11, 28, 9, 30, tzinfo=UTC))
 
 
+def wall_clock() -> Clock:
+    """A test clock that starts at the wall clock's now: for the union of a real
+    terminal daemon, which reads the wall clock (a union on the fixed date above would
+    have its roster expire, and the terminal count days offline, as real days pass).
+    A test module running a daemon overrides the ``clock`` fixture with it."""
+    return Clock(datetime.now(UTC).replace(microsecond=0))
+
+
 @pytest.fixture
 def union_keys(tmp_path: Path, clock: Clock) -> UnionKeys:
     return create_keys(tmp_path / "keys", now=clock())

@@ -21,9 +21,15 @@ from terminal.devicekey import load_public_key
 from terminal.journal import Journal
 from terminal.notify import Notifier
 from terminal.service import TerminalService
-from tests.conftest import Site
+from tests.conftest import Clock, Site, wall_clock
 from tests.helpers import MEMBER_PAN
 from tests.test_reader_recovery import UNIONCARD, free_port
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The daemon reads the wall clock: the union's must agree (tests.conftest)."""
+    return wall_clock()
 
 
 class Listener:

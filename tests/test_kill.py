@@ -31,10 +31,17 @@ from reader.emulation.vpcd import CardEmulator
 from terminal.access import new_api_token
 from terminal.devicekey import load_public_key
 from terminal.journal import Journal
-from tests.conftest import Site
+from tests.conftest import Clock, Site, wall_clock
 from tests.helpers import MEMBER_PAN
 from tests.private_pcscd import PrivatePcscd
 from tests.test_reader_recovery import UNIONCARD, free_port, until
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The daemon reads the wall clock: the union's must agree (tests.conftest)."""
+    return wall_clock()
+
 
 CHECKOUTS = int(os.environ.get("UNIONCARD_KILL_CHECKOUTS", "40"))
 SEED = int(os.environ.get("UNIONCARD_KILL_SEED", str(random.SystemRandom().randrange(10**6))))

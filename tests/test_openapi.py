@@ -31,6 +31,7 @@ from schemathesis.config import SchemathesisConfig
 
 from central.keys import create_keys
 from pact.basket import Basket, Line
+from pact.timefmt import iso
 from reader.errors import CardRemovedError, NoCardError
 from reader.identity import CardIdentity, Tokenize, identity_from_pan
 from terminal import web, webauth
@@ -39,6 +40,7 @@ from terminal.openapi import KINDS, document
 from terminal.service import TerminalService
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
+from terminal.syncrecord import keep_sync
 from terminal.web import create_app
 from tests.helpers import (
     MEMBER_PAN,
@@ -117,6 +119,7 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
     state.install(
         snapshot_bytes(keys, ISSUED, roster, policy, lifetime=LIFETIME), ISSUED, roster, policy
     )
+    keep_sync(state.dir, last_success_at=iso(START))  # in service: it synced this morning
     service = TerminalService(
         state.dir,
         Cards(),

@@ -32,6 +32,7 @@ from terminal.errors import JournalError
 from terminal.journal import MIGRATIONS, Journal
 from terminal.service import TerminalService
 from terminal.state import TerminalState
+from terminal.syncrecord import keep_sync
 from terminal.web import create_app
 from tests.helpers import (
     MEMBER_PAN,
@@ -71,6 +72,7 @@ def make_shop(folder: Path, shop_terms: dict) -> TerminalState:
     state.install(
         snapshot_bytes(keys, ISSUED, roster, policy, lifetime=LIFETIME), ISSUED, roster, policy
     )
+    keep_sync(state.dir, last_success_at=iso(MONDAY))  # in service: it synced this morning
     return state
 
 

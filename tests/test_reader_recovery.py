@@ -33,12 +33,19 @@ from reader.emulation.images import ATR_T0
 from reader.emulation.vpcd import CardEmulator
 from reader.fresh import LAST_SALE
 from terminal.access import new_api_token
-from tests.conftest import Site
+from tests.conftest import Clock, Site, wall_clock
 from tests.fixtures_pcsc import READER_0, READER_1, TEST_PAN
 from tests.helpers import MEMBER_PAN, default_sigint
 from tests.private_pcscd import PrivatePcscd
 
 pytestmark = pytest.mark.pcsc
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The daemon reads the wall clock: the union's must agree (tests.conftest)."""
+    return wall_clock()
+
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIONCARD = str(Path(sys.executable).parent / "unioncard")

@@ -41,7 +41,8 @@ from terminal.checkout import checkout
 from terminal.errors import ConfigError
 from terminal.journal import Journal
 from terminal.state import TerminalState
-from terminal.syncing import last_sync, sync_terminal
+from terminal.syncing import sync_terminal
+from terminal.syncrecord import last_sync
 from tests.conftest import missing
 from tests.helpers import MEMBER_PAN, bundle
 from tests.test_commands import one_line_error, run

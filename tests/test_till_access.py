@@ -16,7 +16,8 @@ from reader.identity import CardIdentity, Tokenize, identity_from_pan
 from terminal.access import new_api_token, new_supervisor_token
 from terminal.service import TerminalService
 from terminal.supervisor import set_pin
-from terminal.syncing import last_sync, sync_terminal
+from terminal.syncing import sync_terminal
+from terminal.syncrecord import last_sync
 from terminal.web import create_app
 from tests.conftest import Site
 from tests.helpers import MEMBER_PAN, OTHER_PAN, till_client
