@@ -16,14 +16,21 @@ class CentralUnreachableError(SyncError):
 
 
 class CentralRefusedError(SyncError):
-    """The central service answered, but refused the request (or answered nonsense)."""
+    """The central service answered, but refused the request (or answered nonsense):
+    trying again will not help until a person looks."""
+
+    exit_code = 7
 
 
 class CentralAddressError(SyncError):
     """The enrolment names a central service the terminal may not talk to: plain HTTP to
     another machine, or https without the union's CA certificate to check it with."""
 
+    exit_code = 8
+
 
 class CentralUntrustedError(CentralUnreachableError):
     """The central service's TLS certificate is not one the union's CA signed (or not for
     its address): the terminal does not talk to it. Not retried."""
+
+    exit_code = 8

@@ -26,6 +26,7 @@ from sync.client import CentralClient
 
 MAX_ROOT_STEPS = 100  # root versions walked in one sync at the most
 EventSink = Callable[[str, str], object]  # (event code, detail): journal an event entry
+Progress = Callable[[int], object]  # entries acknowledged by one more batch
 
 
 class Outbox(Protocol):
@@ -34,6 +35,8 @@ class Outbox(Protocol):
     def pending(self, limit: int = 500) -> Sequence[Sale]: ...
 
     def mark_uploaded(self, through_seq: int, at: datetime) -> int: ...
+
+    def counts(self) -> tuple[int, int]: ...  # (entries, entries not yet uploaded)
 
 
 class Installer(Protocol):
@@ -61,15 +64,22 @@ class Installer(Protocol):
 
 @dataclass
 class SyncReport:
-    uploaded: int = 0
+    uploaded: int = 0  # entries the union acknowledged
+    sent: int = 0  # entries sent (a batch the union held only in part counts whole)
+    pending: int | None = None  # entries still waiting for upload at the end
     roster_version: int | None = None  # set when a new roster was installed
     policy_version: int | None = None
     root_version: int | None = None  # set when the root metadata moved forward
     problems: list[str] = field(default_factory=list)  # refused downloads (old copy kept)
 
     def describe(self) -> str:
-        """One line for the command line and the demo."""
+        """One line for the command line and the demo: what was sent, acknowledged and
+        is still pending, what was installed."""
         parts = [f"uploaded {self.uploaded} {'entry' if self.uploaded == 1 else 'entries'}"]
+        if self.sent != self.uploaded:
+            parts[0] += f" of {self.sent} sent"
+        if self.pending is not None:
+            parts[0] += f" ({self.pending} still pending)"
         if self.root_version is not None:
             parts.append(f"trusted root now v{self.root_version}")
         if self.roster_version is not None:
@@ -77,6 +87,17 @@ class SyncReport:
         if self.policy_version is not None:
             parts.append(f"installed policy v{self.policy_version}")
         return ", ".join(parts)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "uploaded": self.uploaded,
+            "sent": self.sent,
+            "pending": self.pending,
+            "root_version": self.root_version,
+            "roster_version": self.roster_version,
+            "policy_version": self.policy_version,
+            "problems": list(self.problems),
+        }
 
 
 def run_sync(
@@ -87,16 +108,36 @@ def run_sync(
     clock: Clock,
     batch_size: int = 500,
     events: EventSink | None = None,
+    progress: Progress | None = None,
 ) -> SyncReport:
     """Upload, then update. ``events`` (the terminal's: it journals an event entry,
     pact.event) hears of each update installed or refused; the events it journals are
-    uploaded before the sync ends."""
+    uploaded before the sync ends. ``progress`` hears of each batch acknowledged (the
+    entries it acknowledged)."""
     report = SyncReport()
+    try:
+        _run(terminal_id, state, journal, client, clock, batch_size, events, progress, report)
+    finally:
+        report.pending = journal.counts()[1]
+    return report
+
+
+def _run(
+    terminal_id: str,
+    state: Installer,
+    journal: Outbox,
+    client: CentralClient,
+    clock: Clock,
+    batch_size: int,
+    events: EventSink | None,
+    progress: Progress | None,
+    report: SyncReport,
+) -> None:
     # The union learns the device key once (and refuses another one later); every
     # upload is checked against it.
     client.register_device_key(encode_device_key(terminal_id, state.device_public_key()))
-    if not _upload(terminal_id, journal, client, clock, batch_size, report):
-        return report
+    if not _upload(terminal_id, journal, client, clock, batch_size, report, progress):
+        return
     update(state, client, clock(), report)
     if events is not None:
         installed = [
@@ -113,8 +154,7 @@ def run_sync(
         for problem in report.problems:
             events(UPDATE_REFUSED, problem)
         if installed or report.problems:
-            _upload(terminal_id, journal, client, clock, batch_size, report)
-    return report
+            _upload(terminal_id, journal, client, clock, batch_size, report, progress)
 
 
 def _upload(
@@ -124,14 +164,19 @@ def _upload(
     clock: Clock,
     batch_size: int,
     report: SyncReport,
+    progress: Progress | None = None,
 ) -> bool:
     """Upload every pending entry; False when the union held less than was sent."""
     while True:
         pending = journal.pending(batch_size)
         if not pending:
             return True
+        report.sent += len(pending)
         acked = client.upload_sales(encode_sales(terminal_id, pending))
-        report.uploaded += journal.mark_uploaded(acked, clock())
+        marked = journal.mark_uploaded(acked, clock())
+        report.uploaded += marked
+        if progress is not None:
+            progress(marked)
         if acked < pending[-1].seq:
             return False  # the server holds less than we sent; try again next sync
 
@@ -175,3 +220,67 @@ def update(state: Installer, client: CentralClient, now: datetime, report: SyncR
         report.roster_version = wanted.roster_version
     if wanted.policy_version != installed.policy_version:
         report.policy_version = wanted.policy_version
+
+
+@dataclass
+class SyncPreview:
+    """What a sync would do (``unioncard sync --dry-run``): nothing sent, nothing
+    installed; the union's snapshot is fetched and checked, not installed."""
+
+    pending: int  # entries that would be uploaded
+    batches: int  # upload requests they would take
+    root_available: bool = False  # a newer root metadata version is published
+    roster_version: int | None = None  # the roster the union's snapshot names, if newer
+    policy_version: int | None = None
+    problems: list[str] = field(default_factory=list)  # what the sync would refuse
+
+    def describe(self) -> str:
+        batches = f"{self.batches} request{'s' if self.batches != 1 else ''}"
+        parts = [f"dry run: would upload {self.pending} entries ({batches})"]
+        if self.root_available:
+            parts.append("would walk the trusted root forward, then check the union's update")
+        if self.roster_version is not None:
+            parts.append(f"would install roster v{self.roster_version}")
+        if self.policy_version is not None:
+            parts.append(f"would install policy v{self.policy_version}")
+        if not (self.root_available or self.roster_version or self.policy_version):
+            parts.append("roster and policy are current")
+        return ", ".join(parts)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "dry_run": True,
+            "pending": self.pending,
+            "batches": self.batches,
+            "root_available": self.root_available,
+            "roster_version": self.roster_version,
+            "policy_version": self.policy_version,
+            "problems": list(self.problems),
+        }
+
+
+def preview(
+    state: Installer, journal: Outbox, client: CentralClient, now: datetime, batch_size: int
+) -> SyncPreview:
+    """What :func:`run_sync` would do now, asking the union only what it publishes
+    (GET requests: nothing is sent, marked or installed)."""
+    pending = journal.counts()[1]
+    plan = SyncPreview(pending=pending, batches=-(-pending // batch_size))
+    installed = state.current
+    plan.root_available = client.fetch_root(installed.root.version + 1) is not None
+    if plan.root_available:  # the union's update is checked under the new root only
+        return plan
+    have = installed.snapshot.version if installed.snapshot is not None else 0
+    snapshot_data = client.fetch_snapshot(have)
+    if snapshot_data is None:
+        return plan
+    try:
+        wanted = state.check_snapshot(snapshot_data, now)
+    except RefusedError as exc:
+        plan.problems.append(str(exc))
+        return plan
+    if wanted.roster_version != installed.roster_version:
+        plan.roster_version = wanted.roster_version
+    if wanted.policy_version != installed.policy_version:
+        plan.policy_version = wanted.policy_version
+    return plan

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pact.errors import RefusedError
+from pact.errors import RefusedError, UnioncardError
 from pact.event import UPDATE_INSTALLED, UPDATE_REFUSED
 from pact.money import fen, parse_yuan
 from pact.timefmt import Clock
@@ -36,7 +36,7 @@ from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
-from terminal.syncing import sync_terminal
+from terminal.syncing import preview_sync, sync_terminal
 from terminal.syncrecord import last_sync
 
 
@@ -392,20 +392,74 @@ def terminal_serve(clock: Clock, settings: Settings) -> None:
 
 
 @click.command("sync")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show what a sync would upload and install; send, install and record nothing.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the outcome as one JSON object on stdout."
+)
 @with_settings()
 @click.pass_obj
-def sync(clock: Clock, settings: Settings) -> None:
-    """Upload the journal and pull roster and policy updates."""
+def sync(clock: Clock, settings: Settings, dry_run: bool, as_json: bool) -> None:
+    """Upload the journal and pull roster and policy updates.
+
+    Ends with one summary line (entries uploaded, sent and still pending; what was
+    installed); a progress bar on a terminal while a backlog uploads. Exit status:
+    0 done (everything sent was acknowledged, the updates are current); 1 done with a
+    problem (an update refused and the old one kept, or entries the union did not
+    acknowledge: still pending); 2 a bad option or setting; 6 the central service
+    could not be reached or failed (nothing lost: try again later, as the timer does
+    hourly); 7 the central service refused (the error says why: a person must look);
+    8 the enrolment names a central service the terminal may not talk to, or its
+    certificate is not the union's (fix the enrolment or ca.pem).
+    """
     state = TerminalState.open(settings.data_dir)
     state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
     state.load()
     journal = Journal.existing(state.journal_path, state.signer())
     try:
-        report = sync_terminal(state, journal, clock, batch_size=settings.sync_batch)
+        if dry_run:
+            plan = preview_sync(state, journal, clock, batch_size=settings.sync_batch)
+            _sync_outcome(as_json, plan.as_json(), plan.describe(), plan.problems)
+            return
+        backlog = journal.counts()[1]
+        show_bar = not as_json and backlog > settings.sync_batch and sys.stdout.isatty()
+        with click.progressbar(length=backlog, label="uploading", hidden=not show_bar) as bar:
+            try:
+                report = sync_terminal(
+                    state, journal, clock, batch_size=settings.sync_batch, progress=bar.update
+                )
+            except UnioncardError as exc:
+                if as_json:
+                    pending = journal.counts()[1]
+                    failed = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+                    click.echo(json.dumps({**failed, "pending": pending}))
+                raise
     finally:
         journal.close()
-    click.echo(f"sync: {report.describe()}")
-    for problem in report.problems:
-        click.echo(f"warning: {problem}", err=True)
-    if report.problems:
+    held = state.current
+    summary = (
+        f"sync: {report.describe()}; roster v{held.roster_version}, "
+        f"policy v{held.policy_version} in service"
+    )
+    outcome = {
+        **report.as_json(),
+        "roster_in_service": held.roster_version,
+        "policy_in_service": held.policy_version,
+    }
+    _sync_outcome(as_json, outcome, summary, report.problems)
+
+
+def _sync_outcome(as_json: bool, outcome: dict[str, Any], line: str, problems: list[str]) -> None:
+    """Print the sync's outcome (a JSON object, or its summary line and a warning line
+    for each problem) and exit 1 if there were problems."""
+    if as_json:
+        click.echo(json.dumps({"ok": not problems, **outcome, "exit_code": 1 if problems else 0}))
+    else:
+        click.echo(line)
+        for problem in problems:
+            click.echo(f"warning: {problem}", err=True)
+    if problems:
         sys.exit(1)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pact.errors import UnioncardError
 from pact.timefmt import Clock, iso
 from sync.client import CentralClient
-from sync.run import SyncReport, run_sync
+from sync.run import Progress, SyncPreview, SyncReport, preview, run_sync
 from terminal.journal import Journal
 from terminal.service import TerminalService, journal_event
 from terminal.state import TerminalState
@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def sync_terminal(
-    state: TerminalState, journal: Journal, clock: Clock, batch_size: int = 500
+    state: TerminalState,
+    journal: Journal,
+    clock: Clock,
+    batch_size: int = 500,
+    progress: Progress | None = None,
 ) -> SyncReport:
     """Upload the journal, pull the union's updates (sync.run), and record the outcome.
     A failure is recorded and raised again."""
@@ -53,6 +57,7 @@ def sync_terminal(
                 clock,
                 batch_size=batch_size,
                 events=event,
+                progress=progress,
             )
         finally:
             client.close()
@@ -70,6 +75,24 @@ def sync_terminal(
             last_error=None,
         )
     return report
+
+
+def preview_sync(
+    state: TerminalState, journal: Journal, clock: Clock, batch_size: int = 500
+) -> SyncPreview:
+    """What a sync would do now (sync.run.preview): nothing sent, installed or
+    recorded."""
+    enrolment = state.enrolment
+    client = CentralClient(
+        enrolment.central_url,
+        enrolment.terminal_id,
+        enrolment.api_secret,
+        ca_cert=enrolment.ca_cert,
+    )
+    try:
+        return preview(state, journal, client, clock(), batch_size)
+    finally:
+        client.close()
 
 
 class BackgroundSync:

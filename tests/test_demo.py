@@ -33,8 +33,10 @@ def test_demo_runs_end_to_end_and_writes_no_pan(pcscd, tmp_path: Path) -> None:
     assert "not a member; gross 45.50, discount 0.00, net 45.50" in out
     assert "membership suspended" in out
     # the first sync journals and uploads the update it installed, as an event entry
-    assert "first sync: uploaded 1 entry, installed roster v1, installed policy v1" in out
-    assert "nightly sync: uploaded 3 entries" in out
+    assert (
+        "first sync: uploaded 1 entry (0 still pending), installed roster v1, installed policy v1"
+    ) in out
+    assert "nightly sync: uploaded 3 entries (0 still pending)" in out
     assert "M0001      Demo Supermarket       active         3        1       193.50" in out
     assert "hash chain intact (4 entries)" in out
 

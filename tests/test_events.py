@@ -176,7 +176,10 @@ def test_sync_journals_the_update_it_installed_and_uploads_it(site: Site, clock)
     data = ["--data", str(site.state.dir)]
     done = CliRunner().invoke(cli, ["sync", *data], obj=clock)
     assert done.exit_code == 0, done.output
-    assert "sync: uploaded 1 entry, installed roster v1, installed policy v1" in done.output
+    assert (
+        "sync: uploaded 1 entry (0 still pending), installed roster v1, installed policy v1; "
+        "roster v1, policy v1 in service"
+    ) in done.output
     journal = Journal(site.state.journal_path)
     try:
         [event] = journal.sales()
@@ -189,7 +192,7 @@ def test_sync_journals_the_update_it_installed_and_uploads_it(site: Site, clock)
     [row] = [r for r in site.union.settlement() if r.merchant_id == "M0001"]
     assert (row.sales, row.gross, row.discount, row.voids, row.refunds) == (0, 0, 0, 0, 0)
     again = CliRunner().invoke(cli, ["sync", *data], obj=clock)
-    assert "sync: uploaded 0 entries" in again.output  # nothing installed, no event
+    assert "sync: uploaded 0 entries (0 still pending); " in again.output  # no event
 
 
 def test_an_update_refused_by_hand_is_journaled(site: Site, clock, tmp_path: Path) -> None:
