@@ -128,6 +128,15 @@ def policy() -> Response:
     )
 
 
+@bp.get("/usage")
+def usage() -> Response:
+    """The usage file for the terminal (pact.usage): its merchant's other terminals'
+    quota use in the current periods, signed with the snapshot key."""
+    union = _union()
+    terminal = union.authenticate(request.headers.get("Authorization"))
+    return Response(union.usage_for(terminal), mimetype="application/json")
+
+
 @bp.post("/device-key")
 def register_device_key() -> Any:
     """The terminal's device public key: recorded once, then the same key is fine."""

@@ -34,6 +34,7 @@ from pact.errors import (
     RosterError,
     SignatureError,
 )
+from pact.policy import parse_policy_document, quota_periods
 from pact.roster import (
     MemberRecord,
     build_delta,
@@ -44,6 +45,7 @@ from pact.sale import Sale
 from pact.signing import key_id
 from pact.snapshot import build_snapshot
 from pact.timefmt import iso, parse_iso
+from pact.usage import build_usage, count_usage
 
 ROSTER_LIFETIME = timedelta(hours=72)
 POLICY_LIFETIME = timedelta(days=30)
@@ -366,6 +368,35 @@ class Union:
         if not self.store.put_signed(kind, version, data, iso(now)):
             return self.snapshot_for(merchant_id, lifetime)  # another worker signed it first
         return data
+
+    def usage_for(
+        self, terminal: Mapping[str, Any], lifetime: timedelta = ROSTER_LIFETIME
+    ) -> bytes:
+        """The usage file for ``terminal`` (pact.usage): each member's use of each quota
+        rule of its merchant's newest policy in the rule's current period, at the
+        merchant's other terminals, as held now; signed with the snapshot key."""
+        merchant_id, terminal_id = terminal["merchant_id"], terminal["terminal_id"]
+        now = self.clock()
+        latest = self.store.latest_signed(f"policy:{merchant_id}")
+        periods = (
+            dict(quota_periods(parse_policy_document(json.loads(latest[1])["signed"]), now))
+            if latest is not None
+            else {}
+        )
+        entries = (
+            self.store.merchant_entries_since(merchant_id, iso(min(periods.values())), terminal_id)
+            if periods
+            else []
+        )
+        return build_usage(
+            merchant_id=merchant_id,
+            terminal_id=terminal_id,
+            issued_at=now,
+            expires_at=now + lifetime,
+            periods=periods,
+            counts=count_usage(entries, periods),
+            keys=[self.keys.snapshot],
+        )
 
     def root_version(self, version: int) -> bytes | None:
         """Root metadata version ``version`` (terminals walk them one at a time)."""

@@ -579,6 +579,22 @@ class Store:
         ).first()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
+    def merchant_entries_since(
+        self, merchant_id: str, since: str, except_terminal: str
+    ) -> list[Sale]:
+        """The entries of ``merchant_id``'s terminals but ``except_terminal`` journaled
+        at ``since`` (ISO 8601 UTC) or later: what a usage file counts (pact.usage)."""
+        query = (
+            sales.select()
+            .where(sales.c.merchant_id == merchant_id)
+            .where(sales.c.terminal_id != except_terminal)
+            .where(sales.c.at >= since)
+            .where(sales.c.kind.is_(None) | sales.c.kind.in_(("void", "refund")))
+            .order_by(sales.c.terminal_id, sales.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [Sale.from_row(r) for r in conn.execute(query).mappings()]
+
     def sales_for(self, terminal_id: str) -> list[Sale]:
         """The sales held for ``terminal_id``, in order."""
         with self.engine.connect() as conn:

@@ -60,6 +60,11 @@ class PolicyError(SignatureError):
     """A merchant policy was refused or is invalid."""
 
 
+class UsageError(SignatureError):
+    """A usage file (quota use at the merchant's other terminals, pact.usage) was
+    refused; the one installed stays, while it is valid."""
+
+
 class ClockError(RefusedError):
     """The wall clock is earlier than a signed timestamp the terminal already trusts."""
 

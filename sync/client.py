@@ -358,3 +358,11 @@ class CentralClient:
         if data is None:
             raise CentralRefusedError(f"the central service has no policy v{version}")
         return data
+
+    def fetch_usage(self) -> bytes:
+        """The usage file for this terminal (pact.usage: the merchant's other terminals'
+        quota use)."""
+        data = self._get_optional("/api/v1/usage", {})
+        if data is None:
+            raise CentralRefusedError("the central service has no usage file for this terminal")
+        return data

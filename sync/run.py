@@ -53,6 +53,8 @@ class Installer(Protocol):
 
     def check_snapshot(self, snapshot_data: bytes, now: datetime) -> Snapshot: ...
 
+    def install_usage(self, data: bytes, now: datetime) -> object: ...
+
     def install(
         self,
         snapshot_data: bytes,
@@ -139,6 +141,8 @@ def _run(
     if not _upload(terminal_id, journal, client, clock, batch_size, report, progress):
         return
     update(state, client, clock(), report)
+    if state.current.policy is not None:
+        share_usage(state, client, clock(), report)
     if events is not None:
         installed = [
             f"{what} v{version}"
@@ -179,6 +183,14 @@ def _upload(
             progress(marked)
         if acked < pending[-1].seq:
             return False  # the server holds less than we sent; try again next sync
+
+
+def share_usage(state: Installer, client: CentralClient, now: datetime, report: SyncReport) -> None:
+    """Keep the union's usage file: the merchant's other terminals' quota use (pact.usage)."""
+    try:
+        state.install_usage(client.fetch_usage(), now)
+    except RefusedError as exc:
+        report.problems.append(str(exc))
 
 
 def update(state: Installer, client: CentralClient, now: datetime, report: SyncReport) -> None:

@@ -23,6 +23,7 @@ from pact.roster import Membership
 from pact.sale import Sale, SaleDraft
 from pact.text import N_, Msg
 from pact.timefmt import iso
+from pact.usage import NO_USE, SharedUsage
 from reader.identity import CardIdentity
 from terminal.journal import Journal
 from terminal.state import Enrolment
@@ -133,15 +134,23 @@ def membership_for(
 
 
 def usage_for(
-    journal: Journal, token: str | None, policy: Policy | None, now: datetime
+    journal: Journal,
+    token: str | None,
+    policy: Policy | None,
+    now: datetime,
+    shared: SharedUsage | None = None,
 ) -> dict[str, RuleUsage]:
-    """This member's use of each quota rule in its current period, from the journal."""
+    """This member's use of each quota rule in its current period: from this
+    terminal's journal, plus what the union's usage file counts at the merchant's
+    other terminals (``shared``, pact.usage)."""
     if token is None or policy is None:
         return {}
-    return {
-        rule_id: journal.usage(token, rule_id, since)
-        for rule_id, since in quota_periods(policy, now)
-    }
+    usage = {}
+    for rule_id, since in quota_periods(policy, now):
+        own = journal.usage(token, rule_id, since)
+        others = shared.lookup(token, rule_id, since, now) if shared is not None else NO_USE
+        usage[rule_id] = RuleUsage(own.uses + others.uses, own.amount + others.amount)
+    return usage
 
 
 @dataclass(frozen=True)
@@ -176,11 +185,13 @@ def price(
     basket: Basket | int,
     now: datetime,
     offline: Offline | None = None,
+    shared: SharedUsage | None = None,
 ) -> Priced:
     """Price the sale for this card from one generation, journaling nothing.
 
     ``basket`` may be a plain amount in fen: one line of category ``general``. The
-    member's quota use is counted from the journal as it is now. ``offline``: where
+    member's quota use is counted from the journal as it is now, plus the merchant's
+    other terminals' from the union's usage file (``shared``). ``offline``: where
     the terminal stands against its offline limits; one that blocks gives a member
     no discount, with its reason (verdict ``sync_needed``).
     """
@@ -192,7 +203,7 @@ def price(
     if state == "member" and offline is not None and offline.block is not None:
         member, reason, state = None, offline.block, "sync_needed"
     token = identity.token.hex() if identity.token is not None else None
-    usage = usage_for(journal, token, policy, now) if member is not None else {}
+    usage = usage_for(journal, token, policy, now, shared) if member is not None else {}
     q = quote(basket, member, policy, now, usage, not_member_reason=reason)
     draft = SaleDraft(
         terminal_id=enrolment.terminal_id,

@@ -190,7 +190,14 @@ class TerminalService:
             self._note_offline_limit(generation, now)
             offline = self.check_offline(generation, now)
             priced = price(
-                generation, self.state.enrolment, self.journal, identity, basket, now, offline
+                generation,
+                self.state.enrolment,
+                self.journal,
+                identity,
+                basket,
+                now,
+                offline,
+                self.state.shared_usage(),  # the other tills' quota use, as of the last sync
             )
             if confirm:
                 return _logged(record(self.journal, priced))

@@ -39,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pact.device import KeySigner, public_key_hex
-from pact.errors import RefusedError, RosterError, SnapshotError
+from pact.errors import RefusedError, RosterError, SnapshotError, UsageError
 from pact.files import atomic_write, fsync_dir
 from pact.generation import (
     Generation,
@@ -51,6 +51,7 @@ from pact.generation import (
 from pact.snapshot import Snapshot
 from pact.text import N_
 from pact.trust import Root, load_pinned_root
+from pact.usage import SharedUsage, verify_usage
 from sync.client import central_url_problem
 from terminal.devicekey import create_device_key, load_signer
 from terminal.errors import ConfigError, NotEnrolledError
@@ -143,6 +144,8 @@ class TerminalState:
         self.gens_path = data_dir / "gens"
         self.journal_path = data_dir / "journal.db"
         self.roster_download = data_dir / ".roster-download.tmp"
+        self.usage_path = data_dir / "usage.json"  # pact.usage: the other tills' quota use
+        self._usage: tuple[object, SharedUsage | None] | None = None
         self._current: Generation | None = None
         self._enrolment: Enrolment | None = None
         self._stamps: tuple[object, ...] = ()
@@ -310,6 +313,47 @@ class TerminalState:
             except RefusedError as exc:  # keep serving what we had
                 self._stamps = self._read_stamps()
                 log.warning("kept the loaded roster and policy: %s", exc)
+
+    def _verify_usage(self, data: bytes, now: datetime | None) -> SharedUsage:
+        root = self.current.root
+        enrolment = self.enrolment
+        return verify_usage(
+            data,
+            root.trusted("snapshot"),
+            root.threshold("snapshot"),
+            merchant_id=enrolment.merchant_id,
+            terminal_id=enrolment.terminal_id,
+            now=now,
+        )
+
+    def install_usage(self, data: bytes, now: datetime) -> SharedUsage:
+        """Check the union's usage file (signed by the snapshot role, for this terminal,
+        not expired) and keep it (written atomically, 0600). UsageError if refused:
+        the one kept stays."""
+        with self._lock:
+            usage = self._verify_usage(data, now)
+            atomic_write(self.usage_path, data, mode=0o600)
+            self._usage = (_stamp(self.usage_path), usage)
+            return usage
+
+    def shared_usage(self) -> SharedUsage | None:
+        """The usage file kept (re-read when another process replaced it), None if there
+        is none or it no longer verifies (its key was revoked). Its expiry is judged
+        per sale (SharedUsage.lookup)."""
+        stamp = _stamp(self.usage_path)
+        if stamp is None:
+            return None
+        with self._lock:
+            cached = self._usage
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            try:
+                usage: SharedUsage | None = self._verify_usage(self.usage_path.read_bytes(), None)
+            except (UsageError, OSError) as exc:
+                log.warning("the usage file is not used: %s", exc)
+                usage = None
+            self._usage = (stamp, usage)
+            return usage
 
     def check_snapshot(self, snapshot_data: bytes, now: datetime) -> Snapshot:
         """Verify a snapshot against what is installed, without installing it."""
