@@ -5,9 +5,12 @@ survives a power cut. Sales are hash-chained (pact.chain). ``uploaded_at``
 is set only after the central service acknowledged the sale; it is outside the
 hash, the only column ever updated.
 
-One connection serves every thread of the daemon (the cashier page answers
-from several); a lock makes each public method one critical section, so a
-reader never sees a half-made transaction.
+Writes go through one connection that every thread of the daemon shares; a lock
+makes each writing method one critical section. What the status, the cashier page
+and the reports read goes through connections of their own (:class:`Readers`): in
+WAL mode a reader sees the last commit, never a half-made transaction, and waits
+neither for a writer (its fsync included) nor for another reader, so a till polling
+the status does not hold up a checkout.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -80,7 +83,14 @@ MIGRATIONS = (
     """
     CREATE UNIQUE INDEX sales_one_void ON sales (ref_seq) WHERE kind = 'void';
     """,
+    # 7: a day's entries (the end-of-day report, the events since a sync) by their time
+    """
+    CREATE INDEX IF NOT EXISTS sales_at ON sales (at);
+    """,
 )
+# ``at`` is always iso()'s fixed "YYYY-MM-DDTHH:MM:SSZ" (UTC): text order is time order.
+
+READERS_KEPT = 8  # idle read connections kept open: one for each of the daemon's threads
 
 
 P = ParamSpec("P")
@@ -106,6 +116,11 @@ def insert_sql(cls: type[Sale] = Sale) -> str:
 
 INSERT_SALE = insert_sql()
 
+COUNTS = (
+    "SELECT coalesce((SELECT max(seq) FROM sales), 0),"
+    " (SELECT count(*) FROM sales INDEXED BY sales_pending WHERE uploaded_at IS NULL)"
+)
+
 # A card's use of one rule since a time: each sale's discount for the rule, less what
 # its void or refunds gave back; a use counts while something of it remains.
 USAGE = (
@@ -116,6 +131,63 @@ USAGE = (
     " FROM sales AS s, json_each(s.basket, '$.discounts') AS d"
     " WHERE s.kind IS NULL AND s.token = ? AND s.at >= ? AND d.key = ?)"
 )
+
+
+class Readers:
+    """Read-only connections to the journal at ``path``, one for each reader at a
+    time, opened when none is free and kept (up to :data:`READERS_KEPT`) for the next.
+
+    Each query runs in autocommit and is read to its end before the connection goes
+    back, so no read transaction stays open (it would hold back the WAL's checkpoint).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            closed = self._closed
+            conn = self._idle.pop() if self._idle else None
+        if closed:  # a closed connection: reading fails as with the writer's once closed
+            conn = sqlite3.connect(":memory:")
+            conn.close()
+        elif conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = not self._closed and len(self._idle) < READERS_KEPT
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Every row of one query, read to its end."""
+        with self.connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 class Journal:
@@ -130,6 +202,8 @@ class Journal:
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+            self.readers = Readers(path)
+            self.readers.all("SELECT 1")  # the file opens for reading too
         except sqlite3.Error as exc:
             raise JournalError(
                 N_("cannot open the journal %(file)s: %(problem)s"),
@@ -165,6 +239,7 @@ class Journal:
 
     @_locked
     def close(self) -> None:
+        self.readers.close()
         self.db.close()
 
     def _tail(self) -> tuple[int, str]:
@@ -251,15 +326,22 @@ class Journal:
             )
         return cursor.rowcount
 
-    @_locked
     def sales(self) -> list[Sale]:
-        return [Sale.from_row(r) for r in self.db.query("SELECT * FROM sales ORDER BY seq")]
+        """Every entry, oldest first (one consistent read: a checkout goes on meanwhile)."""
+        return [Sale.from_row(r) for r in self.readers.all("SELECT * FROM sales ORDER BY seq")]
 
-    @_locked
+    def between(self, start: datetime, end: datetime) -> list[Sale]:
+        """The entries journaled at ``start`` or later and before ``end``, oldest first:
+        a day's report reads its day only (the index on ``at``), not the whole journal."""
+        rows = self.readers.all(
+            "SELECT * FROM sales WHERE at >= ? AND at < ? ORDER BY seq", [iso(start), iso(end)]
+        )
+        return [Sale.from_row(r) for r in rows]
+
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
         """The newest sales, voids and refunds (not events), newest first, for the
         cashier page: each as JSON (:meth:`Sale.as_json`) with ``uploaded``."""
-        rows = self.db.query(
+        rows = self.readers.all(
             "SELECT * FROM sales WHERE kind IS NULL OR kind != 'event' ORDER BY seq DESC LIMIT ?",
             [limit],
         )
@@ -277,20 +359,10 @@ class Journal:
         uses, amount = self.db.execute(USAGE, [token, iso(since), rule_id]).fetchone()
         return RuleUsage(int(uses), int(amount))
 
-    @_locked
     def newest_at(self) -> str | None:
         """The time of the newest entry (ISO 8601 UTC), None for an empty journal."""
-        row = self.db.execute("SELECT at FROM sales ORDER BY seq DESC LIMIT 1").fetchone()
-        return None if row is None else str(row[0])
-
-    @_locked
-    def event_notes(self, since: str) -> list[str]:
-        """The notes of the event entries journaled at ``since`` (ISO 8601 UTC) or later,
-        oldest first (the offline limits ask which they journaled: rare)."""
-        rows = self.db.execute(
-            "SELECT note FROM sales WHERE kind = 'event' AND at >= ? ORDER BY seq", [since]
-        ).fetchall()
-        return [str(row[0]) for row in rows if row[0] is not None]
+        rows = self.readers.all("SELECT at FROM sales ORDER BY seq DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
 
     @_locked
     def entry(self, seq: int) -> Sale | None:
@@ -311,12 +383,16 @@ class Journal:
         rows = self.db.query("SELECT * FROM sales WHERE ref_seq = ? ORDER BY seq", [seq])
         return [Sale.from_row(r) for r in rows]
 
-    @_locked
     def counts(self) -> tuple[int, int]:
-        """(all sales, sales not yet uploaded)."""
-        total, pending = self.db.execute(
-            "SELECT count(*), count(*) FILTER (WHERE uploaded_at IS NULL) FROM sales"
-        ).fetchone()
+        """(all entries, entries not yet uploaded), as of the last commit.
+
+        Without reading the journal through: every entry takes the next seq from 1
+        (the chain's order; nothing is ever deleted), so the newest seq, at the end
+        of the table's b-tree, is their number; the pending ones are counted in the
+        partial index that holds only them (``sales_pending``; as many as wait for
+        upload, at most the offline limit's cap). One statement: both from the same
+        commit."""
+        [(total, pending)] = self.readers.all(COUNTS)
         return int(total), int(pending)
 
     def verify_tail(self, device_key: Ed25519PublicKey) -> int:
