@@ -8,6 +8,15 @@ acknowledged, never stored twice. Any other 4xx is not retried: it ends the sync
 one line that names it. Nor is a TLS certificate the union's CA does not vouch for:
 repeating cannot change it, and the sync ends at once with a line that says so.
 
+An answer that comes back broken is retried the same way, from the same count of tries
+(:meth:`CentralClient._call`): one cut short in its body, one that cannot be known whole
+(a 200 with neither a Content-Length nor chunks, read up to the close: what is left of
+an answer cut in its head, which urllib3 only logs and requests takes for an answer with
+no body; the central service frames every answer), and one that is not what the request
+answers (an upload's acknowledgement that is not JSON or not an acknowledgement). The
+sync ends, after the last try, with one line; urllib3's log of the broken head (at
+WARNING, with a traceback) is dropped, as the client handles it.
+
 The terminal talks to the central service over https and trusts only the union's CA
 certificate from its enrolment bundle (``verify=`` that file, never the system's store);
 plain http only to this machine's own address (the demo and the tests).
@@ -25,15 +34,16 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_match_hostname import CertificateError
@@ -51,6 +61,7 @@ from sync.errors import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Retried: the server busy or failing (5xx), rate-limited (429, with Retry-After), or a
 # conflict that may be a race with our own earlier attempt (409). Not retried: any
@@ -194,11 +205,47 @@ def upload_bodies(
         yield from bodies(part)
 
 
+class BrokenAnswerError(ProtocolError):
+    """An answer that came back broken, or that is not what the request answers. A
+    urllib3 ``ProtocolError``, so that ``Retry`` counts it as a read error: the request
+    went through, and is retried only as a method in ``allowed_methods`` is."""
+
+
+def framing_problem(response: requests.Response) -> str | None:
+    """Why a 200 answer cannot be known to be whole (None: it can). The central service
+    gives every answer a Content-Length or chunks; an answer with neither ran up to the
+    connection's close, as what is left of one cut in its head does (the head stops at
+    the cut, the body is whatever followed: nothing)."""
+    if response.status_code != 200 or "Content-Length" in response.headers:
+        return None
+    if "chunked" in response.headers.get("Transfer-Encoding", "").lower():
+        return None
+    return "an answer without its length, cut in its head"
+
+
+def _not_urllib3_broken_head(record: logging.LogRecord) -> bool:
+    """A filter for urllib3's connection logger: drops its warning of a head it could
+    not parse (with a traceback on the sync's stderr), as :func:`framing_problem` and
+    the body's length find that answer and the client retries it."""
+    return not str(record.msg).startswith("Failed to parse headers")
+
+
+def _ack(response: requests.Response) -> int:
+    """The sequence number an upload's answer acknowledges."""
+    try:
+        return decode_ack(json.loads(response.content))
+    except (ValueError, WireFormatError) as exc:  # not JSON, or not an ack
+        raise BrokenAnswerError(f"not an acknowledgement ({exc})") from None
+
+
 class CentralClient:
     """The terminal's client of the central service at ``base_url``, authenticated as
     ``terminal_id`` with its secret. ``ca_cert`` is the union's CA certificate (PEM file)
     the service's certificate is checked against; an https URL needs it, and plain http
-    is refused but to this machine's own address (:func:`central_url_problem`)."""
+    is refused but to this machine's own address (:func:`central_url_problem`).
+
+    One sync at a time uses a client: each call sets the tries it has left on the
+    session's adapter (:meth:`_call`)."""
 
     def __init__(
         self,
@@ -222,45 +269,88 @@ class CentralClient:
         self.verify: str | bool = str(ca_cert) if ca_cert is not None else True
         self.retry = retry or RetryPolicy()
         self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=self.retry.retry())
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.adapter = HTTPAdapter(max_retries=self.retry.retry())
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
+        logging.getLogger("urllib3.connection").addFilter(_not_urllib3_broken_head)  # once
         self.session.headers["Authorization"] = f"Bearer {terminal_id}.{secret}"
         self.session.headers["User-Agent"] = "unioncard-terminal/0.1"
 
     def close(self) -> None:
         self.session.close()
 
-    def _request(
-        self, method: str, path: str, missing_ok: bool = False, **kwargs: Any
-    ) -> requests.Response:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        read: Callable[[requests.Response], T],
+        missing_ok: bool = False,
+        **kwargs: Any,
+    ) -> T | None:
+        """Send a request and ``read`` its answer (a 200 or 204; with ``missing_ok``, a
+        204 or 404 is None and not read). urllib3 retries what fails before an answer
+        (connection, timeout, a status of :data:`RETRY_STATUSES`); an answer broken in
+        its framing or its body, or that ``read`` finds wrong (:class:`BrokenAnswerError`),
+        is retried here, from the same count of tries and with the same waits."""
         url = f"{self.base_url}{path}"
         timeout = (self.retry.connect_timeout, self.retry.read_timeout)
-        try:
-            response = self.session.request(
-                method, url, timeout=timeout, verify=self.verify, **kwargs
-            )
-        except requests.RequestException as exc:
-            refused = certificate_refused(exc)
-            if refused is not None:
-                reason = getattr(refused, "verify_message", None) or str(refused)
-                raise CentralUntrustedError(
+        retry = self.retry.retry()
+        while True:
+            self.adapter.max_retries = retry  # the tries this call has left
+            try:
+                response = self.session.request(
+                    method, url, timeout=timeout, verify=self.verify, stream=True, **kwargs
+                )
+            except requests.RequestException as exc:
+                raise self._unreachable(exc) from None
+            with response:
+                if missing_ok and response.status_code in (204, 404):
+                    return None
+                self._checked(response)
+                try:
+                    problem = framing_problem(response)
+                    if problem is None:
+                        return read(response)
+                except BrokenAnswerError as exc:
+                    problem = str(exc)
+                except requests.RequestException as exc:  # the body broke off
+                    problem = f"the body broke off ({type(exc).__name__})"
+            log.info("%s %s: a broken answer (%s)", method, path, problem)
+            used: Retry = response.raw.retries or retry  # what urllib3's own tries left
+            try:
+                retry = used.increment(method, url, error=BrokenAnswerError(problem))
+            except MaxRetryError:
+                raise CentralUnreachableError(
                     N_(
-                        "the central service at %(url)s is not the union's: its TLS "
-                        "certificate was refused (%(reason)s). Check central_url, or ask the "
-                        "union for a new enrolment bundle with its CA certificate"
+                        "the central service at %(url)s gave no whole and valid answer in "
+                        "%(tries)s tries (the last: %(problem)s): check the network and try "
+                        "`unioncard sync` again"
                     ),
                     url=self.base_url,
-                    reason=reason,
+                    tries=self.retry.attempts,
+                    problem=problem,
                 ) from None
-            raise CentralUnreachableError(
-                f"cannot reach the central service at {self.base_url} after "
-                f"{self.retry.attempts} tries ({type(exc).__name__}): check the network "
-                "and try `unioncard sync` again"
-            ) from None
-        if missing_ok and response.status_code == 404:
-            return response
-        return self._checked(response)
+            retry.sleep()
+
+    def _unreachable(self, exc: requests.RequestException) -> SyncError:
+        """The error for a request that got no answer after its tries."""
+        refused = certificate_refused(exc)
+        if refused is not None:
+            reason = getattr(refused, "verify_message", None) or str(refused)
+            return CentralUntrustedError(
+                N_(
+                    "the central service at %(url)s is not the union's: its TLS "
+                    "certificate was refused (%(reason)s). Check central_url, or ask the "
+                    "union for a new enrolment bundle with its CA certificate"
+                ),
+                url=self.base_url,
+                reason=reason,
+            )
+        return CentralUnreachableError(
+            f"cannot reach the central service at {self.base_url} after "
+            f"{self.retry.attempts} tries ({type(exc).__name__}): check the network "
+            "and try `unioncard sync` again"
+        )
 
     def _checked(self, response: requests.Response) -> requests.Response:
         if response.status_code in (200, 204):
@@ -284,7 +374,7 @@ class CentralClient:
 
     def register_device_key(self, registration: dict[str, str]) -> None:
         """POST the terminal's device public key (idempotent: the same key again is fine)."""
-        self._request("POST", "/api/v1/device-key", json=registration)
+        self._call("POST", "/api/v1/device-key", lambda response: None, json=registration)
 
     def upload_sales(self, batch: dict[str, Any]) -> int:
         """POST a batch, gzip-compressed, in as many requests as its size needs
@@ -294,21 +384,15 @@ class CentralClient:
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         limits = (MAX_UPLOAD_SALES, MAX_UPLOAD_BYTES, MAX_UPLOAD_GZIP)  # read now: tests set them
         for last_seq, body in upload_bodies(batch, *limits):
-            response = self._request("POST", "/api/v1/sales", data=body, headers=headers)
-            try:
-                acked = decode_ack(response.json())
-            except (ValueError, WireFormatError) as exc:  # not JSON, or not an ack
-                raise CentralRefusedError(
-                    f"the central service's answer is not valid: {exc}"
-                ) from None
+            answered = self._call("POST", "/api/v1/sales", _ack, data=body, headers=headers)
+            acked = 0 if answered is None else answered
             if last_seq is not None and acked < last_seq:
                 break
         return acked
 
     def _get_optional(self, path: str, params: dict[str, int] | None = None) -> bytes | None:
         """GET a file: its bytes, or None on 204 (nothing newer) or 404 (no such version)."""
-        response = self._request("GET", path, params=params, missing_ok=True)
-        return None if response.status_code in (204, 404) else response.content
+        return self._call("GET", path, lambda response: response.content, True, params=params)
 
     def fetch_root(self, version: int) -> bytes | None:
         """Root metadata ``version``, or None when the union has not published it."""
@@ -324,34 +408,27 @@ class CentralClient:
         """Download roster ``want`` (a delta from ``have`` when the union has one, else the
         full file) into the file ``into``, streaming, so it never sits in memory whole."""
         params = {"have": have_version, "want": want_version}
-        response = self._request(
-            "GET", "/api/v1/roster", params=params, missing_ok=True, stream=True
-        )
-        with response:
-            if response.status_code in (204, 404):
-                raise CentralRefusedError(f"the central service has no roster v{want_version}")
+
+        def download(response: requests.Response) -> Path:
             size = 0
-            try:
-                with open(into, "wb") as fh:
-                    for chunk in response.iter_content(1 << 20):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise SyncError(
-                                f"roster download refused: larger than {max_bytes} bytes"
-                            )
-                        fh.write(chunk)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except requests.RequestException as exc:
-                into.unlink(missing_ok=True)
-                raise CentralUnreachableError(
-                    f"the roster download from {self.base_url} broke off ({type(exc).__name__}): "
-                    "try `unioncard sync` again"
-                ) from None
-            except BaseException:
-                into.unlink(missing_ok=True)
-                raise
-        return into
+            with open(into, "wb") as fh:  # a try again starts the file again
+                for chunk in response.iter_content(1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise SyncError(f"roster download refused: larger than {max_bytes} bytes")
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return into
+
+        try:
+            found = self._call("GET", "/api/v1/roster", download, True, params=params)
+        except BaseException:
+            into.unlink(missing_ok=True)
+            raise
+        if found is None:
+            raise CentralRefusedError(f"the central service has no roster v{want_version}")
+        return found
 
     def fetch_policy(self, version: int) -> bytes:
         data = self._get_optional("/api/v1/policy", {"version": version})

@@ -17,7 +17,8 @@ up to the close). Each request the client sends is read, its fault chosen by the
 - ``delay(seconds, where)``: the request (``"request"``) or the answer
   (``"response"``) waits that long;
 - ``answer(status, forward)``: the client gets ``status`` (500, 503, ...) and the
-  connection closes; with ``forward`` the server got the request first and acted;
+  connection closes; with ``forward`` the server got the request first and acted; with
+  ``body`` the answer carries those bytes (well framed) instead of a JSON error;
 - ``cut(at)``: the server's answer is relayed up to ``at`` of its bytes (head and
   body; or its first ``keep`` bytes), then the connection closes: an answer cut in half;
 - ``trickle(chunk, seconds)``: the answer is relayed ``chunk`` bytes at a time,
@@ -57,6 +58,7 @@ class Fault:
     retry_after: int | None = None  # answer: a Retry-After header (seconds)
     chunk: int = 1  # trickle: bytes per write
     keep: int | None = None  # cut: relay this many bytes (instead of the share ``at``)
+    body: bytes | None = None  # answer: the body (None: a JSON error naming the status)
 
     def __str__(self) -> str:
         if self.kind == "pass":
@@ -70,7 +72,8 @@ class Fault:
         if self.kind == "answer":
             forwarded = ", after the server acted" if self.forward else ""
             after = f", Retry-After {self.retry_after}" if self.retry_after is not None else ""
-            return f"answer {self.status}{forwarded}{after}"
+            body = f" with a body of {len(self.body)} bytes" if self.body is not None else ""
+            return f"answer {self.status}{body}{forwarded}{after}"
         if self.kind == "cut":
             if self.keep is not None:
                 return f"cut the answer after {self.keep} bytes"
@@ -97,8 +100,10 @@ def delay(seconds: float, where: str = "response") -> Fault:
     return Fault("delay", seconds=seconds, when=where)
 
 
-def answer(status: int, forward: bool = False, retry_after: int | None = None) -> Fault:
-    return Fault("answer", status=status, forward=forward, retry_after=retry_after)
+def answer(
+    status: int, forward: bool = False, retry_after: int | None = None, body: bytes | None = None
+) -> Fault:
+    return Fault("answer", status=status, forward=forward, retry_after=retry_after, body=body)
 
 
 def cut(at: float = 0.5, keep: int | None = None) -> Fault:
@@ -603,10 +608,18 @@ class FaultProxy:
     @staticmethod
     def _reply(client: socket.socket, fault: Fault) -> None:
         body = json.dumps({"error": f"fault proxy: {fault.status}"}).encode()
-        reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+        kind = "application/json"
+        if fault.body is not None:
+            body, kind = fault.body, "application/octet-stream"
+        reason = {
+            200: "OK",
+            500: "Internal Server Error",
+            502: "Bad Gateway",
+            503: "Service Unavailable",
+        }
         lines = [
             f"HTTP/1.1 {fault.status} {reason.get(fault.status, 'Error')}",
-            "Content-Type: application/json",
+            f"Content-Type: {kind}",
             f"Content-Length: {len(body)}",
             "Connection: close",
         ]

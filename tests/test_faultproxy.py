@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import random
 import socket
 import threading
@@ -12,12 +13,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from sync.client import CentralClient, RetryPolicy
+from sync.errors import CentralUnreachableError
 from tests import faultproxy as fp
 from tests.test_reader_recovery import free_port
 
@@ -269,8 +272,8 @@ def test_cut_after_so_many_bytes(server: Server) -> None:
 
 def test_a_cut_answer_as_requests_sees_it(server: Server) -> None:
     """Cut in the body: an error. Cut in the head after the status line: requests
-    takes it for an answer of that status with no body (urllib3 only logs the broken
-    head), so the sync client finds no acknowledgement in it."""
+    takes it for an answer of that status with no body and no length (urllib3 only logs
+    the broken head)."""
     port, _ = server
     with proxy_for(port, fp.cut(0.9)) as proxy:
         with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
@@ -278,11 +281,71 @@ def test_a_cut_answer_as_requests_sees_it(server: Server) -> None:
     with proxy_for(port, fp.cut(0.05)) as proxy:
         response = requests.post(proxy.url + "/x", data=UPLOAD, timeout=5)
     assert (response.status_code, response.content) == (200, b"")
-    with proxy_for(port, fp.cut(0.05)) as proxy:
-        client = CentralClient(proxy.url, "T1", "s", NO_RETRY)
-        with pytest.raises(Exception, match="answer is not valid"):
+    assert "Content-Length" not in response.headers
+
+
+@pytest.mark.parametrize("keep", [17, 19, 0.5, 0.95])  # after the status line, in a header, ...
+def test_the_sync_client_tries_a_cut_answer_again_without_urllib3_s_traceback(
+    server: Server, keep: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """... in the body: whatever is left of the answer, the sync client tries again (the
+    upload is idempotent), and urllib3's warning of a broken head does not get out."""
+    port, seen = server
+    fault = fp.cut(keep=keep) if isinstance(keep, int) else fp.cut(keep)
+    with caplog.at_level(logging.DEBUG), proxy_for(port, fault) as proxy:
+        client = CentralClient(proxy.url, "T1", "s", RetryPolicy(attempts=2, backoff=0, jitter=0))
+        assert client.upload_sales({"format": "x"}) == 3
+        client.close()
+        assert [r.outcome.partition(" after")[0] for r in proxy.log] == ["cut", "relayed 200"]
+    assert len(seen.complete) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if "Failed to parse headers" in m] == []
+    problem = (
+        "an answer without its length, cut in its head"
+        if isinstance(keep, int)
+        else "the body broke off (ChunkedEncodingError)"
+    )
+    assert [m for m in messages if "broken answer" in m] == [
+        f"POST /api/v1/sales: a broken answer ({problem})"
+    ]
+
+
+def test_answers_cut_at_every_try_end_in_one_line(server: Server) -> None:
+    port, seen = server
+    with proxy_for(port, *[fp.cut(keep=19)] * 3) as proxy:
+        client = CentralClient(proxy.url, "T1", "s", RetryPolicy(attempts=3, backoff=0, jitter=0))
+        with pytest.raises(CentralUnreachableError) as failed:
             client.upload_sales({"format": "x"})
         client.close()
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message == (
+        f"the central service at {proxy.url} gave no whole and valid answer in 3 tries (the "
+        "last: an answer without its length, cut in its head): check the network and try "
+        "`unioncard sync` again"
+    )
+    assert len(seen.complete) == 3
+
+
+def test_a_roster_download_cut_short_is_fetched_again(server: Server, tmp_path: Path) -> None:
+    port, seen = server
+    with proxy_for(port, fp.cut(0.6)) as proxy:
+        client = CentralClient(proxy.url, "T1", "s", RetryPolicy(attempts=2, backoff=0, jitter=0))
+        into = client.fetch_roster(1, 2, tmp_path / "roster.tmp")
+        client.close()
+    assert into.read_bytes() == BODY and len(seen.complete) == 2
+
+
+def test_answer_with_a_body_of_its_own(server: Server) -> None:
+    port, seen = server
+    with proxy_for(port, fp.answer(200, forward=True, body=b"")) as proxy:
+        response = requests.get(proxy.url + "/x", timeout=5)
+        assert (response.status_code, response.content) == (200, b"")
+        assert response.headers["Content-Length"] == "0"
+        assert (
+            str(proxy.log[0].fault) == "answer 200 with a body of 0 bytes, after the server acted"
+        )
+    assert len(seen.complete) == 1
 
 
 def test_trickle_relays_the_whole_answer_slowly(server: Server) -> None:

@@ -114,6 +114,17 @@ def test_a_read_timeout_is_retried(server) -> None:
     assert len(script.seen) == 2  # the upload went twice; the union keeps it once
 
 
+@pytest.mark.parametrize("body", [{"acked": "all"}, ["not", "an", "ack"]])
+def test_an_answer_that_is_not_an_acknowledgement_is_tried_again(server, body) -> None:
+    url, script = server
+    script.answers = [(200, {}, body, 0.0)]
+    assert client(url).upload_sales(BATCH) == 3
+    assert len(script.seen) == 2
+    script.answers = [(200, {}, body, 0.0)] * 3
+    with pytest.raises(CentralUnreachableError, match="no whole and valid answer in 3 tries"):
+        client(url).upload_sales(BATCH)
+
+
 def test_backoff_grows_between_tries() -> None:
     """Nothing listens: every try fails to connect, with doubling waits between them."""
     policy = RetryPolicy(attempts=4, backoff=0.1, jitter=0, connect_timeout=1, read_timeout=1)
