@@ -21,9 +21,10 @@ import click
 from central import policies
 from central.errors import InputError, NotFoundError
 from central.keys import create_keys, load_keys, rotate
+from central.migrate import PRE_MIGRATIONS
 from central.serve import run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
-from central.store import settlement_table
+from central.store import Store, settlement_table
 from pact.chain import entry_hash
 from pact.device import check_signature, device_key
 from pact.errors import CompactionNeededError, DeviceSignatureError, SignatureError
@@ -95,6 +96,29 @@ def central_init(clock: Clock, paths: CentralPaths, database_url: str | None) ->
     create_keys(paths.keys, now=clock())
     Union.open(paths, database_url, clock).close()
     click.echo(f"created union keys and root metadata v1 in {paths.keys}")
+
+
+@central.command("migrate")
+@central_options
+@click.pass_obj
+def central_migrate(clock: Clock, paths: CentralPaths, database_url: str | None) -> None:
+    """Bring the database's schema to this release's (back the database up first).
+
+    The service and every other command refuse a database of another release's
+    schema; a new, empty database needs no migrating (it is made at this release's).
+    """
+    if database_url is None and not paths.data_dir.is_dir():
+        raise NotFoundError(
+            f"the union's data folder {paths.data_dir} does not exist: give the right --data "
+            "(or $UNIONCARD_CENTRAL_DATA), or --database-url"
+        )
+    before, after = Store.migrate(database_url or paths.database_url)
+    if before == after:
+        click.echo(f"the database is at revision {after}: nothing to do")
+    else:
+        was = "a new database" if before is None else f"revision {before}"
+        was = "a database made before migrations" if before == PRE_MIGRATIONS else was
+        click.echo(f"migrated the database from {was} to revision {after}")
 
 
 @central.command("import-members")

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from central import migrate
 from central.errors import ConflictError, InputError, NotFoundError, StoreError
 from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
@@ -139,6 +140,8 @@ sales = sa.Table(
     sa.Column("received_at", sa.String(32), nullable=False),
     # the receipt's verification code (pact.receipt), to find a slip's entry
     sa.Column("receipt_code", sa.String(11), nullable=True, index=True),
+    # a merchant's entries since a time: the usage file (pact.usage), statements
+    sa.Index("ix_sales_merchant_at", "merchant_id", "at"),
 )
 
 # The terms (offers) of each merchant's policy, as union staff set them (central.policies).
@@ -239,25 +242,6 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def add_missing_columns(engine: Engine) -> None:
-    """Add nullable columns that a newer release declares to tables an older one made.
-
-    ``create_all`` creates missing tables but never alters existing ones.
-    """
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            if not inspector.has_table(table.name):
-                continue
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(
-                        sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                    )
-
-
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -274,13 +258,43 @@ class Store:
             ) from None
         shown = store.engine.url.render_as_string(hide_password=True)
         try:
-            metadata.create_all(store.engine)
-            add_missing_columns(store.engine)
+            other = migrate.ready(store.engine, metadata)  # a new one is made at the head
+            if other is not None:
+                store.close()
+                raise StoreError(
+                    f"the database {shown} has the schema of another release (revision "
+                    f"{other}; this release needs {migrate.head()}): back it up, then run "
+                    "`unioncard central migrate`"
+                )
         except sa.exc.SQLAlchemyError as exc:
             store.close()
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise StoreError(f"cannot open the database {shown}: {reason}") from None
         return store
+
+    @staticmethod
+    def migrate(url: str) -> tuple[str | None, str]:
+        """Bring the database at ``url`` to this release's schema (central.migrate);
+        returns (the revision it was at, the one it is at now)."""
+        try:
+            engine = make_engine(url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(
+                f"the database URL is not valid ({exc}): check --database-url"
+            ) from None
+        shown = engine.url.render_as_string(hide_password=True)
+        try:
+            return migrate.upgrade(engine, metadata)
+        except migrate.UnknownRevision as exc:
+            raise StoreError(
+                f"the database {shown} is at revision {exc}, which this release does not "
+                "know: it was made by a newer release; run that one, or restore a backup"
+            ) from None
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StoreError(f"cannot migrate the database {shown}: {reason}") from None
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from central import create_app
+from central import create_app, migrate
 from central.keys import UnionKeys, create_keys
 from central.serve import ThreadedServer
 from central.service import CentralPaths, Union
@@ -85,7 +85,7 @@ def _pg_store() -> Iterator[Store]:
         missing("PostgreSQL", f"{PG_URL}: {str(exc).splitlines()[0]}")
     url = PG_URL.replace("postgresql://", "postgresql+psycopg://")
     engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    metadata.create_all(engine)
+    migrate.upgrade(engine, metadata)  # the schema as the migrations make it
     store = Store(engine)
     try:
         yield store

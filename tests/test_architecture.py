@@ -35,7 +35,23 @@ ALLOWED = {
         "central/api.py",
         "central/serve.py",
     },
-    "sqlalchemy": {"central/store.py"},
+    "sqlalchemy": {
+        "central/store.py",
+        "central/migrate.py",
+        *(
+            str(p.relative_to(ROOT))
+            for p in (ROOT / "central" / "migrations").rglob("*.py")
+            if p.name != "__init__.py"
+        ),
+    },
+    "alembic": {
+        "central/migrate.py",
+        *(
+            str(p.relative_to(ROOT))
+            for p in (ROOT / "central" / "migrations").rglob("*.py")
+            if p.name != "__init__.py"
+        ),
+    },
     "escpos": {"terminal/printing.py"},
 }
 PURE = (

@@ -10,13 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from central import policies
 from central.errors import InputError
 from central.keys import create_keys
 from central.service import Union
-from central.store import Store
 from pact.basket import Basket, Line, RuleUsage, parse_basket
 from pact.cards import PanTokenizer
 from pact.chain import GENESIS, entry_hash
@@ -383,18 +381,6 @@ def test_central_stores_the_basket(union: Union) -> None:
     assert all(entry_hash(s.prev_hash, s) == s.hash for s in stored)
     assert stored == [old, new]
     assert union.ingest(terminal, [old, new]).duplicates == 2
-
-
-def test_an_older_central_database_gets_the_basket_column(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'central.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE sales (terminal_id TEXT, seq INTEGER, at TEXT)"))
-    engine.dispose()
-    store = Store.open(url)
-    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("sales")}
-    store.close()
-    assert "basket" in columns
 
 
 def test_add_merchant_signs_a_percent_policy_with_the_standard_exclusions(union: Union) -> None:

@@ -1,0 +1,1 @@
+"""Revisions of the central store's schema, oldest first (``down_revision`` links them)."""
