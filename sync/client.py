@@ -370,7 +370,10 @@ class CentralClient:
             problem = f"the central service refused the request ({response.status_code}: {message})"
         # logged for the daemon's journal; the command line prints it as its error line
         log.info("%s %s: %s", response.request.method, response.request.path_url, problem)
-        raise CentralRefusedError(problem)
+        if response.status_code >= 500 or response.status_code == 429:
+            # the service failing or too busy, try after try: try again later (exit 6)
+            raise CentralUnreachableError(problem)
+        raise CentralRefusedError(problem)  # a person must look (exit 7)
 
     def register_device_key(self, registration: dict[str, str]) -> None:
         """POST the terminal's device public key (idempotent: the same key again is fine)."""

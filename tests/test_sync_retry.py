@@ -102,9 +102,21 @@ def test_no_retry_on_another_4xx_and_one_clear_line(server, status: int, caplog)
 def test_retries_end_with_a_line_that_says_the_sync_will_try_again(server) -> None:
     url, script = server
     script.answers = [(429, {"Retry-After": "0"}, {"error": "slow down"}, 0.0)] * 3
-    with pytest.raises(CentralRefusedError, match="answered 429 \\(slow down\\) 3 times"):
+    # a service too busy or failing each time: try again later (exit 6), not a refusal
+    with pytest.raises(
+        CentralUnreachableError, match="answered 429 \\(slow down\\) 3 times"
+    ) as busy:
         client(url).upload_sales(BATCH)
-    assert len(script.seen) == 3
+    assert len(script.seen) == 3 and busy.value.exit_code == 6
+    script.answers = [(503, {}, {"error": "down"}, 0.0)] * 3
+    script.seen.clear()
+    with pytest.raises(CentralUnreachableError, match="answered 503"):
+        client(url).upload_sales(BATCH)
+    # a conflict that lasts is a refusal: a person must look (exit 7)
+    script.answers = [(409, {}, {"error": "another device key"}, 0.0)] * 3
+    with pytest.raises(CentralRefusedError, match="answered 409") as conflict:
+        client(url).upload_sales(BATCH)
+    assert conflict.value.exit_code == 7
 
 
 def test_a_read_timeout_is_retried(server) -> None:
