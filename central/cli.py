@@ -34,6 +34,10 @@ from pact.receipt import normal_code
 from pact.timefmt import Clock
 
 F = TypeVar("F", bound=Callable[..., Any])
+ROOT_OFFLINE = (
+    "move {key} offline now (a USB stick in a safe): the service and daily work do "
+    "not need it; `unioncard keys rotate ... --root-key FILE` asks for it"
+)
 
 
 def central_options(command: F) -> F:
@@ -96,6 +100,7 @@ def central_init(clock: Clock, paths: CentralPaths, database_url: str | None) ->
     create_keys(paths.keys, now=clock())
     Union.open(paths, database_url, clock).close()
     click.echo(f"created union keys and root metadata v1 in {paths.keys}")
+    click.echo(ROOT_OFFLINE.format(key=paths.keys / "root.pem"))
 
 
 @central.command("migrate")
@@ -358,6 +363,7 @@ def keys_init(clock: Clock, directory: Path) -> None:
         f"root metadata v1: {directory / 'roots' / '1.json'}; "
         f"root public key for auditors: {directory / 'root.pub'}"
     )
+    click.echo(ROOT_OFFLINE.format(key=directory / "root.pem"))
 
 
 @keys.command("rotate")
@@ -368,14 +374,23 @@ def keys_init(clock: Clock, directory: Path) -> None:
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     required=True,
 )
+@click.option(
+    "--root-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The union's root key file, kept offline (it signs the new root metadata).",
+)
 @click.pass_obj
-def keys_rotate(clock: Clock, role: str, directory: Path) -> None:
-    """Replace ROLE's key (revoking the old one) with a new root metadata version.
+def keys_rotate(clock: Clock, role: str, directory: Path, root_key: Path) -> None:
+    """Replace ROLE's key (revoking the old one) with a new root metadata version,
+    signed with the root key from --root-key (kept offline; nothing else needs it).
 
-    A new root key is signed in by the old one. Afterwards restart the central
-    service and re-sign what the role signs (`central publish-roster`, policies).
+    A new root key is signed in by the old one and written in its place in the
+    --root-key file (the old one kept beside it as FILE.vN): take it back offline.
+    Afterwards restart the central service and re-sign what the role signs
+    (`central publish-roster`, policies).
     """
-    version = rotate(directory, role, now=clock())
+    version = rotate(directory, role, root_key=root_key, now=clock())
     click.echo(
         f"new {role} key; root metadata v{version} written to "
         f"{directory / 'roots' / f'{version}.json'}"

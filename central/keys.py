@@ -34,7 +34,9 @@ ROOT_LIFETIME = timedelta(days=365)
 
 @dataclass(frozen=True)
 class UnionKeys:
-    root: Ed25519PrivateKey
+    # None when it is kept offline, as it should be: only `keys rotate --root-key`
+    # needs it (the service and daily work sign with the online role keys)
+    root: Ed25519PrivateKey | None
     roster: Ed25519PrivateKey
     policy: Ed25519PrivateKey
     snapshot: Ed25519PrivateKey
@@ -106,9 +108,18 @@ def root_versions(directory: Path) -> list[bytes]:
     return [p.read_bytes() for p in files]
 
 
+ONLINE_ROLES = tuple(role for role in ROLES if role != "root")
+
+
 def load_keys(directory: Path) -> UnionKeys:
+    """The union's keys in ``directory``: the online role keys, the token key and the
+    root metadata; the root key too when it is there (it need not be)."""
     try:
-        loaded = {role: _read_key(directory / f"{role}.pem") for role in ROLES}
+        loaded: dict[str, Ed25519PrivateKey | None] = {
+            role: _read_key(directory / f"{role}.pem") for role in ONLINE_ROLES
+        }
+        root_file = directory / "root.pem"
+        loaded["root"] = _read_key(root_file) if root_file.exists() else None
         token_key = bytes.fromhex((directory / "token.key").read_text().strip())
         roots = root_versions(directory)
     except FileNotFoundError as exc:
@@ -120,31 +131,50 @@ def load_keys(directory: Path) -> UnionKeys:
         raise CentralError(f"a key file in {directory} is damaged: {exc}") from None
     if not roots:
         raise CentralError(f"no root metadata in {directory / 'roots'}")
-    return UnionKeys(
-        loaded["root"],
-        loaded["roster"],
-        loaded["policy"],
-        loaded["snapshot"],
-        token_key,
-        roots[-1],
-    )
+    roster, policy, snapshot = (loaded[role] for role in ("roster", "policy", "snapshot"))
+    assert roster is not None and policy is not None and snapshot is not None
+    return UnionKeys(loaded["root"], roster, policy, snapshot, token_key, roots[-1])
 
 
-def rotate(directory: Path, role: str, *, now: datetime) -> int:
+def read_root_key(path: Path, current: Root) -> Ed25519PrivateKey:
+    """The root key in ``path`` (kept offline), which must be the current root's."""
+    try:
+        key = _read_key(path)
+    except FileNotFoundError:
+        raise CentralError(
+            f"no root key file {path}: give the file of the union's root key (kept "
+            "offline) with --root-key"
+        ) from None
+    except ValueError as exc:
+        raise CentralError(f"{path} is not a private key file: {exc}") from None
+    if key_id(key.public_key()) not in current.trusted("root"):
+        raise CentralError(
+            f"{path} is not the union's current root key (root metadata v{current.version} "
+            "names another): give the right file"
+        )
+    return key
+
+
+def rotate(directory: Path, role: str, *, root_key: Path, now: datetime) -> int:
     """Replace ``role``'s key; sign root version N+1 without the old key. Returns N+1.
 
-    A new root key signs together with the old one (TUF 5.3.4): terminals accept
-    the new root only with both signatures. The old private key is kept as
-    ``ROLE.pem.vN`` so an auditor can still verify what it signed.
+    ``root_key`` is the file of the current root key, which is kept offline and asked
+    for here only. A new root key signs together with the old one (TUF 5.3.4):
+    terminals accept the new root only with both signatures; it is written in place
+    of the old one at ``root_key`` (to go back offline). The old private key is kept
+    as ``ROLE.pem.vN`` (beside it, for the root key) so an auditor can still verify
+    what it signed.
     """
     if role not in ROLES:
         raise CentralError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
     keys = load_keys(directory)
     current = keys.current_root
+    signer = read_root_key(root_key, current)
     new_key = Ed25519PrivateKey.generate()
-    role_keys = {r: [keys.role_key(r).public_key()] for r in ROLES}
+    role_keys = {r: [keys.role_key(r).public_key()] for r in ONLINE_ROLES}
+    role_keys["root"] = [signer.public_key()]
     role_keys[role] = [new_key.public_key()]
-    signers = [keys.root, new_key] if role == "root" else [keys.root]
+    signers = [signer, new_key] if role == "root" else [signer]
     issued = now
     data = build_root(
         version=current.version + 1,
@@ -154,10 +184,11 @@ def rotate(directory: Path, role: str, *, now: datetime) -> int:
         signers=signers,
     )
     update_root(current, data)  # the terminals' rule, checked before anything is written
-    _write_key(directory / f"{role}.pem.new", new_key)
+    key_file = root_key if role == "root" else directory / f"{role}.pem"
+    _write_key(key_file.with_name(key_file.name + ".new"), new_key)
     atomic_write(directory / "roots" / f"{current.version + 1}.json", data, mode=0o644)
-    os.replace(directory / f"{role}.pem", directory / f"{role}.pem.v{current.version}")
-    os.replace(directory / f"{role}.pem.new", directory / f"{role}.pem")
+    os.replace(key_file, key_file.with_name(f"{key_file.name}.v{current.version}"))
+    os.replace(key_file.with_name(key_file.name + ".new"), key_file)
     if role == "root":
         atomic_write(
             directory / "root.pub",

@@ -134,8 +134,8 @@ def test_key_rotation_reaches_the_terminal_through_sync(tmp_path, clock) -> None
                 client.close()
 
     assert sync_once().roster_version == 1
-    rotate(paths.keys, "root", now=clock())
-    rotate(paths.keys, "roster", now=clock())
+    rotate(paths.keys, "root", root_key=paths.keys / "root.pem", now=clock())
+    rotate(paths.keys, "roster", root_key=paths.keys / "root.pem", now=clock())
     union = Union.open(paths, None, clock)  # the restarted service, with the new keys
     union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\nU2,{OTHER_PAN}\n")
     union.publish_roster()

@@ -291,7 +291,7 @@ def test_revoked_roster_key_no_longer_signs(tmp_path, keys, terminal, clock) -> 
     (stolen) key are refused by terminals that walked to the new root."""
     directory = tmp_path / "keys"
     old_roster_key = keys.roster
-    assert rotate(directory, "roster", now=clock()) == 2
+    assert rotate(directory, "roster", root_key=directory / "root.pem", now=clock()) == 2
     rotated = load_keys(directory)
     terminal.update_root(rotated.root_data)
     stolen = roster_bytes(keys, [OTHER_PAN], clock(), version=2)  # signed by the old key
@@ -311,8 +311,8 @@ def test_revoked_roster_key_no_longer_signs(tmp_path, keys, terminal, clock) -> 
 
 def test_rotated_root_key_chain(tmp_path, keys, terminal, clock) -> None:
     directory = tmp_path / "keys"
-    rotate(directory, "root", now=clock())
-    rotate(directory, "policy", now=clock())
+    rotate(directory, "root", root_key=directory / "root.pem", now=clock())
+    rotate(directory, "policy", root_key=directory / "root.pem", now=clock())
     latest = load_keys(directory)
     roots = sorted((directory / "roots").glob("*.json"), key=lambda p: int(p.stem))
     with pytest.raises(TrustError, match="one at a time"):
