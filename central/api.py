@@ -128,6 +128,30 @@ def policy() -> Response:
     )
 
 
+@bp.post("/enrol")
+def enrol() -> Any:
+    """Enrol a terminal with a one-time code (no terminal credentials yet): body
+    ``{"code", "device_key", "signature", "central_url", "has_ca"}``; answer the
+    enrolment bundle (docs/protocol.md, "Enrolment by code")."""
+    body = _json_body()
+    fields = ("code", "device_key", "signature", "central_url")
+    if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
+        raise InputError(
+            "send JSON with code, device_key, signature and central_url (text) and has_ca"
+        )
+    if not isinstance(body.get("has_ca", False), bool):
+        raise InputError("has_ca must be true or false")
+    bundle = _union().enrol_by_code(
+        body["code"][:100],
+        body["device_key"][:100],
+        body["signature"][:200],
+        body["central_url"][:500],
+        bool(body.get("has_ca", False)),
+        request.remote_addr or "unknown",
+    )
+    return jsonify(bundle)
+
+
 @bp.get("/usage")
 def usage() -> Response:
     """The usage file for the terminal (pact.usage): its merchant's other terminals'

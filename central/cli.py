@@ -31,7 +31,7 @@ from pact.errors import CompactionNeededError, DeviceSignatureError, SignatureEr
 from pact.files import atomic_write
 from pact.money import fen
 from pact.receipt import normal_code
-from pact.timefmt import Clock
+from pact.timefmt import Clock, iso
 
 F = TypeVar("F", bound=Callable[..., Any])
 ROOT_OFFLINE = (
@@ -284,6 +284,29 @@ def central_enrol(
         union.close()
     atomic_write(out, bundle, mode=0o600)
     click.echo(f"enrolled terminal {terminal_id} for merchant {merchant_id}; bundle in {out}")
+
+
+@central.command("enrol-code")
+@click.argument("terminal_id")
+@click.option("--merchant", "merchant_id", required=True, help="The merchant it serves.")
+@central_options
+@click.pass_obj
+def central_enrol_code(
+    clock: Clock, terminal_id: str, merchant_id: str, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Make a one-time code that enrols TERMINAL_ID for a merchant over the network
+    (`unioncard terminal enrol --central URL --code CODE` on the terminal). It works
+    once, for 24 hours; only its digest is kept, so it is shown this once."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        code, expires = union.create_enrol_code(terminal_id, merchant_id)
+    finally:
+        union.close()
+    click.echo(code)
+    click.echo(
+        f"enrols terminal {terminal_id} of merchant {merchant_id} once, until {iso(expires)}",
+        err=True,
+    )
 
 
 @central.command("publish-roster")

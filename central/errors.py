@@ -40,3 +40,9 @@ class EvidenceError(CentralError):
     """An upload whose device signature does not verify: refused and recorded."""
 
     http_status = 422
+
+
+class TooManyError(CentralError):
+    """Too many wrong tries (enrolment codes): wait, then try again."""
+
+    http_status = 429

@@ -22,12 +22,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from central import policies
-from central.errors import AuthError, ConflictError, EvidenceError, InputError, NotFoundError
+from central.errors import (
+    AuthError,
+    ConflictError,
+    EvidenceError,
+    InputError,
+    NotFoundError,
+    TooManyError,
+)
 from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.cards import is_card_number, token_for_pan
 from pact.device import check_signature, device_key
+from pact.enrolcode import check_request, code_digest, format_code, normal_code
 from pact.errors import (
     CompactionNeededError,
     DeviceSignatureError,
@@ -48,6 +56,10 @@ from pact.timefmt import iso, parse_iso
 from pact.usage import build_usage, count_usage
 
 ROSTER_LIFETIME = timedelta(hours=72)
+ENROL_CODE_LIFETIME = timedelta(hours=24)
+ENROL_WINDOW = timedelta(minutes=15)  # wrong enrolment codes are counted over this long:
+ENROL_TRIES_PER_SOURCE = 10  # from one address
+ENROL_TRIES_ALL = 100  # from anywhere (100 bits a code: guessing is hopeless either way)
 POLICY_LIFETIME = timedelta(days=30)
 MEMBER_COLUMNS = ("member_id", "pan", "status", "tier", "valid_until", "district", "workplace")
 
@@ -422,7 +434,15 @@ class Union:
         self.store.add_terminal(
             terminal_id, merchant_id, hashlib.sha256(secret.encode()).hexdigest(), iso(self.clock())
         )
-        bundle = {
+        bundle = self._bundle(terminal_id, merchant_id, central_url, secret)
+        if ca_pem is not None:
+            bundle["ca_cert"] = ca_pem
+        return json.dumps(bundle, indent=2).encode() + b"\n"
+
+    def _bundle(
+        self, terminal_id: str, merchant_id: str, central_url: str, secret: str
+    ) -> dict[str, Any]:
+        return {
             "format": "unioncard.enrolment.v1",
             "terminal_id": terminal_id,
             "merchant_id": merchant_id,
@@ -431,9 +451,80 @@ class Union:
             "token_key": self.keys.token_key.hex(),
             "root": self.keys.root_data.decode(),
         }
-        if ca_pem is not None:
-            bundle["ca_cert"] = ca_pem
-        return json.dumps(bundle, indent=2).encode() + b"\n"
+
+    def create_enrol_code(self, terminal_id: str, merchant_id: str) -> tuple[str, datetime]:
+        """A one-time code that enrols ``terminal_id`` for ``merchant_id`` (pact.enrolcode):
+        it works once, until it expires 24 hours from now. Only its digest is kept."""
+        now = self.clock()
+        code = format_code(secrets.token_bytes(13))
+        expires = now + ENROL_CODE_LIFETIME
+        normal = normal_code(code)
+        assert normal is not None
+        self.store.add_enrol_code(
+            code_digest(normal), terminal_id, merchant_id, iso(now), iso(expires)
+        )
+        return code, expires
+
+    def enrol_by_code(
+        self, code: str, device_key_hex: str, signature: str, central_url: str, has_ca: bool,
+        source: str,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Enrol the terminal a one-time code names, registering the device key that
+        signed the request; return its bundle (without the CA certificate, which the
+        terminal already used to get here). The same device repeating its request (an
+        answer lost) gets a new secret; wrong codes are counted, and a source, or
+        everyone, that tried too many in :data:`ENROL_WINDOW` must wait."""
+        now = self.clock()
+        here, everywhere = self.store.enrol_failures_since(iso(now - ENROL_WINDOW), source)
+        if here >= ENROL_TRIES_PER_SOURCE or everywhere >= ENROL_TRIES_ALL:
+            raise TooManyError(
+                "too many wrong enrolment codes were tried: wait 15 minutes, check the code, "
+                "and try again"
+            )
+        check_central_url(central_url, has_ca)
+        try:
+            key = device_key(device_key_hex)
+        except SignatureError as exc:
+            raise InputError(f"device_key: {exc}") from None
+        normal = normal_code(code)
+        if normal is not None:
+            try:
+                check_request(key, signature, normal, central_url)
+            except SignatureError as exc:
+                raise InputError(str(exc)) from None
+        secret = secrets.token_hex(24)
+        secret_sha = hashlib.sha256(secret.encode()).hexdigest()
+        status, row = (
+            self.store.enrol_with_code(code_digest(normal), iso(now), secret_sha, device_key_hex)
+            if normal is not None
+            else ("unknown", None)
+        )
+        if status == "used" and row is not None:
+            held = self.store.terminal(row["terminal_id"])
+            if held is not None and held["device_key"] == device_key_hex:
+                self.store.set_terminal_secret(row["terminal_id"], secret_sha)  # a repeat
+                status = "ok"
+        if status != "ok" or row is None:
+            if status in ("unknown", "expired", "used"):
+                self.store.record_enrol_failure(source, iso(now))
+            raise {
+                "unknown": AuthError(
+                    "this enrolment code is not known: check it, or ask the union for a new one"
+                ),
+                "expired": AuthError(
+                    "this enrolment code has expired (a code lasts 24 hours): ask the union "
+                    "for a new one"
+                ),
+                "used": AuthError(
+                    "this enrolment code was used already, by another device: ask the union "
+                    "for a new one"
+                ),
+                "enrolled": ConflictError(
+                    f"terminal {row['terminal_id'] if row else '?'} is already enrolled: ask "
+                    "the union for a code for a new terminal id"
+                ),
+            }[status]
+        return self._bundle(row["terminal_id"], row["merchant_id"], central_url, secret)
 
     def authenticate(self, authorization: str | None) -> dict[str, Any]:
         """The terminal named by an ``Authorization: Bearer <terminal_id>.<secret>`` header."""

@@ -144,6 +144,28 @@ sales = sa.Table(
     sa.Index("ix_sales_merchant_at", "merchant_id", "at"),
 )
 
+# One-time enrolment codes (central.service.Union.create_enrol_code): the SHA-256 of
+# the code only; used once, before it expires.
+enrol_codes = sa.Table(
+    "enrol_codes",
+    metadata,
+    sa.Column("code_sha256", sa.String(64), primary_key=True),
+    sa.Column("terminal_id", sa.String(32), nullable=False),
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("expires_at", sa.String(32), nullable=False),
+    sa.Column("used_at", sa.String(32), nullable=True),
+)
+
+# Wrong enrolment codes tried, by where from: the guessing limit counts them.
+enrol_failures = sa.Table(
+    "enrol_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("at", sa.String(32), nullable=False, index=True),
+)
+
 # The terms (offers) of each merchant's policy, as union staff set them (central.policies).
 merchant_terms = sa.Table(
     "merchant_terms",
@@ -400,6 +422,94 @@ class Store:
                 )
             except sa.exc.IntegrityError:
                 raise InputError(f"terminal {terminal_id} is already enrolled") from None
+
+    # -- enrolment codes ------------------------------------------------------------
+    def add_enrol_code(
+        self, code_sha256: str, terminal_id: str, merchant_id: str, at: str, expires_at: str
+    ) -> None:
+        self.merchant(merchant_id)
+        if self.terminal(terminal_id) is not None:
+            raise InputError(f"terminal {terminal_id} is already enrolled")
+        with self.engine.begin() as conn:
+            conn.execute(
+                enrol_codes.insert().values(
+                    code_sha256=code_sha256,
+                    terminal_id=terminal_id,
+                    merchant_id=merchant_id,
+                    created_at=at,
+                    expires_at=expires_at,
+                )
+            )
+
+    def enrol_with_code(
+        self, code_sha256: str, at: str, secret_sha256: str, device_key: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Use the code and enrol its terminal with this secret and device key, in one
+        transaction. ``("ok", the code's row)``; or why not, with the row when there is
+        one: "unknown", "used", "expired", "enrolled" (its terminal is already, by
+        other means: nothing is changed)."""
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                enrol_codes.update()
+                .where(
+                    enrol_codes.c.code_sha256 == code_sha256,
+                    enrol_codes.c.used_at.is_(None),
+                    enrol_codes.c.expires_at > at,
+                )
+                .values(used_at=at)
+            ).rowcount
+            found = (
+                conn.execute(enrol_codes.select().where(enrol_codes.c.code_sha256 == code_sha256))
+                .mappings()
+                .first()
+            )
+            row = None if found is None else dict(found)
+            if taken != 1 or row is None:
+                if row is None:
+                    return "unknown", None
+                return ("used" if row["used_at"] is not None else "expired"), row
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        terminals.insert().values(
+                            terminal_id=row["terminal_id"],
+                            merchant_id=row["merchant_id"],
+                            secret_sha256=secret_sha256,
+                            enrolled_at=at,
+                            device_key=device_key,
+                            device_key_at=at,
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                conn.rollback()
+                return "enrolled", row
+            return "ok", row
+
+    def set_terminal_secret(self, terminal_id: str, secret_sha256: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                terminals.update()
+                .where(terminals.c.terminal_id == terminal_id)
+                .values(secret_sha256=secret_sha256)
+            )
+
+    def record_enrol_failure(self, source: str, at: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(enrol_failures.insert().values(source=source[:64], at=at))
+
+    def enrol_failures_since(self, since: str, source: str) -> tuple[int, int]:
+        """(wrong codes tried from ``source``, from anywhere) since ``since``."""
+        with self.engine.connect() as conn:
+            recent = enrol_failures.c.at >= since
+            everywhere = conn.execute(
+                sa.select(sa.func.count()).select_from(enrol_failures).where(recent)
+            ).scalar_one()
+            here = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(enrol_failures)
+                .where(recent, enrol_failures.c.source == source[:64])
+            ).scalar_one()
+        return int(here), int(everywhere)
 
     def set_device_key(self, terminal_id: str, key_hex: str, at: str) -> str:
         """Record the terminal's device key if it has none; return the key it has now."""

@@ -67,6 +67,7 @@ T = TypeVar("T")
 # conflict that may be a race with our own earlier attempt (409). Not retried: any
 # other 4xx, which repeating cannot change.
 RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+ENROL_PATH = "/api/v1/enrol"
 
 # One upload request at the most (docs/protocol.md, "HTTP API"): a batch is split into
 # as many requests as these need. 512 KiB on the wire stays under the 1 MiB that nginx
@@ -359,7 +360,9 @@ class CentralClient:
             message = response.json().get("error", response.reason)
         except ValueError:
             message = response.reason
-        if response.status_code == 401:
+        if response.request.path_url == ENROL_PATH:
+            problem = f"the enrolment was refused ({response.status_code}: {message})"
+        elif response.status_code == 401:
             problem = f"the central service does not know this terminal ({message}): re-enrol it"
         elif response.status_code in RETRY_STATUSES:
             problem = (
@@ -438,6 +441,29 @@ class CentralClient:
         if data is None:
             raise CentralRefusedError(f"the central service has no policy v{version}")
         return data
+
+    def enrol_by_code(
+        self, code: str, device_key: str, signature: str, central_url: str, has_ca: bool
+    ) -> bytes:
+        """POST a one-time enrolment code with the device key that signed the request
+        (pact.enrolcode); the answer is the enrolment bundle. Retried like any call: a
+        repeat from the same device is answered with a new secret."""
+        body = {
+            "code": code,
+            "device_key": device_key,
+            "signature": signature,
+            "central_url": central_url,
+            "has_ca": has_ca,
+        }
+        answer = self._call(
+            "POST",
+            ENROL_PATH,
+            lambda response: response.content,
+            json=body,
+            headers={"Authorization": None},  # no terminal credentials yet
+        )
+        assert answer is not None
+        return answer
 
     def fetch_usage(self) -> bytes:
         """The usage file for this terminal (pact.usage: the merchant's other terminals'

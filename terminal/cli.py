@@ -23,6 +23,7 @@ import click
 from pact.errors import RefusedError, UnioncardError
 from pact.event import UPDATE_INSTALLED, UPDATE_REFUSED
 from pact.money import fen, parse_yuan
+from pact.text import N_
 from pact.timefmt import Clock
 from reader.fresh import FreshCardReader
 from terminal import daemon
@@ -36,7 +37,7 @@ from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
-from terminal.syncing import preview_sync, sync_terminal
+from terminal.syncing import enrol_by_code, preview_sync, sync_terminal
 from terminal.syncrecord import last_sync
 
 
@@ -118,15 +119,49 @@ def terminal() -> None:
 
 
 @terminal.command("enrol")
-@click.argument("bundle", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument(
+    "bundle", required=False, type=click.Path(path_type=Path, exists=True, dir_okay=False)
+)
+@click.option("--central", "central_url", help="The union's central service (with --code).")
+@click.option("--code", help="The one-time enrolment code the union gave for this terminal.")
+@click.option(
+    "--ca-cert",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The union's CA certificate (PEM), for an https central service (with --code).",
+)
 @with_settings()
-def terminal_enrol(bundle: Path, settings: Settings) -> None:
-    """Install the enrolment bundle the union issued for this terminal."""
-    enrolment = TerminalState(settings.data_dir).enrol(bundle.read_bytes())
-    click.echo(
-        f"enrolled as terminal {enrolment.terminal_id} of merchant {enrolment.merchant_id}; "
-        "now run `unioncard sync`"
-    )
+@click.pass_obj
+def terminal_enrol(
+    clock: Clock,
+    bundle: Path | None,
+    central_url: str | None,
+    code: str | None,
+    ca_cert: Path | None,
+    settings: Settings,
+) -> None:
+    """Enrol this terminal: online with the one-time code the union gave (`--central
+    URL --code CODE`, which also runs the first sync), or offline from the BUNDLE file
+    the union issued (it works for one terminal only: the first to sync with it)."""
+    if bundle is not None and (central_url or code or ca_cert):
+        raise InputError(N_("give either a BUNDLE file or --central and --code, not both"))
+    if bundle is None:
+        if not (central_url and code):
+            raise InputError(
+                N_("give the union's --central URL and the --code it gave, or a BUNDLE file")
+            )
+        enrolment, report = enrol_by_code(settings.data_dir, central_url, code, ca_cert, clock)
+        click.echo(
+            f"enrolled as terminal {enrolment.terminal_id} of merchant "
+            f"{enrolment.merchant_id}; first sync: {report.describe()}"
+        )
+        for problem in report.problems:
+            click.echo(f"warning: {problem}", err=True)
+    else:
+        enrolment = TerminalState(settings.data_dir).enrol(bundle.read_bytes())
+        click.echo(
+            f"enrolled as terminal {enrolment.terminal_id} of merchant "
+            f"{enrolment.merchant_id}; now run `unioncard sync`"
+        )
     if token_digest(settings.data_dir / API_TOKEN_FILE) is None:
         click.echo(
             f"till token (shown once; the till API and the cashier page's sign-in need it): "

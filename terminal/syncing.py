@@ -10,17 +10,24 @@ succeeded, what it did, and the last error (cleared by the next success). The pa
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+from pact.device import public_key_hex
+from pact.enrolcode import normal_code, sign_request
 from pact.errors import UnioncardError
+from pact.text import N_
 from pact.timefmt import Clock, iso
-from sync.client import CentralClient
+from sync.client import CentralClient, RetryPolicy, central_url_problem
 from sync.run import Progress, SyncPreview, SyncReport, preview, run_sync
+from terminal.devicekey import create_device_key
+from terminal.errors import ConfigError, InputError
 from terminal.journal import Journal
 from terminal.service import TerminalService, journal_event
-from terminal.state import TerminalState
+from terminal.state import Enrolment, TerminalState
 from terminal.syncrecord import keep_sync
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,71 @@ def sync_terminal(
             last_error=None,
         )
     return report
+
+
+def enrol_by_code(
+    data_dir: Path, central_url: str, code: str, ca_cert: Path | None, clock: Clock
+) -> tuple[Enrolment, SyncReport]:
+    """Enrol this terminal with a one-time code from the union (pact.enrolcode): make
+    the device key, send the code signed with it, install the bundle the union answers
+    (its root, the token key, the secret, the merchant) and run the first sync (the
+    roster and the policy). ``ca_cert``: the union's CA certificate, for https."""
+    normal = normal_code(code)
+    if normal is None:
+        raise InputError(
+            N_(
+                "%(code)s is not an enrolment code: it is 20 letters and digits in groups "
+                "of four, like K7QM-3XRT-6PLA-WEN2-H4ZC"
+            ),
+            code=code[:40],
+        )
+    problem = central_url_problem(central_url, ca_cert is not None)
+    if problem is not None:
+        raise ConfigError(N_("cannot enrol: %(problem)s"), problem=problem)
+    ca_pem = None
+    if ca_cert is not None:
+        try:
+            ca_pem = ca_cert.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                N_("cannot read the CA certificate %(file)s: %(problem)s"),
+                file=str(ca_cert),
+                problem=str(exc),
+            ) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    signer = create_device_key(data_dir)  # the union registers this key with the code
+    client = CentralClient(
+        central_url, "", "", retry=RetryPolicy(attempts=3, backoff=0.5), ca_cert=ca_cert
+    )
+    try:
+        answer = client.enrol_by_code(
+            normal,
+            public_key_hex(signer.public_key()),
+            sign_request(signer, normal, central_url),
+            central_url,
+            ca_cert is not None,
+        )
+    finally:
+        client.close()
+    try:
+        bundle = json.loads(answer)
+        if not isinstance(bundle, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        raise ConfigError(
+            N_("the central service's answer to the enrolment is not a bundle: try again")
+        ) from None
+    if ca_pem is not None:
+        bundle["ca_cert"] = ca_pem
+    state = TerminalState(data_dir)
+    enrolment = state.enrol(json.dumps(bundle).encode())
+    state.load()
+    journal = Journal.existing(state.journal_path, state.signer())
+    try:
+        report = sync_terminal(state, journal, clock)
+    finally:
+        journal.close()
+    return enrolment, report
 
 
 def preview_sync(

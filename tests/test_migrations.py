@@ -21,6 +21,8 @@ from central.store import Store, make_engine, metadata
 from tests.conftest import PG_URL, missing
 from tests.test_commands import one_line_error, run
 
+HEAD = migrate.head()
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
@@ -72,7 +74,7 @@ def _revision(url: str) -> str | None:
 def test_a_new_database_is_made_at_the_head_with_the_declared_schema(url: str) -> None:
     store = Store.open(url)
     store.close()
-    assert _revision(url) == migrate.head() == "0002"
+    assert _revision(url) == migrate.head() == "0003"
     # the revisions make exactly the tables, columns, keys and indexes the code declares:
     # a column added to the code without its revision fails here
     assert _differences(url) == []
@@ -99,7 +101,7 @@ def test_a_database_from_before_migrations_is_refused_then_migrated(url: str, ca
     assert (code, err) == (0, "")
     assert (
         out.strip()
-        == "migrated the database from a database made before migrations to revision 0002"
+        == f"migrated the database from a database made before migrations to revision {HEAD}"
     )
     assert _differences(url) == []
     store = Store.open(url)
@@ -108,17 +110,20 @@ def test_a_database_from_before_migrations_is_refused_then_migrated(url: str, ca
     finally:
         store.close()
     code, out, _ = run(capsys, "central", "migrate", "--database-url", url)
-    assert (code, out.strip()) == (0, "the database is at revision 0002: nothing to do")
+    assert (code, out.strip()) == (0, f"the database is at revision {HEAD}: nothing to do")
 
 
 def test_an_older_revision_is_refused_until_migrated(url: str, capsys) -> None:
     engine = make_engine(url)
     _upgrade(engine, "0001")
     engine.dispose()
-    with pytest.raises(StoreError, match=r"revision 0001; this release needs 0002"):
+    with pytest.raises(StoreError, match=f"revision 0001; this release needs {HEAD}"):
         Store.open(url)
     code, out, _ = run(capsys, "central", "migrate", "--database-url", url)
-    assert (code, out.strip()) == (0, "migrated the database from revision 0001 to revision 0002")
+    assert (code, out.strip()) == (
+        0,
+        f"migrated the database from revision 0001 to revision {HEAD}",
+    )
     assert _differences(url) == []
 
 
@@ -128,7 +133,7 @@ def test_a_newer_releases_database_is_refused_in_one_line(url: str, capsys) -> N
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     engine.dispose()
-    with pytest.raises(StoreError, match="revision 0099; this release needs 0002"):
+    with pytest.raises(StoreError, match=f"revision 0099; this release needs {HEAD}"):
         Store.open(url)
     code, _, err = run(capsys, "central", "migrate", "--database-url", url)
     assert code != 0
