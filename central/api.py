@@ -152,6 +152,15 @@ def enrol() -> Any:
     return jsonify(bundle)
 
 
+@bp.post("/report")
+def report() -> Any:
+    """What the terminal holds at the end of its sync, for the fleet view."""
+    union = _union()
+    terminal = union.authenticate(request.headers.get("Authorization"))
+    union.record_report(terminal, _json_body())
+    return jsonify(status="ok")
+
+
 @bp.get("/usage")
 def usage() -> Response:
     """The usage file for the terminal (pact.usage): its merchant's other terminals'

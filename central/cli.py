@@ -20,6 +20,7 @@ import click
 
 from central import policies
 from central.errors import InputError, NotFoundError
+from central.fleet import fleet_table
 from central.keys import create_keys, load_keys, rotate
 from central.migrate import PRE_MIGRATIONS
 from central.serve import run_gunicorn
@@ -307,6 +308,46 @@ def central_enrol_code(
         f"enrols terminal {terminal_id} of merchant {merchant_id} once, until {iso(expires)}",
         err=True,
     )
+
+
+@central.command("terminals")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per terminal, in a list.")
+@central_options
+@click.pass_obj
+def central_terminals(
+    clock: Clock, as_json: bool, paths: CentralPaths, database_url: str | None
+) -> None:
+    """The fleet: each terminal's merchant, last contact, the last entry the union
+    holds, the roster and policy it reported at its last sync, what was pending then,
+    and its warnings (silent past the offline limit, revoked, its own)."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        rows = union.fleet()
+    finally:
+        union.close()
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in rows]))
+    else:
+        for line in fleet_table(rows):
+            click.echo(line)
+
+
+@central.command("revoke-terminal")
+@click.argument("terminal_id")
+@click.option("--reason", required=True, help="Why: lost, stolen, the merchant exited, ...")
+@central_options
+@click.pass_obj
+def central_revoke_terminal(
+    clock: Clock, terminal_id: str, reason: str, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Revoke a terminal: every call it makes is refused from now on, its uploads
+    included; the last entry the union holds from it is recorded."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        last = union.revoke_terminal(terminal_id, reason)
+    finally:
+        union.close()
+    click.echo(f"terminal {terminal_id} revoked; the union holds its entries up to #{last}")
 
 
 @central.command("publish-roster")

@@ -28,11 +28,6 @@ from sqlalchemy.engine import Connection, Engine
 SCRIPTS = "central:migrations"
 FIRST = "0001"  # the schema as it stood before migrations
 PRE_MIGRATIONS = "before migrations"  # the revision of a database made by create_all
-# The indexes of the first revision: a database from before migrations gets those it
-# lacks (a later revision's are its own to make).
-FIRST_INDEXES = frozenset(
-    {"ix_sales_merchant_id", "ix_sales_receipt_code", "ix_upload_refusals_terminal_id"}
-)
 LOCK_KEY = 0x756E696F6E63  # PostgreSQL advisory lock: "unionc"
 
 
@@ -79,14 +74,30 @@ def _one_at_a_time(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def add_missing_columns(conn: Connection, metadata: sa.MetaData) -> None:
-    """Add the nullable columns of ``metadata`` that a table made by an earlier release
-    lacks (before migrations, ``create_all`` made missing tables but never altered
-    one: each release added its new nullable columns so). The first revision's schema
-    is what this and ``create_all`` gave."""
+def first_schema() -> sa.MetaData:
+    """The tables of the first revision, as the revision makes them (made in a scratch
+    in-memory database and read back)."""
+    scratch = sa.create_engine("sqlite://")
+    try:
+        with scratch.begin() as conn:
+            command.upgrade(_config(conn), FIRST)
+            schema = sa.MetaData()
+            schema.reflect(conn)
+            schema.remove(schema.tables["alembic_version"])
+        return schema
+    finally:
+        scratch.dispose()
+
+
+def add_missing_columns(conn: Connection, schema: sa.MetaData) -> None:
+    """Add the nullable columns, and their indexes, of ``schema`` (the first revision's)
+    that a table made by an earlier release lacks: before migrations, ``create_all``
+    made missing tables but never altered one, and each release added its new
+    nullable columns so."""
     inspector = sa.inspect(conn)
-    for table in metadata.sorted_tables:
+    for table in schema.sorted_tables:
         if not inspector.has_table(table.name):
+            table.create(conn)
             continue
         present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
@@ -96,16 +107,16 @@ def add_missing_columns(conn: Connection, metadata: sa.MetaData) -> None:
                     sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
                 )
         indexed = {i["name"] for i in inspector.get_indexes(table.name)}
-        for index in table.indexes:  # an added column's index (receipt codes)
-            if index.name in FIRST_INDEXES and index.name not in indexed:
+        for index in table.indexes:
+            if index.name not in indexed:
                 index.create(conn)
 
 
-def upgrade(engine: Engine, metadata: sa.MetaData) -> tuple[str | None, str]:
+def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the head: make a new one, bring one made before
-    migrations to the first revision (``metadata``: that schema's tables) and stamp
-    it, then run what is newer. Returns (the revision before: None for a new database,
-    :data:`PRE_MIGRATIONS` for one made before migrations; the head)."""
+    migrations to the first revision's schema and stamp it, then run what is newer.
+    Returns (the revision before: None for a new database, :data:`PRE_MIGRATIONS` for
+    one made before migrations; the head)."""
     with _one_at_a_time(engine) as conn:
         names = set(sa.inspect(conn).get_table_names())
         before = current(conn)
@@ -114,14 +125,14 @@ def upgrade(engine: Engine, metadata: sa.MetaData) -> tuple[str | None, str]:
         if before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
             raise UnknownRevision(before)
         if before is None and names - {"alembic_version"}:
-            add_missing_columns(conn, metadata)
+            add_missing_columns(conn, first_schema())
             command.stamp(config, FIRST)
             before = PRE_MIGRATIONS
         command.upgrade(config, "head")
         return before, head()
 
 
-def ready(engine: Engine, metadata: sa.MetaData) -> str | None:
+def ready(engine: Engine) -> str | None:
     """Make a new, empty database at the head. For one that exists, None when it is at
     the head, else its revision ("from before migrations" when it has none): the
     caller refuses it until ``unioncard central migrate``."""

@@ -30,6 +30,7 @@ from central.errors import (
     NotFoundError,
     TooManyError,
 )
+from central.fleet import FleetRow, fleet_row
 from central.keys import UnionKeys, load_keys, root_versions
 from central.store import IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
@@ -57,6 +58,7 @@ from pact.usage import build_usage, count_usage
 
 ROSTER_LIFETIME = timedelta(hours=72)
 ENROL_CODE_LIFETIME = timedelta(hours=24)
+CONTACT_GRAIN = timedelta(minutes=1)  # a terminal's last contact is kept to the minute
 ENROL_WINDOW = timedelta(minutes=15)  # wrong enrolment codes are counted over this long:
 ENROL_TRIES_PER_SOURCE = 10  # from one address
 ENROL_TRIES_ALL = 100  # from anywhere (100 bits a code: guessing is hopeless either way)
@@ -535,7 +537,56 @@ class Union:
         digest = hashlib.sha256(secret.encode()).hexdigest()
         if row is None or not hmac.compare_digest(digest, row["secret_sha256"]):
             raise AuthError("unknown terminal or wrong secret")
+        if row["revoked_at"] is not None:
+            raise AuthError(
+                f"terminal {terminal_id} was revoked at {row['revoked_at']} "
+                f"({row['revoked_reason']}): the union refuses its calls"
+            )
+        now = self.clock()
+        self.store.touch_terminal(terminal_id, iso(now), iso(now - CONTACT_GRAIN))
         return dict(row)
+
+    def record_report(self, terminal: Mapping[str, Any], body: Any) -> None:
+        """Keep what the terminal reports at the end of a sync (the fleet view):
+        ``{"root_version", "snapshot_version", "roster_version", "policy_version",
+        "pending", "warnings": [...], "software"}``; InputError names a bad field."""
+        if not isinstance(body, dict):
+            raise InputError("the report must be a JSON object")
+        report: dict[str, Any] = {}
+        for name in ("root_version", "snapshot_version", "roster_version", "policy_version"):
+            value = body.get(name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31
+            ):
+                raise InputError(f"{name} must be a version number or null")
+            report[name] = value
+        pending = body.get("pending")
+        if not isinstance(pending, int) or isinstance(pending, bool) or not 0 <= pending < 2**62:
+            raise InputError("pending must be a count of entries")
+        warnings = body.get("warnings", [])
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            raise InputError("warnings must be a list of lines")
+        software = body.get("software", "")
+        if not isinstance(software, str):
+            raise InputError("software must be text")
+        report.update(
+            pending=pending,
+            warnings=json.dumps([w[:300] for w in warnings[:20]], ensure_ascii=False),
+            software=software[:64],
+        )
+        self.store.report_terminal(terminal["terminal_id"], iso(self.clock()), report)
+
+    def revoke_terminal(self, terminal_id: str, reason: str) -> int:
+        """Revoke a terminal (lost, stolen, its merchant gone): its calls are refused
+        from now on, uploads included. Returns the last seq held from it."""
+        if not reason.strip():
+            raise InputError("give the reason for revoking the terminal (--reason)")
+        return self.store.revoke_terminal(terminal_id, iso(self.clock()), reason.strip())
+
+    def fleet(self) -> list[FleetRow]:
+        """Every terminal as the fleet view shows it, with its warnings now."""
+        now = self.clock()
+        return [fleet_row(row, now) for row in self.store.fleet()]
 
     def register_device_key(self, terminal: dict[str, Any], key_hex: str) -> None:
         """Record the terminal's device public key at its first sync (its secret

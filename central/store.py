@@ -59,6 +59,21 @@ terminals = sa.Table(
     # The device's Ed25519 public key (hex), registered at its first sync; then fixed.
     sa.Column("device_key", sa.String(64), nullable=True),
     sa.Column("device_key_at", sa.String(32), nullable=True),
+    # The fleet view: when it last called, and what it reported at the end of its last
+    # sync (versions installed, entries still pending, warnings as a JSON list).
+    sa.Column("last_contact_at", sa.String(32), nullable=True),
+    sa.Column("reported_at", sa.String(32), nullable=True),
+    sa.Column("root_version", sa.Integer, nullable=True),
+    sa.Column("snapshot_version", sa.Integer, nullable=True),
+    sa.Column("roster_version", sa.Integer, nullable=True),
+    sa.Column("policy_version", sa.Integer, nullable=True),
+    sa.Column("pending", sa.BigInteger, nullable=True),
+    sa.Column("warnings", sa.Text, nullable=True),
+    sa.Column("software", sa.String(64), nullable=True),
+    # Revoked: its calls are refused from then on; the last entry held then.
+    sa.Column("revoked_at", sa.String(32), nullable=True),
+    sa.Column("revoked_reason", sa.String(200), nullable=True),
+    sa.Column("revoked_last_seq", sa.BigInteger, nullable=True),
 )
 
 # Uploads refused as evidence (a device signature or the chain does not verify), kept
@@ -280,7 +295,7 @@ class Store:
             ) from None
         shown = store.engine.url.render_as_string(hide_password=True)
         try:
-            other = migrate.ready(store.engine, metadata)  # a new one is made at the head
+            other = migrate.ready(store.engine)  # a new one is made at the head
             if other is not None:
                 store.close()
                 raise StoreError(
@@ -306,7 +321,7 @@ class Store:
             ) from None
         shown = engine.url.render_as_string(hide_password=True)
         try:
-            return migrate.upgrade(engine, metadata)
+            return migrate.upgrade(engine)
         except migrate.UnknownRevision as exc:
             raise StoreError(
                 f"the database {shown} is at revision {exc}, which this release does not "
@@ -510,6 +525,62 @@ class Store:
                 .where(recent, enrol_failures.c.source == source[:64])
             ).scalar_one()
         return int(here), int(everywhere)
+
+    # -- the fleet ---------------------------------------------------------------------
+    def touch_terminal(self, terminal_id: str, at: str, unless_since: str) -> None:
+        """Record a call from the terminal at ``at``, unless one is recorded since
+        ``unless_since`` (a write a minute at most, not one a request)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                terminals.update()
+                .where(
+                    terminals.c.terminal_id == terminal_id,
+                    terminals.c.last_contact_at.is_(None)
+                    | (terminals.c.last_contact_at < unless_since),
+                )
+                .values(last_contact_at=at)
+            )
+
+    def report_terminal(self, terminal_id: str, at: str, report: Mapping[str, Any]) -> None:
+        """Keep what the terminal reported at the end of its sync (FLEET_REPORT fields)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                terminals.update()
+                .where(terminals.c.terminal_id == terminal_id)
+                .values(reported_at=at, last_contact_at=at, **report)
+            )
+
+    def revoke_terminal(self, terminal_id: str, at: str, reason: str) -> int:
+        """Revoke the terminal (once: a second revocation changes nothing); return the
+        last seq held from it then."""
+        row = self.terminal(terminal_id)
+        if row is None:
+            raise NotFoundError(f"no terminal {terminal_id}: see `unioncard central terminals`")
+        if row["revoked_at"] is not None:
+            return int(row["revoked_last_seq"] or 0)
+        with self.engine.begin() as conn:
+            last, _ = self._tail(conn, terminal_id)
+            conn.execute(
+                terminals.update()
+                .where(terminals.c.terminal_id == terminal_id, terminals.c.revoked_at.is_(None))
+                .values(revoked_at=at, revoked_reason=reason[:200], revoked_last_seq=last)
+            )
+        return last
+
+    def fleet(self) -> list[dict[str, Any]]:
+        """Every terminal with its merchant and the last seq the union holds from it."""
+        held = (
+            sa.select(sales.c.terminal_id, sa.func.max(sales.c.seq).label("acked_seq"))
+            .group_by(sales.c.terminal_id)
+            .subquery()
+        )
+        query = (
+            sa.select(terminals, held.c.acked_seq)
+            .select_from(terminals.outerjoin(held, held.c.terminal_id == terminals.c.terminal_id))
+            .order_by(terminals.c.merchant_id, terminals.c.terminal_id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     def set_device_key(self, terminal_id: str, key_hex: str, at: str) -> str:
         """Record the terminal's device key if it has none; return the key it has now."""

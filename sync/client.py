@@ -465,6 +465,10 @@ class CentralClient:
         assert answer is not None
         return answer
 
+    def report(self, body: dict[str, Any]) -> None:
+        """POST what the terminal holds at the end of its sync (the union's fleet view)."""
+        self._call("POST", "/api/v1/report", lambda response: None, json=body)
+
     def fetch_usage(self) -> bytes:
         """The usage file for this terminal (pact.usage: the merchant's other terminals'
         quota use)."""

@@ -111,6 +111,7 @@ def run_sync(
     batch_size: int = 500,
     events: EventSink | None = None,
     progress: Progress | None = None,
+    software: str = "",
 ) -> SyncReport:
     """Upload, then update. ``events`` (the terminal's: it journals an event entry,
     pact.event) hears of each update installed or refused; the events it journals are
@@ -118,7 +119,10 @@ def run_sync(
     entries it acknowledged)."""
     report = SyncReport()
     try:
-        _run(terminal_id, state, journal, client, clock, batch_size, events, progress, report)
+        _run(
+            terminal_id, state, journal, client, clock, batch_size, events, progress, report,
+            software,
+        )  # fmt: skip
     finally:
         report.pending = journal.counts()[1]
     return report
@@ -134,6 +138,7 @@ def _run(
     events: EventSink | None,
     progress: Progress | None,
     report: SyncReport,
+    software: str,
 ) -> None:
     # The union learns the device key once (and refuses another one later); every
     # upload is checked against it.
@@ -159,6 +164,19 @@ def _run(
             events(UPDATE_REFUSED, problem)
         if installed or report.problems:
             _upload(terminal_id, journal, client, clock, batch_size, report, progress)
+    held = state.current  # what the terminal holds now, for the union's fleet view
+    client.report(
+        {
+            "format": "unioncard.terminal-report.v1",
+            "root_version": held.root.version,
+            "snapshot_version": held.snapshot.version if held.snapshot is not None else None,
+            "roster_version": held.roster_version if held.roster is not None else None,
+            "policy_version": held.policy_version if held.policy is not None else None,
+            "pending": journal.counts()[1],
+            "warnings": list(report.problems),
+            "software": software,
+        }
+    )
 
 
 def _upload(

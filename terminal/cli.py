@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,18 +36,8 @@ from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
-from terminal.syncing import enrol_by_code, preview_sync, sync_terminal
+from terminal.syncing import SOFTWARE, enrol_by_code, preview_sync, sync_terminal
 from terminal.syncrecord import last_sync
-
-
-def _software() -> str:
-    try:
-        return version("unioncard")
-    except PackageNotFoundError:  # run from a source tree that was not installed
-        return "(not installed)"
-
-
-SOFTWARE = _software()
 
 F = TypeVar("F", bound=Callable[..., Any])
 

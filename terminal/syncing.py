@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pact.device import public_key_hex
@@ -31,6 +32,16 @@ from terminal.state import Enrolment, TerminalState
 from terminal.syncrecord import keep_sync
 
 log = logging.getLogger(__name__)
+
+
+def _software() -> str:
+    try:
+        return version("unioncard")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "(not installed)"
+
+
+SOFTWARE = _software()  # reported to the union at each sync, journaled at start-up
 
 
 def sync_terminal(
@@ -65,6 +76,7 @@ def sync_terminal(
                 batch_size=batch_size,
                 events=event,
                 progress=progress,
+                software=f"unioncard {SOFTWARE}",
             )
         finally:
             client.close()

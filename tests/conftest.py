@@ -21,7 +21,7 @@ from central import create_app, migrate
 from central.keys import UnionKeys, create_keys
 from central.serve import ThreadedServer
 from central.service import CentralPaths, Union
-from central.store import Store, make_engine, metadata
+from central.store import Store, make_engine
 from pact.cards import PanTokenizer
 from reader.identity import identity_from_pan
 from sync.client import CentralClient, RetryPolicy
@@ -85,7 +85,7 @@ def _pg_store() -> Iterator[Store]:
         missing("PostgreSQL", f"{PG_URL}: {str(exc).splitlines()[0]}")
     url = PG_URL.replace("postgresql://", "postgresql+psycopg://")
     engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    migrate.upgrade(engine, metadata)  # the schema as the migrations make it
+    migrate.upgrade(engine)  # the schema as the migrations make it
     store = Store(engine)
     try:
         yield store

@@ -74,7 +74,7 @@ def _revision(url: str) -> str | None:
 def test_a_new_database_is_made_at_the_head_with_the_declared_schema(url: str) -> None:
     store = Store.open(url)
     store.close()
-    assert _revision(url) == migrate.head() == "0003"
+    assert _revision(url) == migrate.head()
     # the revisions make exactly the tables, columns, keys and indexes the code declares:
     # a column added to the code without its revision fails here
     assert _differences(url) == []
