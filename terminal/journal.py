@@ -365,6 +365,15 @@ class Journal:
         return str(rows[0][0]) if rows else None
 
     @_locked
+    def event_notes(self, since: str) -> list[str]:
+        """The notes of the event entries journaled at ``since`` (ISO 8601 UTC) or later,
+        oldest first (the offline limits ask which they journaled: rare)."""
+        rows = self.db.execute(
+            "SELECT note FROM sales WHERE kind = 'event' AND at >= ? ORDER BY seq", [since]
+        ).fetchall()
+        return [str(row[0]) for row in rows if row[0] is not None]
+
+    @_locked
     def entry(self, seq: int) -> Sale | None:
         return self._entry(seq)
 
