@@ -35,3 +35,23 @@ def test_the_ratio_is_the_median_of_the_rounds_ratios_at_p() -> None:
     assert figure.spread is not None and figure.spread.startswith(
         "median of 3 rounds of up to 10 checkouts a side (p99 ratio): runs 1.100-3.000"
     )
+
+
+def test_the_server_s_own_timings_go_to_the_round_whose_span_they_ended_in() -> None:
+    measured = Measured(spans=[(10.0, 11.0), (20.0, 21.0)])
+    measured.take_inside([(10.5, 0.002, 0.001), (15.0, 9.0, 9.0), (20.1, 0.003, 0.002)])
+    assert measured.inside_wall == [[0.002], [0.003]]
+    assert measured.inside_cpu == [[0.001], [0.002]]
+
+
+def test_the_checkouts_are_timed_inside_the_server_and_nothing_else() -> None:
+    from bench.tillapi import timing_checkouts
+
+    into: list[tuple[float, float, float]] = []
+
+    def app(environ: dict, start_response: object) -> list[bytes]:
+        return [b"a", b"b"]
+
+    timed = timing_checkouts(app, into)
+    assert timed({"PATH_INFO": "/api/v1/status"}, None) == [b"a", b"b"] and into == []
+    assert timed({"PATH_INFO": "/api/v1/checkout"}, None) == [b"ab"] and len(into) == 1
