@@ -25,6 +25,7 @@ from central.keys import create_keys, load_keys, rotate
 from central.migrate import PRE_MIGRATIONS
 from central.serve import run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
+from central.statement import statement_csv, statement_html, statement_lines
 from central.store import Store, settlement_table
 from pact.chain import entry_hash
 from pact.device import check_signature, device_key
@@ -35,6 +36,7 @@ from pact.receipt import normal_code
 from pact.timefmt import Clock, iso
 
 F = TypeVar("F", bound=Callable[..., Any])
+OUT_FILE = click.Path(path_type=Path, dir_okay=False)
 ROOT_OFFLINE = (
     "move {key} offline now (a USB stick in a safe): the service and daily work do "
     "not need it; `unioncard keys rotate ... --root-key FILE` asks for it"
@@ -367,9 +369,64 @@ def central_publish(
     click.echo(f"signed roster v{version} with {count} members, valid for {expires_in}")
 
 
+@central.command("statement")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option(
+    "--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day."
+)
+@click.option(
+    "--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last day (included)."
+)
+@click.option(
+    "--csv", "csv_out", type=click.Path(path_type=Path, dir_okay=False), help="Write CSV."
+)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a printable page.",
+)
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@central_options
+@click.pass_obj
+def central_statement(
+    clock: Clock,
+    merchant_id: str,
+    first: datetime,
+    last: datetime,
+    csv_out: Path | None,
+    html_out: Path | None,
+    lang: str,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """A merchant's settlement statement for the days FROM to TO (the union's time
+    zone, Asia/Shanghai): by day and by discount rule, voids and refunds netted, and
+    what the union pays for rules its policy says the union funds. Printed; --csv and
+    --html also write it (the page in Chinese unless --lang en), each written whole
+    or not at all."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        statement = union.statement(merchant_id, first.date(), last.date())
+    finally:
+        union.close()
+    for line in statement_lines(statement):
+        click.echo(line)
+    if csv_out is not None:
+        atomic_write(csv_out, statement_csv(statement).encode("utf-8-sig"), mode=0o644)
+        click.echo(f"CSV written to {csv_out}", err=True)
+    if html_out is not None:
+        atomic_write(html_out, statement_html(statement, lang).encode(), mode=0o644)
+        click.echo(f"printable page written to {html_out}", err=True)
+
+
 @central.command("settlement")
-@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC).")
-@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Day after the last (UTC).")
+@click.option(
+    "--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (the union's days)."
+)
+@click.option(
+    "--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Day after the last (the union's days)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
 @central_options
 @click.pass_obj
@@ -381,7 +438,8 @@ def central_settlement(
     paths: CentralPaths,
     database_url: str | None,
 ) -> None:
-    """Per-merchant totals of sales received: count, member sales, gross, discount, net."""
+    """Per-merchant totals of sales received: count, member sales, gross, discount, net
+    (days in the union's time zone, Asia/Shanghai)."""
     union = Union.open(paths, database_url, clock)
     try:
         rows = union.settlement(start.date() if start else None, end.date() if end else None)

@@ -14,9 +14,10 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -32,6 +33,7 @@ from central.errors import (
 )
 from central.fleet import FleetRow, fleet_row
 from central.keys import UnionKeys, load_keys, root_versions
+from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
 from central.store import IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.cards import is_card_number, token_for_pan
@@ -43,7 +45,7 @@ from pact.errors import (
     RosterError,
     SignatureError,
 )
-from pact.policy import parse_policy_document, quota_periods
+from pact.policy import Policy, parse_policy_document, quota_periods
 from pact.roster import (
     MemberRecord,
     build_delta,
@@ -245,10 +247,17 @@ def check_ca_cert(pem: str, now: datetime) -> str:
 
 
 class Union:
-    def __init__(self, store: Store, keys: UnionKeys, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: UnionKeys,
+        clock: Callable[[], datetime],
+        timezone: str = UNION_TIMEZONE,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.clock = clock
+        self.timezone = timezone  # the union's days: settlement and statements
 
     @classmethod
     def open(
@@ -641,4 +650,34 @@ class Union:
             raise
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
-        return self.store.settlement(start, end)
+        """Per-merchant totals from the local day ``start`` to before the local day
+        ``end`` (the union's time zone, :attr:`timezone`)."""
+        zone = ZoneInfo(self.timezone)
+
+        def instant(day: date | None) -> str | None:
+            return None if day is None else iso(datetime.combine(day, time(0), zone))
+
+        return self.store.settlement(instant(start), instant(end))
+
+    def statement(self, merchant_id: str, first: date, last: date) -> Statement:
+        """The merchant's settlement statement for the local days ``first`` to ``last``
+        (central.statement): by day and by rule, voids and refunds netted, the union's
+        subsidy where the signed policy says the union funds a rule."""
+        if last < first:
+            raise InputError("the statement's last day is before its first: check --from and --to")
+        merchant = self.store.merchant(merchant_id)
+        start, end = period_bounds(first, last, ZoneInfo(self.timezone))
+        entries = self.store.merchant_entries_between(merchant_id, iso(start), iso(end))
+        policies_seen: dict[int, Policy | None] = {}
+
+        def policy_of(version: int) -> Policy | None:
+            if version not in policies_seen:
+                data = self.store.signed(f"policy:{merchant_id}", version)
+                policies_seen[version] = (
+                    None if data is None else parse_policy_document(json.loads(data)["signed"])
+                )
+            return policies_seen[version]
+
+        return build_statement(
+            merchant_id, merchant["name"], first, last, entries, policy_of, self.timezone
+        )

@@ -10,7 +10,6 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -790,6 +789,18 @@ class Store:
         with self.engine.connect() as conn:
             return [Sale.from_row(r) for r in conn.execute(query).mappings()]
 
+    def merchant_entries_between(self, merchant_id: str, start: str, end: str) -> list[Sale]:
+        """The sales, voids and refunds of ``merchant_id``'s terminals journaled at
+        ``start`` or later and before ``end`` (ISO 8601 UTC): a statement's period."""
+        query = (
+            sales.select()
+            .where(sales.c.merchant_id == merchant_id, sales.c.at >= start, sales.c.at < end)
+            .where(sales.c.kind.is_(None) | sales.c.kind.in_(("void", "refund")))
+            .order_by(sales.c.at, sales.c.terminal_id, sales.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [Sale.from_row(r) for r in conn.execute(query).mappings()]
+
     def sales_for(self, terminal_id: str) -> list[Sale]:
         """The sales held for ``terminal_id``, in order."""
         with self.engine.connect() as conn:
@@ -810,16 +821,16 @@ class Store:
         with self.engine.connect() as conn:
             return [(Sale.from_row(r), r["device_key"]) for r in conn.execute(query).mappings()]
 
-    def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
-        """Totals per merchant for entries with ``start <= at < end`` (UTC days): the
-        sales less their voids, in count and member sales; the money of the sales less
-        their voids and refunds (each carries the amounts it takes back); the voids and
-        refunds counted."""
+    def settlement(self, start: str | None = None, end: str | None = None) -> list[Settlement]:
+        """Totals per merchant for entries with ``start <= at < end`` (ISO 8601 UTC
+        instants): the sales less their voids, in count and member sales; the money of
+        the sales less their voids and refunds (each carries the amounts it takes back);
+        the voids and refunds counted."""
         cond = []
         if start is not None:
-            cond.append(sales.c.at >= start.isoformat())
+            cond.append(sales.c.at >= start)
         if end is not None:
-            cond.append(sales.c.at < end.isoformat())
+            cond.append(sales.c.at < end)
         is_sale = sales.c.kind.is_(None)
         is_void = sales.c.kind == "void"
         # money: a sale adds, a void or refund takes back what it carries, an event nothing

@@ -44,6 +44,7 @@ COMBINE_MODES = ("best", "sequence")
 RULE_KINDS = ("percent_off", "amount_off", "member_price", "free_item")
 QUOTA_PERIODS = ("day", "week", "month")
 HOLIDAY_MODES = ("any", "exclude", "only")
+FUNDERS = ("merchant", "union")  # who pays a rule's discount (the union: a subsidy)
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 MAX_RULES = 100
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
@@ -95,6 +96,7 @@ RULE_FIELDS = {
         "when",
         "tiers",
         "quota",
+        "funded_by",
     ),
     "percent_off": ("basis_points",),
     "amount_off": ("amount", "per"),
@@ -186,6 +188,7 @@ class Rule:
     tiers: frozenset[int] | None = None  # None: every member tier
     quota: Quota | None = None
     title: str = ""
+    funded_by: str = "merchant"  # who pays the discount: the "merchant" or the "union"
 
     @property
     def label(self) -> str:
@@ -569,6 +572,7 @@ def _rule(raw: Any, where: str) -> Rule:
         price=f.fen("price", 0) if kind == "member_price" else 0,
         items=f.whole("items", 1, 100, 1),
         pick=f.choice("pick", ("cheapest", "dearest"), "cheapest"),
+        funded_by=f.choice("funded_by", FUNDERS, "merchant"),
     )
     return rule
 
@@ -812,6 +816,8 @@ def describe_rule(rule: Rule) -> str:
         if q.amount is not None:
             limits.append(f"{fen(q.amount)} of discount")
         parts.append(f"at most {' and '.join(limits)} per member per {q.per}")
+    if rule.funded_by == "union":
+        parts.append("paid by the union")
     return ", ".join(parts)
 
 

@@ -1,0 +1,108 @@
+"""Settlement statements (issue 14, item 7): per merchant and period, in the union's time
+zone (Asia/Shanghai), by day and by rule, voids and refunds netted, the union's subsidy
+where the signed policy says the union funds a rule; CSV and a printable page. On
+SQLite and PostgreSQL, from sales made by real terminals and uploaded."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from central import policies
+from central.statement import statement_csv, statement_html
+from pact.basket import Basket
+from terminal.supervisor import set_pin
+from tests.conftest import Site
+from tests.helpers import MEMBER_PAN
+from tests.test_commands import run
+from tests.test_policy_checkout import FILM, POPCORN, terms
+from tests.test_shared_quota import PIN, shop  # noqa: F401 - the two tills' fixture
+
+
+def test_a_statement_by_local_day_and_rule_with_the_unions_subsidy(shop, clock) -> None:  # noqa: F811
+    union, till1, till2 = shop
+    cinema = terms("cinema")
+    for rule in cinema["rules"]:
+        if rule["id"] == "free-film":
+            rule["funded_by"] = "union"  # the union pays for the free film
+    policies.save_terms(union.store, "M0001", cinema, clock())
+    union.publish_policy("M0001")
+    till1.sync(clock)
+    till2.sync(clock)
+    set_pin(till1.service.state.dir, PIN)
+    # 23:30 on the 28th in Shanghai (15:30 UTC)
+    clock.now = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
+    first = till1.service.checkout(Basket((FILM, POPCORN)), confirm=True)
+    assert first.sale.discount == 4700  # film free (union), snacks 10% (merchant)
+    # 00:30 on the 29th in Shanghai (16:30 UTC the 28th): another till, another day
+    clock.now = datetime(2026, 11, 28, 16, 30, tzinfo=UTC)
+    second = till2.service.checkout(Basket((POPCORN, POPCORN)), confirm=True)
+    assert second.sale.discount == 400
+    voided = till1.service.checkout(Basket((POPCORN,)), confirm=True)
+    till1.service.void(voided.sale.seq, "wrong basket", PIN)
+    till1.sync(clock)
+    till2.sync(clock)
+
+    statement = union.statement("M0001", date(2026, 11, 28), date(2026, 11, 29))
+    day28, day29 = statement.days
+    assert (day28.day, day28.sales, day28.gross, day28.discount, day28.net) == (
+        date(2026, 11, 28), 1, 6500, 4700, 1800,
+    )  # fmt: skip
+    assert day28.union_pays == 4500
+    # the void took its sale out, in count and money
+    assert (day29.sales, day29.voids, day29.gross, day29.discount, day29.union_pays) == (
+        1, 1, 4000, 400, 0,
+    )  # fmt: skip
+    rules = {r.rule_id: r for r in statement.rules}
+    assert (rules["free-film"].funded_by, rules["free-film"].uses, rules["free-film"].discount) == (
+        "union", 1, 4500,
+    )  # fmt: skip
+    assert (rules["snacks-10"].uses, rules["snacks-10"].discount) == (2, 600)
+    assert statement.total.union_pays == 4500 and statement.total.discount == 5100
+
+    # the union's days also for the settlement: from the 29th local, the film sale is out
+    [row] = [r for r in union.settlement(date(2026, 11, 29), None) if r.merchant_id == "M0001"]
+    assert (row.sales, row.gross) == (1, 4000)
+
+    rows = list(csv.DictReader(io.StringIO(statement_csv(statement))))
+    assert [r["section"] for r in rows] == ["day", "day", "total", "rule", "rule"]
+    assert rows[2]["union_pays"] == "45.00" and rows[2]["discount"] == "51.00"
+    assert rows[3]["rule"] == "free-film" and rows[3]["funded_by"] == "union"
+    page = statement_html(statement)
+    assert "结算单" in page and "工会补贴" in page and "45.00" in page
+    assert "Settlement statement" in statement_html(statement, "en")
+
+
+def test_the_statement_command_writes_csv_and_a_page(site: Site, clock, tmp_path, capsys) -> None:
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 10000, clock)
+    site.sync(clock)
+    day = clock().astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    out_csv, out_html = tmp_path / "s.csv", tmp_path / "s.html"
+    code, out, err = run(
+        capsys, "central", "statement", "--merchant", "M0001", "--from", day, "--to", day,
+        "--csv", str(out_csv), "--html", str(out_html), "--data", str(tmp_path / "central"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("statement of M0001 (Shop)")
+    assert out.splitlines()[2].split() == [
+        day,
+        "1",
+        "1",
+        "100.00",
+        "5.00",
+        "95.00",
+        "0",
+        "0",
+        "0.00",
+    ]
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text(encoding="utf-8-sig"))))
+    assert (rows[0]["day"], rows[0]["net"]) == (day, "95.00")
+    assert "结算单" in out_html.read_text()
+    code, _, err = run(
+        capsys, "central", "statement", "--merchant", "M0001", "--from", day, "--to", "2000-01-01",
+        "--data", str(tmp_path / "central"),
+    )  # fmt: skip
+    assert code == 1 and "before its first" in err
