@@ -214,12 +214,12 @@ class BrokenAnswerError(ProtocolError):
 
 def framing_problem(response: requests.Response) -> str | None:
     """Why a 200 answer cannot be known to be whole (None: it can). The central service
-    gives every answer a Content-Length or chunks; an answer with neither ran up to the
+    gives every answer a Content-Length or chunks; an answer with neither (as urllib3
+    reads it: a Content-Length cut to ``Content-Length: `` is none) runs up to the
     connection's close, as what is left of one cut in its head does (the head stops at
     the cut, the body is whatever followed: nothing)."""
-    if response.status_code != 200 or "Content-Length" in response.headers:
-        return None
-    if "chunked" in response.headers.get("Transfer-Encoding", "").lower():
+    raw = response.raw
+    if response.status_code != 200 or raw.chunked or raw.length_remaining is not None:
         return None
     return "an answer without its length, cut in its head"
 

@@ -310,6 +310,25 @@ def test_the_sync_client_tries_a_cut_answer_again_without_urllib3_s_traceback(
     ]
 
 
+def test_the_sync_client_tries_again_whatever_byte_an_answer_is_cut_at(server: Server) -> None:
+    """Every cut of the answer, in its status line, in each header (a Content-Length cut
+    to ``Content-Length: `` included), at the blank line and in the body: never taken
+    for the answer (a file, which the client cannot check: the try after it brings it)."""
+    port, seen = server
+    cuts = range(1, len(ANSWER))
+    plan = fp.scripted(f for keep in cuts for f in (fp.cut(keep=keep), fp.PASS))
+    with fp.FaultProxy(port, plan) as proxy:
+        client = CentralClient(proxy.url, "T1", "s", RetryPolicy(attempts=2, backoff=0, jitter=0))
+        for _ in cuts:
+            assert client.fetch_root(2) == BODY
+        client.close()
+        assert [r.outcome.partition(" after")[0] for r in proxy.log] == [
+            "cut",
+            "relayed 200",
+        ] * len(cuts)
+    assert len(seen.complete) == 2 * len(cuts)
+
+
 def test_answers_cut_at_every_try_end_in_one_line(server: Server) -> None:
     port, seen = server
     with proxy_for(port, *[fp.cut(keep=19)] * 3) as proxy:
