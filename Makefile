@@ -98,7 +98,15 @@ translations: venv
 	    -c TRANSLATORS: --project=unioncard -o "$$pot" . && \
 	  $(VENV)/bin/pybabel update -i "$$pot" -d terminal/translations -l zh --no-wrap \
 	    --ignore-obsolete --ignore-pot-creation-date --no-fuzzy-matching
+	@pot=$$(mktemp --suffix=.pot) && trap 'rm -f "$$pot"' EXIT && \
+	  $(VENV)/bin/pybabel -q extract -F babel-central.cfg --add-location=file --sort-output \
+	    --no-wrap -c TRANSLATORS: --project=unioncard-console -o "$$pot" . && \
+	  if [ -f central/translations/zh/LC_MESSAGES/messages.po ]; then \
+	    $(VENV)/bin/pybabel update -i "$$pot" -d central/translations -l zh --no-wrap \
+	      --ignore-obsolete --ignore-pot-creation-date --no-fuzzy-matching; \
+	  else $(VENV)/bin/pybabel init -i "$$pot" -d central/translations -l zh --no-wrap; fi
 	$(VENV)/bin/pybabel compile -d terminal/translations --statistics
+	$(VENV)/bin/pybabel compile -d central/translations --statistics
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

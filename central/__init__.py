@@ -17,6 +17,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from central import api
+from central.console import init_console
 from central.errors import CentralError
 from central.service import CentralPaths, Union
 
@@ -44,6 +45,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     union = Union.open(paths, app.config["DATABASE_URL"], clock)
     app.extensions["unioncard"] = union
     app.register_blueprint(api.bp)
+    init_console(app, paths.data_dir)  # the people's pages: /console
 
     @app.errorhandler(CentralError)
     def _central_error(exc: CentralError) -> Any:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -310,6 +312,43 @@ def central_enrol_code(
         f"enrols terminal {terminal_id} of merchant {merchant_id} once, until {iso(expires)}",
         err=True,
     )
+
+
+@central.command("add-user")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "auditor", "merchant"]),
+    required=True,
+    help="admin: everything; auditor: reads everything; merchant: one merchant's own.",
+)
+@click.option("--merchant", "merchant_id", help="The merchant a merchant user belongs to.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+@central_options
+@click.pass_obj
+def central_add_user(
+    clock: Clock,
+    name: str,
+    role: str,
+    merchant_id: str | None,
+    password_stdin: bool,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Add a person of the union's console (/console). Without --password-stdin a
+    password is made and printed once: give it to the person."""
+    made = not password_stdin
+    password = secrets.token_urlsafe(12) if made else sys.stdin.readline().rstrip("\r\n")
+    union = Union.open(paths, database_url, clock)
+    try:
+        union.add_user(name, role, merchant_id, password)
+    finally:
+        union.close()
+    click.echo(f"added {role} {name}" + (f" of merchant {merchant_id}" if merchant_id else ""))
+    if made:
+        click.echo(f"password (shown once): {password}")
 
 
 @central.command("terminals")

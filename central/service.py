@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -34,7 +37,7 @@ from central.errors import (
 from central.fleet import FleetRow, fleet_row
 from central.keys import UnionKeys, load_keys, root_versions
 from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
-from central.store import IngestResult, Settlement, Store
+from central.store import ROLES, IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.cards import is_card_number, token_for_pan
 from pact.device import check_signature, device_key
@@ -60,6 +63,11 @@ from pact.usage import build_usage, count_usage
 
 ROSTER_LIFETIME = timedelta(hours=72)
 ENROL_CODE_LIFETIME = timedelta(hours=24)
+PASSWORDS = PasswordHasher()  # argon2id, the library's recommended parameters
+USER_NAME = re.compile(r"[A-Za-z0-9._@-]{2,64}")
+MIN_PASSWORD = 10
+LOCK_AFTER = 5  # wrong passwords in a row lock an account ...
+LOCK_FOR = timedelta(minutes=15)  # ... for this long
 CONTACT_GRAIN = timedelta(minutes=1)  # a terminal's last contact is kept to the minute
 ENROL_WINDOW = timedelta(minutes=15)  # wrong enrolment codes are counted over this long:
 ENROL_TRIES_PER_SOURCE = 10  # from one address
@@ -554,6 +562,49 @@ class Union:
         now = self.clock()
         self.store.touch_terminal(terminal_id, iso(now), iso(now - CONTACT_GRAIN))
         return dict(row)
+
+    # -- the console's people --------------------------------------------------------
+    def add_user(self, name: str, role: str, merchant_id: str | None, password: str) -> None:
+        """A person of the console: ``admin`` (everything), ``auditor`` (reads
+        everything), ``merchant`` (one merchant's own: ``merchant_id``)."""
+        if not USER_NAME.fullmatch(name):
+            raise InputError(
+                f"{name!r} is not a user name: 2 to 64 letters, digits, '.', '_', '-' or '@'"
+            )
+        if role not in ROLES:
+            raise InputError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+        if (role == "merchant") != (merchant_id is not None):
+            raise InputError(
+                "a merchant user needs --merchant, and only a merchant user may have one"
+            )
+        if len(password) < MIN_PASSWORD:
+            raise InputError(f"the password is too short: at least {MIN_PASSWORD} characters")
+        self.store.add_user(name, role, merchant_id, PASSWORDS.hash(password), iso(self.clock()))
+
+    def check_login(self, name: str, password: str) -> dict[str, Any]:
+        """The user if ``password`` is theirs; AuthError otherwise (the same words for
+        an unknown name as for a wrong password), or while the account is locked
+        (:data:`LOCK_AFTER` wrong passwords lock it for :data:`LOCK_FOR`)."""
+        now = self.clock()
+        user = self.store.user(name[:64])
+        if user is None:
+            PASSWORDS.hash(password[:200])  # as long as for a real user: no timing hint
+            raise AuthError("wrong user name or password")
+        if user["locked_until"] is not None and iso(now) < user["locked_until"]:
+            raise AuthError(
+                f"this account is locked after {LOCK_AFTER} wrong passwords until "
+                f"{user['locked_until']}: wait, or ask a union admin"
+            )
+        try:
+            PASSWORDS.verify(user["password_hash"], password)
+        except (VerifyMismatchError, InvalidHashError):
+            failures = int(user["failures"]) + 1
+            locked = iso(now + LOCK_FOR) if failures >= LOCK_AFTER else None
+            self.store.login_failed(name, locked)
+            raise AuthError("wrong user name or password") from None
+        rehash = PASSWORDS.check_needs_rehash(user["password_hash"])
+        self.store.login_succeeded(name, PASSWORDS.hash(password) if rehash else None)
+        return user
 
     def record_report(self, terminal: Mapping[str, Any], body: Any) -> None:
         """Keep what the terminal reports at the end of a sync (the fleet view):

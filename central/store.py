@@ -171,6 +171,21 @@ enrol_codes = sa.Table(
     sa.Column("used_at", sa.String(32), nullable=True),
 )
 
+# The people of the console (central.console): union admins, auditors and merchant
+# users (bound to one merchant). Passwords as argon2id hashes; a lock after failures.
+ROLES = ("admin", "auditor", "merchant")
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", sa.String(32), nullable=True),
+)
+
 # Wrong enrolment codes tried, by where from: the guessing limit counts them.
 enrol_failures = sa.Table(
     "enrol_failures",
@@ -524,6 +539,46 @@ class Store:
                 .where(recent, enrol_failures.c.source == source[:64])
             ).scalar_one()
         return int(here), int(everywhere)
+
+    # -- the console's people ------------------------------------------------------
+    def add_user(
+        self, name: str, role: str, merchant_id: str | None, password_hash: str, at: str
+    ) -> None:
+        if merchant_id is not None:
+            self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            try:
+                conn.execute(
+                    users.insert().values(
+                        name=name,
+                        role=role,
+                        merchant_id=merchant_id,
+                        password_hash=password_hash,
+                        created_at=at,
+                    )
+                )
+            except sa.exc.IntegrityError:
+                raise InputError(f"there is a user {name} already: choose another name") from None
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(users.select().where(users.c.name == name)).mappings().first()
+        return None if row is None else dict(row)
+
+    def login_failed(self, name: str, locked_until: str | None) -> None:
+        """Count a wrong password; lock the account until ``locked_until`` if given."""
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {"failures": users.c.failures + 1}
+            if locked_until is not None:
+                values = {"failures": 0, "locked_until": locked_until}
+            conn.execute(users.update().where(users.c.name == name).values(**values))
+
+    def login_succeeded(self, name: str, password_hash: str | None = None) -> None:
+        values: dict[str, Any] = {"failures": 0, "locked_until": None}
+        if password_hash is not None:
+            values["password_hash"] = password_hash  # re-hashed with today's parameters
+        with self.engine.begin() as conn:
+            conn.execute(users.update().where(users.c.name == name).values(**values))
 
     # -- the fleet ---------------------------------------------------------------------
     def touch_terminal(self, terminal_id: str, at: str, unless_since: str) -> None:

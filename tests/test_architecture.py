@@ -33,6 +33,7 @@ ALLOWED = {
         "terminal/webauth.py",
         "central/__init__.py",
         "central/api.py",
+        "central/console.py",
         "central/serve.py",
     },
     "sqlalchemy": {

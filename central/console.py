@@ -1,0 +1,236 @@
+"""The union's console (``/console``, an adapter): people sign in with a role and see
+what the role allows, in Simplified Chinese unless they switch to English.
+
+- ``admin``: everything; ``auditor``: reads everything; ``merchant``: its own
+  merchant's terminals and statements only (another's is 403, never shown).
+- Flask-Login sessions (a cookie signed with ``console.secret`` in the data folder,
+  HttpOnly, SameSite=Strict), every form and POST with its CSRF token (Flask-WTF);
+  passwords are argon2id hashes, and five wrong ones lock an account for 15 minutes
+  (``central.service.Union.check_login``).
+- Terminals keep their own authentication (the API's bearer secret); a terminal's
+  credentials open nothing here, and a person's session opens nothing there.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import Babel
+from flask_babel import gettext as _
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFProtect
+from wtforms import PasswordField, StringField
+from wtforms.validators import InputRequired
+
+from central.errors import AuthError, CentralError
+from central.service import Union
+from central.statement import statement_csv, statement_html
+from pact.files import atomic_write
+
+SECRET_FILE = "console.secret"
+LANGUAGES = {"zh": "zh-CN", "en": "en"}
+TRANSLATIONS = Path(__file__).parent / "translations"
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+
+class Person(UserMixin):  # type: ignore[misc]
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.id = row["name"]
+        self.role: str = row["role"]
+        self.merchant_id: str | None = row["merchant_id"]
+
+    def may_see(self, merchant_id: str) -> bool:
+        return self.role in ("admin", "auditor") or self.merchant_id == merchant_id
+
+
+def _union() -> Union:
+    union: Union = current_app.extensions["unioncard"]
+    return union
+
+
+@login_manager.user_loader  # type: ignore[untyped-decorator]
+def _load(name: str) -> Person | None:
+    row = _union().store.user(name)
+    return None if row is None else Person(row)
+
+
+def language() -> str:
+    chosen = session.get("lang")
+    return chosen if chosen in LANGUAGES else "zh"
+
+
+class LoginForm(FlaskForm):  # type: ignore[misc]
+    name = StringField("name", validators=[InputRequired()])
+    password = PasswordField("password", validators=[InputRequired()])
+
+
+OPEN = {"console.login", "console.language_switch"}
+
+
+@bp.before_request
+def _guard() -> Any:
+    """Every page but sign-in and the language switch needs a person signed in; every
+    POST its CSRF token."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+    if request.endpoint not in OPEN and not current_user.is_authenticated:
+        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            row = _union().check_login(form.name.data.strip(), form.password.data)
+        except AuthError as exc:
+            error = _locked_or_wrong(str(exc))
+        else:
+            session.permanent = False
+            login_user(Person(row))
+            target = request.args.get("next", "")
+            if not target.startswith("/console") or target.startswith("//"):
+                target = url_for("console.index")
+            return redirect(target)
+    elif request.method == "POST":
+        error = _("The form has expired: please sign in again.")
+    return render_template("console/login.html", form=form, error=error), (
+        200 if error is None else 401
+    )
+
+
+def _locked_or_wrong(message: str) -> str:
+    if "locked" in message:
+        return str(_("This account is locked after 5 wrong passwords, for 15 minutes."))
+    return str(_("Wrong user name or password."))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    logout_user()
+    return redirect(url_for("console.login"))
+
+
+@bp.get("/lang/<lang>")
+def language_switch(lang: str) -> Any:
+    if lang in LANGUAGES:
+        session["lang"] = lang
+    target = request.args.get("next", "")
+    if not target.startswith("/console") or target.startswith("//"):
+        target = url_for("console.index")
+    return redirect(target)
+
+
+@bp.get("/")
+def index() -> Any:
+    return render_template("console/index.html")
+
+
+@bp.get("/terminals")
+def terminals() -> Any:
+    rows = [r for r in _union().fleet() if current_user.may_see(r.merchant_id)]
+    return render_template("console/terminals.html", rows=rows)
+
+
+@bp.get("/statement")
+def statement() -> Any:
+    merchant_id = request.args.get("merchant", "") or (current_user.merchant_id or "")
+    if not merchant_id or not (request.args.get("from") or request.args.get("to")):
+        return render_template(
+            "console/statement_form.html", merchants=_merchants(), merchant_id=merchant_id
+        )
+    if not current_user.may_see(merchant_id):
+        abort(403)
+    try:
+        first = date.fromisoformat(request.args.get("from", ""))
+        last = date.fromisoformat(request.args.get("to", ""))
+    except ValueError:
+        return render_template(
+            "console/statement_form.html",
+            merchants=_merchants(),
+            merchant_id=merchant_id,
+            error=_("Give the first and the last day as YYYY-MM-DD."),
+        ), 400
+    try:
+        made = _union().statement(merchant_id, first, last)
+    except CentralError as exc:
+        return render_template(
+            "console/statement_form.html", merchants=_merchants(), error=str(exc)
+        ), exc.http_status
+    if request.args.get("format") == "csv":
+        name = f"statement-{merchant_id}-{first}-{last}.csv"
+        return Response(
+            statement_csv(made).encode("utf-8-sig"),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return Response(statement_html(made, language()), mimetype="text/html")
+
+
+def _merchants() -> list[dict[str, Any]]:
+    rows = _union().store.merchants()
+    return [m for m in rows if current_user.may_see(m["merchant_id"])]
+
+
+def _secret(data_dir: Path) -> bytes:
+    """The key that signs the console's session cookies, made once and shared by every
+    worker (0600; made atomically: the first worker's stays)."""
+    path = data_dir / SECRET_FILE
+    try:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    fresh = data_dir / f".{SECRET_FILE}.{os.getpid()}"
+    atomic_write(fresh, os.urandom(32), mode=0o600)
+    try:
+        os.link(fresh, path)  # fails if another worker made it first: theirs is kept
+    except FileExistsError:
+        pass
+    finally:
+        fresh.unlink(missing_ok=True)
+    return path.read_bytes()
+
+
+def init_console(app: Flask, data_dir: Path) -> None:
+    app.config.update(
+        SECRET_KEY=_secret(data_dir),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        WTF_CSRF_CHECK_DEFAULT=False,  # the console's POSTs only (the API uses bearer secrets)
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "console.login"
+    login_manager.login_message = ""
+    Babel(app, locale_selector=language, default_translation_directories=str(TRANSLATIONS))
+
+    @app.context_processor
+    def _lang() -> dict[str, Any]:
+        lang = language()
+        return {"lang": lang, "lang_tag": LANGUAGES[lang]}
+
+    app.register_blueprint(bp)

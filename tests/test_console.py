@@ -1,0 +1,187 @@
+"""The union's console (issue 14, items 2, 9 in part, 11): people with roles sign in
+(argon2id, a lock after five wrong passwords, CSRF on every form), see in Chinese unless
+they switch, and see only what their role allows; terminals keep their own keys. An
+authorisation matrix covers every page and the terminals' API against every caller."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from central import create_app
+from central.errors import InputError
+from tests.conftest import Site
+from tests.helpers import MEMBER_PAN
+from tests.test_commands import one_line_error, run
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def console(site: Site, clock, tmp_path: Path) -> Iterator:
+    """The central app (console and API) on the site's union, with people: an admin,
+    an auditor, a user of M0001 and one of M0002 (which has a terminal too)."""
+    union = site.union
+    union.add_merchant("M0002", "Salon", 1000)
+    union.enrol_terminal("T2", "M0002", site.url)
+    for name, role, merchant in (
+        ("ada", "admin", None),
+        ("aud", "auditor", None),
+        ("shop1", "merchant", "M0001"),
+        ("salon", "merchant", "M0002"),
+    ):
+        union.add_user(name, role, merchant, PASSWORD)
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 10000, clock)
+    site.sync(clock)
+    app = create_app({"DATA_DIR": str(tmp_path / "central"), "CLOCK": clock})
+    yield app
+    app.extensions["unioncard"].close()
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
+        r'name="csrf-token" content="([^"]+)"', page
+    )
+    assert found, page[:500]
+    return found.group(1)
+
+
+def sign_in(app, name: str, password: str = PASSWORD):
+    browser = app.test_client()
+    page = browser.get("/console/login").get_data(as_text=True)
+    answer = browser.post(
+        "/console/login", data={"name": name, "password": password, "csrf_token": _csrf(page)}
+    )
+    return browser, answer
+
+
+def test_signing_in_in_chinese_then_english(console) -> None:
+    page = console.test_client().get("/console/login").get_data(as_text=True)
+    assert "登录" in page and "工会管理平台" in page and 'lang="zh-CN"' in page
+    browser, answer = sign_in(console, "ada")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/console/")
+    home = browser.get("/console/").get_data(as_text=True)
+    assert "欢迎，ada" in home and "工会管理员" in home
+    browser.get("/console/lang/en")
+    home = browser.get("/console/").get_data(as_text=True)
+    assert "Welcome, ada" in home and "union admin" in home
+    # signing out needs the page's CSRF token
+    assert browser.post("/console/logout").status_code == 400
+    out = browser.post("/console/logout", data={"csrf_token": _csrf(home)})
+    assert out.status_code == 302
+    assert browser.get("/console/").status_code == 302  # to the sign-in page
+
+
+def test_wrong_passwords_lock_the_account(console, clock) -> None:
+    for _ in range(5):
+        _, answer = sign_in(console, "shop1", "wrong password!")
+        assert answer.status_code == 401
+        assert "用户名或密码错误" in answer.get_data(as_text=True)
+    _, answer = sign_in(console, "shop1")  # the right one, but locked
+    assert answer.status_code == 401 and "已锁定" in answer.get_data(as_text=True)
+    _, unknown = sign_in(console, "nobody")
+    assert "用户名或密码错误" in unknown.get_data(as_text=True)  # no hint who exists
+    clock.advance(timedelta(minutes=15))
+    _, answer = sign_in(console, "shop1")
+    assert answer.status_code == 302
+    # the form without its CSRF token is refused
+    bare = console.test_client().post("/console/login", data={"name": "ada", "password": PASSWORD})
+    assert bare.status_code == 400
+
+
+def test_a_merchant_user_sees_only_its_own(console, clock) -> None:
+    browser, _ = sign_in(console, "shop1")
+    fleet = browser.get("/console/terminals").get_data(as_text=True)
+    assert 'data-terminal="T1"' in fleet and 'data-terminal="T2"' not in fleet
+    day = clock().date().isoformat()
+    own = browser.get(f"/console/statement?merchant=M0001&from={day}&to={day}")
+    assert own.status_code == 200 and "结算单" in own.get_data(as_text=True)
+    assert "100.00" in own.get_data(as_text=True)
+    other = browser.get(f"/console/statement?merchant=M0002&from={day}&to={day}")
+    assert other.status_code == 403
+    csv_answer = browser.get(f"/console/statement?merchant=M0001&from={day}&to={day}&format=csv")
+    assert csv_answer.mimetype == "text/csv"
+    assert "attachment" in csv_answer.headers["Content-Disposition"]
+    assert "95.00" in csv_answer.get_data(as_text=True)
+    admin, _ = sign_in(console, "ada")
+    fleet = admin.get("/console/terminals").get_data(as_text=True)
+    assert 'data-terminal="T1"' in fleet and 'data-terminal="T2"' in fleet
+
+
+def test_the_authorisation_matrix(console, site: Site, clock) -> None:
+    """Every page and the terminals' API, against every caller: the expected status."""
+    union = site.union
+    union.enrol_terminal("T9", "M0001", site.url)
+    union.revoke_terminal("T9", "lost")
+    terminal_header = {"Authorization": f"Bearer T1.{site.state.enrolment.api_secret}"}
+    day = clock().date().isoformat()
+    a_statement = f"/console/statement?merchant=M0001&from={day}&to={day}"
+    b_statement = f"/console/statement?merchant=M0002&from={day}&to={day}"
+    pages = ["/console/", "/console/terminals", "/console/statement", a_statement, b_statement]
+    api = ["/api/v1/snapshot?have=0", "/api/v1/usage", "/api/v1/root/1"]
+    people = {name: sign_in(console, name)[0] for name in ("ada", "aud", "shop1", "salon")}
+    anonymous = console.test_client()
+    expected = {
+        # caller: (statuses of pages, statuses of the API)
+        "anonymous": ([302] * 5, [401] * 3),
+        "ada": ([200] * 5, [401] * 3),
+        "aud": ([200] * 5, [401] * 3),
+        "shop1": ([200, 200, 200, 200, 403], [401] * 3),
+        "salon": ([200, 200, 200, 403, 200], [401] * 3),
+        "terminal T1": ([302] * 5, [200, 200, 200]),
+        "revoked T9": ([302] * 5, [401] * 3),
+    }
+    seen = {}
+    for caller, client in [("anonymous", anonymous), *people.items()]:
+        seen[caller] = (
+            [client.get(p).status_code for p in pages],
+            [client.get(p).status_code for p in api],
+        )
+    terminal = console.test_client()
+    seen["terminal T1"] = (
+        [terminal.get(p, headers=terminal_header).status_code for p in pages],
+        [terminal.get(p, headers=terminal_header).status_code for p in api],
+    )
+    revoked = {"Authorization": "Bearer T9.whatever"}
+    seen["revoked T9"] = (
+        [terminal.get(p, headers=revoked).status_code for p in pages],
+        [terminal.get(p, headers=revoked).status_code for p in api],
+    )
+    assert seen == expected
+
+
+def test_add_user_on_the_command_line(site: Site, tmp_path: Path, capsys, monkeypatch) -> None:
+    data = ["--data", str(tmp_path / "central")]
+    code, out, err = run(capsys, "central", "add-user", "ada", "--role", "admin", *data)
+    assert (code, err) == (0, "")
+    added, password_line = out.splitlines()
+    assert added == "added admin ada" and password_line.startswith("password (shown once): ")
+    password = password_line.split(": ", 1)[1]
+    assert site.union.check_login("ada", password)["role"] == "admin"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    code, out, _ = run(
+        capsys, "central", "add-user", "shop1", "--role", "merchant", "--merchant", "M0001",
+        "--password-stdin", *data,
+    )  # fmt: skip
+    assert (code, out.strip()) == (0, "added merchant shop1 of merchant M0001")
+    assert site.union.check_login("shop1", "a long enough password")["merchant_id"] == "M0001"
+    stored = site.union.store.user("shop1")
+    assert stored is not None and stored["password_hash"].startswith("$argon2id$")
+    assert "a long enough password" not in stored["password_hash"]
+    for argv, words in (
+        (("add-user", "ada", "--role", "admin"), "there is a user ada already"),
+        (("add-user", "mm", "--role", "merchant"), "needs --merchant"),
+        (("add-user", "x1", "--role", "auditor", "--merchant", "M0001"), "needs --merchant"),
+        (("add-user", "x2", "--role", "merchant", "--merchant", "M404"), "M404"),
+    ):
+        code, _, err = run(capsys, "central", *argv, *data)
+        assert code != 0
+        one_line_error(err, words)
+    with pytest.raises(InputError, match="too short"):
+        site.union.add_user("bob", "auditor", None, "short")
