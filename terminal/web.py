@@ -38,7 +38,7 @@ from pact.basket import Basket, parse_basket
 from pact.errors import BasketError, ReversalError, UnioncardError
 from pact.money import fen, parse_yuan
 from pact.policy import DEFAULT_TIMEZONE
-from pact.report import day_report
+from pact.report import day_bounds, day_report
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 from reader.errors import (
@@ -243,7 +243,10 @@ def _day_report() -> dict[str, Any]:
     service = _service()
     policy = service.state.current.policy
     labels = {r.id: r.label for r in policy.rules} if policy is not None else {}
-    report = day_report(service.journal.sales(), day, str(_zone()), labels)
+    zone = _zone()
+    # the day's entries only (the journal's index on time), not the whole journal
+    todays = service.journal.between(*day_bounds(day, zone))
+    report = day_report(todays, day, str(zone), labels)
     body = report.as_json()
     body["terminal_id"] = service.state.enrolment.terminal_id
     body["merchant_id"] = service.state.enrolment.merchant_id
