@@ -185,3 +185,49 @@ def test_add_user_on_the_command_line(site: Site, tmp_path: Path, capsys, monkey
         one_line_error(err, words)
     with pytest.raises(InputError, match="too short"):
         site.union.add_user("bob", "auditor", None, "short")
+
+
+@pytest.mark.browser
+def test_the_console_in_chromium(console, clock) -> None:
+    """A merchant's user signs in in Chinese, sees its terminals, switches to English,
+    prints a statement and signs out, in headless Chromium."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from central.serve import ThreadedServer
+    from tests.test_web import chromium_driver
+
+    driver = chromium_driver()
+    try:
+        with ThreadedServer(console) as web:
+            wait = WebDriverWait(driver, 30)
+            driver.get(web.url + "/console/terminals")  # to the sign-in page first
+            wait.until(ec.visibility_of_element_located((By.ID, "name")))
+            assert "登录" in driver.page_source
+            driver.find_element(By.ID, "name").send_keys("shop1")
+            driver.find_element(By.ID, "password").send_keys("wrong password")
+            driver.find_element(By.ID, "sign-in").click()
+            wait.until(ec.text_to_be_present_in_element((By.ID, "error"), "用户名或密码错误"))
+            driver.find_element(By.ID, "password").send_keys(PASSWORD)
+            driver.find_element(By.ID, "sign-in").click()
+            wait.until(ec.presence_of_element_located((By.ID, "fleet")))  # where it was going
+            rows = driver.find_elements(By.CSS_SELECTOR, "#fleet tr[data-terminal]")
+            assert [r.get_attribute("data-terminal") for r in rows] == ["T1"]
+            assert "终端" in driver.find_element(By.TAG_NAME, "h1").text
+            driver.find_element(By.ID, "lang-en").click()
+            wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Terminals"))
+            driver.find_element(By.ID, "nav-statement").click()
+            day = clock().date().strftime("%m%d%Y")  # Chromium's date input, en-US
+            driver.find_element(By.ID, "from").send_keys(day)
+            driver.find_element(By.ID, "to").send_keys(day)
+            driver.find_element(By.ID, "show").click()
+            wait.until(
+                ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Settlement statement")
+            )
+            assert "95.00" in driver.page_source and "Traceback" not in driver.page_source
+            driver.back()
+            wait.until(ec.element_to_be_clickable((By.ID, "logout"))).click()
+            wait.until(ec.visibility_of_element_located((By.ID, "name")))
+    finally:
+        driver.quit()
