@@ -16,10 +16,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from central.errors import InputError, NotFoundError
+from central.openapi import document
 from central.service import Union
 from pact.errors import WireFormatError
 from pact.wire import ack, decode_device_key, decode_sales
 
+MAX_VERSION = 2**31 - 1  # the versions a signed file may have, here
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
@@ -33,9 +35,12 @@ def _int_arg(name: str, default: int | None = None) -> int:
     if raw is None and default is not None:
         return default
     try:
-        return int(raw)  # type: ignore[arg-type]
+        value = int(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise InputError(f"'{name}' must be a version number") from None
+        value = -1
+    if not 0 <= value <= MAX_VERSION:
+        raise InputError(f"'{name}' must be a version number (0 to {MAX_VERSION})")
+    return value
 
 
 def _json_body() -> Any:
@@ -86,11 +91,19 @@ def health() -> Any:
     return jsonify(status="ok")
 
 
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    """This API's OpenAPI 3.1 document (central.openapi)."""
+    return jsonify(document())
+
+
 @bp.get("/root/<int:version>")
 def root(version: int) -> Response:
     """Root metadata version N; terminals walk N+1, N+2, ... until 404."""
     union = _union()
     union.authenticate(request.headers.get("Authorization"))
+    if version > MAX_VERSION:
+        raise NotFoundError("no such version")
     return _file(union.root_version(version), "application/json")
 
 
