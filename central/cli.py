@@ -398,14 +398,19 @@ def central_revoke_terminal(
 def central_publish(
     clock: Clock, expires_in: str, paths: CentralPaths, database_url: str | None
 ) -> None:
-    """Sign a new full roster of every member."""
+    """Sign the next roster of every member (a layer of changes, or a full one), then
+    delete the roster files no terminal can still ask for (older than the roster
+    lifetime and than every live terminal's version)."""
     lifetime = duration(expires_in)
     union = Union.open(paths, database_url, clock)
     try:
         version, count = union.publish_roster(lifetime)
+        deleted, kept = union.prune_rosters()
     finally:
         union.close()
     click.echo(f"signed roster v{version} with {count} members, valid for {expires_in}")
+    if deleted:
+        click.echo(f"deleted {deleted} old roster files no terminal can ask for; {kept} kept")
 
 
 @central.command("statement")

@@ -34,7 +34,7 @@ from central.errors import (
     NotFoundError,
     TooManyError,
 )
-from central.fleet import FleetRow, fleet_row
+from central.fleet import SILENT_AFTER, FleetRow, fleet_row
 from central.keys import UnionKeys, load_keys, root_versions
 from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
 from central.store import ROLES, IngestResult, Settlement, Store
@@ -344,6 +344,27 @@ class Union:
         if delta is not None:
             self.store.put_signed("roster-delta", version, delta, iso(now))
         return version, len(packed)
+
+    def prune_rosters(self) -> tuple[int, int]:
+        """Delete the roster files no terminal can still ask for: older than the newest,
+        than the oldest version a live terminal reported (not revoked, heard from in
+        the offline limit), and than the roster lifetime (a snapshot signed since may
+        name them). The newest full roster, its delta and those stay. Returns (files
+        deleted, files kept)."""
+        now = self.clock()
+        latest = self.store.latest_version("roster")
+        if latest is None:
+            return 0, 0
+        keep_from = latest[0]
+        live = self.store.oldest_live_roster(iso(now - SILENT_AFTER))
+        if live is not None:
+            keep_from = min(keep_from, live)
+        cutoff = iso(now - ROSTER_LIFETIME)
+        deleted = sum(
+            self.store.prune_signed(kind, keep_from, cutoff) for kind in ("roster", "roster-delta")
+        )
+        kept = sum(self.store.signed_count(kind)[0] for kind in ("roster", "roster-delta"))
+        return deleted, kept
 
     def roster_keys(self) -> dict[str, Any]:
         root = self.keys.current_root

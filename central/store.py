@@ -723,6 +723,44 @@ class Store:
             ).first()
         return None if row is None else (int(row[0]), str(row[1]))
 
+    def prune_signed(self, kind: str, below: int, created_before: str) -> int:
+        """Delete the files of ``kind`` older than version ``below`` and made before
+        ``created_before``; return how many."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    signed_files.delete().where(
+                        signed_files.c.kind == kind,
+                        signed_files.c.version < below,
+                        signed_files.c.created_at < created_before,
+                    )
+                ).rowcount
+            )
+
+    def signed_count(self, kind: str) -> tuple[int, int]:
+        """(files of ``kind``, their bytes)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(sa.func.length(signed_files.c.data)), 0),
+                ).where(signed_files.c.kind == kind)
+            ).one()
+        return int(row[0]), int(row[1])
+
+    def oldest_live_roster(self, contact_since: str) -> int | None:
+        """The oldest roster version a live terminal (not revoked, heard from since
+        ``contact_since``) reported, or None."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(sa.func.min(terminals.c.roster_version)).where(
+                    terminals.c.revoked_at.is_(None),
+                    terminals.c.last_contact_at >= contact_since,
+                    terminals.c.roster_version.is_not(None),
+                )
+            ).scalar()
+        return None if found is None else int(found)
+
     def signed(self, kind: str, version: int) -> bytes | None:
         with self.engine.connect() as conn:
             row = conn.execute(
