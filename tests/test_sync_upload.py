@@ -285,3 +285,11 @@ def test_another_content_encoding_is_415(api, encoding: str) -> None:
 def test_broken_gzip_is_400(api, body: bytes, problem: str) -> None:
     response = _post(api, body)
     assert response.status_code == 400 and problem in response.get_json()["error"]
+
+
+def test_bodies_are_compressed_at_zlibs_fastest_level() -> None:
+    """Level 1 (the gzip header's XFL byte says 4, "fastest"): gzip.compress's default
+    (9) cost a sixth of a sync's time for a few per cent fewer bytes."""
+    for batch in (_batch(500, pad=400), _batch(40, pad=1000)):
+        for _, body in upload_bodies(batch, max_bytes=10_000):
+            assert body[8] == 4
