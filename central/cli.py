@@ -12,7 +12,7 @@ import functools
 import json
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -132,22 +132,43 @@ def central_migrate(clock: Clock, paths: CentralPaths, database_url: str | None)
 
 
 @central.command("import-members")
-@click.argument("members_csv", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("members_csv", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--full", is_flag=True, help="The file is every member: those missing from it have left."
+)
 @central_options
 @click.pass_obj
 def central_import(
-    clock: Clock, members_csv: TextIO, paths: CentralPaths, database_url: str | None
+    clock: Clock, members_csv: Path, full: bool, paths: CentralPaths, database_url: str | None
 ) -> None:
-    """Add or update members from MEMBERS.csv (member_id,pan[,status,tier,valid_until,...]).
-
-    Card numbers are turned into keyed tokens; they are not stored.
-    """
+    """Add or update members from MEMBERS.csv (member_id,pan[,status,tier,valid_until,
+    district,workplace]), in one transaction: a bad line rejects the whole file, naming
+    it. Each change is kept in the member history with its date. Card numbers are turned
+    into keyed tokens; they are not stored. A progress bar on a terminal."""
+    size = members_csv.stat().st_size
     union = Union.open(paths, database_url, clock)
     try:
-        count = union.import_members(members_csv.read())
+        with (
+            members_csv.open(encoding="utf-8-sig", newline="") as lines,
+            click.progressbar(
+                length=size, label="importing", hidden=not sys.stderr.isatty(), file=sys.stderr
+            ) as bar,
+        ):
+            read = [0, 0]  # characters read, and shown
+
+            def counted() -> Iterator[str]:
+                for line in lines:
+                    read[0] += len(line)
+                    yield line
+
+            def progress(_: int) -> None:  # a chunk of members done
+                bar.update(read[0] - read[1])
+                read[1] = read[0]
+
+            result = union.import_members(counted(), full=full, progress=progress)
     finally:
         union.close()
-    click.echo(f"imported {count} members; run `unioncard central publish-roster` to sign them")
+    click.echo(f"{result.describe()}; run `unioncard central publish-roster` to sign them")
 
 
 @central.command("add-merchant")

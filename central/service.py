@@ -13,7 +13,7 @@ import io
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -37,7 +37,7 @@ from central.errors import (
 from central.fleet import SILENT_AFTER, FleetRow, fleet_row
 from central.keys import UnionKeys, load_keys, root_versions
 from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
-from central.store import ROLES, IngestResult, Settlement, Store
+from central.store import ROLES, ImportResult, IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.cards import is_card_number, token_for_pan
 from pact.device import check_signature, device_key
@@ -89,9 +89,12 @@ class CentralPaths:
         return f"sqlite:///{self.data_dir / 'central.db'}"
 
 
-def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
-    """Parse MEMBERS.csv; the ``pan`` column is turned into a token and dropped here."""
-    reader = csv.DictReader(io.StringIO(text))
+def member_rows(lines: Iterable[str], token_key: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The members of MEMBERS.csv as ``(line number, row)``, one at a time (a file of 8
+    million members is never held whole); the ``pan`` column is turned into a token and
+    dropped here. InputError names the first bad line; a member listed twice is the
+    store's to find (central.store.Store.import_members)."""
+    reader = csv.DictReader(lines)
     header = reader.fieldnames or []
     for required in ("member_id", "pan"):
         if required not in header:
@@ -101,16 +104,14 @@ def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
     unknown = set(header) - set(MEMBER_COLUMNS)
     if unknown:
         raise InputError(f"members file has unknown columns: {', '.join(sorted(unknown))}")
-    rows = []
-    seen: set[str] = set()
-    for line, raw in enumerate(reader, start=2):
+    for raw in reader:
+        line = reader.line_num
         member_id = (raw.get("member_id") or "").strip()
         pan = (raw.get("pan") or "").replace(" ", "").strip()
         if not member_id:
             raise InputError(f"members file line {line}: member_id is empty")
-        if member_id in seen:
-            raise InputError(f"members file line {line}: member {member_id} is listed twice")
-        seen.add(member_id)
+        if len(member_id) > 64:
+            raise InputError(f"members file line {line}: member_id is longer than 64")
         if not is_card_number(pan):
             raise InputError(
                 f"members file line {line}: the card number of member {member_id} is not valid"
@@ -128,7 +129,8 @@ def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
             ) from None
         if not 0 <= tier <= 255:
             raise InputError(f"members file line {line}: tier must be 0..255")
-        rows.append(
+        yield (
+            line,
             {
                 "member_id": member_id,
                 "token": token_for_pan(pan, token_key).hex(),
@@ -136,10 +138,20 @@ def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
                 "status": status,
                 "tier": tier,
                 "valid_until": valid_until,
-                "district": (raw.get("district") or None),
-                "workplace": (raw.get("workplace") or None),
-            }
+                "district": (raw.get("district") or "").strip()[:64] or None,
+                "workplace": (raw.get("workplace") or "").strip()[:128] or None,
+            },
         )
+
+
+def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
+    """Every member of a (small) MEMBERS.csv, each once (``roster build`` offline)."""
+    rows, seen = [], set()
+    for line, row in member_rows(io.StringIO(text), token_key):
+        if row["member_id"] in seen:
+            raise InputError(f"members file line {line}: member {row['member_id']} is listed twice")
+        seen.add(row["member_id"])
+        rows.append(row)
     return rows
 
 
@@ -287,8 +299,21 @@ class Union:
     def close(self) -> None:
         self.store.close()
 
-    def import_members(self, csv_text: str) -> int:
-        return self.store.upsert_members(parse_members_csv(csv_text, self.keys.token_key))
+    def import_members(
+        self,
+        members_csv: str | Iterable[str],
+        full: bool = False,
+        progress: Callable[[int], object] | None = None,
+    ) -> ImportResult:
+        """Add or update members from MEMBERS.csv, in one transaction, a chunk at a time
+        (bounded memory): each change of status, tier, validity, district or workplace
+        is kept in the member history with its date. ``full``: the file is every member,
+        so those missing from it have left the union. ``progress`` hears of each chunk
+        (members read). A bad line rejects the whole file, naming it."""
+        lines = io.StringIO(members_csv) if isinstance(members_csv, str) else members_csv
+        return self.store.import_members(
+            member_rows(lines, self.keys.token_key), iso(self.clock()), full, progress
+        )
 
     def add_merchant(self, merchant_id: str, name: str, basis_points: int) -> int:
         if not 0 <= basis_points <= 10000:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import types
 import typing
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,24 @@ members = sa.Table(
     sa.Column("district", sa.String(64), nullable=True),
     sa.Column("workplace", sa.String(128), nullable=True),
 )
+
+# Each member's values from a date on (an import that changed them, or the first):
+# the audit reads a member's standing at a past time from here.
+member_history = sa.Table(
+    "member_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("member_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active, suspended, left
+    sa.Column("tier", sa.Integer, nullable=False),
+    sa.Column("valid_until", sa.Date, nullable=True),
+    sa.Column("district", sa.String(64), nullable=True),
+    sa.Column("workplace", sa.String(128), nullable=True),
+)
+HISTORY_FIELDS = ("status", "tier", "valid_until", "district", "workplace")
+MEMBER_FIELDS = ("token", "pan_last4", *HISTORY_FIELDS)  # an import compares these
+IMPORT_CHUNK = 2000  # members read, compared and written at a time
 
 merchants = sa.Table(
     "merchants",
@@ -258,6 +277,18 @@ def settlement_table(rows: Sequence[Settlement]) -> list[str]:
     return out
 
 
+@dataclass
+class ImportResult:
+    read: int = 0  # members in the file
+    added: int = 0
+    changed: int = 0  # whose card, status, tier, validity, district or workplace changed
+    left: int = 0  # with --full: members not in the file, marked left
+
+    def describe(self) -> str:
+        text = f"read {self.read} members: {self.added} new, {self.changed} changed"
+        return text + (f", {self.left} left the union" if self.left else "")
+
+
 @dataclass(frozen=True)
 class IngestResult:
     acked_through: int
@@ -351,25 +382,150 @@ class Store:
         self.engine.dispose()
 
     # -- members -----------------------------------------------------------------
-    def upsert_members(self, rows: Sequence[Mapping[str, Any]]) -> int:
+    def import_members(
+        self,
+        rows: Iterable[tuple[int, Mapping[str, Any]]],
+        at: str,
+        full: bool = False,
+        progress: Callable[[int], object] | None = None,
+    ) -> ImportResult:
+        """Add or update members (``(line, row)``), all in one transaction, a chunk at a
+        time: new and changed members get a history row at ``at``; with ``full``, the
+        members not in ``rows`` are marked left. InputError (nothing written) names the
+        line of a member listed twice or of a card another member has."""
+        seen = sa.Table(
+            f"import_seen_{uuid.uuid4().hex[:12]}",  # its own: a failed import's may linger
+            sa.MetaData(),
+            sa.Column("member_id", sa.String(64), primary_key=True),
+            sa.Column("line", sa.Integer, nullable=False),
+            prefixes=["TEMPORARY"],
+        )
+        result = ImportResult()
         with self.engine.begin() as conn:
-            ids = [r["member_id"] for r in rows]
-            for chunk_start in range(0, len(ids), 500):
-                chunk = ids[chunk_start : chunk_start + 500]
-                conn.execute(members.delete().where(members.c.member_id.in_(chunk)))
-            if rows:
-                try:
-                    conn.execute(members.insert(), [dict(r) for r in rows])
-                except sa.exc.IntegrityError:
-                    raise InputError(
-                        "two members have the same card: each card may belong to one member"
-                    ) from None
-        return len(rows)
+            seen.create(conn)  # (a failure rolls back; on SQLite the table stays unused)
+            chunk: list[tuple[int, Mapping[str, Any]]] = []
+            for item in rows:
+                chunk.append(item)
+                if len(chunk) >= IMPORT_CHUNK:
+                    self._import_chunk(conn, seen, chunk, at, result)
+                    if progress is not None:
+                        progress(len(chunk))
+                    chunk = []
+            if chunk:
+                self._import_chunk(conn, seen, chunk, at, result)
+                if progress is not None:
+                    progress(len(chunk))
+            if full:
+                result.left = self._mark_left(conn, seen, at)
+            seen.drop(conn)
+        return result
+
+    @staticmethod
+    def _import_chunk(
+        conn: Connection,
+        seen: sa.Table,
+        chunk: Sequence[tuple[int, Mapping[str, Any]]],
+        at: str,
+        result: ImportResult,
+    ) -> None:
+        ids = [row["member_id"] for _, row in chunk]
+        lines = {row["member_id"]: line for line, row in chunk}
+        if len(lines) < len(chunk):
+            twice = next(line for line, row in chunk if lines[row["member_id"]] != line)
+            member = next(row["member_id"] for line, row in chunk if line == twice)
+            raise InputError(f"members file line {twice}: member {member} is listed twice")
+        earlier = conn.execute(
+            sa.select(seen.c.member_id, seen.c.line).where(seen.c.member_id.in_(ids))
+        ).first()
+        if earlier is not None:
+            raise InputError(
+                f"members file line {lines[earlier[0]]}: member {earlier[0]} is listed twice "
+                f"(first on line {earlier[1]})"
+            )
+        conn.execute(seen.insert(), [{"member_id": m, "line": lines[m]} for m in ids])
+        held = {
+            r["member_id"]: dict(r)
+            for r in conn.execute(members.select().where(members.c.member_id.in_(ids))).mappings()
+        }
+        new = [dict(row) for _, row in chunk if row["member_id"] not in held]
+        changed = [
+            dict(row)
+            for _, row in chunk
+            if row["member_id"] in held
+            and any(
+                held[row["member_id"]][k] != row[k] for k in ("token", "pan_last4", *HISTORY_FIELDS)
+            )
+        ]
+        try:
+            if changed:
+                conn.execute(
+                    members.delete().where(
+                        members.c.member_id.in_([r["member_id"] for r in changed])
+                    )
+                )
+            if new or changed:
+                conn.execute(members.insert(), new + changed)
+        except sa.exc.IntegrityError:
+            raise InputError(
+                "two members have the same card: each card may belong to one member "
+                f"(in the lines {min(lines.values())} to {max(lines.values())})"
+            ) from None
+        history = [
+            {"member_id": r["member_id"], "at": at, **{k: r[k] for k in HISTORY_FIELDS}}
+            for r in new + changed
+            if r["member_id"] not in held
+            or any(held[r["member_id"]][k] != r[k] for k in HISTORY_FIELDS)
+        ]
+        if history:
+            conn.execute(member_history.insert(), history)
+        result.read += len(chunk)
+        result.added += len(new)
+        result.changed += len(changed)
+
+    @staticmethod
+    def _mark_left(conn: Connection, seen: sa.Table, at: str) -> int:
+        missing = (
+            sa.select(members.c.member_id)
+            .where(members.c.status != "left")
+            .where(~sa.exists().where(seen.c.member_id == members.c.member_id))
+        )
+        conn.execute(
+            member_history.insert().from_select(
+                ["member_id", "at", *HISTORY_FIELDS],
+                sa.select(
+                    members.c.member_id,
+                    sa.literal(at),
+                    sa.literal("left"),
+                    members.c.tier,
+                    members.c.valid_until,
+                    members.c.district,
+                    members.c.workplace,
+                ).where(members.c.member_id.in_(missing)),
+            )
+        )
+        return int(
+            conn.execute(
+                members.update().where(members.c.member_id.in_(missing)).values(status="left")
+            ).rowcount
+        )
+
+    def member_history(self, member_id: str) -> list[dict[str, Any]]:
+        """The member's values from each date on, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                member_history.select()
+                .where(member_history.c.member_id == member_id)
+                .order_by(member_history.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
 
     def roster_records(self) -> Iterable[dict[str, Any]]:
+        """The members of the roster: every member but those who left."""
         with self.engine.connect() as conn:
             for row in conn.execute(
-                sa.select(members.c.token, members.c.status, members.c.tier, members.c.valid_until)
+                sa.select(
+                    members.c.token, members.c.status, members.c.tier, members.c.valid_until
+                ).where(members.c.status != "left")
             ).mappings():
                 yield dict(row)
 

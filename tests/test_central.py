@@ -53,7 +53,7 @@ def make_sales(
 
 
 def test_members_become_a_signed_roster_without_pans(union: Union, clock) -> None:
-    assert union.import_members(CSV) == 2
+    assert union.import_members(CSV).added == 2
     version, count = union.publish_roster()
     assert (version, count) == (1, 2)
     latest = union.store.latest_signed("roster")

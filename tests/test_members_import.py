@@ -1,0 +1,105 @@
+"""Member imports with history (issue 14, item 5): each change of status, tier,
+validity, district or workplace kept with its date; --full marks the missing as left;
+one transaction, a chunk at a time; a bad row rejects the file with its line number.
+On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from central.errors import InputError
+from central.service import Union
+from central.store import IMPORT_CHUNK
+from pact.cards import luhn_complete
+from pact.timefmt import iso
+from tests.test_commands import run
+
+
+def pan(n: int) -> str:
+    return luhn_complete(f"622202{n:09d}")
+
+
+def members(rows: list[tuple[str, int, str]], extra: str = "") -> str:
+    """member_id, card number n, district -> MEMBERS.csv."""
+    head = "member_id,pan,tier,district\n"
+    return head + "".join(f"{m},{pan(n)},{t},{d}\n" for m, n, t, d in rows) + extra
+
+
+def test_changes_are_kept_with_their_date(union: Union, clock) -> None:
+    first = union.import_members(
+        members([("U1", 1, 0, "Huangpu"), ("U2", 2, 0, "Xuhui"), ("U3", 3, 1, "Jing'an")])
+    )
+    assert (first.read, first.added, first.changed, first.left) == (3, 3, 0, 0)
+    started = iso(clock())
+    again = union.import_members(
+        members([("U1", 1, 0, "Huangpu"), ("U2", 2, 0, "Xuhui"), ("U3", 3, 1, "Jing'an")])
+    )
+    assert (again.added, again.changed) == (0, 0)
+    clock.advance(timedelta(days=30))
+    moved = union.import_members(
+        members([("U1", 1, 2, "Huangpu"), ("U2", 2, 0, "Minhang"), ("U3", 3, 1, "Jing'an")])
+    )
+    assert (moved.added, moved.changed) == (0, 2)
+    history = union.store.member_history("U2")
+    assert [(h["at"], h["district"]) for h in history] == [
+        (started, "Xuhui"),
+        (iso(clock()), "Minhang"),
+    ]
+    assert [h["tier"] for h in union.store.member_history("U1")] == [0, 2]
+    assert len(union.store.member_history("U3")) == 1  # never changed
+    # a full import: U3 is not in it, so U3 has left the union, and the roster
+    clock.advance(timedelta(days=1))
+    full = union.import_members(
+        members([("U1", 1, 2, "Huangpu"), ("U2", 2, 0, "Minhang")]), full=True
+    )
+    assert full.left == 1 and full.describe().endswith("1 left the union")
+    assert union.store.member_history("U3")[-1]["status"] == "left"
+    assert union.publish_roster()[1] == 2
+    assert union.import_members(members([("U1", 1, 2, "Huangpu")]), full=True).left == 1
+    assert union.import_members(members([("U1", 1, 2, "Huangpu")]), full=True).left == 0
+
+
+def _big(count: int) -> list[tuple[str, int, int, str]]:
+    return [(f"M{n}", 1000 + n, 0, "Huangpu") for n in range(count)]
+
+
+def test_a_bad_line_rejects_the_whole_file(union: Union) -> None:
+    union.import_members(members([("U1", 1, 0, "Huangpu")]))
+    rows = _big(IMPORT_CHUNK + 500)  # two chunks: the first is written before the error
+    bad = members(rows, extra="X9,4111111111111112,0,Huangpu\n")
+    with pytest.raises(InputError, match=f"line {len(rows) + 2}: the card number of member X9"):
+        union.import_members(bad)
+    assert union.store.member_count() == 1  # nothing of it was kept
+    assert union.store.member_history("M0") == []
+    twice = members(rows + [("M3", 9999, 0, "Xuhui")])
+    with pytest.raises(
+        InputError, match=f"line {len(rows) + 2}: member M3 is listed twice \\(first on line 5\\)"
+    ):
+        union.import_members(twice)
+    assert union.store.member_count() == 1
+    same_card = members([("A1", 7, 0, "x"), ("A2", 7, 0, "y")])
+    with pytest.raises(InputError, match="two members have the same card"):
+        union.import_members(same_card)
+    assert union.import_members(members(rows)).added == len(rows)
+
+
+def test_the_import_command(union: Union, tmp_path: Path, capsys) -> None:
+    # the command on the store under test is the service's; here its own data folder
+    data = tmp_path / "central"
+    assert run(capsys, "central", "init", "--data", str(data))[0] == 0
+    file = tmp_path / "members.csv"
+    file.write_text(members([("U1", 1, 0, "Huangpu"), ("U2", 2, 0, "Xuhui")]), encoding="utf-8")
+    code, out, err = run(capsys, "central", "import-members", str(file), "--data", str(data))
+    assert (code, err) == (0, "")
+    assert out.startswith("read 2 members: 2 new, 0 changed; run `unioncard central")
+    file.write_text(members([("U1", 1, 0, "Huangpu")]), encoding="utf-8")
+    code, out, _ = run(
+        capsys, "central", "import-members", str(file), "--full", "--data", str(data)
+    )
+    assert code == 0 and out.startswith("read 1 members: 0 new, 0 changed, 1 left the union")
+    file.write_text("member_id,pan\nU1,123\n", encoding="utf-8")
+    code, _, err = run(capsys, "central", "import-members", str(file), "--data", str(data))
+    assert code == 1 and "members file line 2: the card number of member U1" in err
