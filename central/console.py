@@ -42,6 +42,7 @@ from central.errors import AuthError, CentralError
 from central.service import Union
 from central.statement import statement_csv, statement_html
 from pact.files import atomic_write
+from pact.money import fen
 
 SECRET_FILE = "console.secret"
 LANGUAGES = {"zh": "zh-CN", "en": "en"}
@@ -188,6 +189,28 @@ def statement() -> Any:
     return Response(statement_html(made, language()), mimetype="text/html")
 
 
+@bp.get("/members")
+def member() -> Any:
+    """A member, by member id, for union staff: the card's last four digits only, the
+    history of status, tier and place, the use at every merchant."""
+    if current_user.role not in ("admin", "auditor"):
+        abort(403)
+    member_id = request.args.get("id", "").strip()[:64]
+    if not member_id:
+        return render_template("console/member.html", member=None, member_id="")
+    store = _union().store
+    found = store.member(member_id)
+    if found is None:
+        return render_template("console/member.html", member=None, member_id=member_id), 404
+    return render_template(
+        "console/member.html",
+        member=found,
+        member_id=member_id,
+        history=store.member_history(member_id),
+        use=store.member_use(found["token"]),
+    )
+
+
 def _merchants() -> list[dict[str, Any]]:
     rows = _union().store.merchants()
     return [m for m in rows if current_user.may_see(m["merchant_id"])]
@@ -227,6 +250,8 @@ def init_console(app: Flask, data_dir: Path) -> None:
     login_manager.login_view = "console.login"
     login_manager.login_message = ""
     Babel(app, locale_selector=language, default_translation_directories=str(TRANSLATIONS))
+
+    app.add_template_filter(fen, "yuan")  # integer fen as yuan (pact.money): no float
 
     @app.context_processor
     def _lang() -> dict[str, Any]:

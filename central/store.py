@@ -509,6 +509,36 @@ class Store:
             ).rowcount
         )
 
+    def member(self, member_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(members.select().where(members.c.member_id == member_id))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    def member_use(self, token: str) -> list[dict[str, Any]]:
+        """A card's use at each merchant: sales (less voided), member discount (less
+        voids and refunds), first and last."""
+        sign = sa.case((sales.c.kind.is_(None), 1), else_=-1)
+        count = sa.case((sales.c.kind.is_(None), 1), (sales.c.kind == "void", -1), else_=0)
+        query = (
+            sa.select(
+                sales.c.merchant_id,
+                sa.func.sum(count).label("sales"),
+                sa.func.sum(sign * sales.c.discount).label("discount"),
+                sa.func.min(sales.c.at).label("first_at"),
+                sa.func.max(sales.c.at).label("last_at"),
+            )
+            .where(sales.c.token == token)
+            .where(sales.c.kind.is_(None) | sales.c.kind.in_(("void", "refund")))
+            .group_by(sales.c.merchant_id)
+            .order_by(sales.c.merchant_id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     def member_history(self, member_id: str) -> list[dict[str, Any]]:
         """The member's values from each date on, oldest first."""
         with self.engine.connect() as conn:

@@ -231,3 +231,47 @@ def test_the_console_in_chromium(console, clock) -> None:
             wait.until(ec.visibility_of_element_located((By.ID, "name")))
     finally:
         driver.quit()
+
+
+def test_a_member_page_for_union_staff(console, site: Site) -> None:
+    """The card's last four digits only, the history, the use at each merchant; not for
+    a merchant's user."""
+    admin, _ = sign_in(console, "aud")
+    page = admin.get("/console/members?id=U1")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and f"•••• {MEMBER_PAN[-4:]}" in text
+    assert MEMBER_PAN not in text  # never the card number
+    assert 'data-merchant="M0001"' in text and "5.00" in text  # the sale's discount
+    assert "变更记录" in text
+    assert admin.get("/console/members?id=U404").status_code == 404
+    shop, _ = sign_in(console, "shop1")
+    assert shop.get("/console/members?id=U1").status_code == 403
+
+
+def test_the_consoles_catalogue_is_complete_and_compiled() -> None:
+    """Every message of the console's pages has its Chinese, with the same placeholders,
+    and messages.mo is the .po compiled (`make translations`)."""
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    folder = Path(__file__).resolve().parents[1] / "central" / "translations" / "zh" / "LC_MESSAGES"
+    with open(folder / "messages.po", "rb") as fh:
+        po = {m.id: m for m in read_po(fh) if m.id}
+    for msgid, message in po.items():
+        assert message.string and "fuzzy" not in message.flags, f"no Chinese for {msgid!r}"
+        assert re.findall(r"%\(\w+\)s", str(msgid)) == re.findall(r"%\(\w+\)s", message.string)
+    with open(folder / "messages.mo", "rb") as fh:
+        compiled = {m.id: m.string for m in read_mo(fh) if m.id}
+    assert compiled == {k: m.string for k, m in po.items()}, "run `make translations`"
+    # and every message the console's code and pages give is in it
+    from babel.messages.extract import extract_from_dir
+    from babel.messages.frontend import parse_mapping_cfg
+
+    root = folder.parents[3]
+    with open(root / "babel-central.cfg") as fh:
+        method_map, options_map = parse_mapping_cfg(fh)
+    given = {
+        message[2] if isinstance(message[2], str) else message[2][0]
+        for message in extract_from_dir(str(root), method_map, options_map)
+    }
+    assert given and given <= set(po), f"not in the catalogue: {sorted(given - set(po))}"
