@@ -52,6 +52,25 @@ def test_chain_and_pending(tmp_path, clock) -> None:
     assert reopened.counts() == (2, 1)
 
 
+def test_the_sync_reads_its_pending_sales_without_the_journals_lock(tmp_path, clock) -> None:
+    """A batch is read on a read connection, so a checkout never waits behind it; it
+    sees each mark of the sync at once."""
+    import threading
+
+    journal = Journal(tmp_path / "j.db", TEST_SIGNER)
+    for _ in range(3):
+        journal.append(sale(), clock())
+    read: list[list[int]] = []
+    with journal.lock:  # held, as by a checkout in another thread
+        reader = threading.Thread(target=lambda: read.append([s.seq for s in journal.pending()]))
+        reader.start()
+        reader.join(5)
+        assert read == [[1, 2, 3]]
+    journal.mark_uploaded(2, clock())
+    assert [s.seq for s in journal.pending()] == [3]
+    journal.close()
+
+
 @pytest.mark.parametrize(
     "sql",
     [
