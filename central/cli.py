@@ -485,6 +485,47 @@ def central_statement(
         click.echo(f"printable page written to {html_out}", err=True)
 
 
+@central.group("audit")
+def central_audit() -> None:
+    """The compliance audit of a merchant's sales."""
+
+
+@central_audit.command("run")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of the findings.")
+@central_options
+@click.pass_obj
+def central_audit_run(
+    clock: Clock,
+    merchant_id: str,
+    first: datetime,
+    last: datetime,
+    as_json: bool,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Check the merchant's entries of the days FROM to TO (the union's days): the
+    chain, the device signatures, time and card counters, and every discount
+    recomputed from its basket with the signed policy, the member's standing then and
+    the card's earlier use. One line per finding, `terminal=<id> seq=<n>
+    finding=<kind> detail=<text>`; exit status 1 when there is any."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        findings = union.audit(merchant_id, first.date(), last.date())
+    finally:
+        union.close()
+    if as_json:
+        click.echo(json.dumps([f.as_json() for f in findings], ensure_ascii=False))
+    else:
+        for finding in findings:
+            click.echo(finding.line())
+        click.echo(f"{len(findings)} findings for {merchant_id}", err=True)
+    if findings:
+        sys.exit(1)
+
+
 @central.command("settlement")
 @click.option(
     "--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (the union's days)."

@@ -39,6 +39,8 @@ from central.keys import UnionKeys, load_keys, root_versions
 from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
 from central.store import ROLES, ImportResult, IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
+from pact.audit import Facts, Finding
+from pact.audit import audit as audit_entries
 from pact.cards import is_card_number, token_for_pan
 from pact.device import check_signature, device_key
 from pact.enrolcode import check_request, code_digest, format_code, normal_code
@@ -51,6 +53,7 @@ from pact.errors import (
 from pact.policy import Policy, parse_policy_document, quota_periods
 from pact.roster import (
     MemberRecord,
+    Membership,
     build_delta,
     sign_packed,
     verify_roster,
@@ -63,6 +66,7 @@ from pact.usage import build_usage, count_usage
 
 ROSTER_LIFETIME = timedelta(hours=72)
 ENROL_CODE_LIFETIME = timedelta(hours=24)
+QUOTA_LOOKBACK = timedelta(days=32)  # the longest quota period (a month), and a day
 PASSWORDS = PasswordHasher()  # argon2id, the library's recommended parameters
 USER_NAME = re.compile(r"[A-Za-z0-9._@-]{2,64}")
 MIN_PASSWORD = 10
@@ -755,6 +759,46 @@ class Union:
             return None if day is None else iso(datetime.combine(day, time(0), zone))
 
         return self.store.settlement(instant(start), instant(end))
+
+    def audit(self, merchant_id: str, first: date, last: date) -> list[Finding]:
+        """The audit's findings (pact.audit) on the merchant's entries journaled from the
+        local day ``first`` to ``last``; the month before is read too, for the quotas'
+        earlier use, but only the period's entries are judged."""
+        if last < first:
+            raise InputError("the audit's last day is before its first: check --from and --to")
+        self.store.merchant(merchant_id)  # NotFoundError names an unknown merchant
+        start, end = period_bounds(first, last, ZoneInfo(self.timezone))
+        context = self.store.merchant_entries_between(
+            merchant_id, iso(start - QUOTA_LOOKBACK), iso(end)
+        )
+        judged = {(e.terminal_id, e.seq) for e in context if iso(start) <= e.at}
+        policies_seen: dict[int, Policy | None] = {}
+        standing: dict[str, list[dict[str, Any]]] = {}
+
+        def policy(merchant: str, version: int) -> Policy | None:
+            if version not in policies_seen:
+                data = self.store.signed(f"policy:{merchant}", version)
+                policies_seen[version] = (
+                    None if data is None else parse_policy_document(json.loads(data)["signed"])
+                )
+            return policies_seen[version]
+
+        def key_of(terminal_id: str) -> Any:
+            row = self.store.terminal(terminal_id)
+            return device_key(row["device_key"]) if row and row["device_key"] else None
+
+        def membership(token: str, at: datetime) -> Membership | None:
+            if token not in standing:
+                member = self.store.member_by_token(token)
+                standing[token] = self.store.member_history(member["member_id"]) if member else []
+            then = [h for h in standing[token] if parse_iso(h["at"]) <= at]
+            if not then:
+                return None
+            h = then[-1]
+            return Membership(h["status"], h["tier"], h["valid_until"])
+
+        findings = audit_entries(context, Facts(policy, key_of, membership))
+        return [f for f in findings if any((f.terminal_id, s) in judged for s in f.seqs)]
 
     def statement(self, merchant_id: str, first: date, last: date) -> Statement:
         """The merchant's settlement statement for the local days ``first`` to ``last``

@@ -518,6 +518,11 @@ class Store:
             )
         return None if row is None else dict(row)
 
+    def member_by_token(self, token: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(members.select().where(members.c.token == token)).mappings().first()
+        return None if row is None else dict(row)
+
     def member_use(self, token: str) -> list[dict[str, Any]]:
         """A card's use at each merchant: sales (less voided), member discount (less
         voids and refunds), first and last."""
