@@ -526,6 +526,39 @@ def central_audit_run(
         sys.exit(1)
 
 
+@central.group("complaint")
+def central_complaint() -> None:
+    """Members' complaints against merchants."""
+
+
+@central_complaint.command("add")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="When.")
+@click.option("--what", required=True, help="What happened, in the member's words.")
+@click.option("--last4", "pan_last4", help="The card's last four digits, if the member gave them.")
+@click.option("--by", "recorded_by", default="staff", show_default=True, help="Who records it.")
+@central_options
+@click.pass_obj
+def central_complaint_add(
+    clock: Clock,
+    merchant_id: str,
+    day: datetime,
+    what: str,
+    pan_last4: str | None,
+    recorded_by: str,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Record a member's complaint against a merchant: it stands among the merchant's
+    audit findings (`central audit run`), so that an exit rests on evidence."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        number = union.add_complaint(merchant_id, day.date(), what, pan_last4, recorded_by)
+    finally:
+        union.close()
+    click.echo(f"complaint #{number} against {merchant_id} recorded")
+
+
 @central.command("settlement")
 @click.option(
     "--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (the union's days)."

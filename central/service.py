@@ -39,7 +39,7 @@ from central.keys import UnionKeys, load_keys, root_versions
 from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
 from central.store import ROLES, ImportResult, IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
-from pact.audit import Facts, Finding
+from pact.audit import MEDIUM, Facts, Finding
 from pact.audit import audit as audit_entries
 from pact.cards import is_card_number, token_for_pan
 from pact.device import check_signature, device_key
@@ -61,6 +61,7 @@ from pact.roster import (
 from pact.sale import Sale
 from pact.signing import key_id
 from pact.snapshot import build_snapshot
+from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 from pact.usage import build_usage, count_usage
 
@@ -798,7 +799,38 @@ class Union:
             return Membership(h["status"], h["tier"], h["valid_until"])
 
         findings = audit_entries(context, Facts(policy, key_of, membership))
-        return [f for f in findings if any((f.terminal_id, s) in judged for s in f.seqs)]
+        kept = [f for f in findings if any((f.terminal_id, s) in judged for s in f.seqs)]
+        for c in self.store.complaints_between(merchant_id, first, last):
+            card = f" (card •••• {c['pan_last4']})" if c["pan_last4"] else ""
+            kept.append(
+                Finding(
+                    MEDIUM,
+                    "-",
+                    (),
+                    "complaint",
+                    Msg.of(
+                        N_("a member's complaint of %(day)s%(card)s: %(what)s"),
+                        day=c["day"].isoformat(),
+                        card=card,
+                        what=c["what"],
+                    ),
+                )
+            )
+        return kept
+
+    def add_complaint(
+        self, merchant_id: str, day: date, what: str, pan_last4: str | None, by: str
+    ) -> int:
+        """Record a member's complaint against a merchant (it stands among the
+        merchant's audit findings); the card's last four digits at most."""
+        what = " ".join(what.split())
+        if not what:
+            raise InputError("say what happened (--what)")
+        if pan_last4 is not None and not (len(pan_last4) == 4 and pan_last4.isdigit()):
+            raise InputError("--last4 is the card's last four digits, nothing more")
+        return self.store.add_complaint(
+            merchant_id, day, what[:2000], pan_last4, iso(self.clock()), by[:64]
+        )
 
     def statement(self, merchant_id: str, first: date, last: date) -> Statement:
         """The merchant's settlement statement for the local days ``first`` to ``last``

@@ -11,6 +11,7 @@ import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -203,6 +204,20 @@ users = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("locked_until", sa.String(32), nullable=True),
+)
+
+# Members' complaints against merchants, recorded by union staff: they stand among the
+# merchant's audit findings, so that an exit rests on evidence.
+complaints = sa.Table(
+    "complaints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False, index=True),
+    sa.Column("day", sa.Date, nullable=False),  # when it happened
+    sa.Column("what", sa.Text, nullable=False),
+    sa.Column("pan_last4", sa.String(4), nullable=True),
+    sa.Column("recorded_at", sa.String(32), nullable=False),
+    sa.Column("recorded_by", sa.String(64), nullable=False),
 )
 
 # Wrong enrolment codes tried, by where from: the guessing limit counts them.
@@ -730,6 +745,39 @@ class Store:
                 .where(recent, enrol_failures.c.source == source[:64])
             ).scalar_one()
         return int(here), int(everywhere)
+
+    # -- complaints ----------------------------------------------------------------
+    def add_complaint(
+        self, merchant_id: str, day: date, what: str, pan_last4: str | None, at: str, by: str
+    ) -> int:
+        self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                complaints.insert().values(
+                    merchant_id=merchant_id,
+                    day=day,
+                    what=what,
+                    pan_last4=pan_last4,
+                    recorded_at=at,
+                    recorded_by=by,
+                )
+            )
+            key = done.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def complaints_between(self, merchant_id: str, first: date, last: date) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                complaints.select()
+                .where(
+                    complaints.c.merchant_id == merchant_id,
+                    complaints.c.day >= first,
+                    complaints.c.day <= last,
+                )
+                .order_by(complaints.c.day, complaints.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
 
     # -- the console's people ------------------------------------------------------
     def add_user(

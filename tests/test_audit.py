@@ -97,3 +97,25 @@ def test_a_repeated_card_counter_is_found(site: Site, clock, capsys, tmp_path) -
     assert [line.split(" detail=")[0] for line in lines] == [
         "terminal=T1 seq=3 finding=atc_repeated"
     ]
+
+
+def test_a_complaint_stands_among_the_findings(site: Site, clock, capsys, tmp_path) -> None:
+    data = ["--data", str(tmp_path / "central")]
+    day = clock().date().isoformat()
+    code, out, err = run(
+        capsys, "central", "complaint", "add", "--merchant", "M0001", "--date", day,
+        "--what", "refused  the discount,\\n said the card was fake", "--last4", "5010",
+        "--by", "ada", *data,
+    )  # fmt: skip
+    assert (code, out.strip(), err) == (0, "complaint #1 against M0001 recorded", "")
+    code, lines = _audit(site, clock, capsys, tmp_path)
+    assert code == 1
+    assert lines == [
+        f"terminal=- seq= finding=complaint detail=a member's complaint of {day} "
+        "(card •••• 5010): refused the discount,\\n said the card was fake"
+    ]
+    code, _, err = run(
+        capsys, "central", "complaint", "add", "--merchant", "M0001", "--date", day,
+        "--what", "x", "--last4", "6222020000005010", *data,
+    )  # fmt: skip
+    assert code == 1 and "last four digits, nothing more" in err
