@@ -259,7 +259,8 @@ def test_the_consoles_catalogue_is_complete_and_compiled() -> None:
         po = {m.id: m for m in read_po(fh) if m.id}
     for msgid, message in po.items():
         assert message.string and "fuzzy" not in message.flags, f"no Chinese for {msgid!r}"
-        assert re.findall(r"%\(\w+\)s", str(msgid)) == re.findall(r"%\(\w+\)s", message.string)
+        placeholders = sorted(re.findall(r"%\(\w+\)s", str(msgid)))
+        assert placeholders == sorted(re.findall(r"%\(\w+\)s", message.string)), msgid
     with open(folder / "messages.mo", "rb") as fh:
         compiled = {m.id: m.string for m in read_mo(fh) if m.id}
     assert compiled == {k: m.string for k, m in po.items()}, "run `make translations`"
