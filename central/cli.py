@@ -218,12 +218,19 @@ def central_set_status(
 @central.command("set-policy")
 @click.argument("merchant_id")
 @click.argument("policy_file", metavar="POLICY.json", type=click.Path(path_type=Path))
+@click.option("--by", "drafted_by", required=True, help="The admin who drafts it.")
 @central_options
 @click.pass_obj
 def central_set_policy(
-    clock: Clock, merchant_id: str, policy_file: Path, paths: CentralPaths, database_url: str | None
+    clock: Clock,
+    merchant_id: str,
+    policy_file: Path,
+    drafted_by: str,
+    paths: CentralPaths,
+    database_url: str | None,
 ) -> None:
-    """Set a merchant's offers from POLICY.json and sign a new policy version.
+    """Draft a merchant's offers from POLICY.json: signed as its next policy version once
+    a second admin approves the draft (`central approve-policy DRAFT --by NAME`).
 
     POLICY.json holds the terms only (rules, exclude, combine, rounding, timezone,
     holidays; see config/policies/ and config/policy.schema.json). The union adds
@@ -237,15 +244,55 @@ def central_set_policy(
     terms = policies.parse_terms_file(data, str(policy_file))
     union = Union.open(paths, database_url, clock)
     try:
-        union.store.merchant(merchant_id)
-        policies.save_terms(union.store, merchant_id, terms, clock())
-        version = union.publish_policy(merchant_id)
+        draft = union.draft_policy(merchant_id, terms, drafted_by)
     finally:
         union.close()
     count = len(terms["rules"])
     click.echo(
-        f"merchant {merchant_id}: {count} rule{'s' if count != 1 else ''}; policy v{version} signed"
+        f"merchant {merchant_id}: {count} rule{'s' if count != 1 else ''}; draft #{draft} "
+        f"by {drafted_by} waits for a second admin: `unioncard central approve-policy "
+        f"{draft} --by NAME`"
     )
+
+
+@central.command("approve-policy")
+@click.argument("draft_id", type=int)
+@click.option("--by", "approved_by", required=True, help="The second admin, who approves.")
+@central_options
+@click.pass_obj
+def central_approve_policy(
+    clock: Clock, draft_id: int, approved_by: str, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Approve a policy draft (not your own): it is signed as the merchant's next
+    policy version."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        draft = union.store.draft(draft_id)
+        version = union.approve_policy(draft_id, approved_by)
+    finally:
+        union.close()
+    merchant = draft["merchant_id"] if draft else "?"
+    click.echo(f"draft #{draft_id} approved by {approved_by}; {merchant} policy v{version} signed")
+
+
+@central.command("drafts")
+@central_options
+@click.pass_obj
+def central_drafts(clock: Clock, paths: CentralPaths, database_url: str | None) -> None:
+    """The policy drafts waiting for a second admin."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        rows = union.store.drafts()
+    finally:
+        union.close()
+    for row in rows:
+        rules = len(json.loads(row["terms"]).get("rules", []))
+        click.echo(
+            f"#{row['id']} {row['merchant_id']}: {rules} rules, by {row['drafted_by']} at "
+            f"{row['drafted_at']}"
+        )
+    if not rows:
+        click.echo("no drafts wait")
 
 
 @central.command("merchants")

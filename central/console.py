@@ -13,6 +13,7 @@ what the role allows, in Simplified Chinese unless they switch to English.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 from pathlib import Path
@@ -34,7 +35,7 @@ from flask_babel import Babel
 from flask_babel import gettext as _
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired
 
@@ -211,6 +212,58 @@ def member() -> Any:
     )
 
 
+@bp.route("/policies", methods=["GET", "POST"])
+def policies() -> Any:
+    """Policy drafts (four eyes): an admin drafts terms; another admin approves them,
+    and only then are they signed. Auditors see them; merchants' users do not."""
+    if current_user.role not in ("admin", "auditor"):
+        abort(403)
+    union = _union()
+    error, status = None, 200
+    if request.method == "POST":
+        if current_user.role != "admin":
+            abort(403)
+        try:
+            terms = json.loads(request.form.get("terms", ""))
+            if not isinstance(terms, dict):
+                raise ValueError("not an object")
+            union.draft_policy(request.form.get("merchant", ""), terms, current_user.id)
+        except ValueError:
+            error, status = _("The terms are not a JSON object."), 400
+        except CentralError as exc:
+            error, status = str(exc), exc.http_status
+        else:
+            return redirect(url_for("console.policies"))
+    drafts = [
+        {**d, "rules": [r.get("id", "?") for r in json.loads(d["terms"]).get("rules", [])]}
+        for d in union.store.drafts()
+    ]
+    return render_template(
+        "console/policies.html", drafts=drafts, merchants=_merchants(), error=error
+    ), status
+
+
+@bp.post("/policies/<int:draft_id>/<decision>")
+def decide(draft_id: int, decision: str) -> Any:
+    if current_user.role != "admin" or decision not in ("approve", "reject"):
+        abort(403)
+    union = _union()
+    try:
+        if decision == "approve":
+            union.approve_policy(draft_id, current_user.id)
+        else:
+            union.reject_policy(draft_id, current_user.id)
+    except CentralError as exc:
+        drafts = [
+            {**d, "rules": [r.get("id", "?") for r in json.loads(d["terms"]).get("rules", [])]}
+            for d in union.store.drafts()
+        ]
+        return render_template(
+            "console/policies.html", drafts=drafts, merchants=_merchants(), error=str(exc)
+        ), exc.http_status
+    return redirect(url_for("console.policies"))
+
+
 def _merchants() -> list[dict[str, Any]]:
     rows = _union().store.merchants()
     return [m for m in rows if current_user.may_see(m["merchant_id"])]
@@ -250,6 +303,13 @@ def init_console(app: Flask, data_dir: Path) -> None:
     login_manager.login_view = "console.login"
     login_manager.login_message = ""
     Babel(app, locale_selector=language, default_translation_directories=str(TRANSLATIONS))
+
+    @app.errorhandler(CSRFError)
+    def _stale_form(exc: CSRFError) -> Any:
+        if request.path.startswith("/console"):  # a person: a page, never JSON
+            message = _("The form has expired: reload the page and try again.")
+            return render_template("console/message.html", message=message), 400
+        return {"error": exc.description}, 400
 
     app.add_template_filter(fen, "yuan")  # integer fen as yuan (pact.money): no float
 

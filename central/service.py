@@ -818,6 +818,46 @@ class Union:
             )
         return kept
 
+    def draft_policy(self, merchant_id: str, terms: Mapping[str, Any], by: str) -> int:
+        """Propose new terms for a merchant (checked now, as `policy check` would): a
+        draft, signed only once a second admin approves it (:meth:`approve_policy`)."""
+        self._admin(by)
+        checked = policies.parse_terms_file(json.dumps(terms).encode(), "the terms")
+        return self.store.add_draft(
+            merchant_id, json.dumps(checked, ensure_ascii=False), by, iso(self.clock())
+        )
+
+    def approve_policy(self, draft_id: int, by: str) -> int:
+        """A second admin approves a draft: its terms are saved and signed as the
+        merchant's next policy version (returned). The admin who drafted it cannot."""
+        self._admin(by)
+        draft = self.store.draft(draft_id)
+        if draft is None:
+            raise NotFoundError(f"no policy draft #{draft_id}: see `unioncard central drafts`")
+        if draft["decision"] is not None:
+            raise ConflictError(f"draft #{draft_id} was {draft['decision']} already")
+        if draft["drafted_by"] == by:
+            raise AuthError(f"{by} drafted #{draft_id}: a second admin must approve it (four eyes)")
+        merchant_id = draft["merchant_id"]
+        policies.save_terms(self.store, merchant_id, json.loads(draft["terms"]), self.clock())
+        version = self.publish_policy(merchant_id)
+        if not self.store.decide_draft(draft_id, "approved", by, iso(self.clock()), version):
+            raise ConflictError(f"draft #{draft_id} was decided meanwhile")
+        return version
+
+    def reject_policy(self, draft_id: int, by: str) -> None:
+        self._admin(by)
+        if not self.store.decide_draft(draft_id, "rejected", by, iso(self.clock()), None):
+            raise ConflictError(f"draft #{draft_id} is not waiting for a decision")
+
+    def _admin(self, name: str) -> None:
+        user = self.store.user(name)
+        if user is None or user["role"] != "admin":
+            raise AuthError(
+                f"{name!r} is not a union admin of the console (`unioncard central add-user "
+                f"NAME --role admin`): policies are drafted and approved by admins"
+            )
+
     def add_complaint(
         self, merchant_id: str, day: date, what: str, pan_last4: str | None, by: str
     ) -> int:

@@ -206,6 +206,22 @@ users = sa.Table(
     sa.Column("locked_until", sa.String(32), nullable=True),
 )
 
+# Policy drafts: terms a union admin proposed, signed only once a second admin approves
+# them (four eyes); the decision and the version it became are kept.
+policy_drafts = sa.Table(
+    "policy_drafts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False),
+    sa.Column("terms", sa.Text, nullable=False),
+    sa.Column("drafted_by", sa.String(64), nullable=False),
+    sa.Column("drafted_at", sa.String(32), nullable=False),
+    sa.Column("decided_by", sa.String(64), nullable=True),
+    sa.Column("decided_at", sa.String(32), nullable=True),
+    sa.Column("decision", sa.String(16), nullable=True),  # approved, rejected
+    sa.Column("version", sa.Integer, nullable=True),  # the signed version it became
+)
+
 # Members' complaints against merchants, recorded by union staff: they stand among the
 # merchant's audit findings, so that an exit rests on evidence.
 complaints = sa.Table(
@@ -745,6 +761,46 @@ class Store:
                 .where(recent, enrol_failures.c.source == source[:64])
             ).scalar_one()
         return int(here), int(everywhere)
+
+    # -- policy drafts (four eyes) -----------------------------------------------------
+    def add_draft(self, merchant_id: str, terms: str, by: str, at: str) -> int:
+        self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            key = conn.execute(
+                policy_drafts.insert().values(
+                    merchant_id=merchant_id, terms=terms, drafted_by=by, drafted_at=at
+                )
+            ).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def draft(self, draft_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(policy_drafts.select().where(policy_drafts.c.id == draft_id))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    def drafts(self, pending_only: bool = True) -> list[dict[str, Any]]:
+        query = policy_drafts.select().order_by(policy_drafts.c.id)
+        if pending_only:
+            query = query.where(policy_drafts.c.decision.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def decide_draft(
+        self, draft_id: int, decision: str, by: str, at: str, version: int | None
+    ) -> bool:
+        """Record the decision once; False when it was decided already."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                policy_drafts.update()
+                .where(policy_drafts.c.id == draft_id, policy_drafts.c.decision.is_(None))
+                .values(decision=decision, decided_by=by, decided_at=at, version=version)
+            )
+        return done.rowcount == 1
 
     # -- complaints ----------------------------------------------------------------
     def add_complaint(

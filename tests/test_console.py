@@ -276,3 +276,53 @@ def test_the_consoles_catalogue_is_complete_and_compiled() -> None:
         for message in extract_from_dir(str(root), method_map, options_map)
     }
     assert given and given <= set(po), f"not in the catalogue: {sorted(given - set(po))}"
+
+
+def test_four_eyes_on_a_policy(console, site: Site) -> None:
+    """An admin drafts terms; the same admin cannot approve them; a second admin does,
+    and only then is a new policy version signed. An auditor reads, a merchant's user
+    does not even see the drafts."""
+    site.union.add_user("ben", "admin", None, PASSWORD)
+    before = site.union.store.latest_version("policy:M0001")
+    ada, _ = sign_in(console, "ada")
+    page = ada.get("/console/policies").get_data(as_text=True)
+    terms = '{"rules": [{"id": "member-8", "kind": "percent_off", "basis_points": 800}]}'
+    drafted = ada.post(
+        "/console/policies", data={"merchant": "M0001", "terms": terms, "csrf_token": _csrf(page)}
+    )
+    assert drafted.status_code == 302
+    [draft] = site.union.store.drafts()
+    assert (draft["merchant_id"], draft["drafted_by"]) == ("M0001", "ada")
+    page = ada.get("/console/policies").get_data(as_text=True)
+    assert f'id="approve-{draft["id"]}"' not in page  # not for the one who drafted it
+    own = ada.post(f"/console/policies/{draft['id']}/approve", data={"csrf_token": _csrf(page)})
+    assert own.status_code == 401 and "four eyes" in own.get_data(as_text=True)
+    assert site.union.store.latest_version("policy:M0001") == before  # nothing signed
+    aud, _ = sign_in(console, "aud")
+    audit_page = aud.get("/console/policies").get_data(as_text=True)
+    assert f'data-draft="{draft["id"]}"' in audit_page and 'id="approve-' not in audit_page
+    assert (
+        aud.post(
+            f"/console/policies/{draft['id']}/approve", data={"csrf_token": _csrf(audit_page)}
+        ).status_code
+        == 403
+    )
+    shop, _ = sign_in(console, "shop1")
+    assert shop.get("/console/policies").status_code == 403
+    ben, _ = sign_in(console, "ben")
+    page = ben.get("/console/policies").get_data(as_text=True)
+    assert f'id="approve-{draft["id"]}"' in page
+    approved = ben.post(
+        f"/console/policies/{draft['id']}/approve", data={"csrf_token": _csrf(page)}
+    )
+    assert approved.status_code == 302
+    after = site.union.store.latest_version("policy:M0001")
+    assert before is not None and after is not None and after[0] == before[0] + 1
+    assert site.union.store.draft(draft["id"])["decision"] == "approved"  # type: ignore[index]
+    page = ada.get("/console/policies").get_data(as_text=True)
+    bad = ada.post(
+        "/console/policies", data={"merchant": "M0001", "terms": "[1]", "csrf_token": _csrf(page)}
+    )
+    assert bad.status_code == 400 and "不是 JSON 对象" in bad.get_data(as_text=True)
+    stale = ada.post("/console/policies", data={"merchant": "M0001", "terms": terms})
+    assert stale.status_code == 400 and "表单已过期" in stale.get_data(as_text=True)

@@ -146,18 +146,36 @@ def test_quote_refuses_a_bad_policy_in_one_line(tmp_path) -> None:
     assert_one_line_error(result, 1, "rules[0].items must be a whole number 1..100")
 
 
-def test_set_policy_signs_a_new_version(tmp_path) -> None:
+def test_set_policy_drafts_and_a_second_admin_signs(tmp_path) -> None:
     data = str(tmp_path / "central")
     assert run("central", "init", "--data", data).returncode == 0
     added = run(
         "central", "add-merchant", "M0003", "--name", "Cinema", "--discount", "5", "--data", data
     )
     assert added.returncode == 0, added.stderr
-    result = run("central", "set-policy", "M0003", str(EXAMPLES / "cinema.json"), "--data", data)
+    for name in ("ada", "bob"):
+        made = run("central", "add-user", name, "--role", "admin", "--data", data)
+        assert made.returncode == 0, made.stderr
+    cinema = str(EXAMPLES / "cinema.json")
+    result = run("central", "set-policy", "M0003", cinema, "--by", "ada", "--data", data)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "merchant M0003: 2 rules; policy v2 signed"
+    assert result.stdout.strip() == (
+        "merchant M0003: 2 rules; draft #1 by ada waits for a second admin: "
+        "`unioncard central approve-policy 1 --by NAME`"
+    )
+    waiting = run("central", "drafts", "--data", data)
+    assert waiting.stdout.startswith("#1 M0003: 2 rules, by ada at ")
+    own = run("central", "approve-policy", "1", "--by", "ada", "--data", data)
+    assert_one_line_error(own, 1, "ada drafted #1: a second admin must approve it")
+    approved = run("central", "approve-policy", "1", "--by", "bob", "--data", data)
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip() == "draft #1 approved by bob; M0003 policy v2 signed"
+    again = run("central", "approve-policy", "1", "--by", "bob", "--data", data)
+    assert_one_line_error(again, 1, "draft #1 was approved already")
+    stranger = run("central", "set-policy", "M0003", cinema, "--by", "eve", "--data", data)
+    assert_one_line_error(stranger, 1, "'eve' is not a union admin")
     bad = write(tmp_path / "bad.json", {"rules": [{"id": "r", "kind": "percent_off"}]})
-    failed = run("central", "set-policy", "M0003", str(bad), "--data", data)
+    failed = run("central", "set-policy", "M0003", str(bad), "--by", "ada", "--data", data)
     assert_one_line_error(failed, 1, "bad.json: rules[0].basis_points is missing")
-    unknown = run("central", "set-policy", "M9999", str(EXAMPLES / "cinema.json"), "--data", data)
+    unknown = run("central", "set-policy", "M9999", cinema, "--by", "ada", "--data", data)
     assert_one_line_error(unknown, 1, "no merchant M9999")
