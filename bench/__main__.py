@@ -36,6 +36,7 @@ MODULES = [
     "bench.policy",
     "bench.ingest",
     "bench.central",
+    "bench.bgsync",
 ]
 
 

@@ -72,7 +72,7 @@ def scale_model(figures: list[Figure]) -> str:
             "",
         ]
     concurrent = [f for f in figures if f.name.startswith("worst upload batch") and f.value]
-    sync = _find(figures, "sync upload rate vs ingest alone")
+    sync = _find(figures, "sync throughput vs ingest alone")
     daily = CITY_TERMINALS * SALES_PER_TERMINAL_DAY
     needed = daily / (NIGHT_WINDOW_HOURS * 3600)
     lines += [

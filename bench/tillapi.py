@@ -201,14 +201,16 @@ class Server:
 
 
 @contextmanager
-def served(name: str, data_dir: Path) -> Iterator[Server]:
+def served(name: str, data_dir: Path, module: str = "bench.tillapi") -> Iterator[Server]:
+    """The terminal at ``data_dir`` served by ``python -m <module> serve`` (this one's
+    :func:`serve`, or another bench's built the same way)."""
     from terminal.state import TerminalState
 
     port_file = data_dir.parent / f"{name}.port"
     log = data_dir.parent / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.tillapi", "serve", str(data_dir), str(port_file)],
+            [sys.executable, "-m", module, "serve", str(data_dir), str(port_file)],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
