@@ -175,6 +175,10 @@ def central_import(
 @click.argument("merchant_id")
 @click.option("--name", required=True)
 @click.option("--discount", "percent", required=True, help="Member discount in percent, e.g. 5")
+@click.option("--category", help="supermarket, pharmacy, cinema, salon, restaurant, travel, ...")
+@click.option("--district", help="The district it is in.")
+@click.option("--address", help="Its address.")
+@click.option("--contact", help="A person and a telephone number.")
 @central_options
 @click.pass_obj
 def central_add_merchant(
@@ -182,17 +186,56 @@ def central_add_merchant(
     merchant_id: str,
     name: str,
     percent: str,
+    category: str | None,
+    district: str | None,
+    address: str | None,
+    contact: str | None,
     paths: CentralPaths,
     database_url: str | None,
 ) -> None:
-    """Add a partner shop with a percentage member discount."""
+    """Add a partner shop with a percentage member discount, and its registry entry."""
     bp = percent_to_basis_points(percent)
     union = Union.open(paths, database_url, clock)
     try:
         version = union.add_merchant(merchant_id, name, bp)
+        registry = {"category": category, "district": district, "address": address}
+        registry["contact"] = contact
+        given = {k: v.strip()[:200] for k, v in registry.items() if v}
+        if given:
+            union.store.set_registry(merchant_id, **given)
     finally:
         union.close()
     click.echo(f"added merchant {merchant_id} ({name}), {percent}% off; policy v{version} signed")
+
+
+@central.command("admit-merchant")
+@click.argument("merchant_id")
+@click.option("--by", "admitted_by", required=True, help="The admin who admits it.")
+@click.option(
+    "--standard",
+    "standards",
+    multiple=True,
+    required=True,
+    help="A standard the merchant agreed to (give each with its own --standard).",
+)
+@central_options
+@click.pass_obj
+def central_admit_merchant(
+    clock: Clock,
+    merchant_id: str,
+    admitted_by: str,
+    standards: tuple[str, ...],
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Record a merchant's admission: the standards it agreed to, as a checklist, with
+    the date and the admin who admitted it."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        union.admit_merchant(merchant_id, list(standards), admitted_by)
+    finally:
+        union.close()
+    click.echo(f"merchant {merchant_id} admitted by {admitted_by}: {len(standards)} standards")
 
 
 @central.command("set-status")

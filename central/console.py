@@ -212,6 +212,30 @@ def member() -> Any:
     )
 
 
+@bp.get("/merchants/<merchant_id>")
+def merchant(merchant_id: str) -> Any:
+    """A merchant: its registry, its admission (the standards it agreed to, when, by
+    whom), its status history, its signed policy versions, the drafts waiting and its
+    complaints. A merchant's user sees its own only."""
+    if not current_user.may_see(merchant_id):
+        abort(403)
+    store = _union().store
+    try:
+        row = store.merchant(merchant_id)
+    except CentralError:
+        abort(404)
+    standards = json.loads(row["standards"]) if row["standards"] else []
+    return render_template(
+        "console/merchant.html",
+        m=row,
+        standards=standards,
+        statuses=store.status_history(merchant_id),
+        versions=store.signed_versions(f"policy:{merchant_id}"),
+        drafts=[d for d in store.drafts() if d["merchant_id"] == merchant_id],
+        complaints=store.complaints_between(merchant_id, date(2000, 1, 1), date(2999, 12, 31)),
+    )
+
+
 @bp.route("/policies", methods=["GET", "POST"])
 def policies() -> Any:
     """Policy drafts (four eyes): an admin drafts terms; another admin approves them,

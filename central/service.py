@@ -818,6 +818,14 @@ class Union:
             )
         return kept
 
+    def admit_merchant(self, merchant_id: str, standards: list[str], by: str) -> None:
+        """Keep the standards the merchant agreed to, with today's date and the admin."""
+        self._admin(by)
+        kept = [" ".join(s.split())[:300] for s in standards if s.strip()]
+        if not kept:
+            raise InputError("give the standards the merchant agreed to (--standard TEXT)")
+        self.store.admit(merchant_id, json.dumps(kept, ensure_ascii=False), iso(self.clock()), by)
+
     def draft_policy(self, merchant_id: str, terms: Mapping[str, Any], by: str) -> int:
         """Propose new terms for a merchant (checked now, as `policy check` would): a
         draft, signed only once a second admin approves it (:meth:`approve_policy`)."""

@@ -66,6 +66,25 @@ merchants = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("basis_points", sa.Integer, nullable=False),
     sa.Column("status_changed_at", sa.String(32), nullable=False),
+    # the registry
+    sa.Column("category", sa.String(32), nullable=True),  # supermarket, pharmacy, cinema, ...
+    sa.Column("district", sa.String(64), nullable=True),
+    sa.Column("address", sa.String(200), nullable=True),
+    sa.Column("contact", sa.String(100), nullable=True),
+    # admission: the standards it agreed to (a JSON list), when, and by which admin
+    sa.Column("standards", sa.Text, nullable=True),
+    sa.Column("admitted_at", sa.String(32), nullable=True),
+    sa.Column("admitted_by", sa.String(64), nullable=True),
+)
+
+# Each change of a merchant's status (admitted active, suspended, exited, active again).
+merchant_status_history = sa.Table(
+    "merchant_status_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("at", sa.String(32), nullable=False),
 )
 
 terminals = sa.Table(
@@ -615,6 +634,11 @@ class Store:
                     status_changed_at=at,
                 )
             )
+            conn.execute(
+                merchant_status_history.insert().values(
+                    merchant_id=merchant_id, status="active", at=at
+                )
+            )
 
     def merchant(self, merchant_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -642,6 +666,37 @@ class Store:
                 .where(merchants.c.merchant_id == merchant_id)
                 .values(status=status, status_changed_at=at)
             )
+            conn.execute(
+                merchant_status_history.insert().values(
+                    merchant_id=merchant_id, status=status, at=at
+                )
+            )
+
+    def set_registry(self, merchant_id: str, **fields: str | None) -> None:
+        """The merchant's category, district, address, contact (those given)."""
+        self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                merchants.update().where(merchants.c.merchant_id == merchant_id).values(**fields)
+            )
+
+    def admit(self, merchant_id: str, standards: str, at: str, by: str) -> None:
+        self.merchant(merchant_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                merchants.update()
+                .where(merchants.c.merchant_id == merchant_id)
+                .values(standards=standards, admitted_at=at, admitted_by=by)
+            )
+
+    def status_history(self, merchant_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                merchant_status_history.select()
+                .where(merchant_status_history.c.merchant_id == merchant_id)
+                .order_by(merchant_status_history.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
 
     def set_terms(self, merchant_id: str, terms: str, at: str) -> None:
         """Keep a merchant's policy terms (canonical JSON, validated by the caller)."""
@@ -1055,6 +1110,16 @@ class Store:
                 )
             ).scalar()
         return None if found is None else int(found)
+
+    def signed_versions(self, kind: str) -> list[dict[str, Any]]:
+        """Every version of ``kind`` held, with when it was made, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(signed_files.c.version, signed_files.c.created_at)
+                .where(signed_files.c.kind == kind)
+                .order_by(signed_files.c.version.desc())
+            ).mappings()
+            return [dict(r) for r in rows]
 
     def signed(self, kind: str, version: int) -> bytes | None:
         with self.engine.connect() as conn:

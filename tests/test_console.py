@@ -326,3 +326,37 @@ def test_four_eyes_on_a_policy(console, site: Site) -> None:
     assert bad.status_code == 400 and "不是 JSON 对象" in bad.get_data(as_text=True)
     stale = ada.post("/console/policies", data={"merchant": "M0001", "terms": terms})
     assert stale.status_code == 400 and "表单已过期" in stale.get_data(as_text=True)
+
+
+def test_a_merchants_registry_admission_and_history(
+    console, site: Site, tmp_path: Path, capsys
+) -> None:
+    data = ["--data", str(tmp_path / "central")]
+    code, out, err = run(
+        capsys, "central", "add-merchant", "M0007", "--name", "Huangpu Pharmacy", "--discount",
+        "8", "--category", "pharmacy", "--district", "Huangpu", "--address", "1 Nanjing Rd",
+        "--contact", "Ms Li 021-5555", *data,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(
+        capsys, "central", "admit-merchant", "M0007", "--by", "ada",
+        "--standard", "no discount on prescription medicine",
+        "--standard", "members served like everyone", *data,
+    )  # fmt: skip
+    assert (code, out.strip()) == (0, "merchant M0007 admitted by ada: 2 standards"), err
+    code, _, err = run(
+        capsys, "central", "admit-merchant", "M0007", "--by", "aud", "--standard", "x", *data
+    )
+    assert code == 1 and "'aud' is not a union admin" in err
+    assert run(capsys, "central", "set-status", "M0007", "suspended", *data)[0] == 0
+    ada, _ = sign_in(console, "ada")
+    page = ada.get("/console/merchants/M0007").get_data(as_text=True)
+    assert "Huangpu Pharmacy" in page and "1 Nanjing Rd" in page and "pharmacy" in page
+    assert "☑ no discount on prescription medicine" in page and "由 ada 准入" in page
+    statuses = re.findall(r"<tr><td>[^<]+</td><td>(active|suspended)</td></tr>", page)
+    assert statuses == ["active", "suspended"]
+    assert page.count("<td>v") == 2  # the policy at admission, and at the suspension
+    shop, _ = sign_in(console, "shop1")
+    assert shop.get("/console/merchants/M0007").status_code == 403
+    assert shop.get("/console/merchants/M0001").status_code == 200
+    assert ada.get("/console/merchants/M404").status_code == 404
