@@ -600,4 +600,5 @@ def prose(figures: list[Figure]) -> list[str]:
             "next batch (its read, encoding and gzip) while the server stores the last, the "
             "batches still sent in order (the chain), or a cheaper journal read."
         ),
+        "",
     ]
