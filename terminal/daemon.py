@@ -59,12 +59,11 @@ def serve(
     # Flask and waitress are imported only by the command that serves pages.
     from waitress import create_server
 
-    # (requests, for "sync now" and the daemon's own syncs: the daemon only)
-    from terminal.syncing import AutoSync, sync_terminal
+    from terminal.syncing import AutoSync, sync_in_a_process  # (the daemon only)
     from terminal.web import create_app
 
-    def sync() -> object:  # "sync now" on the page: the daemon's own journal and state
-        return sync_terminal(service.state, service.journal, service.clock, sync_batch)
+    def sync() -> object:  # "sync now" and the daemon's own: a process of their own
+        return sync_in_a_process(service.state.dir, sync_batch)
 
     app = create_app(service, sync)
     server = create_server(app, host=host, port=port, threads=THREADS)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -177,6 +180,43 @@ def preview_sync(
         return preview(state, journal, client, clock(), batch_size)
     finally:
         client.close()
+
+
+class SyncProcessError(UnioncardError):
+    """The daemon's sync, run as a process of its own, ended with an error (its line)."""
+
+
+def sync_in_a_process(data_dir: Path, batch_size: int, timeout: float = 3600.0) -> SyncReport:
+    """Run ``unioncard sync`` for ``data_dir`` in a process of its own, as the nightly
+    timer does: the daemon's syncs ("sync now", :class:`AutoSync`) so never hold
+    Python's interpreter lock, or the journal's, in the process that serves the
+    checkouts (a sync in a thread of it made checkouts wait: docs/benchmarks.md). It
+    records its outcome in ``sync.json`` as any sync does; a failure is raised with the
+    sync's own error line."""
+    env = {**os.environ, "UNIONCARD_SYNC_BATCH": str(batch_size)}
+    done = subprocess.run(
+        [sys.executable, "-m", "unioncard", "sync", "--data", str(data_dir), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = done.stderr.strip().splitlines()
+    if done.returncode != 0:
+        raise SyncProcessError(lines[-1] if lines else f"the sync exited {done.returncode}")
+    try:
+        outcome = json.loads(done.stdout)
+    except ValueError:
+        raise SyncProcessError("the sync's answer is not JSON") from None
+    report = SyncReport(
+        uploaded=int(outcome.get("uploaded", 0)),
+        sent=int(outcome.get("sent", 0)),
+        pending=outcome.get("pending"),
+        roster_version=outcome.get("roster_version"),
+        policy_version=outcome.get("policy_version"),
+        root_version=outcome.get("root_version"),
+    )
+    return report
 
 
 class BackgroundSync:

@@ -176,3 +176,11 @@ def test_the_daemon_syncs_by_itself(tmp_path: Path, union) -> None:
     assert child.returncode == 0, err
     assert "sync started by the daemon (time)" in out
     assert "Traceback" not in out + err
+
+
+def test_the_daemons_sync_runs_in_a_process_of_its_own(tmp_path: Path) -> None:
+    """`unioncard sync` as a child: its failure comes back as its own error line."""
+    from terminal.syncing import SyncProcessError, sync_in_a_process
+
+    with pytest.raises(SyncProcessError, match=r"^error: not enrolled: .*nothing does not exist"):
+        sync_in_a_process(tmp_path / "nothing", 500, timeout=60)
