@@ -5,9 +5,10 @@ The terminal. Enrolled to a real central service (gunicorn, 2 workers, SQLite, o
 loopback: bench/central.py's, as `unioncard central serve` runs it) and synced once
 (its roster and policy installed), then served as the daemon serves it (waitress with
 the daemon's threads over ``terminal.web.create_app(service, sync)``, ``sync`` being
-the daemon's own: ``terminal.syncing.sync_terminal`` of the served journal and state,
-run by the app's ``terminal.syncing.BackgroundSync``, the one the daemon's
-``AutoSync`` starts when a sync is due) in a process of its own (``python -m
+the daemon's own: ``terminal.syncing.sync_in_a_process``, ``unioncard sync`` of the
+served folder in a process of its own, run by the app's
+``terminal.syncing.BackgroundSync``, the one the daemon's ``AutoSync`` starts when a
+sync is due) in a process of its own (``python -m
 bench.bgsync serve``). Its card reader answers the member card at once, as in
 bench/tillapi.py.
 
@@ -64,7 +65,7 @@ def serve(data_dir: Path, port_file: Path) -> None:
     from terminal import daemon
     from terminal.service import TerminalService
     from terminal.settings import Settings
-    from terminal.syncing import BackgroundSync, sync_terminal
+    from terminal.syncing import BackgroundSync, sync_in_a_process
     from terminal.web import create_app
     from unioncard.cli import system_clock
 
@@ -76,8 +77,8 @@ def serve(data_dir: Path, port_file: Path) -> None:
     service.startup("bench")
     batch = Settings().sync_batch
 
-    def sync() -> object:  # as terminal.daemon.serve's
-        return sync_terminal(service.state, service.journal, service.clock, batch)
+    def sync() -> object:  # as terminal.daemon.serve's: `unioncard sync` in a process
+        return sync_in_a_process(data_dir, batch)
 
     app = create_app(service, sync)
     syncer: BackgroundSync = app.extensions["unioncard_sync"]
@@ -566,21 +567,18 @@ def prose(figures: list[Figure]) -> list[str]:
         f"without) while its wall time there grows (p99 {d['inside_wall_p99_ms_with']:g} ms "
         f"against {d['inside_wall_p99_ms_without']:g}): it waits. For the journal's lock, "
         f"p99 {d['lock_wait_p99_ms_with']:g} ms (max {d['lock_wait_max_ms_with']:g}), "
-        f"behind the sync's marks of uploaded sales (each held up to "
-        f"{d.get('sync_lock_hold_max_ms_mark_uploaded', 0):g} ms, an UPDATE of a batch "
-        "and its fsync; marking in smaller transactions would shorten it); the sync's "
-        "reads of its batches no longer take that lock. The rest "
-        "is, most likely, the sync thread's Python work (reading rows into sales, JSON, requests) "
-        "holding the daemon's GIL, which each hop of a checkout (waitress's I/O thread, "
-        "its worker thread, back from each fsync) must take back. The control, another "
+        "behind the sync, which since 1b607cf runs as `unioncard sync` in a process of "
+        "its own (it marks uploaded sales through its own connection: SQLite's write "
+        "lock, not the daemon's), so neither the journal's lock nor Python's interpreter "
+        "lock of the daemon is what the checkouts wait for; what is left is the CPU the "
+        "sync's process and the central service take on the cores the daemon runs on. "
+        "The control, another "
         "terminal's sync of the same backlog in a process of its own to the same central "
         f"service on this machine: {control.value:g}x (runs "
         f"{min(control.runs):.2f}-{max(control.runs):.2f}) against {goal.value:g}x; "
         + (
-            "so the larger part of the effect comes from the sync running in the daemon's "
-            "process, not from the CPU the central service and a sync take on this "
-            "machine; a sync in a process of its own (as `unioncard sync` runs from the "
-            "timer) should leave the daemon's GIL to the checkouts (not measured here)."
+            "so the larger part of the effect is this terminal's own sync, beyond the CPU "
+            "the central service and a sync take on this machine."
             if control.value - 1 < (goal.value - 1) / 2
             else "so much of the effect is the CPU the central service and a sync take on "
             "this 2-core machine (a real central service runs elsewhere)."
