@@ -191,6 +191,7 @@ def test_add_user_on_the_command_line(site: Site, tmp_path: Path, capsys, monkey
 def test_the_console_in_chromium(console, clock) -> None:
     """A merchant's user signs in in Chinese, sees its terminals, switches to English,
     prints a statement and signs out, in headless Chromium."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -201,7 +202,9 @@ def test_the_console_in_chromium(console, clock) -> None:
     driver = chromium_driver()
     try:
         with ThreadedServer(console) as web:
-            wait = WebDriverWait(driver, 30)
+            # a page being replaced can answer "node does not belong to the document" for
+            # an element of the one before: ask again until the new one is there
+            wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
             driver.get(web.url + "/console/terminals")  # to the sign-in page first
             wait.until(ec.visibility_of_element_located((By.ID, "name")))
             assert "登录" in driver.page_source
@@ -209,7 +212,7 @@ def test_the_console_in_chromium(console, clock) -> None:
             driver.find_element(By.ID, "password").send_keys("wrong password")
             driver.find_element(By.ID, "sign-in").click()
             wait.until(ec.text_to_be_present_in_element((By.ID, "error"), "用户名或密码错误"))
-            driver.find_element(By.ID, "password").send_keys(PASSWORD)
+            wait.until(ec.visibility_of_element_located((By.ID, "password"))).send_keys(PASSWORD)
             driver.find_element(By.ID, "sign-in").click()
             wait.until(ec.presence_of_element_located((By.ID, "fleet")))  # where it was going
             rows = driver.find_elements(By.CSS_SELECTOR, "#fleet tr[data-terminal]")
@@ -219,7 +222,7 @@ def test_the_console_in_chromium(console, clock) -> None:
             wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Terminals"))
             driver.find_element(By.ID, "nav-statement").click()
             day = clock().date().strftime("%m%d%Y")  # Chromium's date input, en-US
-            driver.find_element(By.ID, "from").send_keys(day)
+            wait.until(ec.visibility_of_element_located((By.ID, "from"))).send_keys(day)
             driver.find_element(By.ID, "to").send_keys(day)
             driver.find_element(By.ID, "show").click()
             wait.until(
