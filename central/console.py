@@ -236,6 +236,41 @@ def merchant(merchant_id: str) -> Any:
     )
 
 
+@bp.get("/audit")
+def audit() -> Any:
+    """The audit's findings for a merchant and period (pact.audit), for union staff, in
+    the reader's language; ``kind`` filters them."""
+    if current_user.role not in ("admin", "auditor"):
+        abort(403)
+    merchant_id = request.args.get("merchant", "")
+    kind = request.args.get("kind", "")
+    findings: list[dict[str, Any]] | None = None
+    error = None
+    if merchant_id:
+        try:
+            first = date.fromisoformat(request.args.get("from", ""))
+            last = date.fromisoformat(request.args.get("to", ""))
+            found = _union().audit(merchant_id, first, last)
+        except ValueError:
+            error = str(_("Give the first and the last day as YYYY-MM-DD."))
+        except CentralError as exc:
+            error = str(exc)
+        else:
+            findings = [
+                {**f.as_json(), "text": f.detail.render(lambda msgid: str(_(msgid)))}
+                for f in found
+                if not kind or f.kind == kind
+            ]
+    return render_template(
+        "console/audit.html",
+        merchants=_merchants(),
+        merchant_id=merchant_id,
+        kind=kind,
+        findings=findings,
+        error=error,
+    ), (400 if error else 200)
+
+
 @bp.route("/policies", methods=["GET", "POST"])
 def policies() -> Any:
     """Policy drafts (four eyes): an admin drafts terms; another admin approves them,

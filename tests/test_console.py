@@ -363,3 +363,21 @@ def test_a_merchants_registry_admission_and_history(
     assert shop.get("/console/merchants/M0007").status_code == 403
     assert shop.get("/console/merchants/M0001").status_code == 200
     assert ada.get("/console/merchants/M404").status_code == 404
+
+
+def test_the_audit_page_in_chinese(console, site: Site, clock) -> None:
+    """The auditor runs the audit of a merchant on the console: its findings explained
+    in Chinese (here a complaint), filtered by kind; not for a merchant's user."""
+    day = clock().date()
+    site.union.add_complaint("M0001", day, "refused the discount", "5010", "ada")
+    aud, _ = sign_in(console, "aud")
+    page = aud.get(f"/console/audit?merchant=M0001&from={day}&to={day}")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'data-kind="complaint"' in text
+    assert f"会员 {day} 的投诉 (card •••• 5010)：refused the discount" in text
+    only = aud.get(f"/console/audit?merchant=M0001&from={day}&to={day}&kind=over_discount")
+    assert "没有发现问题" in only.get_data(as_text=True)
+    bad = aud.get("/console/audit?merchant=M0001&from=yesterday&to=today")
+    assert bad.status_code == 400
+    shop, _ = sign_in(console, "shop1")
+    assert shop.get("/console/audit").status_code == 403
