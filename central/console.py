@@ -293,10 +293,7 @@ def policies() -> Any:
             error, status = str(exc), exc.http_status
         else:
             return redirect(url_for("console.policies"))
-    drafts = [
-        {**d, "rules": [r.get("id", "?") for r in json.loads(d["terms"]).get("rules", [])]}
-        for d in union.store.drafts()
-    ]
+    drafts = _drafts(union)
     return render_template(
         "console/policies.html", drafts=drafts, merchants=_merchants(), error=error
     ), status
@@ -313,14 +310,19 @@ def decide(draft_id: int, decision: str) -> Any:
         else:
             union.reject_policy(draft_id, current_user.id)
     except CentralError as exc:
-        drafts = [
-            {**d, "rules": [r.get("id", "?") for r in json.loads(d["terms"]).get("rules", [])]}
-            for d in union.store.drafts()
-        ]
+        drafts = _drafts(union)
         return render_template(
             "console/policies.html", drafts=drafts, merchants=_merchants(), error=str(exc)
         ), exc.http_status
     return redirect(url_for("console.policies"))
+
+
+def _drafts(union: Union) -> list[dict[str, Any]]:
+    """The drafts waiting, each with its rules' ids."""
+    return [
+        {**d, "rules": [r.get("id", "?") for r in json.loads(d["terms"]).get("rules", [])]}
+        for d in union.store.drafts()
+    ]
 
 
 def _merchants() -> list[dict[str, Any]]:

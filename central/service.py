@@ -283,6 +283,7 @@ class Union:
         self.keys = keys
         self.clock = clock
         self.timezone = timezone  # the union's days: settlement and statements
+        self._policies: dict[tuple[str, int], Policy] = {}  # signed_policy's, parsed once
 
     @classmethod
     def open(
@@ -459,12 +460,9 @@ class Union:
         merchant's other terminals, as held now; signed with the snapshot key."""
         merchant_id, terminal_id = terminal["merchant_id"], terminal["terminal_id"]
         now = self.clock()
-        latest = self.store.latest_signed(f"policy:{merchant_id}")
-        periods = (
-            dict(quota_periods(parse_policy_document(json.loads(latest[1])["signed"]), now))
-            if latest is not None
-            else {}
-        )
+        latest = self.store.latest_version(f"policy:{merchant_id}")
+        policy = self.signed_policy(merchant_id, latest[0]) if latest is not None else None
+        periods = dict(quota_periods(policy, now)) if policy is not None else {}
         entries = (
             self.store.merchant_entries_since(merchant_id, iso(min(periods.values())), terminal_id)
             if periods
@@ -773,16 +771,7 @@ class Union:
             merchant_id, iso(start - QUOTA_LOOKBACK), iso(end)
         )
         judged = {(e.terminal_id, e.seq) for e in context if iso(start) <= e.at}
-        policies_seen: dict[int, Policy | None] = {}
         standing: dict[str, list[dict[str, Any]]] = {}
-
-        def policy(merchant: str, version: int) -> Policy | None:
-            if version not in policies_seen:
-                data = self.store.signed(f"policy:{merchant}", version)
-                policies_seen[version] = (
-                    None if data is None else parse_policy_document(json.loads(data)["signed"])
-                )
-            return policies_seen[version]
 
         def key_of(terminal_id: str) -> Any:
             row = self.store.terminal(terminal_id)
@@ -798,7 +787,7 @@ class Union:
             h = then[-1]
             return Membership(h["status"], h["tier"], h["valid_until"])
 
-        findings = audit_entries(context, Facts(policy, key_of, membership))
+        findings = audit_entries(context, Facts(self.signed_policy, key_of, membership))
         kept = [f for f in findings if any((f.terminal_id, s) in judged for s in f.seqs)]
         for c in self.store.complaints_between(merchant_id, first, last):
             card = f" (card •••• {c['pan_last4']})" if c["pan_last4"] else ""
@@ -889,16 +878,23 @@ class Union:
         merchant = self.store.merchant(merchant_id)
         start, end = period_bounds(first, last, ZoneInfo(self.timezone))
         entries = self.store.merchant_entries_between(merchant_id, iso(start), iso(end))
-        policies_seen: dict[int, Policy | None] = {}
-
-        def policy_of(version: int) -> Policy | None:
-            if version not in policies_seen:
-                data = self.store.signed(f"policy:{merchant_id}", version)
-                policies_seen[version] = (
-                    None if data is None else parse_policy_document(json.loads(data)["signed"])
-                )
-            return policies_seen[version]
-
         return build_statement(
-            merchant_id, merchant["name"], first, last, entries, policy_of, self.timezone
+            merchant_id,
+            merchant["name"],
+            first,
+            last,
+            entries,
+            lambda version: self.signed_policy(merchant_id, version),
+            self.timezone,
         )
+
+    def signed_policy(self, merchant_id: str, version: int) -> Policy | None:
+        """Policy ``version`` of the merchant as the union signed it (None: never signed).
+        A signed version never changes: each is parsed once."""
+        key = (merchant_id, version)
+        if key not in self._policies:
+            data = self.store.signed(f"policy:{merchant_id}", version)
+            if data is None:
+                return None
+            self._policies[key] = parse_policy_document(json.loads(data)["signed"])
+        return self._policies[key]

@@ -406,14 +406,16 @@ class TerminalService:
             OFFLINE_LIMIT, "; ".join(expired) + ": no member discounts until the terminal syncs"
         )
 
-    def offline(self, generation: Generation, now: datetime) -> Offline:
+    def offline(self, generation: Generation, now: datetime, pending: int | None = None) -> Offline:
         """Where the terminal stands against its offline limits (pact.offline), counted
         from its last successful sync (before the first, from the issue time of the
-        union's snapshot it installed)."""
+        union's snapshot it installed). ``pending``: the entries waiting for upload, when
+        the caller has counted them already."""
         since = last_success(self.state.dir)
         if since is None and generation.snapshot is not None:
             since = generation.snapshot.issued_at
-        _, pending = self.journal.counts()
+        if pending is None:
+            pending = self.journal.counts()[1]
         return assess(limits_of(generation.policy), since, pending, now)
 
     def check_offline(self, generation: Generation, now: datetime) -> Offline:
@@ -538,10 +540,10 @@ class TerminalService:
             warnings.append(
                 Msg.of(N_("discount policy expired at %(at)s"), at=iso(policy.expires_at))
             )
-        offline = self.offline(generation, now)
+        total, pending = self.journal.counts()
+        offline = self.offline(generation, now, pending)
         warnings.extend(offline.warnings)
         limits = limits_of(policy)
-        total, pending = self.journal.counts()
         return {
             "terminal_id": enrolment.terminal_id,
             "merchant_id": enrolment.merchant_id,

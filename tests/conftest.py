@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,7 +76,10 @@ def union_keys(tmp_path: Path, clock: Clock) -> UnionKeys:
     return create_keys(tmp_path / "keys", now=clock())
 
 
-def _pg_store() -> Iterator[Store]:
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A new, empty schema of the test PostgreSQL (dropped after): its URL, which puts
+    it first on the search path. A missing server fails in CI (tests.conftest.missing)."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     try:
         admin = make_engine(PG_URL)
@@ -83,17 +87,23 @@ def _pg_store() -> Iterator[Store]:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     except sa.exc.OperationalError as exc:
         missing("PostgreSQL", f"{PG_URL}: {str(exc).splitlines()[0]}")
-    url = PG_URL.replace("postgresql://", "postgresql+psycopg://")
-    engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    migrate.upgrade(engine)  # the schema as the migrations make it
-    store = Store(engine)
     try:
-        yield store
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
     finally:
-        store.close()
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def _pg_store() -> Iterator[Store]:
+    with pg_schema() as url:
+        engine = make_engine(url)
+        migrate.upgrade(engine)  # the schema as the migrations make it
+        store = Store(engine)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from central.store import sales
 from pact.cards import PanTokenizer
+from pact.money import fen
 from reader.identity import identity_from_pan
 from terminal.checkout import checkout
 from tests.conftest import Site
@@ -53,7 +54,7 @@ def test_a_sale_forged_with_the_device_key_is_found(site: Site, clock, capsys, t
     assert code == 1
     assert lines == [
         f"terminal=T1 seq=2 finding=over_discount detail=a discount of "
-        f"{(500 + FORGED_EXTRA) / 100:.2f} where the policy gives 5.00"
+        f"{fen(500 + FORGED_EXTRA)} where the policy gives 5.00"
     ]
 
 

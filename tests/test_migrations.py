@@ -5,7 +5,6 @@ PostgreSQL, with the schema as it stood before migrations as the first revision,
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from central import migrate
 from central.errors import StoreError
 from central.store import Store, make_engine, metadata
-from tests.conftest import PG_URL, missing
+from tests.conftest import pg_schema
 from tests.test_commands import one_line_error, run
 
 HEAD = migrate.head()
@@ -30,19 +29,8 @@ def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'central.db'}"
         return
-    schema = f"m_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = make_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        missing("PostgreSQL", f"{PG_URL}: {str(exc).splitlines()[0]}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as url:
+        yield url
 
 
 def _differences(url: str) -> list:
