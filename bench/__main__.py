@@ -36,7 +36,9 @@ MODULES = [
     "bench.policy",
     "bench.ingest",
     "bench.central",
+    "bench.dashboard",
     "bench.bgsync",
+    "bench.audit",
 ]
 
 

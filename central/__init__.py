@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from central import api
+from central import api, partners
 from central.console import init_console
 from central.errors import CentralError
 from central.service import CentralPaths, Union
@@ -45,6 +45,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     union = Union.open(paths, app.config["DATABASE_URL"], clock)
     app.extensions["unioncard"] = union
     app.register_blueprint(api.bp)
+    app.register_blueprint(partners.bp)  # the public partners list: /partners
     init_console(app, paths.data_dir)  # the people's pages: /console
 
     @app.errorhandler(CentralError)

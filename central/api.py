@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from central.errors import InputError, NotFoundError
 from central.openapi import document
+from central.partners import partners_json
 from central.service import Union
 from pact.errors import WireFormatError
 from pact.wire import ack, decode_device_key, decode_sales
@@ -95,6 +96,12 @@ def health() -> Any:
 def openapi() -> Any:
     """This API's OpenAPI 3.1 document (central.openapi)."""
     return jsonify(document())
+
+
+@bp.get("/partners")
+def partners() -> Any:
+    """Where the card gives discounts today, each offer in plain words (public)."""
+    return jsonify(partners_json(_union()))
 
 
 @bp.get("/root/<int:version>")
@@ -196,6 +203,28 @@ def register_device_key() -> Any:
         raise InputError("the registration names another terminal")
     union.register_device_key(terminal, key)
     return jsonify(terminal_id=terminal_id, device_key=key)
+
+
+@bp.post("/decommission")
+def decommission() -> Any:
+    """The terminal is taken out of service by its shop: body ``{"terminal_id",
+    "last_seq"}``, the last entry of its journal. The union revokes it when it holds
+    every entry up to ``last_seq`` (409 otherwise: sync first)."""
+    union = _union()
+    terminal = union.authenticate(request.headers.get("Authorization"))
+    body = _json_body()
+    if (
+        not isinstance(body, dict)
+        or body.get("terminal_id") != terminal["terminal_id"]
+        or not isinstance(body.get("last_seq"), int)
+        or isinstance(body.get("last_seq"), bool)
+        or not 0 <= body["last_seq"] <= 2**63 - 1
+    ):
+        raise InputError("send JSON with this terminal's terminal_id and last_seq (a whole number)")
+    revoked_at = union.decommission_terminal(terminal, body["last_seq"])
+    return jsonify(
+        terminal_id=terminal["terminal_id"], last_seq=body["last_seq"], revoked_at=revoked_at
+    )
 
 
 @bp.post("/sales")

@@ -17,17 +17,20 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
 from central import policies
+from central.auditexport import export_bundle
+from central.closing import close_exits
 from central.errors import InputError, NotFoundError
 from central.fleet import fleet_table
 from central.keys import create_keys, load_keys, rotate
 from central.migrate import PRE_MIGRATIONS
 from central.serve import run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
-from central.statement import statement_csv, statement_html, statement_lines
+from central.statement import UNION_TIMEZONE, statement_csv, statement_html, statement_lines
 from central.store import Store, settlement_table
 from pact.chain import entry_hash
 from pact.device import check_signature, device_key
@@ -35,7 +38,7 @@ from pact.errors import CompactionNeededError, DeviceSignatureError, SignatureEr
 from pact.files import atomic_write
 from pact.money import fen
 from pact.receipt import normal_code
-from pact.timefmt import Clock, iso
+from pact.timefmt import Clock, iso, parse_moment
 
 F = TypeVar("F", bound=Callable[..., Any])
 OUT_FILE = click.Path(path_type=Path, dir_okay=False)
@@ -241,21 +244,45 @@ def central_admit_merchant(
 @central.command("set-status")
 @click.argument("merchant_id")
 @click.argument("status", type=click.Choice(["active", "suspended", "exited"]))
+@click.option("--reason", required=True, help="Why: kept in the merchant's history.")
+@click.option(
+    "--at",
+    "effective",
+    default=None,
+    help="When it takes effect (ISO 8601; without a zone, the union's time): default now.",
+)
+@click.option("--by", "decided_by", default=None, help="The admin who decided it.")
 @central_options
 @click.pass_obj
 def central_set_status(
-    clock: Clock, merchant_id: str, status: str, paths: CentralPaths, database_url: str | None
+    clock: Clock,
+    merchant_id: str,
+    status: str,
+    reason: str,
+    effective: str | None,
+    decided_by: str | None,
+    paths: CentralPaths,
+    database_url: str | None,
 ) -> None:
-    """Suspend, exit or re-activate a merchant.
+    """Suspend, reinstate (active) or exit a merchant, now or at a later time.
 
-    Its terminals stop (or resume) discounting at their next sync.
+    A new policy is signed at once with the change in it: the merchant's terminals
+    learn it at their next sync and apply it at its time, and one that never syncs
+    again stops discounting when its policy expires. An exit is final.
     """
+    try:
+        when = None if effective is None else parse_moment(effective, ZoneInfo(UNION_TIMEZONE))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
+    if not reason.strip():
+        raise click.BadParameter("give the reason", param_hint="--reason")
     union = Union.open(paths, database_url, clock)
     try:
-        version = union.set_merchant_status(merchant_id, status)
+        version = union.set_merchant_status(merchant_id, status, reason.strip(), when, decided_by)
     finally:
         union.close()
-    click.echo(f"merchant {merchant_id} is now {status}; policy v{version} signed")
+    at = "now" if when is None else f"from {iso(when)}"
+    click.echo(f"merchant {merchant_id} is {status} {at}; policy v{version} signed")
 
 
 @central.command("set-policy")
@@ -509,19 +536,31 @@ def central_revoke_terminal(
 def central_publish(
     clock: Clock, expires_in: str, paths: CentralPaths, database_url: str | None
 ) -> None:
-    """Sign the next roster of every member (a layer of changes, or a full one), then
-    delete the roster files no terminal can still ask for (older than the roster
-    lifetime and than every live terminal's version)."""
+    """The union's daily job: sign the next roster of every member (a layer of
+    changes, or a full one); delete the roster files no terminal can still ask for
+    (older than the roster lifetime and than every live terminal's version); renew
+    each policy past half its life; close the merchants whose exit took effect once
+    their terminals are decommissioned (or 14 days after), writing their final
+    statements under the data folder's final/."""
     lifetime = duration(expires_in)
     union = Union.open(paths, database_url, clock)
     try:
         version, count = union.publish_roster(lifetime)
         deleted, kept = union.prune_rosters()
+        renewed = union.refresh_policies()
+        closed = close_exits(union, paths.data_dir / "final")
     finally:
         union.close()
     click.echo(f"signed roster v{version} with {count} members, valid for {expires_in}")
     if deleted:
         click.echo(f"deleted {deleted} old roster files no terminal can ask for; {kept} kept")
+    for merchant_id, policy_version in renewed:
+        click.echo(f"renewed the policy of {merchant_id}: v{policy_version}")
+    for done in closed:
+        click.echo(
+            f"closed merchant {done.merchant_id}: its terminals revoked, the final statement "
+            f"({done.sales} sales, {done.first} to {done.last}) in {done.folder}"
+        )
 
 
 @central.command("statement")
@@ -585,6 +624,7 @@ def central_audit() -> None:
 @click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of the findings.")
+@click.option("--by", "run_by", default="staff", show_default=True, help="Who runs it.")
 @central_options
 @click.pass_obj
 def central_audit_run(
@@ -593,17 +633,21 @@ def central_audit_run(
     first: datetime,
     last: datetime,
     as_json: bool,
+    run_by: str,
     paths: CentralPaths,
     database_url: str | None,
 ) -> None:
     """Check the merchant's entries of the days FROM to TO (the union's days): the
-    chain, the device signatures, time and card counters, and every discount
-    recomputed from its basket with the signed policy, the member's standing then and
-    the card's earlier use. One line per finding, `terminal=<id> seq=<n>
-    finding=<kind> detail=<text>`; exit status 1 when there is any."""
+    chain, the device signatures, time and card counters, every discount recomputed
+    from its basket with the signed policy, the member's standing then and the
+    card's earlier use, and its terminals' behaviour (silence past the offline limit,
+    voids and refunds, a card's uses a day, members turned away while out of date);
+    the merchant's complaints stand among them. The run and its findings are stored
+    (the console's Audit page lists them). One line per finding, `terminal=<id>
+    seq=<n> finding=<kind> detail=<text>`; exit status 1 when there is any."""
     union = Union.open(paths, database_url, clock)
     try:
-        findings = union.audit(merchant_id, first.date(), last.date())
+        run_id, findings = union.run_audit(merchant_id, first.date(), last.date(), run_by)
     finally:
         union.close()
     if as_json:
@@ -611,9 +655,38 @@ def central_audit_run(
     else:
         for finding in findings:
             click.echo(finding.line())
-        click.echo(f"{len(findings)} findings for {merchant_id}", err=True)
+    click.echo(f"audit run #{run_id}: {len(findings)} findings for {merchant_id}", err=True)
     if findings:
         sys.exit(1)
+
+
+@central_audit.command("export")
+@click.option("--merchant", "merchant_id", required=True)
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--out", type=OUT_FILE, required=True, help="The bundle file to write.")
+@central_options
+@click.pass_obj
+def central_audit_export(
+    clock: Clock,
+    merchant_id: str,
+    first: datetime,
+    last: datetime,
+    out: Path,
+    paths: CentralPaths,
+    database_url: str | None,
+) -> None:
+    """Write the audit bundle of the merchant's days FROM to TO (the union's days) to
+    OUT: one file, signed with the audit key, that an outside auditor checks offline
+    with `unioncard audit verify OUT --trust root.pub` (docs/protocol.md, "Audit
+    bundle"). Written whole or not at all."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        data = export_bundle(union, merchant_id, first.date(), last.date())
+    finally:
+        union.close()
+    atomic_write(out, data, mode=0o644)
+    click.echo(f"audit bundle of {merchant_id} written to {out} ({len(data)} bytes)")
 
 
 @central.group("complaint")
@@ -697,7 +770,7 @@ def central_serve(
 # ---------------------------------------------------------------------------- keys
 @click.group("keys")
 def keys() -> None:
-    """The union's keys: root, roster, policy and snapshot roles, and the token key."""
+    """The union's keys: root, roster, policy, snapshot and audit roles, and the token key."""
 
 
 @keys.command("init")
@@ -709,7 +782,7 @@ def keys_init(clock: Clock, directory: Path) -> None:
     Private key files are readable by their owner only (0600).
     """
     create_keys(directory, now=clock())
-    click.echo(f"created root, roster, policy, snapshot and token keys in {directory}")
+    click.echo(f"created root, roster, policy, snapshot, audit and token keys in {directory}")
     click.echo(
         f"root metadata v1: {directory / 'roots' / '1.json'}; "
         f"root public key for auditors: {directory / 'root.pub'}"
@@ -718,7 +791,7 @@ def keys_init(clock: Clock, directory: Path) -> None:
 
 
 @keys.command("rotate")
-@click.argument("role", type=click.Choice(["root", "roster", "policy", "snapshot"]))
+@click.argument("role", type=click.Choice(["root", "roster", "policy", "snapshot", "audit"]))
 @click.option(
     "--keys",
     "directory",
@@ -739,7 +812,8 @@ def keys_rotate(clock: Clock, role: str, directory: Path, root_key: Path) -> Non
     A new root key is signed in by the old one and written in its place in the
     --root-key file (the old one kept beside it as FILE.vN): take it back offline.
     Afterwards restart the central service and re-sign what the role signs
-    (`central publish-roster`, policies).
+    (`central publish-roster`, policies). `audit` on an install made before the
+    audit role adds its first key (it signs audit bundles: `central audit export`).
     """
     version = rotate(directory, role, root_key=root_key, now=clock())
     click.echo(

@@ -39,11 +39,15 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired
 
+from central.dashboard import page as dashboard_page
 from central.errors import AuthError, CentralError
 from central.service import Union
 from central.statement import statement_csv, statement_html
+from pact.audit import SEVERITIES
+from pact.audit import kinds as audit_kinds
 from pact.files import atomic_write
 from pact.money import fen
+from pact.text import Msg
 
 SECRET_FILE = "console.secret"
 LANGUAGES = {"zh": "zh-CN", "en": "en"}
@@ -190,6 +194,13 @@ def statement() -> Any:
     return Response(statement_html(made, language()), mimetype="text/html")
 
 
+@bp.get("/dashboard")
+def dashboard() -> Any:
+    """The statistics dashboard (central.dashboard): the union's for its staff, a
+    merchant's own for its user."""
+    return dashboard_page()
+
+
 @bp.get("/members")
 def member() -> Any:
     """A member, by member id, for union staff: the card's last four digits only, the
@@ -236,36 +247,63 @@ def merchant(merchant_id: str) -> Any:
     )
 
 
-@bp.get("/audit")
+@bp.route("/audit", methods=["GET", "POST"])
 def audit() -> Any:
-    """The audit's findings for a merchant and period (pact.audit), for union staff, in
-    the reader's language; ``kind`` filters them."""
+    """The audit (pact.audit), for union staff, in the reader's language. POST runs it
+    for a merchant and days and stores the run (who, when); GET lists the stored
+    findings, filtered by merchant, run, kind, severity and terminal, and the runs.
+    A GET with ``from`` and ``to`` runs it without storing (a look before a run)."""
     if current_user.role not in ("admin", "auditor"):
         abort(403)
-    merchant_id = request.args.get("merchant", "")
-    kind = request.args.get("kind", "")
+    union = _union()
+    args = request.form if request.method == "POST" else request.args
+    merchant_id = args.get("merchant", "").strip()[:32]
+    kind = request.args.get("kind", "").strip()[:32]
+    severity = request.args.get("severity", "").strip()[:8]
+    terminal_id = request.args.get("terminal", "").strip()[:32]
+    run_id = request.args.get("run", "").strip()
     findings: list[dict[str, Any]] | None = None
     error = None
-    if merchant_id:
+
+    def shown(f: dict[str, Any]) -> dict[str, Any]:
+        text = Msg.from_json(f["detail_id"]).render(lambda msgid: str(_(msgid)))
+        return {**f, "text": text}
+
+    if merchant_id and (request.method == "POST" or "from" in args or "to" in args):
         try:
-            first = date.fromisoformat(request.args.get("from", ""))
-            last = date.fromisoformat(request.args.get("to", ""))
-            found = _union().audit(merchant_id, first, last)
+            first = date.fromisoformat(args.get("from", ""))
+            last = date.fromisoformat(args.get("to", ""))
+            if request.method == "POST":
+                number, _found = union.run_audit(merchant_id, first, last, current_user.id)
+                return redirect(url_for("console.audit", merchant=merchant_id, run=number))
+            found = union.audit(merchant_id, first, last)
         except ValueError:
             error = str(_("Give the first and the last day as YYYY-MM-DD."))
         except CentralError as exc:
             error = str(exc)
         else:
-            findings = [
-                {**f.as_json(), "text": f.detail.render(lambda msgid: str(_(msgid)))}
-                for f in found
-                if not kind or f.kind == kind
-            ]
+            findings = [shown(f.as_json()) for f in found if not kind or f.kind == kind]
+    elif merchant_id or run_id:
+        stored = union.store.audit_findings(
+            merchant_id=merchant_id or None,
+            run_id=int(run_id) if run_id.isdigit() else None,
+            kind=kind or None,
+            severity=severity or None,
+            terminal_id=terminal_id or None,
+        )
+        findings = [shown({**f, "detail_id": f["message"]}) for f in stored]
+    runs = union.store.audit_runs(merchant_id or None)[:50]
     return render_template(
         "console/audit.html",
         merchants=_merchants(),
         merchant_id=merchant_id,
         kind=kind,
+        kinds=audit_kinds(),
+        severity=severity,
+        severities=SEVERITIES,
+        terminal_id=terminal_id,
+        run_id=run_id,
+        runs=runs,
         findings=findings,
         error=error,
     ), (400 if error else 200)

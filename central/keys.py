@@ -1,8 +1,10 @@
 """The union's key material on disk (an adapter).
 
-``KEYS/root.pem``, ``roster.pem``, ``policy.pem``, ``snapshot.pem``
+``KEYS/root.pem``, ``roster.pem``, ``policy.pem``, ``snapshot.pem``, ``audit.pem``
     Ed25519 private keys, one per role (0600). The root key signs root metadata;
-    each other key signs its own kind of document.
+    each other key signs its own kind of document (the audit key: audit bundles,
+    central.auditexport). ``audit.pem`` is missing on an install made before the
+    audit role: ``unioncard keys rotate audit --root-key FILE`` adds it.
 ``KEYS/token.key``  32 random bytes, hex: the HMAC key that turns PANs into tokens (0600)
 ``KEYS/root.pub``   the root public key, hex (for auditors: ``roster verify --trust``)
 ``KEYS/roots/N.json``  every version of the signed root metadata, in order
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
 from central.errors import CentralError
 from pact.files import atomic_write
 from pact.signing import key_id, public_bytes
-from pact.trust import ROLES, Root, build_root, load_pinned_root, update_root
+from pact.trust import OPTIONAL_ROLES, ROLES, Root, build_root, load_pinned_root, update_root
 
 ROOT_LIFETIME = timedelta(days=365)
 
@@ -42,6 +44,9 @@ class UnionKeys:
     snapshot: Ed25519PrivateKey
     token_key: bytes
     root_data: bytes  # the newest signed root metadata
+    # signs audit bundles; None on an install made before the audit role (until
+    # `keys rotate audit` adds it)
+    audit: Ed25519PrivateKey | None = None
 
     @property
     def current_root(self) -> Root:
@@ -52,7 +57,14 @@ class UnionKeys:
         return hashlib.sha256(b"unioncard token key id" + self.token_key).hexdigest()[:16]
 
     def role_key(self, role: str) -> Ed25519PrivateKey:
-        key: Ed25519PrivateKey = getattr(self, role)
+        key: Ed25519PrivateKey | None = getattr(self, role)
+        if key is None:
+            if role == "root":
+                raise CentralError("the root key is kept offline: give it with --root-key")
+            raise CentralError(
+                f"the union has no {role} key yet (made before the {role} role): run "
+                f"`unioncard keys rotate {role} --keys KEYS --root-key FILE` to add it"
+            )
         return key
 
     def trusted_keys_json(self, role: str = "policy") -> dict[str, str]:
@@ -98,7 +110,13 @@ def create_keys(directory: Path, *, now: datetime) -> UnionKeys:
     )
     atomic_write(directory / "roots" / "1.json", root, mode=0o644)
     return UnionKeys(
-        keys["root"], keys["roster"], keys["policy"], keys["snapshot"], token_key, root
+        keys["root"],
+        keys["roster"],
+        keys["policy"],
+        keys["snapshot"],
+        token_key,
+        root,
+        audit=keys["audit"],
     )
 
 
@@ -113,10 +131,13 @@ ONLINE_ROLES = tuple(role for role in ROLES if role != "root")
 
 def load_keys(directory: Path) -> UnionKeys:
     """The union's keys in ``directory``: the online role keys, the token key and the
-    root metadata; the root key too when it is there (it need not be)."""
+    root metadata; the root key too when it is there (it need not be), and the key of
+    an optional role (audit) when it is there (an install made before it has none)."""
     try:
         loaded: dict[str, Ed25519PrivateKey | None] = {
-            role: _read_key(directory / f"{role}.pem") for role in ONLINE_ROLES
+            role: _read_key(directory / f"{role}.pem")
+            for role in ONLINE_ROLES
+            if role not in OPTIONAL_ROLES or (directory / f"{role}.pem").exists()
         }
         root_file = directory / "root.pem"
         loaded["root"] = _read_key(root_file) if root_file.exists() else None
@@ -133,7 +154,9 @@ def load_keys(directory: Path) -> UnionKeys:
         raise CentralError(f"no root metadata in {directory / 'roots'}")
     roster, policy, snapshot = (loaded[role] for role in ("roster", "policy", "snapshot"))
     assert roster is not None and policy is not None and snapshot is not None
-    return UnionKeys(loaded["root"], roster, policy, snapshot, token_key, roots[-1])
+    return UnionKeys(
+        loaded["root"], roster, policy, snapshot, token_key, roots[-1], audit=loaded.get("audit")
+    )
 
 
 def read_root_key(path: Path, current: Root) -> Ed25519PrivateKey:
@@ -157,6 +180,7 @@ def read_root_key(path: Path, current: Root) -> Ed25519PrivateKey:
 
 def rotate(directory: Path, role: str, *, root_key: Path, now: datetime) -> int:
     """Replace ``role``'s key; sign root version N+1 without the old key. Returns N+1.
+    An optional role (audit) the install does not have yet is added the same way.
 
     ``root_key`` is the file of the current root key, which is kept offline and asked
     for here only. A new root key signs together with the old one (TUF 5.3.4):
@@ -171,7 +195,11 @@ def rotate(directory: Path, role: str, *, root_key: Path, now: datetime) -> int:
     current = keys.current_root
     signer = read_root_key(root_key, current)
     new_key = Ed25519PrivateKey.generate()
-    role_keys = {r: [keys.role_key(r).public_key()] for r in ONLINE_ROLES}
+    role_keys = {
+        r: [keys.role_key(r).public_key()]
+        for r in ONLINE_ROLES
+        if r not in OPTIONAL_ROLES or getattr(keys, r) is not None
+    }
     role_keys["root"] = [signer.public_key()]
     role_keys[role] = [new_key.public_key()]
     signers = [signer, new_key] if role == "root" else [signer]
@@ -187,7 +215,8 @@ def rotate(directory: Path, role: str, *, root_key: Path, now: datetime) -> int:
     key_file = root_key if role == "root" else directory / f"{role}.pem"
     _write_key(key_file.with_name(key_file.name + ".new"), new_key)
     atomic_write(directory / "roots" / f"{current.version + 1}.json", data, mode=0o644)
-    os.replace(key_file, key_file.with_name(f"{key_file.name}.v{current.version}"))
+    if key_file.exists() or role not in OPTIONAL_ROLES:  # an optional role's first key
+        os.replace(key_file, key_file.with_name(f"{key_file.name}.v{current.version}"))
     os.replace(key_file.with_name(key_file.name + ".new"), key_file)
     if role == "root":
         atomic_write(

@@ -87,6 +87,21 @@ SALE = {
     "description": "A journal entry (docs/protocol.md, 'Upload body'); the service checks it.",
 }
 
+NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
+PARTNER = _obj(
+    {
+        "merchant_id": STRING,
+        "name": STRING,
+        "category": NULLABLE_STRING,
+        "district": NULLABLE_STRING,
+        "address": NULLABLE_STRING,
+        "offers": {
+            "type": "array",
+            "items": _obj({"rule_id": STRING, "title": STRING, "zh": STRING, "en": STRING}),
+        },
+    }
+)
+
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -252,6 +267,35 @@ _DOCUMENT: dict[str, Any] = {
                         "software": STRING,
                     },
                 },
+            )
+        },
+        "/api/v1/partners": {
+            "get": _op(
+                "Where the card gives discounts today, each offer in plain words (public).",
+                _json(
+                    _obj(
+                        {
+                            "format": {"const": "unioncard.partners.v1"},
+                            "as_of": STRING,
+                            "partners": {"type": "array", "items": PARTNER},
+                        }
+                    ),
+                    "the partners list",
+                ),
+                ("405", "503"),
+                security=[],
+            )
+        },
+        "/api/v1/decommission": {
+            "post": _op(
+                "The shop takes the terminal out of service: the union revokes it when it "
+                "holds every entry up to last_seq.",
+                _json(
+                    _obj({"terminal_id": STRING, "last_seq": INT, "revoked_at": STRING}),
+                    "revoked",
+                ),
+                (*AUTH, "409", "413", "415"),
+                body=_obj({"terminal_id": STRING, "last_seq": {"type": "integer", "minimum": 0}}),
             )
         },
         "/api/v1/enrol": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,6 +55,38 @@ def parse_terms_file(data: bytes, name: str) -> dict[str, Any]:
     return terms
 
 
+@dataclass(frozen=True)
+class StatusTimeline:
+    """A merchant's status as its history of changes gives it at one moment."""
+
+    status: str  # in force
+    since: datetime  # in force since
+    ahead: tuple[tuple[str, datetime], ...]  # decided, in force later (ascending)
+    exited_at: datetime | None  # when its exit takes (or took) effect, if one is decided
+
+
+def status_timeline(history: Sequence[Mapping[str, Any]], now: datetime) -> StatusTimeline:
+    """The status in force at ``now`` and the changes ahead, from the merchant's status
+    history (rows with status and effective_at, in the order they take effect). Two
+    changes taking effect at the same moment: the one decided later stands."""
+    by_moment: dict[datetime, str] = {}
+    for row in history:
+        by_moment[parse_iso(row["effective_at"])] = row["status"]
+    moments = sorted(by_moment)
+    if not moments:
+        raise InputError("the merchant has no status history")
+    status, since = by_moment[moments[0]], moments[0]
+    ahead = []
+    for moment in moments[1:]:
+        if moment <= now:
+            if by_moment[moment] != status:
+                status, since = by_moment[moment], moment
+        else:
+            ahead.append((by_moment[moment], moment))
+    exits = [m for m in moments if by_moment[m] == "exited"]
+    return StatusTimeline(status, since, tuple(ahead), exits[0] if exits else None)
+
+
 def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: datetime) -> None:
     unknown = set(terms) - set(TERMS_FIELDS)
     if unknown:
@@ -74,6 +107,8 @@ def publish(
 ) -> int:
     """Sign the merchant's next policy version with ``keys``; return the version."""
     merchant = store.merchant(merchant_id)
+    timeline = status_timeline(store.status_history(merchant_id), now)
+    store.apply_status(merchant_id, timeline.status, iso(timeline.since))
     stored = store.terms(merchant_id)
     terms = json.loads(stored) if stored is not None else percent_terms(merchant["basis_points"])
     kind = f"policy:{merchant_id}"
@@ -82,8 +117,9 @@ def publish(
     data = build_policy(
         merchant_id=merchant_id,
         merchant_name=merchant["name"],
-        status=merchant["status"],
-        status_since=parse_iso(merchant["status_changed_at"]),
+        status=timeline.status,
+        status_since=timeline.since,
+        status_changes=timeline.ahead,
         version=version,
         issued_at=now,
         expires_at=now + lifetime,

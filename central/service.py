@@ -39,7 +39,7 @@ from central.keys import UnionKeys, load_keys, root_versions
 from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
 from central.store import ROLES, ImportResult, IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
-from pact.audit import MEDIUM, Facts, Finding
+from pact.audit import MEDIUM, UNTIED_KINDS, Contact, Facts, Finding
 from pact.audit import audit as audit_entries
 from pact.cards import is_card_number, token_for_pan
 from pact.device import check_signature, device_key
@@ -50,7 +50,7 @@ from pact.errors import (
     RosterError,
     SignatureError,
 )
-from pact.policy import Policy, parse_policy_document, quota_periods
+from pact.policy import MERCHANT_STATUSES, Policy, parse_policy_document, quota_periods
 from pact.roster import (
     MemberRecord,
     Membership,
@@ -78,6 +78,8 @@ ENROL_WINDOW = timedelta(minutes=15)  # wrong enrolment codes are counted over t
 ENROL_TRIES_PER_SOURCE = 10  # from one address
 ENROL_TRIES_ALL = 100  # from anywhere (100 bits a code: guessing is hopeless either way)
 POLICY_LIFETIME = timedelta(days=30)
+
+
 MEMBER_COLUMNS = ("member_id", "pan", "status", "tier", "valid_until", "district", "workplace")
 
 
@@ -330,12 +332,55 @@ class Union:
         )
         return self.publish_policy(merchant_id)
 
-    def set_merchant_status(self, merchant_id: str, status: str) -> int:
-        """Suspend, exit or re-activate a merchant; publishes a new signed policy."""
-        if status not in ("active", "suspended", "exited"):
-            raise InputError("status must be active, suspended or exited")
-        self.store.set_merchant_status(merchant_id, status, iso(self.clock()))
+    def set_merchant_status(
+        self,
+        merchant_id: str,
+        status: str,
+        reason: str | None = None,
+        effective: datetime | None = None,
+        by: str | None = None,
+    ) -> int:
+        """Suspend, reinstate or exit a merchant, at once or from ``effective`` on (signed
+        ahead into its policy's ``status_changes``, so that a terminal that does not sync
+        again still stops then); publishes a new signed policy and returns its version.
+        An exit is final: nothing changes a merchant's status once an exit is decided."""
+        if status not in MERCHANT_STATUSES:
+            raise InputError("the status must be active, suspended or exited")
+        now = self.clock()
+        when = now if effective is None else effective
+        if when < now - timedelta(minutes=1):
+            raise InputError(
+                f"the effective time {iso(when)} has passed: a change takes effect now or later"
+            )
+        timeline = policies.status_timeline(self.store.status_history(merchant_id), now)
+        if timeline.exited_at is not None:
+            raise ConflictError(
+                f"merchant {merchant_id} leaves the programme at {iso(timeline.exited_at)}: "
+                "an exit is final (admit the shop again as a new merchant)"
+            )
+        in_force = policies.status_timeline(self.store.status_history(merchant_id), when)
+        if in_force.status == status and not in_force.ahead:
+            raise InputError(f"merchant {merchant_id} is already {status} then")
+        self.store.set_merchant_status(
+            merchant_id, status, iso(now), effective_at=iso(max(when, now)), reason=reason, by=by
+        )
         return self.publish_policy(merchant_id)
+
+    def refresh_policies(self) -> list[tuple[str, int]]:
+        """Sign a new version of each merchant's policy past half its life (the daily
+        job), so that no terminal sees its policy expire while the union's service runs.
+        A closed merchant's is left to expire. Returns (merchant, version) signed."""
+        now = self.clock()
+        signed = []
+        for merchant in self.store.merchants():
+            if merchant["closed_at"] is not None:
+                continue
+            merchant_id = merchant["merchant_id"]
+            latest = self.store.latest_signed(f"policy:{merchant_id}")
+            expires = parse_iso(json.loads(latest[1])["signed"]["expires_at"]) if latest else None
+            if expires is None or expires - now < POLICY_LIFETIME / 2:
+                signed.append((merchant_id, self.publish_policy(merchant_id)))
+        return signed
 
     def publish_policy(self, merchant_id: str) -> int:
         """Sign the merchant's next policy version (its terms, status); return the version."""
@@ -692,6 +737,19 @@ class Union:
             raise InputError("give the reason for revoking the terminal (--reason)")
         return self.store.revoke_terminal(terminal_id, iso(self.clock()), reason.strip())
 
+    def decommission_terminal(self, terminal: Mapping[str, Any], last_seq: int) -> str:
+        """The shop took ``terminal`` out of service with entries up to ``last_seq``:
+        revoke it, when the union holds all of them. Returns when it was revoked."""
+        at = iso(self.clock())
+        terminal_id = terminal["terminal_id"]
+        if not self.store.decommission_terminal(terminal_id, at, last_seq):
+            held = self.store.tail_seq(terminal_id)
+            raise ConflictError(
+                f"the union holds entries up to seq {held} of terminal {terminal_id}, and the "
+                f"terminal's journal ends at seq {last_seq}: sync, then decommission again"
+            )
+        return at
+
     def fleet(self) -> list[FleetRow]:
         """Every terminal as the fleet view shows it, with its warnings now."""
         now = self.clock()
@@ -767,10 +825,12 @@ class Union:
             raise InputError("the audit's last day is before its first: check --from and --to")
         self.store.merchant(merchant_id)  # NotFoundError names an unknown merchant
         start, end = period_bounds(first, last, ZoneInfo(self.timezone))
-        context = self.store.merchant_entries_between(
+        # whole runs of each chain, events too (the chain's own entries, and what the
+        # behaviour checks read), from the month before on
+        context = self.store.merchant_chains_between(
             merchant_id, iso(start - QUOTA_LOOKBACK), iso(end)
         )
-        judged = {(e.terminal_id, e.seq) for e in context if iso(start) <= e.at}
+        judged = {(e.terminal_id, e.seq) for e in context if iso(start) <= e.at < iso(end)}
         standing: dict[str, list[dict[str, Any]]] = {}
 
         def key_of(terminal_id: str) -> Any:
@@ -787,8 +847,32 @@ class Union:
             h = then[-1]
             return Membership(h["status"], h["tier"], h["valid_until"])
 
-        findings = audit_entries(context, Facts(self.signed_policy, key_of, membership))
-        kept = [f for f in findings if any((f.terminal_id, s) in judged for s in f.seqs)]
+        contacts = {
+            row["terminal_id"]: Contact(
+                merchant_id=row["merchant_id"],
+                enrolled_at=parse_iso(row["enrolled_at"]),
+                last_contact=parse_iso(row["last_contact_at"]) if row["last_contact_at"] else None,
+                last_upload=parse_iso(row["last_upload_at"]) if row["last_upload_at"] else None,
+                last_seq=int(row["last_seq"] or 0),
+                policy_version=row["policy_version"],
+                revoked=row["revoked_at"] is not None,
+            )
+            for row in self.store.terminal_contacts(merchant_id)
+        }
+        facts = Facts(
+            self.signed_policy,
+            key_of,
+            membership,
+            since=start,
+            until=min(end, self.clock()),
+            terminals=contacts,
+        )
+        findings = audit_entries(context, facts)
+        kept = [
+            f
+            for f in findings
+            if f.kind in UNTIED_KINDS or any((f.terminal_id, s) in judged for s in f.seqs)
+        ]
         for c in self.store.complaints_between(merchant_id, first, last):
             card = f" (card •••• {c['pan_last4']})" if c["pan_last4"] else ""
             kept.append(
@@ -806,6 +890,22 @@ class Union:
                 )
             )
         return kept
+
+    def run_audit(
+        self, merchant_id: str, first: date, last: date, by: str
+    ) -> tuple[int, list[Finding]]:
+        """:meth:`audit`, its findings stored as one run (who, when, which days): the
+        run's number and the findings."""
+        findings = self.audit(merchant_id, first, last)
+        run_id = self.store.add_audit_run(
+            merchant_id,
+            first,
+            last,
+            iso(self.clock()),
+            " ".join(by.split())[:64] or "staff",
+            [f.as_json() for f in findings],
+        )
+        return run_id, findings
 
     def admit_merchant(self, merchant_id: str, standards: list[str], by: str) -> None:
         """Keep the standards the merchant agreed to, with today's date and the admin."""

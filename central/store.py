@@ -6,6 +6,7 @@ Every method runs in its own transaction. Money columns are BIGINT fen.
 from __future__ import annotations
 
 import hashlib
+import json
 import types
 import typing
 import uuid
@@ -13,17 +14,30 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from central import migrate
 from central.errors import ConflictError, InputError, NotFoundError, StoreError
+from central.statement import UNION_TIMEZONE
 from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
 from pact.money import fen
 from pact.receipt import verification_code
 from pact.sale import REVERSALS, Sale, field_types
+from pact.tally import (
+    MEMBER_FIGURES,
+    SALE_FIGURES,
+    add,
+    by_month,
+    fold_members,
+    fold_sales,
+    local_day,
+    month_of,
+)
 
 metadata = sa.MetaData()
 
@@ -75,9 +89,16 @@ merchants = sa.Table(
     sa.Column("standards", sa.Text, nullable=True),
     sa.Column("admitted_at", sa.String(32), nullable=True),
     sa.Column("admitted_by", sa.String(64), nullable=True),
+    # closing, once it has left: its final statement and audit bundle written (to
+    # final_folder), kept until retain_until
+    sa.Column("closed_at", sa.String(32), nullable=True),
+    sa.Column("retain_until", sa.String(32), nullable=True),
+    sa.Column("final_folder", sa.String(500), nullable=True),
 )
 
-# Each change of a merchant's status (admitted active, suspended, exited, active again).
+# Each change of a merchant's status (admitted active, suspended, exited, active again):
+# when it was decided (``at``), when it takes effect (``effective_at``: later when it was
+# decided ahead, and signed into the policy's status_changes), why, and by whom.
 merchant_status_history = sa.Table(
     "merchant_status_history",
     metadata,
@@ -85,6 +106,9 @@ merchant_status_history = sa.Table(
     sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False, index=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("effective_at", sa.String(32), nullable=True),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("decided_by", sa.String(64), nullable=True),
 )
 
 terminals = sa.Table(
@@ -112,6 +136,8 @@ terminals = sa.Table(
     sa.Column("revoked_at", sa.String(32), nullable=True),
     sa.Column("revoked_reason", sa.String(200), nullable=True),
     sa.Column("revoked_last_seq", sa.BigInteger, nullable=True),
+    # Decommissioned by its shop once the union held every entry (then also revoked).
+    sa.Column("decommissioned_at", sa.String(32), nullable=True),
 )
 
 # Uploads refused as evidence (a device signature or the chain does not verify), kept
@@ -255,6 +281,34 @@ complaints = sa.Table(
     sa.Column("recorded_by", sa.String(64), nullable=False),
 )
 
+# The audit's runs (``unioncard central audit run``, the console's Audit page): which
+# merchant and days, when, by whom, how many findings; and each run's findings
+# (pact.audit.Finding), the explanation kept in English and as its message id with
+# parameters (pact.text.Msg, JSON) so the console shows it in the reader's language.
+audit_runs = sa.Table(
+    "audit_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("merchant_id", sa.ForeignKey("merchants.merchant_id"), nullable=False, index=True),
+    sa.Column("first_day", sa.Date, nullable=False),
+    sa.Column("last_day", sa.Date, nullable=False),
+    sa.Column("run_at", sa.String(32), nullable=False),
+    sa.Column("run_by", sa.String(64), nullable=False),
+    sa.Column("findings", sa.Integer, nullable=False),
+)
+audit_findings = sa.Table(
+    "audit_findings",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("run_id", sa.ForeignKey("audit_runs.id"), nullable=False, index=True),
+    sa.Column("severity", sa.String(8), nullable=False),  # high, medium, low
+    sa.Column("terminal_id", sa.String(32), nullable=False),  # "-" for none (a complaint)
+    sa.Column("seqs", sa.Text, nullable=False),  # a JSON list of the entries' seqs
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),  # English
+    sa.Column("message", sa.Text, nullable=False),  # {"id": ..., "params": {...}}
+)
+
 # Wrong enrolment codes tried, by where from: the guessing limit counts them.
 enrol_failures = sa.Table(
     "enrol_failures",
@@ -281,6 +335,38 @@ signed_files = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("digest", sa.String(64), nullable=True),  # roster: body SHA-256; else file SHA-256
     sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+
+# The dashboard's running totals (pact.tally), kept up to date by ingest and the
+# members' import in their own transactions, so the dashboard never reads the sales:
+# per local day (the union's time zone) and merchant, and the same per local month
+# (what the dashboard reads: its rows do not grow with the sales). Money in fen.
+def _sales_totals(name: str, period: sa.Column[Any]) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        period,
+        sa.Column("merchant_id", sa.String(32), primary_key=True),
+        *(sa.Column(f, sa.BigInteger, nullable=False) for f in SALE_FIGURES),
+    )
+
+
+sales_daily = _sales_totals("sales_daily", sa.Column("day", sa.Date, primary_key=True))
+sales_monthly = _sales_totals(
+    "sales_monthly",
+    sa.Column("month", sa.String(7), primary_key=True),  # YYYY-MM
+)
+# Members by local month, district and workplace ('' for none): the change in active
+# members (a sum up to a month gives those active then), those who joined and left.
+member_monthly = sa.Table(
+    "member_monthly",
+    metadata,
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("district", sa.String(64), primary_key=True),
+    sa.Column("workplace", sa.String(128), primary_key=True),
+    *(sa.Column(f, sa.BigInteger, nullable=False) for f in MEMBER_FIGURES),
+    sa.Index("ix_member_monthly_district", "district", "month"),
 )
 
 
@@ -355,6 +441,37 @@ class _Overtaken(Exception):
         self.last_seq, self.reason = last_seq, reason
 
 
+_UPSERTS: dict[tuple[str, str], Any] = {}  # add_totals' statements, by dialect and table
+
+
+def add_totals(
+    conn: Connection,
+    table: sa.Table,
+    keys: Sequence[str],
+    rows: Mapping[tuple[Any, ...], Mapping[str, int]],
+) -> None:
+    """Add ``rows`` (key values to figures) to the running totals of ``table``: a new
+    row, or the figures added to the one there. In key order, so that two transactions
+    adding to the same rows wait for each other rather than deadlock."""
+    rows = {k: v for k, v in rows.items() if any(v.values())}
+    if not rows:
+        return
+    names = [c.name for c in table.columns if c.name not in keys]
+    stmt = _UPSERTS.get((conn.dialect.name, table.name))
+    if stmt is None:  # the upsert is each dialect's own; made once
+        stmt = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+        stmt = _UPSERTS[(conn.dialect.name, table.name)] = stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={n: table.c[n] + stmt.excluded[n] for n in names}
+        )
+    conn.execute(
+        stmt,
+        [
+            {**dict(zip(keys, key, strict=True)), **{n: rows[key].get(n, 0) for n in names}}
+            for key in sorted(rows)
+        ],
+    )
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url)
@@ -375,8 +492,9 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, timezone: str = UNION_TIMEZONE) -> None:
         self.engine = engine
+        self.zone = ZoneInfo(timezone)  # the union's days and months of the dashboard's totals
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -451,22 +569,30 @@ class Store:
             prefixes=["TEMPORARY"],
         )
         result = ImportResult()
+        month = month_of(local_day(at, self.zone))
+        tally: dict[Any, dict[str, int]] = {}  # the dashboard's totals (member_monthly)
+
+        def count(changes: Iterable[tuple[Mapping[str, Any] | None, Mapping[str, Any]]]) -> None:
+            for key, figures in fold_members(changes, month).items():
+                add(tally, key, figures)
+
         with self.engine.begin() as conn:
             seen.create(conn)  # (a failure rolls back; on SQLite the table stays unused)
             chunk: list[tuple[int, Mapping[str, Any]]] = []
             for item in rows:
                 chunk.append(item)
                 if len(chunk) >= IMPORT_CHUNK:
-                    self._import_chunk(conn, seen, chunk, at, result)
+                    self._import_chunk(conn, seen, chunk, at, result, count)
                     if progress is not None:
                         progress(len(chunk))
                     chunk = []
             if chunk:
-                self._import_chunk(conn, seen, chunk, at, result)
+                self._import_chunk(conn, seen, chunk, at, result, count)
                 if progress is not None:
                     progress(len(chunk))
             if full:
-                result.left = self._mark_left(conn, seen, at)
+                result.left = self._mark_left(conn, seen, at, count)
+            add_totals(conn, member_monthly, ("month", "district", "workplace"), tally)
             seen.drop(conn)
         return result
 
@@ -477,6 +603,7 @@ class Store:
         chunk: Sequence[tuple[int, Mapping[str, Any]]],
         at: str,
         result: ImportResult,
+        count: Callable[[list[tuple[Mapping[str, Any] | None, Mapping[str, Any]]]], None],
     ) -> None:
         ids = [row["member_id"] for _, row in chunk]
         lines = {row["member_id"]: line for line, row in chunk}
@@ -528,17 +655,32 @@ class Store:
         ]
         if history:
             conn.execute(member_history.insert(), history)
+        count([(held.get(r["member_id"]), r) for r in new + changed])
         result.read += len(chunk)
         result.added += len(new)
         result.changed += len(changed)
 
     @staticmethod
-    def _mark_left(conn: Connection, seen: sa.Table, at: str) -> int:
+    def _mark_left(
+        conn: Connection,
+        seen: sa.Table,
+        at: str,
+        count: Callable[[list[tuple[Mapping[str, Any] | None, Mapping[str, Any]]]], None],
+    ) -> int:
         missing = (
             sa.select(members.c.member_id)
             .where(members.c.status != "left")
             .where(~sa.exists().where(seen.c.member_id == members.c.member_id))
         )
+        # the dashboard's totals: who leaves, by status and place (a row per kind)
+        leaving = conn.execute(
+            sa.select(members.c.status, members.c.district, members.c.workplace, sa.func.count())
+            .where(members.c.member_id.in_(missing))
+            .group_by(members.c.status, members.c.district, members.c.workplace)
+        ).all()
+        for status, district, workplace, n in leaving:
+            old = {"status": status, "district": district, "workplace": workplace}
+            count([(old, {**old, "status": "left"})] * int(n))
         conn.execute(
             member_history.insert().from_select(
                 ["member_id", "at", *HISTORY_FIELDS],
@@ -658,18 +800,58 @@ class Store:
             query = merchants.select().order_by(merchants.c.merchant_id)
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def set_merchant_status(self, merchant_id: str, status: str, at: str) -> None:
+    def set_merchant_status(
+        self,
+        merchant_id: str,
+        status: str,
+        at: str,
+        *,
+        effective_at: str | None = None,
+        reason: str | None = None,
+        by: str | None = None,
+    ) -> None:
+        """Record a change of the merchant's status decided at ``at``, in force from
+        ``effective_at`` (default: at once). The merchant's ``status`` is the one in
+        force: a change decided ahead is applied by :meth:`apply_status`."""
         self.merchant(merchant_id)
+        effective = effective_at or at
+        with self.engine.begin() as conn:
+            if effective <= at:
+                conn.execute(
+                    merchants.update()
+                    .where(merchants.c.merchant_id == merchant_id)
+                    .values(status=status, status_changed_at=effective)
+                )
+            conn.execute(
+                merchant_status_history.insert().values(
+                    merchant_id=merchant_id,
+                    status=status,
+                    at=at,
+                    effective_at=effective,
+                    reason=None if reason is None else reason[:500],
+                    decided_by=by,
+                )
+            )
+
+    def apply_status(self, merchant_id: str, status: str, since: str) -> None:
+        """Keep ``status`` as the one in force (a change decided ahead has come)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                merchants.update()
+                .where(
+                    merchants.c.merchant_id == merchant_id,
+                    sa.or_(merchants.c.status != status, merchants.c.status_changed_at != since),
+                )
+                .values(status=status, status_changed_at=since)
+            )
+
+    def close_merchant(self, merchant_id: str, at: str, retain_until: str, folder: str) -> None:
+        """The merchant has left and its final statement and bundle are in ``folder``."""
         with self.engine.begin() as conn:
             conn.execute(
                 merchants.update()
                 .where(merchants.c.merchant_id == merchant_id)
-                .values(status=status, status_changed_at=at)
-            )
-            conn.execute(
-                merchant_status_history.insert().values(
-                    merchant_id=merchant_id, status=status, at=at
-                )
+                .values(closed_at=at, retain_until=retain_until, final_folder=folder)
             )
 
     def set_registry(self, merchant_id: str, **fields: str | None) -> None:
@@ -690,13 +872,17 @@ class Store:
             )
 
     def status_history(self, merchant_id: str) -> list[dict[str, Any]]:
+        """Each status change of the merchant, in the order they take effect."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 merchant_status_history.select()
                 .where(merchant_status_history.c.merchant_id == merchant_id)
                 .order_by(merchant_status_history.c.id)
             ).mappings()
-            return [dict(r) for r in rows]
+            found = [dict(r) for r in rows]
+        for row in found:
+            row["effective_at"] = row["effective_at"] or row["at"]
+        return sorted(found, key=lambda r: (r["effective_at"], r["id"]))
 
     def set_terms(self, merchant_id: str, terms: str, at: str) -> None:
         """Keep a merchant's policy terms (canonical JSON, validated by the caller)."""
@@ -890,6 +1076,129 @@ class Store:
             ).mappings()
             return [dict(r) for r in rows]
 
+    # -- the audit's runs and findings --------------------------------------------
+    def add_audit_run(
+        self,
+        merchant_id: str,
+        first: date,
+        last: date,
+        at: str,
+        by: str,
+        findings: Sequence[Mapping[str, Any]],
+    ) -> int:
+        """Keep one audit run and its findings (each ``pact.audit.Finding.as_json()``)
+        in one transaction; return the run's number."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                audit_runs.insert().values(
+                    merchant_id=merchant_id,
+                    first_day=first,
+                    last_day=last,
+                    run_at=at,
+                    run_by=by,
+                    findings=len(findings),
+                )
+            )
+            key = done.inserted_primary_key
+            if key is None:  # pragma: no cover - every dialect here returns it
+                raise StoreError("the audit run was not numbered")
+            run_id = int(key[0])
+            if findings:
+                conn.execute(
+                    audit_findings.insert(),
+                    [
+                        {
+                            "run_id": run_id,
+                            "severity": f["severity"],
+                            "terminal_id": f["terminal_id"],
+                            "seqs": json.dumps(list(f["seqs"])),
+                            "kind": f["kind"],
+                            "detail": f["detail"],
+                            "message": json.dumps(f["detail_id"], ensure_ascii=False),
+                        }
+                        for f in findings
+                    ],
+                )
+        return run_id
+
+    def audit_runs(self, merchant_id: str | None = None) -> list[dict[str, Any]]:
+        """The audit runs, newest first (of one merchant, if given)."""
+        query = audit_runs.select().order_by(audit_runs.c.id.desc())
+        if merchant_id is not None:
+            query = query.where(audit_runs.c.merchant_id == merchant_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def audit_findings(
+        self,
+        *,
+        merchant_id: str | None = None,
+        run_id: int | None = None,
+        kind: str | None = None,
+        severity: str | None = None,
+        terminal_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored findings (newest run first, then by terminal and seq as found), with
+        their run's merchant, days and time; ``seqs`` a list, ``message`` a dict."""
+        query = (
+            sa.select(
+                audit_findings,
+                audit_runs.c.merchant_id,
+                audit_runs.c.first_day,
+                audit_runs.c.last_day,
+                audit_runs.c.run_at,
+            )
+            .select_from(audit_findings.join(audit_runs))
+            .order_by(audit_runs.c.id.desc(), audit_findings.c.id)
+        )
+        for column, value in (
+            (audit_runs.c.merchant_id, merchant_id),
+            (audit_findings.c.run_id, run_id),
+            (audit_findings.c.kind, kind),
+            (audit_findings.c.severity, severity),
+            (audit_findings.c.terminal_id, terminal_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        for row in rows:
+            row["seqs"] = json.loads(row["seqs"])
+            row["message"] = json.loads(row["message"])
+        return rows
+
+    def terminal_contacts(self, merchant_id: str) -> list[dict[str, Any]]:
+        """The merchant's terminals with when each last called, enrolled, was revoked,
+        the policy it reported, and the newest entry the union holds from it (seq and
+        when received): the audit's silence check."""
+        held = (
+            sa.select(
+                sales.c.terminal_id,
+                sa.func.max(sales.c.seq).label("last_seq"),
+                sa.func.max(sales.c.received_at).label("last_upload_at"),
+            )
+            .where(sales.c.merchant_id == merchant_id)
+            .group_by(sales.c.terminal_id)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                terminals.c.terminal_id,
+                terminals.c.merchant_id,
+                terminals.c.enrolled_at,
+                terminals.c.last_contact_at,
+                terminals.c.policy_version,
+                terminals.c.revoked_at,
+                held.c.last_seq,
+                held.c.last_upload_at,
+            )
+            .select_from(terminals.outerjoin(held, held.c.terminal_id == terminals.c.terminal_id))
+            .where(terminals.c.merchant_id == merchant_id)
+            .order_by(terminals.c.terminal_id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     # -- the console's people ------------------------------------------------------
     def add_user(
         self, name: str, role: str, merchant_id: str | None, password_hash: str, at: str
@@ -970,6 +1279,30 @@ class Store:
                 .values(revoked_at=at, revoked_reason=reason[:200], revoked_last_seq=last)
             )
         return last
+
+    def tail_seq(self, terminal_id: str) -> int:
+        """The last seq the union holds from the terminal (0: none)."""
+        with self.engine.connect() as conn:
+            return self._tail(conn, terminal_id)[0]
+
+    def decommission_terminal(self, terminal_id: str, at: str, last_seq: int) -> bool:
+        """Revoke a terminal its shop took out of service, if the union holds its entries
+        up to ``last_seq`` (and nothing after); False, and nothing changed, otherwise."""
+        with self.engine.begin() as conn:
+            held, _ = self._tail(conn, terminal_id)
+            if held != last_seq:
+                return False
+            conn.execute(
+                terminals.update()
+                .where(terminals.c.terminal_id == terminal_id, terminals.c.revoked_at.is_(None))
+                .values(
+                    revoked_at=at,
+                    revoked_reason="decommissioned by its shop",
+                    revoked_last_seq=held,
+                    decommissioned_at=at,
+                )
+            )
+        return True
 
     def fleet(self) -> list[dict[str, Any]]:
         """Every terminal with its merchant and the last seq the union holds from it."""
@@ -1213,8 +1546,19 @@ class Store:
                 except sa.exc.IntegrityError as exc:
                     reason = str(exc.orig or exc).splitlines()[0]
                     raise _Overtaken(last_seq, reason) from None
+                self._tally_sales(conn, new)
             acked = new[-1].seq if new else last_seq
         return IngestResult(acked, len(new), len(old))
+
+    def _tally_sales(self, conn: Connection, entries: Sequence[Sale]) -> None:
+        """Add the new entries to the dashboard's daily and monthly totals (in the
+        ingest's transaction: a batch stored is counted, once)."""
+        daily = fold_sales(
+            ((s.at, s.merchant_id, s.kind, s.member, s.gross, s.discount, s.net) for s in entries),
+            self.zone,
+        )
+        add_totals(conn, sales_daily, ("day", "merchant_id"), daily)
+        add_totals(conn, sales_monthly, ("month", "merchant_id"), by_month(daily))
 
     @staticmethod
     def _tail(conn: Connection, terminal_id: str) -> tuple[int, str]:
@@ -1253,6 +1597,39 @@ class Store:
         )
         with self.engine.connect() as conn:
             return [Sale.from_row(r) for r in conn.execute(query).mappings()]
+
+    def merchant_chains_between(self, merchant_id: str, start: str, end: str) -> list[Sale]:
+        """Every entry (events too) of each of ``merchant_id``'s terminals from its
+        first journaled at ``start`` or later to its last before ``end``, by terminal
+        and seq: unbroken runs of each chain, what an audit bundle holds."""
+        span = (
+            sa.select(
+                sales.c.terminal_id,
+                sa.func.min(sales.c.seq).label("first"),
+                sa.func.max(sales.c.seq).label("last"),
+            )
+            .where(sales.c.merchant_id == merchant_id, sales.c.at >= start, sales.c.at < end)
+            .group_by(sales.c.terminal_id)
+            .subquery()
+        )
+        query = (
+            sales.select()
+            .join(span, span.c.terminal_id == sales.c.terminal_id)
+            .where(sales.c.seq >= span.c.first, sales.c.seq <= span.c.last)
+            .order_by(sales.c.terminal_id, sales.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [Sale.from_row(r) for r in conn.execute(query).mappings()]
+
+    def merchant_sales_span(self, merchant_id: str) -> tuple[str, str] | None:
+        """When the first and the last entry the union holds from the merchant's
+        terminals were journaled (None: none)."""
+        query = sa.select(sa.func.min(sales.c.at), sa.func.max(sales.c.at)).where(
+            sales.c.merchant_id == merchant_id
+        )
+        with self.engine.connect() as conn:
+            first, last = conn.execute(query).one()
+        return None if first is None else (str(first), str(last))
 
     def sales_for(self, terminal_id: str) -> list[Sale]:
         """The sales held for ``terminal_id``, in order."""
@@ -1317,3 +1694,108 @@ class Store:
                 Settlement(r[0], r[1], r[2], *(int(v) for v in r[3:]))
                 for r in conn.execute(query).all()
             ]
+
+    # -- the dashboard: its running totals, never the sales ----------------------------
+    def use_by_merchant(
+        self, first_month: str, last_month: str, merchant_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Each merchant's figures (pact.tally.SALE_FIGURES) over the months ``first_month``
+        to ``last_month`` (YYYY-MM, inclusive), with its name and category; the merchants
+        with no entries then are left out."""
+        t = sales_monthly
+        query = (
+            sa.select(
+                merchants.c.merchant_id,
+                merchants.c.name,
+                merchants.c.category,
+                *(sa.func.sum(t.c[f]).label(f) for f in SALE_FIGURES),
+            )
+            .select_from(t.join(merchants, merchants.c.merchant_id == t.c.merchant_id))
+            .where(t.c.month >= first_month, t.c.month <= last_month)
+            .group_by(merchants.c.merchant_id, merchants.c.name, merchants.c.category)
+            .order_by(merchants.c.merchant_id)
+        )
+        if merchant_id is not None:
+            query = query.where(t.c.merchant_id == merchant_id)
+        with self.engine.connect() as conn:
+            return [_ints(r, SALE_FIGURES) for r in conn.execute(query).mappings()]
+
+    def use_by_month(
+        self, first_month: str, last_month: str, merchant_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The figures of each month (of one merchant, or all), oldest first."""
+        t = sales_monthly
+        query = (
+            sa.select(t.c.month, *(sa.func.sum(t.c[f]).label(f) for f in SALE_FIGURES))
+            .where(t.c.month >= first_month, t.c.month <= last_month)
+            .group_by(t.c.month)
+            .order_by(t.c.month)
+        )
+        if merchant_id is not None:
+            query = query.where(t.c.merchant_id == merchant_id)
+        with self.engine.connect() as conn:
+            return [_ints(r, SALE_FIGURES) for r in conn.execute(query).mappings()]
+
+    def use_by_day(self, first: date, last: date, merchant_id: str) -> list[dict[str, Any]]:
+        """One merchant's figures of each local day ``first`` to ``last``, oldest first."""
+        t = sales_daily
+        query = (
+            t.select()
+            .where(t.c.merchant_id == merchant_id, t.c.day >= first, t.c.day <= last)
+            .order_by(t.c.day)
+        )
+        with self.engine.connect() as conn:
+            return [_ints(r, SALE_FIGURES) for r in conn.execute(query).mappings()]
+
+    def members_by_month(self, district: str | None = None) -> list[dict[str, Any]]:
+        """Per month and district (or, given a district, per month and workplace of it):
+        the change in active members, those who joined and who left; oldest first."""
+        t = member_monthly
+        place = t.c.district if district is None else t.c.workplace
+        query = (
+            sa.select(
+                t.c.month,
+                place.label("place"),
+                *(sa.func.sum(t.c[f]).label(f) for f in MEMBER_FIGURES),
+            )
+            .group_by(t.c.month, place)
+            .order_by(t.c.month, place)
+        )
+        if district is not None:
+            query = query.where(t.c.district == district)
+        with self.engine.connect() as conn:
+            return [_ints(r, MEMBER_FIGURES) for r in conn.execute(query).mappings()]
+
+    def quiet_terminals(self, before: str) -> list[dict[str, Any]]:
+        """The terminals not revoked whose last contact (or, never heard from, their
+        enrolment) is before ``before``: the dashboard's silent ones, from the terminals'
+        table alone."""
+        since = sa.func.coalesce(terminals.c.last_contact_at, terminals.c.enrolled_at)
+        query = (
+            sa.select(
+                terminals.c.terminal_id,
+                terminals.c.merchant_id,
+                terminals.c.last_contact_at,
+                since.label("since"),
+            )
+            .where(terminals.c.revoked_at.is_(None), since < before)
+            .order_by(since, terminals.c.terminal_id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def newest_versions(self, prefix: str) -> dict[str, int]:
+        """The newest version of each kind of signed file starting ``prefix``
+        (``policy:``: each merchant's newest policy), by the rest of its kind."""
+        query = (
+            sa.select(signed_files.c.kind, sa.func.max(signed_files.c.version))
+            .where(signed_files.c.kind.startswith(prefix, autoescape=True))
+            .group_by(signed_files.c.kind)
+        )
+        with self.engine.connect() as conn:
+            return {k.removeprefix(prefix): int(v) for k, v in conn.execute(query).all()}
+
+
+def _ints(row: Any, names: Sequence[str]) -> dict[str, Any]:
+    """A row with its sums as ints (NULL, of no rows, as 0; PostgreSQL's NUMERIC too)."""
+    return {k: int(v or 0) if k in names else v for k, v in row.items()}

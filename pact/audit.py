@@ -16,14 +16,28 @@ the catalogue). The checks:
   signed policy version it names, the member's status and tier at that moment (the
   union's member history) and the card's earlier use at that merchant on all its
   terminals (quotas): over-discounts, under-discounts, discounts to a card that was
-  not an active member, discounts after the merchant's suspension or exit.
+  not an active member, discounts after the merchant's suspension or exit;
+- behaviour (:class:`Thresholds` holds the limits, each with its default): a terminal
+  silent past its policy's offline stop (``silent``, from the union's record of its
+  last call, :class:`Contact`); a terminal whose voids and refunds are more than a
+  share of its sales over the period (``reversal_share``); one card used more than N
+  times in a day (the policy's time zone) at the merchant (``card_uses``); members
+  given no discount because the terminal had journaled an ``offline-limit`` event
+  (its roster or policy out of date, or no sync for too long: pact.event), counted
+  until it next installs an update or serves a member again (``turned_away``; those
+  sales are not also under-discounts).
+
+Entries before :attr:`Facts.since` are context (the quotas' earlier use, the card
+counters); the behaviour checks count only the entries from then on.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -32,16 +46,28 @@ from pact.chain import GENESIS, entry_hash
 from pact.device import check_signature
 from pact.discount import quote
 from pact.errors import DeviceSignatureError, SignatureError
+from pact.event import OFFLINE_LIMIT, UPDATE_INSTALLED, event_code
 from pact.money import fen
-from pact.policy import Policy, quota_periods
+from pact.policy import DEFAULT_TIMEZONE, OFFLINE_STOP_HOURS, Policy, quota_periods
 from pact.roster import Membership
 from pact.sale import REVERSALS, Sale
 from pact.text import N_, Msg
-from pact.timefmt import parse_iso
-from pact.usage import count_usage
+from pact.timefmt import iso, parse_iso
 
 CLOCK_TOLERANCE = timedelta(minutes=5)
 HIGH, MEDIUM, LOW = "high", "medium", "low"
+SEVERITIES = (HIGH, MEDIUM, LOW)
+# the kinds of finding, for the console's filter
+EVIDENCE_KINDS = (
+    "edited", "gap", "fork", "time_backwards", "bad_signature", "atc_repeated", "atc_backwards",
+)  # fmt: skip
+COMPLIANCE_KINDS = (
+    "unknown_policy", "not_a_member", "merchant_not_active", "bad_basket", "over_discount",
+    "under_discount",
+)  # fmt: skip
+BEHAVIOUR_KINDS = ("silent", "reversal_share", "card_uses", "turned_away")
+# findings about the terminal or the period as a whole, not tied to entries judged
+UNTIED_KINDS = frozenset({"silent", "complaint"})
 
 
 @dataclass(frozen=True)
@@ -68,33 +94,101 @@ class Finding:
         }
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """The behaviour checks' limits (the defaults are the union's; docs/operations.md)."""
+
+    # voids and refunds above this share of a terminal's sales over the period ...
+    reversal_percent: int = 10
+    # ... once it has at least this many sales (fewer say nothing)
+    reversal_min_sales: int = 20
+    # one card used more than this many times in one day at one merchant
+    card_uses_per_day: int = 5
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What the union knows of one of the merchant's terminals' calls."""
+
+    merchant_id: str
+    enrolled_at: datetime
+    last_contact: datetime | None  # its last call of any kind
+    last_upload: datetime | None  # when the union received its newest entry
+    last_seq: int  # the newest entry the union holds (0: none)
+    policy_version: int | None  # the policy it last reported holding
+    revoked: bool = False  # a revoked terminal is expected to be silent
+
+
 @dataclass
 class Facts:
     """What the audit trusts besides the entries: the union's signed policies, each
-    terminal's device key, and each card's standing at a moment."""
+    terminal's device key, and each card's standing at a moment; for the behaviour
+    checks, the period and the union's record of the terminals' calls."""
 
     policy: Callable[[str, int], Policy | None]  # (merchant, version) -> the signed policy
     device_key: Callable[[str], Ed25519PublicKey | None]  # terminal -> its registered key
     membership: Callable[[str, datetime], Membership | None]  # (token, at) -> standing
     findings: list[Finding] = field(default_factory=list)
+    since: datetime | None = None  # the period's start: earlier entries are context only
+    until: datetime | None = None  # the period's end, or now if sooner: silence counts to it
+    terminals: Mapping[str, Contact] = field(default_factory=dict)  # the merchant's terminals
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 def audit(entries: Iterable[Sale], facts: Facts) -> list[Finding]:
     """Every finding over ``entries`` (one merchant's, of any of its terminals, each
     terminal's from its first entry in the period on), ordered by terminal and seq."""
     kept = list(entries)
+    facts_ = _Cached(facts)
     by_terminal: dict[str, list[Sale]] = {}
     for entry in kept:
         by_terminal.setdefault(entry.terminal_id, []).append(entry)
+    for terminal_entries in by_terminal.values():
+        terminal_entries.sort(key=lambda e: e.seq)
     findings: list[Finding] = []
     for terminal_id in sorted(by_terminal):
-        findings += _evidence(sorted(by_terminal[terminal_id], key=lambda e: e.seq), facts)
+        findings += _evidence(by_terminal[terminal_id], facts_)
     findings += _counters(kept)
-    findings += _compliance(kept, facts)
+    stretches: dict[tuple[str, int], Sale] = {}
+    for terminal_entries in by_terminal.values():
+        stretches.update(_offline_stretches(terminal_entries))
+    findings += _compliance(kept, facts_, stretches)
+    judged = [e for e in kept if facts.since is None or facts_.at(e) >= facts.since]
+    findings += _silent(facts_)
+    findings += _reversal_share(judged, facts.thresholds)
+    findings += _card_uses(judged, facts_)
     return sorted(findings, key=lambda f: (f.terminal_id, f.seqs, f.kind))
 
 
-def _evidence(entries: Sequence[Sale], facts: Facts) -> list[Finding]:
+class _Cached:
+    """The facts, each policy and device key looked up once, each entry's time parsed once."""
+
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+        self._policies: dict[tuple[str, int], Policy | None] = {}
+        self._keys: dict[str, Ed25519PublicKey | None] = {}
+        self._at: dict[tuple[str, int], datetime] = {}
+
+    def policy(self, merchant_id: str, version: int) -> Policy | None:
+        key = (merchant_id, version)
+        if key not in self._policies:
+            self._policies[key] = self.facts.policy(merchant_id, version)
+        return self._policies[key]
+
+    def device_key(self, terminal_id: str) -> Ed25519PublicKey | None:
+        if terminal_id not in self._keys:
+            self._keys[terminal_id] = self.facts.device_key(terminal_id)
+        return self._keys[terminal_id]
+
+    def at(self, entry: Sale) -> datetime:
+        key = (entry.terminal_id, entry.seq)
+        found = self._at.get(key)
+        if found is None:
+            found = self._at[key] = parse_iso(entry.at)
+        return found
+
+
+def _evidence(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
     out: list[Finding] = []
     before: Sale | None = None
     for entry in entries:
@@ -118,7 +212,7 @@ def _evidence(entries: Sequence[Sale], facts: Facts) -> list[Finding]:
                             Msg.of(N_("the entry does not follow the one before it: the "
                                       "journal was forked or reordered")))
                 )  # fmt: skip
-            if parse_iso(entry.at) < parse_iso(before.at) - CLOCK_TOLERANCE:
+            if facts.at(entry) < facts.at(before) - CLOCK_TOLERANCE:
                 out.append(
                     Finding(MEDIUM, t, (before.seq, entry.seq), "time_backwards",
                             Msg.of(N_("the time goes back from %(before)s to %(at)s"),
@@ -153,7 +247,8 @@ def _counters(entries: Sequence[Sale]) -> list[Finding]:
     for sales in by_card.values():
         sales.sort(key=lambda e: (e.at, e.terminal_id, e.seq))
         for before, entry in zip(sales, sales[1:], strict=False):
-            assert before.atc is not None and entry.atc is not None
+            if before.atc is None or entry.atc is None:  # pragma: no cover - filtered above
+                continue
             if entry.atc <= before.atc:
                 kind = "atc_repeated" if entry.atc == before.atc else "atc_backwards"
                 out.append(
@@ -166,25 +261,101 @@ def _counters(entries: Sequence[Sale]) -> list[Finding]:
     return out
 
 
-def _compliance(entries: Sequence[Sale], facts: Facts) -> list[Finding]:
+class _Usage:
+    """Each card's quota use as the sales go by, in time order (what
+    :func:`pact.usage.count_usage` counts over a card's earlier entries, kept as it
+    goes: each sale's use is found by bisecting the card's own uses, not by reading
+    all of them again)."""
+
+    def __init__(self) -> None:
+        # token -> rule -> (times, [(terminal, seq, amount)]) in time order
+        self._uses: dict[str, dict[str, tuple[list[datetime], list[tuple[str, int, int]]]]] = {}
+        self._back: dict[tuple[str, int, str], int] = {}  # given back by voids and refunds
+
+    def add(self, entry: Sale, at: datetime) -> None:
+        if entry.token is None or not entry.basket:
+            return
+        discounts = entry.basket.get("discounts", {})
+        if entry.kind in REVERSALS and entry.ref_seq is not None:
+            for rule_id, amount in discounts.items():
+                key = (entry.terminal_id, entry.ref_seq, rule_id)
+                self._back[key] = self._back.get(key, 0) + int(amount)
+        elif entry.kind is None:
+            rules = self._uses.setdefault(entry.token, {})
+            for rule_id, amount in discounts.items():
+                times, uses = rules.setdefault(rule_id, ([], []))
+                times.append(at)
+                uses.append((entry.terminal_id, entry.seq, int(amount)))
+
+    def of(self, token: str, periods: Mapping[str, datetime]) -> dict[str, RuleUsage]:
+        out = {}
+        rules = self._uses.get(token, {})
+        for rule_id, since in periods.items():
+            times, uses = rules.get(rule_id, ([], []))
+            count = total = 0
+            for terminal_id, seq, amount in uses[bisect_left(times, since) :]:
+                remaining = amount - self._back.get((terminal_id, seq, rule_id), 0)
+                if remaining > 0:
+                    count, total = count + 1, total + remaining
+            out[rule_id] = RuleUsage(count, total)
+        return out
+
+
+def _compliance(
+    entries: Sequence[Sale], facts: _Cached, stretches: Mapping[tuple[str, int], Sale]
+) -> list[Finding]:
     out: list[Finding] = []
-    ordered = sorted(entries, key=lambda e: (e.at, e.terminal_id, e.seq))
-    earlier: dict[str, list[Sale]] = {}  # token -> its entries so far
+    ordered = sorted(entries, key=lambda e: (facts.at(e), e.terminal_id, e.seq))
+    usage = _Usage()
+    turned: dict[tuple[str, int], list[tuple[int, int]]] = {}  # event -> [(seq, owed)]
     for entry in ordered:
-        if entry.token is not None:
-            prior = earlier.setdefault(entry.token, [])
-        else:
-            prior = []
+        at = facts.at(entry)
         if entry.kind is None and entry.basket is not None:
-            finding = _check_sale(entry, prior, facts)
-            if finding is not None:
+            finding, owed = _check_sale(entry, at, usage, facts)
+            event = stretches.get((entry.terminal_id, entry.seq))
+            if finding is not None and finding.kind == "under_discount" and event is not None:
+                turned.setdefault((event.terminal_id, event.seq), []).append((entry.seq, owed))
+            elif finding is not None:
                 out.append(finding)
-        if entry.token is not None and (entry.kind is None or entry.kind in REVERSALS):
-            prior.append(entry)
+        usage.add(entry, at)
+    events = {(e.terminal_id, e.seq): e for e in stretches.values()}
+    for key, sales in turned.items():
+        event = events[key]
+        out.append(
+            Finding(LOW, event.terminal_id, tuple(seq for seq, _ in sales), "turned_away",
+                    Msg.of(N_("%(count)s members got no discount (%(owed)s owed in all) "
+                              "while the terminal was out of date: entry %(event)s says "
+                              "\"%(note)s\""),
+                           count=len(sales), owed=fen(sum(owed for _, owed in sales)),
+                           event=event.seq, note=event.note or ""))
+        )  # fmt: skip
     return out
 
 
-def _check_sale(entry: Sale, prior: Sequence[Sale], facts: Facts) -> Finding | None:
+def _offline_stretches(entries: Sequence[Sale]) -> dict[tuple[str, int], Sale]:
+    """The sales a terminal journaled to a card with no member discount after an
+    ``offline-limit`` event that stops discounts (not a mere warning), until it next
+    installs an update or serves a member: sale -> that event."""
+    out: dict[tuple[str, int], Sale] = {}
+    current: Sale | None = None
+    for entry in entries:  # in seq order
+        code = event_code(entry)
+        if code == OFFLINE_LIMIT:
+            key = (entry.note or "").partition(": ")[2]
+            if not key.startswith("warn "):
+                current = entry
+        elif code == UPDATE_INSTALLED or (entry.kind is None and entry.member):
+            current = None
+        elif current is not None and entry.kind is None and entry.token is not None:
+            if not entry.discount:
+                out[(entry.terminal_id, entry.seq)] = current
+    return out
+
+
+def _check_sale(
+    entry: Sale, at: datetime, usage: _Usage, facts: _Cached
+) -> tuple[Finding | None, int]:
+    """The finding on one sale, if any, and the discount the policy gives it."""
     t, seq = entry.terminal_id, (entry.seq,)
     policy = facts.policy(entry.merchant_id, entry.policy_version)
     if policy is None:
@@ -192,19 +363,18 @@ def _check_sale(entry: Sale, prior: Sequence[Sale], facts: Facts) -> Finding | N
             return Finding(HIGH, t, seq, "unknown_policy",
                            Msg.of(N_("a discount under policy v%(version)s, which the union "
                                      "never signed for this merchant"),
-                                  version=entry.policy_version))  # fmt: skip
-        return None
-    at = parse_iso(entry.at)
-    member = facts.membership(entry.token, at) if entry.token is not None else None
+                                  version=entry.policy_version)), 0  # fmt: skip
+        return None, 0
+    member = facts.facts.membership(entry.token, at) if entry.token is not None else None
     if entry.discount and (member is None or member.status != "active"):
         return Finding(HIGH, t, seq, "not_a_member",
                        Msg.of(N_("a discount of %(amount)s to a card that was not an active "
-                                 "member then"), amount=fen(entry.discount)))  # fmt: skip
+                                 "member then"), amount=fen(entry.discount))), 0  # fmt: skip
     status = policy.status_at(at)
     if entry.discount and status != "active":
         return Finding(HIGH, t, seq, "merchant_not_active",
                        Msg.of(N_("a discount of %(amount)s while the merchant was %(status)s"),
-                              amount=fen(entry.discount), status=status))  # fmt: skip
+                              amount=fen(entry.discount), status=status)), 0  # fmt: skip
     try:
         lines = tuple(
             Line(str(x["sku"]), str(x["category"]), int(x["qty"]), int(x["unit_price"]))
@@ -213,19 +383,111 @@ def _check_sale(entry: Sale, prior: Sequence[Sale], facts: Facts) -> Finding | N
         basket = Basket(lines)
     except (KeyError, TypeError, ValueError):
         return Finding(HIGH, t, seq, "bad_basket",
-                       Msg.of(N_("the entry's basket cannot be read back")))  # fmt: skip
-    periods = dict(quota_periods(policy, at))
-    used: Mapping[str, RuleUsage] = {
-        rule_id: counts.get(entry.token, RuleUsage())
-        for rule_id, counts in count_usage(prior, periods).items()
-    } if entry.token is not None else {}  # fmt: skip
+                       Msg.of(N_("the entry's basket cannot be read back"))), 0  # fmt: skip
+    used: Mapping[str, RuleUsage] = {}
+    if entry.token is not None and member is not None:
+        periods = dict(quota_periods(policy, at))
+        if periods:
+            used = usage.of(entry.token, periods)
     owed = quote(basket, member, policy, at, used).discount
     if entry.discount > owed:
         return Finding(HIGH, t, seq, "over_discount",
                        Msg.of(N_("a discount of %(given)s where the policy gives %(owed)s"),
-                              given=fen(entry.discount), owed=fen(owed)))  # fmt: skip
+                              given=fen(entry.discount), owed=fen(owed))), owed  # fmt: skip
     if entry.discount < owed:
         return Finding(MEDIUM, t, seq, "under_discount",
                        Msg.of(N_("a discount of %(given)s where the member was owed %(owed)s"),
-                              given=fen(entry.discount), owed=fen(owed)))  # fmt: skip
-    return None
+                              given=fen(entry.discount), owed=fen(owed))), owed  # fmt: skip
+    return None, owed
+
+
+# ---------------------------------------------------------------------------- behaviour
+def _silent(facts: _Cached) -> list[Finding]:
+    """Each terminal not revoked whose last call is further back, at the period's end
+    (or now), than its policy's offline stop."""
+    until = facts.facts.until
+    if until is None:
+        return []
+    out = []
+    for terminal_id, c in sorted(facts.facts.terminals.items()):
+        if c.revoked:
+            continue
+        heard = max(
+            (t for t in (c.last_contact, c.last_upload) if t is not None), default=c.enrolled_at
+        )
+        policy = facts.policy(c.merchant_id, c.policy_version) if c.policy_version else None
+        stop = policy.offline_stop_hours if policy is not None else OFFLINE_STOP_HOURS
+        if until - heard <= timedelta(hours=stop):
+            continue
+        out.append(
+            Finding(MEDIUM, terminal_id, (c.last_seq,) if c.last_seq else (), "silent",
+                    Msg.of(N_("the terminal has not called the union since %(at)s "
+                              "(%(hours)s hours by %(until)s, past its offline limit of "
+                              "%(limit)s hours); the union holds its entries up to "
+                              "%(seq)s"),
+                           at=iso(heard), hours=int((until - heard).total_seconds() // 3600),
+                           until=iso(until), limit=stop, seq=c.last_seq))
+        )  # fmt: skip
+    return out
+
+
+def _reversal_share(entries: Sequence[Sale], thresholds: Thresholds) -> list[Finding]:
+    """Each terminal whose voids and refunds are above the share of its sales."""
+    sales: dict[str, int] = {}
+    reversals: dict[str, list[int]] = {}
+    for e in entries:
+        if e.kind is None:
+            sales[e.terminal_id] = sales.get(e.terminal_id, 0) + 1
+        elif e.kind in REVERSALS:
+            reversals.setdefault(e.terminal_id, []).append(e.seq)
+    out = []
+    for terminal_id, seqs in sorted(reversals.items()):
+        count = sales.get(terminal_id, 0)
+        if count < thresholds.reversal_min_sales:
+            continue
+        if len(seqs) * 100 <= thresholds.reversal_percent * count:
+            continue
+        out.append(
+            Finding(MEDIUM, terminal_id, tuple(sorted(seqs)), "reversal_share",
+                    Msg.of(N_("%(reversals)s voids and refunds against %(sales)s sales "
+                              "(%(share)s%%), above the %(limit)s%% the audit allows"),
+                           reversals=len(seqs), sales=count,
+                           share=len(seqs) * 100 // count, limit=thresholds.reversal_percent))
+        )  # fmt: skip
+    return out
+
+
+def _card_uses(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
+    """Each card used more than the limit in one day (the policy's time zone) at one
+    merchant: the first use over it."""
+    limit = facts.facts.thresholds.card_uses_per_day
+    zones: dict[tuple[str, int], ZoneInfo] = {}
+    days: dict[tuple[str, str, str], list[Sale]] = {}
+    for e in entries:
+        if e.kind is not None or e.token is None:
+            continue
+        key = (e.merchant_id, e.policy_version)
+        zone = zones.get(key)
+        if zone is None:
+            policy = facts.policy(*key)
+            zone = zones[key] = policy.zone if policy is not None else ZoneInfo(DEFAULT_TIMEZONE)
+        day = facts.at(e).astimezone(zone).date().isoformat()
+        days.setdefault((e.token, e.merchant_id, day), []).append(e)
+    out = []
+    for (_, _, day), uses in sorted(days.items(), key=lambda kv: kv[0][1:]):
+        if len(uses) <= limit:
+            continue
+        uses.sort(key=lambda e: (e.at, e.terminal_id, e.seq))
+        over = uses[limit]
+        out.append(
+            Finding(MEDIUM, over.terminal_id, (over.seq,), "card_uses",
+                    Msg.of(N_("card •••• %(last4)s was used %(count)s times on %(day)s at "
+                              "this merchant (more than %(limit)s a day): from here on"),
+                           last4=over.pan_last4, count=len(uses), day=day, limit=limit))
+        )  # fmt: skip
+    return out
+
+
+def kinds() -> tuple[str, ...]:
+    """Every kind of finding (complaints included), for filters."""
+    return (*EVIDENCE_KINDS, *COMPLIANCE_KINDS, *BEHAVIOUR_KINDS, "complaint")

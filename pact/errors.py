@@ -65,6 +65,13 @@ class UsageError(SignatureError):
     refused; the one installed stays, while it is valid."""
 
 
+class BundleError(SignatureError):
+    """An audit bundle (pact.bundle) is malformed, or a signature or digest in it fails:
+    the message names the part, and the terminal and seq or the version, where."""
+
+    exit_code = 2
+
+
 class ClockError(RefusedError):
     """The wall clock is earlier than a signed timestamp the terminal already trusts."""
 

@@ -6,7 +6,12 @@ root metadata is a signed envelope (pact.signing) whose ``signed`` part is::
     {"type": "root", "version": 1, "issued_at": "...Z", "expires_at": "...Z",
      "keys": {"<keyid>": {"keytype": "ed25519", "public": "<32-byte hex>"}},
      "roles": {"root":     {"keyids": ["<keyid>", ...], "threshold": 1},
-               "roster":   {...}, "policy": {...}, "snapshot": {...}}}
+               "roster":   {...}, "policy": {...}, "snapshot": {...},
+               "audit":    {...}}}
+
+The ``audit`` role (the key that signs audit bundles, pact.bundle) came later: root
+versions made before it have no such entry and still load; :meth:`Root.has_role`
+tells. Terminals do not use it.
 
 A terminal pins root version N at enrolment. Root N+1 is accepted only when it is
 signed by a threshold of root N's root keys AND a threshold of its own root keys,
@@ -29,7 +34,8 @@ from pact.errors import SignatureError, TrustError
 from pact.signing import canonical_json, key_id, load_public_key, public_bytes, sign, verify
 from pact.timefmt import iso, parse_iso
 
-ROLES = ("root", "roster", "policy", "snapshot")
+ROLES = ("root", "roster", "policy", "snapshot", "audit")
+OPTIONAL_ROLES = frozenset({"audit"})  # absent from root versions made before it
 MAX_ROOT_BYTES = 64 * 1024
 
 
@@ -49,11 +55,19 @@ class Root:
     data: bytes  # the envelope as received, kept to re-install or pass on
 
     def trusted(self, role: str) -> dict[str, Ed25519PublicKey]:
-        """The public keys of ``role``, by key id."""
+        """The public keys of ``role``, by key id (none for an optional role this
+        version does not name)."""
+        if role not in self.roles:
+            return {}
         return {kid: self.keys[kid] for kid in self.roles[role].keyids}
 
+    def has_role(self, role: str) -> bool:
+        """False for an optional role (audit) of a root made before it."""
+        return role in self.roles
+
     def threshold(self, role: str) -> int:
-        return self.roles[role].threshold
+        """How many of ``role``'s keys must sign (1 for a role not named: no key can)."""
+        return self.roles[role].threshold if role in self.roles else 1
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
@@ -78,6 +92,8 @@ def _parse(data: bytes) -> tuple[Any, Root]:
             keys[kid] = key
         roles: dict[str, Role] = {}
         for name in ROLES:
+            if name in OPTIONAL_ROLES and name not in signed["roles"]:
+                continue
             raw = signed["roles"][name]
             keyids = tuple(str(k) for k in raw["keyids"])
             threshold = raw["threshold"]
@@ -189,10 +205,13 @@ def build_root(
     thresholds: Mapping[str, int] | None = None,
     signers: list[Ed25519PrivateKey],
 ) -> bytes:
-    """Serialise and sign root metadata. ``signers``: old and new root keys on rotation."""
+    """Serialise and sign root metadata. ``signers``: old and new root keys on rotation.
+    An optional role (:data:`OPTIONAL_ROLES`) left out of ``role_keys`` is left out."""
     keys: dict[str, dict[str, str]] = {}
     roles: dict[str, dict[str, Any]] = {}
     for role in ROLES:
+        if role in OPTIONAL_ROLES and role not in role_keys:
+            continue
         ids = []
         for key in role_keys[role]:
             kid = key_id(key)

@@ -54,6 +54,7 @@ from pact.text import N_, Msg
 from pact.wire import decode_ack
 from sync.errors import (
     CentralAddressError,
+    CentralForgotError,
     CentralRefusedError,
     CentralUnreachableError,
     CentralUntrustedError,
@@ -281,6 +282,7 @@ class CentralClient:
                 file=str(ca_cert),
             )
         self.base_url = base_url.rstrip("/")
+        self.terminal_id = terminal_id
         # The union's CA only: given with every request, as requests lets the environment
         # (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) override a session's own `verify`.
         self.verify: str | bool = str(ca_cert) if ca_cert is not None else True
@@ -392,6 +394,8 @@ class CentralClient:
         if response.status_code >= 500 or response.status_code == 429:
             # the service failing or too busy, try after try: try again later (exit 6)
             raise CentralUnreachableError(problem)
+        if response.status_code == 401 and response.request.path_url != ENROL_PATH:
+            raise CentralForgotError(problem)
         raise CentralRefusedError(problem)  # a person must look (exit 7)
 
     def register_device_key(self, registration: dict[str, str]) -> None:
@@ -484,6 +488,16 @@ class CentralClient:
     def report(self, body: dict[str, Any]) -> None:
         """POST what the terminal holds at the end of its sync (the union's fleet view)."""
         self._call("POST", "/api/v1/report", lambda response: None, json=body)
+
+    def decommission(self, last_seq: int) -> None:
+        """Tell the union this terminal is taken out of service, holding entries up to
+        ``last_seq``: it revokes the terminal (409 when it holds fewer)."""
+        self._call(
+            "POST",
+            "/api/v1/decommission",
+            lambda response: None,
+            json={"terminal_id": self.terminal_id, "last_seq": last_seq},
+        )
 
     def fetch_usage(self) -> bytes:
         """The usage file for this terminal (pact.usage: the merchant's other terminals'

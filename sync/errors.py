@@ -22,6 +22,11 @@ class CentralRefusedError(SyncError):
     exit_code = 7
 
 
+class CentralForgotError(CentralRefusedError):
+    """The central service does not know this terminal's credentials any more (401):
+    revoked, or enrolled again elsewhere."""
+
+
 class CentralAddressError(SyncError):
     """The enrolment names a central service the terminal may not talk to: plain HTTP to
     another machine, or https without the union's CA certificate to check it with."""

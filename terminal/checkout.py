@@ -32,7 +32,8 @@ from terminal.state import Enrolment
 # big. "member" (a discount may be zero: see the reasons), "not_member",
 # "member_suspended", "member_ended", "roster_expired" (also: none installed, the
 # union's update expired, the clock is wrong: no discounts until a sync),
-# "merchant_suspended" (suspended or exited), "no_policy" (none, or expired),
+# "merchant_suspended", "merchant_exited" (the shop has left the programme),
+# "no_policy" (none, or expired),
 # "sync_needed" (a member, but an offline limit stops discounts: pact.offline).
 VERDICTS = (
     "member",
@@ -41,6 +42,7 @@ VERDICTS = (
     "member_ended",
     "roster_expired",
     "merchant_suspended",
+    "merchant_exited",
     "no_policy",
     "sync_needed",
 )
@@ -60,7 +62,10 @@ def verdict(
         return "member_ended"
     if policy is None or policy.is_expired(now):
         return "no_policy"
-    if policy.status_at(now) != "active":
+    status = policy.status_at(now)
+    if status == "exited":
+        return "merchant_exited"
+    if status != "active":
         return "merchant_suspended"
     return "member"
 

@@ -25,9 +25,17 @@ from pact.money import fen, parse_yuan
 from pact.text import N_
 from pact.timefmt import Clock
 from reader.fresh import FreshCardReader
+from sync.errors import CentralForgotError
 from terminal import daemon
 from terminal import settings as settings_file
 from terminal.access import API_TOKEN_FILE, new_api_token, new_supervisor_token, token_digest
+from terminal.decommission import (
+    data_folder_lock,
+    export_journal,
+    pending_problem,
+    wipe,
+    write_export,
+)
 from terminal.devicekey import load_public_key
 from terminal.errors import InputError
 from terminal.journal import Journal
@@ -36,7 +44,13 @@ from terminal.service import CardReaderFn, TerminalService, journal_event
 from terminal.settings import Settings
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
-from terminal.syncing import SOFTWARE, enrol_by_code, preview_sync, sync_terminal
+from terminal.syncing import (
+    SOFTWARE,
+    central_client,
+    enrol_by_code,
+    preview_sync,
+    sync_terminal,
+)
 from terminal.syncrecord import last_sync
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -383,6 +397,58 @@ def terminal_journal(settings: Settings, verify: bool) -> None:
         journal.close()
 
 
+@terminal.command("decommission")
+@with_settings()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where to leave the shop's export of its journal "
+    "(default: unioncard-journal-<terminal>.json here).",
+)
+@click.pass_obj
+def terminal_decommission(clock: Clock, settings: Settings, out: Path | None) -> None:
+    """Take this terminal out of service, for good.
+
+    Refuses while any journal entry is not yet acknowledged by the union (run
+    `unioncard sync` first) or while the daemon runs. Then it checks the journal's
+    chain, leaves the shop an export of it (--out), tells the union (which revokes
+    the terminal), and wipes the keys and data.
+    """
+    state = TerminalState.open(settings.data_dir)
+    enrolment = state.enrolment
+    target = out or Path.cwd() / f"unioncard-journal-{enrolment.terminal_id}.json"
+    data_dir = settings.data_dir.resolve()
+    if target.resolve().is_relative_to(data_dir):
+        raise InputError(
+            N_("the export %(file)s would be wiped with the data folder: give another --out"),
+            file=str(target),
+        )
+    with data_folder_lock(settings.data_dir):
+        journal = Journal.existing(state.journal_path)
+        try:
+            problem = pending_problem(journal)
+            if problem is not None:
+                raise problem
+            export = export_journal(state, journal, clock)
+        finally:
+            journal.close()
+        write_export(export, target)
+        note = "the union revoked it"
+        client = central_client(enrolment)
+        try:
+            client.decommission(export.last_seq)
+        except CentralForgotError as exc:  # revoked already: it held every entry then
+            note = f"the union had already revoked it ({exc})"
+        finally:
+            client.close()
+        wipe(settings.data_dir)
+    click.echo(
+        f"terminal {enrolment.terminal_id} decommissioned: {note}; {export.entries} journal "
+        f"entries exported to {target}; its keys and data are wiped"
+    )
+
+
 @terminal.command("serve")
 @with_settings("reader", "card_timeout", "listen_host", "listen_port")
 @click.pass_obj
@@ -394,22 +460,23 @@ def terminal_serve(clock: Clock, settings: Settings) -> None:
     # the daemon watches its wall clock against the monotonic clock (clock jumps)
     service = open_terminal(settings, clock, reader, monotonic=time.monotonic)
     try:
-        for event in service.startup(SOFTWARE):
-            click.echo(f"journaled event #{event.seq}: {event.note}")
-        # Watch the readers from now on: a card already in one was not seen going in
-        # (it may be the last customer's) and is not read until it is inserted again.
-        reader.start()
-        daemon.serve(
-            service,
-            lambda: reader.monitor.snapshot().running,
-            settings.listen_host,
-            settings.listen_port,
-            Notifier(os.environ),
-            click.echo,
-            sync_batch=settings.sync_batch,
-            sync_every=settings.sync_every_minutes * 60,
-            sync_after_sales=settings.sync_after_sales,
-        )
+        with data_folder_lock(settings.data_dir):  # one daemon, no decommissioning
+            for event in service.startup(SOFTWARE):
+                click.echo(f"journaled event #{event.seq}: {event.note}")
+            # Watch the readers from now on: a card already in one was not seen going in
+            # (it may be the last customer's) and is not read until it is inserted again.
+            reader.start()
+            daemon.serve(
+                service,
+                lambda: reader.monitor.snapshot().running,
+                settings.listen_host,
+                settings.listen_port,
+                Notifier(os.environ),
+                click.echo,
+                sync_batch=settings.sync_batch,
+                sync_every=settings.sync_every_minutes * 60,
+                sync_after_sales=settings.sync_after_sales,
+            )
     finally:
         reader.close()
         service.close()

@@ -531,7 +531,14 @@ class TerminalService:
         elif policy.status_at(now) == "suspended":
             warnings.append(Msg.of(N_("merchant suspended: no member discounts")))
         elif policy.status_at(now) == "exited":
-            warnings.append(Msg.of(N_("merchant exited: no member discounts")))
+            warnings.append(
+                Msg.of(
+                    N_(
+                        "this shop has left the union's programme: no member discounts; once "
+                        "every sale is uploaded, run `unioncard terminal decommission`"
+                    )
+                )
+            )
         elif policy.status_at(now) != "active":
             warnings.append(
                 Msg.of(N_("merchant %(status)s: no member discounts"), status=policy.status_at(now))
@@ -548,7 +555,7 @@ class TerminalService:
             "terminal_id": enrolment.terminal_id,
             "merchant_id": enrolment.merchant_id,
             "merchant_name": policy.merchant_name if policy else None,
-            "merchant_status": policy.status if policy else None,
+            "merchant_status": policy.status_at(now) if policy else None,
             "roster_version": roster.version if roster else None,
             "roster_members": len(roster) if roster else None,
             "roster_expires_at": iso(roster.header.expires_at) if roster else None,

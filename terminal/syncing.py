@@ -47,6 +47,18 @@ def _software() -> str:
 SOFTWARE = _software()  # reported to the union at each sync, journaled at start-up
 
 
+def central_client(enrolment: Enrolment) -> CentralClient:
+    """The client of the union's service this terminal is enrolled with: the union's CA
+    the only one trusted; plain http to another machine, or https without the CA,
+    refused (sync.client.central_url_problem)."""
+    return CentralClient(
+        enrolment.central_url,
+        enrolment.terminal_id,
+        enrolment.api_secret,
+        ca_cert=enrolment.ca_cert,
+    )
+
+
 def sync_terminal(
     state: TerminalState,
     journal: Journal,
@@ -63,12 +75,7 @@ def sync_terminal(
         journal_event(journal, state, code, detail, clock())
 
     try:
-        client = CentralClient(
-            enrolment.central_url,
-            enrolment.terminal_id,
-            enrolment.api_secret,
-            ca_cert=enrolment.ca_cert,  # the union's CA, the only one trusted
-        )  # refuses plain http to another machine, https without the CA: recorded too
+        client = central_client(enrolment)  # refuses plain http elsewhere: recorded too
         try:
             report = run_sync(
                 enrolment.terminal_id,

@@ -34,6 +34,8 @@ ALLOWED = {
         "central/__init__.py",
         "central/api.py",
         "central/console.py",
+        "central/dashboard.py",
+        "central/partners.py",
         "central/serve.py",
     },
     "sqlalchemy": {

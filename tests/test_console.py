@@ -124,18 +124,22 @@ def test_the_authorisation_matrix(console, site: Site, clock) -> None:
     a_statement = f"/console/statement?merchant=M0001&from={day}&to={day}"
     b_statement = f"/console/statement?merchant=M0002&from={day}&to={day}"
     pages = ["/console/", "/console/terminals", "/console/statement", a_statement, b_statement]
+    # the dashboard: the caller's own, A's, B's, and B's merchants table as CSV
+    b_csv = "/console/dashboard?merchant=M0002&table=merchants&format=csv"
+    pages += ["/console/dashboard", "/console/dashboard?merchant=M0001"]
+    pages += ["/console/dashboard?merchant=M0002", b_csv]
     api = ["/api/v1/snapshot?have=0", "/api/v1/usage", "/api/v1/root/1"]
     people = {name: sign_in(console, name)[0] for name in ("ada", "aud", "shop1", "salon")}
     anonymous = console.test_client()
     expected = {
         # caller: (statuses of pages, statuses of the API)
-        "anonymous": ([302] * 5, [401] * 3),
-        "ada": ([200] * 5, [401] * 3),
-        "aud": ([200] * 5, [401] * 3),
-        "shop1": ([200, 200, 200, 200, 403], [401] * 3),
-        "salon": ([200, 200, 200, 403, 200], [401] * 3),
-        "terminal T1": ([302] * 5, [200, 200, 200]),
-        "revoked T9": ([302] * 5, [401] * 3),
+        "anonymous": ([302] * 9, [401] * 3),
+        "ada": ([200] * 9, [401] * 3),
+        "aud": ([200] * 9, [401] * 3),
+        "shop1": ([200, 200, 200, 200, 403, 200, 200, 403, 403], [401] * 3),
+        "salon": ([200, 200, 200, 403, 200, 200, 403, 200, 200], [401] * 3),
+        "terminal T1": ([302] * 9, [200, 200, 200]),
+        "revoked T9": ([302] * 9, [401] * 3),
     }
     seen = {}
     for caller, client in [("anonymous", anonymous), *people.items()]:
@@ -351,13 +355,14 @@ def test_a_merchants_registry_admission_and_history(
         capsys, "central", "admit-merchant", "M0007", "--by", "aud", "--standard", "x", *data
     )
     assert code == 1 and "'aud' is not a union admin" in err
-    assert run(capsys, "central", "set-status", "M0007", "suspended", *data)[0] == 0
+    suspend = ("set-status", "M0007", "suspended", "--reason", "hygiene inspection failed")
+    assert run(capsys, "central", *suspend, "--by", "ada", *data)[0] == 0
     ada, _ = sign_in(console, "ada")
     page = ada.get("/console/merchants/M0007").get_data(as_text=True)
     assert "Huangpu Pharmacy" in page and "1 Nanjing Rd" in page and "pharmacy" in page
     assert "☑ no discount on prescription medicine" in page and "由 ada 准入" in page
-    statuses = re.findall(r"<tr><td>[^<]+</td><td>(active|suspended)</td></tr>", page)
-    assert statuses == ["active", "suspended"]
+    statuses = re.findall(r'<td class="status">(\w+)</td><td>([^<]+)</td>', page)
+    assert statuses == [("active", "-"), ("suspended", "hygiene inspection failed")]
     assert page.count("<td>v") == 2  # the policy at admission, and at the suspension
     shop, _ = sign_in(console, "shop1")
     assert shop.get("/console/merchants/M0007").status_code == 403

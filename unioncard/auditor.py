@@ -1,4 +1,5 @@
-"""The auditor's tools: ``roster verify``, ``policy check`` and ``quote``.
+"""The auditor's tools: ``roster verify``, ``policy check``, ``quote``, ``audit verify``
+and ``audit receipt``.
 
 They read files and the shared core (pact) only: no central service, no
 terminal, no card reader. An outside auditor, a merchant trying out offers and
@@ -6,21 +7,27 @@ union staff use them alike. A policy file may be any of three forms
 (``pact.policy.load_policy_file``): a signed policy as terminals receive it,
 its signed part on its own, or the unsigned *terms* union staff write (the
 examples in config/policies/); these commands read the content, and a terminal
-checks the signatures when it installs a policy.
+checks the signatures when it installs a policy. ``audit verify`` checks an audit
+bundle (pact.bundle) the union exported, every signature and digest, and then runs
+the audit engine over it; ``audit receipt CODE --bundle FILE`` finds a receipt's
+entry in one.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pact.basket import RuleUsage, parse_basket, parse_usage
+from pact.bundle import Bundle, audit_bundle, find_receipt, verify_bundle
 from pact.discount import describe_quote, quote, quote_json
-from pact.errors import BasketError, PolicyError, TrustError
+from pact.errors import BasketError, BundleError, PolicyError, TrustError
 from pact.policy import Policy, describe_policy, load_policy_file
+from pact.receipt import normal_code
 from pact.roster import (
     Membership,
     is_delta,
@@ -196,3 +203,114 @@ def quote_command(
         return
     for line in describe_quote(q, parsed, form, now, tier):
         click.echo(line)
+
+
+# ---------------------------------------------------------------------------- audit bundle
+def read_bundle(file: Path, trust: Path) -> Bundle:
+    """The bundle in ``file``, verified against the root key (or root metadata JSON) in
+    ``trust``; the root metadata versions come from the bundle itself."""
+    try:
+        anchor = trust.read_bytes()
+    except OSError as exc:
+        raise TrustError(f"cannot read the trust file {trust}: {exc.strerror}") from None
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read the audit bundle {file}: {exc.strerror}") from None
+    try:
+        return verify_bundle(data, anchor)
+    except BundleError as exc:
+        raise BundleError(f"{file}: {exc}") from None
+
+
+TRUST = click.option(
+    "--trust",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The union's root public key file (root.pub; or a root metadata JSON).",
+)
+
+
+@click.command("verify")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@TRUST
+def audit_verify(file: Path, trust: Path | None) -> None:
+    """Verify the audit bundle FILE offline (`central audit export` writes it): the root
+    chain from the --trust key, the signed manifest and every part's digests, each
+    policy's and roster header's signature, each terminal's enrolment record; then
+    audit its entries (the chain, device signatures, card counters, every discount
+    recomputed). Exit 0 and a summary when clean; 1 and one line per finding,
+    `terminal=<id> seq=<n> finding=<kind> detail=<text>`; 2 when the bundle is
+    malformed or a signature or digest fails, naming where."""
+    if trust is None:
+        raise click.UsageError("give the union's root public key with --trust")
+    bundle = read_bundle(file, trust)
+    findings = audit_bundle(bundle)
+    for finding in findings:
+        click.echo(finding.line())
+    if findings:
+        click.echo(f"{len(findings)} findings; {bundle.summary()}", err=True)
+        sys.exit(1)
+    click.echo(f"clean: {bundle.summary()}; no findings")
+
+
+@click.command("receipt")
+@click.argument("code")
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Look in this audit bundle (offline, with --trust), not the union's store.",
+)
+@TRUST
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="UNIONCARD_CENTRAL_DATA",
+    default=Path("central-data"),
+    show_default=True,
+    help="Without --bundle: the central service's data folder.",
+)
+@click.option(
+    "--database-url",
+    envvar="UNIONCARD_DATABASE_URL",
+    help="Without --bundle: the union's database URL (default: SQLite in the data folder).",
+)
+@click.pass_context
+def audit_receipt(
+    ctx: click.Context,
+    code: str,
+    bundle: Path | None,
+    trust: Path | None,
+    data: Path,
+    database_url: str | None,
+) -> None:
+    """Find the journal entry a receipt's verification CODE (like 7K2QF-3XW9M) belongs
+    to, and check its device signature with the key its terminal registered: in an
+    audit bundle (--bundle FILE --trust root.pub, offline; the bundle is verified
+    first), or in the union's store.
+
+    Exit 0 when found and verified; 1 when there is no such entry or it does not
+    verify; 2 when the bundle does not verify.
+    """
+    if bundle is None:
+        if trust is not None:
+            raise click.UsageError("--trust goes with --bundle")
+        # the union's store and its database layer: only when asked, so the offline
+        # check of a bundle loads the shared core alone
+        from central.cli import audit_receipt as union_receipt
+
+        ctx.invoke(union_receipt, code=code, data=data, database_url=database_url)
+        return
+    if trust is None:
+        raise click.UsageError("--bundle needs the union's root public key: --trust FILE")
+    try:
+        shown = normal_code(code)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="CODE") from None
+    checks = find_receipt(read_bundle(bundle, trust), shown)
+    if not checks:
+        click.echo(f"error: no entry in {bundle} has the receipt code {shown}", err=True)
+        sys.exit(1)
+    for check in checks:
+        click.echo(check.line(shown))
+    if any(check.problem is not None for check in checks):
+        sys.exit(1)

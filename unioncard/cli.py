@@ -37,7 +37,10 @@ COMMANDS = {
     "quote": "unioncard.auditor:quote_command",
     "demo": "unioncard.demo:demo",
 }
-AUDIT_COMMANDS = {"receipt": "central.cli:audit_receipt"}
+AUDIT_COMMANDS = {
+    "receipt": "unioncard.auditor:audit_receipt",
+    "verify": "unioncard.auditor:audit_verify",
+}
 ROSTER_COMMANDS = {
     "build": "central.cli:roster_build",
     "verify": "unioncard.auditor:roster_verify",
@@ -84,7 +87,7 @@ def roster() -> None:
 
 @click.group("audit", cls=LazyGroup, lazy=AUDIT_COMMANDS)
 def audit() -> None:
-    """Check evidence: find the journal entry behind a receipt."""
+    """Check evidence: verify an audit bundle; find the journal entry behind a receipt."""
 
 
 def system_clock() -> datetime:

@@ -1,0 +1,335 @@
+"""The audit bundle (issue 15, item 3): the union exports a merchant's period as one
+signed file (`unioncard central audit export`); an outside auditor verifies it offline
+with the root public key (`unioncard audit verify FILE --trust root.pub`) and looks up
+receipts in it. The histories are real: sales through the terminal's checkout and
+journal, synced to the central service (on SQLite and on PostgreSQL), exported from
+its store.
+
+Editing any single byte of an exported bundle is refused: every byte position of a
+small bundle (one sale; about 12 KB) is changed, in process through the pure
+`pact.bundle.verify_bundle` and audit, each in two ways (the byte XOR 0x01, and a
+seeded random other byte), and each must fail with a `BundleError` naming where (the
+part and item, the manifest, or the file) or give a finding; a few positions are
+also changed through the real command line (exit 2, the part named).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from central import create_app
+from central.keys import create_keys, load_keys
+from central.serve import ThreadedServer
+from central.service import CentralPaths, Union
+from pact.bundle import PARTS, audit_bundle, verify_bundle
+from pact.errors import BundleError
+from pact.money import fen
+from pact.receipt import verification_code
+from pact.signing import public_bytes
+from pact.trust import build_root, load_pinned_root, update_root
+from sync.client import CentralClient
+from terminal.journal import Journal
+from terminal.state import TerminalState
+from tests.conftest import FAST, Site, pg_schema
+from tests.helpers import MEMBER_PAN
+from tests.test_commands import one_line_error, run
+from tests.test_evidence import FORGED_EXTRA, forge
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None  # the data folder's own SQLite database
+    else:
+        with pg_schema() as url:
+            yield url
+
+
+@pytest.fixture
+def site(tmp_path: Path, clock, database_url: str | None) -> Iterator[Site]:
+    """tests.conftest's site (terminal T1 of merchant M0001 with member U1), on the
+    store of ``database_url``."""
+    paths = CentralPaths(tmp_path / "central")
+    create_keys(paths.keys, now=clock())
+    union = Union.open(paths, database_url, clock)
+    union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\n")
+    union.add_merchant("M0001", "Shop", 500)
+    union.publish_roster()
+    config = {"DATA_DIR": str(paths.data_dir), "CLOCK": clock, "DATABASE_URL": database_url}
+    app = create_app(config)
+    with ThreadedServer(app) as server:
+        state = TerminalState(tmp_path / "terminal")
+        state.enrol(union.enrol_terminal("T1", "M0001", server.url))
+        site = Site(union, server.url, state, Journal(state.journal_path, state.signer()), None)
+        site.client = CentralClient(server.url, "T1", state.enrolment.api_secret, FAST)
+        yield site
+        site.client.close()
+        site.journal.close()
+    union.close()
+    app.extensions["unioncard"].close()  # the served app's store (its connection pool)
+
+
+def _central(site: Site, tmp_path: Path) -> list[str]:
+    url = ["--database-url", site.union.store.engine.url.render_as_string(hide_password=False)]
+    return ["--data", str(tmp_path / "central"), *url]
+
+
+def _export(site: Site, clock, capsys, tmp_path: Path, name: str = "bundle.json") -> Path:
+    day = clock().date().isoformat()
+    out = tmp_path / name
+    code, stdout, err = run(
+        capsys, "central", "audit", "export", "--merchant", "M0001", "--from", day,
+        "--to", day, "--out", str(out), *_central(site, tmp_path),
+    )  # fmt: skip
+    assert (code, err) == (0, ""), err
+    assert stdout.startswith(f"audit bundle of M0001 written to {out} (")
+    return out
+
+
+def _root_pub(tmp_path: Path) -> Path:
+    """The root public key as an auditor holds it: a file of its own, no roots/ beside."""
+    auditor = tmp_path / "auditor"
+    auditor.mkdir(exist_ok=True)
+    shutil.copy(tmp_path / "central" / "keys" / "root.pub", auditor / "root.pub")
+    return auditor / "root.pub"
+
+
+def _history(site: Site, clock) -> None:
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 12800, clock)
+    clock.advance(timedelta(minutes=5))
+    site.sell(MEMBER_PAN, 4550, clock)
+    site.sync(clock)
+
+
+def test_an_exported_bundle_verifies_offline(site: Site, clock, capsys, tmp_path) -> None:
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    data = bundle.read_bytes()
+    assert MEMBER_PAN.encode() not in data and b"member_id" not in data  # tokens only
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    code, out, err = run(capsys, "audit", "verify", str(bundle), *trust)
+    assert (code, err) == (0, "")
+    day = clock().date()
+    assert re.fullmatch(
+        rf"clean: audit bundle of M0001, {day} to {day} \(exported [0-9T:Z-]+\): 2 entries "
+        r"in the period \(2 with context\) from 1 terminal\(s\), 1 policy version\(s\), "
+        r"root v1: every signature and digest verified; no findings\n",
+        out,
+    ), out
+    # the same bundle, pure: what it holds
+    verified = verify_bundle(data, (tmp_path / "central" / "keys" / "root.pub").read_bytes())
+    assert [(e.terminal_id, e.seq) for e in verified.entries] == [("T1", 1), ("T1", 2)]
+    assert sorted(verified.policies) == [1] and sorted(verified.rosters) == [1]
+    assert list(verified.device_keys) == ["T1"] and audit_bundle(verified) == []
+
+
+def test_a_forged_discount_is_found_in_the_bundle(site: Site, clock, capsys, tmp_path) -> None:
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 12800, clock)
+    site.sell(MEMBER_PAN, 10000, clock)
+    # the shop's owner, root on the Pi, forges sale 2 and signs it with the device key
+    forge(site.state.journal_path, seq=2, signer=site.state.signer())
+    site.journal.close()
+    site.journal = Journal(site.state.journal_path, site.state.signer())
+    assert site.sync(clock).uploaded == 2  # the union took it: chain and signature fine
+    bundle = _export(site, clock, capsys, tmp_path)
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    code, out, err = run(capsys, "audit", "verify", str(bundle), *trust)
+    assert code == 1
+    assert out.splitlines() == [
+        f"terminal=T1 seq=2 finding=over_discount detail=a discount of "
+        f"{fen(500 + FORGED_EXTRA)} where the policy gives 5.00"
+    ]
+    assert err.startswith("1 findings; audit bundle of M0001")
+    # the same engine over the union's store gives the same lines
+    day = clock().date().isoformat()
+    code, union_out, _ = run(
+        capsys, "central", "audit", "run", "--merchant", "M0001", "--from", day, "--to", day,
+        *_central(site, tmp_path),
+    )  # fmt: skip
+    assert (code, union_out) == (1, out)
+
+
+def test_a_receipt_code_is_found_in_the_bundle(site: Site, clock, capsys, tmp_path) -> None:
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    second = site.journal.sales()[1]
+    code_text = verification_code(second)
+    assert code_text is not None
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    code, out, err = run(
+        capsys, "audit", "receipt", code_text.lower().replace("-", ""), "--bundle", str(bundle),
+        *trust,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{code_text}: terminal T1 sale #2 of merchant M0001 at {second.at}")
+    assert out.rstrip().endswith(f"net {fen(second.net)}; device signature verified")
+    code, out, err = run(capsys, "audit", "receipt", "00000-00000", "--bundle", str(bundle), *trust)
+    assert code == 1 and out == "" and "no entry in" in err and "00000-00000" in err
+    # without --bundle it is still the union's store that is asked
+    code, out, err = run(capsys, "audit", "receipt", code_text, *_central(site, tmp_path))
+    assert (code, err) == (0, "") and "device signature verified" in out
+    code, _, err = run(capsys, "audit", "receipt", code_text, "--bundle", str(bundle))
+    assert code == 2 and "--trust" in err
+
+
+def test_another_root_key_is_refused(site: Site, clock, capsys, tmp_path) -> None:
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    other = tmp_path / "other.pub"
+    other.write_text(public_bytes(Ed25519PrivateKey.generate().public_key()).hex() + "\n")
+    code, out, err = run(capsys, "audit", "verify", str(bundle), "--trust", str(other))
+    assert code == 2 and out == ""
+    one_line_error(err, str(bundle), "part roots", "no root metadata is signed by the trusted")
+
+
+def test_an_export_that_fails_writes_nothing(site: Site, clock, capsys, tmp_path) -> None:
+    day = clock().date().isoformat()
+    out = tmp_path / "never.json"
+    code, _, err = run(
+        capsys, "central", "audit", "export", "--merchant", "M0404", "--from", day, "--to", day,
+        "--out", str(out), *_central(site, tmp_path),
+    )  # fmt: skip
+    assert code != 0 and "M0404" in err
+    assert not out.exists() and not list(tmp_path.glob(".never.json.*"))
+
+
+# ---------------------------------------------------------------------------- byte edits
+WHERE = (
+    *(f"audit bundle refused: {part}[" for part in PARTS),
+    *(f"audit bundle refused: part {part}" for part in PARTS),
+    "audit bundle refused: the manifest: ",
+    "audit bundle refused: the file: ",
+    "audit bundle refused: the parts: ",
+)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_single_byte_edit_is_refused(site: Site, clock, capsys, tmp_path) -> None:
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 12800, clock)
+    site.sync(clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    data = bundle.read_bytes()
+    anchor = (tmp_path / "central" / "keys" / "root.pub").read_bytes()
+    assert audit_bundle(verify_bundle(data, anchor)) == []
+    rng = random.Random(15)
+    named: dict[str, int] = {}
+    for pos in range(len(data)):
+        for other in (data[pos] ^ 0x01, (data[pos] + rng.randrange(1, 256)) % 256):
+            edited = data[:pos] + bytes([other]) + data[pos + 1 :]
+            try:
+                findings = audit_bundle(verify_bundle(edited, anchor))
+            except BundleError as exc:
+                message = str(exc)
+                assert message.startswith(WHERE), (pos, other, message)
+                where = message.split(": ")[1].split(" (")[0].split("[")[0]
+                named[where] = named.get(where, 0) + 1
+            else:
+                assert findings, f"byte {pos} changed to {other:#x} went unnoticed"
+    # every part was hit, and each edit was named in its own part (at least once)
+    assert {"roots", "policies", "rosters", "enrolments", "members", "entries"} <= set(named)
+    assert "the manifest" in named and "the file" in named
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_edits_through_the_command_line_exit_2_naming_where(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    data = bundle.read_bytes()
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    text = data.decode()
+    # the discount of entry 2 (canonical JSON: `"discount":227` once per entry)
+    at_entries = text.index('"entries":[', text.index('"parts":{'))
+    second = text.index('"seq":2', at_entries)
+    discount = text.rindex('"discount":', at_entries, second) + len('"discount":')
+    cases = {
+        discount: "entries[1] (entry terminal=T1 seq=2): its digest is not the one",
+        text.index('"merchant_name":"Shop"') + 17: "policies[0] (policy v1)",
+        text.index('"signatures":[{"keyid":"') + 30: "the manifest",
+        len(data) - 3: "the file: format version 0: this unioncard reads version 1",
+        len(data) - 1: "the file: not in canonical form",  # the last newline, a space
+        text.index('"enrolled_at":"', text.index('"enrolments":[', text.index('"parts":{'))) + 1: (
+            "enrolments[0] (enrolment record terminal=T1)"
+        ),
+    }
+    for pos, where in cases.items():
+        edited = tmp_path / f"edited-{pos}.json"
+        new = b" " if data[pos:] == b"\n" else bytes([data[pos] ^ 0x01])
+        edited.write_bytes(data[:pos] + new + data[pos + 1 :])
+        code, out, err = run(capsys, "audit", "verify", str(edited), *trust)
+        assert code == 2 and out == "", (pos, err)
+        one_line_error(err, str(edited), where)
+
+
+# ---------------------------------------------------------------------------- the audit role
+def _old_install(keys_dir: Path, clock) -> None:
+    """Keys as made before the audit role: no audit.pem, a root v1 without the role."""
+    create_keys(keys_dir, now=clock())
+    keys = load_keys(keys_dir)
+    assert keys.root is not None and keys.audit is not None
+    (keys_dir / "audit.pem").unlink()
+    old = build_root(
+        version=1,
+        issued_at=clock(),
+        expires_at=clock() + timedelta(days=365),
+        role_keys={
+            role: [keys.role_key(role).public_key()]
+            for role in ("root", "roster", "policy", "snapshot")
+        },
+        signers=[keys.root],
+    )
+    assert b'"audit"' not in old
+    (keys_dir / "roots" / "1.json").write_bytes(old)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_install_before_the_audit_role_adds_its_key_by_rotation(
+    clock, capsys, tmp_path, database_url
+) -> None:
+    paths = CentralPaths(tmp_path / "central")
+    _old_install(paths.keys, clock)
+    old_root = load_pinned_root((paths.keys / "roots" / "1.json").read_bytes())
+    assert not old_root.has_role("audit") and old_root.trusted("audit") == {}
+    keys = load_keys(paths.keys)  # the service loads without an audit key
+    assert keys.audit is None
+    union = Union.open(paths, database_url, clock)
+    union.add_merchant("M0001", "Shop", 500)
+    union.close()
+    day = clock().date().isoformat()
+    export = ["central", "audit", "export", "--merchant", "M0001", "--from", day, "--to", day]
+    out = tmp_path / "b.json"
+    code, _, err = run(capsys, *export, "--out", str(out), "--data", str(paths.data_dir))
+    assert code != 0 and not out.exists()
+    one_line_error(err, "no audit key yet", "keys rotate audit")
+    code, stdout, err = run(
+        capsys, "keys", "rotate", "audit", "--keys", str(paths.keys),
+        "--root-key", str(paths.keys / "root.pem"),
+    )  # fmt: skip
+    assert (code, err) == (0, "") and "root metadata v2" in stdout
+    assert (paths.keys / "audit.pem").stat().st_mode & 0o077 == 0
+    new_root = update_root(old_root, (paths.keys / "roots" / "2.json").read_bytes())
+    assert new_root.has_role("audit")  # as a terminal walks to it
+    code, _, err = run(capsys, *export, "--out", str(out), "--data", str(paths.data_dir))
+    assert (code, err) == (0, "")
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    code, stdout, err = run(capsys, "audit", "verify", str(out), *trust)
+    assert (code, err) == (0, "") and "0 entries in the period" in stdout
+    assert "root v2" in stdout
+    # rotating it again keeps the old key beside, for what it signed
+    code, _, _ = run(
+        capsys, "keys", "rotate", "audit", "--keys", str(paths.keys),
+        "--root-key", str(paths.keys / "root.pem"),
+    )  # fmt: skip
+    assert code == 0 and (paths.keys / "audit.pem.v2").exists()
