@@ -44,14 +44,15 @@ venv: deps $(VENV)/.installed
 
 demo: venv
 	$(VENV)/bin/unioncard demo --data $(DATA)
+	@$(PY) -m tests.privacy $(DATA)  # issue 16: no card number in any file the demo wrote
 
 serve: venv
 	$(VENV)/bin/unioncard demo --data $(DATA) --serve
 
 # the README's screenshots of the cashier page (Chinese and English), taken by the
-# browser test with an emulated card through pcscd
+# browser test with an emulated card through pcscd, and of the union's console
 screenshots: deps-test venv
-	UNIONCARD_SCREENSHOTS=docs $(PY) -m pytest -q -p no:randomly tests/test_web.py -k chromium
+	UNIONCARD_SCREENSHOTS=docs $(PY) -m pytest -q -p no:randomly tests/test_web.py tests/test_console_flow.py -k chromium
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -36,6 +36,8 @@ MODULES = [
     "bench.policy",
     "bench.ingest",
     "bench.central",
+    "bench.fleet_ingest",
+    "bench.member_import",
     "bench.dashboard",
     "bench.bgsync",
     "bench.audit",

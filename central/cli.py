@@ -556,11 +556,13 @@ def central_publish(
         click.echo(f"deleted {deleted} old roster files no terminal can ask for; {kept} kept")
     for merchant_id, policy_version in renewed:
         click.echo(f"renewed the policy of {merchant_id}: v{policy_version}")
-    for done in closed:
+    for done in closed.closed:
         click.echo(
             f"closed merchant {done.merchant_id}: its terminals revoked, the final statement "
             f"({done.sales} sales, {done.first} to {done.last}) in {done.folder}"
         )
+    if closed.problems:
+        raise click.ClickException("; ".join(closed.problems))
 
 
 @central.command("statement")

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from central import policies
 from central.auditexport import export_bundle
+from central.errors import CentralError
 from central.service import Union
 from central.statement import statement_csv, statement_html
 from pact.files import atomic_write
@@ -44,14 +45,20 @@ class ClosedMerchant:
     last: date
 
 
-def close_exits(
-    union: Union, folder: Path, deadline: timedelta = FINAL_UPLOAD_DEADLINE
-) -> list[ClosedMerchant]:
+@dataclass
+class Closing:
+    closed: list[ClosedMerchant] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one line a merchant not closed
+
+
+def close_exits(union: Union, folder: Path, deadline: timedelta = FINAL_UPLOAD_DEADLINE) -> Closing:
     """Close each merchant whose exit has taken effect, once every terminal of it is
     decommissioned, or ``deadline`` after the exit; keep every merchant's status in
-    force current. Returns the merchants closed now."""
+    force current. A merchant that cannot be closed (say, no audit key yet) is named
+    in ``problems``, and the others are closed all the same; the next day's job tries
+    it again (its terminals stay revoked)."""
     now = union.clock()
-    closed = []
+    done = Closing()
     for merchant in union.store.merchants():
         merchant_id = merchant["merchant_id"]
         timeline = policies.status_timeline(union.store.status_history(merchant_id), now)
@@ -69,8 +76,11 @@ def close_exits(
             union.store.revoke_terminal(
                 terminal["terminal_id"], iso(now), "merchant exited: final-upload deadline"
             )
-        closed.append(_close(union, merchant_id, exited_at, folder / merchant_id, now))
-    return closed
+        try:
+            done.closed.append(_close(union, merchant_id, exited_at, folder / merchant_id, now))
+        except (CentralError, OSError) as exc:
+            done.problems.append(f"merchant {merchant_id} was not closed: {exc}")
+    return done
 
 
 def _close(

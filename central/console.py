@@ -13,11 +13,17 @@ what the role allows, in Simplified Chinese unless they switch to English.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
+import shlex
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -25,6 +31,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    flash,
     redirect,
     render_template,
     request,
@@ -48,6 +55,7 @@ from pact.audit import kinds as audit_kinds
 from pact.files import atomic_write
 from pact.money import fen
 from pact.text import Msg
+from pact.timefmt import parse_moment
 
 SECRET_FILE = "console.secret"
 LANGUAGES = {"zh": "zh-CN", "en": "en"}
@@ -155,8 +163,46 @@ def index() -> Any:
 
 @bp.get("/terminals")
 def terminals() -> Any:
+    return _terminals_page()
+
+
+def _terminals_page(**shown: Any) -> Any:
+    """The fleet the caller may see; an admin's page has the enrolment code form (and,
+    just after making one, ``code``, ``expires``, ``command``: shown once)."""
     rows = [r for r in _union().fleet() if current_user.may_see(r.merchant_id)]
-    return render_template("console/terminals.html", rows=rows)
+    merchants = _merchants() if current_user.role == "admin" else []
+    return render_template("console/terminals.html", rows=rows, merchants=merchants, **shown)
+
+
+@bp.post("/terminals/code")
+def enrol_code() -> Any:
+    """An admin makes a one-time enrolment code for a merchant's new terminal
+    (``Union.create_enrol_code``: once, for 24 hours; only its digest is kept, so the
+    page shows it this once, with the command to run on the terminal)."""
+    _admin_only()
+    terminal_id = request.form.get("terminal", "").strip()
+    merchant_id = request.form.get("merchant", "").strip()
+    if not ID.fullmatch(terminal_id):
+        message = _("A terminal id is 1 to 32 letters, digits, - or _, such as T0001.")
+        return _terminals_page(error=message, terminal_id=terminal_id[:32]), 400
+    try:
+        code, expires = _union().create_enrol_code(terminal_id, merchant_id)
+    except CentralError as exc:
+        return _terminals_page(error=str(exc), terminal_id=terminal_id), exc.http_status
+    central_url = request.host_url.rstrip("/")
+    command = shlex.join(["unioncard", "terminal", "enrol", "--central", central_url])
+    answer = Response(
+        _terminals_page(
+            code=code,
+            code_terminal=terminal_id,
+            code_merchant=merchant_id,
+            expires=_local(expires),
+            command=f"{command} --code {code}",
+            https=central_url.startswith("https:"),
+        )
+    )
+    answer.headers["Cache-Control"] = "no-store"  # the code: not kept in any cache
+    return answer
 
 
 @bp.get("/statement")
@@ -230,6 +276,10 @@ def merchant(merchant_id: str) -> Any:
     complaints. A merchant's user sees its own only."""
     if not current_user.may_see(merchant_id):
         abort(403)
+    return _merchant_page(merchant_id)
+
+
+def _merchant_page(merchant_id: str, error: str | None = None, status: int = 200) -> Any:
     store = _union().store
     try:
         row = store.merchant(merchant_id)
@@ -238,13 +288,211 @@ def merchant(merchant_id: str) -> Any:
     standards = json.loads(row["standards"]) if row["standards"] else []
     return render_template(
         "console/merchant.html",
+        error=error,
+        form=request.form if error else {},
         m=row,
         standards=standards,
         statuses=store.status_history(merchant_id),
         versions=store.signed_versions(f"policy:{merchant_id}"),
         drafts=[d for d in store.drafts() if d["merchant_id"] == merchant_id],
         complaints=store.complaints_between(merchant_id, date(2000, 1, 1), date(2999, 12, 31)),
+    ), status
+
+
+# -- the admins' forms: members, merchants, enrolment codes (auditors read, change nothing)
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")  # a merchant's or a terminal's id
+REGISTRY = {"category": 32, "district": 64, "address": 200, "contact": 100}  # field: length
+
+
+def _admin_only() -> None:
+    if current_user.role != "admin":
+        abort(403)
+
+
+def _one_line(text: str | None, length: int) -> str:
+    return " ".join((text or "").split())[:length]
+
+
+def _local(moment: Any) -> str:
+    """A moment in the union's time zone, as people there read it."""
+    zone = _union().timezone
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} ({zone})"
+
+
+@bp.post("/members")
+def member_import() -> Any:
+    """An admin imports MEMBERS.csv, as `unioncard central import-members` (``full``:
+    the members missing from the file have left), in one transaction: a bad line
+    rejects the whole file, named with its line number. ``publish`` then signs the
+    next roster, which the terminals fetch at their next sync."""
+    _admin_only()
+    union = _union()
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return _members_page(_("Choose the members file (CSV) to upload."), 400)
+    lines = io.TextIOWrapper(upload.stream, encoding="utf-8-sig", newline="")
+    try:
+        result = union.import_members(lines, full=request.form.get("full") == "on")
+    except (UnicodeDecodeError, csv.Error):
+        return _members_page(
+            _("The file is not CSV in UTF-8: save it as CSV UTF-8. Nothing was imported."), 400
+        )
+    except CentralError as exc:
+        message = _("The file was refused and nothing was imported: %(why)s", why=str(exc))
+        return _members_page(message, exc.http_status)
+    done = [
+        _(
+            "Read %(read)s members: %(added)s new, %(changed)s changed, %(left)s left the union.",
+            read=result.read,
+            added=result.added,
+            changed=result.changed,
+            left=result.left,
+        )
+    ]
+    if request.form.get("publish") == "on":
+        version, count = union.publish_roster()
+        done.append(
+            _("Roster v%(version)s signed: %(count)s members.", version=version, count=count)
+        )
+    else:
+        done.append(_("The terminals see the change once a new roster is signed."))
+    return _members_page(None, 200, " ".join(str(d) for d in done))
+
+
+def _members_page(error: str | None, status: int, result: str | None = None) -> Any:
+    return render_template(
+        "console/member.html", member=None, member_id="", import_error=error, imported=result
+    ), status
+
+
+@bp.route("/merchants", methods=["GET", "POST"])
+def merchants() -> Any:
+    """The merchants, for union staff (each linked to its page); an admin adds one here
+    with its registry entry and starting discount, which signs its first policy."""
+    if current_user.role not in ("admin", "auditor"):
+        abort(403)
+    error, status = None, 200
+    if request.method == "POST":
+        _admin_only()
+        form = request.form
+        merchant_id = form.get("merchant_id", "").strip()
+        name = _one_line(form.get("name"), 128)
+        basis_points = _basis_points(form.get("discount", ""))
+        if not ID.fullmatch(merchant_id):
+            error = _("A merchant id is 1 to 32 letters, digits, - or _, such as M0001.")
+        elif not name:
+            error = _("Give the merchant's name.")
+        elif basis_points is None:
+            error = _("The discount is a percentage from 0 to 100, such as 5 or 7.5.")
+        else:
+            union = _union()
+            try:
+                version = union.add_merchant(merchant_id, name, basis_points)
+                given = {k: _one_line(form.get(k), n) for k, n in REGISTRY.items()}
+                if any(given.values()):
+                    union.store.set_registry(merchant_id, **{k: v for k, v in given.items() if v})
+            except CentralError as exc:
+                error, status = str(exc), exc.http_status
+            else:
+                flash(
+                    _(
+                        "Merchant %(id)s added; policy v%(version)s signed.",
+                        id=merchant_id,
+                        version=version,
+                    )
+                )
+                return redirect(url_for("console.merchant", merchant_id=merchant_id))
+        status = 400 if error and status == 200 else status
+    return render_template(
+        "console/merchants.html",
+        merchants=_union().store.merchants(),
+        error=error,
+        form=request.form if error else {},
+    ), status
+
+
+def _basis_points(text: str) -> int | None:
+    """A percentage typed by a person (5, 7.5, 12.25) in basis points; None if it is not
+    one from 0 to 100 with at most two decimals. Decimal, never float."""
+    try:
+        points = Decimal(text.strip().rstrip("%")) * 100
+    except InvalidOperation:
+        return None
+    if not points.is_finite() or points != points.to_integral_value() or not 0 <= points <= 10000:
+        return None
+    return int(points)
+
+
+@bp.post("/merchants/<merchant_id>/admit")
+def merchant_admit(merchant_id: str) -> Any:
+    """An admin records the merchant's admission: the standards it agreed to, one a
+    line, kept with today's date and the admin's name."""
+    _admin_only()
+    standards = request.form.get("standards", "").splitlines()
+    try:
+        _union().admit_merchant(merchant_id, standards, current_user.id)
+    except CentralError as exc:
+        return _merchant_page(merchant_id, str(exc), exc.http_status)
+    flash(_("Merchant %(id)s admitted.", id=merchant_id))
+    return redirect(url_for("console.merchant", merchant_id=merchant_id))
+
+
+@bp.post("/merchants/<merchant_id>/status")
+def merchant_status(merchant_id: str) -> Any:
+    """An admin suspends, reinstates or exits a merchant, now or from a time in the
+    union's time zone, with the reason; a new policy is signed with the change. An exit
+    is final, so it must be confirmed."""
+    _admin_only()
+    union = _union()
+    form = request.form
+    status = form.get("status", "")
+    reason = _one_line(form.get("reason"), 500)
+    when_text = form.get("effective", "").strip()
+    try:
+        when = parse_moment(when_text, ZoneInfo(union.timezone)) if when_text else None
+    except ValueError:
+        when, error = (
+            None,
+            _("Give the time it takes effect as YYYY-MM-DD HH:MM, or leave it empty."),
+        )
+    else:
+        error = None
+    if not reason:
+        error = _("Give the reason: it is kept in the merchant's status history.")
+    elif status == "exited" and form.get("final") != "on":
+        error = _("An exit is final: tick the box to confirm it.")
+    if error is not None:
+        return _merchant_page(merchant_id, str(error), 400)
+    try:
+        version = union.set_merchant_status(merchant_id, status, reason, when, current_user.id)
+    except CentralError as exc:
+        return _merchant_page(merchant_id, str(exc), exc.http_status)
+    at = _local(when) if when is not None else _("now")
+    flash(
+        _(
+            "Merchant %(id)s is %(status)s from %(at)s; policy v%(version)s signed.",
+            id=merchant_id,
+            status=status_name(status),
+            at=at,
+            version=version,
+        )
     )
+    return redirect(url_for("console.merchant", merchant_id=merchant_id))
+
+
+def status_name(status: str) -> str:
+    """A merchant's status, in the reader's language."""
+    names = {"active": _("active"), "suspended": _("suspended"), "exited": _("exited")}
+    return str(names.get(status, status))
+
+
+@bp.errorhandler(413)
+def _too_big(exc: Any) -> Any:
+    message = _(
+        "The file is too big for the console (4 MiB at most): import it with "
+        "`unioncard central import-members`."
+    )
+    return render_template("console/message.html", message=message), 413
 
 
 @bp.route("/audit", methods=["GET", "POST"])
@@ -286,7 +534,9 @@ def audit() -> Any:
     elif merchant_id or run_id:
         stored = union.store.audit_findings(
             merchant_id=merchant_id or None,
-            run_id=int(run_id) if run_id.isdigit() else None,
+            run_id=int(run_id)
+            if run_id.isascii() and run_id.isdigit() and len(run_id) < 10
+            else None,
             kind=kind or None,
             severity=severity or None,
             terminal_id=terminal_id or None,
@@ -411,6 +661,7 @@ def init_console(app: Flask, data_dir: Path) -> None:
         return {"error": exc.description}, 400
 
     app.add_template_filter(fen, "yuan")  # integer fen as yuan (pact.money): no float
+    app.add_template_global(status_name, "status_name")
 
     @app.context_processor
     def _lang() -> dict[str, Any]:

@@ -8,12 +8,16 @@
 ``KEYS/token.key``  32 random bytes, hex: the HMAC key that turns PANs into tokens (0600)
 ``KEYS/root.pub``   the root public key, hex (for auditors: ``roster verify --trust``)
 ``KEYS/roots/N.json``  every version of the signed root metadata, in order
+
+A private key file or the token key readable by anyone but its owner is refused
+(:func:`check_private`): the service does not start, and says which ``chmod 600``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -77,7 +81,22 @@ def _write_key(path: Path, key: Ed25519PrivateKey) -> None:
     atomic_write(path, pem, mode=0o600)
 
 
+def check_private(path: Path) -> None:
+    """Refuse a secret key file that its group or others may read or write: one line
+    naming the file and the ``chmod 600`` to run (a missing file is left to its use)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CentralError(
+            f"the key file {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
+            f"run `chmod 600 {path}`, and consider rotating the key (`unioncard keys rotate`)"
+        )
+
+
 def _read_key(path: Path) -> Ed25519PrivateKey:
+    check_private(path)
     key = load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise CentralError(f"{path} is not an Ed25519 key")
@@ -141,6 +160,7 @@ def load_keys(directory: Path) -> UnionKeys:
         }
         root_file = directory / "root.pem"
         loaded["root"] = _read_key(root_file) if root_file.exists() else None
+        check_private(directory / "token.key")
         token_key = bytes.fromhex((directory / "token.key").read_text().strip())
         roots = root_versions(directory)
     except FileNotFoundError as exc:

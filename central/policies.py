@@ -68,13 +68,18 @@ class StatusTimeline:
 def status_timeline(history: Sequence[Mapping[str, Any]], now: datetime) -> StatusTimeline:
     """The status in force at ``now`` and the changes ahead, from the merchant's status
     history (rows with status and effective_at, in the order they take effect). Two
-    changes taking effect at the same moment: the one decided later stands."""
+    changes taking effect at the same moment: the one decided later stands. Nothing
+    after the first exit counts (a reinstatement scheduled before the exit was decided
+    is cancelled by it)."""
     by_moment: dict[datetime, str] = {}
     for row in history:
         by_moment[parse_iso(row["effective_at"])] = row["status"]
     moments = sorted(by_moment)
     if not moments:
         raise InputError("the merchant has no status history")
+    exits = [m for m in moments if by_moment[m] == "exited"]
+    if exits:  # an exit is final: what was scheduled after it never takes effect
+        moments = [m for m in moments if m <= exits[0]]
     status, since = by_moment[moments[0]], moments[0]
     ahead = []
     for moment in moments[1:]:
@@ -83,7 +88,6 @@ def status_timeline(history: Sequence[Mapping[str, Any]], now: datetime) -> Stat
                 status, since = by_moment[moment], moment
         else:
             ahead.append((by_moment[moment], moment))
-    exits = [m for m in moments if by_moment[m] == "exited"]
     return StatusTimeline(status, since, tuple(ahead), exits[0] if exits else None)
 
 

@@ -235,6 +235,8 @@ class Policy:
         """The merchant's status at ``now``: the last change in force, else ``status``."""
         status = self.status
         for change in self.status_changes:
+            if status == "exited":
+                break  # an exit is final, whatever a policy lists after it
             if change.at <= now:
                 status = change.status
         return status

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from pact.device import SIGNATURE_HEX
@@ -169,6 +170,8 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
             raise WireFormatError(f"sales[{i}]: gross - discount != net")
         if sale["terminal_id"] != terminal_id:
             raise WireFormatError(f"sales[{i}] belongs to another terminal")
+        if not _is_utc_second(sale["at"]):
+            raise WireFormatError(f"sales[{i}].at must be a UTC time like 2026-11-28T09:30:00Z")
         if sale.get("sig") is not None and not _is_hex(sale["sig"], SIGNATURE_HEX):
             raise WireFormatError(f"sales[{i}].sig must be {SIGNATURE_HEX} hex digits")
         _check_kind(sale, f"sales[{i}]")
@@ -183,6 +186,21 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
                 check(sale[name], sale, f"sales[{i}]")
         out.append(Sale.from_json(sale))
     return terminal_id, out
+
+
+UTC_SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def _is_utc_second(text: str) -> bool:
+    """``at`` as the terminal journals it (pact.timefmt.iso): UTC to the second, with
+    ``Z``. One form only, so that the union's days and totals can read it as text."""
+    if not UTC_SECOND.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(text[:-1])
+    except ValueError:  # 2026-02-30T..., 25:00:00
+        return False
+    return True
 
 
 def _check_kind(sale: Mapping[str, Any], where: str) -> None:

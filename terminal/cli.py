@@ -25,13 +25,14 @@ from pact.money import fen, parse_yuan
 from pact.text import N_
 from pact.timefmt import Clock
 from reader.fresh import FreshCardReader
-from sync.errors import CentralForgotError
+from sync.errors import CentralForgotError, CentralRefusedError
 from terminal import daemon
 from terminal import settings as settings_file
 from terminal.access import API_TOKEN_FILE, new_api_token, new_supervisor_token, token_digest
 from terminal.decommission import (
     data_folder_lock,
     export_journal,
+    journal_held,
     pending_problem,
     wipe,
     write_export,
@@ -101,6 +102,7 @@ def open_terminal(
     clock: Clock,
     reader: CardReaderFn | None = None,
     monotonic: Callable[[], float] | None = None,
+    check_journal: bool = False,
 ) -> TerminalService:
     """The terminal service with its card reader (by default a ``FreshCardReader``: each
     card insertion is read for at most one sale; its monitor starts at the first read)."""
@@ -113,6 +115,7 @@ def open_terminal(
         settings.card_timeout,
         printer=settings.printer,
         monotonic=monotonic,
+        check_journal=check_journal,
     )
 
 
@@ -434,15 +437,24 @@ def terminal_decommission(clock: Clock, settings: Settings, out: Path | None) ->
         finally:
             journal.close()
         write_export(export, target)
-        note = "the union revoked it"
-        client = central_client(enrolment)
-        try:
-            client.decommission(export.last_seq)
-        except CentralForgotError as exc:  # revoked already: it held every entry then
-            note = f"the union had already revoked it ({exc})"
-        finally:
-            client.close()
-        wipe(settings.data_dir)
+        with journal_held(state.journal_path, export.last_seq):  # until the wipe
+            note = "the union revoked it"
+            client = central_client(enrolment)
+            try:
+                client.decommission(export.last_seq)
+            except CentralForgotError as exc:
+                if "was revoked" not in str(exc):  # not revoked: some other 401
+                    raise CentralRefusedError(
+                        N_(
+                            "the union does not know this terminal (%(why)s): nothing was "
+                            "wiped; ask the union to check the terminal's enrolment"
+                        ),
+                        why=str(exc),
+                    ) from None
+                note = f"the union had already revoked it ({exc})"  # holding every entry
+            finally:
+                client.close()
+            wipe(settings.data_dir)
     click.echo(
         f"terminal {enrolment.terminal_id} decommissioned: {note}; {export.entries} journal "
         f"entries exported to {target}; its keys and data are wiped"
@@ -458,7 +470,8 @@ def terminal_serve(clock: Clock, settings: Settings) -> None:
     daemon.log_to_stdout()
     reader = FreshCardReader(settings.reader, clock=clock)
     # the daemon watches its wall clock against the monotonic clock (clock jumps)
-    service = open_terminal(settings, clock, reader, monotonic=time.monotonic)
+    # and checks every page of its journal first (a damaged one: no sales, and why)
+    service = open_terminal(settings, clock, reader, monotonic=time.monotonic, check_journal=True)
     try:
         with data_folder_lock(settings.data_dir):  # one daemon, no decommissioning
             for event in service.startup(SOFTWARE):

@@ -89,7 +89,9 @@ def serve(
                 log.exception("the daemon's own sync check failed")
 
     signal.signal(signal.SIGTERM, stop)
-    if sync_every > 0 or sync_after_sales > 0:
+    if service.damage is not None:  # nothing to upload from, nothing to journal an update in
+        notifier.status(f"no sales: {service.damage}")
+    elif sync_every > 0 or sync_after_sales > 0:
         auto = AutoSync(
             service, app.extensions["unioncard_sync"], sync_every, sync_after_sales, time.monotonic
         )

@@ -17,6 +17,8 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +51,8 @@ def data_folder_lock(data_dir: Path) -> Iterator[None]:
     """Hold the data folder for the daemon (``terminal serve``) or a decommissioning:
     one at a time. Released when the process ends, however it ends."""
     path = data_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: whoever made it
+    # read-only: whoever made it; not through a symbolic link planted in its place
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -80,6 +83,39 @@ def pending_problem(journal: Journal) -> PendingEntriesError | None:
         first=pending[0].seq,
         last=pending[-1].seq,
     )
+
+
+@contextmanager
+def journal_held(journal_path: Path, last_seq: int) -> Iterator[None]:
+    """Hold the journal's write lock (no process journals anything) from here to the
+    wipe, and check first that it still ends at ``last_seq`` with nothing pending: an
+    entry journaled since the export (a sync's event, a checkout from the command
+    line) would otherwise be wiped with neither the shop's export nor the union
+    holding it."""
+    db = sqlite3.connect(journal_path, timeout=10, isolation_level=None)
+    try:
+        try:
+            db.execute("BEGIN EXCLUSIVE")
+            last, pending = db.execute(
+                "SELECT coalesce(max(seq), 0), count(*) FILTER (WHERE uploaded_at IS NULL) "
+                "FROM sales"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(
+                N_("the journal is busy (%(why)s): stop what uses it, then try again"),
+                why=str(exc),
+            ) from None
+        if last != last_seq or pending:
+            raise PendingEntriesError(
+                N_(
+                    "the journal changed while it was exported (now up to seq %(last)s): "
+                    "run `unioncard sync`, then decommission again"
+                ),
+                last=last,
+            )
+        yield
+    finally:
+        db.close()  # rolls back: nothing was written
 
 
 @dataclass(frozen=True)
@@ -130,13 +166,17 @@ def wipe(data_dir: Path) -> None:
     for name in SECRET_FILES:
         path = data_dir / name
         try:
-            size = path.stat().st_size
+            found = path.lstat()
         except FileNotFoundError:
             continue
-        with path.open("r+b") as fh:
-            fh.write(b"\0" * size)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if not stat.S_ISREG(found.st_mode):
+            continue  # a symbolic link (or worse) is removed below, never written through
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.write(fd, b"\0" * found.st_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     for child in sorted(data_dir.iterdir()):
         if child.name == LOCK_FILE:
             continue

@@ -57,6 +57,16 @@ def load_public_key(data_dir: Path) -> Ed25519PublicKey:
         raise ConfigError(f"{path} does not hold a device public key") from None
 
 
+def readable_by_others(path: Path) -> str | None:
+    """The mode of the secret file ``path`` (``"0644"``) when its group or others may
+    read or write it; None when it is private or missing (its use says so)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    return f"{stat.S_IMODE(mode):04o}" if mode & (stat.S_IRWXG | stat.S_IRWXO) else None
+
+
 def load_signer(data_dir: Path) -> KeySigner:
     """The device key; refused when missing, damaged or readable by others."""
     path = data_dir / KEY_FILE

@@ -47,3 +47,13 @@ class PrinterError(TerminalError):
 
 class UnknownSaleError(TerminalError):
     """No journal entry has that number."""
+
+
+class DiskFullError(TerminalError):
+    """The disk of the terminal's data folder is full: nothing was written (a sale, an
+    update, a sync's records); what was written before is kept."""
+
+
+class JournalDamagedError(JournalError):
+    """The journal's files are damaged (the database or its WAL): the terminal records
+    nothing and gives no discounts; the files are kept untouched as evidence."""

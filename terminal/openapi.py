@@ -45,6 +45,8 @@ KINDS: dict[str, tuple[int, str]] = {
     "not_enrolled": (503, "the terminal is not enrolled"),
     "not_ready": (503, "the terminal's settings or files are missing or invalid"),
     "journal": (503, "the journal cannot be written or its chain is broken"),
+    "journal_damaged": (503, "the journal is damaged: no sale, no discount; its files are kept"),
+    "disk_full": (503, "the disk of the terminal's data folder is full: nothing was recorded"),
     "no_sync": (503, "this process cannot sync (a test app): use `unioncard sync`"),
 }
 
@@ -226,8 +228,16 @@ def _schemas() -> dict[str, Any]:
                 "roster_members": _or_null(INT),
                 "roster_expires_at": _or_null(time),
                 "policy_version": _or_null(INT),
-                "sales": {"type": "integer", "minimum": 0, "description": "journal entries"},
-                "pending_upload": {"type": "integer", "minimum": 0},
+                "sales": _or_null(
+                    {"type": "integer", "minimum": 0, "description": "journal entries"}
+                ),
+                "pending_upload": _or_null({"type": "integer", "minimum": 0}),
+                "journal_damaged": _or_null(
+                    {
+                        "type": "string",
+                        "description": "why the journal is not used (then no sales, counts null)",
+                    }
+                ),
                 "offline": _ref("OfflineLimits"),
                 "warnings": _list(STRING, description="in the reader's language"),
                 "warning_ids": {**messages, "description": "`warnings` as messages"},
@@ -562,7 +572,7 @@ _ERRORS: dict[str, tuple[str, str]] = {
     "503": (
         "Unavailable",
         "The terminal cannot serve it now (`no_reader`, `printer`, `not_enrolled`, "
-        "`not_ready`, `journal`, `no_sync`).",
+        "`not_ready`, `journal`, `journal_damaged`, `disk_full`, `no_sync`).",
     ),
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, Protocol, cast, overload
 from zoneinfo import ZoneInfo
 
 from pact.basket import Basket
@@ -31,8 +31,11 @@ from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import Priced, SaleResult, price, record
+from terminal.disk import SALE_REFUSED, check_space, space_warning
 from terminal.errors import (
     BusyError,
+    DiskFullError,
+    JournalDamagedError,
     JournalError,
     PendingError,
     PrinterError,
@@ -101,6 +104,23 @@ def journal_event(
     return journal.append(draft, at=at)
 
 
+class UnusableJournal:
+    """Stands in for a journal found damaged (terminal.journal.check_damage): every use
+    raises the damage, so nothing is recorded and no discount given; closing is a no-op
+    (the damaged files are never opened, so never rewritten)."""
+
+    signer = None
+
+    def __init__(self, damage: JournalDamagedError) -> None:
+        self.damage = damage
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.damage
+
+
 class CardReaderFn(Protocol):
     def __call__(self, *, timeout: float, tokenize: Tokenize) -> CardIdentity: ...
 
@@ -115,10 +135,22 @@ class TerminalService:
         pending_timeout: timedelta = PENDING_TIMEOUT,
         printer: str | None = None,
         monotonic: Callable[[], float] | None = None,
+        check_journal: bool = False,
     ) -> None:
+        """``check_journal``: run SQLite's quick check of the journal first (the daemon's
+        start). A damaged journal does not stop the service: it serves its status and
+        page, saying why (:attr:`damage`), and refuses every sale."""
         self.state = TerminalState.open(data_dir)
         self.state.load()
-        self.journal = Journal.existing(self.state.journal_path, self.state.signer())
+        self.state.check_secrets()  # none readable by others, or no start
+        signer = self.state.signer()
+        self.damage: JournalDamagedError | None = None
+        try:
+            self.journal = Journal.existing(self.state.journal_path, signer, check_journal)
+        except JournalDamagedError as exc:
+            log.error("%s", exc)
+            self.damage = exc
+            self.journal = cast(Journal, UnusableJournal(exc))
         self.read_card = read_card
         self.clock = clock
         self.card_timeout = card_timeout
@@ -142,7 +174,11 @@ class TerminalService:
         self.journal.close()
 
     def journal_problem(self) -> str | None:
-        """Why the journal does not answer, or None (the daemon's watchdog asks)."""
+        """Why the journal does not answer, or None (the daemon's watchdog asks). A
+        journal known to be damaged is not a problem of the daemon, which says so on its
+        status and page: restarting it would not help."""
+        if self.damage is not None:
+            return None
         try:
             self.journal.counts()
         except (JournalError, sqlite3.Error) as exc:
@@ -170,6 +206,9 @@ class TerminalService:
         journaled at once (a till that wants one call). ``basket`` may be a plain
         amount in fen (one line of category ``general``).
         """
+        if self.damage is not None:  # before the card: no discount, and why
+            raise self.damage
+        check_space(self.state.dir, SALE_REFUSED)  # a full disk too, before the card
         if not self._lock.acquire(blocking=False):
             raise BusyError(N_("another checkout is waiting for a card: finish or cancel it first"))
         try:
@@ -200,13 +239,21 @@ class TerminalService:
                 self.state.shared_usage(),  # the other tills' quota use, as of the last sync
             )
             if confirm:
-                return _logged(record(self.journal, priced))
+                return _logged(self._record(priced))
             pending = PendingSale(uuid.uuid4().hex, now + self.pending_timeout, priced)
             with self._pending_lock:
                 self._pending = pending
             return pending
         finally:
             self._lock.release()
+
+    def _record(self, priced: Priced) -> SaleResult:
+        """Journal a priced sale; a journal found damaged on the way is used no more."""
+        try:
+            return record(self.journal, priced)
+        except JournalDamagedError as exc:
+            self.damage = exc
+            raise
 
     def busy(self) -> bool:
         """A checkout is waiting for a card, or a priced sale for its confirmation."""
@@ -254,7 +301,7 @@ class TerminalService:
             # the slot stays taken until the sale is journaled: no other checkout prices
             # this card's quota without it, and a failed write leaves it to confirm again
             pending = self._take(pending_id, keep=True)
-            result = _logged(record(self.journal, pending.priced))
+            result = _logged(self._record(pending.priced))
             with self._pending_lock:
                 if self._pending is pending:
                     self._pending = None
@@ -343,6 +390,16 @@ class TerminalService:
         """What the daemon journals when it starts: an integrity failure of what the
         union does not hold yet, a clock that reads earlier than the newest entry, and
         the start-up itself. Returns the events journaled."""
+        if self.damage is not None:
+            log.error("serving without a journal: %s", self.damage)
+            return []
+        try:
+            return self._startup(software)
+        except DiskFullError as exc:  # the page still serves, and says so
+            log.error("nothing journaled at start-up: %s", exc)
+            return []
+
+    def _startup(self, software: str) -> list[Sale]:
         events = []
         signer = self.journal.signer
         try:
@@ -547,8 +604,17 @@ class TerminalService:
             warnings.append(
                 Msg.of(N_("discount policy expired at %(at)s"), at=iso(policy.expires_at))
             )
-        total, pending = self.journal.counts()
-        offline = self.offline(generation, now, pending)
+        disk = space_warning(self.state.dir)
+        if disk is not None:
+            warnings.insert(0, disk)
+        total: int | None
+        pending: int | None
+        if self.damage is not None:
+            warnings.insert(0, self.damage.msg)
+            total = pending = None
+        else:
+            total, pending = self.journal.counts()
+        offline = self.offline(generation, now, pending or 0)
         warnings.extend(offline.warnings)
         limits = limits_of(policy)
         return {
@@ -562,6 +628,8 @@ class TerminalService:
             "policy_version": policy.version if policy else None,
             "sales": total,
             "pending_upload": pending,
+            # why the journal cannot be used (terminal.journal.check_damage), or None
+            "journal_damaged": str(self.damage) if self.damage is not None else None,
             # pact.offline: counted from the last successful sync
             "offline": {
                 "since": iso(offline.since) if offline.since is not None else None,
@@ -569,7 +637,7 @@ class TerminalService:
                 "stop_at": iso(offline.since + limits.stop_after) if offline.since else None,
                 "pending_cap": limits.pending_cap,
                 "reached": list(offline.reached),
-                "discounts": offline.block is None,
+                "discounts": offline.block is None and self.damage is None,
             },
             # in English, and as messages to translate (pact.text), in the same order
             "warnings": [str(w) for w in warnings],

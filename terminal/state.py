@@ -53,11 +53,22 @@ from pact.text import N_
 from pact.trust import Root, load_pinned_root
 from pact.usage import SharedUsage, verify_usage
 from sync.client import central_url_problem
-from terminal.devicekey import create_device_key, load_signer
+from terminal.devicekey import create_device_key, load_signer, readable_by_others
+from terminal.disk import UPDATE_REFUSED, check_space, fail_full, is_disk_full
 from terminal.errors import ConfigError, NotEnrolledError
 from terminal.journal import Journal
 
 log = logging.getLogger(__name__)
+
+# the data folder's files that hold a secret (0600), and what each holds
+SECRET_FILES = (
+    ("enrolment.json", "the enrolment file (API secret, token key)"),
+    ("device.pem", "the device key"),
+    ("api.token", "the till token's digest"),
+    ("supervisor.token", "the supervisor token's digest"),
+    ("supervisor.pin", "the supervisor PIN's hash"),
+    ("web.secret", "the cashier page's cookie key"),
+)
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,25 @@ class TerminalState:
             self._enrolment, self._current = enrolment, Generation(root)
         return enrolment
 
+    def check_secrets(self) -> None:
+        """Refuse (ConfigError, one line naming the file and the ``chmod 600`` to run)
+        when a file holding a secret is readable by anyone but its owner: the
+        enrolment (API secret, token key), the device key, the till's and the
+        supervisor's token digests, the supervisor's PIN hash, the page's cookie key."""
+        for name, _ in SECRET_FILES:
+            path = self.dir / name
+            mode = readable_by_others(path)
+            if mode is not None:
+                raise ConfigError(
+                    N_(
+                        "the secret file %(file)s is readable by others (mode %(mode)s): run "
+                        "`chmod 600 %(file)s`, and ask the union whether its secrets must be "
+                        "replaced"
+                    ),
+                    file=str(path),
+                    mode=mode,
+                )
+
     def signer(self) -> KeySigner:
         """The device key the journal signs with (refused when readable by others)."""
         return load_signer(self.dir)
@@ -372,8 +402,10 @@ class TerminalState:
         bytes or as a file in the data folder (the sync downloads large rosters to
         disk, so they never sit in the heap; a verified file is renamed into place).
         It (and ``policy_data``) may be None when the installed one is what the
-        snapshot names. On any refusal nothing changes in the installed generation.
+        snapshot names. On any refusal nothing changes in the installed generation; a
+        full disk is refused (DiskFullError) before the sales' reserve is touched.
         """
+        check_space(self.dir, UPDATE_REFUSED)
         with self._lock:
             source = _map(roster_data) if isinstance(roster_data, Path) else roster_data
             decision = decide_install(
@@ -386,7 +418,13 @@ class TerminalState:
             kind = decision.roster_file
             name = _delta_name(new.roster.version) if kind == "delta" else ROSTER_FILE
             roster_file = roster_data if kind is not None else None
-            gen = self._write_generation(snapshot, roster_file, name, new.policy_data)
+            try:
+                gen = self._write_generation(snapshot, roster_file, name, new.policy_data)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                shutil.rmtree(self.gens_path / f"{snapshot.version}", ignore_errors=True)
+                fail_full(self.dir, UPDATE_REFUSED)
             if isinstance(roster_file, bytes):  # serve from the page cache, not the heap
                 new = replace(new, roster=new.roster.remap(_map(gen / name)))
             self._switch(gen)

@@ -28,6 +28,7 @@ from pact.timefmt import Clock, iso
 from sync.client import CentralClient, RetryPolicy, central_url_problem
 from sync.run import Progress, SyncPreview, SyncReport, preview, run_sync
 from terminal.devicekey import create_device_key
+from terminal.disk import SYNC_REFUSED, check_space, fail_full, is_disk_full
 from terminal.errors import ConfigError, InputError
 from terminal.journal import Journal
 from terminal.service import TerminalService, journal_event
@@ -75,6 +76,7 @@ def sync_terminal(
         journal_event(journal, state, code, detail, clock())
 
     try:
+        check_space(state.dir, SYNC_REFUSED)  # nothing sent: the acknowledgements need room
         client = central_client(enrolment)  # refuses plain http elsewhere: recorded too
         try:
             report = run_sync(
@@ -91,7 +93,12 @@ def sync_terminal(
         finally:
             client.close()
     except Exception as exc:
-        keep_sync(state.dir, last_attempt_at=iso(started), last_error=str(exc))
+        try:
+            keep_sync(state.dir, last_attempt_at=iso(started), last_error=str(exc))
+        except OSError as kept:  # a full disk refuses the record too: the error says why
+            log.error("the sync's outcome was not recorded: %s", kept)
+        if is_disk_full(exc):  # e.g. the roster's download filled the disk
+            fail_full(state.dir, SYNC_REFUSED)
         raise
     if report.problems:
         keep_sync(state.dir, last_attempt_at=iso(started), last_error="; ".join(report.problems))

@@ -53,7 +53,9 @@ from reader.errors import (
 from terminal.errors import (
     BusyError,
     ConfigError,
+    DiskFullError,
     InputError,
+    JournalDamagedError,
     JournalError,
     NotEnrolledError,
     PendingError,
@@ -434,7 +436,9 @@ FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
     (BasketError, "bad_request", 400),
     (NotEnrolledError, "not_enrolled", 503),
     (ConfigError, "not_ready", 503),
+    (JournalDamagedError, "journal_damaged", 503),
     (JournalError, "journal", 503),
+    (DiskFullError, "disk_full", 503),
     (UnioncardError, "refused", 409),
 )
 

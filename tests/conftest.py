@@ -32,7 +32,8 @@ from terminal.journal import Journal
 from terminal.state import TerminalState
 from tests.helpers import MEMBER_PAN
 
-pytest_plugins = ["tests.fixtures_pcsc"]
+# secretscan: no PAN or secret logged; privacyscan: no PAN in a file the product wrote
+pytest_plugins = ["tests.fixtures_pcsc", "tests.secretscan", "tests.privacyscan"]
 
 PG_URL = os.environ.get("UNIONCARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -128,18 +128,19 @@ def test_the_authorisation_matrix(console, site: Site, clock) -> None:
     b_csv = "/console/dashboard?merchant=M0002&table=merchants&format=csv"
     pages += ["/console/dashboard", "/console/dashboard?merchant=M0001"]
     pages += ["/console/dashboard?merchant=M0002", b_csv]
+    pages += ["/console/merchants"]  # the merchants list: union staff only
     api = ["/api/v1/snapshot?have=0", "/api/v1/usage", "/api/v1/root/1"]
     people = {name: sign_in(console, name)[0] for name in ("ada", "aud", "shop1", "salon")}
     anonymous = console.test_client()
     expected = {
         # caller: (statuses of pages, statuses of the API)
-        "anonymous": ([302] * 9, [401] * 3),
-        "ada": ([200] * 9, [401] * 3),
-        "aud": ([200] * 9, [401] * 3),
-        "shop1": ([200, 200, 200, 200, 403, 200, 200, 403, 403], [401] * 3),
-        "salon": ([200, 200, 200, 403, 200, 200, 403, 200, 200], [401] * 3),
-        "terminal T1": ([302] * 9, [200, 200, 200]),
-        "revoked T9": ([302] * 9, [401] * 3),
+        "anonymous": ([302] * 10, [401] * 3),
+        "ada": ([200] * 10, [401] * 3),
+        "aud": ([200] * 10, [401] * 3),
+        "shop1": ([200, 200, 200, 200, 403, 200, 200, 403, 403, 403], [401] * 3),
+        "salon": ([200, 200, 200, 403, 200, 200, 403, 200, 200, 403], [401] * 3),
+        "terminal T1": ([302] * 10, [200, 200, 200]),
+        "revoked T9": ([302] * 10, [401] * 3),
     }
     seen = {}
     for caller, client in [("anonymous", anonymous), *people.items()]:
@@ -158,6 +159,25 @@ def test_the_authorisation_matrix(console, site: Site, clock) -> None:
         [terminal.get(p, headers=revoked).status_code for p in api],
     )
     assert seen == expected
+    # the admins' forms, each POSTed with the caller's own CSRF token: an admin's empty
+    # form is refused for what it lacks (400), anyone else's for who they are
+    forms = ["/console/members", "/console/merchants", "/console/merchants/M0001/admit"]
+    forms += ["/console/merchants/M0001/status", "/console/terminals/code"]
+    posted = {}
+    for caller, client in [("anonymous", anonymous), *people.items()]:
+        page = client.get("/console/login" if caller == "anonymous" else "/console/")
+        token = _csrf(page.get_data(as_text=True))
+        posted[caller] = [client.post(f, data={"csrf_token": token}).status_code for f in forms]
+    posted["terminal T1"] = [terminal.post(f, headers=terminal_header).status_code for f in forms]
+    assert posted == {
+        "anonymous": [302] * 5,  # to the sign-in page
+        "ada": [400] * 5,
+        "aud": [403] * 5,
+        "shop1": [403] * 5,
+        "salon": [403] * 5,
+        "terminal T1": [400] * 5,  # no session, no CSRF token: refused before anything
+    }
+    assert site.union.store.merchant("M0001")["admitted_at"] is None  # nothing changed
 
 
 def test_add_user_on_the_command_line(site: Site, tmp_path: Path, capsys, monkeypatch) -> None:

@@ -6,6 +6,7 @@ statement and closes the merchant."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from datetime import timedelta
@@ -21,7 +22,7 @@ from pact.device import check_signature, device_key
 from pact.policy import parse_policy_document
 from pact.sale import Sale
 from sync.errors import CentralForgotError
-from terminal.decommission import data_folder_lock
+from terminal.decommission import data_folder_lock, journal_held, wipe
 from terminal.service import TerminalService
 from tests.conftest import Clock, Site, wall_clock
 from tests.helpers import MEMBER_PAN, enrol_signing_terminal, signed
@@ -116,9 +117,9 @@ def test_an_exited_merchant_is_closed_at_the_deadline_its_terminals_revoked(
     terminal = enrol_signing_terminal(union, "T1", "M0001")
     union.ingest(terminal, [signed(s) for s in make_sales("T1", 3)])
     union.set_merchant_status("M0001", "exited", "left the district")
-    assert close_exits(union, tmp_path / "final") == []  # its terminal may still upload
+    assert close_exits(union, tmp_path / "final").closed == []  # it may still upload
     clock.advance(FINAL_UPLOAD_DEADLINE)
-    [closed] = close_exits(union, tmp_path / "final")
+    [closed] = close_exits(union, tmp_path / "final").closed
     assert (closed.merchant_id, closed.sales) == ("M0001", 3)
     row = union.store.terminal("T1")
     assert row is not None and row["revoked_last_seq"] == 3
@@ -128,7 +129,7 @@ def test_an_exited_merchant_is_closed_at_the_deadline_its_terminals_revoked(
     assert merchant["retain_until"] > "2056-12-01"
     final = json.loads((closed.folder / "final.json").read_text())
     assert set(final["files"]) == {"statement.csv", "statement.html", "bundle.json"}
-    assert close_exits(union, tmp_path / "final") == []  # closed once
+    assert close_exits(union, tmp_path / "final").closed == []  # closed once
     assert union.store.merchant("M0002")["closed_at"] is None
 
 
@@ -213,7 +214,7 @@ class TestExitEndToEnd:
         with pytest.raises(CentralForgotError):
             site.client.fetch_usage()
         # the merchant closes at once (no live terminal): the final statement has every sale
-        [closed] = close_exits(union, tmp_path / "final")
+        [closed] = close_exits(union, tmp_path / "final").closed
         sales = [e for e in entries if e.kind is None]
         assert closed.sales == len(sales) == 4
         with (closed.folder / "statement.csv").open(encoding="utf-8-sig") as fh:
@@ -284,3 +285,99 @@ def test_the_partners_list_shows_where_the_card_gives_discounts_today(
     clock.advance(timedelta(hours=2))  # the exit takes effect: it disappears
     listed = client.get("/api/v1/partners").get_json()
     assert [p["merchant_id"] for p in listed["partners"]] == ["M0001"]
+
+
+def test_an_exit_cancels_what_was_scheduled_after_it(union: Union, clock: Clock, tmp_path) -> None:
+    """Suspended for an inspection, reinstatement scheduled; the inspection finds fraud
+    and the merchant is exited before the reinstatement: it never comes."""
+    union.add_merchant("M0001", "Shop", 500)
+    day = timedelta(days=1)
+    union.set_merchant_status("M0001", "suspended", "inspection", clock() + day)
+    union.set_merchant_status("M0001", "active", "inspection passed", clock() + 3 * day)
+    union.set_merchant_status("M0001", "exited", "fraud found", clock() + 2 * day)
+    _, policy = _policy(union)
+    assert [c.status for c in policy.status_changes] == ["suspended", "exited"]
+    assert policy.status_at(clock() + 4 * day) == "exited"
+    clock.advance(2 * day + FINAL_UPLOAD_DEADLINE)
+    [closed] = close_exits(union, tmp_path / "final").closed
+    assert closed.merchant_id == "M0001"
+    assert union.store.merchant("M0001")["status"] == "exited"
+
+
+def test_a_policy_listing_a_change_after_an_exit_stays_exited(clock: Clock) -> None:
+    from pact.policy import StatusChange
+
+    policy = parse_policy_document(
+        {
+            "type": "policy", "merchant_id": "M1", "merchant_name": "Shop",
+            "status": "active", "version": 1, "issued_at": "2026-11-28T00:00:00Z",
+            "expires_at": "2026-12-28T00:00:00Z", "rules": [],
+        }
+    )  # fmt: skip
+    listed = (StatusChange("exited", clock()), StatusChange("active", clock() + timedelta(1)))
+    policy = dataclasses.replace(policy, status_changes=listed)
+    assert policy.status_at(clock() + timedelta(days=2)) == "exited"
+
+
+def test_the_wipe_never_writes_through_a_symbolic_link(tmp_path: Path) -> None:
+    folder, outside = tmp_path / "data", tmp_path / "victim.txt"
+    folder.mkdir()
+    outside.write_text("keep me")
+    (folder / "enrolment.json").symlink_to(outside)
+    (folder / "device.pem").write_bytes(b"secret")
+    (folder / "gens").mkdir()
+    (folder / "gens" / "x").write_text("x")
+    wipe(folder)
+    assert outside.read_text() == "keep me" and list(folder.iterdir()) == []
+
+
+class TestDecommissionRefusals:
+    @pytest.fixture
+    def clock(self) -> Clock:
+        return wall_clock()
+
+    def test_an_entry_journaled_after_the_export_is_never_wiped(self, site: Site, clock) -> None:
+        site.sync(clock)
+        site.sell(MEMBER_PAN, 1000, clock)
+        site.sync(clock)
+        last = site.journal.counts()[0]
+        site.sell(MEMBER_PAN, 2000, clock)  # e.g. a checkout from the command line
+        with pytest.raises(Exception, match="the journal changed while it was exported"):
+            with journal_held(site.state.journal_path, last):
+                pass
+
+    def test_a_union_that_does_not_know_the_terminal_stops_it(
+        self, site: Site, clock, capsys, tmp_path
+    ) -> None:
+        site.sync(clock)
+        site.sell(MEMBER_PAN, 1000, clock)
+        site.sync(clock)
+        site.journal.close()
+        folder = site.state.dir
+        enrolment = json.loads((folder / "enrolment.json").read_text())
+        enrolment["api_secret"] = "not-the-secret"
+        (folder / "enrolment.json").write_text(json.dumps(enrolment))
+        out = tmp_path / "export.json"
+        code, _, err = run(
+            capsys, "terminal", "decommission", "--data", str(folder), "--out", str(out)
+        )
+        assert code == 7 and "nothing was wiped" in err
+        assert (folder / "journal.db").exists() and (folder / "device.pem").exists()
+
+
+def test_a_merchant_that_cannot_be_closed_does_not_stop_the_others(
+    union: Union, clock: Clock, tmp_path: Path
+) -> None:
+    for merchant_id in ("M0001", "M0002"):
+        union.add_merchant(merchant_id, "Shop", 500)
+        union.set_merchant_status(merchant_id, "exited", "contract ends")
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "M0001").write_text("a file where its folder should go")
+    done = close_exits(union, final)
+    assert [c.merchant_id for c in done.closed] == ["M0002"]
+    [problem] = done.problems
+    assert problem.startswith("merchant M0001 was not closed: ")
+    assert union.store.merchant("M0001")["closed_at"] is None  # tried again tomorrow
+    (final / "M0001").unlink()
+    assert [c.merchant_id for c in close_exits(union, final).closed] == ["M0001"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import field, fields, make_dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -276,7 +277,9 @@ def sales(draw: st.DrawFn) -> Sale:
     return Sale(
         seq=draw(WHOLE),
         sale_id=draw(TEXT),
-        at=draw(TEXT),
+        at=draw(st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31))).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
         terminal_id="T0001",
         merchant_id=draw(TEXT),
         token=draw(st.none() | st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)),

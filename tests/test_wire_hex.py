@@ -3,9 +3,13 @@ length (pact.wire._is_hex, one regex match since it was a third of the decoding)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from pact.wire import _is_hex, decode_device_key, encode_device_key
+from pact.errors import WireFormatError
+from pact.wire import _is_hex, decode_device_key, decode_sales, encode_device_key, encode_sales
+from tests.test_central import make_sales
 
 
 @pytest.mark.parametrize(
@@ -29,3 +33,26 @@ def test_a_registration_needs_64_hex_digits() -> None:
     assert decode_device_key(encode_device_key("T1", "ab" * 32)) == ("T1", "ab" * 32)
     with pytest.raises(Exception, match="64 hex digits"):
         decode_device_key(encode_device_key("T1", "AB" * 32))
+
+
+@pytest.mark.parametrize(
+    ("at", "ok"),
+    [
+        ("2026-11-28T09:30:00Z", True),
+        ("2026-11-28T20:00:00+08:00", False),  # an offset: the union's days read text
+        ("2026-11-28T09:30:00.5Z", False),
+        ("2026-02-30T09:30:00Z", False),  # no such day
+        ("2026-11-28T24:00:00Z", False),
+        ("yesterday", False),
+        ("2026-11-28T09:30:00Z\n", False),
+    ],
+)
+def test_an_uploaded_entrys_time_is_utc_to_the_second(at: str, ok: bool) -> None:
+    """The terminal journals one form (pact.timefmt.iso); anything else is a 400, not an
+    error inside the ingest's transaction (the dashboard's days key on the text)."""
+    body = encode_sales("T1", [replace(s, at=at) for s in make_sales("T1", 1)])
+    if ok:
+        assert decode_sales(body)[1][0].at == at
+    else:
+        with pytest.raises(WireFormatError, match=r"sales\[0\]\.at must be a UTC time"):
+            decode_sales(body)
