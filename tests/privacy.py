@@ -5,9 +5,10 @@ upload, an export, a bundle or a receipt. This scanner reads every file under a 
 as bytes, and reports each card number it finds:
 
 - **ASCII**: every run of 13 to 19 digits (not part of a longer run of digits) that
-  passes the Luhn check. A run inside a hexadecimal string (a hash, a signature, a
-  token: 32 hex characters or more around it) is not a number anyone wrote and is
-  skipped, or every SHA-256 in the journal would count.
+  passes the Luhn check. A run inside a hexadecimal string that has letters too (a
+  hash, a signature, a key id, a token: 16 hex characters or more) is not a number
+  anyone wrote and is skipped, or every SHA-256 in the journal would count. A run
+  glued to a time stamp after it (a database row's text fields touch) loses the year.
 - **Packed BCD**, as a card's own records hold a PAN (EMV tag ``5A``, and tag ``57``,
   Track 2 equivalent data, where the PAN ends at the separator ``D``): a ``5A`` or
   ``57`` tag and its length followed by a Luhn-valid number of 13 to 19 digits; and
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ASCII_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
-HEX_TOKEN = re.compile(rb"[0-9a-fA-F]{32,}")
+HEX_TOKEN = re.compile(rb"[0-9a-fA-F]{16,}")
 ISO_DATE_AFTER = re.compile(rb"-[01][0-9]-[0-3][0-9]T")
 BCD_TAGS = (b"\x5a", b"\x57")  # EMV: Application PAN; Track 2 Equivalent Data
 # the card schemes' number ranges (UnionPay 62 and 81, Visa, Mastercard, Amex, JCB, Discover)
@@ -76,8 +77,8 @@ def _ascii(data: bytes) -> Iterator[tuple[int, int]]:
     hex_spans = [(m.start(), m.end()) for m in HEX_TOKEN.finditer(data)]
     for match in ASCII_RUN.finditer(data):
         start, end = match.span()
-        if any(a <= start and end <= b for a, b in hex_spans):
-            continue
+        if any(a <= start and end <= b and b - a > end - start for a, b in hex_spans):
+            continue  # digits inside a hex string of 16 or more (a key id, a hash)
         digits = match.group().decode()
         if ISO_DATE_AFTER.match(data, end):  # a database row glues a text field to a
             digits = digits[:-4]  # time stamp that follows it: the year is not the number's
@@ -95,7 +96,13 @@ def _bcd_tlv(data: bytes) -> Iterator[tuple[int, int]]:
             length = data[at + 1] if at + 1 < len(data) else 0
             value = data[at + 2 : at + 2 + length]
             before = data[at - 1 : at]
-            if 7 <= length <= 19 and len(value) == length and not before.isdigit():
+            track2 = tag == b"\x57"  # its PAN ends at the separator D
+            if (
+                7 <= length <= 19
+                and len(value) == length
+                and not before.isdigit()
+                and (not track2 or "d" in value.hex())
+            ):
                 digits = value.hex().split("d")[0].rstrip("f")
                 if (
                     15 <= len(digits) <= 19

@@ -28,9 +28,15 @@ def test_the_scanner_finds_card_numbers_in_ascii_and_bcd(tmp_path: Path) -> None
     assert [f for _, f, _ in scan_bytes(f'{{"pan": "{pan}"}}'.encode())] == ["ascii"]
     assert scan_bytes(f"x{pan[:-1]}{(int(pan[-1]) + 1) % 10}y".encode()) == []  # not Luhn
     assert scan_bytes(f"{pan}0".encode()) == [] or not luhn_ok(pan + "0")  # a longer run
-    # a hash that happens to hold a run of digits is not a card number
+    # a hash or a key id that happens to hold a run of digits is not a card number
     digest = hashlib.sha256(b"x").hexdigest()[:40] + pan + "ab"
     assert scan_bytes(digest.encode()) == []
+    fifteen = luhn_complete("62170012345678")
+    assert scan_bytes(f'"token_key_id":"{fifteen}a"'.encode()) == []
+    assert scan_bytes(f'"pan":"{fifteen}"'.encode()) != []  # all digits: not a hex string
+    # a text field glued to a time stamp in a database row: the year is not the number's
+    assert scan_bytes(b"...-3aa0394697842026-11-28T15:20:00Z") == []
+    assert scan_bytes(b"id 0394697842026 ") != []  # the same digits alone: Luhn-valid
     # packed BCD as the card's own records hold it: tag 5A, and Track 2 (tag 57)
     tlv = b"\x70\x20\x5a\x08" + bytes.fromhex(pan) + b"\x5f\x24\x03\x30\x12\x31"
     assert [f for _, f, _ in scan_bytes(b"\x00" * 9 + tlv)] == ["bcd-tlv"]
