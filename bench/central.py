@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.core import Context, Figure, check, percentile, runs_spread
 from bench.fixtures import MEMBER_PAN
-from bench.pg import PG_URL
+from bench.pg import PG_URL, pg_schema, schema_url
 from central.keys import create_keys
 from central.service import CentralPaths, Union
 from central.store import Store
@@ -95,24 +95,6 @@ def _journal(
         )
     journal.db.execute("PRAGMA synchronous=FULL")
     return journal
-
-
-@contextmanager
-def _pg_schema() -> Iterator[str]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield schema
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def _pg_url(schema: str) -> str:
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
 
 
 @contextmanager
@@ -494,8 +476,8 @@ def _pg_at_scale(ctx: Context) -> list[Figure]:
     journal.close()
     medians = {}
     for label, preload in (("empty", 0), ("full", rows)):
-        with _pg_schema() as schema:
-            url = _pg_url(schema)
+        with pg_schema() as schema:
+            url = schema_url(schema)
             store = Store.open(url)
             store.add_merchant("M0001", "Bench", 500, "2026-01-01T00:00:00Z")
             if preload:
@@ -544,8 +526,8 @@ def figures(ctx: Context) -> list[Figure]:
                 Figure(name, None, "x", note=f"not measured: PostgreSQL not reachable ({problem})")
             )
     else:
-        with _pg_schema() as schema:
-            url = _pg_url(schema)
+        with pg_schema() as schema:
+            url = schema_url(schema)
             Store.open(url).close()
             out.append(_concurrent(ctx, "PostgreSQL", url, up))
         out += _pg_at_scale(ctx)

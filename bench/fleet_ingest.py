@@ -40,7 +40,6 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.core import Context, Figure, check
-from bench.pg import PG_URL
+from bench.pg import PG_URL, pg_schema, schema_url
 from central.service import Union
 from central.store import Store, merchants, sales, sales_monthly
 from central.store import terminals as terminals_table
@@ -158,14 +157,10 @@ def _batches(path: str) -> Iterator[list[Sale]]:
                 return
 
 
-def _url(schema: str) -> str:
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
-
-
 def _upload(job: tuple[str, str, Any, str]) -> dict[str, float]:
     """Process ``w``'s uploads through Union.ingest (the clock starts at the barrier)."""
     schema, path, barrier, now = job
-    store = Store.open(_url(schema))
+    store = Store.open(schema_url(schema))
     union = Union(store, None, lambda: parse_iso(now))  # type: ignore[arg-type]
     with store.engine.connect():
         pass  # the connection is made before the clock starts, as a running server's is
@@ -210,23 +205,9 @@ def _copy(job: tuple[str, str, Any, str]) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started, "rows": rows}
 
 
-@contextmanager
-def _schema() -> Iterator[str]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield schema
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def _fleet(schema: str, terminals: int) -> None:
     """The union's merchants and terminals, each terminal with its device key (setup)."""
-    store = Store.open(_url(schema))
+    store = Store.open(schema_url(schema))
     with store.engine.begin() as conn:
         conn.execute(
             merchants.insert(),
@@ -288,20 +269,20 @@ def figures(ctx: Context) -> list[Figure]:
         jobs = [(WORKERS, terminals, w, str(folder), now) for w in range(WORKERS)]
         paths = pool.map(_generate, jobs)
         generate_seconds = time.perf_counter() - started
-        with _schema() as schema:
+        with pg_schema() as schema:
             with sa.create_engine(
-                _url(schema).replace("postgresql://", "postgresql+psycopg://")
+                schema_url(schema).replace("postgresql://", "postgresql+psycopg://")
             ).begin() as conn:
                 sa.Table(
                     "sales_copy", sa.MetaData(), *[sa.Column(c.name, c.type) for c in sales.columns]
                 ).create(conn)
             copy_seconds, copied = _run(pool, manager, _copy, schema, paths, now)
-        with _schema() as schema:
+        with pg_schema() as schema:
             _fleet(schema, terminals)
             load_before = os.getloadavg()[0]
             wall, uploads = _run(pool, manager, _upload, schema, paths, now)
             load_after = os.getloadavg()[0]
-            store = Store.open(_url(schema))
+            store = Store.open(schema_url(schema))
             with store.engine.connect() as conn:
                 held = conn.execute(sa.select(sa.func.count()).select_from(sales)).scalar_one()
                 counted = conn.execute(sa.select(sa.func.sum(sales_monthly.c.sales))).scalar_one()

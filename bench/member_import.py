@@ -22,23 +22,20 @@ case measured (every member new: the most written); the baseline runs first.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import random
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from bench.core import Context, Figure, check
-from bench.pg import PG_URL
+from bench.pg import PG_URL, pg_schema, schema_url
+from pact.cards import luhn_complete, token_for_pan
 from pact.timefmt import iso, parse_iso
 
 GOAL = "<= 200"  # MB, issue 14: "importing 8M members: peak memory at most 200 MB"
@@ -48,31 +45,14 @@ NAME_MEMORY = "importing {members} members on PostgreSQL, peak memory of the imp
 NAME_TIME = "importing {members} members on PostgreSQL vs a plain COPY of the same rows"
 
 
-def _url(schema: str) -> str:
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
-
-
-def _luhn_digit(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:  # doubled: the check digit will stand to its right
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return str(-total % 10)
-
-
 def write_files(folder: Path, count: int, token_key: bytes) -> tuple[Path, Path]:
     """The members file, and the baseline's rows as the import stores them."""
-    from hashlib import sha256
-
     rng = random.Random(14)
     csv_path, copy_path = folder / "members.csv", folder / "members.copy"
     with csv_path.open("w") as csv_out, copy_path.open("w") as copy_out:
         csv_out.write("member_id,pan,status,tier,valid_until,district,workplace\n")
         for n in range(count):
-            body = f"622202{n:012d}"
-            pan = body + _luhn_digit(body)
+            pan = luhn_complete(f"622202{n:012d}")
             status = "suspended" if rng.random() < 0.02 else "active"
             tier = rng.randrange(3)
             district = rng.randrange(DISTRICTS)
@@ -82,26 +62,12 @@ def write_files(folder: Path, count: int, token_key: bytes) -> tuple[Path, Path]
                 f"{member_id},{pan},{status},{tier},2027-12-31,District {district:02d},"
                 f"{workplace}\n"
             )
-            token = hmac.new(token_key, pan.encode("ascii"), sha256).digest()[:16].hex()
+            token = token_for_pan(pan, token_key).hex()
             copy_out.write(
                 f"{member_id}\t{token}\t{pan[-4:]}\t{status}\t{tier}\t2027-12-31\t"
                 f"District {district:02d}\t{workplace}\n"
             )
     return csv_path, copy_path
-
-
-@contextmanager
-def _schema() -> Iterator[str]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield schema
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _hwm_mb() -> float:
@@ -116,7 +82,7 @@ def _child_import(schema: str, csv_path: str, keys: str, at: str) -> dict[str, A
     from central.service import Union
     from central.store import Store
 
-    union = Union(Store.open(_url(schema)), load_keys(Path(keys)), lambda: parse_iso(at))
+    union = Union(Store.open(schema_url(schema)), load_keys(Path(keys)), lambda: parse_iso(at))
     before = _hwm_mb()
     started = time.perf_counter()
     with open(csv_path, newline="") as lines:
@@ -181,9 +147,9 @@ def figures(ctx: Context) -> list[Figure]:
     started = time.perf_counter()
     csv_path, copy_path = write_files(ctx.workdir, count, keys.token_key)
     write_seconds = time.perf_counter() - started
-    with _schema() as schema:
+    with pg_schema() as schema:
         with sa.create_engine(
-            _url(schema).replace("postgresql://", "postgresql+psycopg://")
+            schema_url(schema).replace("postgresql://", "postgresql+psycopg://")
         ).begin() as conn:
             from central.store import members
 
@@ -191,10 +157,10 @@ def figures(ctx: Context) -> list[Figure]:
                 "members_copy", sa.MetaData(), *[sa.Column(c.name, c.type) for c in members.columns]
             ).create(conn)
         copied, copy_rss = _run_child("copy", schema, str(copy_path))
-    with _schema() as schema:
+    with pg_schema() as schema:
         from central.store import Store
 
-        Store.open(_url(schema)).close()  # made at the head
+        Store.open(schema_url(schema)).close()  # made at the head
         imported, import_rss = _run_child(
             "import", schema, str(csv_path), str(ctx.workdir / "member-keys"), iso(ctx.clock())
         )

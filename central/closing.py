@@ -59,6 +59,10 @@ def close_exits(union: Union, folder: Path, deadline: timedelta = FINAL_UPLOAD_D
     it again (its terminals stay revoked)."""
     now = union.clock()
     done = Closing()
+    live: dict[str, list[str]] = {}  # merchant -> its terminals not revoked
+    for terminal in union.store.fleet():
+        if terminal["revoked_at"] is None:
+            live.setdefault(terminal["merchant_id"], []).append(terminal["terminal_id"])
     for merchant in union.store.merchants():
         merchant_id = merchant["merchant_id"]
         timeline = policies.status_timeline(union.store.status_history(merchant_id), now)
@@ -66,15 +70,12 @@ def close_exits(union: Union, folder: Path, deadline: timedelta = FINAL_UPLOAD_D
         exited_at = timeline.exited_at
         if merchant["closed_at"] is not None or timeline.status != "exited" or not exited_at:
             continue
-        live = [
-            t for t in union.store.fleet()
-            if t["merchant_id"] == merchant_id and t["revoked_at"] is None
-        ]  # fmt: skip
-        if live and now < exited_at + deadline:
+        left = live.get(merchant_id, [])
+        if left and now < exited_at + deadline:
             continue  # waiting for their final uploads
-        for terminal in live:
+        for terminal_id in left:
             union.store.revoke_terminal(
-                terminal["terminal_id"], iso(now), "merchant exited: final-upload deadline"
+                terminal_id, iso(now), "merchant exited: final-upload deadline"
             )
         try:
             done.closed.append(_close(union, merchant_id, exited_at, folder / merchant_id, now))

@@ -10,7 +10,6 @@ pure), not from text a merchant typed.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +18,7 @@ from flask_babel import force_locale, gettext
 
 from central.service import Union
 from pact.money import fen
-from pact.policy import Policy, Rule, Selection, parse_policy_document, percent_text
+from pact.policy import Policy, Rule, Selection, percent_text
 from pact.text import N_, Msg
 from pact.timefmt import iso
 
@@ -97,11 +96,10 @@ def partners_today(union: Union, now: datetime) -> list[tuple[dict[str, Any], Po
     for merchant in union.store.merchants():
         if merchant["closed_at"] is not None:
             continue
-        latest = union.store.latest_signed(f"policy:{merchant['merchant_id']}")
-        if latest is None:
+        policy = union.latest_policy(merchant["merchant_id"])
+        if policy is None or policy.is_expired(now) or policy.status_at(now) != "active":
             continue
-        policy = parse_policy_document(json.loads(latest[1])["signed"])
-        if policy.is_expired(now) or policy.status_at(now) != "active" or not policy.rules:
+        if not policy.rules:
             continue
         found.append((merchant, policy))
     return found

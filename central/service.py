@@ -352,13 +352,14 @@ class Union:
             raise InputError(
                 f"the effective time {iso(when)} has passed: a change takes effect now or later"
             )
-        timeline = policies.status_timeline(self.store.status_history(merchant_id), now)
+        history = self.store.status_history(merchant_id)
+        timeline = policies.status_timeline(history, now)
         if timeline.exited_at is not None:
             raise ConflictError(
                 f"merchant {merchant_id} leaves the programme at {iso(timeline.exited_at)}: "
                 "an exit is final (admit the shop again as a new merchant)"
             )
-        in_force = policies.status_timeline(self.store.status_history(merchant_id), when)
+        in_force = policies.status_timeline(history, when)
         if in_force.status == status and not in_force.ahead:
             raise InputError(f"merchant {merchant_id} is already {status} then")
         self.store.set_merchant_status(
@@ -376,9 +377,8 @@ class Union:
             if merchant["closed_at"] is not None:
                 continue
             merchant_id = merchant["merchant_id"]
-            latest = self.store.latest_signed(f"policy:{merchant_id}")
-            expires = parse_iso(json.loads(latest[1])["signed"]["expires_at"]) if latest else None
-            if expires is None or expires - now < POLICY_LIFETIME / 2:
+            latest = self.latest_policy(merchant_id)
+            if latest is None or latest.expires_at - now < POLICY_LIFETIME / 2:
                 signed.append((merchant_id, self.publish_policy(merchant_id)))
         return signed
 
@@ -987,6 +987,11 @@ class Union:
             lambda version: self.signed_policy(merchant_id, version),
             self.timezone,
         )
+
+    def latest_policy(self, merchant_id: str) -> Policy | None:
+        """The merchant's newest signed policy (None: none yet), parsed once."""
+        latest = self.store.latest_version(f"policy:{merchant_id}")
+        return None if latest is None else self.signed_policy(merchant_id, latest[0])
 
     def signed_policy(self, merchant_id: str, version: int) -> Policy | None:
         """Policy ``version`` of the merchant as the union signed it (None: never signed).

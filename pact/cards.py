@@ -38,8 +38,14 @@ _DOUBLED = tuple(sum(divmod(2 * d, 10)) for d in range(10))  # 2d with its digit
 
 
 def luhn_complete(body: str) -> str:
-    """``body`` followed by its Luhn check digit (for test and demo card numbers)."""
-    return next(body + d for d in "0123456789" if luhn_ok(body + d))
+    """``body`` followed by its Luhn check digit (for test and demo card numbers): the
+    digits of ``body`` from its right are doubled first, as the check digit will stand
+    to their right."""
+    if not body.isdigit() or not body.isascii():
+        raise ValueError("a card number's body is decimal digits")
+    backwards = body[::-1]
+    total = sum(_DOUBLED[int(d)] for d in backwards[0::2]) + sum(map(int, backwards[1::2]))
+    return body + str(-total % 10)
 
 
 def is_card_number(pan: str) -> bool:

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pact.cards import luhn_ok
+
 ASCII_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
 HEX_TOKEN = re.compile(rb"[0-9a-fA-F]{16,}")
 ISO_DATE_AFTER = re.compile(rb"-[01][0-9]-[0-3][0-9]T")
@@ -42,16 +44,6 @@ BCD_TAGS = (b"\x5a", b"\x57")  # EMV: Application PAN; Track 2 Equivalent Data
 # the card schemes' number ranges (UnionPay 62 and 81, Visa, Mastercard, Amex, JCB, Discover)
 SCHEMES = re.compile(r"62|81|4|5[1-5]|2[2-7]|3[47]|35|60|65")
 MEMBERS_HEADER = b"member_id,"
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
 
 
 @dataclass(frozen=True)
