@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from central import api, partners
 from central.console import init_console
@@ -44,6 +44,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     clock = app.config["CLOCK"]
     union = Union.open(paths, app.config["DATABASE_URL"], clock)
     app.extensions["unioncard"] = union
+
+    @app.before_request  # the first check of every request, before the console's CSRF
+    def _refuse_large_bodies() -> None:
+        """413 for a body declared larger than the cap, on every route: also those that
+        do not read one (Flask checks ``MAX_CONTENT_LENGTH`` only when a body is read)."""
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        if limit is not None and (request.content_length or 0) > limit:
+            raise RequestEntityTooLarge(
+                f"the request body is larger than {limit} bytes: send smaller batches"
+            )
+
     app.register_blueprint(api.bp)
     app.register_blueprint(partners.bp)  # the public partners list: /partners
     init_console(app, paths.data_dir)  # the people's pages: /console

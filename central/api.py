@@ -77,7 +77,7 @@ def _json_body() -> Any:
         return None
     try:
         return json.loads(data)
-    except ValueError:  # also not UTF-8
+    except (ValueError, RecursionError):  # also not UTF-8, or nested too deep
         return None
 
 

@@ -97,8 +97,8 @@ def _roots(union: Union) -> list[bytes]:
 def _members(union: Union, tokens: set[str]) -> dict[str, list[MemberFact]]:
     out: dict[str, list[MemberFact]] = {}
     for token in sorted(tokens):
-        member = union.store.member_by_token(token)
-        if member is None:  # not a member, ever: no facts (the audit: not_a_member)
+        history = union.store.token_history(token)  # a member's earlier token too
+        if not history:  # not a member, ever: no facts (the audit: not_a_member)
             continue
         out[token] = [
             MemberFact(
@@ -107,7 +107,7 @@ def _members(union: Union, tokens: set[str]) -> dict[str, list[MemberFact]]:
                 tier=int(h["tier"]),
                 valid_until=h["valid_until"].isoformat() if h["valid_until"] else None,
             )
-            for h in union.store.member_history(member["member_id"])
+            for h in history
         ]
     return out
 

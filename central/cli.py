@@ -26,7 +26,7 @@ from central.auditexport import export_bundle
 from central.closing import close_exits
 from central.errors import InputError, NotFoundError
 from central.fleet import fleet_table
-from central.keys import create_keys, load_keys, rotate
+from central.keys import TOKEN_SCHEMES, create_keys, load_keys, rotate, write_token_scheme
 from central.migrate import PRE_MIGRATIONS
 from central.serve import run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
@@ -821,6 +821,32 @@ def keys_rotate(clock: Clock, role: str, directory: Path, root_key: Path) -> Non
     click.echo(
         f"new {role} key; root metadata v{version} written to "
         f"{directory / 'roots' / f'{version}.json'}"
+    )
+
+
+@keys.command("token-scheme")
+@click.argument("scheme", type=click.Choice(sorted(TOKEN_SCHEMES)))
+@click.option(
+    "--keys",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+)
+def keys_token_scheme(scheme: str, directory: Path) -> None:
+    """Make members' tokens by SCHEME from now on: argon2id (memory-hard, 8 MiB: a
+    stolen terminal's roster costs about 3,000 times more to reverse; a new union's
+    default) or hmac-sha256 (the first releases'). Then import the full members file
+    (`central import-members --full MEMBERS.csv`: every member re-tokenised, in one
+    transaction; about 7 ms a member a core) and publish the roster; terminals
+    tokenise taps as the roster they installed says. No roster is published between
+    the two steps. docs/operations.md, "Switch the token scheme".
+    """
+    load_keys(directory)  # the keys are there and readable
+    write_token_scheme(directory, TOKEN_SCHEMES[scheme])
+    click.echo(
+        f"members' tokens are made by {TOKEN_SCHEMES[scheme].label} from now on: run "
+        "`unioncard central import-members --full MEMBERS.csv`, then "
+        "`unioncard central publish-roster`"
     )
 
 

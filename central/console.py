@@ -575,7 +575,7 @@ def policies() -> Any:
             if not isinstance(terms, dict):
                 raise ValueError("not an object")
             union.draft_policy(request.form.get("merchant", ""), terms, current_user.id)
-        except ValueError:
+        except (ValueError, RecursionError):
             error, status = _("The terms are not a JSON object."), 400
         except CentralError as exc:
             error, status = str(exc), exc.http_status
@@ -587,7 +587,7 @@ def policies() -> Any:
     ), status
 
 
-@bp.post("/policies/<int:draft_id>/<decision>")
+@bp.post("/policies/<int(max=9223372036854775807):draft_id>/<decision>")
 def decide(draft_id: int, decision: str) -> Any:
     if current_user.role != "admin" or decision not in ("approve", "reject"):
         abort(403)

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from central.errors import CentralError
+from pact.cards import ARGON2ID, DEFAULT_SCHEME, HMAC_SHA256, TokenScheme
 from pact.files import atomic_write
 from pact.signing import key_id, public_bytes
 from pact.trust import OPTIONAL_ROLES, ROLES, Root, build_root, load_pinned_root, update_root
@@ -51,6 +52,13 @@ class UnionKeys:
     # signs audit bundles; None on an install made before the audit role (until
     # `keys rotate audit` adds it)
     audit: Ed25519PrivateKey | None = None
+    # how card numbers become tokens (pact.cards): ``token.scheme`` beside the token
+    # key; an install made before it has none, and tokens of the first scheme
+    token_scheme: TokenScheme = HMAC_SHA256
+
+    def tokenize(self, pan: str) -> bytes:
+        """The member's token of ``pan`` under the union's token key and scheme."""
+        return self.token_scheme.token(pan, self.token_key)
 
     @property
     def current_root(self) -> Root:
@@ -103,8 +111,11 @@ def _read_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def create_keys(directory: Path, *, now: datetime) -> UnionKeys:
-    """Create every role key, the token key and root metadata version 1."""
+def create_keys(
+    directory: Path, *, now: datetime, token_scheme: TokenScheme = DEFAULT_SCHEME
+) -> UnionKeys:
+    """Create every role key, the token key (and the scheme its tokens are made by)
+    and root metadata version 1."""
     if (directory / "root.pem").exists() or (directory / "signing.pem").exists():
         raise CentralError(f"keys already exist in {directory}: refusing to overwrite them")
     directory.mkdir(parents=True, exist_ok=True)
@@ -114,6 +125,7 @@ def create_keys(directory: Path, *, now: datetime) -> UnionKeys:
     for role, key in keys.items():
         _write_key(directory / f"{role}.pem", key)
     atomic_write(directory / "token.key", token_key.hex().encode() + b"\n", mode=0o600)
+    write_token_scheme(directory, token_scheme)
     atomic_write(
         directory / "root.pub",
         public_bytes(keys["root"].public_key()).hex().encode() + b"\n",
@@ -136,7 +148,28 @@ def create_keys(directory: Path, *, now: datetime) -> UnionKeys:
         token_key,
         root,
         audit=keys["audit"],
+        token_scheme=token_scheme,
     )
+
+
+# what `unioncard keys token-scheme` offers
+TOKEN_SCHEMES = {"argon2id": ARGON2ID, "hmac-sha256": HMAC_SHA256}
+
+
+def write_token_scheme(directory: Path, scheme: TokenScheme) -> None:
+    atomic_write(directory / "token.scheme", scheme.label.encode() + b"\n", mode=0o644)
+
+
+def read_token_scheme(directory: Path) -> TokenScheme:
+    """The scheme of the union's tokens: ``token.scheme``, or the first releases'
+    HMAC when an install has none."""
+    path = directory / "token.scheme"
+    if not path.exists():
+        return HMAC_SHA256
+    try:
+        return TokenScheme.parse(path.read_text().strip())
+    except ValueError as exc:
+        raise CentralError(f"{path}: {exc}: this release cannot make such tokens") from None
 
 
 def root_versions(directory: Path) -> list[bytes]:
@@ -175,7 +208,14 @@ def load_keys(directory: Path) -> UnionKeys:
     roster, policy, snapshot = (loaded[role] for role in ("roster", "policy", "snapshot"))
     assert roster is not None and policy is not None and snapshot is not None
     return UnionKeys(
-        loaded["root"], roster, policy, snapshot, token_key, roots[-1], audit=loaded.get("audit")
+        loaded["root"],
+        roster,
+        policy,
+        snapshot,
+        token_key,
+        roots[-1],
+        audit=loaded.get("audit"),
+        token_scheme=read_token_scheme(directory),
     )
 
 

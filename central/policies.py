@@ -41,7 +41,7 @@ def parse_terms_file(data: bytes, name: str) -> dict[str, Any]:
     """Validate an offer file for `central set-policy`; one line naming the field on error."""
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(f"{name} is not valid JSON ({exc})") from None
     if isinstance(raw, dict) and ("signed" in raw or "type" in raw):
         raise InputError(

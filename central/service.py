@@ -11,9 +11,11 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -41,7 +43,7 @@ from central.store import ROLES, ImportResult, IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.audit import MEDIUM, UNTIED_KINDS, Contact, Facts, Finding
 from pact.audit import audit as audit_entries
-from pact.cards import is_card_number, token_for_pan
+from pact.cards import is_card_number, shown_member
 from pact.device import check_signature, device_key
 from pact.enrolcode import check_request, code_digest, format_code, normal_code
 from pact.errors import (
@@ -96,12 +98,63 @@ class CentralPaths:
         return f"sqlite:///{self.data_dir / 'central.db'}"
 
 
-def member_rows(lines: Iterable[str], token_key: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The members of MEMBERS.csv as ``(line number, row)``, one at a time (a file of 8
-    million members is never held whole); the ``pan`` column is turned into a token and
-    dropped here. InputError names the first bad line; a member listed twice is the
-    store's to find (central.store.Store.import_members)."""
+def member_rows(
+    lines: Iterable[str], tokenize: Callable[[str], bytes]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The members of MEMBERS.csv as ``(line number, row)``, a chunk at a time (a file
+    of 8 million members is never held whole); the ``pan`` column is turned into a token
+    by ``tokenize`` (``UnionKeys.tokenize``) and dropped here. InputError names the
+    first bad line; a member listed twice is the store's to find
+    (central.store.Store.import_members).
+
+    A token of the memory-hard scheme costs milliseconds of one core (pact.cards):
+    each chunk's are made on every core at once (Argon2id runs outside the GIL).
+    """
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        chunk: list[tuple[int, dict[str, Any], str]] = []
+        for item in _checked_rows(lines):
+            chunk.append(item)
+            if len(chunk) == TOKEN_CHUNK:
+                yield from _tokenized(chunk, tokenize, pool)
+                chunk = []
+        yield from _tokenized(chunk, tokenize, pool)
+
+
+TOKEN_CHUNK = 512  # rows tokenised at once
+
+
+def _tokenized(
+    chunk: list[tuple[int, dict[str, Any], str]],
+    tokenize: Callable[[str], bytes],
+    pool: ThreadPoolExecutor,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    tokens = (
+        pool.map(tokenize, [pan for _, _, pan in chunk])
+        if len(chunk) > 1
+        else (tokenize(pan) for _, _, pan in chunk)
+    )
+    for (line, row, _), token in zip(chunk, tokens, strict=True):
+        yield line, {**row, "token": token.hex()}
+
+
+def _checked_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """Each row of MEMBERS.csv checked: ``(line number, row without its token, pan)``.
+    A file that is not CSV in UTF-8 (a bad byte, an open quote, a field too long) is an
+    InputError naming the line, as a bad row is."""
     reader = csv.DictReader(lines)
+    try:
+        yield from _checked_csv_rows(reader)
+    except UnicodeDecodeError:  # text is decoded ahead of the CSV reader: "near"
+        raise InputError(
+            f"members file near line {reader.line_num + 1}: not text in UTF-8: save it as CSV UTF-8"
+        ) from None
+    except csv.Error as exc:
+        raise InputError(
+            f"members file line {reader.line_num + 1}: not CSV ({exc}): save it as CSV UTF-8"
+        ) from None
+
+
+def _checked_csv_rows(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, Any], str]]:
     header = reader.fieldnames or []
     for required in ("member_id", "pan"):
         if required not in header:
@@ -121,7 +174,8 @@ def member_rows(lines: Iterable[str], token_key: bytes) -> Iterator[tuple[int, d
             raise InputError(f"members file line {line}: member_id is longer than 64")
         if not is_card_number(pan):
             raise InputError(
-                f"members file line {line}: the card number of member {member_id} is not valid"
+                f"members file line {line}: the card number of member {shown_member(member_id)} "
+                "is not valid"
             )
         status = (raw.get("status") or "active").strip()
         if status not in ("active", "suspended"):
@@ -140,7 +194,7 @@ def member_rows(lines: Iterable[str], token_key: bytes) -> Iterator[tuple[int, d
             line,
             {
                 "member_id": member_id,
-                "token": token_for_pan(pan, token_key).hex(),
+                "token": "",
                 "pan_last4": pan[-4:],
                 "status": status,
                 "tier": tier,
@@ -148,15 +202,18 @@ def member_rows(lines: Iterable[str], token_key: bytes) -> Iterator[tuple[int, d
                 "district": (raw.get("district") or "").strip()[:64] or None,
                 "workplace": (raw.get("workplace") or "").strip()[:128] or None,
             },
+            pan,
         )
 
 
-def parse_members_csv(text: str, token_key: bytes) -> list[dict[str, Any]]:
+def parse_members_csv(text: str, tokenize: Callable[[str], bytes]) -> list[dict[str, Any]]:
     """Every member of a (small) MEMBERS.csv, each once (``roster build`` offline)."""
     rows, seen = [], set()
-    for line, row in member_rows(io.StringIO(text), token_key):
+    for line, row in member_rows(io.StringIO(text), tokenize):
         if row["member_id"] in seen:
-            raise InputError(f"members file line {line}: member {row['member_id']} is listed twice")
+            raise InputError(
+                f"members file line {line}: member {shown_member(row['member_id'])} is listed twice"
+            )
         seen.add(row["member_id"])
         rows.append(row)
     return rows
@@ -181,6 +238,7 @@ def sign_full(
         expires_at=now + lifetime,
         token_key_id=keys.token_key_id,
         keys=[keys.roster],
+        token_scheme=keys.token_scheme,
     )
 
 
@@ -209,7 +267,7 @@ def build_roster_file(
     Raises :class:`InputError` for a version that does not follow the base, and
     ``CompactionNeededError`` when the change is too big for a delta.
     """
-    packed = pack_members(parse_members_csv(members_csv, keys.token_key))
+    packed = pack_members(parse_members_csv(members_csv, keys.tokenize))
     if base is None:
         return BuiltRoster(
             sign_full(keys, packed, version, now, lifetime), None, None, len(packed), 1
@@ -218,6 +276,11 @@ def build_roster_file(
     old = verify_roster(base, root.trusted("roster"), now=None, threshold=root.threshold("roster"))
     if version != old.version + 1:
         raise InputError(f"--version: a delta from v{old.version} must be v{old.version + 1}")
+    if (old.header.token_key_id, old.header.token_scheme) != (keys.token_key_id, keys.token_scheme):
+        raise InputError(
+            f"--base: roster v{old.version} has other tokens (token key or scheme): "
+            "build a full roster, without --base"
+        )
     delta, full = build_delta(
         old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
     )
@@ -320,7 +383,11 @@ class Union:
         (members read). A bad line rejects the whole file, naming it."""
         lines = io.StringIO(members_csv) if isinstance(members_csv, str) else members_csv
         return self.store.import_members(
-            member_rows(lines, self.keys.token_key), iso(self.clock()), full, progress
+            member_rows(lines, self.keys.tokenize),
+            iso(self.clock()),
+            full,
+            progress,
+            token_scheme=self.keys.token_scheme.label,
         )
 
     def add_merchant(self, merchant_id: str, name: str, basis_points: int) -> int:
@@ -397,6 +464,13 @@ class Union:
         roster of one layer (a compaction), which terminals fetch in full. Snapshots
         naming it are signed on demand.
         """
+        held_scheme = self.store.token_scheme()
+        if held_scheme not in (None, self.keys.token_scheme.label):
+            raise InputError(
+                f"the members' tokens are of the scheme {held_scheme} but the keys make "
+                f"{self.keys.token_scheme.label}: finish the switch with `unioncard central "
+                "import-members --full MEMBERS.csv` before publishing a roster"
+            )
         latest = self.store.latest_signed("roster")
         version = (latest[0] if latest else 0) + 1
         now = self.clock()
@@ -406,7 +480,8 @@ class Union:
         except RosterError:  # signed by a roster key since revoked: terminals need the full one
             base = None
         delta = None
-        if base is not None and base.header.token_key_id == self.keys.token_key_id:
+        same_tokens = (self.keys.token_key_id, self.keys.token_scheme)
+        if base is not None and (base.header.token_key_id, base.header.token_scheme) == same_tokens:
             try:
                 delta, data = build_delta(
                     base, packed, issued_at=now, expires_at=now + lifetime, keys=[self.keys.roster]
@@ -838,9 +913,8 @@ class Union:
             return device_key(row["device_key"]) if row and row["device_key"] else None
 
         def membership(token: str, at: datetime) -> Membership | None:
-            if token not in standing:
-                member = self.store.member_by_token(token)
-                standing[token] = self.store.member_history(member["member_id"]) if member else []
+            if token not in standing:  # a member's earlier token too (Store.token_history)
+                standing[token] = self.store.token_history(token)
             then = [h for h in standing[token] if parse_iso(h["at"]) <= at]
             if not then:
                 return None

@@ -11,6 +11,7 @@ import types
 import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from central import migrate
 from central.errors import ConflictError, InputError, NotFoundError, StoreError
 from central.statement import UNION_TIMEZONE
+from pact.cards import shown_member
 from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
 from pact.money import fen
@@ -327,6 +329,26 @@ merchant_terms = sa.Table(
     sa.Column("updated_at", sa.String(32), nullable=False),
 )
 
+# A member's earlier tokens: a new card, or the switch to another token scheme, gives
+# a member a new token; sales made with the old one still belong to the member until
+# the change (the audit's membership, bundles' member facts).
+member_tokens = sa.Table(
+    "member_tokens",
+    metadata,
+    sa.Column("token", sa.String(32), primary_key=True),  # hex keyed token, no longer in use
+    sa.Column("member_id", sa.String(64), nullable=False, index=True),
+    sa.Column("until", sa.String(32), nullable=False),  # the import that replaced it
+)
+
+# The union's own facts about its data: ``token_scheme``, the scheme (pact.cards label)
+# the members' tokens are made by (none before the first import).
+union_settings = sa.Table(
+    "union_settings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
 signed_files = sa.Table(
     "signed_files",
     metadata,
@@ -511,6 +533,7 @@ def make_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # the driver begins nothing: _begin does
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
@@ -518,16 +541,33 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
 
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # A write transaction takes SQLite's write lock at its start, waiting out
+            # busy_timeout behind another writer. Deferred, one that has read first
+            # fails at once ("database is locked", SQLITE_BUSY_SNAPSHOT) when another
+            # writer committed meanwhile: the soak's import beside uploads did.
+            write = conn.get_execution_options().get(WRITE_OPTION, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+WRITE_OPTION = "unioncard_write"  # a transaction that writes (see make_engine)
+
+
 class Store:
     def __init__(self, engine: Engine, timezone: str = UNION_TIMEZONE) -> None:
         self.engine = engine
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
         self.zone = ZoneInfo(timezone)  # the union's days and months of the dashboard's totals
+
+    def _writing(self) -> AbstractContextManager[Connection]:
+        """A transaction that writes (on SQLite: BEGIN IMMEDIATE, make_engine)."""
+        return self._writer.begin()
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -589,11 +629,16 @@ class Store:
         at: str,
         full: bool = False,
         progress: Callable[[int], object] | None = None,
+        token_scheme: str | None = None,
     ) -> ImportResult:
         """Add or update members (``(line, row)``), all in one transaction, a chunk at a
         time: new and changed members get a history row at ``at``; with ``full``, the
         members not in ``rows`` are marked left. InputError (nothing written) names the
-        line of a member listed twice or of a card another member has."""
+        line of a member listed twice or of a card another member has.
+
+        ``token_scheme`` names the scheme the rows' tokens are made by: it is recorded
+        with them. Tokens of another scheme than the members held are taken only with
+        ``full`` (the switch-over: every member re-tokenised at once)."""
         seen = sa.Table(
             f"import_seen_{uuid.uuid4().hex[:12]}",  # its own: a failed import's may linger
             sa.MetaData(),
@@ -609,7 +654,15 @@ class Store:
             for key, figures in fold_members(changes, month).items():
                 add(tally, key, figures)
 
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
+            held_scheme = self._token_scheme(conn)
+            switching = token_scheme is not None and token_scheme != held_scheme
+            if switching and held_scheme is not None and not full:
+                raise InputError(
+                    f"the members' tokens are of the scheme {held_scheme} and the keys now make "
+                    f"{token_scheme}: import the full members file with --full, which "
+                    "re-tokenises every member at once"
+                )
             seen.create(conn)  # (a failure rolls back; on SQLite the table stays unused)
             chunk: list[tuple[int, Mapping[str, Any]]] = []
             for item in rows:
@@ -627,7 +680,23 @@ class Store:
                 result.left = self._mark_left(conn, seen, at, count)
             add_totals(conn, member_monthly, ("month", "district", "workplace"), tally)
             seen.drop(conn)
+            if switching:
+                conn.execute(union_settings.delete().where(union_settings.c.name == "token_scheme"))
+                conn.execute(
+                    union_settings.insert().values(name="token_scheme", value=token_scheme)
+                )
         return result
+
+    @staticmethod
+    def _token_scheme(conn: Connection) -> str | None:
+        return conn.execute(
+            sa.select(union_settings.c.value).where(union_settings.c.name == "token_scheme")
+        ).scalar_one_or_none()
+
+    def token_scheme(self) -> str | None:
+        """The scheme the members' tokens are made by (None before the first import)."""
+        with self.engine.connect() as conn:
+            return self._token_scheme(conn)
 
     @staticmethod
     def _import_chunk(
@@ -643,13 +712,16 @@ class Store:
         if len(lines) < len(chunk):
             twice = next(line for line, row in chunk if lines[row["member_id"]] != line)
             member = next(row["member_id"] for line, row in chunk if line == twice)
-            raise InputError(f"members file line {twice}: member {member} is listed twice")
+            raise InputError(
+                f"members file line {twice}: member {shown_member(member)} is listed twice"
+            )
         earlier = conn.execute(
             sa.select(seen.c.member_id, seen.c.line).where(among(conn, seen.c.member_id, ids))
         ).first()
         if earlier is not None:
             raise InputError(
-                f"members file line {lines[earlier[0]]}: member {earlier[0]} is listed twice "
+                f"members file line {lines[earlier[0]]}: member {shown_member(earlier[0])} "
+                "is listed twice "
                 f"(first on line {earlier[1]})"
             )
         insert_rows(conn, seen, [{"member_id": m, "line": lines[m]} for m in ids])
@@ -688,6 +760,18 @@ class Store:
             or any(held[r["member_id"]][k] != r[k] for k in HISTORY_FIELDS)
         ]
         insert_rows(conn, member_history, history)
+        replaced = [
+            {"token": old, "member_id": r["member_id"], "until": at}
+            for r in changed
+            if (old := held[r["member_id"]]["token"]) != r["token"]
+        ]
+        if replaced:
+            conn.execute(
+                member_tokens.delete().where(
+                    among(conn, member_tokens.c.token, [r["token"] for r in replaced])
+                )
+            )
+            insert_rows(conn, member_tokens, replaced)
         count([(held.get(r["member_id"]), r) for r in new + changed])
         result.read += len(chunk)
         result.added += len(new)
@@ -743,11 +827,6 @@ class Store:
             )
         return None if row is None else dict(row)
 
-    def member_by_token(self, token: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(members.select().where(members.c.token == token)).mappings().first()
-        return None if row is None else dict(row)
-
     def member_use(self, token: str) -> list[dict[str, Any]]:
         """A card's use at each merchant: sales (less voided), member discount (less
         voids and refunds), first and last."""
@@ -768,6 +847,33 @@ class Store:
         )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def token_history(self, token: str) -> list[dict[str, Any]]:
+        """The standing of the member a token was issued to, oldest first (as
+        :meth:`member_history`), or [] for a token no member ever had. A token the member
+        no longer uses (a new card, a new token scheme) ends with a ``left`` row at the
+        import that replaced it: sales with it after that were not a member's."""
+        with self.engine.connect() as conn:
+            current = conn.execute(
+                sa.select(members.c.member_id).where(members.c.token == token)
+            ).scalar_one_or_none()
+            earlier = (
+                None
+                if current is not None
+                else conn.execute(
+                    sa.select(member_tokens.c.member_id, member_tokens.c.until).where(
+                        member_tokens.c.token == token
+                    )
+                ).first()
+            )
+        if current is not None:
+            return self.member_history(current)
+        if earlier is None:
+            return []
+        member_id, until = earlier
+        then = [h for h in self.member_history(member_id) if h["at"] <= until]
+        left = {"member_id": member_id, "at": until, "status": "left", "tier": 0}
+        return then + [{**left, "valid_until": None, "district": None, "workplace": None}]
 
     def member_history(self, member_id: str) -> list[dict[str, Any]]:
         """The member's values from each date on, oldest first."""
@@ -795,7 +901,7 @@ class Store:
 
     # -- merchants and terminals --------------------------------------------------
     def add_merchant(self, merchant_id: str, name: str, basis_points: int, at: str) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if conn.execute(
                 sa.select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
             ).first():
@@ -848,7 +954,7 @@ class Store:
         force: a change decided ahead is applied by :meth:`apply_status`."""
         self.merchant(merchant_id)
         effective = effective_at or at
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if effective <= at:
                 conn.execute(
                     merchants.update()
@@ -868,7 +974,7 @@ class Store:
 
     def apply_status(self, merchant_id: str, status: str, since: str) -> None:
         """Keep ``status`` as the one in force (a change decided ahead has come)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 merchants.update()
                 .where(
@@ -880,7 +986,7 @@ class Store:
 
     def close_merchant(self, merchant_id: str, at: str, retain_until: str, folder: str) -> None:
         """The merchant has left and its final statement and bundle are in ``folder``."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 merchants.update()
                 .where(merchants.c.merchant_id == merchant_id)
@@ -890,14 +996,14 @@ class Store:
     def set_registry(self, merchant_id: str, **fields: str | None) -> None:
         """The merchant's category, district, address, contact (those given)."""
         self.merchant(merchant_id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 merchants.update().where(merchants.c.merchant_id == merchant_id).values(**fields)
             )
 
     def admit(self, merchant_id: str, standards: str, at: str, by: str) -> None:
         self.merchant(merchant_id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 merchants.update()
                 .where(merchants.c.merchant_id == merchant_id)
@@ -920,7 +1026,7 @@ class Store:
     def set_terms(self, merchant_id: str, terms: str, at: str) -> None:
         """Keep a merchant's policy terms (canonical JSON, validated by the caller)."""
         self.merchant(merchant_id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(merchant_terms.delete().where(merchant_terms.c.merchant_id == merchant_id))
             conn.execute(
                 merchant_terms.insert().values(merchant_id=merchant_id, terms=terms, updated_at=at)
@@ -935,7 +1041,7 @@ class Store:
 
     def add_terminal(self, terminal_id: str, merchant_id: str, secret_sha256: str, at: str) -> None:
         self.merchant(merchant_id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             try:
                 conn.execute(
                     terminals.insert().values(
@@ -955,7 +1061,7 @@ class Store:
         self.merchant(merchant_id)
         if self.terminal(terminal_id) is not None:
             raise InputError(f"terminal {terminal_id} is already enrolled")
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 enrol_codes.insert().values(
                     code_sha256=code_sha256,
@@ -973,7 +1079,7 @@ class Store:
         transaction. ``("ok", the code's row)``; or why not, with the row when there is
         one: "unknown", "used", "expired", "enrolled" (its terminal is already, by
         other means: nothing is changed)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             taken = conn.execute(
                 enrol_codes.update()
                 .where(
@@ -1011,7 +1117,7 @@ class Store:
             return "ok", row
 
     def set_terminal_secret(self, terminal_id: str, secret_sha256: str) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 terminals.update()
                 .where(terminals.c.terminal_id == terminal_id)
@@ -1019,7 +1125,7 @@ class Store:
             )
 
     def record_enrol_failure(self, source: str, at: str) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(enrol_failures.insert().values(source=source[:64], at=at))
 
     def enrol_failures_since(self, since: str, source: str) -> tuple[int, int]:
@@ -1039,7 +1145,7 @@ class Store:
     # -- policy drafts (four eyes) -----------------------------------------------------
     def add_draft(self, merchant_id: str, terms: str, by: str, at: str) -> int:
         self.merchant(merchant_id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             key = conn.execute(
                 policy_drafts.insert().values(
                     merchant_id=merchant_id, terms=terms, drafted_by=by, drafted_at=at
@@ -1068,7 +1174,7 @@ class Store:
         self, draft_id: int, decision: str, by: str, at: str, version: int | None
     ) -> bool:
         """Record the decision once; False when it was decided already."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             done = conn.execute(
                 policy_drafts.update()
                 .where(policy_drafts.c.id == draft_id, policy_drafts.c.decision.is_(None))
@@ -1081,7 +1187,7 @@ class Store:
         self, merchant_id: str, day: date, what: str, pan_last4: str | None, at: str, by: str
     ) -> int:
         self.merchant(merchant_id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             done = conn.execute(
                 complaints.insert().values(
                     merchant_id=merchant_id,
@@ -1121,7 +1227,7 @@ class Store:
     ) -> int:
         """Keep one audit run and its findings (each ``pact.audit.Finding.as_json()``)
         in one transaction; return the run's number."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             done = conn.execute(
                 audit_runs.insert().values(
                     merchant_id=merchant_id,
@@ -1238,7 +1344,7 @@ class Store:
     ) -> None:
         if merchant_id is not None:
             self.merchant(merchant_id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             try:
                 conn.execute(
                     users.insert().values(
@@ -1259,7 +1365,7 @@ class Store:
 
     def login_failed(self, name: str, locked_until: str | None) -> None:
         """Count a wrong password; lock the account until ``locked_until`` if given."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             values: dict[str, Any] = {"failures": users.c.failures + 1}
             if locked_until is not None:
                 values = {"failures": 0, "locked_until": locked_until}
@@ -1269,14 +1375,14 @@ class Store:
         values: dict[str, Any] = {"failures": 0, "locked_until": None}
         if password_hash is not None:
             values["password_hash"] = password_hash  # re-hashed with today's parameters
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(users.update().where(users.c.name == name).values(**values))
 
     # -- the fleet ---------------------------------------------------------------------
     def touch_terminal(self, terminal_id: str, at: str, unless_since: str) -> None:
         """Record a call from the terminal at ``at``, unless one is recorded since
         ``unless_since`` (a write a minute at most, not one a request)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 terminals.update()
                 .where(
@@ -1289,7 +1395,7 @@ class Store:
 
     def report_terminal(self, terminal_id: str, at: str, report: Mapping[str, Any]) -> None:
         """Keep what the terminal reported at the end of its sync (FLEET_REPORT fields)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 terminals.update()
                 .where(terminals.c.terminal_id == terminal_id)
@@ -1304,7 +1410,7 @@ class Store:
             raise NotFoundError(f"no terminal {terminal_id}: see `unioncard central terminals`")
         if row["revoked_at"] is not None:
             return int(row["revoked_last_seq"] or 0)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             last, _ = self._tail(conn, terminal_id)
             conn.execute(
                 terminals.update()
@@ -1321,7 +1427,7 @@ class Store:
     def decommission_terminal(self, terminal_id: str, at: str, last_seq: int) -> bool:
         """Revoke a terminal its shop took out of service, if the union holds its entries
         up to ``last_seq`` (and nothing after); False, and nothing changed, otherwise."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             held, _ = self._tail(conn, terminal_id)
             if held != last_seq:
                 return False
@@ -1354,7 +1460,7 @@ class Store:
 
     def set_device_key(self, terminal_id: str, key_hex: str, at: str) -> str:
         """Record the terminal's device key if it has none; return the key it has now."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 terminals.update()
                 .where(terminals.c.terminal_id == terminal_id, terminals.c.device_key.is_(None))
@@ -1369,7 +1475,7 @@ class Store:
         self, terminal_id: str, at: str, first_seq: int | None, last_seq: int | None, reason: str
     ) -> None:
         """Keep a refused upload's reason for the audit (its own transaction)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 upload_refusals.insert().values(
                     terminal_id=terminal_id,
@@ -1404,7 +1510,7 @@ class Store:
     ) -> bool:
         """Store a signed file; False when that (kind, version) exists already."""
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 conn.execute(
                     signed_files.insert().values(
                         kind=kind,
@@ -1442,7 +1548,7 @@ class Store:
     def prune_signed(self, kind: str, below: int, created_before: str) -> int:
         """Delete the files of ``kind`` older than version ``below`` and made before
         ``created_before``; return how many."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             return int(
                 conn.execute(
                     signed_files.delete().where(
@@ -1540,7 +1646,7 @@ class Store:
     ) -> IngestResult:
         """One try of :meth:`ingest`, in one transaction (:class:`_Overtaken` when its
         insert breaks a unique key)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             last_seq, last_hash = self._tail(conn, terminal_id)
             old = [s for s in batch if s.seq <= last_seq]
             new = [s for s in batch if s.seq > last_seq]

@@ -10,8 +10,10 @@ the catalogue). The checks:
 - evidence, per terminal: a gap in the seqs, a broken chain (an entry whose hash is
   not its content's, or that does not follow the one before: edited, reordered,
   forked), a device signature that does not verify, time going backwards beyond
-  :data:`CLOCK_TOLERANCE`; across the union's sales, a card's transaction counter
-  (ATC) that repeats or goes backwards;
+  :data:`CLOCK_TOLERANCE`, a clock jump the terminal itself journaled (a
+  ``clock-jump`` event: its clock read behind its last trusted time, or moved against
+  its monotonic clock; ``clock_jump``); across the union's sales, a card's
+  transaction counter (ATC) that repeats or goes backwards;
 - compliance, per sale: the discount recomputed from the entry's basket with the
   signed policy version it names, the member's status and tier at that moment (the
   union's member history) and the card's earlier use at that merchant on all its
@@ -23,9 +25,10 @@ the catalogue). The checks:
   share of its sales over the period (``reversal_share``); one card used more than N
   times in a day (the policy's time zone) at the merchant (``card_uses``); members
   given no discount because the terminal had journaled an ``offline-limit`` event
-  (its roster or policy out of date, or no sync for too long: pact.event), counted
-  until it next installs an update or serves a member again (``turned_away``; those
-  sales are not also under-discounts).
+  (its roster or policy out of date, or no sync for too long: pact.event), or a
+  ``clock-jump`` event saying its clock read behind its last trusted time (members get
+  no discount until the time is set), counted until it next installs an update or
+  serves a member again (``turned_away``; those sales are not also under-discounts).
 
 Entries before :attr:`Facts.since` are context (the quotas' earlier use, the card
 counters); the behaviour checks count only the entries from then on.
@@ -46,7 +49,7 @@ from pact.chain import GENESIS, entry_hash
 from pact.device import check_signature
 from pact.discount import quote
 from pact.errors import DeviceSignatureError, SignatureError
-from pact.event import OFFLINE_LIMIT, UPDATE_INSTALLED, event_code
+from pact.event import CLOCK_JUMP, OFFLINE_LIMIT, UPDATE_INSTALLED, event_code
 from pact.money import fen
 from pact.policy import DEFAULT_TIMEZONE, OFFLINE_STOP_HOURS, Policy, quota_periods
 from pact.roster import Membership
@@ -59,8 +62,12 @@ HIGH, MEDIUM, LOW = "high", "medium", "low"
 SEVERITIES = (HIGH, MEDIUM, LOW)
 # the kinds of finding, for the console's filter
 EVIDENCE_KINDS = (
-    "edited", "gap", "fork", "time_backwards", "bad_signature", "atc_repeated", "atc_backwards",
+    "edited", "gap", "fork", "time_backwards", "clock_jump", "bad_signature", "atc_repeated",
+    "atc_backwards",
 )  # fmt: skip
+# what a ``clock-jump`` event's note says when the terminal stopped discounts for it
+# (terminal.service: its clock read behind its last trusted time, pact.generation)
+CLOCK_STOPS_DISCOUNTS = "members get no discount"
 COMPLIANCE_KINDS = (
     "unknown_policy", "not_a_member", "merchant_not_active", "bad_basket", "over_discount",
     "under_discount",
@@ -223,6 +230,13 @@ def _evidence(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
                 Finding(HIGH, t, (1,), "fork",
                         Msg.of(N_("the first entry does not start the chain")))
             )  # fmt: skip
+        if event_code(entry) == CLOCK_JUMP:
+            out.append(
+                Finding(MEDIUM, t, (entry.seq,), "clock_jump",
+                        Msg.of(N_("the terminal journaled a clock jump (the times of the "
+                                  "entries around it may be wrong): %(note)s"),
+                               note=(entry.note or "").partition(": ")[2]))
+            )  # fmt: skip
         key = facts.device_key(t)
         if entry.sig is not None and key is not None:
             try:
@@ -334,7 +348,8 @@ def _compliance(
 
 def _offline_stretches(entries: Sequence[Sale]) -> dict[tuple[str, int], Sale]:
     """The sales a terminal journaled to a card with no member discount after an
-    ``offline-limit`` event that stops discounts (not a mere warning), until it next
+    ``offline-limit`` event that stops discounts (not a mere warning), or a
+    ``clock-jump`` event of a clock behind its last trusted time, until it next
     installs an update or serves a member: sale -> that event."""
     out: dict[tuple[str, int], Sale] = {}
     current: Sale | None = None
@@ -344,6 +359,8 @@ def _offline_stretches(entries: Sequence[Sale]) -> dict[tuple[str, int], Sale]:
             key = (entry.note or "").partition(": ")[2]
             if not key.startswith("warn "):
                 current = entry
+        elif code == CLOCK_JUMP and CLOCK_STOPS_DISCOUNTS in (entry.note or ""):
+            current = entry
         elif code == UPDATE_INSTALLED or (entry.kind is None and entry.member):
             current = None
         elif current is not None and entry.kind is None and entry.token is not None:

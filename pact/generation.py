@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from pact.cards import DEFAULT_SCHEME, TokenScheme
 from pact.errors import ClockError, SignatureError, SnapshotError, TrustError
 from pact.policy import Policy, verify_policy
 from pact.roster import Buffer, Roster, apply_delta, is_delta, verify_roster
@@ -28,6 +29,9 @@ from pact.timefmt import iso
 from pact.trust import Root, update_root
 
 CLOCK_TOLERANCE = timedelta(minutes=5)  # a wall clock this far behind signed time is refused
+# ... or this far behind the terminal's newest journal entry (NTP slews small
+# corrections; it does not step back by minutes)
+ENTRY_TOLERANCE = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class Generation:
     roster: Roster | None = None
     policy: Policy | None = None
     policy_data: bytes | None = None  # the policy file as signed (the snapshot pins it)
+
+    @property
+    def token_scheme(self) -> TokenScheme:
+        """How a tap becomes a token: as the installed roster's were made."""
+        return self.roster.header.token_scheme if self.roster is not None else DEFAULT_SCHEME
 
     @property
     def roster_version(self) -> int:
@@ -233,3 +242,68 @@ def decide_install(
         raise SnapshotError("update refused: the installed policy file is missing")
     snap.check_policy(policy_bytes, policy.version)
     return Install(Generation(root, snap, roster, policy, policy_bytes), roster_file)
+
+
+@dataclass(frozen=True)
+class EntryTime:
+    """When the terminal journals an entry, from what its wall clock reads.
+
+    The **last trusted time** is the later of the newest time the union signed in
+    the generation in service (:meth:`Generation.last_trusted_time`: the root,
+    snapshot, roster and policy issue times) and the time of the terminal's newest
+    journal entry (a time it has already signed into its chain). Every entry is
+    journaled at the clock's reading or, when the clock reads earlier, at the last
+    trusted time (``at``): the times in the chain never go backwards and no entry
+    is dated before what the union or the terminal already vouched for. A sale is
+    also *priced* at ``at``, so an auditor who replays it at its journaled time gets
+    the same discount, and a clock set back cannot bring back a roster or policy
+    that had expired, an earlier offline stretch, an earlier quota period or an
+    earlier time window.
+
+    A clock more than :data:`CLOCK_TOLERANCE` behind signed time, or more than
+    :data:`ENTRY_TOLERANCE` behind the newest entry, is known to be wrong, and then
+    no one knows how much time has really passed (a Pi that lost its time over a
+    power cut of a week comes back near the time it last saved): ``problem`` says
+    why, and members get no discount until the time is set (fail closed). The
+    terminal journals the jump as a ``clock-jump`` event (terminal.service).
+
+    What this cannot see: a clock set back to a moment after the newest entry
+    (nothing trusted is later), and a clock that runs ahead (nothing trusted bounds
+    time from above; the monotonic clock catches a jump while the daemon runs, and
+    an entry dated ahead raises the last trusted time until the clock passes it).
+    """
+
+    clock: datetime  # what the wall clock read
+    at: datetime  # the entry's time: the clock, or the last trusted time if later
+    last: datetime | None  # the last trusted time (None: nothing signed, no entry)
+    newest_entry: datetime | None  # the newest journal entry's time
+    problem: Msg | None  # why the clock is not trusted (no member discounts), or None
+
+    @property
+    def behind(self) -> timedelta:
+        """How far the clock reads behind the last trusted time (zero when it does not)."""
+        return self.at - self.clock
+
+
+def entry_time(
+    generation: Generation,
+    now: datetime,
+    newest_entry: datetime | None,
+    tolerance: timedelta = ENTRY_TOLERANCE,
+) -> EntryTime:
+    """The time to journal an entry at, when the clock reads ``now`` and the newest
+    entry is ``newest_entry`` (:class:`EntryTime`)."""
+    signed = generation.last_trusted_time()
+    last = max((t for t in (signed, newest_entry) if t is not None), default=None)
+    at = now if last is None or now >= last else last
+    problem = generation.clock_problem(now)
+    if problem is None and newest_entry is not None and now < newest_entry - tolerance:
+        problem = Msg.of(
+            N_(
+                "the terminal's clock (%(now)s) is behind its newest journal entry "
+                "(%(last)s): set the date and time"
+            ),
+            now=iso(now),
+            last=iso(newest_entry),
+        )
+    return EntryTime(now, at, last, newest_entry, problem)

@@ -685,7 +685,7 @@ def load_policy_file(data: bytes) -> tuple[Policy, str]:
     """
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PolicyError(f"not valid JSON ({exc})") from None
     if isinstance(raw, dict) and "signed" in raw:
         if set(raw) != {"signed", "signatures"} or not isinstance(raw["signatures"], list):
@@ -741,7 +741,7 @@ def verify_policy(
     """Verify a signed policy for this terminal's merchant; refuse rollbacks."""
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise PolicyError("policy refused: malformed (not JSON)") from None
     try:
         signed = verify(envelope, trusted, what="policy")

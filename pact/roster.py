@@ -42,7 +42,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pact.cards import TOKEN_BYTES, TOKEN_SCHEME
+from pact.cards import DEFAULT_SCHEME, TOKEN_BYTES, TokenScheme
 from pact.errors import CompactionNeededError, RosterError, SignatureError
 from pact.signing import canonical_json, sign, verify
 from pact.timefmt import iso, parse_iso
@@ -125,6 +125,7 @@ class RosterHeader:
     layers: tuple[Layer, ...]  # every layer of this version, oldest first
     base_version: int | None = None  # delta only
     base_body_sha256: str | None = None  # delta only
+    token_scheme: TokenScheme = DEFAULT_SCHEME  # how a tap becomes a token (pact.cards)
 
     @property
     def added(self) -> Layer:
@@ -313,6 +314,7 @@ def build_roster(
     expires_at: datetime,
     token_key_id: str,
     keys: list[Ed25519PrivateKey],
+    token_scheme: TokenScheme = DEFAULT_SCHEME,
 ) -> bytes:
     """Serialise and sign a full roster of one layer. Duplicate tokens are refused."""
     return sign_packed(
@@ -322,6 +324,7 @@ def build_roster(
         expires_at=expires_at,
         token_key_id=token_key_id,
         keys=keys,
+        token_scheme=token_scheme,
     )
 
 
@@ -332,6 +335,7 @@ def _common(
     token_key_id: str,
     member_count: int,
     layers: Sequence[Layer],
+    token_scheme: TokenScheme,
 ) -> dict[str, Any]:
     if version < 1:
         raise ValueError("roster version must be 1 or more")
@@ -343,7 +347,7 @@ def _common(
         "issued_at": iso(issued_at),
         "expires_at": iso(expires_at),
         "record_size": RECORD_SIZE,
-        "token_scheme": TOKEN_SCHEME,
+        "token_scheme": token_scheme.label,
         "token_key_id": token_key_id,
         "member_count": member_count,
         "layers": [asdict(layer) for layer in layers],
@@ -359,6 +363,7 @@ def sign_packed(
     expires_at: datetime,
     token_key_id: str,
     keys: list[Ed25519PrivateKey],
+    token_scheme: TokenScheme = DEFAULT_SCHEME,
 ) -> bytes:
     """Sign records already packed (``MemberRecord.pack``) and sorted: a full roster of
     one layer (also what the union signs to compact a stack of layers)."""
@@ -367,7 +372,9 @@ def sign_packed(
         raise ValueError("a roster's first layer holds members only (status 0 is 'removed')")
     body = b"".join(packed)
     layer = Layer(len(packed), hashlib.sha256(body).hexdigest())
-    signed = _common(version, issued_at, expires_at, token_key_id, len(packed), [layer])
+    signed = _common(
+        version, issued_at, expires_at, token_key_id, len(packed), [layer], token_scheme
+    )
     signed["kind"] = "full"
     return _frame(signed, keys, body)
 
@@ -410,7 +417,13 @@ def build_delta(
         Layer(len(layer_records), hashlib.sha256(layer_body).hexdigest()),
     )
     signed = _common(
-        base.version + 1, issued_at, expires_at, base.header.token_key_id, len(new), layers
+        base.version + 1,
+        issued_at,
+        expires_at,
+        base.header.token_key_id,
+        len(new),
+        layers,
+        base.header.token_scheme,
     )
     full = _frame({**signed, "kind": "full"}, keys, b"".join([*base.layers, layer_body]))
     delta = _frame(
@@ -437,7 +450,7 @@ def split_roster(data: Buffer) -> tuple[Any, memoryview]:
         raise RosterError("roster refused: malformed (bad header length)")
     try:
         envelope = json.loads(bytes(data[8 : 8 + hlen]))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RosterError("roster refused: malformed (header is not JSON)") from None
     return envelope, memoryview(data)[8 + hlen :]
 
@@ -481,9 +494,10 @@ def _verified_header(
             layers=_layers(signed),
             base_version=int(signed["base_version"]) if delta else None,
             base_body_sha256=str(signed["base_body_sha256"]) if delta else None,
+            token_scheme=_scheme(signed["token_scheme"]),
         )
         record_size = int(signed["record_size"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise RosterError("roster refused: malformed header") from None
     if record_size != RECORD_SIZE:
         raise RosterError(f"roster refused: record size {record_size} is not supported")
@@ -501,6 +515,19 @@ def _verified_header(
     if now is not None and header.is_expired(now):
         raise RosterError(f"roster refused: expired at {iso(header.expires_at)}")
     return header
+
+
+def _scheme(label: object) -> TokenScheme:
+    """The header's token scheme; a scheme this release does not know is refused in one
+    line that says what to do (the union signed it for newer terminals)."""
+    if not isinstance(label, str):
+        raise TypeError("token_scheme")
+    try:
+        return TokenScheme.parse(label)
+    except ValueError as exc:
+        raise RosterError(
+            f"roster refused: {exc}: update the terminal's software (unioncard) and sync again"
+        ) from None
 
 
 def verify_roster(
@@ -595,6 +622,8 @@ def apply_delta(
         raise RosterError("roster refused: delta on the wrong base (its layers differ)")
     if header.token_key_id != base.header.token_key_id:
         raise RosterError("roster refused: a delta cannot change the token key (fetch in full)")
+    if header.token_scheme != base.header.token_scheme:
+        raise RosterError("roster refused: a delta cannot change the token scheme (fetch in full)")
     return Roster(
         header, (*base.layers, layer), (*base.files, data), (*base._tokens, _tokens_of(layer))
     )

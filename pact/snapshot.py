@@ -99,7 +99,7 @@ def verify_snapshot(
         raise SnapshotError("snapshot refused: oversized")
     try:
         envelope = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SnapshotError("snapshot refused: malformed (not JSON)") from None
     try:
         signed = verify(envelope, trusted, threshold, what="snapshot")
@@ -119,7 +119,7 @@ def verify_snapshot(
             policy_sha256=str(signed["policy"]["sha256"]),
             data=bytes(data),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise SnapshotError("snapshot refused: malformed") from None
     if snap.merchant_id != merchant_id:
         raise SnapshotError(f"snapshot refused: it is for merchant {snap.merchant_id}")

@@ -21,11 +21,17 @@ def iso(moment: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    """Parse an ISO 8601 timestamp that names its offset; raise ValueError otherwise."""
+    """Parse an ISO 8601 timestamp that names its offset; raise ValueError otherwise
+    (also for a value that is not text, or a moment outside the years 1 to 9999 in UTC)."""
+    if not isinstance(text, str):
+        raise ValueError(f"timestamp {text!r} is not text")
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp {text!r} is out of range") from None
 
 
 def parse_moment(text: str, local: tzinfo | None = None) -> datetime:

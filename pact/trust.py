@@ -115,7 +115,15 @@ def _parse(data: bytes) -> tuple[Any, Root]:
         )
     except TrustError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, SignatureError):
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+        SignatureError,
+    ):
         raise TrustError("root metadata refused: malformed") from None
     if root.version < 1:
         raise TrustError("root metadata refused: version must be 1 or more")

@@ -139,7 +139,7 @@ def verify_usage(
         raise UsageError("usage file refused: oversized")
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise UsageError("usage file refused: malformed (not JSON)") from None
     try:
         signed = verify(envelope, trusted, threshold, what="usage file")
@@ -147,7 +147,7 @@ def verify_usage(
         raise UsageError(f"usage file refused: {exc}") from None
     try:
         usage = _parse(signed)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise UsageError(f"usage file refused: malformed ({exc})") from None
     if usage.merchant_id != merchant_id or usage.terminal_id != terminal_id:
         raise UsageError(

@@ -252,7 +252,7 @@ def _ack(response: requests.Response) -> int:
     """The sequence number an upload's answer acknowledges."""
     try:
         return decode_ack(json.loads(response.content))
-    except (ValueError, WireFormatError) as exc:  # not JSON, or not an ack
+    except (ValueError, RecursionError, WireFormatError) as exc:  # not JSON, or not an ack
         raise BrokenAnswerError(f"not an acknowledgement ({exc})") from None
 
 
@@ -376,7 +376,7 @@ class CentralClient:
             return response
         try:
             message = response.json().get("error", response.reason)
-        except ValueError:
+        except (ValueError, RecursionError, AttributeError):  # not JSON, not an object
             message = response.reason
         if response.request.path_url == ENROL_PATH:
             problem = f"the enrolment was refused ({response.status_code}: {message})"

@@ -57,11 +57,16 @@ def card_read(
     Exit codes: 0 read; 2 pcscd not running or no reader; 3 no card within the
     timeout; 4 card not supported or blocked; 5 card removed during the read.
     """
-    token_key = TerminalState.open(data).enrolment.token_key if data is not None else None
+    state = TerminalState.open(data) if data is not None else None
+    tokenize = (
+        PanTokenizer(state.enrolment.token_key, state.current.token_scheme)
+        if state is not None
+        else PanTokenizer(None)
+    )
     identity = read_card(
         reader_name,
         timeout,
-        tokenize=PanTokenizer(token_key),
+        tokenize=tokenize,
         today=clock().astimezone().date(),
     )
     if as_json:

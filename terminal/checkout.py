@@ -109,14 +109,15 @@ class SaleResult:
 
 
 def membership_for(
-    generation: Generation, identity: CardIdentity, now: datetime
+    generation: Generation, identity: CardIdentity, now: datetime, clock: Msg | None = None
 ) -> tuple[Membership | None, Msg | None]:
     """The member record for this card, or None and the reason it is not one (a
-    message, pact.text)."""
+    message, pact.text). ``clock``: why the terminal's clock is not trusted
+    (pact.generation.entry_time), when the caller knows more than ``generation``."""
     roster = generation.roster
     if roster is None:
         return None, Msg.of(N_("no member roster installed: run `unioncard sync`"))
-    problem = generation.clock_problem(now)
+    problem = clock or generation.clock_problem(now)
     if problem is not None:
         return None, problem
     snapshot = generation.snapshot
@@ -191,6 +192,7 @@ def price(
     now: datetime,
     offline: Offline | None = None,
     shared: SharedUsage | None = None,
+    clock: Msg | None = None,
 ) -> Priced:
     """Price the sale for this card from one generation, journaling nothing.
 
@@ -198,12 +200,13 @@ def price(
     member's quota use is counted from the journal as it is now, plus the merchant's
     other terminals' from the union's usage file (``shared``). ``offline``: where
     the terminal stands against its offline limits; one that blocks gives a member
-    no discount, with its reason (verdict ``sync_needed``).
+    no discount, with its reason (verdict ``sync_needed``). ``clock``: why the
+    terminal's clock is not trusted (pact.generation.entry_time): no member discount.
     """
     if not isinstance(basket, Basket):
         basket = Basket.of_amount(basket)
     policy = generation.policy
-    member, reason = membership_for(generation, identity, now)
+    member, reason = membership_for(generation, identity, now, clock)
     state = verdict(generation, member, reason, now)
     if state == "member" and offline is not None and offline.block is not None:
         member, reason, state = None, offline.block, "sync_needed"

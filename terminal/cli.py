@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from terminal.decommission import (
     write_export,
 )
 from terminal.devicekey import load_public_key
+from terminal.disk import UPDATE_REFUSED as DISK_UPDATE_REFUSED
+from terminal.disk import check_space, fail_full, is_disk_full
 from terminal.errors import InputError
 from terminal.journal import Journal
 from terminal.notify import Notifier
@@ -218,18 +221,23 @@ def terminal_install_update(
     state = TerminalState.open(settings.data_dir)
     state.load()
     journal = Journal.existing(state.journal_path, state.signer())
+    download = state.roster_download
     try:
         before = state.current
         try:
+            if roster is not None:  # copied as the sync downloads: never whole in memory
+                _copy_in(roster, download, state.dir)
             snap = state.install(
                 snapshot.read_bytes(),
                 clock(),
-                roster.read_bytes() if roster else None,
+                download if roster else None,
                 policy.read_bytes() if policy else None,
             )
         except RefusedError as exc:
             journal_event(journal, state, UPDATE_REFUSED, f"by hand: {exc}", clock())
             raise
+        finally:
+            download.unlink(missing_ok=True)  # if not installed
         journal_event(
             journal,
             state,
@@ -244,6 +252,19 @@ def terminal_install_update(
         f"installed snapshot v{snap.version}: roster v{snap.roster_version}, "
         f"policy v{snap.policy_version}"
     )
+
+
+def _copy_in(source: Path, target: Path, data_dir: Path) -> None:
+    """Copy an update's roster into the data folder; a full disk is refused as the
+    install refuses it (DiskFullError, one line), leaving no partial copy."""
+    check_space(data_dir, DISK_UPDATE_REFUSED)
+    try:
+        shutil.copyfile(source, target)
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            fail_full(data_dir, DISK_UPDATE_REFUSED)
+        raise
 
 
 @terminal.command("status")

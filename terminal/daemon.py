@@ -60,13 +60,16 @@ def serve(
     from waitress import create_server
 
     from terminal.syncing import AutoSync, sync_in_a_process  # (the daemon only)
-    from terminal.web import create_app
+    from terminal.web import MAX_BODY, create_app
 
     def sync() -> object:  # "sync now" and the daemon's own: a process of their own
         return sync_in_a_process(service.state.dir, sync_batch)
 
     app = create_app(service, sync)
-    server = create_server(app, host=host, port=port, threads=THREADS)
+    # waitress reads a whole body before the app sees it: the same cap there (413)
+    server = create_server(
+        app, host=host, port=port, threads=THREADS, max_request_body_size=MAX_BODY
+    )
     stopped = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

@@ -34,7 +34,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "busy": (409, "another checkout (or a sync) is under way: finish or cancel it first"),
     "reversal_refused": (409, "the sale may not be voided or refunded so; the line says why"),
     "refused": (409, "another refusal of the terminal; the line says why"),
-    "too_large": (413, "the request body is too large"),
+    "too_large": (413, "the request body is larger than 1 MiB (any POST)"),
     "card_unsupported": (422, "the card has no payment application the terminal accepts"),
     "card_blocked": (422, "the card is blocked"),
     "card_removed": (422, "the card was taken out during the read"),
@@ -568,6 +568,7 @@ _ERRORS: dict[str, tuple[str, str]] = {
         "CardProblem",
         "The card could not be used (`card_unsupported`, `card_blocked`, `card_removed`, `card`).",
     ),
+    "413": ("TooLarge", "The request body is larger than 1 MiB (`too_large`)."),
     "500": ("Internal", "An unexpected error, logged; nothing was recorded (`internal`)."),
     "503": (
         "Unavailable",
@@ -865,6 +866,18 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _with_body_cap(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every POST may answer 413: each request body has a cap (terminal.web.MAX_BODY)."""
+    for item in paths.values():
+        if "post" in item:
+            answers = {**item["post"]["responses"], "413": {"$ref": _ERROR_REF + "TooLarge"}}
+            item["post"]["responses"] = dict(sorted(answers.items()))
+    return paths
+
+
+_ERROR_REF = "#/components/responses/"
+
+
 def document() -> dict[str, Any]:
     """The till API's OpenAPI 3.1 document (a new dict each call)."""
     schemas = _schemas()
@@ -895,7 +908,7 @@ def document() -> dict[str, Any]:
             ),
         },
         "security": [{"till": []}],
-        "paths": _paths(),
+        "paths": _with_body_cap(_paths()),
         "components": {
             "securitySchemes": {
                 "till": {

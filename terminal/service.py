@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from pact.basket import Basket
 from pact.cards import PanTokenizer
 from pact.event import CLOCK_JUMP, EVENT, INTEGRITY_FAILURE, OFFLINE_LIMIT, STARTUP, event_draft
-from pact.generation import Generation
+from pact.generation import EntryTime, Generation, entry_time
 from pact.money import fen
 from pact.offline import Offline, assess, limit_event, limits_of, noted_limits, to_note
 from pact.policy import DEFAULT_TIMEZONE
@@ -90,8 +90,11 @@ def _logged(result: SaleResult) -> SaleResult:
 def journal_event(
     journal: Journal, state: TerminalState, code: str, detail: str, at: datetime
 ) -> Sale:
-    """Journal an event (pact.event) with the versions ``state`` holds now."""
+    """Journal an event (pact.event) with the versions ``state`` holds now, at ``at``
+    or, when the clock read earlier, at the last trusted time
+    (pact.generation.entry_time): an event's time never goes back either."""
     generation = state.current
+    at = _entry_time(journal, generation, at).at
     enrolment = state.enrolment
     draft = event_draft(
         code,
@@ -102,6 +105,23 @@ def journal_event(
         policy_version=generation.policy_version,
     )
     return journal.append(draft, at=at)
+
+
+def _entry_time(journal: Journal, generation: Generation, now: datetime) -> EntryTime:
+    """When an entry is journaled if the clock reads ``now`` (pact.generation.entry_time)."""
+    newest = journal.newest_at()
+    return entry_time(generation, now, parse_iso(newest) if newest else None, CLOCK_TOLERANCE)
+
+
+def _behind_note(when: EntryTime) -> str:
+    """The detail of the ``clock-jump`` event of a clock behind the last trusted time."""
+    what = "entry time" if when.last == when.newest_entry else "the union's signed time"
+    last = iso(when.last) if when.last is not None else "?"
+    return (
+        f"the clock reads {iso(when.clock)}, {int(when.behind.total_seconds())} s before "
+        f"{what} {last}; entries are journaled at that time and members get no discount "
+        "until the time is set"
+    )
 
 
 class UnusableJournal:
@@ -166,6 +186,7 @@ class TerminalService:
         # time.monotonic; None, for a caller whose clock is not the wall clock, skips it)
         self.monotonic = monotonic
         self._clock_ref = (clock(), monotonic()) if monotonic is not None else None
+        self._clock_behind = False  # the clock reads behind the last trusted time: journaled
         self._offline_noted: tuple[int | None, int | None] | None = None
         self._limits_noted: set[str] | None = None  # pact.offline's keys journaled
         self._limits_lock = threading.Lock()
@@ -218,25 +239,34 @@ class TerminalService:
                     N_("sale %(id)s is waiting to be confirmed: confirm or cancel it first"),
                     id=waiting.id,
                 )
+            self.state.refresh()  # a sync in its own process may have installed a roster
             identity = self.read_card(
                 timeout=self.card_timeout if timeout is None else timeout,
-                tokenize=PanTokenizer(self.state.enrolment.token_key),
+                # as the installed roster's tokens were made (a roster of another
+                # scheme installed during this very read finds no member: once)
+                tokenize=PanTokenizer(
+                    self.state.enrolment.token_key, self.state.current.token_scheme
+                ),
             )
             self.state.refresh()
             generation = self.state.current  # this sale's roster and policy, taken once
             now = self.clock()
             self.watch_clock(now)
-            self._note_offline_limit(generation, now)
-            offline = self.check_offline(generation, now)
+            # priced and journaled at the clock's time, never before the last trusted
+            # time; a clock known to be wrong gives members no discount
+            when = self.entry_time(generation, now)
+            self._note_offline_limit(generation, when.at)
+            offline = self.check_offline(generation, when.at)
             priced = price(
                 generation,
                 self.state.enrolment,
                 self.journal,
                 identity,
                 basket,
-                now,
+                when.at,
                 offline,
                 self.state.shared_usage(),  # the other tills' quota use, as of the last sync
+                clock=when.problem,
             )
             if confirm:
                 return _logged(self._record(priced))
@@ -326,7 +356,7 @@ class TerminalService:
         PIN or token: journals the void entry (the same amounts, rules and basket,
         reversed)."""
         self._authorize(pin, token)
-        now = self.clock()
+        now = self._reversal_time()
         policy = self.state.current.policy
         entry = self.journal.append_reversal(
             seq, lambda sale, later: void_draft(sale, later, reason, policy, now), at=now
@@ -347,7 +377,7 @@ class TerminalService:
         which gives back each rule's discount on those units in proportion
         (pact.reversal)."""
         self._authorize(pin, token)
-        now = self.clock()
+        now = self._reversal_time()
         policy = self.state.current.policy
         entry = self.journal.append_reversal(
             seq,
@@ -356,6 +386,14 @@ class TerminalService:
         )
         log.info("refund #%d of sale %d: %s paid back", entry.seq, seq, fen(entry.net))
         return entry
+
+    def _reversal_time(self) -> datetime:
+        """A void's or refund's time: a clock jump journaled first, then the clock's
+        time, never before the last trusted time (money goes back to the customer even
+        when the clock is wrong: no discount is given)."""
+        now = self.clock()
+        self.watch_clock(now)
+        return self.entry_time(self.state.current, now).at
 
     def entry_json(self, seq: int) -> dict[str, Any]:
         """Entry ``seq`` for a till or the page: its amounts, lines and what is left to
@@ -419,18 +457,25 @@ class TerminalService:
         )
         return events
 
+    def entry_time(self, generation: Generation, now: datetime) -> EntryTime:
+        """When an entry is journaled if the clock reads ``now``: never before the last
+        trusted time (pact.generation.entry_time, which says what that is and why)."""
+        if self.damage is not None:  # no journal to read: the signed times only
+            return entry_time(generation, now, None, CLOCK_TOLERANCE)
+        return _entry_time(self.journal, generation, now)
+
     def watch_clock(self, now: datetime) -> list[Sale]:
-        """Journal a clock jump: the wall clock reading earlier than the newest entry,
-        or moving more than :data:`CLOCK_TOLERANCE` against the monotonic clock."""
+        """Journal a clock jump: the wall clock reading behind the last trusted time
+        (more than :data:`CLOCK_TOLERANCE` before the newest entry, or than
+        ``pact.generation.CLOCK_TOLERANCE`` before signed time), once until it reads
+        right again; or moving more than :data:`CLOCK_TOLERANCE` against the monotonic
+        clock. The event itself is journaled at the last trusted time; its note says
+        what the clock read."""
         events = []
-        newest = self.journal.newest_at()
-        if newest is not None and now < parse_iso(newest) - CLOCK_TOLERANCE:
-            behind = int((parse_iso(newest) - now).total_seconds())
-            events.append(
-                self.record_event(
-                    CLOCK_JUMP, f"the clock reads {iso(now)}, {behind} s before entry time {newest}"
-                )
-            )
+        when = self.entry_time(self.state.current, now)
+        if when.problem is not None and not self._clock_behind:
+            events.append(self.record_event(CLOCK_JUMP, _behind_note(when)))
+        self._clock_behind = when.problem is not None
         if self._clock_ref is not None and self.monotonic is not None:
             wall, mono = self._clock_ref
             tick = self.monotonic()
@@ -557,9 +602,10 @@ class TerminalService:
         enrolment = self.state.enrolment
         roster, policy = generation.roster, generation.policy
         warnings: list[Msg] = []
-        clock = generation.clock_problem(now)
-        if clock is not None:
-            warnings.append(clock)
+        when = self.entry_time(generation, now)
+        if when.problem is not None:
+            warnings.append(when.problem)
+        now = when.at  # what a sale would be priced at
         snapshot = generation.snapshot
         if snapshot is not None and snapshot.expires_at - now < EXPIRY_WARNING:
             at = iso(snapshot.expires_at)

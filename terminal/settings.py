@@ -75,7 +75,7 @@ def _number(lo: float, hi: float) -> Callable[[Any], float]:
 
 def _whole(lo: int, hi: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ValueError(f"a whole number from {lo} to {hi}")

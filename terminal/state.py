@@ -207,7 +207,7 @@ class TerminalState:
         try:
             raw = json.loads(bundle)
             root_data = str(raw["root"]).encode()
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ConfigError(
                 N_(
                     "the enrolment bundle is not valid (no root metadata): "

@@ -161,7 +161,7 @@ def enrol_by_code(
         bundle = json.loads(answer)
         if not isinstance(bundle, dict):
             raise ValueError("not an object")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ConfigError(
             N_("the central service's answer to the enrolment is not a bundle: try again")
         ) from None

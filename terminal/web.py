@@ -29,10 +29,11 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask.json.provider import DefaultJSONProvider
 from flask_babel import Babel, gettext
 from flask_babel import gettext as _
 from markupsafe import Markup
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pact.basket import Basket, parse_basket
 from pact.errors import BasketError, ReversalError, UnioncardError
@@ -466,10 +467,35 @@ def problem(kind: str, status: int, line: str, **extra: Any) -> Any:
     return response
 
 
+# A request's body at the most (413 beyond): a basket of MAX_LINES lines is far less.
+MAX_BODY = 1024 * 1024
+
+
+def _refuse_large_bodies() -> None:
+    """413 for a body declared larger than the cap, on every route, also those that do
+    not read a body (Flask checks ``MAX_CONTENT_LENGTH`` only when one is read)."""
+    if (request.content_length or 0) > MAX_BODY:
+        raise RequestEntityTooLarge(_("the request body is too large"))
+
+
+class _JSON(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deeply to parse is not JSON (a ValueError,
+    so ``get_json(silent=True)`` gives None: 400), not a RecursionError (500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply") from None
+
+
 def create_app(service: TerminalService, sync: Callable[[], object] | None = None) -> Flask:
     """The cashier page and the till API of ``service``; ``sync`` runs one sync, for
     "sync now" (the daemon's, in the background; without it the page cannot sync)."""
     app = Flask(__name__)
+    app.json = _JSON(app)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.before_request(_refuse_large_bodies)
     app.extensions["unioncard_terminal"] = service
     changes = Changes()
     app.extensions["unioncard_changes"] = changes

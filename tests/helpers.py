@@ -11,7 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from central.keys import UnionKeys
-from pact.cards import luhn_complete, token_for_pan
+from pact.cards import DEFAULT_SCHEME, TokenScheme, luhn_complete, token_for_pan
 from pact.device import KeySigner, public_key_hex, sign_entry
 from pact.policy import build_policy
 from pact.roster import MemberRecord, build_roster
@@ -37,8 +37,9 @@ def roster_bytes(
     version: int = 1,
     lifetime: timedelta = timedelta(hours=72),
     status: str = "active",
+    scheme: TokenScheme = DEFAULT_SCHEME,
 ) -> bytes:
-    records = [MemberRecord(token_for_pan(p, keys.token_key), status, 1) for p in pans]
+    records = [MemberRecord(token_for_pan(p, keys.token_key, scheme), status, 1) for p in pans]
     return build_roster(
         records,
         version=version,
@@ -46,6 +47,7 @@ def roster_bytes(
         expires_at=now + lifetime,
         token_key_id=keys.token_key_id,
         keys=[keys.roster],
+        token_scheme=scheme,
     )
 
 

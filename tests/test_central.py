@@ -250,3 +250,59 @@ def test_the_sales_columns_derive_from_the_sale() -> None:
     )
     [column] = [c for c in sale_columns(points) if c.name == "points"]
     assert isinstance(column.type, sa.BigInteger) and column.nullable is False
+
+
+def test_writers_side_by_side_on_sqlite_wait_for_each_other(tmp_path, clock) -> None:
+    """Two union processes writing the same SQLite store (imports and roster
+    publications beside policy approvals, as the soak's union did beside uploads):
+    each waits for the other's write lock; none fails "database is locked"."""
+    import threading
+
+    from central.keys import create_keys
+    from central.service import CentralPaths
+    from tests.helpers import with_luhn
+
+    paths = CentralPaths(tmp_path / "central")
+    create_keys(paths.keys, now=clock())
+    first = Union.open(paths, None, clock)
+    first.add_merchant("M0001", "Shop", 500)
+    first.add_user("admin.one", "admin", None, "side-by-side-1")
+    first.add_user("admin.two", "admin", None, "side-by-side-2")
+    first.close()
+    errors: list[str] = []
+
+    def members(base: int) -> None:
+        union = Union.open(paths, None, clock)
+        try:
+            for n in range(base, base + 60):
+                union.import_members(f"member_id,pan\nU{n},{with_luhn(f'6214{n:011d}')}\n")
+                union.publish_roster()
+        except Exception as exc:  # what the test is for: any failure of a writer
+            errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            union.close()
+
+    def policies() -> None:
+        union = Union.open(paths, None, clock)
+        try:
+            for i in range(60):
+                rule = {"id": "member", "kind": "percent_off", "basis_points": 300 + i}
+                draft = union.draft_policy(
+                    "M0001", {"rounding": "half-up", "rules": [rule]}, "admin.one"
+                )
+                union.approve_policy(draft, "admin.two")
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            union.close()
+
+    threads = [
+        threading.Thread(target=members, args=(1000,)),
+        threading.Thread(target=members, args=(5000,)),
+        threading.Thread(target=policies),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -16,6 +16,7 @@ from reader.identity import identity_from_pan
 from terminal.checkout import checkout
 from terminal.journal import Journal
 from terminal.state import TerminalState
+from tests.conftest import Clock, wall_clock
 from tests.helpers import MEMBER_PAN
 
 UNIONCARD = str(Path(sys.executable).parent / "unioncard")
@@ -40,6 +41,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, text: 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and text in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.fixture
+def clock() -> Clock:
+    # the commands run here read the wall clock: a union on the fixed test date would
+    # have its snapshot expire as real days pass
+    return wall_clock()
 
 
 @pytest.fixture

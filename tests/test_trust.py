@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from central.keys import UnionKeys, create_keys, load_keys, rotate
-from pact.cards import PanTokenizer, token_for_pan
+from pact.cards import HMAC_SHA256, PanTokenizer, token_for_pan
 from pact.errors import (
     ClockError,
     CompactionNeededError,
@@ -61,7 +61,8 @@ def serving(state: TerminalState, version: int) -> None:
         if s is not state:
             s.load()
         assert s.current.roster is not None and s.current.roster.version == version
-        assert s.current.roster.lookup(token_for_pan(MEMBER_PAN, s.enrolment.token_key)) is not None
+        scheme = s.current.token_scheme  # the installed roster's
+        assert s.current.roster.lookup(token_for_pan(MEMBER_PAN, s.enrolment.token_key, scheme))
 
 
 def test_install_and_reload(terminal: TerminalState) -> None:
@@ -335,18 +336,24 @@ def test_rotated_root_key_chain(tmp_path, keys, terminal, clock) -> None:
 
 
 # -- deltas --------------------------------------------------------------------------------
+def fast_roster(*args, **kwargs) -> bytes:
+    """A roster of the fast (HMAC) token scheme: these tests make hundreds of thousands
+    of tokens, and the scheme is not what they test (tests/test_token_scheme.py is)."""
+    return roster_bytes(*args, scheme=HMAC_SHA256, **kwargs)
+
+
 def _pans(n: int, start: int = 0) -> list[str]:
     return [with_luhn(f"6214{i:011d}") for i in range(start, start + n)]
 
 
 def _packed(keys, pans: list[str], clock) -> list[bytes]:
-    full = roster_bytes(keys, pans, clock(), version=99)
+    full = fast_roster(keys, pans, clock(), version=99)
     return list(verify_roster(full, trusted(keys, "roster"), now=None).records())
 
 
 def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -> None:
     base_pans = [MEMBER_PAN, *_pans(400)]
-    r2 = roster_bytes(keys, base_pans, clock(), version=2)
+    r2 = fast_roster(keys, base_pans, clock(), version=2)
     terminal.install(
         snapshot_bytes(keys, clock(), r2, terminal.current.policy_data, version=2),
         clock(),
@@ -373,8 +380,10 @@ def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -
     roster = terminal.current.roster
     assert roster.version == 3 and len(roster) == len(new_pans) and len(roster.layers) == 2
     assert list(roster.records()) == new_packed
-    assert roster.lookup(token_for_pan(_pans(1)[0], keys.token_key)) is None  # removed
-    assert roster.lookup(token_for_pan(_pans(1, 1000)[0], keys.token_key)) is not None  # added
+    removed, added = (
+        token_for_pan(p, keys.token_key, HMAC_SHA256) for p in (_pans(1)[0], _pans(1, 1000)[0])
+    )
+    assert roster.lookup(removed) is None and roster.lookup(added) is not None
     serving(terminal, 3)
     gen = terminal.current_path.resolve()
     assert sorted(p.name for p in gen.glob("roster*")) == [
@@ -398,7 +407,7 @@ def test_delta_adds_a_layer_that_gives_the_next_version(terminal, keys, clock) -
 def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> None:
     pans = [MEMBER_PAN, *_pans(400)]
     version = 2
-    r2 = roster_bytes(keys, pans, clock(), version=version)
+    r2 = fast_roster(keys, pans, clock(), version=version)
     terminal.install(
         snapshot_bytes(keys, clock(), r2, terminal.current.policy_data, version=2),
         clock(),
@@ -422,7 +431,7 @@ def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> Non
         snap = snapshot_bytes(keys, clock(), full, terminal.current.policy_data, version=version)
         terminal.install(snap, clock(), delta, None)
     assert len(terminal.current.roster.layers) == MAX_LAYERS
-    compacted = roster_bytes(keys, pans, clock(), version=version + 1)
+    compacted = fast_roster(keys, pans, clock(), version=version + 1)
     snap = snapshot_bytes(
         keys, clock(), compacted, terminal.current.policy_data, version=version + 1
     )
@@ -441,7 +450,7 @@ def test_layers_are_capped_then_the_union_compacts(terminal, keys, clock) -> Non
 
 
 def test_delta_on_the_wrong_base_is_refused(terminal, keys, clock) -> None:
-    r2 = roster_bytes(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
+    r2 = fast_roster(keys, [MEMBER_PAN, OTHER_PAN], clock(), version=2)
     other_base = verify_roster(r2, trusted(keys, "roster"), now=None)  # never installed
     delta, full3 = build_delta(
         other_base,
@@ -493,7 +502,7 @@ def test_power_cut_at_random_points_never_tears_the_roster(tmp_path, keys, clock
     kinds = set()
     for trial in range(1, 201):
         version = installed + 1
-        roster = roster_bytes(keys, pans[: 1000 + trial], clock(), version=version)
+        roster = fast_roster(keys, pans[: 1000 + trial], clock(), version=version)
         if base is not None and trial % 3:  # two installs in three are deltas
             try:
                 roster, full = build_delta(

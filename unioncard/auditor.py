@@ -52,7 +52,7 @@ def read_file(path: Path, what: str) -> bytes:
 def read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(read_file(path, what))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BasketError(f"{path}: the {what} file is not valid JSON ({exc})") from None
 
 

@@ -96,7 +96,10 @@ def system_clock() -> datetime:
 
 
 def fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
+    # one line, also when the message quotes input that holds a line break or another
+    # control character: those are written as escapes (\n, \x1c, \u2028)
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    click.echo(f"error: {line}", err=True)
     sys.exit(code)
 
 
