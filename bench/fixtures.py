@@ -53,9 +53,17 @@ def snapshot_for(
     keys: UnionKeys, roster: bytes, policy: bytes, version: int, *, now: datetime
 ) -> bytes:
     from pact.roster import split_roster
+
+    return snapshot_for_header(keys, split_roster(roster)[0]["signed"], policy, version, now=now)
+
+
+def snapshot_for_header(
+    keys: UnionKeys, signed: dict[str, Any], policy: bytes, version: int, *, now: datetime
+) -> bytes:
+    """A snapshot naming the roster whose signed header is ``signed`` (a large roster's
+    header can be read without its body) and ``policy``."""
     from pact.snapshot import build_snapshot
 
-    signed = split_roster(roster)[0]["signed"]
     return build_snapshot(
         merchant_id="M0001",
         version=version,

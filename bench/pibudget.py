@@ -172,7 +172,7 @@ def _still_good(built: Built, now: datetime) -> bool:
 def terminal_folder(built: Built, folder: Path, now: datetime) -> dict[str, str]:
     """A fresh terminal enrolled at ``folder`` with the roster downloaded into it as the
     sync leaves it, and the snapshot and policy beside it: the child's arguments."""
-    from bench.fixtures import bundle
+    from bench.fixtures import bundle, snapshot_for_header
     from bench.fixtures import policy as bench_policy
     from central.keys import load_keys
     from terminal.state import TerminalState
@@ -186,7 +186,7 @@ def terminal_folder(built: Built, folder: Path, now: datetime) -> dict[str, str]
         dst.flush()
         os.fsync(dst.fileno())
     policy = bench_policy(keys, now=now)
-    snapshot = _snapshot(keys, _signed_header(built.roster), policy, now)
+    snapshot = snapshot_for_header(keys, _signed_header(built.roster), policy, 1, now=now)
     (folder / "snapshot.json").write_bytes(snapshot)
     (folder / "policy.json").write_bytes(policy)
     return {
@@ -205,22 +205,6 @@ def _signed_header(path: Path) -> dict[str, Any]:
         start = fh.read(8)
         (length,) = struct.unpack(">I", start[4:8])
         return dict(json.loads(fh.read(length))["signed"])
-
-
-def _snapshot(keys: Any, signed: dict[str, Any], policy: bytes, now: datetime) -> bytes:
-    from pact.snapshot import build_snapshot
-
-    return build_snapshot(
-        merchant_id="M0001",
-        version=1,
-        issued_at=now,
-        expires_at=now + timedelta(days=3),
-        roster_version=signed["version"],
-        roster_body_sha256=signed["body_sha256"],
-        policy_file=policy,
-        policy_version=json.loads(policy)["signed"]["version"],
-        keys=[keys.snapshot],
-    )
 
 
 # ------------------------------------------------------------------------ the limit

@@ -125,7 +125,7 @@ def figures(ctx: Context) -> list[Figure]:
             UNION_MEMBERS / 2**TOKEN_BITS,
             "per lookup",
             FALSE_GOAL,
-            True,
+            check(UNION_MEMBERS / 2**TOKEN_BITS, FALSE_GOAL),
             note=(
                 "computed, not measured: 8,000,000 / 2^128 (tokens stay 128 bits under both "
                 "schemes; truncating them would need >= 43 bits and leave each card alone)"
@@ -134,7 +134,8 @@ def figures(ctx: Context) -> list[Figure]:
     ]
     rows = ctx.scale(3000, 300)
     text = _members_csv(rows)
-    seconds = {s.name: _import_seconds(text, s, key) for s in (ARGON2ID, HMAC_SHA256, ARGON2ID)}
+    _import_seconds(text, ARGON2ID, key)  # a warm-up run, not counted
+    seconds = {s.name: _import_seconds(text, s, key) for s in (HMAC_SHA256, ARGON2ID)}
     per_member = seconds[ARGON2ID.name] / rows
     out.append(
         Figure(

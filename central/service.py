@@ -128,11 +128,7 @@ def _tokenized(
     tokenize: Callable[[str], bytes],
     pool: ThreadPoolExecutor,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    tokens = (
-        pool.map(tokenize, [pan for _, _, pan in chunk])
-        if len(chunk) > 1
-        else (tokenize(pan) for _, _, pan in chunk)
-    )
+    tokens = pool.map(tokenize, [pan for _, _, pan in chunk])
     for (line, row, _), token in zip(chunk, tokens, strict=True):
         yield line, {**row, "token": token.hex()}
 

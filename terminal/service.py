@@ -251,10 +251,10 @@ class TerminalService:
             self.state.refresh()
             generation = self.state.current  # this sale's roster and policy, taken once
             now = self.clock()
-            self.watch_clock(now)
             # priced and journaled at the clock's time, never before the last trusted
             # time; a clock known to be wrong gives members no discount
             when = self.entry_time(generation, now)
+            self.watch_clock(now, when)
             self._note_offline_limit(generation, when.at)
             offline = self.check_offline(generation, when.at)
             priced = price(
@@ -392,8 +392,9 @@ class TerminalService:
         time, never before the last trusted time (money goes back to the customer even
         when the clock is wrong: no discount is given)."""
         now = self.clock()
-        self.watch_clock(now)
-        return self.entry_time(self.state.current, now).at
+        when = self.entry_time(self.state.current, now)
+        self.watch_clock(now, when)
+        return when.at
 
     def entry_json(self, seq: int) -> dict[str, Any]:
         """Entry ``seq`` for a till or the page: its amounts, lines and what is left to
@@ -464,15 +465,16 @@ class TerminalService:
             return entry_time(generation, now, None, CLOCK_TOLERANCE)
         return _entry_time(self.journal, generation, now)
 
-    def watch_clock(self, now: datetime) -> list[Sale]:
+    def watch_clock(self, now: datetime, when: EntryTime | None = None) -> list[Sale]:
         """Journal a clock jump: the wall clock reading behind the last trusted time
         (more than :data:`CLOCK_TOLERANCE` before the newest entry, or than
         ``pact.generation.CLOCK_TOLERANCE`` before signed time), once until it reads
         right again; or moving more than :data:`CLOCK_TOLERANCE` against the monotonic
         clock. The event itself is journaled at the last trusted time; its note says
-        what the clock read."""
+        what the clock read. ``when``: the entry time already worked out for ``now``
+        (a journaled clock-jump event does not move it: it is dated ``when.at``)."""
         events = []
-        when = self.entry_time(self.state.current, now)
+        when = when or self.entry_time(self.state.current, now)
         if when.problem is not None and not self._clock_behind:
             events.append(self.record_event(CLOCK_JUMP, _behind_note(when)))
         self._clock_behind = when.problem is not None
