@@ -204,6 +204,7 @@ def till_client(app: Any, lang: str = "en") -> Any:
 def browser_sign_in(driver: Any, url: str, app: Any, lang: str | None = "en") -> None:
     """Sign a browser in to the cashier page at ``url`` with a new till token, in
     ``lang`` (None: leave the page's default, Chinese)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -220,5 +221,8 @@ def browser_sign_in(driver: Any, url: str, app: Any, lang: str | None = "en") ->
     driver.find_element(By.ID, "token").send_keys(token)
     button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
     button.click()
-    WebDriverWait(driver, 30).until(ec.staleness_of(button))
-    WebDriverWait(driver, 30).until(lambda d: "/login" not in d.current_url)
+    # a page being replaced can answer "node does not belong to the document" for the
+    # old button: ask again (as the console's tests do)
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
+    wait.until(ec.staleness_of(button))
+    wait.until(lambda d: "/login" not in d.current_url)
