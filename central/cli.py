@@ -28,6 +28,7 @@ from central.errors import InputError, NotFoundError
 from central.fleet import fleet_table
 from central.keys import TOKEN_SCHEMES, create_keys, load_keys, rotate, write_token_scheme
 from central.migrate import PRE_MIGRATIONS
+from central.parallel import ForkedWorkers
 from central.serve import run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
 from central.statement import UNION_TIMEZONE, statement_csv, statement_html, statement_lines
@@ -649,7 +650,9 @@ def central_audit_run(
     seq=<n> finding=<kind> detail=<text>`; exit status 1 when there is any."""
     union = Union.open(paths, database_url, clock)
     try:
-        run_id, findings = union.run_audit(merchant_id, first.date(), last.date(), run_by)
+        run_id, findings = union.run_audit(
+            merchant_id, first.date(), last.date(), run_by, ForkedWorkers()
+        )
     finally:
         union.close()
     if as_json:

@@ -853,27 +853,55 @@ class Store:
         :meth:`member_history`), or [] for a token no member ever had. A token the member
         no longer uses (a new card, a new token scheme) ends with a ``left`` row at the
         import that replaced it: sales with it after that were not a member's."""
+        return self.token_histories([token])[token]
+
+    def token_histories(self, tokens: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`token_history` of each of ``tokens``, read a chunk of tokens at a time
+        (the audit of a merchant-year asks for thousands of cards)."""
+        wanted = list(dict.fromkeys(tokens))
+        current: dict[str, str] = {}  # token -> member
+        earlier: dict[str, tuple[str, str]] = {}  # token -> (member, until)
+        history: dict[str, list[dict[str, Any]]] = {}  # member -> rows, oldest first
         with self.engine.connect() as conn:
-            current = conn.execute(
-                sa.select(members.c.member_id).where(members.c.token == token)
-            ).scalar_one_or_none()
-            earlier = (
-                None
-                if current is not None
-                else conn.execute(
-                    sa.select(member_tokens.c.member_id, member_tokens.c.until).where(
-                        member_tokens.c.token == token
+            for i in range(0, len(wanted), IMPORT_CHUNK):
+                chunk = wanted[i : i + IMPORT_CHUNK]
+                for token, member_id in conn.execute(
+                    sa.select(members.c.token, members.c.member_id).where(
+                        members.c.token.in_(chunk)
                     )
-                ).first()
-            )
-        if current is not None:
-            return self.member_history(current)
-        if earlier is None:
-            return []
-        member_id, until = earlier
-        then = [h for h in self.member_history(member_id) if h["at"] <= until]
-        left = {"member_id": member_id, "at": until, "status": "left", "tier": 0}
-        return then + [{**left, "valid_until": None, "district": None, "workplace": None}]
+                ):
+                    current[token] = member_id
+                old = [t for t in chunk if t not in current]
+                for token, member_id, until in conn.execute(
+                    sa.select(
+                        member_tokens.c.token, member_tokens.c.member_id, member_tokens.c.until
+                    ).where(member_tokens.c.token.in_(old))
+                ):
+                    earlier[token] = (member_id, until)
+            ids = list(dict.fromkeys([*current.values(), *(m for m, _ in earlier.values())]))
+            for i in range(0, len(ids), IMPORT_CHUNK):
+                rows = conn.execute(
+                    member_history.select()
+                    .where(member_history.c.member_id.in_(ids[i : i + IMPORT_CHUNK]))
+                    .order_by(member_history.c.id)
+                ).mappings()
+                for row in rows:
+                    history.setdefault(row["member_id"], []).append(dict(row))
+        out: dict[str, list[dict[str, Any]]] = {}
+        for token in wanted:
+            if token in current:
+                out[token] = history.get(current[token], [])
+            elif token in earlier:
+                member_id, until = earlier[token]
+                then = [h for h in history.get(member_id, []) if h["at"] <= until]
+                left = {"member_id": member_id, "at": until, "status": "left", "tier": 0}
+                out[token] = [
+                    *then,
+                    {**left, "valid_until": None, "district": None, "workplace": None},
+                ]
+            else:
+                out[token] = []
+        return out
 
     def member_history(self, member_id: str) -> list[dict[str, Any]]:
         """The member's values from each date on, oldest first."""

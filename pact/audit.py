@@ -40,6 +40,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -142,29 +143,103 @@ class Facts:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
-def audit(entries: Iterable[Sale], facts: Facts) -> list[Finding]:
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """Runs ``count`` independent pieces of pure work, ``work(0)`` to
+    ``work(count - 1)``, and gives their results in that order: one after the other
+    (:data:`IN_TURN`), or side by side in processes of their own (the command line's
+    ``central.parallel.ForkedWorkers``)."""
+
+    @property
+    def workers(self) -> int: ...
+
+    def __call__(self, work: Callable[[int], T], count: int) -> list[T]: ...
+
+
+class _InTurn:
+    workers = 1
+
+    def __call__(self, work: Callable[[int], T], count: int) -> list[T]:
+        return [work(k) for k in range(count)]
+
+
+IN_TURN: Runner = _InTurn()
+
+
+def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> list[Finding]:
     """Every finding over ``entries`` (one merchant's, of any of its terminals, each
-    terminal's from its first entry in the period on), ordered by terminal and seq."""
+    terminal's from its first entry in the period on), ordered by terminal and seq.
+
+    The costly checks (each entry's hash and device signature, each sale's discount
+    recomputed) go by card: ``runner`` may run one share of the cards in each of its
+    workers, in processes of their own. The policies and device keys are looked up
+    first, here; a worker asks ``facts.membership`` itself, so with workers in other
+    processes it must answer from memory (``central.service.Union.audit`` reads the
+    standing of every card the entries name first)."""
     kept = list(entries)
     facts_ = _Cached(facts)
     by_terminal: dict[str, list[Sale]] = {}
     for entry in kept:
         by_terminal.setdefault(entry.terminal_id, []).append(entry)
-    for terminal_entries in by_terminal.values():
+        facts_.policy(entry.merchant_id, entry.policy_version)
+    for terminal_id, terminal_entries in by_terminal.items():
         terminal_entries.sort(key=lambda e: e.seq)
-    findings: list[Finding] = []
-    for terminal_id in sorted(by_terminal):
-        findings += _evidence(by_terminal[terminal_id], facts_)
-    findings += _counters(kept)
+        facts_.device_key(terminal_id)
     stretches: dict[tuple[str, int], Sale] = {}
     for terminal_entries in by_terminal.values():
         stretches.update(_offline_stretches(terminal_entries))
-    findings += _compliance(kept, facts_, stretches)
+    # in time order, each card's sales in one share (its quota use is its own)
+    ordered = sorted(kept, key=lambda e: (facts_.at(e), e.terminal_id, e.seq))
+    shares: list[list[tuple[int, Sale]]] = [[] for _ in range(max(1, runner.workers))]
+    for n, entry in enumerate(ordered):
+        card = entry.token if entry.token is not None else entry.sale_id
+        shares[hash(card) % len(shares)].append((n, entry))
+    done = runner(lambda k: _share(shares[k], facts_, stretches), len(shares))
+    altered = {key for share in done for key in share.altered}
+    unsigned = {key for share in done for key in share.bad_signatures}
+    findings: list[Finding] = []
+    for terminal_id in sorted(by_terminal):
+        findings += _evidence(by_terminal[terminal_id], facts_, altered, unsigned)
+    findings += _counters(kept)
+    findings += [f for share in done for f in share.findings]
+    findings += _turned_away(stretches, [t for share in done for t in share.turned])
     judged = [e for e in kept if facts.since is None or facts_.at(e) >= facts.since]
     findings += _silent(facts_)
     findings += _reversal_share(judged, facts.thresholds)
     findings += _card_uses(judged, facts_)
-    return sorted(findings, key=lambda f: (f.terminal_id, f.seqs, f.kind))
+    return sorted(findings, key=lambda f: (f.terminal_id, f.seqs, f.kind, str(f.detail)))
+
+
+@dataclass(frozen=True)
+class _Share:
+    """One worker's share of the costly checks: the entries whose hash is not their
+    content's, those whose device signature does not verify, the sales' findings,
+    and the sales of stretches out of date that got less than owed (their place in
+    time order, the event's key, the seq and the discount owed)."""
+
+    altered: list[tuple[str, int]]
+    bad_signatures: list[tuple[str, int]]
+    findings: list[Finding]
+    turned: list[tuple[int, tuple[str, int], int, int]]
+
+
+def _share(
+    entries: Sequence[tuple[int, Sale]], facts: _Cached, stretches: Mapping[tuple[str, int], Sale]
+) -> _Share:
+    altered, unsigned = [], []
+    for _, entry in entries:
+        if entry_hash(entry.prev_hash, entry) != entry.hash:
+            altered.append((entry.terminal_id, entry.seq))
+        key = facts.device_key(entry.terminal_id)
+        if entry.sig is not None and key is not None:
+            try:
+                check_signature(key, entry)
+            except (DeviceSignatureError, SignatureError):
+                unsigned.append((entry.terminal_id, entry.seq))
+    findings, turned = _compliance(entries, facts, stretches)
+    return _Share(altered, unsigned, findings, turned)
 
 
 class _Cached:
@@ -195,12 +270,20 @@ class _Cached:
         return found
 
 
-def _evidence(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
+def _evidence(
+    entries: Sequence[Sale],
+    facts: _Cached,
+    altered: set[tuple[str, int]],
+    unsigned: set[tuple[str, int]],
+) -> list[Finding]:
+    """One terminal's entries in seq order, the entries whose hash is not their
+    content's and those whose signature does not verify being ``altered`` and
+    ``unsigned`` (found by :func:`_share`)."""
     out: list[Finding] = []
     before: Sale | None = None
     for entry in entries:
         t = entry.terminal_id
-        if entry_hash(entry.prev_hash, entry) != entry.hash:
+        if (t, entry.seq) in altered:
             out.append(
                 Finding(HIGH, t, (entry.seq,), "edited",
                         Msg.of(N_("the entry's content is not what its hash covers: it was "
@@ -237,16 +320,12 @@ def _evidence(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
                                   "entries around it may be wrong): %(note)s"),
                                note=(entry.note or "").partition(": ")[2]))
             )  # fmt: skip
-        key = facts.device_key(t)
-        if entry.sig is not None and key is not None:
-            try:
-                check_signature(key, entry)
-            except (DeviceSignatureError, SignatureError):
-                out.append(
-                    Finding(HIGH, t, (entry.seq,), "bad_signature",
-                            Msg.of(N_("the device signature does not verify with the "
-                                      "terminal's registered key")))
-                )  # fmt: skip
+        if (t, entry.seq) in unsigned:
+            out.append(
+                Finding(HIGH, t, (entry.seq,), "bad_signature",
+                        Msg.of(N_("the device signature does not verify with the "
+                                  "terminal's registered key")))
+            )  # fmt: skip
         before = entry
     return out
 
@@ -316,24 +395,38 @@ class _Usage:
 
 
 def _compliance(
-    entries: Sequence[Sale], facts: _Cached, stretches: Mapping[tuple[str, int], Sale]
-) -> list[Finding]:
+    entries: Sequence[tuple[int, Sale]], facts: _Cached, stretches: Mapping[tuple[str, int], Sale]
+) -> tuple[list[Finding], list[tuple[int, tuple[str, int], int, int]]]:
+    """The sales' findings over ``entries`` (in time order, with their place in it:
+    every sale of a card among them), and the sales of a stretch out of date that got
+    less than owed (not findings of their own: :func:`_turned_away`)."""
     out: list[Finding] = []
-    ordered = sorted(entries, key=lambda e: (facts.at(e), e.terminal_id, e.seq))
     usage = _Usage()
-    turned: dict[tuple[str, int], list[tuple[int, int]]] = {}  # event -> [(seq, owed)]
-    for entry in ordered:
+    turned: list[tuple[int, tuple[str, int], int, int]] = []  # (place, event, seq, owed)
+    for place, entry in entries:
         at = facts.at(entry)
         if entry.kind is None and entry.basket is not None:
             finding, owed = _check_sale(entry, at, usage, facts)
             event = stretches.get((entry.terminal_id, entry.seq))
             if finding is not None and finding.kind == "under_discount" and event is not None:
-                turned.setdefault((event.terminal_id, event.seq), []).append((entry.seq, owed))
+                turned.append((place, (event.terminal_id, event.seq), entry.seq, owed))
             elif finding is not None:
                 out.append(finding)
         usage.add(entry, at)
+    return out, turned
+
+
+def _turned_away(
+    stretches: Mapping[tuple[str, int], Sale],
+    turned: Iterable[tuple[int, tuple[str, int], int, int]],
+) -> list[Finding]:
+    """One finding per event whose stretch turned members away, its sales in time order."""
+    by_event: dict[tuple[str, int], list[tuple[int, int]]] = {}  # event -> [(seq, owed)]
+    for _, key, seq, owed in sorted(turned):
+        by_event.setdefault(key, []).append((seq, owed))
     events = {(e.terminal_id, e.seq): e for e in stretches.values()}
-    for key, sales in turned.items():
+    out = []
+    for key, sales in by_event.items():
         event = events[key]
         out.append(
             Finding(LOW, event.terminal_id, tuple(seq for seq, _ in sales), "turned_away",

@@ -38,7 +38,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pact.audit import UNTIED_KINDS, Contact, Facts, Finding, audit
+from pact.audit import IN_TURN, UNTIED_KINDS, Contact, Facts, Finding, Runner, audit
 from pact.chain import entry_hash
 from pact.device import SIGNATURE_HEX, check_signature, device_key
 from pact.errors import (
@@ -310,12 +310,12 @@ class Bundle:
         )
 
 
-def audit_bundle(bundle: Bundle) -> list[Finding]:
-    """The audit engine's findings over the bundle's entries (pact.audit.audit), those
-    that name an entry of the period or none (a terminal's silence): what ``central
-    audit run`` gives, complaints aside."""
+def audit_bundle(bundle: Bundle, runner: Runner = IN_TURN) -> list[Finding]:
+    """The audit engine's findings over the bundle's entries (pact.audit.audit, its
+    costly checks run by ``runner``), those that name an entry of the period or none
+    (a terminal's silence): what ``central audit run`` gives, complaints aside."""
     judged = bundle.judged()
-    findings = audit(bundle.entries, bundle.facts())
+    findings = audit(bundle.entries, bundle.facts(), runner)
     return [
         f
         for f in findings

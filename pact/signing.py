@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -22,9 +23,35 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pact.errors import SignatureError
 
+# orjson writes what the standard library's definition below writes, ten times faster
+# (the chain hashes each entry, the audit all of a merchant's year); datetimes and
+# dataclasses, which orjson would write and JSON has no form for, are passed to it
+# unwritten so that they fail as they do in the standard library
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
 
 def canonical_json(value: Any) -> bytes:
-    """Deterministic bytes for ``value``: the exact bytes that get signed or hashed."""
+    """Deterministic bytes for ``value``: the exact bytes that get signed or hashed.
+
+    The definition is ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` in UTF-8: keys sorted by code point, no spaces, non-ASCII
+    unescaped, control characters as ``\\uXXXX`` or their short escapes. Values are
+    strings, whole numbers, true, false, null, lists and objects (no document here
+    holds a fraction). orjson gives the same bytes for those; where it would not, the
+    standard library answers: whole numbers beyond 64 bits, keys that are not strings,
+    values JSON has no form for (both refuse), and NaN or infinities, which orjson
+    writes as ``null`` (so an output with ``null`` in it is written again by the
+    standard library, and no number can pass for a null)."""
+    try:
+        out = orjson.dumps(value, option=_ORJSON)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return _stdlib_json(value)
+    if b"null" in out:
+        return _stdlib_json(value)
+    return out
+
+
+def _stdlib_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from central.parallel import ForkedWorkers
 from pact.basket import RuleUsage, parse_basket, parse_usage
 from pact.bundle import Bundle, audit_bundle, find_receipt, verify_bundle
 from pact.discount import describe_quote, quote, quote_json
@@ -244,7 +245,7 @@ def audit_verify(file: Path, trust: Path | None) -> None:
     if trust is None:
         raise click.UsageError("give the union's root public key with --trust")
     bundle = read_bundle(file, trust)
-    findings = audit_bundle(bundle)
+    findings = audit_bundle(bundle, ForkedWorkers())
     for finding in findings:
         click.echo(finding.line())
     if findings:
