@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
@@ -182,7 +183,7 @@ SALE_COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
     "terminal_id": {"primary_key": True},
     "seq": {"primary_key": True, "autoincrement": False},
     "sale_id": {"unique": True},
-    "merchant_id": {"index": True},
+    # by merchant: ix_sales_merchant_at (merchant_id, at), below (0014 dropped the other)
 }
 
 
@@ -525,6 +526,85 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
                 copy.write_row([row[n] for n in names])
     except psycopg.errors.IntegrityError as exc:
         raise sa.exc.IntegrityError(sql, None, exc) from None
+
+
+# An ingest's new entries go into ``sales`` as lists of values in INGEST_COLUMNS order,
+# straight to the connection's driver (sqlite3's executemany, psycopg's COPY) in the
+# ingest's transaction: a dict a row (Sale.as_row) and SQLAlchemy's parameter handling
+# of each took longer than the rest of the ingest (issue 14). The values are those of
+# Sale.as_row, then received_at and the receipt code; tests/test_ingest_path.py checks
+# that the rows stored are the very rows the dict insert stored, on both databases.
+SALE_FIELDS = field_types(Sale)
+INGEST_COLUMNS = (*SALE_FIELDS, "received_at", "receipt_code")
+_AS_IS = {int, int | None, str, str | None, bool}  # a row holds these fields' values as they are
+_LISTS = [i for i, kind in enumerate(SALE_FIELDS.values()) if kind == tuple[str, ...]]
+_OBJECTS = [i for i, kind in enumerate(SALE_FIELDS.values()) if kind == Mapping[str, Any] | None]
+if len(_LISTS) + len(_OBJECTS) + sum(k in _AS_IS for k in SALE_FIELDS.values()) != len(SALE_FIELDS):
+    raise TypeError("a Sale field's type has no row form in central.store.sale_rows")
+_sale_values = operator.attrgetter(*SALE_FIELDS)
+# json.dumps(v, sort_keys=True), its encoder made once (a JSON value has no cycle to look for)
+_sorted_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+_INSERT_SALES = (
+    f"INSERT INTO sales ({', '.join(INGEST_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(INGEST_COLUMNS))})"
+)
+_COPY_SALES = f"COPY sales ({', '.join(INGEST_COLUMNS)}) FROM STDIN"
+_TAIL = (  # a terminal's newest entry held (Store._tail), made once
+    sa.select(sales.c.seq, sales.c.hash)
+    .where(sales.c.terminal_id == sa.bindparam("terminal_id"))
+    .order_by(sales.c.seq.desc())
+    .limit(1)
+)
+# each column's type for psycopg's COPY (text format: it picks each value's writer once)
+_COPY_TYPES = [
+    {bool: "bool", int: "int8"}.get(sales.c[name].type.python_type, "text")
+    for name in INGEST_COLUMNS
+]
+
+
+def sale_rows(entries: Iterable[Sale], received_at: str) -> Iterator[list[Any]]:
+    """Each entry's row of ``sales``, INGEST_COLUMNS in order: its fields as
+    Sale.as_row gives them (rules as JSON text of a list, basket as JSON text with keys
+    sorted, or None), ``received_at``, and its receipt code (pact.receipt)."""
+    texts: dict[tuple[str, ...], str] = {}  # a batch's entries share a few lists of rule ids
+    for sale in entries:
+        row = [*_sale_values(sale), received_at, verification_code(sale)]
+        for i in _LISTS:
+            text = texts.get(row[i])
+            if text is None:
+                text = texts[row[i]] = json.dumps(list(row[i]))
+            row[i] = text
+        for i in _OBJECTS:
+            if row[i] is not None:
+                row[i] = _sorted_json(row[i])
+        yield row
+
+
+def insert_sales(conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
+    """Insert ``rows`` (:func:`sale_rows`) into ``sales`` in ``conn``'s transaction: on
+    PostgreSQL by ``COPY``, on SQLite by sqlite3's executemany, each taking the rows
+    as they are made; elsewhere through SQLAlchemy. A broken key or constraint is
+    sa.exc.IntegrityError either way."""
+    driver: Any = conn.connection.driver_connection  # the driver's, in this transaction
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        import psycopg
+
+        try:
+            with driver.cursor() as cur, cur.copy(_COPY_SALES) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.IntegrityError as exc:
+            raise sa.exc.IntegrityError(_COPY_SALES, None, exc) from None
+    elif conn.dialect.name == "sqlite" and conn.dialect.driver == "pysqlite":
+        import sqlite3
+
+        try:
+            driver.executemany(_INSERT_SALES, rows)
+        except sqlite3.IntegrityError as exc:
+            raise sa.exc.IntegrityError(_INSERT_SALES, None, exc) from None
+    else:
+        conn.execute(sales.insert(), [dict(zip(INGEST_COLUMNS, row, strict=True)) for row in rows])
 
 
 def make_engine(url: str) -> Engine:
@@ -1704,12 +1784,8 @@ class Store:
             if new and check_new is not None:
                 check_new(new)
             if new:
-                rows = [
-                    dict(s.as_row(), received_at=received_at, receipt_code=verification_code(s))
-                    for s in new
-                ]
                 try:
-                    insert_rows(conn, sales, rows)  # COPY on PostgreSQL: a third faster a batch
+                    insert_sales(conn, sale_rows(new, received_at))  # COPY on PostgreSQL
                 except sa.exc.IntegrityError as exc:
                     reason = str(exc.orig or exc).splitlines()[0]
                     raise _Overtaken(last_seq, reason) from None
@@ -1729,12 +1805,7 @@ class Store:
 
     @staticmethod
     def _tail(conn: Connection, terminal_id: str) -> tuple[int, str]:
-        row = conn.execute(
-            sa.select(sales.c.seq, sales.c.hash)
-            .where(sales.c.terminal_id == terminal_id)
-            .order_by(sales.c.seq.desc())
-            .limit(1)
-        ).first()
+        row = conn.execute(_TAIL, {"terminal_id": terminal_id}).first()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
     def merchant_entries_since(

@@ -23,13 +23,21 @@ ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 CODE_CHARS = 10
 
 
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # 10 bits -> two characters
+
+
 def verification_code(sale: Sale) -> str | None:
-    """``XXXXX-XXXXX`` for a signed entry, else None."""
+    """``XXXXX-XXXXX`` for a signed entry, else None: the first 50 bits of the SHA-256 of
+    the signature, 5 bits a character, the most significant first."""
     if sale.sig is None:
         return None
     bits = int.from_bytes(hashlib.sha256(bytes.fromhex(sale.sig)).digest()[:8], "big") >> 14
-    chars = "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in reversed(range(CODE_CHARS)))
-    return f"{chars[:5]}-{chars[5:]}"
+    pairs = _PAIRS  # two characters at a time: the central ingest codes each entry
+    middle = pairs[(bits >> 20) & 1023]
+    return (
+        f"{pairs[bits >> 40]}{pairs[(bits >> 30) & 1023]}{middle[0]}"
+        f"-{middle[1]}{pairs[(bits >> 10) & 1023]}{pairs[bits & 1023]}"
+    )
 
 
 def normal_code(text: str) -> str:

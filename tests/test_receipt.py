@@ -141,3 +141,25 @@ def test_the_union_finds_the_entry_behind_a_receipt(site: Site, clock) -> None:
         conn.execute(sa.text("UPDATE sales SET discount = 1000, net = 11800 WHERE seq = 1"))
     edited = invoke("audit", "receipt", code, *data)
     assert edited.returncode == 1 and "altered: its fields do not give its hash" in edited.stdout
+
+
+def test_the_code_is_the_signatures_hash_five_bits_a_character() -> None:
+    """The code printed on receipts since the first release: the first 50 bits of the
+    SHA-256 of the signature, 5 bits a character of the Crockford alphabet, the most
+    significant first (written two characters at a time now: the same characters)."""
+    import hashlib
+    import random
+
+    from pact.receipt import ALPHABET
+    from tests.test_sale import PHARMACY
+
+    def by_the_definition(sig: str) -> str:
+        bits = int.from_bytes(hashlib.sha256(bytes.fromhex(sig)).digest()[:8], "big") >> 14
+        chars = "".join(ALPHABET[(bits >> (5 * (9 - i))) & 31] for i in range(10))
+        return f"{chars[:5]}-{chars[5:]}"
+
+    assert verification_code(dataclasses.replace(PHARMACY, sig="ab" * 64)) == "XHJWG-YCESY"
+    rng = random.Random(20261201)
+    for _ in range(2000):
+        sig = rng.randbytes(64).hex()
+        assert verification_code(dataclasses.replace(PHARMACY, sig=sig)) == by_the_definition(sig)
