@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -168,6 +168,11 @@ class RetryPolicy:
             respect_retry_after_header=True,
             raise_on_status=False,  # the last answer comes back, and is worded below
         )
+
+
+def upload_limits() -> tuple[int, int, int]:
+    """The upload's limits (:func:`upload_bodies`), read when asked: tests set them."""
+    return MAX_UPLOAD_SALES, MAX_UPLOAD_BYTES, MAX_UPLOAD_GZIP
 
 
 def upload_bodies(
@@ -406,10 +411,15 @@ class CentralClient:
         """POST a batch, gzip-compressed, in as many requests as its size needs
         (:func:`upload_bodies`); return the acknowledged sequence number. Stops after a
         request of which the union acknowledged less than was sent."""
+        return self.post_sales(upload_bodies(batch, *upload_limits()))
+
+    def post_sales(self, bodies: Iterable[tuple[int | None, bytes]]) -> int:
+        """POST the request bodies :func:`upload_bodies` made of a batch, in order; return
+        the acknowledged sequence number. Stops after a request of which the union
+        acknowledged less than was sent."""
         acked = 0
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-        limits = (MAX_UPLOAD_SALES, MAX_UPLOAD_BYTES, MAX_UPLOAD_GZIP)  # read now: tests set them
-        for last_seq, body in upload_bodies(batch, *limits):
+        for last_seq, body in bodies:
             answered = self._call("POST", "/api/v1/sales", _ack, data=body, headers=headers)
             acked = 0 if answered is None else answered
             if last_seq is not None and acked < last_seq:

@@ -9,6 +9,7 @@ provide; it imports nothing of the terminal.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from pact.snapshot import Snapshot
 from pact.timefmt import Clock
 from pact.trust import Root
 from pact.wire import encode_device_key, encode_sales
-from sync.client import CentralClient
+from sync.client import CentralClient, upload_bodies, upload_limits
 
 MAX_ROOT_STEPS = 100  # root versions walked in one sync at the most
 EventSink = Callable[[str, str], object]  # (event code, detail): journal an event entry
@@ -32,7 +33,7 @@ Progress = Callable[[int], object]  # entries acknowledged by one more batch
 class Outbox(Protocol):
     """The sales waiting for the central service (``terminal.journal.Journal``)."""
 
-    def pending(self, limit: int = 500) -> Sequence[Sale]: ...
+    def pending(self, limit: int = 500, after: int = 0) -> Sequence[Sale]: ...
 
     def mark_uploaded(self, through_seq: int, at: datetime) -> int: ...
 
@@ -179,6 +180,21 @@ def _run(
     )
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Pending entries read from the journal, and the request bodies that carry them."""
+
+    sales: Sequence[Sale]
+    bodies: list[tuple[int | None, bytes]]
+
+
+def _prepare(terminal_id: str, journal: Outbox, batch_size: int, after: int) -> _Batch:
+    sales = journal.pending(batch_size, after)
+    if not sales:
+        return _Batch(sales, [])
+    return _Batch(sales, list(upload_bodies(encode_sales(terminal_id, sales), *upload_limits())))
+
+
 def _upload(
     terminal_id: str,
     journal: Outbox,
@@ -188,19 +204,29 @@ def _upload(
     report: SyncReport,
     progress: Progress | None = None,
 ) -> bool:
-    """Upload every pending entry; False when the union held less than was sent."""
-    while True:
-        pending = journal.pending(batch_size)
-        if not pending:
-            return True
-        report.sent += len(pending)
-        acked = client.upload_sales(encode_sales(terminal_id, pending))
-        marked = journal.mark_uploaded(acked, clock())
-        report.uploaded += marked
-        if progress is not None:
-            progress(marked)
-        if acked < pending[-1].seq:
-            return False  # the server holds less than we sent; try again next sync
+    """Upload every pending entry; False when the union held less than was sent.
+
+    The batches go one after the other, in seq order (the chain), and an entry is
+    marked uploaded only once the union has acknowledged it. While the union stores a
+    batch, the next is read from the journal, encoded and compressed in a thread of its
+    own, so that the terminal's share of the work and the union's overlap instead of
+    adding up (docs/benchmarks.md, "The sync's throughput"); when a batch fails, the
+    one made ahead is dropped unsent."""
+    with ThreadPoolExecutor(1, thread_name_prefix="sync-prepare") as ahead:
+        coming = ahead.submit(_prepare, terminal_id, journal, batch_size, 0)
+        while True:
+            batch = coming.result()
+            if not batch.sales:
+                return True
+            coming = ahead.submit(_prepare, terminal_id, journal, batch_size, batch.sales[-1].seq)
+            report.sent += len(batch.sales)
+            acked = client.post_sales(batch.bodies)
+            marked = journal.mark_uploaded(acked, clock())
+            report.uploaded += marked
+            if progress is not None:
+                progress(marked)
+            if acked < batch.sales[-1].seq:
+                return False  # the server holds less than we sent; try again next sync
 
 
 def share_usage(state: Installer, client: CentralClient, now: datetime, report: SyncReport) -> None:

@@ -428,13 +428,15 @@ class Journal:
             problem=str(exc),
         ) from None
 
-    def pending(self, limit: int = 500) -> list[Sale]:
-        """Sales not yet acknowledged by the central service, oldest first: on a read
-        connection, not under the journal's lock (a batch of 500 held a checkout up to
-        9 ms behind the sync: bench/bgsync.py). Entries never change once written but
+    def pending(self, limit: int = 500, after: int = 0) -> list[Sale]:
+        """Sales not yet acknowledged by the central service, oldest first, from after
+        seq ``after`` (the sync reads the next batch while the last is being sent): on a
+        read connection, not under the journal's lock (a batch of 500 held a checkout up
+        to 9 ms behind the sync: bench/bgsync.py). Entries never change once written but
         for ``uploaded_at``, which only the sync sets, so the read sees its last mark."""
         rows = self.readers.all(
-            "SELECT * FROM sales WHERE uploaded_at IS NULL ORDER BY seq LIMIT ?", [limit]
+            "SELECT * FROM sales WHERE uploaded_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            [after, limit],
         )
         return [Sale.from_row(r) for r in rows]
 
