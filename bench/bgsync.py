@@ -6,7 +6,8 @@ loopback: bench/central.py's, as `unioncard central serve` runs it) and synced o
 (its roster and policy installed), then served as the daemon serves it (waitress with
 the daemon's threads over ``terminal.web.create_app(service, sync)``, ``sync`` being
 the daemon's own: ``terminal.syncing.sync_in_a_process``, ``unioncard sync`` of the
-served folder in a process of its own, run by the app's
+served folder in a process of its own at the lowest CPU priority, nice 19 under Linux's
+SCHED_IDLE (``terminal.syncing.run_in_the_background``), run by the app's
 ``terminal.syncing.BackgroundSync``, the one the daemon's ``AutoSync`` starts when a
 sync is due) in a process of its own (``python -m
 bench.bgsync serve``). Its card reader answers the member card at once, as in
@@ -150,13 +151,36 @@ class TimedLock:
         self.inner.release()
 
 
+class TimedCommits:
+    """The journal's database (a sqlite_utils.Database), noting how long each COMMIT of
+    a checkout took (its fsync: synchronous=FULL), in seconds; not while ``filling``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.commits: list[float] = []
+        self.filling = False
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql != "COMMIT" or self.filling:
+            return self.inner.execute(sql, *args, **kwargs)
+        began = time.perf_counter()
+        try:
+            return self.inner.execute(sql, *args, **kwargs)
+        finally:
+            self.commits.append(time.perf_counter() - began)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def bench_routes(wsgi_app: Any, service: Any, syncer: Any) -> Any:
     """``wsgi_app`` with the bench's own calls: ``POST /bench/backlog?pending=N``
     journals sales (as the till makes them, without fsync) until N wait for upload;
     ``GET /bench/syncing``; ``GET /bench/stats`` answers and clears what the server
     noted since the last one (each checkout's wall and thread CPU time inside the
-    server, the journal lock's waits and the sync's holds of it). Each checkout's
-    answer gets :data:`SYNCING` (1 when the background sync still ran as it ended)."""
+    server, its COMMIT's time, the journal lock's waits and the sync's holds of it).
+    Each checkout's answer gets :data:`SYNCING` (1 when the background sync still ran
+    as it ended)."""
     from urllib.parse import parse_qs
 
     from bench.fixtures import MEMBER_PAN
@@ -172,17 +196,21 @@ def bench_routes(wsgi_app: Any, service: Any, syncer: Any) -> Any:
         basket = Basket.of_amount(12800)
         with journal.lock:
             journal.db.execute("PRAGMA synchronous=OFF")
+            db.filling = True
             try:
                 for _ in range(pending - journal.counts()[1]):
                     checkout(
                         state.current, state.enrolment, journal, identity, basket, service.clock()
                     )
             finally:
+                db.filling = False
                 journal.db.execute("PRAGMA synchronous=FULL")
         return int(journal.counts()[1])
 
     lock = TimedLock(service.journal.lock)
     service.journal.lock = lock
+    db = TimedCommits(service.journal.db)
+    service.journal.db = db
     walls: list[float] = []
     cpus: list[float] = []
 
@@ -190,8 +218,9 @@ def bench_routes(wsgi_app: Any, service: Any, syncer: Any) -> Any:
         path = environ.get("PATH_INFO")
         if path == "/bench/stats":
             stats = {"wall": walls, "cpu": cpus, "waits": lock.waits, "holds": lock.holds}
-            body = json.dumps({**stats, "held_by": lock.held_by}).encode()
+            body = json.dumps({**stats, "commits": db.commits, "held_by": lock.held_by}).encode()
             walls[:], cpus[:], lock.waits[:], lock.holds[:] = [], [], [], []
+            db.commits[:] = []
             lock.held_by.clear()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
@@ -411,10 +440,16 @@ def figures(ctx: Context) -> list[Figure]:
 
 def _noted(inside: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What the served terminal noted, by phase: its own time for the checkouts (wall,
-    thread CPU), their waits for the journal's lock, and the sync's holds of it."""
+    thread CPU), their waits for the journal's lock, their commits (the fsync), and the
+    sync's holds of it."""
     noted: dict[str, Any] = {}
     for side in ("with", "elsewhere", "without"):
-        for key, label in (("wall", "inside_wall"), ("cpu", "inside_cpu"), ("waits", "lock_wait")):
+        for key, label in (
+            ("wall", "inside_wall"),
+            ("cpu", "inside_cpu"),
+            ("waits", "lock_wait"),
+            ("commits", "commit"),
+        ):
             values = [v for phase in inside[side] for v in phase[key]] or [0.0]
             noted[f"{label}_p99_ms_{side}"] = round(percentile(values, 99) * MS, 2)
             noted[f"{label}_max_ms_{side}"] = round(max(values) * MS, 2)
@@ -490,11 +525,14 @@ def _figure(
         GOAL,
         "POST /api/v1/checkout (confirmed, journaled with fsync) through waitress with "
         "the daemon's threads, one after the other, while terminal.syncing.BackgroundSync "
-        "runs the daemon's sync (sync_terminal) in the same process against the central "
-        "service under gunicorn (2 workers, SQLite) on this same 2-core machine; only the "
+        "runs the daemon's sync (`unioncard sync` in a process of its own at nice 19 under "
+        "SCHED_IDLE: terminal.syncing.sync_in_a_process) against the central service "
+        "under gunicorn (2 workers, SQLite, normal priority) on this same 2-core machine; "
+        "only the "
         "checkouts that ended while the sync ran are counted. In the detail, what the "
         "served terminal noted: its own time for the checkouts (inside_wall, inside_cpu: "
-        "thread CPU), their waits for the journal's lock, the sync's holds of it",
+        "thread CPU), their waits for the journal's lock, their commits (commit: the "
+        "fsync), the sync's holds of it",
         count,
         {
             "sync_seconds_median": round(statistics.median(sync_seconds), 2),
@@ -570,8 +608,12 @@ def prose(figures: list[Figure]) -> list[str]:
         "behind the sync, which since 1b607cf runs as `unioncard sync` in a process of "
         "its own (it marks uploaded sales through its own connection: SQLite's write "
         "lock, not the daemon's), so neither the journal's lock nor Python's interpreter "
-        "lock of the daemon is what the checkouts wait for; what is left is the CPU the "
-        "sync's process and the central service take on the cores the daemon runs on. "
+        "lock of the daemon is what the checkouts wait for; since issue 13 that process "
+        "runs at nice 19 under SCHED_IDLE, so a checkout's thread takes a core from it at "
+        "once; what is left is the central service's CPU on this machine and the disk "
+        "the checkouts' commits (fsync) share with the sync's and the central service's "
+        f"(a checkout's commit p99 {d['commit_p99_ms_with']:g} ms with the sync, "
+        f"{d['commit_p99_ms_without']:g} without). "
         "The control, another "
         "terminal's sync of the same backlog in a process of its own to the same central "
         f"service on this machine: {control.value:g}x (runs "

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from escpos import printer as escpos
-
 from pact.receipt import Receipt
 from pact.text import N_
 from terminal.errors import ConfigError, PrinterError
@@ -26,6 +24,10 @@ WIDTH = 42  # characters on an 80 mm slip (font A)
 def open_printer(spec: str) -> Any:
     """The ESC/POS printer the settings name: ConfigError for a spec that is not one,
     PrinterError when the printer cannot be opened."""
+    # imported here, when a printer is opened: python-escpos (and what it imports) is
+    # a third of the CPU a `unioncard sync` started by the daemon took, for nothing
+    from escpos import printer as escpos
+
     kind, _, rest = spec.partition(":")
     make: Any = None
     try:
