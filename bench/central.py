@@ -554,24 +554,34 @@ def prose(figures: list[Figure]) -> list[str]:
         "alternate which goes first.",
         "",
         f"**Where the time goes.** During a sync the terminal's side took {d['client_cpu_ms']:g} "
-        f"ms of CPU and gunicorn {d['server_cpu_ms']:g} ms; the remaining {waiting:.0f} ms is "
-        "neither process on a CPU (loopback, fsyncs, scheduling). Timed alone for the "
+        f"ms of CPU and gunicorn {d['server_cpu_ms']:g} ms, "
+        + (
+            f"together {-waiting:.0f} ms more than the sync's wall time: the terminal reads, "
+            "encodes and compresses the next batch and marks the last one uploaded while "
+            "the union stores a batch (sync.run), so the two shares overlap. "
+            if waiting < 0
+            else f"and {waiting:.0f} ms went on neither process being on a CPU (loopback, "
+            "fsyncs, scheduling). "
+        )
+        + f"Timed alone for the "
         f"whole backlog: the journal read {d['journal_read_ms']:g} ms, the wire encoding "
         f"{d['encode_ms']:g} ms, JSON and gzip {d['json_and_gzip_ms']:g} ms (terminal); "
         f"the central service's decoding (gunzip, json.loads, pact.wire.decode_sales) "
         f"{d['server_decode_ms']:g} ms, on top of the ingest itself.",
         "",
-        f"**What the goal needs.** At {sync.goal} the sync may take "
-        f"{budget:.0f} ms. It is one request after the other, so the terminal's share and "
-        "the server's add up rather than overlap; "
+        f"**What the goal needs.** At {sync.goal} the sync may take {budget:.0f} ms. "
         + (
-            f"the server's share alone ({d['server_cpu_ms']:g} ms) is more than that, so "
-            "the goal needs the server's decoding and validation made cheaper first."
+            f"The server's share alone ({d['server_cpu_ms']:g} ms of CPU: the ingest, the "
+            "body's decoding and validation, HTTP) is more than that, and with the terminal's "
+            "share overlapped it is what the sync waits for: the goal needs the server's "
+            "decoding and validation, and the ingest in it, made cheaper."
             if d["server_cpu_ms"] > budget
-            else f"the server's share alone ({d['server_cpu_ms']:g} ms) fits, so the goal "
-            "needs the terminal's share off the critical path: the terminal preparing the "
-            "next batch (its read, encoding and gzip) while the server stores the last, the "
-            "batches still sent in order (the chain), or a cheaper journal read."
+            else f"The server's share alone ({d['server_cpu_ms']:g} ms of CPU) fits, and with "
+            "the terminal's share overlapped it is most of what the sync waits for; the rest "
+            "is what neither side spends on a CPU (each batch's commit on the server, with "
+            "its fsync; the round trips; the first batch, made before anything is sent): "
+            "the goal needs the server's decoding and validation, and the ingest in it, made "
+            "cheaper."
         ),
         "",
     ]

@@ -9,7 +9,7 @@ provide; it imports nothing of the terminal.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -207,26 +207,44 @@ def _upload(
     """Upload every pending entry; False when the union held less than was sent.
 
     The batches go one after the other, in seq order (the chain), and an entry is
-    marked uploaded only once the union has acknowledged it. While the union stores a
-    batch, the next is read from the journal, encoded and compressed in a thread of its
-    own, so that the terminal's share of the work and the union's overlap instead of
-    adding up (docs/benchmarks.md, "The sync's throughput"); when a batch fails, the
-    one made ahead is dropped unsent."""
-    with ThreadPoolExecutor(1, thread_name_prefix="sync-prepare") as ahead:
-        coming = ahead.submit(_prepare, terminal_id, journal, batch_size, 0)
-        while True:
-            batch = coming.result()
-            if not batch.sales:
-                return True
-            coming = ahead.submit(_prepare, terminal_id, journal, batch_size, batch.sales[-1].seq)
-            report.sent += len(batch.sales)
-            acked = client.post_sales(batch.bodies)
-            marked = journal.mark_uploaded(acked, clock())
+    marked uploaded only once the union has acknowledged it. The terminal's share of
+    the work runs in a thread of its own, in order, beside the union's: while the union
+    stores a batch, the next is read from the journal, encoded and compressed, and the
+    one before it marked uploaded (a write to the journal, with its fsync), so that the
+    two shares overlap instead of adding up (docs/benchmarks.md, "The sync's
+    throughput"). A batch made ahead of one that fails is dropped unsent; a mark not yet
+    written when the sync stops is written before it returns (and a mark never written,
+    the power cut, only sends those entries again: the union holds them once)."""
+    marks: list[Future[int]] = []
+
+    def count_marks(wait: bool) -> None:
+        while marks and (wait or marks[0].done()):
+            marked = marks.pop(0).result()  # a mark that failed (disk full) raises here
             report.uploaded += marked
             if progress is not None:
                 progress(marked)
-            if acked < batch.sales[-1].seq:
-                return False  # the server holds less than we sent; try again next sync
+
+    with ThreadPoolExecutor(1, thread_name_prefix="sync-ahead") as ahead:
+        try:
+            coming = ahead.submit(_prepare, terminal_id, journal, batch_size, 0)
+            while True:
+                batch = coming.result()
+                if not batch.sales:
+                    return True
+                last = batch.sales[-1].seq
+                coming = ahead.submit(_prepare, terminal_id, journal, batch_size, last)
+                report.sent += len(batch.sales)
+                acked = client.post_sales(batch.bodies)
+                marks.append(ahead.submit(_mark, journal, acked, clock))
+                count_marks(wait=False)
+                if acked < last:
+                    return False  # the server holds less than we sent; try again next sync
+        finally:
+            count_marks(wait=True)
+
+
+def _mark(journal: Outbox, acked: int, clock: Clock) -> int:
+    return journal.mark_uploaded(acked, clock())
 
 
 def share_usage(state: Installer, client: CentralClient, now: datetime, report: SyncReport) -> None:
