@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from central.keys import UnionKeys, create_keys
-from pact.cards import token_for_pan
+from pact.cards import DEFAULT_SCHEME, TokenScheme, token_for_pan
 from pact.policy import build_policy
 from pact.roster import RECORD, STATUS_ACTIVE, sign_packed
 from pact.timefmt import Clock
@@ -37,7 +37,13 @@ def random_packed(count: int, include: list[bytes]) -> list[bytes]:
 
 
 def signed_roster(
-    keys: UnionKeys, members: int, include: list[bytes], *, now: datetime, version: int = 1
+    keys: UnionKeys,
+    members: int,
+    include: list[bytes],
+    *,
+    now: datetime,
+    version: int = 1,
+    scheme: TokenScheme = DEFAULT_SCHEME,
 ) -> bytes:
     return sign_packed(
         random_packed(members - len(include), include),
@@ -46,6 +52,7 @@ def signed_roster(
         expires_at=now + timedelta(days=3),
         token_key_id=keys.token_key_id,
         keys=[keys.roster],
+        token_scheme=scheme,
     )
 
 
@@ -112,14 +119,16 @@ def terminal_with_roster(
     *,
     pans: tuple[str, ...] = (MEMBER_PAN,),
     terms: dict[str, Any] | None = None,
+    scheme: TokenScheme = DEFAULT_SCHEME,
 ) -> BenchTerminal:
     """An enrolled terminal serving a roster of ``members`` in which ``pans`` are members,
-    under a policy of ``terms`` (read ``clock`` as it goes)."""
+    their tokens made by ``scheme`` (a new union's by default), under a policy of
+    ``terms`` (read ``clock`` as it goes)."""
     keys = create_keys(folder / "keys", now=clock())
     state = TerminalState(folder / "terminal")
     state.enrol(bundle(keys))
-    tokens = [token_for_pan(pan, keys.token_key) for pan in pans]
-    roster = signed_roster(keys, members, tokens, now=clock())
+    tokens = [token_for_pan(pan, keys.token_key, scheme) for pan in pans]
+    roster = signed_roster(keys, members, tokens, now=clock(), scheme=scheme)
     signed_policy = policy(keys, now=clock(), terms=terms)
     snapshot = snapshot_for(keys, roster, signed_policy, 1, now=clock())
     state.install(snapshot, clock(), roster, signed_policy)
