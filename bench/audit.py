@@ -202,6 +202,7 @@ def prose(figures: list[Figure]) -> list[str]:
     signatures = d["signatures_s"]
     chain = r["chain_s"]
     return [
+        "",
         "### The audit of a merchant-year",
         "",
         f"**The figures.** {whole.value:g} s (goal <= 10) and {ratio.value:g}x a chain check "
