@@ -30,7 +30,7 @@ from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
 from pact.money import fen
 from pact.receipt import verification_code
-from pact.sale import REVERSALS, Sale, field_types
+from pact.sale import REVERSALS, Sale, dumps_object, field_types
 from pact.tally import (
     MEMBER_FIGURES,
     SALE_FIGURES,
@@ -542,8 +542,6 @@ _OBJECTS = [i for i, kind in enumerate(SALE_FIELDS.values()) if kind == Mapping[
 if len(_LISTS) + len(_OBJECTS) + sum(k in _AS_IS for k in SALE_FIELDS.values()) != len(SALE_FIELDS):
     raise TypeError("a Sale field's type has no row form in central.store.sale_rows")
 _sale_values = operator.attrgetter(*SALE_FIELDS)
-# json.dumps(v, sort_keys=True), its encoder made once (a JSON value has no cycle to look for)
-_sorted_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
 _INSERT_SALES = (
     f"INSERT INTO sales ({', '.join(INGEST_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(INGEST_COLUMNS))})"
@@ -564,8 +562,8 @@ _COPY_TYPES = [
 
 def sale_rows(entries: Iterable[Sale], received_at: str) -> Iterator[list[Any]]:
     """Each entry's row of ``sales``, INGEST_COLUMNS in order: its fields as
-    Sale.as_row gives them (rules as JSON text of a list, basket as JSON text with keys
-    sorted, or None), ``received_at``, and its receipt code (pact.receipt)."""
+    Sale.as_row gives them (rules as JSON text of a list, basket as canonical JSON text,
+    or None), ``received_at``, and its receipt code (pact.receipt)."""
     texts: dict[tuple[str, ...], str] = {}  # a batch's entries share a few lists of rule ids
     for sale in entries:
         row = [*_sale_values(sale), received_at, verification_code(sale)]
@@ -576,7 +574,7 @@ def sale_rows(entries: Iterable[Sale], received_at: str) -> Iterator[list[Any]]:
             row[i] = text
         for i in _OBJECTS:
             if row[i] is not None:
-                row[i] = _sorted_json(row[i])
+                row[i] = dumps_object(row[i])
         yield row
 
 

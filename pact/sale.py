@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, Self, get_args, get_type_hints
 
+from pact.signing import canonical_json
+
 
 class Row(Protocol):
     """A table row by column name (a dict, or SQLAlchemy's ``RowMapping``)."""
@@ -186,8 +188,10 @@ def _loads_tuple(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
-def _dumps_object(value: Mapping[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True)
+def dumps_object(value: Mapping[str, Any] | None) -> str | None:
+    """A JSON object field's text in a row: canonical JSON (pact.signing; rows written
+    before it have spaces and ASCII escapes: any JSON reader takes both)."""
+    return None if value is None else canonical_json(value).decode()
 
 
 def _loads_object(text: str | None) -> Any:
@@ -205,7 +209,7 @@ _ROW_CODECS: dict[Any, tuple[Codec | None, Codec | None]] = {
     str | None: (None, None),
     bool: (None, bool),
     tuple[str, ...]: (_dumps_list, _loads_tuple),
-    Mapping[str, Any] | None: (_dumps_object, _loads_object),
+    Mapping[str, Any] | None: (dumps_object, _loads_object),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 
@@ -122,8 +123,9 @@ def test_threads_share_one_journal_safely(tmp_path, clock) -> None:
 
 
 def test_a_sale_is_stored_as_before(tmp_path, clock) -> None:
-    """The row keeps today's encodings (member 0/1, rules a JSON list, basket JSON with
-    sorted keys) and reads back as the same Sale, whose hash the chain checks."""
+    """The row keeps today's encodings (member 0/1, rules a JSON list, basket canonical
+    JSON: sorted keys, no spaces) and reads back as the same Sale, whose hash the chain
+    checks; a basket written as the releases before wrote it (spaces) reads the same."""
     journal = Journal(tmp_path / "j.db", TEST_SIGNER)
     basket = {
         "tier": 1,
@@ -139,11 +141,16 @@ def test_a_sale_is_stored_as_before(tmp_path, clock) -> None:
     assert row == (
         1,
         '["member"]',
-        '{"discounts": {"member": 50}, "lines": [{"category": "g", "discount": 50, "qty": 2,'
-        ' "sku": "A", "unit_price": 500}], "tier": 1}',
+        '{"discounts":{"member":50},"lines":[{"category":"g","discount":50,"qty":2,'
+        '"sku":"A","unit_price":500}],"tier":1}',
         "ab" * 16,
         None,
     )
+    assert journal.sales() == [first]
+    journal.db.execute(
+        "UPDATE sales SET basket = ? WHERE seq = 1", [json.dumps(basket, sort_keys=True)]
+    )
+    assert " " in journal.db.execute("SELECT basket FROM sales").fetchone()[0]
     assert journal.sales() == [first]
     [recent] = journal.recent()
     assert recent == dict(first.as_json(), uploaded=False)
