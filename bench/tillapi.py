@@ -648,7 +648,7 @@ def figures(ctx: Context) -> list[Figure]:
     preload(year, entries, ctx.clock)
     counts = counts_ms(year)
     token = new_api_token(year)
-    shutil.copyfile(year / API_TOKEN_FILE, young / API_TOKEN_FILE)
+    shutil.copy2(year / API_TOKEN_FILE, young / API_TOKEN_FILE)  # its mode (0600) too
 
     without, goal = Phase("year", None), Phase("year", PERIOD_S)
     again = Phase("year", None, again=True)
