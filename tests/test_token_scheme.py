@@ -192,6 +192,13 @@ def test_a_union_of_the_first_scheme_switches_in_one_full_import(
     assert store.token_history(_token_of(store, "U1")) == store.member_history("U1")
     assert store.token_history("00" * 16) == []
     assert switched_at == earlier[0]["at"]  # the switch changed no standing
+    # the audit reads them all at once: the same histories, a token asked twice once
+    now_token, nobody = _token_of(store, "U1"), "00" * 16
+    assert store.token_histories([old, now_token, nobody, old]) == {
+        old: earlier,
+        now_token: store.member_history("U1"),
+        nobody: [],
+    }
 
 
 def test_a_database_holding_members_before_the_scheme_was_recorded_holds_hmac_tokens(
