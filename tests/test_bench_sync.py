@@ -95,4 +95,9 @@ def test_the_prose_says_where_the_syncs_time_goes() -> None:
         },
     )
     text = "\n".join(central_prose([figure]))  # type: ignore[list-item]
-    assert "0.5x (**not met**, goal >= 0.7)" in text and "remaining 100 ms" in text
+    assert "0.5x (**not met**, goal >= 0.7)" in text and "100 ms went on neither" in text
+    # the terminal's share overlapping the server's: more CPU than wall time
+    figure.detail = {**figure.detail, "client_cpu_ms": 500.0, "server_cpu_ms": 800.0}
+    text = "\n".join(central_prose([figure]))  # type: ignore[list-item]
+    assert "together 300 ms more than the sync's wall time" in text
+    assert "The server's share alone (800 ms of CPU: the ingest" in text  # over 714 ms
