@@ -30,7 +30,7 @@ from pact.chain import GENESIS, check_chain, entry_hash
 from pact.errors import ChainError
 from pact.money import fen
 from pact.receipt import verification_code
-from pact.sale import REVERSALS, Sale, dumps_object, field_types
+from pact.sale import REVERSALS, Sale, field_types, row_encoders
 from pact.tally import (
     MEMBER_FIGURES,
     SALE_FIGURES,
@@ -536,11 +536,8 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
 # that the rows stored are the very rows the dict insert stored, on both databases.
 SALE_FIELDS = field_types(Sale)
 INGEST_COLUMNS = (*SALE_FIELDS, "received_at", "receipt_code")
-_AS_IS = {int, int | None, str, str | None, bool}  # a row holds these fields' values as they are
-_LISTS = [i for i, kind in enumerate(SALE_FIELDS.values()) if kind == tuple[str, ...]]
-_OBJECTS = [i for i, kind in enumerate(SALE_FIELDS.values()) if kind == Mapping[str, Any] | None]
-if len(_LISTS) + len(_OBJECTS) + sum(k in _AS_IS for k in SALE_FIELDS.values()) != len(SALE_FIELDS):
-    raise TypeError("a Sale field's type has no row form in central.store.sale_rows")
+# the fields Sale.as_row encodes (rules, basket), with its own encoders
+_ENCODED = [(i, encode) for i, encode in enumerate(row_encoders(Sale)) if encode is not None]
 _sale_values = operator.attrgetter(*SALE_FIELDS)
 _INSERT_SALES = (
     f"INSERT INTO sales ({', '.join(INGEST_COLUMNS)}) "
@@ -564,17 +561,18 @@ def sale_rows(entries: Iterable[Sale], received_at: str) -> Iterator[list[Any]]:
     """Each entry's row of ``sales``, INGEST_COLUMNS in order: its fields as
     Sale.as_row gives them (rules as JSON text of a list, basket as canonical JSON text,
     or None), ``received_at``, and its receipt code (pact.receipt)."""
-    texts: dict[tuple[str, ...], str] = {}  # a batch's entries share a few lists of rule ids
+    texts: dict[tuple[int, tuple[str, ...]], str] = {}  # a batch shares a few lists of rules
     for sale in entries:
         row = [*_sale_values(sale), received_at, verification_code(sale)]
-        for i in _LISTS:
-            text = texts.get(row[i])
-            if text is None:
-                text = texts[row[i]] = json.dumps(list(row[i]))
-            row[i] = text
-        for i in _OBJECTS:
-            if row[i] is not None:
-                row[i] = dumps_object(row[i])
+        for i, encode in _ENCODED:
+            value = row[i]
+            if isinstance(value, tuple):  # a list of rule ids: encoded once a batch
+                text = texts.get((i, value))
+                if text is None:
+                    text = texts[(i, value)] = encode(value)
+                row[i] = text
+            else:
+                row[i] = encode(value)
         yield row
 
 

@@ -177,6 +177,12 @@ def field_types(cls: type[Sale] = Sale) -> dict[str, Any]:
     return dict(_layout(cls).types)
 
 
+def row_encoders(cls: type[Sale] = Sale) -> tuple[Codec | None, ...]:
+    """Each field's encoder into a row, in field order, as :meth:`Sale.as_row` applies
+    it (None: the value as it is), for adapters that build rows of their own."""
+    return tuple(encode for _, encode, _ in _layout(cls).row)
+
+
 # --------------------------------------------------------------------- the field layout
 
 
@@ -188,7 +194,7 @@ def _loads_tuple(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
-def dumps_object(value: Mapping[str, Any] | None) -> str | None:
+def _dumps_object(value: Mapping[str, Any] | None) -> str | None:
     """A JSON object field's text in a row: canonical JSON (pact.signing; rows written
     before it have spaces and ASCII escapes: any JSON reader takes both)."""
     return None if value is None else canonical_json(value).decode()
@@ -209,7 +215,7 @@ _ROW_CODECS: dict[Any, tuple[Codec | None, Codec | None]] = {
     str | None: (None, None),
     bool: (None, bool),
     tuple[str, ...]: (_dumps_list, _loads_tuple),
-    Mapping[str, Any] | None: (dumps_object, _loads_object),
+    Mapping[str, Any] | None: (_dumps_object, _loads_object),
 }
 
 

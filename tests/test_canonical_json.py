@@ -25,7 +25,7 @@ def outcome(fn, value):  # type: ignore[no-untyped-def]
     try:
         return fn(value)
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-        return type(exc).__mro__[-3]  # TypeError or ValueError, whichever both raise
+        return TypeError if isinstance(exc, TypeError) else ValueError  # whichever both raise
 
 
 # every code point but lone surrogates, which UTF-8 cannot carry (both refuse them: below)
