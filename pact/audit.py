@@ -39,7 +39,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -144,6 +144,8 @@ class Facts:
 
 
 T = TypeVar("T")
+# an entry's place in time order: (its time, its terminal, its seq)
+_Place = tuple[datetime, str, int]
 
 
 class Runner(Protocol):
@@ -181,21 +183,21 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
     kept = list(entries)
     facts_ = _Cached(facts)
     by_terminal: dict[str, list[Sale]] = {}
+    # each card's entries in one share (its quota use and its day's uses are its own)
+    shares: list[list[Sale]] = [[] for _ in range(max(1, runner.workers))]
     for entry in kept:
         by_terminal.setdefault(entry.terminal_id, []).append(entry)
-        facts_.policy(entry.merchant_id, entry.policy_version)
+        card = entry.token if entry.token is not None else entry.sale_id
+        shares[hash(card) % len(shares)].append(entry)
+        facts_.at(entry)  # parsed here, once: the workers inherit them
+    for merchant_id, version in {(e.merchant_id, e.policy_version) for e in kept}:
+        facts_.policy(merchant_id, version)
     for terminal_id, terminal_entries in by_terminal.items():
-        terminal_entries.sort(key=lambda e: e.seq)
+        terminal_entries.sort(key=_seq)
         facts_.device_key(terminal_id)
     stretches: dict[tuple[str, int], Sale] = {}
     for terminal_entries in by_terminal.values():
         stretches.update(_offline_stretches(terminal_entries))
-    # in time order, each card's sales in one share (its quota use is its own)
-    ordered = sorted(kept, key=lambda e: (facts_.at(e), e.terminal_id, e.seq))
-    shares: list[list[tuple[int, Sale]]] = [[] for _ in range(max(1, runner.workers))]
-    for n, entry in enumerate(ordered):
-        card = entry.token if entry.token is not None else entry.sale_id
-        shares[hash(card) % len(shares)].append((n, entry))
     done = runner(lambda k: _share(shares[k], facts_, stretches), len(shares))
     altered = {key for share in done for key in share.altered}
     unsigned = {key for share in done for key in share.bad_signatures}
@@ -208,8 +210,15 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
     judged = [e for e in kept if facts.since is None or facts_.at(e) >= facts.since]
     findings += _silent(facts_)
     findings += _reversal_share(judged, facts.thresholds)
-    findings += _card_uses(judged, facts_)
     return sorted(findings, key=lambda f: (f.terminal_id, f.seqs, f.kind, str(f.detail)))
+
+
+def _seq(entry: Sale) -> int:
+    return entry.seq
+
+
+def _first(pair: tuple[_Place, Sale]) -> _Place:
+    return pair[0]
 
 
 @dataclass(frozen=True)
@@ -222,14 +231,15 @@ class _Share:
     altered: list[tuple[str, int]]
     bad_signatures: list[tuple[str, int]]
     findings: list[Finding]
-    turned: list[tuple[int, tuple[str, int], int, int]]
+    turned: list[tuple[_Place, tuple[str, int], int, int]]
 
 
 def _share(
-    entries: Sequence[tuple[int, Sale]], facts: _Cached, stretches: Mapping[tuple[str, int], Sale]
+    entries: Sequence[Sale], facts: _Cached, stretches: Mapping[tuple[str, int], Sale]
 ) -> _Share:
+    """The costly checks over one share of the cards (every entry of each)."""
     altered, unsigned = [], []
-    for _, entry in entries:
+    for entry in entries:
         if entry_hash(entry.prev_hash, entry) != entry.hash:
             altered.append((entry.terminal_id, entry.seq))
         key = facts.device_key(entry.terminal_id)
@@ -238,7 +248,11 @@ def _share(
                 check_signature(key, entry)
             except (DeviceSignatureError, SignatureError):
                 unsigned.append((entry.terminal_id, entry.seq))
-    findings, turned = _compliance(entries, facts, stretches)
+    at = facts.at
+    ordered = sorted((((at(e), e.terminal_id, e.seq), e) for e in entries), key=_first)
+    findings, turned = _compliance(ordered, facts, stretches)
+    since = facts.facts.since
+    findings += _card_uses([e for (t, _, _), e in ordered if since is None or t >= since], facts)
     return _Share(altered, unsigned, findings, turned)
 
 
@@ -395,16 +409,18 @@ class _Usage:
 
 
 def _compliance(
-    entries: Sequence[tuple[int, Sale]], facts: _Cached, stretches: Mapping[tuple[str, int], Sale]
-) -> tuple[list[Finding], list[tuple[int, tuple[str, int], int, int]]]:
+    entries: Sequence[tuple[_Place, Sale]],
+    facts: _Cached,
+    stretches: Mapping[tuple[str, int], Sale],
+) -> tuple[list[Finding], list[tuple[_Place, tuple[str, int], int, int]]]:
     """The sales' findings over ``entries`` (in time order, with their place in it:
     every sale of a card among them), and the sales of a stretch out of date that got
     less than owed (not findings of their own: :func:`_turned_away`)."""
     out: list[Finding] = []
     usage = _Usage()
-    turned: list[tuple[int, tuple[str, int], int, int]] = []  # (place, event, seq, owed)
+    turned: list[tuple[_Place, tuple[str, int], int, int]] = []  # (place, event, seq, owed)
     for place, entry in entries:
-        at = facts.at(entry)
+        at = place[0]
         if entry.kind is None and entry.basket is not None:
             finding, owed = _check_sale(entry, at, usage, facts)
             event = stretches.get((entry.terminal_id, entry.seq))
@@ -418,7 +434,7 @@ def _compliance(
 
 def _turned_away(
     stretches: Mapping[tuple[str, int], Sale],
-    turned: Iterable[tuple[int, tuple[str, int], int, int]],
+    turned: Iterable[tuple[_Place, tuple[str, int], int, int]],
 ) -> list[Finding]:
     """One finding per event whose stretch turned members away, its sales in time order."""
     by_event: dict[tuple[str, int], list[tuple[int, int]]] = {}  # event -> [(seq, owed)]
@@ -572,7 +588,7 @@ def _card_uses(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
     merchant: the first use over it."""
     limit = facts.facts.thresholds.card_uses_per_day
     zones: dict[tuple[str, int], ZoneInfo] = {}
-    days: dict[tuple[str, str, str], list[Sale]] = {}
+    days: dict[tuple[str, str, date], list[Sale]] = {}
     for e in entries:
         if e.kind is not None or e.token is None:
             continue
@@ -581,19 +597,23 @@ def _card_uses(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
         if zone is None:
             policy = facts.policy(*key)
             zone = zones[key] = policy.zone if policy is not None else ZoneInfo(DEFAULT_TIMEZONE)
-        day = facts.at(e).astimezone(zone).date().isoformat()
-        days.setdefault((e.token, e.merchant_id, day), []).append(e)
+        day = facts.at(e).astimezone(zone).date()
+        uses = days.get((e.token, e.merchant_id, day))
+        if uses is None:
+            days[(e.token, e.merchant_id, day)] = [e]
+        else:
+            uses.append(e)
+    over_limit = [(key, uses) for key, uses in days.items() if len(uses) > limit]
     out = []
-    for (_, _, day), uses in sorted(days.items(), key=lambda kv: kv[0][1:]):
-        if len(uses) <= limit:
-            continue
+    for (_, _, day), uses in sorted(over_limit, key=lambda kv: kv[0][1:]):
         uses.sort(key=lambda e: (e.at, e.terminal_id, e.seq))
         over = uses[limit]
         out.append(
             Finding(MEDIUM, over.terminal_id, (over.seq,), "card_uses",
                     Msg.of(N_("card •••• %(last4)s was used %(count)s times on %(day)s at "
                               "this merchant (more than %(limit)s a day): from here on"),
-                           last4=over.pan_last4, count=len(uses), day=day, limit=limit))
+                           last4=over.pan_last4, count=len(uses), day=day.isoformat(),
+                           limit=limit))
         )  # fmt: skip
     return out
 
