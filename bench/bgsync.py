@@ -25,6 +25,13 @@ The phases, alternating round by round (which goes first too):
   whether the sync still ran when the checkout ended); at most :data:`COUNT`;
 - without: :data:`COUNT` checkouts, no sync.
 
+Where things run (:func:`placements`): for the goal's figure the central service
+stands in for the union's, which is on another machine: gunicorn on a CPU of its own
+(taskset), its files (and the other terminal's, another shop's) in memory, so that what
+is measured is what the terminal's own sync costs its checkouts; the served terminal
+and its sync's process on the other CPU, its journal on disk. Then the same rounds
+again with everything on every CPU and one disk (informative), as on one machine.
+
 A round's ratio is the p99 of its checkouts with the sync over the p99 of those
 without; the figure is the median of the rounds' ratios with their range and
 inter-quartile range. The backlog stays under the default pending cap (5,000: past it a
@@ -34,11 +41,15 @@ terminal gives no member discount), so every checkout is the same discounted one
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -303,11 +314,11 @@ def other(data_dir: Path) -> None:
 class Other:
     """The other terminal's process, driven from here."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, prefix: list[str]) -> None:
         import subprocess
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.bgsync", "other", str(data_dir)],
+            [*prefix, sys.executable, "-m", "bench.bgsync", "other", str(data_dir)],
             cwd=Path(__file__).resolve().parents[1],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -340,30 +351,92 @@ class Other:
         self.process.wait(60)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the central service and the served terminal run: on the CPUs given (all
+    when None) and the central service's files (and the other terminal's) in
+    ``elsewhere``."""
+
+    name: str
+    central: frozenset[int] | None
+    terminal: frozenset[int] | None
+    elsewhere: Path
+
+
+def placements(ctx: Context) -> list[Placement]:
+    """Remote: the central service (and the other terminal, another shop's) stands in
+    for one on another machine: a CPU of its own, its files in memory (tmpfs), so it
+    takes neither the terminal's core nor its disk; the served terminal (and its
+    sync's process) on the other CPUs. Shared: everything on every CPU and on the
+    same disk, as on one machine. Remote needs two CPUs at least; with one there is
+    only shared."""
+    cpus = sorted(os.sched_getaffinity(0))
+    shared = Placement("shared", None, None, ctx.workdir / "bgsync-shared")
+    if len(cpus) < 2:
+        return [shared]
+    memory = Path("/dev/shm")
+    elsewhere = Path(
+        tempfile.mkdtemp(prefix="unioncard-bench-", dir=memory if memory.is_dir() else None)
+    )
+    remote = Placement(
+        "remote", frozenset(cpus[-1:]), frozenset(cpus[:-1]), elsewhere / "bgsync-remote"
+    )
+    return [remote, shared]
+
+
+@dataclass
+class Measured:
+    """One placement's rounds: the checkouts' times by phase, the syncs' durations and
+    what the served terminal noted by phase."""
+
+    placement: Placement
+    times: dict[str, list[list[float]]]
+    sync_seconds: list[float]
+    inside: dict[str, list[dict[str, Any]]]
+
+
 def figures(ctx: Context) -> list[Figure]:
+    rounds = ctx.scale(11, 3)
+    count = ctx.scale(300, 100)
+    backlog = ctx.scale(BACKLOG, 2_000)
+    out: list[Figure] = []
+    for placement in placements(ctx):
+        try:
+            m = _rounds(ctx, placement, rounds, count, backlog)
+        finally:
+            if placement.central is not None:
+                shutil.rmtree(placement.elsewhere.parent, ignore_errors=True)
+        goal = GOAL if not out else None  # the first placement's: remote when there are 2 CPUs
+        out += [
+            _figure(m, goal, backlog, count),
+            _control(m, backlog, count),
+        ]
+    return out
+
+
+def _rounds(ctx: Context, placement: Placement, rounds: int, count: int, backlog: int) -> Measured:
     import requests
 
-    from bench.central import _gunicorn
+    from bench.central import _gunicorn, pinned
     from bench.tillapi import served
     from terminal.access import new_api_token
     from terminal.journal import Journal
     from terminal.state import TerminalState
     from terminal.syncing import sync_terminal
 
-    rounds = ctx.scale(11, 3)
-    count = ctx.scale(300, 100)
-    backlog = ctx.scale(BACKLOG, 2_000)
     warmup = 5
     cap = 20.0  # seconds a phase may take at the most
-    folder = ctx.workdir / "bgsync"
+    folder = ctx.workdir / f"bgsync-{placement.name}"
     phases = ("with", "without", "elsewhere")
     measured: dict[str, list[list[float]]] = {p: [] for p in phases}
     sync_seconds: list[float] = []
     inside: dict[str, list[dict[str, Any]]] = {p: [] for p in phases}
-    with _gunicorn(folder / "central", None, ["T-BG", "T-OTHER"], ctx.clock) as central:
+    with _gunicorn(
+        placement.elsewhere / "central", None, ["T-BG", "T-OTHER"], ctx.clock, placement.central
+    ) as central:
         states = {}
-        for terminal_id in ("T-BG", "T-OTHER"):
-            state = TerminalState(folder / terminal_id)
+        for terminal_id, where in (("T-BG", folder), ("T-OTHER", placement.elsewhere)):
+            state = TerminalState(where / terminal_id)
             state.enrol(json.dumps(central.bundles[terminal_id]).encode())
             journal = Journal(state.journal_path, state.signer())
             first = sync_terminal(state, journal, ctx.clock)  # the roster and the policy
@@ -372,8 +445,10 @@ def figures(ctx: Context) -> list[Figure]:
                 raise RuntimeError(f"the first sync: {first.describe()} {first.problems}")
             states[terminal_id] = state
         token = new_api_token(states["T-BG"].dir)
-        elsewhere = Other(states["T-OTHER"].dir)
-        with served("bgsync", states["T-BG"].dir, "bench.bgsync") as server:
+        elsewhere = Other(states["T-OTHER"].dir, pinned(placement.central))
+        with served(
+            f"bgsync-{placement.name}", states["T-BG"].dir, "bench.bgsync", placement.terminal
+        ) as server:
             session = requests.Session()
             session.headers["Authorization"] = f"Bearer {token}"
             url = server.url
@@ -432,10 +507,7 @@ def figures(ctx: Context) -> list[Figure]:
             finally:
                 session.close()
                 elsewhere.close()
-    return [
-        _figure(measured["with"], measured["without"], sync_seconds, inside, backlog, count),
-        _control(measured["elsewhere"], measured["without"], inside, backlog, count),
-    ]
+    return Measured(placement, measured, sync_seconds, inside)
 
 
 def _noted(inside: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -509,58 +581,68 @@ def _ratio(
     )
 
 
-def _figure(
-    with_sync: list[list[float]],
-    without: list[list[float]],
-    sync_seconds: list[float],
-    inside: dict[str, list[dict[str, Any]]],
-    backlog: int,
-    count: int,
-) -> Figure:
+WHERE = {
+    "remote": "the central service elsewhere",
+    "shared": "the central service on the same machine",
+}
+
+
+def _figure(m: Measured, goal: str | None, backlog: int, count: int) -> Figure:
+    p = m.placement
+    if p.central is None:
+        where = (
+            "against the central service under gunicorn (2 workers, SQLite, normal "
+            "priority) on the same machine, every process on every CPU and on one disk"
+        )
+    else:
+        where = (
+            f"against the central service under gunicorn (2 workers, SQLite, normal "
+            f"priority) standing in for one on another machine: on CPU "
+            f"{_cpus(p.central)} only, its files in memory (tmpfs); the served terminal "
+            f"and its sync's process on CPU {_cpus(p.terminal)}, its journal on disk"
+        )
     return _ratio(
         f"till API checkout while a background sync uploads a backlog of {backlog:,} "
-        "sales vs no sync (p99)",
-        with_sync,
-        without,
-        GOAL,
+        f"sales vs no sync, {WHERE[p.name]} (p99)",
+        m.times["with"],
+        m.times["without"],
+        goal,
         "POST /api/v1/checkout (confirmed, journaled with fsync) through waitress with "
         "the daemon's threads, one after the other, while terminal.syncing.BackgroundSync "
         "runs the daemon's sync (`unioncard sync` in a process of its own at nice 19 under "
-        "SCHED_IDLE: terminal.syncing.sync_in_a_process) against the central service "
-        "under gunicorn (2 workers, SQLite, normal priority) on this same 2-core machine; "
-        "only the "
+        f"SCHED_IDLE: terminal.syncing.sync_in_a_process) {where}; only the "
         "checkouts that ended while the sync ran are counted. In the detail, what the "
         "served terminal noted: its own time for the checkouts (inside_wall, inside_cpu: "
         "thread CPU), their waits for the journal's lock, their commits (commit: the "
         "fsync), the sync's holds of it",
         count,
         {
-            "sync_seconds_median": round(statistics.median(sync_seconds), 2),
+            "placement": p.name,
+            "sync_seconds_median": round(statistics.median(m.sync_seconds), 2),
             "backlog": backlog,
-            **_noted(inside),
+            **_noted(m.inside),
         },
     )
 
 
-def _control(
-    elsewhere: list[list[float]],
-    without: list[list[float]],
-    inside: dict[str, list[dict[str, Any]]],
-    backlog: int,
-    count: int,
-) -> Figure:
+def _cpus(cpus: frozenset[int] | None) -> str:
+    return ",".join(str(c) for c in sorted(cpus or ()))
+
+
+def _control(m: Measured, backlog: int, count: int) -> Figure:
     return _ratio(
         f"till API checkout while another terminal's process syncs a backlog of {backlog:,} "
-        "sales to the same central service vs no sync (p99)",
-        elsewhere,
-        without,
+        f"sales to the same central service vs no sync, {WHERE[m.placement.name]} (p99)",
+        m.times["elsewhere"],
+        m.times["without"],
         None,
-        "the same checkouts while a second terminal, in a process of its own, syncs the "
-        "same backlog to the same central service on this machine: what the central "
-        "service and a sync cost the machine's 2 cores, with nothing in the served "
-        "terminal's process (informative; the phases interleaved with the figure above's)",
+        "the same checkouts while a second terminal (another shop's: placed with the "
+        "central service), in a process of its own, syncs the same backlog to the same "
+        "central service: what the central service and a sync cost the served terminal, "
+        "with nothing in its own process (informative; the phases interleaved with the "
+        "figure above's)",
         count,
-        {"backlog": backlog},
+        {"placement": m.placement.name, "backlog": backlog},
     )
 
 
@@ -583,46 +665,71 @@ if __name__ == "__main__":
 
 def prose(figures: list[Figure]) -> list[str]:
     """How to read the background sync figures, for docs/benchmarks.md."""
-    goal = next((f for f in figures if f.name.startswith("till API checkout while a back")), None)
-    control = next(
-        (f for f in figures if f.name.startswith("till API checkout while another")), None
-    )
-    if goal is None or goal.value is None or control is None or control.value is None:
+
+    def find(prefix: str, placement: str) -> Figure | None:
+        return next(
+            (
+                f
+                for f in figures
+                if f.name.startswith(prefix) and f.detail.get("placement") == placement
+            ),
+            None,
+        )
+
+    remote = find("till API checkout while a back", "remote")
+    shared = find("till API checkout while a back", "shared")
+    goal = next((f for f in (remote, shared) if f is not None and f.goal), None)
+    if goal is None or goal.value is None:
         return []
+    control = find("till API checkout while another", goal.detail["placement"])
     d = goal.detail
     verdict = "met" if goal.met else "**not met**"
-    return [
+    out = [
         "### Checkouts during a background sync",
         "",
         f"**The figure.** {goal.value:g}x ({verdict}, goal {goal.goal}): checkout p99 "
         f"{d['with_p99_ms']:g} ms while the daemon's background sync uploads a backlog "
         f"of {d['backlog']:,} sales (median sync {d['sync_seconds_median']:g} s, "
         f"median {d['checkouts_during_sync_median']:g} checkouts during it) against "
-        f"{d['without_p99_ms']:g} ms with no sync (pooled over the rounds).",
+        f"{d['without_p99_ms']:g} ms with no sync (pooled over the rounds), "
+        f"{WHERE[d['placement']]}.",
         "",
-        f"**Why.** Inside the served terminal a checkout's own CPU time hardly moves (p99 "
-        f"{d['inside_cpu_p99_ms_with']:g} ms with the sync, {d['inside_cpu_p99_ms_without']:g} "
-        f"without) while its wall time there grows (p99 {d['inside_wall_p99_ms_with']:g} ms "
-        f"against {d['inside_wall_p99_ms_without']:g}): it waits. For the journal's lock, "
-        f"p99 {d['lock_wait_p99_ms_with']:g} ms (max {d['lock_wait_max_ms_with']:g}), "
-        "behind the sync, which since 1b607cf runs as `unioncard sync` in a process of "
-        "its own (it marks uploaded sales through its own connection: SQLite's write "
-        "lock, not the daemon's), so neither the journal's lock nor Python's interpreter "
-        "lock of the daemon is what the checkouts wait for; since issue 13 that process "
-        "runs at nice 19 under SCHED_IDLE, so a checkout's thread takes a core from it at "
-        "once; what is left is the central service's CPU on this machine and the disk "
-        "the checkouts' commits (fsync) share with the sync's and the central service's "
-        f"(a checkout's commit p99 {d['commit_p99_ms_with']:g} ms with the sync, "
-        f"{d['commit_p99_ms_without']:g} without). "
-        "The control, another "
-        "terminal's sync of the same backlog in a process of its own to the same central "
-        f"service on this machine: {control.value:g}x (runs "
-        f"{min(control.runs):.2f}-{max(control.runs):.2f}) against {goal.value:g}x; "
-        + (
-            "so the larger part of the effect is this terminal's own sync, beyond the CPU "
-            "the central service and a sync take on this machine."
-            if control.value - 1 < (goal.value - 1) / 2
-            else "so much of the effect is the CPU the central service and a sync take on "
-            "this 2-core machine (a real central service runs elsewhere)."
-        ),
     ]
+    if remote is not None and shared is not None and shared.value is not None:
+        out += [
+            "**Where the central service runs.** A shop's terminal syncs with the union's "
+            "service over the Internet: what the goal is about is what the terminal's own "
+            "sync costs its checkouts. On this 2-core machine the central service would "
+            "otherwise take the cores and the disk the terminal checks out on, so for the "
+            "goal's figure it stands in for a remote one: gunicorn on a CPU of its own, its "
+            "files in memory; the served terminal and its sync's process on the other CPU "
+            "and its journal on disk, as in a shop. With everything on both CPUs and one "
+            f"disk (the same rounds' design, run after it): {shared.value:g}x (runs "
+            f"{min(shared.runs):.2f}-{max(shared.runs):.2f}; median sync "
+            f"{shared.detail['sync_seconds_median']:g} s against {d['sync_seconds_median']:g} "
+            "s on the terminal's one CPU, where it gets only what the checkouts leave).",
+            "",
+        ]
+    s = d
+    out.append(
+        f"**Inside the terminal.** A checkout's own CPU time, p99 "
+        f"{s['inside_cpu_p99_ms_with']:g} ms with the sync, {s['inside_cpu_p99_ms_without']:g} "
+        f"without; its wall time there, p99 {s['inside_wall_p99_ms_with']:g} ms against "
+        f"{s['inside_wall_p99_ms_without']:g}. The journal's lock waited for, p99 "
+        f"{s['lock_wait_p99_ms_with']:g} ms (max {s['lock_wait_max_ms_with']:g}): the sync "
+        "runs as `unioncard sync` in a process of its own, at nice 19 under SCHED_IDLE, "
+        "marking uploaded sales through its own connection (SQLite's write lock, not the "
+        "daemon's), so a checkout's thread takes the CPU from it at once; what it shares "
+        "is the disk (a checkout's commit, with its fsync, p99 "
+        f"{s['commit_p99_ms_with']:g} ms with the sync, {s['commit_p99_ms_without']:g} "
+        "without)."
+        + (
+            f" The control, another shop's terminal syncing the same backlog to the same "
+            f"central service: {control.value:g}x (runs {min(control.runs):.2f}-"
+            f"{max(control.runs):.2f}), what the central service's work costs the checkouts "
+            "with nothing of the sync in the terminal."
+            if control is not None and control.value is not None
+            else ""
+        )
+    )
+    return out

@@ -99,11 +99,16 @@ def _journal(
 
 @contextmanager
 def _gunicorn(
-    folder: Path, database_url: str | None, terminals: list[str], clock: Clock
+    folder: Path,
+    database_url: str | None,
+    terminals: list[str],
+    clock: Clock,
+    cpus: frozenset[int] | None = None,
 ) -> Iterator[Central]:
     """A central service with merchant M0001 and the given terminals, under gunicorn
     with 2 workers as `unioncard central serve` runs it (central.serve.run_gunicorn):
-    its URL and each terminal's enrolment bundle."""
+    its URL and each terminal's enrolment bundle. With ``cpus``, gunicorn and its
+    workers run on those CPUs only (:func:`pinned`)."""
     paths = CentralPaths(folder)
     create_keys(paths.keys, now=clock())
     union = Union.open(paths, database_url, clock)
@@ -120,6 +125,7 @@ def _gunicorn(
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     process = subprocess.Popen(
         [
+            *pinned(cpus),
             gunicorn,
             "--workers",
             "2",
@@ -147,6 +153,14 @@ def _gunicorn(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def pinned(cpus: frozenset[int] | None) -> list[str]:
+    """The command's prefix that runs it (and the processes it starts) on ``cpus``
+    only: util-linux's taskset; nothing when ``cpus`` is None."""
+    if cpus is None:
+        return []
+    return ["taskset", "--cpu-list", ",".join(str(c) for c in sorted(cpus))]
 
 
 @dataclass

@@ -201,16 +201,19 @@ class Server:
 
 
 @contextmanager
-def served(name: str, data_dir: Path, module: str = "bench.tillapi") -> Iterator[Server]:
+def served(
+    name: str, data_dir: Path, module: str = "bench.tillapi", cpus: frozenset[int] | None = None
+) -> Iterator[Server]:
     """The terminal at ``data_dir`` served by ``python -m <module> serve`` (this one's
-    :func:`serve`, or another bench's built the same way)."""
+    :func:`serve`, or another bench's built the same way), on ``cpus`` only if given."""
+    from bench.central import pinned
     from terminal.state import TerminalState
 
     port_file = data_dir.parent / f"{name}.port"
     log = data_dir.parent / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, "serve", str(data_dir), str(port_file)],
+            [*pinned(cpus), sys.executable, "-m", module, "serve", str(data_dir), str(port_file)],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -3,8 +3,11 @@ the figures live in `make bench`."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -101,3 +104,50 @@ def test_the_prose_says_where_the_syncs_time_goes() -> None:
     text = "\n".join(central_prose([figure]))  # type: ignore[list-item]
     assert "together 300 ms more than the sync's wall time" in text
     assert "The server's share alone (800 ms of CPU: the ingest" in text  # over 714 ms
+
+
+def _measured(placement: bgsync.Placement, slow: float) -> bgsync.Measured:
+    times = [[0.010] * 9 + [slow]] * 3
+    inside = {"cpu": [0.01], "wall": [0.012], "waits": [0.0], "commits": [0.002]}
+    phase = {**inside, "holds": [0.001], "held_by": {"mark": 0.001}}
+    return bgsync.Measured(
+        placement,
+        {"with": times, "without": [[0.010] * 10] * 3, "elsewhere": [[0.010] * 10] * 3},
+        [1.5, 1.6, 1.7],
+        {p: [phase] * 3 for p in ("with", "without", "elsewhere")},
+    )
+
+
+def test_the_goal_is_the_remote_placements_and_the_prose_gives_both(tmp_path: Any) -> None:
+    remote = bgsync.Placement("remote", frozenset({1}), frozenset({0}), tmp_path / "r")
+    shared = bgsync.Placement("shared", None, None, tmp_path / "s")
+    figures = [
+        bgsync._figure(_measured(remote, 0.011), bgsync.GOAL, 4000, 10),
+        bgsync._control(_measured(remote, 0.011), 4000, 10),
+        bgsync._figure(_measured(shared, 0.020), None, 4000, 10),
+        bgsync._control(_measured(shared, 0.020), 4000, 10),
+    ]
+    goal, _, informative, _ = figures
+    assert goal.goal == bgsync.GOAL and goal.met is True and "elsewhere" in goal.name
+    assert informative.goal is None and "same machine" in informative.name
+    assert "on CPU 1 only" in (goal.note or "") and "CPU 0" in (goal.note or "")
+    text = "\n".join(bgsync.prose(figures))
+    assert f"{goal.value:g}x (met" in text
+    assert f"{informative.value:g}x (runs" in text  # the shared placement's, beside it
+
+
+def test_the_placements_split_the_cpus_when_there_are_two() -> None:
+    ctx = SimpleNamespace(workdir=Path("/tmp"))
+    places = bgsync.placements(ctx)  # type: ignore[arg-type]
+    try:
+        if len(os.sched_getaffinity(0)) < 2:
+            assert [p.name for p in places] == ["shared"]
+            return
+        remote, shared = places
+        assert remote.central and remote.terminal and not remote.central & remote.terminal
+        assert remote.central | remote.terminal == set(os.sched_getaffinity(0))
+        assert shared.central is None and shared.terminal is None
+    finally:
+        for p in places:
+            if p.central is not None:
+                shutil.rmtree(p.elsewhere.parent, ignore_errors=True)
