@@ -174,6 +174,11 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
             raise WireFormatError(f"sales[{i}].at must be a UTC time like 2026-11-28T09:30:00Z")
         if sale.get("sig") is not None and not _is_hex(sale["sig"], SIGNATURE_HEX):
             raise WireFormatError(f"sales[{i}].sig must be {SIGNATURE_HEX} hex digits")
+        for name in ("prev_hash", "hash"):  # what the chain is hashed from and checked with
+            if not _is_hex(sale[name], HASH_HEX):
+                raise WireFormatError(
+                    f"sales[{i}].{name} must be {HASH_HEX} lower-case hex digits (a SHA-256)"
+                )
         _check_kind(sale, f"sales[{i}]")
         if sale.get("atc") is not None and sale["atc"] > 0xFFFF:
             raise WireFormatError(f"sales[{i}].atc must be the card's counter, 0 to 65535")
@@ -235,6 +240,7 @@ def _check_event(sale: Mapping[str, Any], where: str) -> None:
 
 
 _LOWER_HEX = re.compile("[0-9a-f]*")
+HASH_HEX = 64  # an entry's hash and the one before it: SHA-256
 
 
 def _is_hex(text: str, length: int) -> bool:

@@ -56,3 +56,16 @@ def test_an_uploaded_entrys_time_is_utc_to_the_second(at: str, ok: bool) -> None
     else:
         with pytest.raises(WireFormatError, match=r"sales\[0\]\.at must be a UTC time"):
             decode_sales(body)
+
+
+@pytest.mark.parametrize("name", ["prev_hash", "hash"])
+@pytest.mark.parametrize("bad", ["0" * 63 + "g", "0" * 63, "A" * 64, "0" * 65])
+def test_an_uploaded_entrys_hashes_are_64_hex_digits(name: str, bad: str) -> None:
+    """The union hashes ``prev_hash`` into the chain check (bytes.fromhex): anything
+    but 64 lower-case hex digits is a 400 naming the field, not a 500 inside the
+    ingest (found by test_fuzz_inputs: an edited repeat of a held entry)."""
+    sales = make_sales("T1", 1)
+    assert decode_sales(encode_sales("T1", sales))[1] == sales
+    body = encode_sales("T1", [replace(s, **{name: bad}) for s in sales])
+    with pytest.raises(WireFormatError, match=rf"sales\[0\]\.{name} must be 64 lower-case hex"):
+        decode_sales(body)
