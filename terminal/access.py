@@ -48,7 +48,12 @@ def token_digest(path: Path) -> str | None:
 
 def token_matches(path: Path, token: str) -> bool:
     """Whether ``token`` is the one whose digest ``path`` keeps (in constant time)."""
-    digest = token_digest(path)
+    return digest_matches(token_digest(path), token)
+
+
+def digest_matches(digest: str | None, token: str) -> bool:
+    """Whether ``token`` is the one whose kept digest is ``digest`` (in constant time;
+    never when no token was made or its file is damaged)."""
     return bool(digest) and hmac.compare_digest(_digest(token), str(digest))
 
 
