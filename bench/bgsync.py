@@ -588,6 +588,8 @@ WHERE = {
 
 
 def _figure(m: Measured, goal: str | None, backlog: int, count: int) -> Figure:
+    from bench.central import cpu_list
+
     p = m.placement
     if p.central is None:
         where = (
@@ -598,8 +600,8 @@ def _figure(m: Measured, goal: str | None, backlog: int, count: int) -> Figure:
         where = (
             f"against the central service under gunicorn (2 workers, SQLite, normal "
             f"priority) standing in for one on another machine: on CPU "
-            f"{_cpus(p.central)} only, its files in memory (tmpfs); the served terminal "
-            f"and its sync's process on CPU {_cpus(p.terminal)}, its journal on disk"
+            f"{cpu_list(p.central)} only, its files in memory (tmpfs); the served terminal "
+            f"and its sync's process on CPU {cpu_list(p.terminal)}, its journal on disk"
         )
     return _ratio(
         f"till API checkout while a background sync uploads a backlog of {backlog:,} "
@@ -623,10 +625,6 @@ def _figure(m: Measured, goal: str | None, backlog: int, count: int) -> Figure:
             **_noted(m.inside),
         },
     )
-
-
-def _cpus(cpus: frozenset[int] | None) -> str:
-    return ",".join(str(c) for c in sorted(cpus or ()))
 
 
 def _control(m: Measured, backlog: int, count: int) -> Figure:

@@ -160,7 +160,12 @@ def pinned(cpus: frozenset[int] | None) -> list[str]:
     only: util-linux's taskset; nothing when ``cpus`` is None."""
     if cpus is None:
         return []
-    return ["taskset", "--cpu-list", ",".join(str(c) for c in sorted(cpus))]
+    return ["taskset", "--cpu-list", cpu_list(cpus)]
+
+
+def cpu_list(cpus: frozenset[int] | None) -> str:
+    """``cpus`` as taskset writes a CPU list (``0,1``); empty for None."""
+    return ",".join(str(c) for c in sorted(cpus or ()))
 
 
 @dataclass

@@ -56,7 +56,7 @@ from pact.sale import Sale
 from pact.signing import canonical_json, sign, verify
 from pact.timefmt import iso, parse_iso
 from pact.trust import Root, load_pinned_root, trust_anchor, update_root
-from pact.wire import sale_checks
+from pact.wire import HASH_HEX, sale_checks
 
 FORMAT = "unioncard.audit-bundle"
 VERSION = 1
@@ -709,8 +709,8 @@ def _entries(
         if item.get("sig") is not None and not _is_hex(item["sig"], SIGNATURE_HEX):
             raise _refuse(where, f"sig must be {SIGNATURE_HEX} hex digits")
         for name in ("hash", "prev_hash"):
-            if not _is_hex(item[name], 64):
-                raise _refuse(where, f"{name} must be 64 hex digits")
+            if not _is_hex(item[name], HASH_HEX):
+                raise _refuse(where, f"{name} must be {HASH_HEX} hex digits")
         try:
             parse_iso(item["at"])
         except ValueError:

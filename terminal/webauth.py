@@ -69,15 +69,20 @@ def _data_dir() -> Path:
     return path
 
 
-def _fingerprint() -> str:
-    """A short mark of the current till token: sessions hold it, so a new token ends them."""
-    return (token_digest(_data_dir() / API_TOKEN_FILE) or "none")[:16]
+def _fingerprint(digest: str | None) -> str:
+    """A short mark of the till token whose kept digest is ``digest``: sessions hold it,
+    so a new token ends them."""
+    return (digest or "none")[:16]
+
+
+def _current_fingerprint() -> str:
+    return _fingerprint(token_digest(_data_dir() / API_TOKEN_FILE))
 
 
 @login_manager.user_loader  # type: ignore[untyped-decorator]
 def _load_session(user_id: str) -> Caller | None:
     role, _, mark = user_id.partition(":")
-    if role != "page" or not hmac.compare_digest(mark, _fingerprint()):
+    if role != "page" or not hmac.compare_digest(mark, _current_fingerprint()):
         return None
     return Caller("page", mark)
 
@@ -90,7 +95,7 @@ def _load_bearer(req: Any) -> Caller | None:
         return None
     till = token_digest(_data_dir() / API_TOKEN_FILE)  # read once a request
     if digest_matches(till, token):
-        return Caller("till", (till or "none")[:16])  # as _fingerprint()
+        return Caller("till", _fingerprint(till))
     if token_matches(_data_dir() / SUPERVISOR_TOKEN_FILE, token):
         g.supervisor_token = token
         return Caller("supervisor", "sup")
@@ -149,7 +154,7 @@ def login() -> Any:
     if form.validate_on_submit():
         if token_matches(_data_dir() / API_TOKEN_FILE, form.token.data.strip()):
             session.permanent = True
-            login_user(Caller("page", _fingerprint()))
+            login_user(Caller("page", _current_fingerprint()))
             target = request.args.get("next", "")
             # only a path of this site, never another host
             if not target.startswith("/") or target.startswith("//"):
