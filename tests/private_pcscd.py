@@ -29,10 +29,23 @@ from reader.pcscd import (
 )
 
 
+def _below_ephemeral() -> int:
+    """The first port the kernel may give an outgoing connection (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port_pair() -> int:
-    """A port P such that P and P + 1 are free (vpcd's two slots listen on both)."""
+    """A port P such that P and P + 1 are free (vpcd's two slots listen on both).
+
+    Below the kernel's ephemeral range: a port found free there cannot be taken by
+    some test's outgoing connection between this probe and vpcd's bind (a port above
+    it was, once: pcscd logged "Address already in use" and every card test failed)."""
+    top = max(_below_ephemeral(), 12002)
     for _ in range(200):
-        port = random.randrange(20000, 60000, 2)
+        port = random.randrange(10000, top - 1, 2)
         probes = []
         try:
             for p in (port, port + 1):
