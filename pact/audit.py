@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pact.basket import Basket, Line, RuleUsage
 from pact.chain import GENESIS, entry_hash
 from pact.device import check_signature
-from pact.discount import quote
+from pact.discount import discount_owed
 from pact.errors import DeviceSignatureError, SignatureError
 from pact.event import CLOCK_JUMP, OFFLINE_LIMIT, UPDATE_INSTALLED, event_code
 from pact.money import fen
@@ -515,7 +515,7 @@ def _check_sale(
         periods = dict(quota_periods(policy, at))
         if periods:
             used = usage.of(entry.token, periods)
-    owed = quote(basket, member, policy, at, used).discount
+    owed = discount_owed(basket, member, policy, at, used)
     if entry.discount > owed:
         return Finding(HIGH, t, seq, "over_discount",
                        Msg.of(N_("a discount of %(given)s where the policy gives %(owed)s"),

@@ -449,10 +449,15 @@ def _nonzero(indices: list[int], shares: list[int]) -> tuple[list[int], list[int
 def _apply(
     offer: _Offer,
     remaining: list[int],
-    line_rules: list[tuple[str, ...]],
-    line_split: list[tuple[tuple[str, int], ...]],
+    line_rules: list[tuple[str, ...]] | None,
+    line_split: list[tuple[tuple[str, int], ...]] | None,
 ) -> None:
-    """Take the offer's shares off what its lines still cost, and name it on them."""
+    """Take the offer's shares off what its lines still cost, and name it on them
+    (unless ``line_rules`` and ``line_split`` are None: only the total is asked)."""
+    if line_rules is None or line_split is None:
+        for i, share in zip(offer.lines, offer.shares, strict=True):
+            remaining[i] -= share
+        return
     rule_id = offer.spec.rule.id
     named = (rule_id,)
     for i, share in zip(offer.lines, offer.shares, strict=True):
@@ -468,60 +473,69 @@ def _none(basket: Basket, reason: Msg) -> Quote:
     )
 
 
-def quote(
+def _gate(
     basket: Basket,
     member: Membership | None,
     policy: Policy | None,
     now: datetime,
-    usage: Usage = NO_USAGE,
-    not_member_reason: Msg | None = None,
-) -> Quote:
-    """Price one sale. Pure and deterministic.
-
-    ``usage`` is the member's use of each quota rule in the rule's current period
-    (pact.policy.quota_periods names the periods; the journal counts them).
-    ``not_member_reason`` is the reason given when ``member`` is None (by default,
-    "not a member").
-    """
+    not_member_reason: Msg | None,
+) -> Msg | None:
+    """Why no rule can apply to this sale at all; None when the rules are to be priced."""
     if not isinstance(basket, Basket):
         raise ValueError("quote() takes a Basket (Basket.of_amount(fen) for a plain amount)")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if member is None:
-        return _none(basket, not_member_reason or Msg.of(N_("not a member")))
+        return not_member_reason or Msg.of(N_("not a member"))
     if not member.is_valid_on(shop_day(policy, now)):
         if member.status == "active":
-            return _none(basket, Msg.of(N_("membership has ended")))
+            return Msg.of(N_("membership has ended"))
         if member.status == "suspended":
-            return _none(basket, Msg.of(N_("membership suspended")))
-        return _none(basket, Msg.of(N_("membership %(status)s"), status=member.status))
+            return Msg.of(N_("membership suspended"))
+        return Msg.of(N_("membership %(status)s"), status=member.status)
     if policy is None:
-        return _none(basket, Msg.of(N_("no discount policy installed")))
+        return Msg.of(N_("no discount policy installed"))
     status = policy.status_at(now)
     if status == "suspended":
-        return _none(basket, Msg.of(N_("merchant suspended: no member discounts")))
+        return Msg.of(N_("merchant suspended: no member discounts"))
     if status == "exited":
-        return _none(basket, Msg.of(N_("merchant exited: no member discounts")))
+        return Msg.of(N_("merchant exited: no member discounts"))
     if status != "active":
-        return _none(basket, Msg.of(N_("merchant %(status)s: no member discounts"), status=status))
+        return Msg.of(N_("merchant %(status)s: no member discounts"), status=status)
     if policy.is_expired(now):
-        return _none(
-            basket,
-            Msg.of(N_("discount policy expired at %(at)s"), at=iso(policy.expires_at)),
-        )
+        return Msg.of(N_("discount policy expired at %(at)s"), at=iso(policy.expires_at))
     if not policy.rules:
-        return _none(basket, Msg.of(N_("this shop's policy has no member offers")))
+        return Msg.of(N_("this shop's policy has no member offers"))
+    return None
 
+
+class _Priced(NamedTuple):
+    by_line: _Index  # the basket's lines the rules priced
+    remaining: list[int]  # what each line still costs after the offers
+    offers: list[_Offer]  # in the order applied
+    skipped: list[tuple[_RuleSpec, Msg]]  # with why; [] when only the total is asked
+
+
+def _price_rules(
+    lines: Sequence[Line],
+    tier: int,
+    policy: Policy,
+    now: datetime,
+    usage: Usage,
+    line_rules: list[tuple[str, ...]] | None = None,
+    line_split: list[tuple[tuple[str, int], ...]] | None = None,
+) -> _Priced:
+    """Every rule priced over the lines (past the gates of :func:`_gate`). The rules
+    applied to each line, and each one's fen on it, are added to ``line_rules`` and
+    ``line_split`` when given; without them only the offers are worked out, and the
+    rules that give nothing are not listed."""
+    detail = line_rules is not None
     prepared = _prepared(policy)
-    lines = basket.lines
     index = _Index(lines, prepared)
     remaining = index.gross.copy()
     local = now.astimezone(prepared.zone)
     outside = [window_refusal(w, local, policy.holidays) for w in prepared.windows]
-    tier, rounding = member.tier, policy.rounding
-    line_rules: list[tuple[str, ...]] = [()] * len(lines)  # the rules applied to each line
-    # ... and each one's fen on it, in the order the rules were applied
-    line_split: list[tuple[tuple[str, int], ...]] = [()] * len(lines)
+    rounding = policy.rounding
     skipped: list[tuple[_RuleSpec, Msg]] = []
     offers: list[_Offer] = []
 
@@ -531,19 +545,21 @@ def quote(
                 spec, index, remaining, usage, rounding
             )
             if isinstance(outcome, Msg):
-                skipped.append((spec, outcome))
+                if detail:
+                    skipped.append((spec, outcome))
                 continue
             offers.append(outcome)
             _apply(outcome, remaining, line_rules, line_split)
-    else:
-        priced: list[_Offer | Msg] = [
-            _refusal(spec, tier, outside, usage) or _price(spec, index, remaining, usage, rounding)
-            for spec in prepared.rules
-        ]
-        best: _Offer | None = None
-        for outcome in priced:
-            if isinstance(outcome, _Offer) and (best is None or outcome.total > best.total):
-                best = outcome
+        return _Priced(index, remaining, offers, skipped)
+    priced: list[_Offer | Msg] = [
+        _refusal(spec, tier, outside, usage) or _price(spec, index, remaining, usage, rounding)
+        for spec in prepared.rules
+    ]
+    best: _Offer | None = None
+    for outcome in priced:
+        if isinstance(outcome, _Offer) and (best is None or outcome.total > best.total):
+            best = outcome
+    if detail:
         for spec, outcome in zip(prepared.rules, priced, strict=True):
             if isinstance(outcome, Msg):
                 skipped.append((spec, outcome))
@@ -562,10 +578,38 @@ def quote(
                         ),
                     )
                 )
-        if best is not None:
-            offers.append(best)
-            _apply(best, remaining, line_rules, line_split)
+    if best is not None:
+        offers.append(best)
+        _apply(best, remaining, line_rules, line_split)
+    return _Priced(index, remaining, offers, skipped)
 
+
+def quote(
+    basket: Basket,
+    member: Membership | None,
+    policy: Policy | None,
+    now: datetime,
+    usage: Usage = NO_USAGE,
+    not_member_reason: Msg | None = None,
+) -> Quote:
+    """Price one sale. Pure and deterministic.
+
+    ``usage`` is the member's use of each quota rule in the rule's current period
+    (pact.policy.quota_periods names the periods; the journal counts them).
+    ``not_member_reason`` is the reason given when ``member`` is None (by default,
+    "not a member").
+    """
+    refused = _gate(basket, member, policy, now, not_member_reason)
+    if refused is not None:
+        return _none(basket, refused)
+    assert member is not None and policy is not None  # (the gate says why not otherwise)
+    lines = basket.lines
+    line_rules: list[tuple[str, ...]] = [()] * len(lines)  # the rules applied to each line
+    # ... and each one's fen on it, in the order the rules were applied
+    line_split: list[tuple[tuple[str, int], ...]] = [()] * len(lines)
+    index, remaining, offers, skipped = _price_rules(
+        lines, member.tier, policy, now, usage, line_rules, line_split
+    )
     line_discount = [g - r for g, r in zip(index.gross, remaining, strict=True)]
     discount = sum([offer.total for offer in offers])
     gross = sum(index.gross)
@@ -581,6 +625,21 @@ def quote(
         by_rule=tuple([(o.spec.rule.id, o.total) for o in offers]),
         not_applied=tuple([NotApplied(spec.rule.id, reason) for spec, reason in skipped]),
     )
+
+
+def discount_owed(
+    basket: Basket,
+    member: Membership | None,
+    policy: Policy | None,
+    now: datetime,
+    usage: Usage = NO_USAGE,
+) -> int:
+    """``quote(basket, member, policy, now, usage).discount``, without the rest of the
+    quote (the lines' split, the reasons): what an audit recomputing every sale asks."""
+    if _gate(basket, member, policy, now, None) is not None:
+        return 0
+    assert member is not None and policy is not None
+    return sum([o.total for o in _price_rules(basket.lines, member.tier, policy, now, usage)[2]])
 
 
 def _of_rule(label: str, reason: Msg) -> Msg:

@@ -56,7 +56,7 @@ MODULES = [
 # Bad arguments from code, not from people, stay plain ValueError / TypeError in English
 # (docs/architecture.md, "Errors"): (module, function) -> how many such raises it has.
 PROGRAMMER_ERRORS = {
-    ("pact.discount", "quote"): 2,  # not a Basket; a naive datetime
+    ("pact.discount", "_gate"): 2,  # not a Basket; a naive datetime (quote, discount_owed)
     ("pact.sale", "_make_layout"): 1,  # a Sale field of a type the codecs do not know
     ("pact.receipt", "normal_code"): 1,  # `unioncard audit receipt CODE`: a usage error
 }

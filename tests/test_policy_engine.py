@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pact.basket import Basket, Line, RuleUsage
-from pact.discount import Quote, quote
+from pact.discount import Quote, discount_owed, quote
 from pact.policy import (
     COMBINE_MODES,
     HOLIDAY_MODES,
@@ -217,6 +217,27 @@ def test_the_same_inputs_give_the_same_quote(case) -> None:
     first = quote(basket, member, policy, now, usage)
     again = quote(basket, member, policy, now, dict(usage))
     assert isinstance(first, Quote) and first == again
+
+
+@PROFILE
+@given(
+    cases(),
+    st.none()
+    | st.builds(
+        Membership,
+        status=st.sampled_from(("active", "suspended", "lapsed")),
+        tier=st.integers(0, 3),
+        valid_until=st.none() | st.dates(date(2025, 12, 1), date(2027, 1, 31)),
+    ),
+)
+def test_the_audit_s_discount_is_the_quote_s(case, other: Membership | None) -> None:
+    """discount_owed (the audit's recompute, without the quote's lines and reasons)
+    gives the quote's discount, for members and not, in and out of their validity."""
+    basket, member, policy, now, usage = case
+    for who in (member, other):
+        assert discount_owed(basket, who, policy, now, usage) == (
+            quote(basket, who, policy, now, usage).discount
+        )
 
 
 @PROFILE
