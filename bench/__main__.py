@@ -195,6 +195,15 @@ def since(
     ]
 
 
+def _elsewhere(rerun: dict[str, Any], info: dict[str, Any]) -> str:
+    """ ", on <cpu>" when a partial run ran on another CPU than the whole run (a VM
+    moved to other hardware): its figures are not comparable with the others'."""
+    cpu = rerun.get("machine", {}).get("cpu")
+    if cpu is None or cpu == info.get("cpu"):
+        return ""
+    return f", on another CPU: {cpu}, {rerun['machine'].get('cores', '?')} cores"
+
+
 def render_markdown(
     figures: list[Figure],
     info: dict[str, Any],
@@ -208,7 +217,8 @@ def render_markdown(
 ) -> str:
     again = "".join(
         f"; then `python -m bench --only` ran {', '.join(r['modules'])} again alone "
-        f"({r['at']}, {r['seconds']:.0f} s), whose figures replace that run's"
+        f"({r['at']}, {r['seconds']:.0f} s{_elsewhere(r, info)}), whose figures replace "
+        "that run's"
         for r in reruns or []
     )
     lines = [
@@ -240,6 +250,11 @@ def render_markdown(
     lines += since(previous, figures, rerun_names)
     lines += ["", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [
+        f"- {', '.join(r['modules'])} ({r['at']}){_elsewhere(r, info)}"
+        for r in reruns or []
+        if _elsewhere(r, info)
+    ]
     if conditions:
         lines += [
             "",
@@ -362,23 +377,29 @@ def main() -> int:
         conditions = {**previous.get("conditions", {}), **conditions}
         reruns = [
             *previous.get("reruns", []),
-            {"modules": ran, "seconds": round(seconds, 1), "at": f"{datetime.now(UTC):%Y-%m-%d}"},
+            {
+                "modules": ran,
+                "seconds": round(seconds, 1),
+                "at": f"{datetime.now(UTC):%Y-%m-%d}",
+                "machine": {"cpu": info["cpu"], "cores": info["cores"]},
+            },
         ]
         prose = []
         for name in MODULES:
             module = importlib.import_module(name)
             if hasattr(module, "prose"):
                 prose += module.prose(figures)
+        whole_machine = previous.get("machine", info)  # the whole run's; each rerun has its own
         results = {
             **previous,
-            "machine": info,
+            "machine": whole_machine,
             "conditions": conditions,
             "reruns": reruns,
             "figures": merged,
         }
         markdown = render_markdown(
             figures,
-            info,
+            whole_machine,
             previous["seconds"],
             args.quick,
             conditions,

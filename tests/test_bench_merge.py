@@ -34,3 +34,22 @@ def test_the_page_says_which_modules_ran_again_and_compares_only_those() -> None
     page = render_markdown(figures, {}, 400, False, {}, [], previous, reruns, {"b1"})
     assert "in 400 s; then `python -m bench --only` ran m.b again alone (2026-12-01, 90 s)" in page
     assert "| b1 | 2 | 4 x | +100.0 % |" in page and "| a1 |" not in page.split("## Since")[1]
+
+
+def test_a_module_run_again_on_other_hardware_says_so() -> None:
+    """A VM moved to another CPU between runs: the page names the partial run's CPU, so
+    its figures are not read as the whole run's machine's."""
+    whole = {"cpu": "AMD EPYC", "cores": 2}
+    previous = {"figures": [fig("a1", 1), fig("b1", 2)], "seconds": 400}
+    figures = [figure_of(fig("a1", 1)), figure_of(fig("b1", 4, "m.b"))]
+    same = {"modules": ["m.a"], "seconds": 9.0, "at": "2026-11-30", "machine": whole}
+    moved = {"modules": ["m.b"], "seconds": 90.0, "at": "2026-12-01",
+             "machine": {"cpu": "Intel Xeon", "cores": 2}}  # fmt: skip
+    page = render_markdown(figures, whole, 400, False, {}, [], previous, [same, moved], {"b1"})
+    assert "ran m.a again alone (2026-11-30, 9 s), whose" in page
+    assert "ran m.b again alone (2026-12-01, 90 s, on another CPU: Intel Xeon, 2 cores)" in page
+    machine = page.split("## Machine")[1]
+    assert (
+        "- cpu: AMD EPYC" in machine and "- m.b (2026-12-01), on another CPU: Intel Xeon" in machine
+    )
+    assert "- m.a (" not in machine
