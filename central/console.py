@@ -19,7 +19,9 @@ import json
 import os
 import re
 import shlex
-from datetime import date
+import threading
+from collections.abc import Callable
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from pact.audit import kinds as audit_kinds
 from pact.files import atomic_write
 from pact.money import fen
 from pact.text import Msg
-from pact.timefmt import parse_moment
+from pact.timefmt import parse_iso, parse_moment
 
 SECRET_FILE = "console.secret"
 LANGUAGES = {"zh": "zh-CN", "en": "en"}
@@ -495,6 +497,24 @@ def _too_big(exc: Any) -> Any:
     return render_template("console/message.html", message=message), 413
 
 
+UNFINISHED_AFTER = timedelta(hours=1)  # a run still "running" this long has stopped
+
+
+def _in_background(name: str, work: Callable[..., object], *args: object) -> None:
+    """Work a request starts and does not wait for: a thread of this process (the store
+    keeps its state, so any of the service's processes shows how it went)."""
+    threading.Thread(target=work, args=args, name=name, daemon=True).start()
+
+
+def _run_shown(run: dict[str, Any]) -> dict[str, Any]:
+    """An audit run as its page shows it: a run "running" for longer than
+    :data:`UNFINISHED_AFTER` did not finish (its process stopped), and says so."""
+    if run["state"] == "running":
+        if _union().clock() - parse_iso(run["run_at"]) > UNFINISHED_AFTER:
+            return {**run, "state": "unfinished"}
+    return run
+
+
 @bp.route("/audit", methods=["GET", "POST"])
 def audit() -> Any:
     """The audit (pact.audit), for union staff, in the reader's language. POST runs it
@@ -522,7 +542,9 @@ def audit() -> Any:
             first = date.fromisoformat(args.get("from", ""))
             last = date.fromisoformat(args.get("to", ""))
             if request.method == "POST":
-                number, _found = union.run_audit(merchant_id, first, last, current_user.id)
+                number = union.start_audit(merchant_id, first, last, current_user.id)
+                _in_background(f"audit-run-{number}", union.finish_audit, number, merchant_id,
+                               first, last)  # fmt: skip
                 return redirect(url_for("console.audit", merchant=merchant_id, run=number))
             found = union.audit(merchant_id, first, last)
         except ValueError:
@@ -542,9 +564,12 @@ def audit() -> Any:
             terminal_id=terminal_id or None,
         )
         findings = [shown({**f, "detail_id": f["message"]}) for f in stored]
-    runs = union.store.audit_runs(merchant_id or None)[:50]
+    runs = [_run_shown(r) for r in union.store.audit_runs(merchant_id or None)[:50]]
+    chosen = next((r for r in runs if str(r["id"]) == run_id), None)
     return render_template(
         "console/audit.html",
+        chosen=chosen,
+        running=chosen is not None and chosen["state"] == "running",
         merchants=_merchants(),
         merchant_id=merchant_id,
         kind=kind,

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from central import policies
 from central.errors import (
     AuthError,
+    CentralError,
     ConflictError,
     EvidenceError,
     InputError,
@@ -121,6 +123,13 @@ def member_rows(
 
 
 TOKEN_CHUNK = 512  # rows tokenised at once
+
+log = logging.getLogger(__name__)
+
+
+def _run_by(who: str) -> str:
+    """Who ran an audit, as its run keeps it: one line of at most 64 characters."""
+    return " ".join(who.split())[:64] or "staff"
 
 
 def _tokenized(
@@ -894,9 +903,7 @@ class Union:
         """The audit's findings (pact.audit) on the merchant's entries journaled from the
         local day ``first`` to ``last``; the month before is read too, for the quotas'
         earlier use, but only the period's entries are judged."""
-        if last < first:
-            raise InputError("the audit's last day is before its first: check --from and --to")
-        self.store.merchant(merchant_id)  # NotFoundError names an unknown merchant
+        self._audit_request(merchant_id, first, last)
         start, end = period_bounds(first, last, ZoneInfo(self.timezone))
         # whole runs of each chain, events too (the chain's own entries, and what the
         # behaviour checks read), from the month before on
@@ -964,21 +971,47 @@ class Union:
             )
         return kept
 
+    def _audit_request(self, merchant_id: str, first: date, last: date) -> None:
+        if last < first:
+            raise InputError("the audit's last day is before its first: check --from and --to")
+        self.store.merchant(merchant_id)  # NotFoundError names an unknown merchant
+
     def run_audit(
         self, merchant_id: str, first: date, last: date, by: str, runner: Runner = IN_TURN
     ) -> tuple[int, list[Finding]]:
         """:meth:`audit`, its findings stored as one run (who, when, which days): the
         run's number and the findings."""
         findings = self.audit(merchant_id, first, last, runner)
+        kept = [f.as_json() for f in findings]
         run_id = self.store.add_audit_run(
-            merchant_id,
-            first,
-            last,
-            iso(self.clock()),
-            " ".join(by.split())[:64] or "staff",
-            [f.as_json() for f in findings],
+            merchant_id, first, last, iso(self.clock()), _run_by(by), kept
         )
         return run_id, findings
+
+    def start_audit(self, merchant_id: str, first: date, last: date, by: str) -> int:
+        """A run of :meth:`audit` numbered now, in state ``running``, for
+        :meth:`finish_audit` to do (the console, in the background: a merchant-year takes
+        longer than a web request may). A wrong request is refused here, at once."""
+        self._audit_request(merchant_id, first, last)
+        return self.store.start_audit_run(merchant_id, first, last, iso(self.clock()), _run_by(by))
+
+    def finish_audit(self, run_id: int, merchant_id: str, first: date, last: date) -> None:
+        """Do a started run: its findings stored, or the line that says why it stopped
+        (a central error's; an unexpected one is logged whole and named)."""
+        try:
+            findings = self.audit(merchant_id, first, last)
+        except CentralError as exc:
+            self.store.fail_audit_run(run_id, str(exc), iso(self.clock()))
+            return
+        except Exception as exc:  # a background run: nobody above to tell
+            log.exception("audit run #%s stopped", run_id)
+            self.store.fail_audit_run(
+                run_id,
+                f"the audit stopped ({type(exc).__name__}): the service's log has the rest",
+                iso(self.clock()),
+            )
+            return
+        self.store.finish_audit_run(run_id, [f.as_json() for f in findings], iso(self.clock()))
 
     def admit_merchant(self, merchant_id: str, standards: list[str], by: str) -> None:
         """Keep the standards the merchant agreed to, with today's date and the admin."""

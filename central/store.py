@@ -298,6 +298,10 @@ audit_runs = sa.Table(
     sa.Column("run_at", sa.String(32), nullable=False),
     sa.Column("run_by", sa.String(64), nullable=False),
     sa.Column("findings", sa.Integer, nullable=False),
+    # running (started by the console, its findings not stored yet), done, failed
+    sa.Column("state", sa.String(8), nullable=False, server_default="done"),
+    sa.Column("finished_at", sa.String(32), nullable=True),
+    sa.Column("error", sa.String(500), nullable=True),  # why a failed run stopped
 )
 audit_findings = sa.Table(
     "audit_findings",
@@ -1332,37 +1336,75 @@ class Store:
         """Keep one audit run and its findings (each ``pact.audit.Finding.as_json()``)
         in one transaction; return the run's number."""
         with self._writing() as conn:
-            done = conn.execute(
-                audit_runs.insert().values(
-                    merchant_id=merchant_id,
-                    first_day=first,
-                    last_day=last,
-                    run_at=at,
-                    run_by=by,
-                    findings=len(findings),
-                )
-            )
-            key = done.inserted_primary_key
-            if key is None:  # pragma: no cover - every dialect here returns it
-                raise StoreError("the audit run was not numbered")
-            run_id = int(key[0])
-            if findings:
-                conn.execute(
-                    audit_findings.insert(),
-                    [
-                        {
-                            "run_id": run_id,
-                            "severity": f["severity"],
-                            "terminal_id": f["terminal_id"],
-                            "seqs": json.dumps(list(f["seqs"])),
-                            "kind": f["kind"],
-                            "detail": f["detail"],
-                            "message": json.dumps(f["detail_id"], ensure_ascii=False),
-                        }
-                        for f in findings
-                    ],
-                )
+            run_id = self._new_audit_run(conn, merchant_id, first, last, at, by, "done")
+            self._keep_findings(conn, run_id, findings, at)
         return run_id
+
+    def start_audit_run(self, merchant_id: str, first: date, last: date, at: str, by: str) -> int:
+        """Number a run that starts now (state ``running``); its findings follow with
+        :meth:`finish_audit_run`, or :meth:`fail_audit_run` says why there are none."""
+        with self._writing() as conn:
+            return self._new_audit_run(conn, merchant_id, first, last, at, by, "running")
+
+    def finish_audit_run(self, run_id: int, findings: Sequence[Mapping[str, Any]], at: str) -> None:
+        """A running run's findings, stored in one transaction with its state ``done``."""
+        with self._writing() as conn:
+            self._keep_findings(conn, run_id, findings, at)
+
+    def fail_audit_run(self, run_id: int, error: str, at: str) -> None:
+        """A running run that stopped without findings, and the line that says why."""
+        with self._writing() as conn:
+            conn.execute(
+                audit_runs.update()
+                .where(audit_runs.c.id == run_id, audit_runs.c.state == "running")
+                .values(state="failed", finished_at=at, error=error[:500])
+            )
+
+    @staticmethod
+    def _new_audit_run(
+        conn: Connection, merchant_id: str, first: date, last: date, at: str, by: str, state: str
+    ) -> int:
+        done = conn.execute(
+            audit_runs.insert().values(
+                merchant_id=merchant_id,
+                first_day=first,
+                last_day=last,
+                run_at=at,
+                run_by=by,
+                findings=0,
+                state=state,
+            )
+        )
+        key = done.inserted_primary_key
+        if key is None:  # pragma: no cover - every dialect here returns it
+            raise StoreError("the audit run was not numbered")
+        return int(key[0])
+
+    @staticmethod
+    def _keep_findings(
+        conn: Connection, run_id: int, findings: Sequence[Mapping[str, Any]], at: str
+    ) -> None:
+        if findings:
+            conn.execute(
+                audit_findings.insert(),
+                [
+                    {
+                        "run_id": run_id,
+                        "severity": f["severity"],
+                        "terminal_id": f["terminal_id"],
+                        "seqs": json.dumps(list(f["seqs"])),
+                        "kind": f["kind"],
+                        "detail": f["detail"],
+                        "message": json.dumps(f["detail_id"], ensure_ascii=False),
+                    }
+                    for f in findings
+                ],
+            )
+        conn.execute(
+            audit_runs.update()
+            .where(audit_runs.c.id == run_id)
+            .values(findings=len(findings), state="done", finished_at=at)
+        )
 
     def audit_runs(self, merchant_id: str | None = None) -> list[dict[str, Any]]:
         """The audit runs, newest first (of one merchant, if given)."""

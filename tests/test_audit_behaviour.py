@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from central import policies
+from central.errors import InputError
 from central.store import Store, sales
 from pact.audit import HIGH, MEDIUM, Thresholds
 from pact.cards import PanTokenizer
@@ -301,6 +304,65 @@ def test_the_store_keeps_runs_and_filters_findings(store: Store) -> None:
     assert pick(kind="silent", merchant_id="M0001") == []
 
 
+def finished(store: Store, run_id: int, within: float = 60.0) -> dict:
+    """The run once it is no longer running (the console runs it in a thread)."""
+    deadline = time.monotonic() + within
+    while True:
+        [run] = [r for r in store.audit_runs() if r["id"] == run_id]
+        if run["state"] != "running" or time.monotonic() > deadline:
+            return run
+        time.sleep(0.05)
+
+
+def test_the_console_shows_a_run_running_then_its_findings_or_why_it_stopped(
+    console,  # noqa: F811
+    site: Site,
+    clock,
+) -> None:
+    """A run the console started is shown running, on a page that looks again every
+    5 s, until its findings are stored; a run that stopped says why (a refused request,
+    an unexpected error), and one still running an hour on did not finish."""
+    union = console.extensions["unioncard"]
+    day = clock().date()
+    aud, _ = sign_in(console, "aud")
+
+    def page(run: int) -> str:
+        return aud.get(f"/console/audit?merchant=M0001&run={run}").get_data(as_text=True)
+
+    first = union.start_audit("M0001", day, day, "aud")
+    text = page(first)
+    assert 'data-state="running"' in text and '<meta http-equiv="refresh" content="5">' in text
+    assert f"运行 #{first} 正在进行" in text and 'id="findings"' not in text
+    union.finish_audit(first, "M0001", day, day)
+    text = page(first)
+    assert "refresh" not in text and 'id="run-state"' not in text and 'id="findings"' in text
+    assert union.store.audit_runs()[0]["state"] == "done"
+
+    refused = union.start_audit("M0001", day, day, "aud")
+    union.finish_audit(refused, "M0001", day, day - timedelta(days=1))  # as if it were asked
+    text = page(refused)
+    assert 'data-state="failed"' in text and "check --from and --to" in text
+    assert "refresh" not in text
+
+    def broken(*args: object) -> list:
+        raise RuntimeError("the disk went away")
+
+    union.audit = broken
+    stopped = union.start_audit("M0001", day, day, "aud")
+    union.finish_audit(stopped, "M0001", day, day)
+    [run] = [r for r in union.store.audit_runs() if r["id"] == stopped]
+    assert run["state"] == "failed" and "RuntimeError" in run["error"]
+    assert "the disk went away" not in run["error"]  # the log has it, not the page
+
+    lost = union.start_audit("M0001", day, day, "aud")  # its process is gone: never finished
+    assert 'data-state="running"' in page(lost)
+    clock.advance(timedelta(hours=1, seconds=1))
+    text = page(lost)
+    assert 'data-state="unfinished"' in text and "refresh" not in text
+    with pytest.raises(InputError):
+        union.start_audit("M0001", day, day - timedelta(days=1), "aud")  # refused at once
+
+
 def test_the_console_runs_stores_and_filters_findings(console, site: Site, clock) -> None:  # noqa: F811
     """An auditor runs the audit on the console: the run is stored under their name,
     and its findings are listed, filtered by kind, severity, terminal and run, with
@@ -320,8 +382,8 @@ def test_the_console_runs_stores_and_filters_findings(console, site: Site, clock
     assert done.status_code == 302 and done.headers["Location"].endswith(
         "/console/audit?merchant=M0001&run=1"
     )
-    [run] = site.union.store.audit_runs("M0001")
-    assert (run["run_by"], run["findings"]) == ("aud", 3)
+    run = finished(site.union.store, 1)  # the run goes on in the background
+    assert (run["run_by"], run["state"], run["findings"]) == ("aud", "done", 3)
 
     def rows(query: str) -> list[tuple[str, str, str]]:
         text = aud.get(f"/console/audit?{query}").get_data(as_text=True)
