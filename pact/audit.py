@@ -64,7 +64,7 @@ SEVERITIES = (HIGH, MEDIUM, LOW)
 # the kinds of finding, for the console's filter
 EVIDENCE_KINDS = (
     "edited", "gap", "fork", "time_backwards", "clock_jump", "bad_signature", "atc_repeated",
-    "atc_backwards",
+    "atc_backwards", "dated_after_receipt",
 )  # fmt: skip
 # what a ``clock-jump`` event's note says when the terminal stopped discounts for it
 # (terminal.service: its clock read behind its last trusted time, pact.generation)
@@ -204,6 +204,7 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
     findings: list[Finding] = []
     for terminal_id in sorted(by_terminal):
         findings += _evidence(by_terminal[terminal_id], facts_, altered, unsigned)
+        findings += _dated_after_receipt(by_terminal[terminal_id], facts_)
     findings += _counters(kept)
     findings += [f for share in done for f in share.findings]
     findings += _turned_away(stretches, [t for share in done for t in share.turned])
@@ -342,6 +343,37 @@ def _evidence(
             )  # fmt: skip
         before = entry
     return out
+
+
+def _dated_after_receipt(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
+    """One terminal's entries (in seq order) dated later than the union's receipt of its
+    newest entry, by more than the clock's tolerance: each was received by then, so the
+    terminal's clock was ahead when it journaled them, and the time their discount was
+    judged by (a time window, a quota's period, the merchant's status) cannot be
+    trusted. One finding per run of such entries, its first and last seq."""
+    contact = facts.facts.terminals.get(entries[0].terminal_id) if entries else None
+    if contact is None or contact.last_upload is None:
+        return []
+    bound = contact.last_upload + CLOCK_TOLERANCE
+    runs: list[list[Sale]] = []
+    for entry in entries:
+        if facts.at(entry) <= bound:
+            continue
+        if runs and runs[-1][-1].seq == entry.seq - 1:
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+    return [
+        Finding(MEDIUM, run[0].terminal_id, tuple(sorted({run[0].seq, run[-1].seq})),
+                "dated_after_receipt",
+                Msg.of(N_("%(count)s entries dated as late as %(latest)s, after the union "
+                          "received this terminal's newest entry at %(received)s: its clock "
+                          "was ahead, and the times their discounts were judged by cannot "
+                          "be trusted"),
+                       count=len(run), latest=max(e.at for e in run),
+                       received=iso(contact.last_upload)))
+        for run in runs
+    ]  # fmt: skip
 
 
 def _counters(entries: Sequence[Sale]) -> list[Finding]:

@@ -23,12 +23,13 @@ from pact.audit import HIGH, MEDIUM, Thresholds
 from pact.cards import PanTokenizer
 from pact.event import OFFLINE_LIMIT, event_code
 from pact.money import fen
+from pact.timefmt import iso
 from reader.identity import identity_from_pan
 from terminal.checkout import checkout
 from terminal.service import TerminalService
 from terminal.supervisor import set_pin
 from terminal.syncing import sync_terminal
-from tests.conftest import Site
+from tests.conftest import Clock, Site
 from tests.helpers import MEMBER_PAN, with_luhn
 from tests.test_console import _csrf, console, sign_in  # noqa: F401 - the fixture
 from tests.test_policy_checkout import card
@@ -232,6 +233,28 @@ def test_the_terminals_clock_going_back_is_found(site: Site, clock, tmp_path) ->
     site.sync(clock)
     code, lines = audit(clock, tmp_path, day)
     assert (code, kinds(lines)) == (1, ["terminal=T1 seq=2,3 finding=time_backwards"])
+
+
+def test_entries_dated_after_the_union_received_them_are_found(site: Site, clock, tmp_path) -> None:
+    """The shop's clock put ahead (to make a time window's or a quota period's discount
+    look due): entries dated later than the union received them, past the tolerance,
+    are found, one finding per run of them; a clock ahead within it is not."""
+    site.sync(clock)
+    clock.advance(HOUR)
+    site.sell(MEMBER_PAN, 1000, clock)
+    site.sell(MEMBER_PAN, 1000, Clock(clock() + timedelta(minutes=4)))  # within the tolerance
+    site.sync(clock)
+    day = clock().date().isoformat()
+    assert audit(clock, tmp_path, day) == (0, [])
+    ahead = Clock(clock() + timedelta(hours=3))
+    for _ in range(3):
+        site.sell(MEMBER_PAN, 1000, ahead)
+        ahead.advance(timedelta(minutes=1))
+    site.sync(clock)  # the union receives them at its own time
+    code, lines = audit(clock, tmp_path, day)
+    assert (code, kinds(lines)) == (1, ["terminal=T1 seq=3,5 finding=dated_after_receipt"])
+    assert f"3 entries dated as late as {iso(ahead() - timedelta(minutes=1))}" in lines[0]
+    assert f"received this terminal's newest entry at {iso(clock())}" in lines[0]
 
 
 # ------------------------------------------------------------------ stored runs

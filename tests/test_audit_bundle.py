@@ -38,7 +38,7 @@ from pact.trust import build_root, load_pinned_root, update_root
 from sync.client import CentralClient
 from terminal.journal import Journal
 from terminal.state import TerminalState
-from tests.conftest import FAST, Site, pg_schema
+from tests.conftest import FAST, Clock, Site, pg_schema
 from tests.helpers import MEMBER_PAN
 from tests.test_commands import one_line_error, run
 from tests.test_evidence import FORGED_EXTRA, forge
@@ -333,3 +333,23 @@ def test_an_install_before_the_audit_role_adds_its_key_by_rotation(
         "--root-key", str(paths.keys / "root.pem"),
     )  # fmt: skip
     assert code == 0 and (paths.keys / "audit.pem.v2").exists()
+
+
+def test_entries_dated_after_their_receipt_are_found_in_the_bundle_too(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """The bundle carries when the union received each terminal's newest entry, so
+    `audit verify` finds a clock put ahead as the union's audit does."""
+    site.sync(clock)
+    ahead = Clock(clock() + timedelta(hours=2))
+    site.sell(MEMBER_PAN, 12800, ahead)
+    site.sync(clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    code, out, _ = run(capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path)))
+    assert code == 1 and out.startswith("terminal=T1 seq=1 finding=dated_after_receipt detail=")
+    day = clock().date().isoformat()
+    code, union_out, _ = run(
+        capsys, "central", "audit", "run", "--merchant", "M0001", "--from", day, "--to", day,
+        *_central(site, tmp_path),
+    )  # fmt: skip
+    assert (code, union_out) == (1, out)

@@ -279,6 +279,8 @@ def test_a_clock_a_year_ahead_then_set_back(till: Till, clock: Clock, tmp_path: 
     assert code == 1
     assert kinds(lines) == [
         f"terminal=T1 seq={jumped.seq} finding=clock_jump",
+        # every entry from the jump on is dated a year after the union received it
+        f"terminal=T1 seq={jumped.seq},{later.seq} finding=dated_after_receipt",
         f"terminal=T1 seq={behind.seq} finding=clock_jump",
     ]  # no discount was owed a year ahead: the policy had expired by then
     assert right.discount == 500
