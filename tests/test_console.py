@@ -404,5 +404,11 @@ def test_the_audit_page_in_chinese(console, site: Site, clock) -> None:
     assert "没有发现问题" in only.get_data(as_text=True)
     bad = aud.get("/console/audit?merchant=M0001&from=yesterday&to=today")
     assert bad.status_code == 400
+    month = aud.get(f"/console/audit?merchant=M0001&from={day - timedelta(days=30)}&to={day}")
+    assert month.status_code == 200  # 31 days: a look runs while the page waits
+    year = aud.get(f"/console/audit?merchant=M0001&from={day - timedelta(days=31)}&to={day}")
+    text = year.get_data(as_text=True)
+    assert year.status_code == 400 and 'id="findings"' not in text
+    assert "不保存结果的查看最多覆盖 31 天" in text  # and says to run the audit instead
     shop, _ = sign_in(console, "shop1")
     assert shop.get("/console/audit").status_code == 403
