@@ -501,10 +501,6 @@ UNFINISHED_AFTER = timedelta(hours=1)  # a run still "running" this long has sto
 LOOK_DAYS = 31  # a look (not kept) runs in the request: a month of a busy shop fits
 
 
-class _LookTooLong(Exception):
-    """A look at more days than :data:`LOOK_DAYS` (the page says so)."""
-
-
 def _in_background(name: str, work: Callable[..., object], *args: object) -> None:
     """Work a request starts and does not wait for: a thread of this process (the store
     keeps its state, so any of the service's processes shows how it went)."""
@@ -551,24 +547,22 @@ def audit() -> Any:
                 _in_background(f"audit-run-{number}", union.finish_audit, number, merchant_id,
                                first, last)  # fmt: skip
                 return redirect(url_for("console.audit", merchant=merchant_id, run=number))
-            if (last - first).days >= LOOK_DAYS:
-                raise _LookTooLong
-            found = union.audit(merchant_id, first, last)
-        except _LookTooLong:
-            error = str(
-                _(
-                    "A look at the findings without keeping them covers %(days)s days at most "
-                    "(it runs while the page waits): run the audit for longer periods; it "
-                    "goes on in the background and keeps its findings.",
-                    days=LOOK_DAYS,
+            if (last - first).days < LOOK_DAYS:
+                found = union.audit(merchant_id, first, last)
+                findings = [shown(f.as_json()) for f in found if not kind or f.kind == kind]
+            else:
+                error = str(
+                    _(
+                        "A look at the findings without keeping them covers %(days)s days at "
+                        "most (it runs while the page waits): run the audit for longer "
+                        "periods; it goes on in the background and keeps its findings.",
+                        days=LOOK_DAYS,
+                    )
                 )
-            )
         except ValueError:
             error = str(_("Give the first and the last day as YYYY-MM-DD."))
         except CentralError as exc:
             error = str(exc)
-        else:
-            findings = [shown(f.as_json()) for f in found if not kind or f.kind == kind]
     elif merchant_id or run_id:
         stored = union.store.audit_findings(
             merchant_id=merchant_id or None,
