@@ -430,3 +430,25 @@ def test_the_console_runs_stores_and_filters_findings(console, site: Site, clock
     shop, _ = sign_in(console, "shop1")
     assert shop.post("/console/audit", data={"merchant": "M0001"}).status_code in (400, 403)
     assert shop.get("/console/audit?merchant=M0001&run=1").status_code == 403
+
+
+def test_a_started_run_is_kept_with_its_state_on_either_store(union, clock) -> None:
+    """The store keeps a started run's state, on SQLite and on PostgreSQL: running with
+    no findings, then done with them (and when), or failed with its line."""
+    union.add_merchant("M0001", "Shop", 500)
+    day = clock().date()
+    union.add_complaint("M0001", day, "refused the discount", None, "ada")
+    run = union.start_audit("M0001", day, day, "aud  \n x")
+    [row] = union.store.audit_runs("M0001")
+    assert (row["id"], row["state"], row["findings"], row["run_by"]) == (run, "running", 0, "aud x")
+    clock.advance(timedelta(seconds=30))
+    union.finish_audit(run, "M0001", day, day)
+    [row] = union.store.audit_runs("M0001")
+    assert (row["state"], row["findings"], row["finished_at"]) == ("done", 1, iso(clock()))
+    assert [f["kind"] for f in union.store.audit_findings(run_id=run)] == ["complaint"]
+    other = union.start_audit("M0001", day, day, "aud")
+    union.finish_audit(other, "M0001", day, day - timedelta(days=1))
+    row = union.store.audit_runs("M0001")[0]
+    assert (row["id"], row["state"], row["findings"]) == (other, "failed", 0)
+    assert "check --from and --to" in row["error"]
+    assert union.store.audit_findings(run_id=other) == []
