@@ -579,7 +579,6 @@ def audit() -> Any:
     return render_template(
         "console/audit.html",
         chosen=chosen,
-        running=chosen is not None and chosen["state"] == "running",
         merchants=_merchants(),
         merchant_id=merchant_id,
         kind=kind,

@@ -639,7 +639,8 @@ def discount_owed(
     if _gate(basket, member, policy, now, None) is not None:
         return 0
     assert member is not None and policy is not None
-    return sum([o.total for o in _price_rules(basket.lines, member.tier, policy, now, usage)[2]])
+    priced = _price_rules(basket.lines, member.tier, policy, now, usage)
+    return sum([offer.total for offer in priced.offers])
 
 
 def _of_rule(label: str, reason: Msg) -> Msg:
