@@ -1,9 +1,10 @@
 """The terminals' API (JSON and signed files). docs/protocol.md documents each call.
 
 A POST body may be gzip-compressed (``Content-Encoding: gzip``; another encoding: 415).
-It is refused with 413 when larger than ``MAX_CONTENT_LENGTH`` as sent, or than
-``MAX_DECODED_LENGTH`` once decompressed (a small body that inflates enormously, a
-"gzip bomb", is stopped there without being inflated further).
+It is refused with 413 when larger than ``MAX_CONTENT_LENGTH`` as sent (declared by
+Content-Length or sent in chunks), or than ``MAX_DECODED_LENGTH`` once decompressed (a
+small body that inflates enormously, a "gzip bomb", is stopped there without being
+inflated further).
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ def _json_body() -> Any:
             f"Content-Encoding {encoding!r} is not supported: send the body as it is or gzip"
         )
     sent_limit = current_app.config["MAX_CONTENT_LENGTH"]
+    too_large = RequestEntityTooLarge(
+        f"the request body is larger than {sent_limit} bytes: send smaller batches"
+    )
     try:
         data = request.get_data(cache=False)
     except RequestEntityTooLarge:
-        raise RequestEntityTooLarge(
-            f"the request body is larger than {sent_limit} bytes: send smaller batches"
-        ) from None
+        raise too_large from None
+    if request.content_length is None and len(data) >= sent_limit and _more_sent():
+        raise too_large  # sent in chunks: Werkzeug stops reading at the cap, silently
     if encoding == "gzip":
         limit = current_app.config["MAX_DECODED_LENGTH"]
         inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip's header and trailer
@@ -79,6 +83,14 @@ def _json_body() -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):  # also not UTF-8, or nested too deep
         return None
+
+
+def _more_sent() -> bool:
+    """Whether a body of no declared length (chunked) goes on past what was read: one
+    byte more from the server's stream, which ends where the body does. (Werkzeug reads
+    such a body up to ``MAX_CONTENT_LENGTH`` and returns it cut there, so without this
+    an oversized upload was refused as malformed JSON, 400, instead of 413.)"""
+    return bool(request.environ["wsgi.input"].read(1))
 
 
 def _file(data: bytes | None, mimetype: str, **headers: str) -> Response:
