@@ -734,7 +734,11 @@ class Union:
                 f"({row['revoked_reason']}): the union refuses its calls"
             )
         now = self.clock()
-        self.store.touch_terminal(terminal_id, iso(now), iso(now - CONTACT_GRAIN))
+        since = iso(now - CONTACT_GRAIN)
+        if row["last_contact_at"] is None or row["last_contact_at"] < since:
+            # a write only when the minute kept is over: the calls of a sync (one a batch)
+            # neither take the database's write lock nor wait for an ingest holding it
+            self.store.touch_terminal(terminal_id, iso(now), since)
         return dict(row)
 
     # -- the console's people --------------------------------------------------------

@@ -5,6 +5,8 @@ holds; a revoked terminal's calls are refused and its last seq recorded."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,6 +56,28 @@ def test_a_call_is_recorded_once_a_minute_at_most(site: Site, clock) -> None:
     assert _row(site)["last_contact_at"] == first
     clock.advance(timedelta(seconds=31))
     site.client.fetch_snapshot(99)
+    assert _row(site)["last_contact_at"] == iso(clock())
+
+
+def test_calls_within_the_minute_do_not_wait_for_the_write_lock(site: Site, clock) -> None:
+    """A sync makes a call a batch; within the minute kept, authenticating one writes
+    nothing, so it neither takes SQLite's write lock nor waits behind a writer (an
+    ingest of another terminal holding it). It waited up to the busy timeout before."""
+    site.sync(clock)
+    clock.advance(timedelta(seconds=30))
+    url = site.union.store.engine.url.database
+    writer = sqlite3.connect(url, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        began = time.monotonic()
+        header = f"Bearer T1.{site.state.enrolment.api_secret}"
+        assert site.union.authenticate(header)["terminal_id"] == "T1"
+        assert time.monotonic() - began < 1  # the busy timeout is 10 s
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    clock.advance(timedelta(seconds=31))  # past the minute: the call is recorded
+    site.union.authenticate(header)
     assert _row(site)["last_contact_at"] == iso(clock())
 
 
