@@ -50,7 +50,7 @@ from wtforms.validators import InputRequired
 
 from central.dashboard import page as dashboard_page
 from central.errors import AuthError, CentralError
-from central.service import Union
+from central.service import ALIVE_EVERY, Union
 from central.statement import statement_csv, statement_html
 from pact.audit import SEVERITIES
 from pact.audit import kinds as audit_kinds
@@ -497,7 +497,8 @@ def _too_big(exc: Any) -> Any:
     return render_template("console/message.html", message=message), 413
 
 
-UNFINISHED_AFTER = timedelta(hours=1)  # a run still "running" this long has stopped
+# a running run that has not said it is alive for this long has stopped (its process)
+UNFINISHED_AFTER = timedelta(seconds=3 * ALIVE_EVERY)
 LOOK_DAYS = 31  # a look (not kept) runs in the request: a month of a busy shop fits
 
 
@@ -508,10 +509,11 @@ def _in_background(name: str, work: Callable[..., object], *args: object) -> Non
 
 
 def _run_shown(run: dict[str, Any]) -> dict[str, Any]:
-    """An audit run as its page shows it: a run "running" for longer than
-    :data:`UNFINISHED_AFTER` did not finish (its process stopped), and says so."""
+    """An audit run as its page shows it: a run "running" that has not said it is alive
+    for :data:`UNFINISHED_AFTER` did not finish (its process stopped), and says so."""
     if run["state"] == "running":
-        if _union().clock() - parse_iso(run["run_at"]) > UNFINISHED_AFTER:
+        alive = run["alive_at"] or run["run_at"]
+        if _union().clock() - parse_iso(alive) > UNFINISHED_AFTER:
             return {**run, "state": "unfinished"}
     return run
 

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ USER_NAME = re.compile(r"[A-Za-z0-9._@-]{2,64}")
 MIN_PASSWORD = 10
 LOCK_AFTER = 5  # wrong passwords in a row lock an account ...
 LOCK_FOR = timedelta(minutes=15)  # ... for this long
+ALIVE_EVERY = 60.0  # seconds: a running audit run says it is alive this often
 CONTACT_GRAIN = timedelta(minutes=1)  # a terminal's last contact is kept to the minute
 ENROL_WINDOW = timedelta(minutes=15)  # wrong enrolment codes are counted over this long:
 ENROL_TRIES_PER_SOURCE = 10  # from one address
@@ -1001,7 +1003,28 @@ class Union:
 
     def finish_audit(self, run_id: int, merchant_id: str, first: date, last: date) -> None:
         """Do a started run: its findings stored, or the line that says why it stopped
-        (a central error's; an unexpected one is logged whole and named)."""
+        (a central error's; an unexpected one is logged whole and named). While it runs
+        it says every :data:`ALIVE_EVERY` seconds that it is alive (``alive_at``), so a
+        run whose process stopped is soon told from one still working."""
+        stop = threading.Event()
+        alive = threading.Thread(
+            target=self._say_alive, args=(run_id, stop), name=f"audit-run-{run_id}-alive"
+        )
+        alive.start()
+        try:
+            self._finish_audit(run_id, merchant_id, first, last)
+        finally:
+            stop.set()
+            alive.join()
+
+    def _say_alive(self, run_id: int, stop: threading.Event) -> None:
+        while not stop.wait(ALIVE_EVERY):
+            try:
+                self.store.audit_run_alive(run_id, iso(self.clock()))
+            except Exception:  # the run goes on; its page may show it stopped meanwhile
+                log.warning("audit run #%s could not say it is alive", run_id, exc_info=True)
+
+    def _finish_audit(self, run_id: int, merchant_id: str, first: date, last: date) -> None:
         try:
             findings = self.audit(merchant_id, first, last)
         except CentralError as exc:

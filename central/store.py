@@ -302,6 +302,8 @@ audit_runs = sa.Table(
     sa.Column("state", sa.String(8), nullable=False, server_default="done"),
     sa.Column("finished_at", sa.String(32), nullable=True),
     sa.Column("error", sa.String(500), nullable=True),  # why a failed run stopped
+    # when a running run last said it is alive (Union.finish_audit, every minute)
+    sa.Column("alive_at", sa.String(32), nullable=True),
 )
 audit_findings = sa.Table(
     "audit_findings",
@@ -1346,6 +1348,15 @@ class Store:
         with self._writing() as conn:
             return self._new_audit_run(conn, merchant_id, first, last, at, by, "running")
 
+    def audit_run_alive(self, run_id: int, at: str) -> None:
+        """A running run goes on at ``at`` (nothing, once it is done or failed)."""
+        with self._writing() as conn:
+            conn.execute(
+                audit_runs.update()
+                .where(audit_runs.c.id == run_id, audit_runs.c.state == "running")
+                .values(alive_at=at)
+            )
+
     def finish_audit_run(self, run_id: int, findings: Sequence[Mapping[str, Any]], at: str) -> None:
         """A running run's findings, stored in one transaction with its state ``done``."""
         with self._writing() as conn:
@@ -1373,6 +1384,7 @@ class Store:
                 run_by=by,
                 findings=0,
                 state=state,
+                alive_at=at,
             )
         )
         key = done.inserted_primary_key

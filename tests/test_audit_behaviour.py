@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,7 +17,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+import central.service
 from central import policies
+from central.console import UNFINISHED_AFTER
 from central.errors import InputError
 from central.store import Store, sales
 from pact.audit import HIGH, MEDIUM, Thresholds
@@ -344,7 +347,8 @@ def test_the_console_shows_a_run_running_then_its_findings_or_why_it_stopped(
 ) -> None:
     """A run the console started is shown running, on a page that looks again every
     5 s, until its findings are stored; a run that stopped says why (a refused request,
-    an unexpected error), and one still running an hour on did not finish."""
+    an unexpected error), and one that has not said it is alive for 3 minutes (its
+    process stopped) did not finish."""
     union = console.extensions["unioncard"]
     day = clock().date()
     aud, _ = sign_in(console, "aud")
@@ -379,11 +383,53 @@ def test_the_console_shows_a_run_running_then_its_findings_or_why_it_stopped(
 
     lost = union.start_audit("M0001", day, day, "aud")  # its process is gone: never finished
     assert 'data-state="running"' in page(lost)
-    clock.advance(timedelta(hours=1, seconds=1))
+    clock.advance(UNFINISHED_AFTER)
+    assert 'data-state="running"' in page(lost)
+    clock.advance(timedelta(seconds=1))
     text = page(lost)
     assert 'data-state="unfinished"' in text and "refresh" not in text
     with pytest.raises(InputError):
         union.start_audit("M0001", day, day - timedelta(days=1), "aud")  # refused at once
+
+
+def test_a_run_says_it_is_alive_while_it_works(
+    console,  # noqa: F811
+    site: Site,
+    clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that takes long says it is alive as it goes, so the page shows it running
+    however long it takes (and not, like a run whose process stopped, unfinished)."""
+    union = console.extensions["unioncard"]
+    monkeypatch.setattr(central.service, "ALIVE_EVERY", 0.02)
+    day = clock().date()
+    aud, _ = sign_in(console, "aud")
+    working, release = threading.Event(), threading.Event()
+    audit = union.audit
+
+    def slow(*args: object) -> list:
+        working.set()
+        release.wait(30)
+        return audit(*args)
+
+    union.audit = slow
+    run = union.start_audit("M0001", day, day, "aud")
+    worker = threading.Thread(target=union.finish_audit, args=(run, "M0001", day, day))
+    worker.start()
+    try:
+        assert working.wait(30)
+        clock.advance(UNFINISHED_AFTER * 3)  # the run has taken 9 minutes so far
+        deadline = time.monotonic() + 30
+        while union.store.audit_runs()[0]["alive_at"] != iso(clock()):
+            assert time.monotonic() < deadline, "the run never said it is alive"
+            time.sleep(0.02)
+        text = aud.get(f"/console/audit?merchant=M0001&run={run}").get_data(as_text=True)
+        assert 'data-state="running"' in text
+    finally:
+        release.set()
+        worker.join(30)
+    [row] = [r for r in union.store.audit_runs() if r["id"] == run]
+    assert row["state"] == "done"
 
 
 def test_the_console_runs_stores_and_filters_findings(console, site: Site, clock) -> None:  # noqa: F811
@@ -441,10 +487,16 @@ def test_a_started_run_is_kept_with_its_state_on_either_store(union, clock) -> N
     run = union.start_audit("M0001", day, day, "aud  \n x")
     [row] = union.store.audit_runs("M0001")
     assert (row["id"], row["state"], row["findings"], row["run_by"]) == (run, "running", 0, "aud x")
+    assert row["alive_at"] == row["run_at"]
     clock.advance(timedelta(seconds=30))
+    union.store.audit_run_alive(run, iso(clock()))  # what the running run says each minute
+    assert union.store.audit_runs("M0001")[0]["alive_at"] == iso(clock())
     union.finish_audit(run, "M0001", day, day)
     [row] = union.store.audit_runs("M0001")
     assert (row["state"], row["findings"], row["finished_at"]) == ("done", 1, iso(clock()))
+    clock.advance(timedelta(seconds=30))
+    union.store.audit_run_alive(run, iso(clock()))  # too late: the run is done
+    assert union.store.audit_runs("M0001")[0]["alive_at"] != iso(clock())
     assert [f["kind"] for f in union.store.audit_findings(run_id=run)] == ["complaint"]
     other = union.start_audit("M0001", day, day, "aud")
     union.finish_audit(other, "M0001", day, day - timedelta(days=1))
