@@ -55,7 +55,6 @@ from terminal.syncing import (
     preview_sync,
     sync_terminal,
 )
-from terminal.syncrecord import last_sync
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -278,7 +277,6 @@ def terminal_status(clock: Clock, settings: Settings, as_json: bool) -> None:
         status = service.status()
     finally:
         service.close()
-    status["sync"] = last_sync(settings.data_dir)
     if as_json:
         click.echo(json.dumps(status))
         return

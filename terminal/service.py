@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -45,7 +45,7 @@ from terminal.journal import Journal
 from terminal.printing import open_printer, print_receipt
 from terminal.state import TerminalState
 from terminal.supervisor import Supervisor
-from terminal.syncrecord import last_success
+from terminal.syncrecord import last_sync, success_at
 
 EXPIRY_WARNING = timedelta(hours=24)
 # a clock that disagrees with the monotonic clock, or with the newest entry, by more
@@ -510,12 +510,18 @@ class TerminalService:
             OFFLINE_LIMIT, "; ".join(expired) + ": no member discounts until the terminal syncs"
         )
 
-    def offline(self, generation: Generation, now: datetime, pending: int | None = None) -> Offline:
+    def offline(
+        self,
+        generation: Generation,
+        now: datetime,
+        pending: int | None = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> Offline:
         """Where the terminal stands against its offline limits (pact.offline), counted
         from its last successful sync (before the first, from the issue time of the
-        union's snapshot it installed). ``pending``: the entries waiting for upload, when
-        the caller has counted them already."""
-        since = last_success(self.state.dir)
+        union's snapshot it installed). ``pending``: the entries waiting for upload, and
+        ``record``: the sync record (terminal.syncrecord), when the caller has them."""
+        since = success_at(record if record is not None else last_sync(self.state.dir))
         if since is None and generation.snapshot is not None:
             since = generation.snapshot.issued_at
         if pending is None:
@@ -662,7 +668,8 @@ class TerminalService:
             total = pending = None
         else:
             total, pending = self.journal.counts()
-        offline = self.offline(generation, now, pending or 0)
+        record = last_sync(self.state.dir)  # read once: its times and the limits agree
+        offline = self.offline(generation, now, pending or 0, record)
         warnings.extend(offline.warnings)
         limits = limits_of(policy)
         return {
@@ -690,4 +697,6 @@ class TerminalService:
             # in English, and as messages to translate (pact.text), in the same order
             "warnings": [str(w) for w in warnings],
             "warning_ids": [w.as_json() for w in warnings],
+            # the sync record the offline limits were counted from (terminal.syncrecord)
+            "sync": record,
         }

@@ -8,6 +8,7 @@ atomically; an unreadable record reads as none.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,12 @@ def last_sync(data_dir: Path) -> dict[str, Any]:
 
 def last_success(data_dir: Path) -> datetime | None:
     """When the last sync succeeded, or None (never, or the record is unreadable)."""
-    at = last_sync(data_dir)["last_success_at"]
+    return success_at(last_sync(data_dir))
+
+
+def success_at(record: Mapping[str, Any]) -> datetime | None:
+    """When the sync ``record`` (:func:`last_sync`) last succeeded, or None."""
+    at = record["last_success_at"]
     try:
         return parse_iso(at) if isinstance(at, str) else None
     except ValueError:

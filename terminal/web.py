@@ -134,10 +134,12 @@ def _local(at: str | None) -> str | None:
     return parse_iso(at).astimezone(_zone()).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _sync_state() -> dict[str, Any]:
+def _sync_state(record: dict[str, Any] | None = None) -> dict[str, Any]:
     """The link to the union: the last sync tried and the last that succeeded (shop's
-    local time too), what it did, the last error, and whether one runs now."""
-    record = last_sync(_service().state.dir)
+    local time too), what it did, the last error, and whether one runs now; from
+    ``record`` (terminal.syncrecord) when the caller read it."""
+    if record is None:
+        record = last_sync(_service().state.dir)
     syncer: BackgroundSync | None = current_app.extensions.get("unioncard_sync")
     return {
         **record,
@@ -153,7 +155,7 @@ def _status() -> dict[str, Any]:
     body["timezone"] = str(_zone())
     body["now_local"] = _local(iso(_service().clock()))
     body["roster_expires_local"] = _local(body.get("roster_expires_at"))
-    body["sync"] = _sync_state()
+    body["sync"] = _sync_state(body["sync"])  # the record the status counted from
     return body
 
 

@@ -18,7 +18,7 @@ from pact.policy import parse_terms
 from pact.timefmt import iso
 from terminal.service import TerminalService
 from terminal.syncing import sync_terminal
-from terminal.syncrecord import keep_sync, last_success
+from terminal.syncrecord import RECORD_FILE, keep_sync, last_success
 from terminal.web import create_app
 from tests.conftest import Site
 from tests.helpers import till_client
@@ -136,6 +136,41 @@ def test_warning_then_stop_then_a_sync_restores_discounts(tmp_path: Path) -> Non
         now[0] += 24 * HOUR  # a new stretch offline: a new warning
         service.checkout(snack, confirm=True)
         assert len(_limit_events(service)) == 3
+    finally:
+        service.close()
+
+
+def test_the_status_counts_the_limits_from_the_sync_record_it_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that succeeds while the status is being put together: the status shows
+    one record, and its offline limits are counted from that record's last success
+    (the sync record was read twice, and the two could disagree)."""
+    state = make_shop(tmp_path, terms("cinema"))  # synced at MONDAY
+    now = [MONDAY + 25 * HOUR]
+    service = _service(state, now)
+    record, read = state.dir / RECORD_FILE, Path.read_bytes
+    synced: list[bool] = []
+
+    def racing(path: Path) -> bytes:
+        data = read(path)
+        if path == record and not synced:  # a sync succeeds just after this read
+            synced.append(True)
+            keep_sync(state.dir, last_success_at=iso(now[0]))
+        return data
+
+    try:
+        till = till_client(create_app(service))
+        monkeypatch.setattr(Path, "read_bytes", racing)
+        body = till.get("/api/v1/status").get_json()
+        monkeypatch.undo()
+        assert synced
+        assert body["sync"]["last_success_at"] == body["offline"]["since"] == iso(MONDAY)
+        assert body["offline"]["reached"] == ["warn"]
+        # the next status reads the new record
+        body = till.get("/api/v1/status").get_json()
+        assert body["sync"]["last_success_at"] == body["offline"]["since"] == iso(now[0])
+        assert body["offline"]["reached"] == []
     finally:
         service.close()
 
