@@ -7,12 +7,14 @@ reason (``note``). A sale is voided at most once, and not after a refund; a void
 is not voided.
 
 A refund reverses some units of some lines of a sale, within the policy's refund
-window. Each line's discount is given back per rule, as the sale split it
-(``by_rule`` of each journaled line), by a cumulative floor: after refunding ``u``
-of a line's ``q`` units, the rule's ``d`` fen on that line have been given back
-``floor(d * u / q)`` in all. So refunding every unit, in one refund or several,
-gives back exactly the sale's discount, and no refund gives back more than the
-units it takes back received. docs/protocol.md ("Refund") states the same rule.
+window. Each line's discount is given back by a cumulative floor: after refunding
+``u`` of a line's ``q`` units, its ``D`` fen of discount have been given back
+``floor(D * u / q)`` in all. A refund's part of that is split over the rules that
+gave the line its discount (``by_rule`` of the journaled line) in proportion to what
+each has still to give back, by largest remainder (ties: the rules' order on the
+line). So refunding every unit, in one refund or several, gives back exactly each
+rule's discount, and no refund gives back more than the units it takes back cost
+(its net is never below 0). docs/protocol.md ("Refund") states the same rule.
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ def refund_draft(
             N_("name the lines of sale %(seq)s to refund and how many units"), seq=sale.seq
         )
     done = refunded_units(sale, later)
+    given = _given_by_rule(sale, later)
     seen: set[int] = set()
     out_lines: list[dict[str, Any]] = []
     by_rule: dict[str, int] = {}
@@ -205,14 +208,9 @@ def refund_draft(
                 units=line["qty"],
                 qty=qty,
             )
-        split: dict[str, int] = {}
-        for rule, amount in _split(line, sale, index).items():
-            back = _given_back(amount, done[index] + qty, line["qty"]) - _given_back(
-                amount, done[index], line["qty"]
-            )
-            if back:
-                split[rule] = back
-                by_rule[rule] = by_rule.get(rule, 0) + back
+        split = _line_back(_split(line, sale, index), given[index], done[index], qty, line)
+        for rule, back in split.items():
+            by_rule[rule] = by_rule.get(rule, 0) + back
         out_lines.append(
             {
                 "sku": line["sku"],
@@ -256,3 +254,45 @@ def _given_back(amount: int, units: int, of: int) -> int:
     """What ``units`` of ``of`` units give back of ``amount`` fen: rounded down, so the
     last unit gives back the rest."""
     return amount * units // of
+
+
+def _given_by_rule(sale: Sale, later: Iterable[Sale]) -> list[dict[str, int]]:
+    """What the refunds in ``later`` gave back of each rule's discount, line by line of
+    ``sale``."""
+    lines = (sale.basket or {}).get("lines") or []
+    given: list[dict[str, int]] = [{} for _ in lines]
+    for entry in later:
+        if entry.kind == REFUND and entry.ref_seq == sale.seq and entry.basket is not None:
+            for line in entry.basket["lines"]:
+                if 0 <= line.get("of", -1) < len(given):
+                    kept = given[line["of"]]
+                    for rule, amount in (line.get("by_rule") or {}).items():
+                        kept[rule] = kept.get(rule, 0) + amount
+    return given
+
+
+def _line_back(
+    split: Mapping[str, int],
+    given: Mapping[str, int],
+    done: int,
+    qty: int,
+    line: Mapping[str, Any],
+) -> dict[str, int]:
+    """What refunding ``qty`` more units of ``line`` (``done`` refunded before, which
+    gave back ``given``) gives back of each rule's discount on it (``split``): the
+    line's cumulative floor less what was given back, never more than the units cost
+    (a refund journaled before this rule gave each rule's floor apart), over the rules
+    in proportion to what each has left to give back."""
+    left = {rule: amount - given.get(rule, 0) for rule, amount in split.items()}
+    left = {rule: amount for rule, amount in left.items() if amount > 0}
+    due = _given_back(sum(split.values()), done + qty, line["qty"]) - sum(given.values())
+    due = max(0, min(due, qty * line["unit_price"], sum(left.values())))
+    if not due:
+        return {}
+    whole = sum(left.values())
+    shares = {rule: due * amount // whole for rule, amount in left.items()}
+    rest = due - sum(shares.values())  # fen still due: one each to the largest remainders
+    ranked = sorted(left, key=lambda rule: -(due * left[rule] % whole))  # stable: line order
+    for rule in ranked[:rest]:
+        shares[rule] += 1
+    return {rule: share for rule, share in shares.items() if share}
