@@ -90,10 +90,12 @@ def build_statement(
 ) -> Statement:
     """The statement of ``entries`` (the merchant's, in the period; events are
     skipped). ``policy_of(version)`` gives the signed policy a sale names, for its
-    rules' titles and who funds them."""
+    rules' titles and who funds them: each entry's discount is funded as its own
+    policy says, so a rule whose funder changed between two versions in the period has
+    a line for each funder."""
     zone = ZoneInfo(timezone)
     days: dict[date, DayTotals] = {}
-    rules: dict[str, RuleTotals] = {}
+    rules: dict[tuple[str, str], RuleTotals] = {}  # (rule id, who funds it)
     for entry in entries:
         if entry.kind is not None and entry.kind not in REVERSALS:
             continue  # an event moves no money
@@ -111,15 +113,16 @@ def build_statement(
         policy = policy_of(entry.policy_version)
         by_rule = _by_rule(entry)
         for rule_id, amount in by_rule.items():
-            row = rules.get(rule_id)
+            found = next((r for r in policy.rules if r.id == rule_id), None) if policy else None
+            funded_by = found.funded_by if found is not None else "merchant"
+            row = rules.get((rule_id, funded_by))
             if row is None:
-                row = rules[rule_id] = RuleTotals(rule_id)
-                found = next((r for r in policy.rules if r.id == rule_id), None) if policy else None
+                row = rules[(rule_id, funded_by)] = RuleTotals(rule_id, funded_by=funded_by)
                 if found is not None:
-                    row.title, row.funded_by = found.title, found.funded_by
+                    row.title = found.title
             row.discount += money * amount
             row.uses += count if amount > 0 else 0
-            if row.funded_by == "union":
+            if funded_by == "union":
                 totals.union_pays += money * amount
     return Statement(
         merchant_id,

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from central import policies
 from central.statement import statement_csv, statement_html
 from pact.basket import Basket
+from pact.money import fen
 from terminal.supervisor import set_pin
 from tests.conftest import Site
 from tests.helpers import MEMBER_PAN
@@ -106,3 +107,38 @@ def test_the_statement_command_writes_csv_and_a_page(site: Site, clock, tmp_path
         "--data", str(tmp_path / "central"),
     )  # fmt: skip
     assert code == 1 and "before its first" in err
+
+
+def test_each_sale_is_funded_as_its_own_policy_says(shop, clock) -> None:  # noqa: F811
+    """A rule the union funded under one policy version and the merchant under the next:
+    the union pays for the sales made under the first only, whichever the statement
+    reads first (the first sale's funder held for the whole period before)."""
+    union, till1, _ = shop
+    cinema = terms("cinema")
+
+    def fund_snacks(by: str) -> None:
+        for rule in cinema["rules"]:
+            if rule["id"] == "snacks-10":
+                rule["funded_by"] = by
+        policies.save_terms(union.store, "M0001", cinema, clock())
+        union.publish_policy("M0001")
+        till1.sync(clock)
+
+    fund_snacks("merchant")
+    merchants = till1.service.checkout(Basket((POPCORN,)), confirm=True).sale  # the 28th
+    clock.advance(timedelta(days=1))
+    fund_snacks("union")
+    unions = till1.service.checkout(Basket((POPCORN,)), confirm=True).sale  # the 29th
+    assert merchants.policy_version < unions.policy_version
+    snacks = [s.basket["discounts"]["snacks-10"] for s in (merchants, unions)]  # type: ignore[index]
+    assert snacks[0] == snacks[1] > 0
+    till1.sync(clock)
+
+    statement = union.statement("M0001", date(2026, 11, 28), date(2026, 11, 29))
+    assert [(d.day.day, d.union_pays) for d in statement.days] == [(28, 0), (29, snacks[1])]
+    assert statement.total.union_pays == snacks[1]
+    rows = [(r.funded_by, r.uses, r.discount) for r in statement.rules if r.rule_id == "snacks-10"]
+    assert sorted(rows) == [("merchant", 1, snacks[0]), ("union", 1, snacks[1])]
+    lines = list(csv.DictReader(io.StringIO(statement_csv(statement))))
+    paid = {r["funded_by"]: r["union_pays"] for r in lines if r["rule"] == "snacks-10"}
+    assert paid == {"merchant": "", "union": fen(snacks[1])}
