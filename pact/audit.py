@@ -293,7 +293,8 @@ def _evidence(
 ) -> list[Finding]:
     """One terminal's entries in seq order, the entries whose hash is not their
     content's and those whose signature does not verify being ``altered`` and
-    ``unsigned`` (found by :func:`_share`)."""
+    ``unsigned`` (found by :func:`_share`); an entry with no signature at all, of a
+    terminal with a registered key, is a bad signature too."""
     out: list[Finding] = []
     before: Sale | None = None
     for entry in entries:
@@ -340,6 +341,13 @@ def _evidence(
                 Finding(HIGH, t, (entry.seq,), "bad_signature",
                         Msg.of(N_("the device signature does not verify with the "
                                   "terminal's registered key")))
+            )  # fmt: skip
+        elif entry.sig is None and facts.device_key(t) is not None:
+            out.append(
+                Finding(HIGH, t, (entry.seq,), "bad_signature",
+                        Msg.of(N_("the entry carries no device signature, though its "
+                                  "terminal has a registered key: nothing but the union's "
+                                  "word vouches for it")))
             )  # fmt: skip
         before = entry
     return out

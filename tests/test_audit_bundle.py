@@ -15,6 +15,7 @@ also changed through the real command line (exit 2, the part named).
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -29,11 +30,11 @@ from central import create_app
 from central.keys import create_keys, load_keys
 from central.serve import ThreadedServer
 from central.service import CentralPaths, Union
-from pact.bundle import PARTS, audit_bundle, verify_bundle
+from pact.bundle import PARTS, audit_bundle, digest, verify_bundle
 from pact.errors import BundleError
 from pact.money import fen
 from pact.receipt import verification_code
-from pact.signing import public_bytes
+from pact.signing import canonical_json, public_bytes, sign
 from pact.trust import build_root, load_pinned_root, update_root
 from sync.client import CentralClient
 from terminal.journal import Journal
@@ -353,3 +354,36 @@ def test_entries_dated_after_their_receipt_are_found_in_the_bundle_too(
         *_central(site, tmp_path),
     )  # fmt: skip
     assert (code, union_out) == (1, out)
+
+
+def _resigned(path: Path, doc: dict, keys_dir: Path) -> None:
+    """``doc`` written to ``path`` with its manifest signed again by the union's audit
+    key: what the union itself (or whoever holds that key) could hand an auditor."""
+    audit_key = load_keys(keys_dir).audit
+    assert audit_key is not None
+    manifest = dict(doc["manifest"]["signed"])
+    manifest["parts"] = {name: [digest(i) for i in items] for name, items in doc["parts"].items()}
+    doc["manifest"] = sign(manifest, [audit_key])
+    path.write_bytes(canonical_json(doc) + b"\n")
+
+
+def test_entries_stripped_of_their_device_signatures_are_found(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """The device signature is what vouches for an entry against the union: a bundle
+    whose entries carry none, though the terminal has a registered key, is not clean
+    even with the manifest signed again by the union's audit key (it was: a missing
+    signature was not looked at)."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    for entry in doc["parts"]["entries"]:
+        del entry["sig"]
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path)))
+    assert code == 1, (out, err)
+    assert [line.split(" detail=")[0] for line in out.splitlines()] == [
+        "terminal=T1 seq=1 finding=bad_signature",
+        "terminal=T1 seq=2 finding=bad_signature",
+    ]
+    assert "no device signature" in out
