@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 
 from pact.errors import BasketError
 from pact.text import N_
 
 MAX_SALE_FEN = 100_000_000  # 1,000,000.00 yuan: anything above is a typing slip
+# An amount as typed: digits with a decimal point, or thousands grouped by commas
+PLAIN = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+GROUPED = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 
 
 def fen(amount: int) -> str:
@@ -17,13 +22,29 @@ def fen(amount: int) -> str:
 
 
 def parse_yuan(text: str) -> int:
-    """Parse an amount typed in yuan ("128", "128.5", "128.50") into fen.
+    """Parse an amount typed in yuan ("128", "128.5", "128.50", "1,280.50"; full-width
+    digits too) into fen.
 
-    Raises :class:`pact.errors.BasketError` (a ValueError) with a message fit for a
-    cashier.
+    A comma only groups thousands: "12,50" (a decimal comma) is refused, not read as
+    1250.00. Raises :class:`pact.errors.BasketError` (a ValueError) with a message fit
+    for a cashier.
     """
-    cleaned = str(text).strip().replace(",", "")
+    cleaned = unicodedata.normalize("NFKC", str(text)).strip()  # ０-９ ， ． as typed in Chinese
     shown = repr(text)
+    if "," in cleaned:
+        if not GROUPED.fullmatch(cleaned):
+            raise BasketError(
+                N_(
+                    "amount %(amount)s: a comma only groups thousands (1,280.50); type the "
+                    "fen after a point, like 12.50"
+                ),
+                amount=shown,
+            )
+        cleaned = cleaned.replace(",", "")
+    if not PLAIN.fullmatch(cleaned):
+        raise BasketError(
+            N_("amount %(amount)s is not a number: type it like 128.50"), amount=shown
+        )
     try:
         value = Decimal(cleaned)
     except InvalidOperation:

@@ -399,16 +399,33 @@ def test_bad_usage_names_the_field(raw, message) -> None:
 
 
 @pytest.mark.parametrize(
-    "text, value", [("128", 12800), ("128.5", 12850), ("0.01", 1), ("1,280.00", 128000)]
+    "text, value",
+    [
+        ("128", 12800),
+        ("128.5", 12850),
+        ("0.01", 1),
+        ("1,280.00", 128000),
+        ("1,280", 128000),
+        ("１２８．５０", 12850),  # full-width, as a Chinese keyboard may type it
+    ],
 )
 def test_parse_yuan(text: str, value: int) -> None:
     assert parse_yuan(text) == value
     assert fen(value) == f"{value // 100}.{value % 100:02d}"
 
 
-@pytest.mark.parametrize("text", ["", "abc", "-1", "0", "1.234", "nan", "inf", "99999999"])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "-1", "0", "1.234", "nan", "inf", "99999999", "1e3", "0x10", "1_000"]
+)
 def test_parse_yuan_refuses(text: str) -> None:
     with pytest.raises(ValueError):
+        parse_yuan(text)
+
+
+@pytest.mark.parametrize("text", ["12,50", "1,2,3", "12,5", "1280,00", ",50"])
+def test_a_comma_only_groups_thousands(text: str) -> None:
+    """A decimal comma ("12,50" for 12.50) was read as 1250.00: every comma was dropped."""
+    with pytest.raises(ValueError, match="a comma only groups thousands"):
         parse_yuan(text)
 
 

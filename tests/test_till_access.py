@@ -336,6 +336,18 @@ def test_the_report_day_is_the_shops_local_day_and_refunds_count_on_theirs(shop,
     assert [row["seq"] for row in till.get("/api/v1/sales").get_json()["sales"]] == [2]
 
 
+def test_a_decimal_comma_is_refused_not_read_as_a_hundred_times_more(shop) -> None:
+    """"12,50" (12.50 typed with a decimal comma) was journaled as a sale of 1250.00."""
+    service, _ = shop
+    till = till_client(create_app(service))
+    answer = till.post("/api/v1/checkout", json={"amount": "12,50", "confirm": True})
+    assert answer.status_code == 400 and answer.get_json()["kind"] == "bad_request"
+    assert "a comma only groups thousands" in answer.get_json()["error"]
+    assert service.journal.counts() == (0, 0)
+    grouped = till.post("/api/v1/checkout", json={"amount": "1,280.50", "confirm": True})
+    assert grouped.status_code == 200 and grouped.get_json()["gross_fen"] == 128050
+
+
 def test_input_that_once_gave_a_500_is_refused_in_one_line(shop) -> None:
     """Found by schemathesis and by reading: each is a 400 now, and nothing is journaled."""
     service, _ = shop
