@@ -237,6 +237,9 @@ def terminal_install_update(
             raise
         finally:
             download.unlink(missing_ok=True)  # if not installed
+        if before.snapshot is not None and before.snapshot.version == snap.version:
+            click.echo(f"snapshot v{snap.version} is already installed: nothing changed")
+            return
         journal_event(
             journal,
             state,

@@ -415,6 +415,11 @@ class TerminalState:
             snapshot = new.snapshot
             if snapshot is None or new.roster is None or new.policy_data is None:
                 raise SnapshotError(N_("update refused: the new generation is incomplete"))
+            installed = self.current.snapshot
+            if installed is not None and snapshot.version == installed.version:
+                # the very snapshot in service (verify_snapshot refuses another of its
+                # version): nothing to write; its folder is the one being served
+                return snapshot
             kind = decision.roster_file
             name = _delta_name(new.roster.version) if kind == "delta" else ROSTER_FILE
             roster_file = roster_data if kind is not None else None

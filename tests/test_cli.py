@@ -123,6 +123,31 @@ def test_roster_with_bad_signature_is_refused_and_old_kept(enrolled, tmp_path, c
     assert not [p for p in terminal.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_installing_the_update_in_service_again_changes_nothing(enrolled, tmp_path) -> None:
+    """The update already installed, installed again by hand (the same USB stick twice):
+    its folder was the one written over, so the install wiped the generation in service
+    and left the terminal with no roster, no policy and no way to sync."""
+    union, terminal = enrolled
+    files = tmp_path / "usb"
+    files.mkdir()
+    (files / "snapshot.json").write_bytes(union.snapshot_for("M0001"))
+    (files / "roster.ucr").write_bytes(union.store.latest_signed("roster")[1])
+    (files / "policy.json").write_bytes(union.store.latest_signed("policy:M0001")[1])
+    update = [
+        "terminal", "install-update", "--snapshot", str(files / "snapshot.json"),
+        "--roster", str(files / "roster.ucr"), "--policy", str(files / "policy.json"),
+        "--data", str(terminal),
+    ]  # fmt: skip
+    assert run(*update).returncode == 0
+    served = {p.name: p.read_bytes() for p in (terminal / "current").iterdir()}
+    again = run(*update)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "snapshot v1 is already installed: nothing changed\n"
+    assert {p.name: p.read_bytes() for p in (terminal / "current").iterdir()} == served
+    status = run("terminal", "status", "--data", str(terminal))
+    assert status.returncode == 0 and "roster_version" in status.stdout, status.stderr
+
+
 def test_not_enrolled(tmp_path) -> None:
     result = run("terminal", "status", "--data", str(tmp_path / "nothing"))
     assert_one_line_error(result, 1, "not enrolled")
