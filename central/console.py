@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import os
-import re
 import shlex
 import threading
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from wtforms.validators import InputRequired
 
 from central.dashboard import page as dashboard_page
 from central.errors import AuthError, CentralError
-from central.service import ALIVE_EVERY, Union
+from central.service import ALIVE_EVERY, MERCHANT_ID, Union
 from central.statement import statement_csv, statement_html
 from pact.audit import SEVERITIES
 from pact.audit import kinds as audit_kinds
@@ -302,7 +301,7 @@ def _merchant_page(merchant_id: str, error: str | None = None, status: int = 200
 
 
 # -- the admins' forms: members, merchants, enrolment codes (auditors read, change nothing)
-ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")  # a merchant's or a terminal's id
+ID = MERCHANT_ID  # a merchant's or a terminal's id
 REGISTRY = {"category": 32, "district": 64, "address": 200, "contact": 100}  # field: length
 
 

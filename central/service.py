@@ -75,6 +75,8 @@ ENROL_CODE_LIFETIME = timedelta(hours=24)
 QUOTA_LOOKBACK = timedelta(days=32)  # the longest quota period (a month), and a day
 PASSWORDS = PasswordHasher()  # argon2id, the library's recommended parameters
 USER_NAME = re.compile(r"[A-Za-z0-9._@-]{2,64}")
+MERCHANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")  # what a signed policy may name
+MERCHANT_NAME_MAX = 128  # characters: the signed policy's merchant_name
 MIN_PASSWORD = 10
 LOCK_AFTER = 5  # wrong passwords in a row lock an account ...
 LOCK_FOR = timedelta(minutes=15)  # ... for this long
@@ -398,6 +400,19 @@ class Union:
         )
 
     def add_merchant(self, merchant_id: str, name: str, basis_points: int) -> int:
+        """Admit a merchant with one rule (``basis_points`` off everything) and publish its
+        first signed policy. Everything is checked before anything is written: a
+        merchant kept with an id or name its policy cannot carry stopped the daily
+        `publish-roster` (which renews every merchant's policy) at that merchant."""
+        if not MERCHANT_ID.fullmatch(merchant_id):
+            raise InputError(
+                f"{merchant_id!r} is not a merchant id: 1 to 32 letters, digits, - or _, "
+                "such as M0001"
+            )
+        if not name.strip() or len(name) > MERCHANT_NAME_MAX or not name.isprintable():
+            raise InputError(
+                f"give the merchant's name: 1 to {MERCHANT_NAME_MAX} characters on one line"
+            )
         if not 0 <= basis_points <= 10000:
             raise InputError("the discount must be between 0 and 100 percent")
         self.store.add_merchant(merchant_id, name, basis_points, iso(self.clock()))

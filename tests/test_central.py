@@ -134,6 +134,27 @@ def test_settlement_per_merchant(union: Union, clock) -> None:
     assert none["M0001"].sales == 0
 
 
+@pytest.mark.parametrize(
+    ("merchant_id", "name", "refusal"),
+    [
+        ("M" * 33, "Long", "is not a merchant id"),
+        ("", "Empty", "is not a merchant id"),
+        ("M0001\nX", "Newline", "is not a merchant id"),
+        ("M0009", "N" * 129, "give the merchant's name"),
+        ("M0009", "two\nlines", "give the merchant's name"),
+        ("M0009", "  ", "give the merchant's name"),
+    ],
+)
+def test_a_merchant_refused_is_not_kept(union: Union, merchant_id, name, refusal) -> None:
+    """Checked before anything is written: a merchant kept with an id or a name its
+    signed policy cannot carry made the daily publish-roster fail at it every night."""
+    with pytest.raises(InputError, match=refusal):
+        union.add_merchant(merchant_id, name, 500)
+    assert union.store.merchants() == []
+    union.add_merchant("M0001", "Shop", 500)
+    assert union.publish_roster()[0] >= 1  # and renews the policies of those there are
+
+
 def test_exit_merchant_publishes_a_new_policy(union: Union) -> None:
     assert union.add_merchant("M0001", "Shop", 500) == 1
     assert union.set_merchant_status("M0001", "exited") == 2
