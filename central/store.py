@@ -758,6 +758,11 @@ class Store:
                 self._import_chunk(conn, seen, chunk, at, result, count)
                 if progress is not None:
                     progress(len(chunk))
+            if full and not result.read:  # (rolled back: nothing written)
+                raise InputError(
+                    "the members file lists no members: a full import (--full) would mark "
+                    "every member as left; check the file (an export cut short?)"
+                )
             if full:
                 result.left = self._mark_left(conn, seen, at, count)
             add_totals(conn, member_monthly, ("month", "district", "workplace"), tally)

@@ -61,6 +61,12 @@ def test_changes_are_kept_with_their_date(union: Union, clock) -> None:
     assert union.publish_roster()[1] == 2
     assert union.import_members(members([("U1", 1, 2, "Huangpu")]), full=True).left == 1
     assert union.import_members(members([("U1", 1, 2, "Huangpu")]), full=True).left == 0
+    # a full file with no members (only its header: an export cut short) is refused
+    # whole; it marked every member as left
+    with pytest.raises(InputError, match="lists no members"):
+        union.import_members("member_id,pan\n", full=True)
+    assert union.store.member_history("U1")[-1]["status"] == "active"
+    assert union.import_members("member_id,pan\n").read == 0  # without --full: nothing to do
 
 
 def _big(count: int) -> list[tuple[str, int, int, str]]:
