@@ -24,9 +24,16 @@ import click
 from central import policies
 from central.auditexport import export_bundle
 from central.closing import close_exits
-from central.errors import InputError, NotFoundError
+from central.errors import ConflictError, InputError, NotFoundError
 from central.fleet import fleet_table
-from central.keys import TOKEN_SCHEMES, create_keys, load_keys, rotate, write_token_scheme
+from central.keys import (
+    TOKEN_SCHEMES,
+    create_keys,
+    load_keys,
+    refuse_existing_keys,
+    rotate,
+    write_token_scheme,
+)
 from central.migrate import PRE_MIGRATIONS
 from central.parallel import ForkedWorkers
 from central.serve import run_gunicorn
@@ -105,7 +112,21 @@ def central() -> None:
 @central_options
 @click.pass_obj
 def central_init(clock: Clock, paths: CentralPaths, database_url: str | None) -> None:
-    """Create the union's keys and the database."""
+    """Create the union's keys and the database (a new union: refused over a database
+    that holds one, whose tokens and terminals only its own keys match)."""
+    refuse_existing_keys(paths.keys)
+    if database_url is None:
+        paths.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(database_url or paths.database_url)
+    try:
+        if store.holds_a_union():
+            raise ConflictError(
+                "the database already holds a union's members, merchants or sales: new keys "
+                "would match neither its tokens nor its terminals; restore the keys folder "
+                f"({paths.keys}) from its backup instead"
+            )
+    finally:
+        store.close()
     create_keys(paths.keys, now=clock())
     Union.open(paths, database_url, clock).close()
     click.echo(f"created union keys and root metadata v1 in {paths.keys}")

@@ -111,13 +111,28 @@ def _read_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def refuse_existing_keys(directory: Path) -> None:
+    """Refuse (CentralError) when ``directory`` holds any of a union's key files: the
+    root key is kept offline, as it should be, and the others still say so."""
+    held = [
+        name
+        for name in ("root.pem", "signing.pem", "root.pub", "token.key", "roots",
+                     *(f"{role}.pem" for role in ROLES))
+        if (directory / name).exists()
+    ]  # fmt: skip
+    if held:
+        raise CentralError(
+            f"keys already exist in {directory} ({', '.join(sorted(held))}): refusing to "
+            "overwrite them"
+        )
+
+
 def create_keys(
     directory: Path, *, now: datetime, token_scheme: TokenScheme = DEFAULT_SCHEME
 ) -> UnionKeys:
     """Create every role key, the token key (and the scheme its tokens are made by)
     and root metadata version 1."""
-    if (directory / "root.pem").exists() or (directory / "signing.pem").exists():
-        raise CentralError(f"keys already exist in {directory}: refusing to overwrite them")
+    refuse_existing_keys(directory)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     keys = {role: Ed25519PrivateKey.generate() for role in ROLES}
@@ -198,8 +213,9 @@ def load_keys(directory: Path) -> UnionKeys:
         roots = root_versions(directory)
     except FileNotFoundError as exc:
         raise CentralError(
-            f"missing key file {exc.filename}: run `unioncard keys init` "
-            "(or `unioncard central init`) first"
+            f"missing key file {exc.filename}: restore the union's keys folder from its "
+            "backup (new keys would match neither the members' tokens nor the terminals' "
+            "root); a new union makes its keys with `unioncard central init`"
         ) from None
     except ValueError as exc:
         raise CentralError(f"a key file in {directory} is damaged: {exc}") from None

@@ -704,6 +704,15 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def holds_a_union(self) -> bool:
+        """Whether any member, merchant, terminal or sale is stored: a union's data,
+        which only its own keys match."""
+        with self.engine.connect() as conn:
+            return any(
+                conn.execute(sa.select(table).limit(1)).first() is not None
+                for table in (members, merchants, terminals, sales)
+            )
+
     # -- members -----------------------------------------------------------------
     def import_members(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,32 @@ def test_bad_members_file(tmp_path) -> None:
     assert_one_line_error(result, 1, "line 2: the card number of member U1 is not valid")
     again = run("central", "init", "--data", str(data))
     assert_one_line_error(again, 1, "keys already exist")
+
+
+def test_lost_keys_are_restored_not_made_again(tmp_path) -> None:
+    """A union whose keys folder is lost (or whose root key is offline, as it should be)
+    is told to restore the keys from the backup; `central init` makes no new keys over
+    it (it did, after the line told staff to run it: every member's token and every
+    terminal's pinned root stopped matching)."""
+    data = tmp_path / "central"
+    assert run("central", "init", "--data", str(data)).returncode == 0
+    (tmp_path / "m.csv").write_text(f"member_id,pan\nU1,{MEMBER_PAN}\n")
+    assert (
+        run("central", "import-members", str(tmp_path / "m.csv"), "--data", str(data)).returncode
+        == 0
+    )
+    keys = data / "keys"
+    (keys / "root.pem").rename(tmp_path / "root.pem")  # kept offline
+    token_key = (keys / "token.key").read_bytes()
+    again = run("central", "init", "--data", str(data))
+    assert_one_line_error(again, 1, "keys already exist")
+    assert (keys / "token.key").read_bytes() == token_key
+    shutil.move(keys, tmp_path / "lost-keys")
+    lost = run("central", "merchants", "--data", str(data))
+    assert_one_line_error(lost, 1, "restore the union's keys folder from its backup")
+    again = run("central", "init", "--data", str(data))
+    assert_one_line_error(again, 1, "the database already holds a union's members")
+    assert not keys.exists()
 
 
 def test_no_pcscd(tmp_path) -> None:
