@@ -56,7 +56,7 @@ from pact.sale import Sale
 from pact.signing import canonical_json, sign, verify
 from pact.timefmt import iso, parse_iso
 from pact.trust import Root, load_pinned_root, trust_anchor, update_root
-from pact.wire import HASH_HEX, sale_checks
+from pact.wire import ENTRY_YEARS, HASH_HEX, is_entry_time, sale_checks
 
 FORMAT = "unioncard.audit-bundle"
 VERSION = 1
@@ -711,10 +711,12 @@ def _entries(
         for name in ("hash", "prev_hash"):
             if not _is_hex(item[name], HASH_HEX):
                 raise _refuse(where, f"{name} must be {HASH_HEX} hex digits")
-        try:
-            parse_iso(item["at"])
-        except ValueError:
-            raise _refuse(where, "its time is not ISO 8601 with a zone") from None
+        if not is_entry_time(item["at"]):
+            raise _refuse(
+                where,
+                "its time is not a UTC time like 2026-11-28T09:30:00Z "
+                f"(years {ENTRY_YEARS.start} to {ENTRY_YEARS.stop - 1})",
+            )
         entry = Sale.from_json(item)
         if entry.merchant_id != merchant_id:
             raise _refuse(where, f"an entry of merchant {entry.merchant_id}, not {merchant_id}")

@@ -170,8 +170,11 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
             raise WireFormatError(f"sales[{i}]: gross - discount != net")
         if sale["terminal_id"] != terminal_id:
             raise WireFormatError(f"sales[{i}] belongs to another terminal")
-        if not _is_utc_second(sale["at"]):
-            raise WireFormatError(f"sales[{i}].at must be a UTC time like 2026-11-28T09:30:00Z")
+        if not is_entry_time(sale["at"]):
+            raise WireFormatError(
+                f"sales[{i}].at must be a UTC time like 2026-11-28T09:30:00Z "
+                f"(years {ENTRY_YEARS.start} to {ENTRY_YEARS.stop - 1})"
+            )
         if sale.get("sig") is not None and not _is_hex(sale["sig"], SIGNATURE_HEX):
             raise WireFormatError(f"sales[{i}].sig must be {SIGNATURE_HEX} hex digits")
         for name in ("prev_hash", "hash"):  # what the chain is hashed from and checked with
@@ -194,18 +197,22 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
 
 
 UTC_SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+# An entry's year: its local day must exist in every time zone (9999-12-31T20:00Z is
+# the year 10000 in Shanghai: the union's daily totals failed on it with a 500)
+ENTRY_YEARS = range(2000, 9999)
 
 
-def _is_utc_second(text: str) -> bool:
+def is_entry_time(text: str) -> bool:
     """``at`` as the terminal journals it (pact.timefmt.iso): UTC to the second, with
-    ``Z``. One form only, so that the union's days and totals can read it as text."""
+    ``Z``, in :data:`ENTRY_YEARS`. One form only, so that the union's days and totals
+    can read it as text."""
     if not UTC_SECOND.fullmatch(text):
         return False
     try:
-        datetime.fromisoformat(text[:-1])
+        moment = datetime.fromisoformat(text[:-1])
     except ValueError:  # 2026-02-30T..., 25:00:00
         return False
-    return True
+    return moment.year in ENTRY_YEARS
 
 
 def _check_kind(sale: Mapping[str, Any], where: str) -> None:

@@ -380,10 +380,30 @@ def test_entries_stripped_of_their_device_signatures_are_found(
     for entry in doc["parts"]["entries"]:
         del entry["sig"]
     _resigned(bundle, doc, tmp_path / "central" / "keys")
-    code, out, err = run(capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path)))
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
     assert code == 1, (out, err)
     assert [line.split(" detail=")[0] for line in out.splitlines()] == [
         "terminal=T1 seq=1 finding=bad_signature",
         "terminal=T1 seq=2 finding=bad_signature",
     ]
     assert "no device signature" in out
+
+
+def test_an_entry_dated_past_any_calendar_is_a_malformed_bundle(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """An entry dated 9999-12-31T20:00Z (the year 10000 in Shanghai) stopped the audit
+    with a traceback; the bundle is malformed there, exit 2 naming the entry."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    doc["parts"]["entries"][1]["at"] = "9999-12-31T20:00:00Z"
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert (code, out) == (2, ""), err
+    assert "entries" in err and "T1" in err and "years 2000 to 9998" in err
+    assert len(err.splitlines()) == 1

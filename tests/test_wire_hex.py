@@ -45,6 +45,10 @@ def test_a_registration_needs_64_hex_digits() -> None:
         ("2026-11-28T24:00:00Z", False),
         ("yesterday", False),
         ("2026-11-28T09:30:00Z\n", False),
+        ("9998-12-31T23:59:59Z", True),
+        ("9999-12-31T20:00:00Z", False),  # the year 10000 in Shanghai: the ingest's 500
+        ("1999-12-31T23:59:59Z", False),
+        ("0001-01-01T00:00:00Z", False),
     ],
 )
 def test_an_uploaded_entrys_time_is_utc_to_the_second(at: str, ok: bool) -> None:
