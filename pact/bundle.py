@@ -440,7 +440,7 @@ def _parse(data: bytes) -> dict[str, Any]:
         raise _refuse("the file", "not an audit bundle (format, version, manifest, parts)")
     if doc["format"] != FORMAT:
         raise _refuse("the file", f"its format is not {FORMAT}")
-    if doc["version"] != VERSION:
+    if type(doc["version"]) is not int or doc["version"] != VERSION:  # (true == 1)
         raise _refuse(
             "the file",
             f"format version {doc['version']!r}: this unioncard reads version {VERSION}",
@@ -449,6 +449,8 @@ def _parse(data: bytes) -> dict[str, Any]:
         canonical = canonical_json(doc).decode() + "\n"
     except UnicodeEncodeError as exc:  # a lone surrogate escaped in a string
         raise _refuse("the file", f"not in canonical form ({exc.reason})") from None
+    except RecursionError:  # parsed, but nested too deep to write again
+        raise _refuse("the file", "not an audit bundle (nested too deep)") from None
     if canonical != text:
         at = next(
             (i for i, (a, b) in enumerate(zip(text, canonical, strict=False)) if a != b),

@@ -407,3 +407,28 @@ def test_an_entry_dated_past_any_calendar_is_a_malformed_bundle(
     assert (code, out) == (2, ""), err
     assert "entries" in err and "T1" in err and "years 2000 to 9998" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_bundle_no_key_could_make_is_refused_in_one_line(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """Edits that need no key: the format version true (equal to 1 in Python, and not
+    signed) verified clean; an item nested just deep enough to parse but not to be
+    written again stopped verify with a RecursionError."""
+    _history(site, clock)
+    data = _export(site, clock, capsys, tmp_path).read_bytes()
+    anchor = (tmp_path / "central" / "keys" / "root.pub").read_bytes()
+    verify_bundle(data, anchor)  # the export itself verifies
+    assert data.endswith(b',"version":1}\n')
+    with pytest.raises(BundleError, match="format version True"):
+        verify_bundle(data[: -len(b"1}\n")] + b"true}\n", anchor)
+    text = data.decode()
+    at = text.index('"members":[') + len('"members":[')
+    refused = set()
+    for depth in range(600, 1100):  # where json.loads stops depends on the stack's depth
+        nested = "[" * depth + "]" * depth + ("," if text[at] != "]" else "")
+        try:
+            verify_bundle((text[:at] + nested + text[at:]).encode(), anchor)
+        except BundleError as exc:
+            refused.add(str(exc).split(": ", 2)[-1][:40])
+    assert refused  # each refused as a BundleError, none escaped as another exception
