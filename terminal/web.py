@@ -326,6 +326,15 @@ def cancel(pending_id: str) -> Any:
     return jsonify(state="cancelled", pending_id=dropped.id)
 
 
+PIN_AS_TEXT = N_('the PIN is text: send "pin": "1234", in quotes')
+
+
+def _pin_is_text(body: dict[str, Any]) -> bool:
+    """A PIN sent as a JSON number (1234) is a malformed request, not a wrong PIN: it
+    used up one of the 5 tries (and 0123 cannot be a number at all)."""
+    return body.get("pin") is None or isinstance(body["pin"], str)
+
+
 @bp.post("/api/v1/sales/<int(max=9223372036854775807):seq>/void")
 def void(seq: int) -> Any:
     """``{"reason": "...", "pin": "1234"}``: void sale ``seq`` of today (supervisor: the
@@ -333,6 +342,8 @@ def void(seq: int) -> Any:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
         return _bad(_('send {"reason": "why", "pin": "supervisor PIN"}'))
+    if not _pin_is_text(body):
+        return _bad(_(PIN_AS_TEXT))
     entry = _service().void(seq, body["reason"], body.get("pin"), supervisor_token())
     return jsonify(state="voided", seq=entry.seq, ref_seq=entry.ref_seq, net=fen(entry.net))
 
@@ -360,6 +371,8 @@ def refund(seq: int) -> Any:
         for item in lines
     ):
         return _bad(usage)
+    if not _pin_is_text(body):
+        return _bad(_(PIN_AS_TEXT))
     items = [(item["index"], item["qty"]) for item in lines]
     entry = _service().refund(seq, items, body["reason"], body.get("pin"), supervisor_token())
     return jsonify(

@@ -135,6 +135,27 @@ def test_the_till_api_voids_with_the_pin(cinema) -> None:
     assert client.post("/api/v1/sales/1/void", json={"pin": PIN}).status_code == 400
 
 
+def test_a_pin_sent_as_a_number_is_a_bad_request_not_a_wrong_try(cinema) -> None:
+    """{"pin": 2468} (a JSON number) counted as a wrong PIN: 5 of them locked voids and
+    refunds though the PIN was right."""
+    service, _ = cinema
+    client = till_client(create_app(service))
+    service.checkout(Basket((FILM,)), confirm=True)
+    number = int(PIN)
+    refund = {"lines": [{"index": 0, "qty": 1}], "reason": "r", "pin": number}
+    for _ in range(MAX_TRIES + 1):
+        for url, body in (
+            ("/api/v1/sales/1/void", {"reason": "r", "pin": number}),
+            ("/api/v1/sales/1/refund", refund),
+        ):
+            answer = client.post(url, json=body)
+            assert answer.status_code == 400, answer.get_json()
+            assert answer.get_json()["kind"] == "bad_request"
+            assert "in quotes" in answer.get_json()["error"]
+    done = client.post("/api/v1/sales/1/void", json={"reason": "refused", "pin": PIN})
+    assert done.status_code == 200, done.get_json()  # no try was used up
+
+
 def test_wrong_tries_survive_a_restart_and_each_lock_lasts_longer(cinema) -> None:
     service, now = cinema
     shop_dir = service.state.dir
