@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from terminal.errors import ConfigError
 from terminal.notify import Notifier
 from terminal.service import TerminalService
 
@@ -67,9 +68,16 @@ def serve(
 
     app = create_app(service, sync)
     # waitress reads a whole body before the app sees it: the same cap there (413)
-    server = create_server(
-        app, host=host, port=port, threads=THREADS, max_request_body_size=MAX_BODY
-    )
+    try:
+        server = create_server(
+            app, host=host, port=port, threads=THREADS, max_request_body_size=MAX_BODY
+        )
+    except (ValueError, OSError) as exc:  # not an address or a name; a port taken
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot serve on {host}:{port} ({reason.rstrip('.')}): set listen_host and "
+            "listen_port in the settings to an address of this machine and a free port"
+        ) from None
     stopped = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

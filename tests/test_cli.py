@@ -149,6 +149,15 @@ def test_installing_the_update_in_service_again_changes_nothing(enrolled, tmp_pa
     assert status.returncode == 0 and "roster_version" in status.stdout, status.stderr
 
 
+@pytest.mark.parametrize("host", ["999.1.1.1", "shop-till.invalid"])
+def test_serving_on_an_address_that_is_not_one_is_one_line(enrolled, host) -> None:
+    """A listen_host that is no address of this machine gave waitress's traceback."""
+    _, terminal = enrolled
+    result = run("terminal", "serve", "--host", host, "--port", "8099", "--data", str(terminal))
+    assert_one_line_error(result, 1, f"cannot serve on {host}:8099")
+    assert "set listen_host and listen_port" in result.stderr
+
+
 def test_not_enrolled(tmp_path) -> None:
     result = run("terminal", "status", "--data", str(tmp_path / "nothing"))
     assert_one_line_error(result, 1, "not enrolled")
