@@ -80,7 +80,8 @@ def central_options(command: F) -> F:
 
 
 def duration(text: str) -> timedelta:
-    """``72h``, ``3d``, ``90m``, ``30s``: a lifetime typed by a person."""
+    """``72h``, ``3d``, ``90m``, ``30s``: a lifetime typed by a person, at most
+    :data:`LONGEST` (a signed file valid longer would outlive every key it names)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
         value, unit = int(text[:-1]), text[-1]
@@ -88,7 +89,12 @@ def duration(text: str) -> timedelta:
             raise ValueError
     except (ValueError, IndexError):
         raise click.BadParameter(f"{text!r}: use a number and a unit, like 72h or 3d") from None
+    if value * units[unit] > LONGEST.total_seconds():
+        raise click.BadParameter(f"{text!r}: at most {LONGEST.days}d")
     return timedelta(seconds=value * units[unit])
+
+
+LONGEST = timedelta(days=3650)
 
 
 def percent_to_basis_points(text: str) -> int:

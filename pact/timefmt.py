@@ -45,4 +45,6 @@ def parse_moment(text: str, local: tzinfo | None = None) -> datetime:
         if local is None:
             raise ValueError(f"{text!r} has no time zone: add one, e.g. 2026-11-28T09:30:00Z")
         moment = moment.replace(tzinfo=local)
+    if not 2000 <= moment.year <= 9998:  # (0001-01-01 in Shanghai is before the year 1 UTC)
+        raise ValueError(f"{text!r} is not a time of the years 2000 to 9998")
     return moment.astimezone(UTC)

@@ -107,6 +107,16 @@ def test_set_status_on_the_command_line_needs_a_reason(tmp_path: Path, capsys) -
         capsys, "central", "set-status", "M0001", "active", "--reason", "x", "--at", "soon", *data
     )
     assert code == 2 and "not an ISO 8601 time" in err
+    # a time no calendar of the union's has (it was an OverflowError's traceback)
+    for at in ("0001-01-01T00:00", "9999-12-31T23:00:00-05:00"):
+        code, _, err = run(
+            capsys, "central", "set-status", "M0001", "active", "--reason", "x", "--at", at, *data
+        )
+        assert code == 2 and "not a time of the years 2000 to 9998" in err, err
+        assert "Traceback" not in err
+    # a lifetime no key outlives (a Python int too large for a C int, before)
+    code, _, err = run(capsys, "central", "publish-roster", "--expires-in", "99999999999d", *data)
+    assert code == 2 and "at most 3650d" in err and "Traceback" not in err
 
 
 def test_an_exited_merchant_is_closed_at_the_deadline_its_terminals_revoked(
