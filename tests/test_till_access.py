@@ -337,7 +337,7 @@ def test_the_report_day_is_the_shops_local_day_and_refunds_count_on_theirs(shop,
 
 
 def test_a_decimal_comma_is_refused_not_read_as_a_hundred_times_more(shop) -> None:
-    """"12,50" (12.50 typed with a decimal comma) was journaled as a sale of 1250.00."""
+    """An amount of "12,50" (12.50 with a decimal comma) was journaled as 1250.00."""
     service, _ = shop
     till = till_client(create_app(service))
     answer = till.post("/api/v1/checkout", json={"amount": "12,50", "confirm": True})
