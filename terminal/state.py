@@ -200,6 +200,38 @@ class TerminalState:
             self._enrolment = enrolment
         return self._enrolment
 
+    def _refuse_another_identity(self, terminal_id: str) -> None:
+        """A terminal enrolled as another id, with entries in its journal, is not
+        enrolled again as ``terminal_id``: its journal's entries name the old id and
+        chain on from them, so the union would refuse every upload ("belongs to another
+        terminal") and the sales not yet uploaded would be stranded. (The same id again,
+        e.g. a new bundle for it, is fine.)"""
+        if not self.enrolment_path.is_file() or not self.journal_path.is_file():
+            return
+        try:
+            held = str(json.loads(self.enrolment_path.read_bytes())["terminal_id"])
+        except (ValueError, KeyError, TypeError):
+            return  # an enrolment that cannot be read is replaced
+        if held == terminal_id:
+            return
+        journal = Journal.existing(self.journal_path)
+        try:
+            entries, pending = journal.counts()
+        finally:
+            journal.close()
+        if entries:
+            raise ConfigError(
+                N_(
+                    "this terminal is enrolled as %(held)s and its journal holds %(entries)s "
+                    "entries (%(pending)s not yet uploaded): enrolling it as %(new)s would "
+                    "strand them; sync, then `unioncard terminal decommission`, then enrol"
+                ),
+                held=held,
+                entries=entries,
+                pending=pending,
+                new=terminal_id,
+            )
+
     def enrol(self, bundle: bytes) -> Enrolment:
         """Install the union's bundle: pins its root metadata, keeps the secrets (0600)
         and the union's CA certificate (refused: a central URL the sync may not use,
@@ -220,6 +252,7 @@ class TerminalState:
         if problem is not None:
             raise ConfigError(N_("the enrolment bundle is refused: %(problem)s"), problem=problem)
         root = load_pinned_root(root_data)
+        self._refuse_another_identity(enrolment.terminal_id)
         with self._lock:
             atomic_write(self.root_path, root_data, mode=0o644)
             if ca_pem is not None:

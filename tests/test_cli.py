@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -156,6 +157,28 @@ def test_serving_on_an_address_that_is_not_one_is_one_line(enrolled, host) -> No
     result = run("terminal", "serve", "--host", host, "--port", "8099", "--data", str(terminal))
     assert_one_line_error(result, 1, f"cannot serve on {host}:8099")
     assert "set listen_host and listen_port" in result.stderr
+
+
+def test_a_terminal_with_sales_is_not_enrolled_as_another(enrolled, tmp_path, clock) -> None:
+    """Enrolled as T1 with a sale waiting, then given T2's bundle: refused, naming what
+    would be stranded (it was enrolled, and every sync then failed: "sales[0] belongs to
+    another terminal")."""
+    union, terminal = enrolled
+    state = TerminalState(terminal)
+    state.load()
+    journal = Journal(state.journal_path, state.signer())
+    identity = identity_from_pan(
+        "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(state.enrolment.token_key)
+    )
+    checkout(state.current, state.enrolment, journal, identity, 1000, clock())
+    journal.close()
+    other = tmp_path / "T2.json"
+    other.write_bytes(union.enrol_terminal("T2", "M0001", "http://127.0.0.1:9"))
+    refused = run("terminal", "enrol", str(other), "--data", str(terminal))
+    assert_one_line_error(refused, 1, "this terminal is enrolled as T1")
+    assert "1 not yet uploaded" in refused.stderr and "enrolling it as T2" in refused.stderr
+    assert json.loads((terminal / "enrolment.json").read_text())["terminal_id"] == "T1"
+    state._refuse_another_identity("T1")  # its own id again (a new bundle for it) is fine
 
 
 def test_not_enrolled(tmp_path) -> None:
