@@ -774,6 +774,12 @@ def central_settlement(
 ) -> None:
     """Per-merchant totals of sales received: count, member sales, gross, discount, net
     (days in the union's time zone, Asia/Shanghai)."""
+    if start is not None and end is not None and end <= start:
+        raise click.BadParameter(
+            f"{end:%Y-%m-%d} covers nothing from {start:%Y-%m-%d}: --to is the day after "
+            "the last (one day: --from 2026-12-01 --to 2026-12-02)",
+            param_hint="--to",
+        )
     union = Union.open(paths, database_url, clock)
     try:
         rows = union.settlement(start.date() if start else None, end.date() if end else None)

@@ -108,6 +108,9 @@ def test_an_unreachable_database_is_one_line_without_its_password(
         (("terminal", "checkout", "1.00", "--timeout", "soon"), "'soon' is not a valid float"),
         (("nonsense",), "No such command 'nonsense'"),
         (("central", "publish-roster", "--expires-in", "3 weeks"), "like 72h or 3d"),
+        # --to before --from printed every merchant at 0 (and --from D --to D, nothing)
+        (("central", "settlement", "--from", "2026-12-03", "--to", "2026-12-01"), "covers nothing"),
+        (("central", "settlement", "--from", "2026-12-01", "--to", "2026-12-01"), "day after"),
     ],
 )
 def test_usage_errors_are_one_line_with_where_to_read_more(
