@@ -205,6 +205,7 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
     for terminal_id in sorted(by_terminal):
         findings += _evidence(by_terminal[terminal_id], facts_, altered, unsigned)
         findings += _dated_after_receipt(by_terminal[terminal_id], facts_)
+        findings += _missing_tail(by_terminal[terminal_id], facts_)
     findings += _counters(kept)
     findings += [f for share in done for f in share.findings]
     findings += _turned_away(stretches, [t for share in done for t in share.turned])
@@ -351,6 +352,27 @@ def _evidence(
             )  # fmt: skip
         before = entry
     return out
+
+
+def _missing_tail(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
+    """One terminal's entries (in seq order) that stop short of the newest entry the
+    union had received before the period's end (or now): those after them were
+    journaled before that receipt, after the last one here, so within the audit's
+    time; they are missing (left out of a bundle, or deleted from the store). The
+    chain shows a gap between entries, not at its end: this is the end's check."""
+    contact = facts.facts.terminals.get(entries[0].terminal_id) if entries else None
+    until = facts.facts.until
+    if contact is None or contact.last_upload is None or until is None:
+        return []
+    newest = entries[-1].seq
+    if newest >= contact.last_seq or contact.last_upload >= until:
+        return []
+    return [
+        Finding(HIGH, entries[-1].terminal_id, (newest, contact.last_seq), "gap",
+                Msg.of(N_("entries %(first)s to %(last)s, which the union had received by "
+                          "%(at)s, are missing"),
+                       first=newest + 1, last=contact.last_seq, at=iso(contact.last_upload)))
+    ]  # fmt: skip
 
 
 def _dated_after_receipt(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:

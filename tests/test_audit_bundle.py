@@ -432,3 +432,22 @@ def test_a_bundle_no_key_could_make_is_refused_in_one_line(
         except BundleError as exc:
             refused.add(str(exc).split(": ", 2)[-1][:40])
     assert refused  # each refused as a BundleError, none escaped as another exception
+
+
+def test_entries_left_off_the_end_are_found(site: Site, clock, capsys, tmp_path) -> None:
+    """The chain shows entries missing between two, not after the last: a bundle whose
+    newest entries were left off (and its manifest signed again with the audit key)
+    verified clean. The union's signed record says which entry it had received by
+    when; those received before the period's end must be there."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    assert [e["seq"] for e in doc["parts"]["entries"]] == [1, 2]
+    del doc["parts"]["entries"][-1]
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert code == 1, (out, err)
+    assert out.startswith("terminal=T1 seq=1,2 finding=gap detail=entries 2 to 2, which the ")
+    assert len(out.splitlines()) == 1
