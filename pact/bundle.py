@@ -553,9 +553,15 @@ def _manifest(envelope: Any, newest: Root) -> dict[str, Any]:
     try:
         if not isinstance(signed["merchant_id"], str):
             raise ValueError("merchant")
-        parse_iso(signed["exported_at"])
+        exported = parse_iso(signed["exported_at"])
     except (ValueError, TypeError, AttributeError):
         raise _refuse("the manifest", "malformed merchant or export time") from None
+    if newest.is_expired(exported):  # an audit key its root had let go of by then
+        raise _refuse(
+            "the manifest",
+            f"exported at {iso(exported)}, after the bundle's newest root (v{newest.version}) "
+            f"expired at {iso(newest.expires_at)}: a later root is missing",
+        )
     _period(signed["period"])
     listed = signed["parts"]
     if not isinstance(listed, dict) or set(listed) != set(PARTS):

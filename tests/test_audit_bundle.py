@@ -451,3 +451,21 @@ def test_entries_left_off_the_end_are_found(site: Site, clock, capsys, tmp_path)
     assert code == 1, (out, err)
     assert out.startswith("terminal=T1 seq=1,2 finding=gap detail=entries 2 to 2, which the ")
     assert len(out.splitlines()) == 1
+
+
+def test_a_bundle_exported_after_its_newest_root_expired_is_refused(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """A manifest dated after the newest root the bundle carries expired: the audit key
+    it names may have been replaced (a later root leaves it out). It verified clean."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    expires = doc["parts"]["roots"][-1]["signed"]["expires_at"]
+    doc["manifest"]["signed"]["exported_at"] = "2099-01-01T00:00:00Z"
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert (code, out) == (2, ""), err
+    assert f"after the bundle's newest root (v1) expired at {expires}" in err
