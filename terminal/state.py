@@ -39,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pact.device import KeySigner, public_key_hex
-from pact.errors import RefusedError, RosterError, SnapshotError, UsageError
+from pact.errors import RefusedError, RosterError, SnapshotError, TrustError, UsageError
 from pact.files import atomic_write, fsync_dir
 from pact.generation import (
     Generation,
@@ -302,6 +302,15 @@ class TerminalState:
             self.enrolment  # noqa: B018 - says "not enrolled" when that is the cause
             raise ConfigError(
                 N_("%(file)s is missing: re-enrol the terminal"), file=str(self.root_path)
+            ) from None
+        except TrustError as exc:  # damaged: its text, not its source, says where
+            raise ConfigError(
+                N_(
+                    "%(file)s, the union's root the terminal pins, is refused (%(problem)s): "
+                    "restore it from the backup or re-enrol the terminal"
+                ),
+                file=str(self.root_path),
+                problem=str(exc),
             ) from None
 
     @property

@@ -181,6 +181,15 @@ def test_a_terminal_with_sales_is_not_enrolled_as_another(enrolled, tmp_path, cl
     state._refuse_another_identity("T1")  # its own id again (a new bundle for it) is fine
 
 
+def test_a_damaged_pinned_root_names_its_file(enrolled) -> None:
+    """A root.json that does not verify said only "root metadata refused: malformed"."""
+    _, terminal = enrolled
+    (terminal / "root.json").write_text("{not json")
+    result = run("terminal", "status", "--data", str(terminal))
+    assert_one_line_error(result, 1, f"{terminal / 'root.json'}, the union's root")
+    assert "restore it from the backup or re-enrol" in result.stderr
+
+
 def test_not_enrolled(tmp_path) -> None:
     result = run("terminal", "status", "--data", str(tmp_path / "nothing"))
     assert_one_line_error(result, 1, "not enrolled")
