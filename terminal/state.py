@@ -82,6 +82,16 @@ class Enrolment:
 
     @classmethod
     def from_json(cls, raw: Any) -> Enrolment:
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                N_("the enrolment bundle is not a JSON object: ask the union for a new one")
+            )
+        missing = [name for name in BUNDLE_FIELDS if name not in raw]
+        if missing:
+            raise ConfigError(
+                N_("the enrolment bundle has no %(field)s: ask the union for a new one"),
+                field=missing[0],
+            )
         try:
             return cls(
                 terminal_id=str(raw["terminal_id"]),
@@ -90,11 +100,16 @@ class Enrolment:
                 api_secret=str(raw["api_secret"]),
                 token_key=bytes.fromhex(raw["token_key"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError):  # token_key: not hex
             raise ConfigError(
-                N_("the enrolment bundle is invalid (%(problem)s): ask the union for a new one"),
-                problem=str(exc),
+                N_(
+                    "the enrolment bundle's token_key is not hex digits: ask the union for a "
+                    "new one"
+                )
             ) from None
+
+
+BUNDLE_FIELDS = ("terminal_id", "merchant_id", "central_url", "api_secret", "token_key")
 
 
 def _ca_certificate(value: Any) -> bytes | None:
@@ -238,8 +253,13 @@ class TerminalState:
         sync.client.central_url_problem)."""
         try:
             raw = json.loads(bundle)
+        except (ValueError, RecursionError):  # (not UTF-8 is a ValueError too)
+            raise ConfigError(
+                N_("the enrolment bundle is not JSON: ask the union for a new one")
+            ) from None
+        try:
             root_data = str(raw["root"]).encode()
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (KeyError, TypeError):
             raise ConfigError(
                 N_(
                     "the enrolment bundle is not valid (no root metadata): "

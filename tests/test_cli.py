@@ -190,6 +190,26 @@ def test_a_damaged_pinned_root_names_its_file(enrolled) -> None:
     assert "restore it from the backup or re-enrol" in result.stderr
 
 
+def test_a_bad_enrolment_bundle_says_what_is_wrong_with_it(enrolled, tmp_path) -> None:
+    """It said "(no root metadata)" of a file that is not JSON, "('api_secret')" of a
+    missing field and "fromhex() arg ..." of a bad key."""
+    union, _ = enrolled
+    good = json.loads(union.enrol_terminal("T7", "M0001", "http://127.0.0.1:9"))
+    no_secret = {k: v for k, v in good.items() if k != "api_secret"}
+    cases = [
+        (b"PK\x03\x04 a zip file", "the enrolment bundle is not JSON"),
+        (json.dumps(no_secret).encode(), "has no api_secret"),
+        (json.dumps({**good, "token_key": "zz"}).encode(), "token_key is not hex digits"),
+    ]
+    for n, (data, line) in enumerate(cases):
+        bundle, folder = tmp_path / f"bundle{n}.json", tmp_path / f"terminal{n}"
+        bundle.write_bytes(data)
+        result = run("terminal", "enrol", str(bundle), "--data", str(folder))
+        assert_one_line_error(result, 1, line)
+        assert "ask the union for a new one" in result.stderr
+        assert not (folder / "enrolment.json").exists()
+
+
 def test_not_enrolled(tmp_path) -> None:
     result = run("terminal", "status", "--data", str(tmp_path / "nothing"))
     assert_one_line_error(result, 1, "not enrolled")
