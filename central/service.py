@@ -781,7 +781,9 @@ class Union:
         an unknown name as for a wrong password), or while the account is locked
         (:data:`LOCK_AFTER` wrong passwords lock it for :data:`LOCK_FOR`)."""
         now = self.clock()
-        user = self.store.user(name[:64])
+        # a name no account can have is no account: cut to 64 characters, "name + X"
+        # signed in as "name", and its wrong passwords locked nothing
+        user = self.store.user(name) if USER_NAME.fullmatch(name) else None
         if user is None:
             PASSWORDS.hash(password[:200])  # as long as for a real user: no timing hint
             raise AuthError("wrong user name or password")

@@ -69,7 +69,7 @@ from terminal.openapi import document as openapi_document
 from terminal.service import TerminalService
 from terminal.syncing import BackgroundSync
 from terminal.syncrecord import last_sync
-from terminal.webauth import init_auth, supervisor_token
+from terminal.webauth import init_auth, local_path, supervisor_token
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cashier", __name__)
@@ -110,10 +110,7 @@ def language_switch(lang: str) -> Any:
     """The page's language switch: remembered in the browser's session."""
     if lang in LANGUAGES:
         session["lang"] = lang
-    target = request.args.get("next", "")
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for("cashier.page")
-    return redirect(target)
+    return redirect(local_path(request.args.get("next")) or url_for("cashier.page"))
 
 
 @bp.get("/")

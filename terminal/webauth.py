@@ -17,6 +17,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -147,6 +148,19 @@ class LoginForm(FlaskForm):  # type: ignore[misc]
     token = PasswordField("token", validators=[InputRequired()])
 
 
+def local_path(target: str | None) -> str | None:
+    """``target`` when it is a path of this site, else None: it starts with one "/",
+    names no scheme or host, and holds no control character or backslash (browsers
+    drop a tab or a newline and read "\\" as "/", so "/<tab>/evil.example" and
+    "/\\evil.example" lead to another host)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return None
+    parts = urlsplit(target)
+    return None if parts.scheme or parts.netloc else target
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     form = LoginForm()
@@ -155,11 +169,7 @@ def login() -> Any:
         if token_matches(_data_dir() / API_TOKEN_FILE, form.token.data.strip()):
             session.permanent = True
             login_user(Caller("page", _current_fingerprint()))
-            target = request.args.get("next", "")
-            # only a path of this site, never another host
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for("cashier.page")
-            return redirect(target)
+            return redirect(local_path(request.args.get("next")) or url_for("cashier.page"))
         error = _("That is not this terminal's till token. Ask the technician for it.")
     elif request.method == "POST":
         error = _("The form has expired: please enter the till token again.")

@@ -95,6 +95,21 @@ def test_wrong_passwords_lock_the_account(console, clock) -> None:
     assert bare.status_code == 400
 
 
+def test_a_name_one_character_longer_is_not_the_account(console, clock) -> None:
+    """Names were cut to 64 characters to look the account up, and its failures kept
+    under the uncut name: "name" + "X" signed in as "name", and its wrong passwords
+    never locked anything."""
+    union = console.extensions["unioncard"]
+    long = "a" * 64
+    union.add_user(long, "admin", None, PASSWORD)
+    _, answer = sign_in(console, long + "X")
+    assert answer.status_code == 401  # the right password, the wrong name
+    for _ in range(5):
+        assert sign_in(console, long, "wrong password!")[1].status_code == 401
+    _, answer = sign_in(console, long)  # the right one, but locked now
+    assert answer.status_code == 401 and "已锁定" in answer.get_data(as_text=True)
+
+
 def test_a_merchant_user_sees_only_its_own(console, clock) -> None:
     browser, _ = sign_in(console, "shop1")
     fleet = browser.get("/console/terminals").get_data(as_text=True)

@@ -155,6 +155,33 @@ def test_the_page_signs_in_once_and_its_posts_need_the_csrf_token(shop) -> None:
     assert browser.get("/api/v1/status").status_code == 401
 
 
+ELSEWHERE = ["//evil.example", "/%09/evil.example", "/%0A/evil.example", "/%5Cevil.example",
+             "https://evil.example/", "/\\evil.example", "/%0D%0ASet-Cookie:x=1"]  # fmt: skip
+
+
+def test_the_language_switch_and_sign_in_go_back_to_this_site_only(shop) -> None:
+    """next=/<tab>/evil.example passed as a path: the tab dropped, the browser went to
+    //evil.example (a look-alike page asking for the till token); with a newline the
+    switch answered 500. Each now lands on the cashier page."""
+    service, _ = shop
+    app = create_app(service)
+    token = new_api_token(service.state.dir)
+    anonymous = app.test_client()
+    for target in ELSEWHERE:
+        answer = anonymous.get(f"/lang/en?next={target}")
+        assert answer.status_code == 302 and answer.headers["Location"] == "/", target
+    assert anonymous.get("/lang/en?next=/login").headers["Location"] == "/login"
+    for target in ELSEWHERE:
+        browser = app.test_client()
+        login = browser.get("/login").get_data(as_text=True)
+        csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', login)
+        assert csrf
+        answer = browser.post(
+            f"/login?next={target}", data={"token": token, "csrf_token": csrf.group(1)}
+        )
+        assert answer.status_code == 302 and answer.headers["Location"] == "/", target
+
+
 def test_errors_are_chinese_by_default_with_a_stable_kind(shop) -> None:
     service, _ = shop
     app = create_app(service)
