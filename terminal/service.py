@@ -518,10 +518,15 @@ class TerminalService:
         record: Mapping[str, Any] | None = None,
     ) -> Offline:
         """Where the terminal stands against its offline limits (pact.offline), counted
-        from its last successful sync (before the first, from the issue time of the
-        union's snapshot it installed). ``pending``: the entries waiting for upload, and
-        ``record``: the sync record (terminal.syncrecord), when the caller has them."""
+        from its last successful sync (before the first, or when that sync's time is
+        ahead of ``now``, from the issue time of the union's snapshot it installed).
+        ``pending``: the entries waiting for upload, and ``record``: the sync record
+        (terminal.syncrecord), when the caller has them."""
         since = success_at(record if record is not None else last_sync(self.state.dir))
+        if since is not None and since > now + CLOCK_TOLERANCE:
+            # recorded by a sync run with the clock ahead: counted from it, the stop
+            # would come that much later; the union's snapshot is the time known
+            since = None
         if since is None and generation.snapshot is not None:
             since = generation.snapshot.issued_at
         if pending is None:

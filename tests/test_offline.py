@@ -175,6 +175,25 @@ def test_the_status_counts_the_limits_from_the_sync_record_it_shows(
         service.close()
 
 
+def test_a_sync_recorded_with_the_clock_ahead_does_not_put_the_stop_off(tmp_path: Path) -> None:
+    """A sync run while the clock read 48 hours ahead recorded its success then, and the
+    limits counted from that future time: discounts went on 48 hours past the stop.
+    A success later than now counts from the union's snapshot instead."""
+    state = make_shop(tmp_path, terms("cinema"))  # synced at MONDAY
+    issued = state.current.snapshot.issued_at  # type: ignore[union-attr]
+    keep_sync(state.dir, last_success_at=iso(MONDAY + 48 * HOUR))  # the clock was ahead
+    now = [MONDAY + 3 * HOUR]  # and is right again
+    service = _service(state, now)
+    try:
+        status = service.status()
+        assert status["offline"]["since"] == iso(issued)
+        assert now[0] - issued > 72 * HOUR and status["offline"]["reached"] == ["stop"]
+        stopped = service.checkout(Basket((POPCORN,)), confirm=True)
+        assert stopped.sale.discount == 0
+    finally:
+        service.close()
+
+
 def test_past_the_pending_cap_members_get_no_discount_until_a_sync(tmp_path: Path) -> None:
     state = make_shop(tmp_path, {**terms("cinema"), "pending_cap": 3})
     now = [MONDAY + HOUR]
