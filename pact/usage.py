@@ -159,15 +159,20 @@ def verify_usage(
     return usage
 
 
+def _pair(pair: Any) -> RuleUsage:
+    """A member's ``[uses, amount]``: two whole numbers (a shorter list was an
+    IndexError's traceback, a float was cut to an int)."""
+    if not isinstance(pair, list) or len(pair) != 2 or not all(type(n) is int for n in pair):
+        raise ValueError("a member's use must be [uses, amount], two whole numbers")
+    return RuleUsage(pair[0], pair[1])
+
+
 def _parse(signed: Any) -> SharedUsage:
     if signed.get("type") != "usage":
         raise ValueError('type is not "usage"')
     rules: dict[str, tuple[datetime, Mapping[str, RuleUsage]]] = {}
     for rule_id, entry in signed["rules"].items():
-        members = {
-            str(token): RuleUsage(int(pair[0]), int(pair[1]))
-            for token, pair in entry["members"].items()
-        }
+        members = {str(token): _pair(pair) for token, pair in entry["members"].items()}
         rules[str(rule_id)] = (parse_iso(entry["since"]), members)
     return SharedUsage(
         merchant_id=str(signed["merchant_id"]),

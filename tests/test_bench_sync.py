@@ -96,9 +96,16 @@ def test_the_prose_says_where_the_syncs_time_goes() -> None:
             "json_and_gzip_ms": 60.0,
             "server_decode_ms": 200.0,
         },
+        runs=[0.5],
     )
     text = "\n".join(central_prose([figure]))  # type: ignore[list-item]
     assert "0.5x (**not met**, goal >= 0.7)" in text and "100 ms went on neither" in text
+    assert "Round by round" not in text  # too few rounds to tell a trend
+    figure.runs = [0.34, 0.45, 0.5, 0.48, 0.62, 0.57, 0.68]
+    figure.detail = {**figure.detail, "ingest_ms_rounds": [170, 400], "sync_ms_rounds": [500, 590]}
+    text = "\n".join(central_prose([figure]))  # type: ignore[list-item]
+    assert "the first three's median 0.45, the last three's 0.62" in text
+    assert "took 170 ms in the first round and 400 ms in the last" in text
     # the terminal's share overlapping the server's: more CPU than wall time
     figure.detail = {**figure.detail, "client_cpu_ms": 500.0, "server_cpu_ms": 800.0}
     text = "\n".join(central_prose([figure]))  # type: ignore[list-item]

@@ -381,6 +381,18 @@ def test_install_update_by_hand_refuses_an_edited_file_in_one_line(
     assert files_of(shop.dir, skip=not_journal) == before
 
 
+@pytest.mark.parametrize("pair", [[], [1], [1, 2, 3], [1.5, 200], ["1", 200], [True, 0], {}])
+def test_a_usage_file_with_a_malformed_members_use_is_refused(shop: Shop, pair: Any) -> None:
+    """Found by the fuzz test below: a member's use of a list shorter than two was an
+    IndexError's traceback (and a float was cut to a whole number)."""
+    signed = json.loads(shop.usage)["signed"]
+    [rule] = signed["rules"].values()
+    rule["members"] = {"ab" * 16: pair}
+    data = canonical_json(sign(signed, [shop.keys.snapshot]))
+    with pytest.raises(UsageError, match="malformed"):
+        TerminalState(shop.dir).install_usage(data, NOW)
+
+
 @FUZZ
 @given(edits=EDITS, change=CHANGE, how=st.sampled_from(("bytes", "signed")))
 @example(edits=[("insert", 0, DEEP)], change=(0, "add", "", 0), how="bytes")
