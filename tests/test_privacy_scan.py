@@ -34,6 +34,10 @@ def test_the_scanner_finds_card_numbers_in_ascii_and_bcd(tmp_path: Path) -> None
     fifteen = luhn_complete("62170012345678")
     assert scan_bytes(f'"token_key_id":"{fifteen}a"'.encode()) == []
     assert scan_bytes(f'"pan":"{fifteen}"'.encode()) != []  # all digits: not a hex string
+    # a key id's hex that came out all decimal (and Luhn-valid): a key id, not a card
+    assert luhn_ok("9110545412890016")
+    assert scan_bytes(b'"token_key_id":"9110545412890016","x"') == []
+    assert scan_bytes(b'"pan":"9110545412890016"') != []
     # a text field glued to a time stamp in a database row: the year is not the number's
     assert scan_bytes(b"...-3aa0394697842026-11-28T15:20:00Z") == []
     assert scan_bytes(b"id 0394697842026 ") != []  # the same digits alone: Luhn-valid
