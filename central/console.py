@@ -69,7 +69,10 @@ csrf = CSRFProtect()
 
 class Person(UserMixin):  # type: ignore[misc]
     def __init__(self, row: dict[str, Any]) -> None:
-        self.id = row["name"]
+        self.name: str = row["name"]
+        # what the session cookie names: the user and the number of their sessions
+        # (a name has no ":"; signing out moves the number on, ending the cookie)
+        self.id = f"{row['name']}:{row['sessions']}"
         self.role: str = row["role"]
         self.merchant_id: str | None = row["merchant_id"]
 
@@ -83,9 +86,12 @@ def _union() -> Union:
 
 
 @login_manager.user_loader  # type: ignore[untyped-decorator]
-def _load(name: str) -> Person | None:
-    row = _union().store.user(name)
-    return None if row is None else Person(row)
+def _load(session_id: str) -> Person | None:
+    name, _, sessions = session_id.rpartition(":")
+    row = _union().store.user(name) if name else None
+    if row is None or str(row["sessions"]) != sessions:
+        return None  # signed out since (or a cookie of before sessions had numbers)
+    return Person(row)
 
 
 def language() -> str:
@@ -143,6 +149,10 @@ def _locked_or_wrong(message: str) -> str:
 
 @bp.post("/logout")
 def logout() -> Any:
+    """Sign out: this person's sessions end on every browser (a copy of the cookie
+    signed in still, before)."""
+    if current_user.is_authenticated:
+        _union().store.end_sessions(current_user.name)
     logout_user()
     return redirect(url_for("console.login"))
 
@@ -431,7 +441,7 @@ def merchant_admit(merchant_id: str) -> Any:
     _admin_only()
     standards = request.form.get("standards", "").splitlines()
     try:
-        _union().admit_merchant(merchant_id, standards, current_user.id)
+        _union().admit_merchant(merchant_id, standards, current_user.name)
     except CentralError as exc:
         return _merchant_page(merchant_id, str(exc), exc.http_status)
     flash(_("Merchant %(id)s admitted.", id=merchant_id))
@@ -465,7 +475,7 @@ def merchant_status(merchant_id: str) -> Any:
     if error is not None:
         return _merchant_page(merchant_id, str(error), 400)
     try:
-        version = union.set_merchant_status(merchant_id, status, reason, when, current_user.id)
+        version = union.set_merchant_status(merchant_id, status, reason, when, current_user.name)
     except CentralError as exc:
         return _merchant_page(merchant_id, str(exc), exc.http_status)
     at = _local(when) if when is not None else _("now")
@@ -544,7 +554,7 @@ def audit() -> Any:
             first = date.fromisoformat(args.get("from", ""))
             last = date.fromisoformat(args.get("to", ""))
             if request.method == "POST":
-                number = union.start_audit(merchant_id, first, last, current_user.id)
+                number = union.start_audit(merchant_id, first, last, current_user.name)
                 _in_background(f"audit-run-{number}", union.finish_audit, number, merchant_id,
                                first, last)  # fmt: skip
                 return redirect(url_for("console.audit", merchant=merchant_id, run=number))
@@ -609,7 +619,7 @@ def policies() -> Any:
             terms = json.loads(request.form.get("terms", ""))
             if not isinstance(terms, dict):
                 raise ValueError("not an object")
-            union.draft_policy(request.form.get("merchant", ""), terms, current_user.id)
+            union.draft_policy(request.form.get("merchant", ""), terms, current_user.name)
         except (ValueError, RecursionError):
             error, status = _("The terms are not a JSON object."), 400
         except CentralError as exc:
@@ -629,9 +639,9 @@ def decide(draft_id: int, decision: str) -> Any:
     union = _union()
     try:
         if decision == "approve":
-            union.approve_policy(draft_id, current_user.id)
+            union.approve_policy(draft_id, current_user.name)
         else:
-            union.reject_policy(draft_id, current_user.id)
+            union.reject_policy(draft_id, current_user.name)
     except CentralError as exc:
         drafts = _drafts(union)
         return render_template(

@@ -252,6 +252,9 @@ users = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("locked_until", sa.String(32), nullable=True),
+    # the number of the user's sessions: a console cookie names it, and signing out
+    # moves it on (Flask keeps the session in the signed cookie: nothing else ends it)
+    sa.Column("sessions", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Policy drafts: terms a union admin proposed, signed only once a second admin approves
@@ -1534,6 +1537,13 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(users.select().where(users.c.name == name)).mappings().first()
         return None if row is None else dict(row)
+
+    def end_sessions(self, name: str) -> None:
+        """Every console session of ``name`` made so far stops signing anyone in."""
+        with self._writing() as conn:
+            conn.execute(
+                users.update().where(users.c.name == name).values(sessions=users.c.sessions + 1)
+            )
 
     def login_failed(self, name: str, locked_until: str | None) -> None:
         """Count a wrong password; lock the account until ``locked_until`` if given."""

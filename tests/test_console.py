@@ -78,6 +78,25 @@ def test_signing_in_in_chinese_then_english(console) -> None:
     assert browser.get("/console/").status_code == 302  # to the sign-in page
 
 
+def test_signing_out_ends_the_session_a_copied_cookie_held(console, clock) -> None:
+    """Flask keeps the session in its signed cookie: a copy of it, taken before signing
+    out, still signed in. Signing out now ends that person's sessions everywhere."""
+    browser, _ = sign_in(console, "shop1")
+    other, _ = sign_in(console, "shop1")  # another browser of the same person
+    home = browser.get("/console/").get_data(as_text=True)
+    assert "欢迎，shop1" in home
+    cookie = browser.get_cookie("session")
+    assert cookie is not None
+    out = browser.post("/console/logout", data={"csrf_token": _csrf(home)})
+    assert out.status_code == 302
+    thief = console.test_client()
+    thief.set_cookie("session", cookie.value, domain=cookie.domain)
+    assert thief.get("/console/terminals").status_code == 302  # to the sign-in page
+    assert other.get("/console/").status_code == 302
+    again, _ = sign_in(console, "shop1")  # and signing in again works
+    assert again.get("/console/").status_code == 200
+
+
 def test_wrong_passwords_lock_the_account(console, clock) -> None:
     for _ in range(5):
         _, answer = sign_in(console, "shop1", "wrong password!")
