@@ -338,8 +338,11 @@ class TerminalService:
             return result
 
     def cancel(self, pending_id: str) -> PendingSale:
-        """Drop the waiting sale; nothing is journaled and no quota is used."""
-        return self._take(pending_id)
+        """Drop the waiting sale; nothing is journaled and no quota is used. A cancel
+        that comes while the sale is being confirmed waits for it, and then finds it
+        confirmed (it answered "cancelled" while the confirmation journaled it)."""
+        with self._confirm_lock:
+            return self._take(pending_id)
 
     def pending(self) -> PendingSale | None:
         return self._waiting(self.clock())
