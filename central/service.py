@@ -682,7 +682,8 @@ class Union:
         """Enrol the terminal a one-time code names, registering the device key that
         signed the request; return its bundle (without the CA certificate, which the
         terminal already used to get here). The same device repeating its request (an
-        answer lost) gets a new secret; wrong codes are counted, and a source, or
+        answer lost) gets a new secret while the code lasts and its terminal is not
+        revoked; wrong codes are counted, and a source, or
         everyone, that tried too many in :data:`ENROL_WINDOW` must wait."""
         now = self.clock()
         here, everywhere = self.store.enrol_failures_since(iso(now - ENROL_WINDOW), source)
@@ -711,8 +712,14 @@ class Union:
         )
         if status == "used" and row is not None:
             held = self.store.terminal(row["terminal_id"])
-            if held is not None and held["device_key"] == device_key_hex:
-                self.store.set_terminal_secret(row["terminal_id"], secret_sha)  # a repeat
+            if (
+                held is not None
+                and held["device_key"] == device_key_hex
+                and held["revoked_at"] is None
+                and iso(now) < row["expires_at"]
+            ):  # a repeat while the code lasts (a copy of the request replayed later
+                # reset the terminal's secret, and a revoked terminal got a bundle)
+                self.store.set_terminal_secret(row["terminal_id"], secret_sha)
                 status = "ok"
         if status != "ok" or row is None:
             if status in ("unknown", "expired", "used"):

@@ -105,6 +105,36 @@ def test_a_repeat_from_the_same_device_gets_a_new_secret(union, tmp_path, capsys
     assert held is not None and held["device_key"] == public_key_hex(load_public_key(folder))
 
 
+def test_a_repeat_after_the_code_expired_or_the_terminal_was_revoked_is_refused(
+    union, clock, tmp_path, capsys
+) -> None:
+    """A copy of the enrolment request, replayed after the code's day (or after the
+    terminal was revoked), got a new secret: the real terminal was locked out, and the
+    replayer could decommission it."""
+    central, url = union
+    code = _code(capsys, central)
+    folder = tmp_path / "terminal"
+    enrol = ("terminal", "enrol", "--central", url, "--code", code, "--data", str(folder))
+    assert run(capsys, *enrol)[0] == 0
+    kept = (folder / "enrolment.json").read_bytes()
+    clock.advance(timedelta(hours=24))
+    code_exit, _, err = run(capsys, *enrol)
+    assert code_exit == 7, err
+    one_line_error(err, "enrolment was refused", "used already")
+    assert (folder / "enrolment.json").read_bytes() == kept
+    assert run(capsys, "sync", "--data", str(folder))[0] == 0  # its secret still works
+    other = central.store.terminal("T0007")
+    assert other is not None and other["revoked_at"] is None
+    # within the day, but revoked: no bundle either
+    code = _code(capsys, central, "T0008")
+    second = tmp_path / "second"
+    enrol = ("terminal", "enrol", "--central", url, "--code", code, "--data", str(second))
+    assert run(capsys, *enrol)[0] == 0
+    central.revoke_terminal("T0008", "stolen")
+    code_exit, _, err = run(capsys, *enrol)
+    assert code_exit == 7, err
+
+
 def test_a_code_expires_after_a_day(union, clock, tmp_path, capsys) -> None:
     central, url = union
     code = _code(capsys, central)
