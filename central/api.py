@@ -249,5 +249,11 @@ def upload_sales() -> Any:
         raise InputError(str(exc)) from None
     if terminal_id != terminal["terminal_id"]:
         raise InputError("the upload names another terminal")
-    result = union.ingest(terminal, batch)
+    try:
+        result = union.ingest(terminal, batch)
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") cannot be hashed: was a 500
+        raise InputError(
+            "an entry holds text that is not valid Unicode (a lone surrogate): it cannot be "
+            "the journal's"
+        ) from None
     return jsonify(ack(result.acked_through, result.accepted, result.duplicates))

@@ -131,6 +131,18 @@ TOKEN_CHUNK = 512  # rows tokenised at once
 log = logging.getLogger(__name__)
 
 
+def _storable(text: object) -> bool:
+    """Text a database keeps: a string with no NUL (PostgreSQL refuses it) and no lone
+    surrogate (UTF-8 cannot carry it): each was a 500 in a terminal's report."""
+    if not isinstance(text, str) or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _run_by(who: str) -> str:
     """Who ran an audit, as its run keeps it: one line of at most 64 characters."""
     return " ".join(who.split())[:64] or "staff"
@@ -828,10 +840,10 @@ class Union:
         if not isinstance(pending, int) or isinstance(pending, bool) or not 0 <= pending < 2**62:
             raise InputError("pending must be a count of entries")
         warnings = body.get("warnings", [])
-        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        if not isinstance(warnings, list) or not all(_storable(w) for w in warnings):
             raise InputError("warnings must be a list of lines")
         software = body.get("software", "")
-        if not isinstance(software, str):
+        if not _storable(software):
             raise InputError("software must be text")
         report.update(
             pending=pending,

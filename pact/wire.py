@@ -16,6 +16,7 @@ from typing import Any
 from pact.device import SIGNATURE_HEX
 from pact.errors import WireFormatError
 from pact.event import CODES, EVENT
+from pact.money import MAX_SALE_FEN
 from pact.sale import DESCRIBE, MAX_NOTE, REVERSALS, Sale, field_types
 
 SALES_FORMAT = "unioncard.sales.v1"
@@ -185,6 +186,7 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
         _check_kind(sale, f"sales[{i}]")
         if sale.get("atc") is not None and sale["atc"] > 0xFFFF:
             raise WireFormatError(f"sales[{i}].atc must be the card's counter, 0 to 65535")
+        _check_bounds(sale, f"sales[{i}]")
         if i and sale["seq"] != sales[i - 1]["seq"] + 1:
             raise WireFormatError(
                 f"sales[{i}].seq does not follow sales[{i - 1}]: send them in order"
@@ -213,6 +215,45 @@ def is_entry_time(text: str) -> bool:
     except ValueError:  # 2026-02-30T..., 25:00:00
         return False
     return moment.year in ENTRY_YEARS
+
+
+MAX_SEQ = 2**63 - 1  # the union's seq columns are 64-bit
+MAX_VERSION = 2**31 - 1
+AMOUNTS = ("gross", "discount", "net")
+PAN_LAST4 = re.compile(r"(?:[0-9]{4})?")  # an event has none
+TOKEN_HEX = re.compile(r"[0-9a-f]{16,64}")
+MAX_ID = 64  # characters of a sale id or a rule id
+MAX_RULES = 64
+
+
+def _check_bounds(sale: Mapping[str, Any], where: str) -> None:
+    """What a terminal journals stays within what the union stores and sums: a seq of
+    2**63 or an amount of 2**63 - 1 fen was a 500 in the ingest (or, on SQLite, broke
+    the union's settlement), a pan_last4 of 9 characters had room for a card number."""
+    for name in AMOUNTS:
+        if sale[name] > MAX_SALE_FEN:
+            raise WireFormatError(
+                f"{where}.{name} is above {MAX_SALE_FEN} fen (1,000,000.00 yuan), a sale's limit"
+            )
+    if sale["seq"] > MAX_SEQ or (sale.get("ref_seq") or 0) > MAX_SEQ:
+        raise WireFormatError(f"{where}: a seq must be at most {MAX_SEQ}")
+    if sale["roster_version"] > MAX_VERSION or sale["policy_version"] > MAX_VERSION:
+        raise WireFormatError(f"{where}: a roster or policy version must be at most {MAX_VERSION}")
+    if not PAN_LAST4.fullmatch(sale["pan_last4"]):
+        raise WireFormatError(f"{where}.pan_last4 must be the card's last four digits (or empty)")
+    token = sale.get("token")
+    if token is not None and not TOKEN_HEX.fullmatch(token):
+        raise WireFormatError(f"{where}.token must be 16 to 64 lower-case hex digits (or null)")
+    if not 1 <= len(sale["sale_id"]) <= MAX_ID:
+        raise WireFormatError(f"{where}.sale_id must be 1 to {MAX_ID} characters")
+    for name in ("sale_id", "note"):  # kept as they are: PostgreSQL refuses a NUL in text
+        if "\x00" in (sale.get(name) or ""):
+            raise WireFormatError(f"{where}.{name} must not hold a NUL character")
+    rules = sale["rules"]
+    if len(rules) > MAX_RULES or not all(1 <= len(rule) <= MAX_ID for rule in rules):
+        raise WireFormatError(
+            f"{where}.rules must be at most {MAX_RULES} rule ids of 1 to {MAX_ID} characters"
+        )
 
 
 def _check_kind(sale: Mapping[str, Any], where: str) -> None:

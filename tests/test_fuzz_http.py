@@ -31,11 +31,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from central.serve import ThreadedServer
+from pact.device import public_key_hex
 from pact.wire import encode_sales
 from sync.client import CentralClient, RetryPolicy
 from sync.errors import SyncError
 from terminal.openapi import document as till_document
 from terminal.web import MAX_BODY
+from tests.helpers import TEST_SIGNER
+from tests.test_central import make_sales
 from tests.test_central_openapi import central  # noqa: F401 - a fixture
 from tests.test_console import PASSWORD, _csrf, sign_in
 from tests.test_openapi import Terminal, terminal  # noqa: F401 - a fixture
@@ -329,3 +332,33 @@ def test_the_sync_client_refuses_a_broken_answer_in_one_line(status: int, answer
         finally:
             client.close()
     assert refused.value.msg and "\n" not in str(refused.value), str(refused.value)
+
+
+def test_text_no_database_keeps_is_a_400(central) -> None:  # noqa: F811
+    """A lone surrogate ("\\ud800", valid JSON) in an uploaded entry's note, or in a
+    report's lines, and a NUL in a report (PostgreSQL refuses it): each was a 500."""
+    app, headers = central
+    union = app.extensions["unioncard"]
+    key = public_key_hex(TEST_SIGNER.public_key())
+    union.register_device_key(union.store.terminal("T1"), key)
+    client = app.test_client()
+    body = encode_sales("T1", make_sales("T1", 1))
+    body["sales"][0]["note"] = "\ud800"
+    data = json.dumps(body).encode()  # the surrogate as JSON escapes it
+    answer = client.post(
+        "/api/v1/sales", data=data, content_type="application/json", headers=headers
+    )
+    assert answer.status_code == 400, answer.get_json()
+    assert "not valid Unicode" in answer.get_json()["error"]
+    for report in (
+        {"pending": 0, "warnings": ["\ud800"]},
+        {"pending": 0, "software": "\udfff"},
+        {"pending": 0, "software": "a\x00b"},
+    ):
+        answer = client.post(
+            "/api/v1/report",
+            data=json.dumps(report).encode(),
+            content_type="application/json",
+            headers=headers,
+        )
+        assert answer.status_code == 400, (report, answer.get_json())

@@ -73,3 +73,26 @@ def test_an_uploaded_entrys_hashes_are_64_hex_digits(name: str, bad: str) -> Non
     body = encode_sales("T1", [replace(s, **{name: bad}) for s in sales])
     with pytest.raises(WireFormatError, match=rf"sales\[0\]\.{name} must be 64 lower-case hex"):
         decode_sales(body)
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"gross": 2**63 - 1, "net": 2**63 - 1 - 50}, r"sales\[0\]\.gross is above 100000000 fen"),
+        ({"seq": 2**63}, r"a seq must be at most"),
+        ({"roster_version": 2**64}, r"a roster or policy version must be at most"),
+        ({"pan_last4": "621483000"}, r"sales\[0\]\.pan_last4 must be the card's last four"),
+        ({"token": "not hex at all, a name?"}, r"sales\[0\]\.token must be 16 to 64"),
+        ({"sale_id": "x" * 100}, r"sales\[0\]\.sale_id must be 1 to 64"),
+        ({"rules": ["r" * 65]}, r"sales\[0\]\.rules must be at most"),
+        ({"note": "a\x00b"}, r"sales\[0\]\.note must not hold a NUL"),
+    ],
+)
+def test_an_uploaded_entry_stays_within_what_the_union_stores(change, refusal) -> None:
+    """Each was taken and then a 500 in the ingest (a seq of 2**63: the refusal meant for
+    the audit was lost too), broke the union's settlement on SQLite (an amount of
+    2**63 - 1), or kept what should never be kept (a pan_last4 with room for a card)."""
+    body = encode_sales("T1", make_sales("T1", 1))
+    body["sales"][0].update(change)
+    with pytest.raises(WireFormatError, match=refusal):
+        decode_sales(body)
