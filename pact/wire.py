@@ -17,6 +17,7 @@ from pact.device import SIGNATURE_HEX
 from pact.errors import WireFormatError
 from pact.event import CODES, EVENT
 from pact.money import MAX_SALE_FEN
+from pact.policy import MAX_RULES  # a sale applies at most every rule of its policy
 from pact.sale import DESCRIBE, MAX_NOTE, REVERSALS, Sale, field_types
 
 SALES_FORMAT = "unioncard.sales.v1"
@@ -222,8 +223,7 @@ MAX_VERSION = 2**31 - 1
 AMOUNTS = ("gross", "discount", "net")
 PAN_LAST4 = re.compile(r"(?:[0-9]{4})?")  # an event has none
 TOKEN_HEX = re.compile(r"[0-9a-f]{16,64}")
-MAX_ID = 64  # characters of a sale id or a rule id
-MAX_RULES = 64
+MAX_ID = 64  # characters of a sale id or a rule id (a policy's are at most 40)
 
 
 def _check_bounds(sale: Mapping[str, Any], where: str) -> None:
