@@ -10,6 +10,7 @@ import logging
 import sqlite3
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,7 @@ EXPIRY_WARNING = timedelta(hours=24)
 # a clock that disagrees with the monotonic clock, or with the newest entry, by more
 # than this has jumped (NTP slews small corrections; it does not step by minutes)
 CLOCK_TOLERANCE = timedelta(minutes=2)
+REMEMBERED_CONFIRMATIONS = 32  # quotes whose confirmation is answered again if asked
 log = logging.getLogger(__name__)
 PENDING_TIMEOUT = timedelta(minutes=2)  # a quote not confirmed by then is dropped
 
@@ -179,6 +181,9 @@ class TerminalService:
         self._pending_lock = threading.Lock()  # guards _pending
         self._confirm_lock = threading.Lock()  # one confirmation at a time
         self._pending: PendingSale | None = None
+        # the quotes confirmed lately, by pending id: a till that asks again (its answer
+        # lost) hears of the sale it made, not "check out again" (which made it twice)
+        self._confirmed: OrderedDict[str, SaleResult] = OrderedDict()
         self.supervisor = Supervisor(data_dir, clock)
         self.printer = printer  # the settings' receipt printer, or None
         self._printer_lock = threading.Lock()
@@ -326,8 +331,13 @@ class TerminalService:
         return pending
 
     def confirm(self, pending_id: str) -> SaleResult:
-        """Journal the waiting sale: the point of no return."""
+        """Journal the waiting sale: the point of no return. Asked again for a quote
+        confirmed lately (the till's answer lost), it answers that sale again and
+        journals nothing."""
         with self._confirm_lock:
+            done = self._confirmed.get(pending_id)
+            if done is not None:
+                return done
             # the slot stays taken until the sale is journaled: no other checkout prices
             # this card's quota without it, and a failed write leaves it to confirm again
             pending = self._take(pending_id, keep=True)
@@ -335,6 +345,9 @@ class TerminalService:
             with self._pending_lock:
                 if self._pending is pending:
                     self._pending = None
+            self._confirmed[pending_id] = result
+            while len(self._confirmed) > REMEMBERED_CONFIRMATIONS:
+                self._confirmed.popitem(last=False)
             return result
 
     def cancel(self, pending_id: str) -> PendingSale:

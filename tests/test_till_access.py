@@ -183,6 +183,23 @@ def test_the_language_switch_and_sign_in_go_back_to_this_site_only(shop) -> None
         assert answer.status_code == 302 and answer.headers["Location"] == "/", target
 
 
+def test_a_confirmation_asked_again_answers_the_same_sale(shop) -> None:
+    """A till whose answer to a confirmation was lost asks again: it hears of the sale
+    it made (it was told "check out again", and doing so charged the customer twice)."""
+    service, _ = shop
+    till = till_client(create_app(service))
+    quote = till.post("/api/v1/checkout", json={"amount": "88.00"}).get_json()
+    url = f"/api/v1/checkout/{quote['pending_id']}/confirm"
+    first = till.post(url)
+    again = till.post(url)
+    assert first.status_code == again.status_code == 200
+    assert again.get_json()["seq"] == first.get_json()["seq"] == 1
+    assert again.get_json() == first.get_json()
+    assert service.journal.counts()[0] == 1  # journaled once
+    cancel = till.post(f"/api/v1/checkout/{quote['pending_id']}/cancel")
+    assert cancel.status_code == 404  # confirmed: nothing to cancel
+
+
 def test_a_confirm_and_a_cancel_at_once_agree_with_the_journal(shop) -> None:
     """Two tills' requests for one quote at the same moment: exactly one wins, and the
     journal says which (the cancel answered "cancelled" while the confirmation, under
