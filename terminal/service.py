@@ -64,6 +64,9 @@ class PendingSale:
     id: str
     expires_at: datetime
     priced: Priced
+    # when it expires by the monotonic clock, when the service has one: the wall clock
+    # set back (NTP correcting it) kept a quote, and every checkout busy, for as long
+    deadline: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -275,7 +278,12 @@ class TerminalService:
             )
             if confirm:
                 return _logged(self._record(priced))
-            pending = PendingSale(uuid.uuid4().hex, now + self.pending_timeout, priced)
+            deadline = (
+                self.monotonic() + self.pending_timeout.total_seconds()
+                if self.monotonic is not None
+                else None
+            )
+            pending = PendingSale(uuid.uuid4().hex, now + self.pending_timeout, priced, deadline)
             with self._pending_lock:
                 self._pending = pending
             return pending
@@ -299,9 +307,14 @@ class TerminalService:
         is dropped: nothing was journaled)."""
         with self._pending_lock:
             pending = self._pending
-            if pending is not None and now >= pending.expires_at:
+            if pending is not None and self._expired(pending, now):
                 self._pending = pending = None
             return pending
+
+    def _expired(self, pending: PendingSale, now: datetime) -> bool:
+        if pending.deadline is not None and self.monotonic is not None:
+            return self.monotonic() >= pending.deadline
+        return now >= pending.expires_at
 
     def _take(self, pending_id: str, keep: bool = False) -> PendingSale:
         """Return the waiting sale ``pending_id`` and, unless ``keep``, free the slot;
@@ -317,9 +330,10 @@ class TerminalService:
                     ),
                     id=pending_id,
                 )
-            if not keep or now >= pending.expires_at:
+            expired = self._expired(pending, now)
+            if not keep or expired:
                 self._pending = None
-        if now >= pending.expires_at:
+        if expired:
             raise PendingError(
                 N_(
                     "sale %(id)s waited more than %(seconds)s s and was "

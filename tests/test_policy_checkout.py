@@ -26,7 +26,7 @@ from pact.timefmt import iso
 from pact.wire import decode_sales, encode_sales
 from reader.identity import identity_from_pan
 from terminal.checkout import checkout
-from terminal.errors import JournalError
+from terminal.errors import JournalError, PendingError
 from terminal.journal import MIGRATIONS, Journal
 from terminal.service import TerminalService
 from terminal.state import TerminalState
@@ -486,3 +486,32 @@ def test_a_cancelled_or_timed_out_quote_uses_no_quota(tmp_path) -> None:
     fourth = service.checkout(basket, confirm=True)
     assert fourth.quote.applied == () and service.journal.counts() == (2, 2)
     service.close()
+
+
+def test_a_quote_expires_by_the_time_that_passed_not_by_the_wall_clock(tmp_path) -> None:
+    """The wall clock set back half an hour (NTP correcting a clock that ran ahead)
+    while a quote waited: it outlived its 2 minutes by as much, and every checkout
+    was refused as busy meanwhile. The daemon's monotonic clock times it now."""
+    shop = make_shop(tmp_path, terms("cinema"))
+    member = card(shop)
+    now, tick = [MONDAY + timedelta(hours=1)], [1000.0]
+    service = TerminalService(
+        shop.dir,
+        lambda *, timeout, tokenize: member,
+        lambda: now[0],
+        card_timeout=1,
+        monotonic=lambda: tick[0],
+    )
+    try:
+        waiting = service.checkout(Basket((FILM,)))
+        now[0] -= timedelta(minutes=30)  # the wall clock goes back
+        tick[0] += service.pending_timeout.total_seconds()  # 2 minutes pass
+        assert not service.busy()
+        with pytest.raises(PendingError, match="check out again"):
+            service.confirm(waiting.id)
+        assert service.checkout(Basket((FILM,))).priced.quote.applied == ("free-film",)
+        assert service.journal.counts()[0] == 0 or all(
+            e.kind == "event" for e in service.journal.sales()
+        )  # nothing sold: at most the clock jump's event
+    finally:
+        service.close()
