@@ -1593,6 +1593,7 @@ class Store:
         if row["revoked_at"] is not None:
             return int(row["revoked_last_seq"] or 0)
         with self._writing() as conn:
+            self._hold_terminal(conn, terminal_id)  # an upload under way finishes first
             last, _ = self._tail(conn, terminal_id)
             conn.execute(
                 terminals.update()
@@ -1600,6 +1601,18 @@ class Store:
                 .values(revoked_at=at, revoked_reason=reason[:200], revoked_last_seq=last)
             )
         return last
+
+    @staticmethod
+    def _hold_terminal(conn: Connection, terminal_id: str) -> Any:
+        """The terminal's row, locked for this transaction (PostgreSQL: FOR UPDATE; on
+        SQLite the write transaction holds the whole database already): an upload and a
+        revocation of one terminal take turns, so a revocation's last seq is what the
+        union held, and an upload after it is refused."""
+        return conn.execute(
+            sa.select(terminals.c.revoked_at, terminals.c.revoked_reason)
+            .where(terminals.c.terminal_id == terminal_id)
+            .with_for_update()
+        ).first()
 
     def tail_seq(self, terminal_id: str) -> int:
         """The last seq the union holds from the terminal (0: none)."""
@@ -1610,6 +1623,7 @@ class Store:
         """Revoke a terminal its shop took out of service, if the union holds its entries
         up to ``last_seq`` (and nothing after); False, and nothing changed, otherwise."""
         with self._writing() as conn:
+            self._hold_terminal(conn, terminal_id)
             held, _ = self._tail(conn, terminal_id)
             if held != last_seq:
                 return False
@@ -1829,6 +1843,12 @@ class Store:
         """One try of :meth:`ingest`, in one transaction (:class:`_Overtaken` when its
         insert breaks a unique key)."""
         with self._writing() as conn:
+            held = self._hold_terminal(conn, terminal_id)
+            if held is not None and held.revoked_at is not None:  # since it was authenticated
+                raise ConflictError(
+                    f"terminal {terminal_id} was revoked at {held.revoked_at} "
+                    f"({held.revoked_reason}): the union refuses its uploads"
+                )
             last_seq, last_hash = self._tail(conn, terminal_id)
             old = [s for s in batch if s.seq <= last_seq]
             new = [s for s in batch if s.seq > last_seq]

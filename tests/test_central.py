@@ -155,6 +155,24 @@ def test_a_merchant_refused_is_not_kept(union: Union, merchant_id, name, refusal
     assert union.publish_roster()[0] >= 1  # and renews the policies of those there are
 
 
+def test_an_upload_authenticated_before_a_revocation_is_refused(union: Union) -> None:
+    """The terminal was authenticated, then revoked while its upload was on its way to
+    the store: the upload was stored, after the revocation, whose recorded last seq
+    was then wrong. The ingest looks again, in its transaction (the terminal's row
+    locked on PostgreSQL, so the two take turns)."""
+    union.add_merchant("M0001", "Shop", 500)
+    terminal = enrol_signing_terminal(union)
+    union.ingest(terminal, make_sales("T1", 2))
+    authenticated = union.store.terminal("T1")
+    assert union.revoke_terminal("T1", "stolen") == 2
+    later = make_sales("T1", 2, start=3, prev=union.store.sales_for("T1")[-1].hash)
+    with pytest.raises(ConflictError, match="was revoked"):
+        union.ingest(authenticated, later)
+    assert [s.seq for s in union.store.sales_for("T1")] == [1, 2]
+    assert union.store.terminal("T1")["revoked_last_seq"] == 2  # type: ignore[index]
+    assert [r["first_seq"] for r in union.store.refusals("T1")] == [3]  # kept for the audit
+
+
 def test_exit_merchant_publishes_a_new_policy(union: Union) -> None:
     assert union.add_merchant("M0001", "Shop", 500) == 1
     assert union.set_merchant_status("M0001", "exited") == 2

@@ -286,7 +286,10 @@ def test_the_console_in_chromium(console, clock) -> None:
             wait.until(
                 ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Settlement statement")
             )
-            assert "95.00" in driver.page_source and "Traceback" not in driver.page_source
+            # the form's page has that heading too: wait for the statement itself (under
+            # load the page was read before the answer to the form had come)
+            wait.until(lambda d: "95.00" in d.page_source)
+            assert "Traceback" not in driver.page_source
             driver.back()
             wait.until(ec.element_to_be_clickable((By.ID, "logout"))).click()
             wait.until(ec.visibility_of_element_located((By.ID, "name")))
