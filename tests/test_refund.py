@@ -368,7 +368,7 @@ def test_refunds_travel_and_the_settlement_nets_them(union, tmp_path: Path) -> N
         lines = {"lines": [dict(POP.as_json(), discount=300, by_rule={"r": 300})]}
         basket = {**lines, "tier": 1, "discounts": {"r": 300}}
         template = Sale(
-            seq=0, sale_id="", at="", terminal_id="T1", merchant_id="M0001", token="ab",
+            seq=0, sale_id="", at="", terminal_id="T1", merchant_id="M0001", token="ab" * 16,
             pan_last4="1234", member=True, gross=6000, discount=300, net=5700, rules=("r",),
             roster_version=1, policy_version=1, basket=basket, atc=None, kind=None,
             ref_seq=None, note=None, prev_hash="", hash="",
