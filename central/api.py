@@ -21,9 +21,8 @@ from central.openapi import document
 from central.partners import partners_json
 from central.service import Union
 from pact.errors import WireFormatError
-from pact.wire import ack, decode_device_key, decode_sales
+from pact.wire import MAX_VERSION, ack, decode_device_key, decode_sales
 
-MAX_VERSION = 2**31 - 1  # the versions a signed file may have, here
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 

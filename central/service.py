@@ -69,6 +69,7 @@ from pact.snapshot import build_snapshot
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 from pact.usage import build_usage, count_usage
+from pact.wire import MAX_VERSION
 
 ROSTER_LIFETIME = timedelta(hours=72)
 ENROL_CODE_LIFETIME = timedelta(hours=24)
@@ -832,7 +833,9 @@ class Union:
         for name in ("root_version", "snapshot_version", "roster_version", "policy_version"):
             value = body.get(name)
             if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value <= MAX_VERSION
             ):
                 raise InputError(f"{name} must be a version number or null")
             report[name] = value

@@ -96,6 +96,17 @@ def build_statement(
     zone = ZoneInfo(timezone)
     days: dict[date, DayTotals] = {}
     rules: dict[tuple[str, str], RuleTotals] = {}  # (rule id, who funds it)
+    terms: dict[tuple[int, str], tuple[str, str]] = {}  # (version, rule) -> title, funder
+
+    def rule_terms(version: int, rule_id: str) -> tuple[str, str]:
+        if (version, rule_id) not in terms:
+            policy = policy_of(version)
+            found = next((r for r in policy.rules if r.id == rule_id), None) if policy else None
+            terms[(version, rule_id)] = (
+                (found.title, found.funded_by) if found is not None else ("", "merchant")
+            )
+        return terms[(version, rule_id)]
+
     for entry in entries:
         if entry.kind is not None and entry.kind not in REVERSALS:
             continue  # an event moves no money
@@ -110,16 +121,11 @@ def build_statement(
         totals.net += money * entry.net
         totals.voids += entry.kind == "void"
         totals.refunds += entry.kind == "refund"
-        policy = policy_of(entry.policy_version)
-        by_rule = _by_rule(entry)
-        for rule_id, amount in by_rule.items():
-            found = next((r for r in policy.rules if r.id == rule_id), None) if policy else None
-            funded_by = found.funded_by if found is not None else "merchant"
+        for rule_id, amount in _by_rule(entry).items():
+            title, funded_by = rule_terms(entry.policy_version, rule_id)
             row = rules.get((rule_id, funded_by))
             if row is None:
-                row = rules[(rule_id, funded_by)] = RuleTotals(rule_id, funded_by=funded_by)
-                if found is not None:
-                    row.title = found.title
+                row = rules[(rule_id, funded_by)] = RuleTotals(rule_id, title, funded_by)
             row.discount += money * amount
             row.uses += count if amount > 0 else 0
             if funded_by == "union":

@@ -34,6 +34,11 @@ def parse_iso(text: str) -> datetime:
         raise ValueError(f"timestamp {text!r} is out of range") from None
 
 
+# The years a time may be of: a day must exist on both sides of UTC in every zone
+# (9999-12-31T20:00Z is the year 10000 in Shanghai; 0001-01-01 there is before year 1)
+YEARS = range(2000, 9999)
+
+
 def parse_moment(text: str, local: tzinfo | None = None) -> datetime:
     """A time a person typed (``--at``): ISO 8601 with a zone, or, when ``local`` is
     given, without one in that zone. Returns UTC; ValueError otherwise."""
@@ -45,6 +50,6 @@ def parse_moment(text: str, local: tzinfo | None = None) -> datetime:
         if local is None:
             raise ValueError(f"{text!r} has no time zone: add one, e.g. 2026-11-28T09:30:00Z")
         moment = moment.replace(tzinfo=local)
-    if not 2000 <= moment.year <= 9998:  # (0001-01-01 in Shanghai is before the year 1 UTC)
-        raise ValueError(f"{text!r} is not a time of the years 2000 to 9998")
+    if moment.year not in YEARS:
+        raise ValueError(f"{text!r} is not a time of the years {YEARS.start} to {YEARS.stop - 1}")
     return moment.astimezone(UTC)

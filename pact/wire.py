@@ -19,6 +19,7 @@ from pact.event import CODES, EVENT
 from pact.money import MAX_SALE_FEN
 from pact.policy import MAX_RULES  # a sale applies at most every rule of its policy
 from pact.sale import DESCRIBE, MAX_NOTE, REVERSALS, Sale, field_types
+from pact.timefmt import YEARS
 
 SALES_FORMAT = "unioncard.sales.v1"
 MAX_BATCH = 1000
@@ -200,9 +201,7 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
 
 
 UTC_SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-# An entry's year: its local day must exist in every time zone (9999-12-31T20:00Z is
-# the year 10000 in Shanghai: the union's daily totals failed on it with a 500)
-ENTRY_YEARS = range(2000, 9999)
+ENTRY_YEARS = YEARS  # (an entry of 9999-12-31T20:00Z failed the union's daily totals: a 500)
 
 
 def is_entry_time(text: str) -> bool:

@@ -224,8 +224,8 @@ class TerminalState:
         if not self.enrolment_path.is_file() or not self.journal_path.is_file():
             return
         try:
-            held = str(json.loads(self.enrolment_path.read_bytes())["terminal_id"])
-        except (ValueError, KeyError, TypeError):
+            held = self.enrolment.terminal_id
+        except ConfigError:
             return  # an enrolment that cannot be read is replaced
         if held == terminal_id:
             return

@@ -66,8 +66,8 @@ def enrolled(tmp_path: Path, clock) -> tuple[Union, Path]:
     union.close()
 
 
-def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
-    union, terminal = enrolled
+def _sell(terminal: Path, clock: Clock) -> TerminalState:
+    """A member's sale of 10.00 journaled at the enrolled terminal (not uploaded)."""
     state = TerminalState(terminal)
     state.load()
     journal = Journal(state.journal_path, state.signer())
@@ -76,6 +76,12 @@ def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
     )
     checkout(state.current, state.enrolment, journal, identity, 1000, clock())
     journal.close()
+    return state
+
+
+def test_unreachable_central_keeps_the_sales(enrolled, clock) -> None:
+    union, terminal = enrolled
+    state = _sell(terminal, clock)
     result = run("sync", "--data", str(terminal))
     assert_one_line_error(result, 6, "cannot reach the central service at http://127.0.0.1:9")
     journal = Journal(state.journal_path, state.signer())
@@ -164,14 +170,7 @@ def test_a_terminal_with_sales_is_not_enrolled_as_another(enrolled, tmp_path, cl
     would be stranded (it was enrolled, and every sync then failed: "sales[0] belongs to
     another terminal")."""
     union, terminal = enrolled
-    state = TerminalState(terminal)
-    state.load()
-    journal = Journal(state.journal_path, state.signer())
-    identity = identity_from_pan(
-        "unionpay", b"\xa0", MEMBER_PAN, "2030-12", PanTokenizer(state.enrolment.token_key)
-    )
-    checkout(state.current, state.enrolment, journal, identity, 1000, clock())
-    journal.close()
+    state = _sell(terminal, clock)
     other = tmp_path / "T2.json"
     other.write_bytes(union.enrol_terminal("T2", "M0001", "http://127.0.0.1:9"))
     refused = run("terminal", "enrol", str(other), "--data", str(terminal))
