@@ -952,9 +952,8 @@ class Union:
         start, end = period_bounds(first, last, ZoneInfo(self.timezone))
         # whole runs of each chain, events too (the chain's own entries, and what the
         # behaviour checks read), from the month before on
-        context = self.store.merchant_chains_between(
-            merchant_id, iso(start - QUOTA_LOOKBACK), iso(end)
-        )
+        context_start = start - QUOTA_LOOKBACK
+        context = self.store.merchant_chains_between(merchant_id, iso(context_start), iso(end))
         judged = {(e.terminal_id, e.seq) for e in context if iso(start) <= e.at < iso(end)}
         # every card's standing read at once, so the audit's workers answer from memory
         standing = self.store.token_histories(e.token for e in context if e.token is not None)
@@ -991,6 +990,7 @@ class Union:
             since=start,
             until=min(end, self.clock()),
             terminals=contacts,
+            chained_from=context_start,
         )
         findings = audit_entries(context, facts, runner)
         kept = [

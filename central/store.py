@@ -1932,8 +1932,11 @@ class Store:
 
     def merchant_chains_between(self, merchant_id: str, start: str, end: str) -> list[Sale]:
         """Every entry (events too) of each of ``merchant_id``'s terminals from its
-        first journaled at ``start`` or later to its last before ``end``, by terminal
-        and seq: unbroken runs of each chain, what an audit bundle holds."""
+        first journaled at ``start`` or later to its last before ``end``, and the entry
+        before that first (the chain's anchor, journaled before ``start``), by terminal
+        and seq: unbroken runs of each chain, what an audit bundle holds. The anchor
+        shows that nothing between it and ``start`` is left out (pact.audit's
+        ``chained_from``)."""
         span = (
             sa.select(
                 sales.c.terminal_id,
@@ -1947,7 +1950,7 @@ class Store:
         query = (
             sales.select()
             .join(span, span.c.terminal_id == sales.c.terminal_id)
-            .where(sales.c.seq >= span.c.first, sales.c.seq <= span.c.last)
+            .where(sales.c.seq >= span.c.first - 1, sales.c.seq <= span.c.last)
             .order_by(sales.c.terminal_id, sales.c.seq)
         )
         with self.engine.connect() as conn:

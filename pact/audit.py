@@ -138,6 +138,10 @@ class Facts:
     membership: Callable[[str, datetime], Membership | None]  # (token, at) -> standing
     findings: list[Finding] = field(default_factory=list)
     since: datetime | None = None  # the period's start: earlier entries are context only
+    # From this time on each terminal's entries are all there (a bundle's or the store's
+    # context start): its first must be its first ever (seq 1) or journaled before it,
+    # the chain's anchor. None: not checked (a version 1 bundle holds no anchors).
+    chained_from: datetime | None = None
     until: datetime | None = None  # the period's end, or now if sooner: silence counts to it
     terminals: Mapping[str, Contact] = field(default_factory=dict)  # the merchant's terminals
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -205,6 +209,7 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
     for terminal_id in sorted(by_terminal):
         findings += _evidence(by_terminal[terminal_id], facts_, altered, unsigned)
         findings += _dated_after_receipt(by_terminal[terminal_id], facts_)
+        findings += _missing_head(by_terminal[terminal_id], facts_)
         findings += _missing_tail(by_terminal[terminal_id], facts_)
     findings += _counters(kept)
     findings += [f for share in done for f in share.findings]
@@ -352,6 +357,28 @@ def _evidence(
             )  # fmt: skip
         before = entry
     return out
+
+
+def _missing_head(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
+    """One terminal's entries (in seq order) that start within the audit's time: the
+    entries before the first were left out (of a bundle, or deleted from the store), for
+    the chain's first link here has nothing to be checked against. They start at its
+    seq 1 or at its anchor, the entry before the audit's time."""
+    since = facts.facts.chained_from
+    if not entries or since is None:
+        return []
+    first = entries[0]
+    if first.seq == 1 or facts.at(first) < since:
+        return []
+    period = facts.facts.since
+    judged = next((e.seq for e in entries if period is None or facts.at(e) >= period), None)
+    return [
+        Finding(HIGH, first.terminal_id, tuple(sorted({first.seq, judged or first.seq})), "gap",
+                Msg.of(N_("the entries before %(seq)s are missing: it is not the terminal's "
+                          "first entry, and it was journaled at %(at)s, after %(since)s, "
+                          "where the entries checked start"),
+                       seq=first.seq, at=first.at, since=iso(since)))
+    ]  # fmt: skip
 
 
 def _missing_tail(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:

@@ -7,7 +7,7 @@ ROOT_PUBLIC_KEY``), which re-checks every signature and digest and then runs the
 audit engine (:mod:`pact.audit`) over its contents. docs/protocol.md ("Audit bundle")
 documents the format. The file is the canonical JSON (pact.signing) of::
 
-    {"format": "unioncard.audit-bundle", "version": 1,
+    {"format": "unioncard.audit-bundle", "version": 2,
      "manifest": <signed envelope, signed by the root's audit role>,
      "parts": {"roots": [...], "policies": [...], "rosters": [...],
                "members": [...], "enrolments": [...], "entries": [...]}}
@@ -59,7 +59,10 @@ from pact.trust import Root, load_pinned_root, trust_anchor, update_root
 from pact.wire import ENTRY_YEARS, HASH_HEX, is_entry_time, sale_checks
 
 FORMAT = "unioncard.audit-bundle"
-VERSION = 1
+VERSION = 2
+# Version 1 bundles (before each terminal's chain carried its anchor, the entry before
+# the context) still verify; that no entry was left off their start cannot be told.
+READS = (1, 2)
 MANIFEST_TYPE = "audit-bundle-manifest"
 ENROLMENT_TYPE = "enrolment"
 # The parts, in the order they are checked (and sorted in the file: canonical JSON).
@@ -266,6 +269,7 @@ class Bundle:
     period: Period
     exported_at: str
     root: Root  # the newest root version in the bundle (its audit key signed it)
+    version: int  # the format's: 1 holds no anchors (:data:`READS`)
     root_versions: int
     entries: tuple[Sale, ...]
     policies: Mapping[int, Policy]  # version -> the signed policy
@@ -292,6 +296,7 @@ class Bundle:
             since=self.period.start,
             until=min(self.period.end, exported),
             terminals={t: record.contact() for t, record in self.terminals.items()},
+            chained_from=self.period.context_start if self.version >= 2 else None,
         )
 
     def judged(self) -> set[tuple[str, int]]:
@@ -307,6 +312,12 @@ class Bundle:
             f"({len(self.entries)} with context) from {len(self.terminals)} terminal(s), "
             f"{len(self.policies)} policy version(s), root v{self.root.version}: "
             "every signature and digest verified"
+            + (
+                ""
+                if self.version >= 2
+                else " (a version 1 bundle: its chains carry no anchor, so entries left off "
+                "their start cannot be told)"
+            )
         )
 
 
@@ -372,7 +383,7 @@ def verify_bundle(data: bytes, anchor: bytes) -> Bundle:
     parts: dict[str, list[Any]] = doc["parts"]
     roots = _roots(parts["roots"], anchor)
     newest = roots[-1]
-    manifest = _manifest(doc["manifest"], newest)
+    manifest = _manifest(doc["manifest"], newest, doc["version"])
     for name in PARTS:
         listed = manifest["parts"][name]
         items = parts[name]
@@ -403,6 +414,7 @@ def verify_bundle(data: bytes, anchor: bytes) -> Bundle:
         period=_period(manifest["period"]),
         exported_at=manifest["exported_at"],
         root=newest,
+        version=doc["version"],
         root_versions=len(roots),
         entries=entries,
         policies=policies,
@@ -440,10 +452,11 @@ def _parse(data: bytes) -> dict[str, Any]:
         raise _refuse("the file", "not an audit bundle (format, version, manifest, parts)")
     if doc["format"] != FORMAT:
         raise _refuse("the file", f"its format is not {FORMAT}")
-    if type(doc["version"]) is not int or doc["version"] != VERSION:  # (true == 1)
+    if type(doc["version"]) is not int or doc["version"] not in READS:  # (true == 1)
         raise _refuse(
             "the file",
-            f"format version {doc['version']!r}: this unioncard reads version {VERSION}",
+            f"format version {doc['version']!r}: this unioncard reads versions "
+            f"{' and '.join(map(str, READS))}",
         )
     try:
         canonical = canonical_json(doc).decode() + "\n"
@@ -517,7 +530,7 @@ def _envelope_shape(envelope: Any, where: str) -> None:
             raise _refuse(where, "a signature is malformed (keyid, sig: lower-case hex)")
 
 
-def _manifest(envelope: Any, newest: Root) -> dict[str, Any]:
+def _manifest(envelope: Any, newest: Root, version: int) -> dict[str, Any]:
     _envelope_shape(envelope, "the manifest")
     if not newest.has_role("audit"):
         raise _refuse(
@@ -542,7 +555,7 @@ def _manifest(envelope: Any, newest: Root) -> dict[str, Any]:
     }
     if set(signed) != fields or signed["type"] != MANIFEST_TYPE:
         raise _refuse("the manifest", "malformed")
-    if signed["format"] != FORMAT or signed["version"] != VERSION:
+    if signed["format"] != FORMAT or signed["version"] != version:
         raise _refuse("the manifest", "names another format or version than the file")
     if signed["root_version"] != newest.version:
         raise _refuse(

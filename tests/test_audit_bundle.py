@@ -259,7 +259,7 @@ def test_edits_through_the_command_line_exit_2_naming_where(
         discount: "entries[1] (entry terminal=T1 seq=2): its digest is not the one",
         text.index('"merchant_name":"Shop"') + 17: "policies[0] (policy v1)",
         text.index('"signatures":[{"keyid":"') + 30: "the manifest",
-        len(data) - 3: "the file: format version 0: this unioncard reads version 1",
+        len(data) - 3: "the file: format version 3: this unioncard reads versions 1 and 2",
         len(data) - 1: "the file: not in canonical form",  # the last newline, a space
         text.index('"enrolled_at":"', text.index('"enrolments":[', text.index('"parts":{'))) + 1: (
             "enrolments[0] (enrolment record terminal=T1)"
@@ -419,9 +419,9 @@ def test_a_bundle_no_key_could_make_is_refused_in_one_line(
     data = _export(site, clock, capsys, tmp_path).read_bytes()
     anchor = (tmp_path / "central" / "keys" / "root.pub").read_bytes()
     verify_bundle(data, anchor)  # the export itself verifies
-    assert data.endswith(b',"version":1}\n')
-    with pytest.raises(BundleError, match="format version True"):
-        verify_bundle(data[: -len(b"1}\n")] + b"true}\n", anchor)
+    assert data.endswith(b',"version":2}\n')
+    with pytest.raises(BundleError, match="format version True"):  # (a version it reads: 1)
+        verify_bundle(data[: -len(b"2}\n")] + b"true}\n", anchor)
     text = data.decode()
     at = text.index('"members":[') + len('"members":[')
     refused = set()
@@ -469,3 +469,92 @@ def test_a_bundle_exported_after_its_newest_root_expired_is_refused(
     )
     assert (code, out) == (2, ""), err
     assert f"after the bundle's newest root (v1) expired at {expires}" in err
+
+
+def _older_history(site: Site, clock) -> None:
+    """A sale more than the audit's context (32 days) before today, then today's."""
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 3000, clock)
+    site.sell(MEMBER_PAN, 2000, clock)
+    site.sync(clock)
+    clock.advance(timedelta(days=40))
+    site.union.publish_roster()
+    _history(site, clock)
+
+
+def _seqs(doc: dict) -> list[int]:
+    return [e["seq"] for e in doc["parts"]["entries"]]
+
+
+def test_each_chain_in_a_bundle_starts_at_its_anchor(site: Site, clock, capsys, tmp_path) -> None:
+    """The chain shows entries missing between two, not before the first: a bundle whose
+    first entries of the period were left off (and its manifest signed again with the
+    audit key) verified clean. Each terminal's chain now starts at its seq 1 or at its
+    anchor, the entry before the context (journaled before it, device-signed), and
+    a first entry that is neither is a gap."""
+    _older_history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    assert doc["version"] == 2
+    day = clock().date().isoformat()
+    before = [e for e in doc["parts"]["entries"] if e["at"] < day]
+    assert len(before) == 1  # the anchor: the newest entry journaled before the context
+    anchor = before[0]["seq"]
+    assert anchor > 1 and _seqs(doc)[0] == anchor
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    assert run(capsys, "audit", "verify", str(bundle), *trust)[0] == 0
+
+    left_off = json.loads(bundle.read_bytes())
+    del left_off["parts"]["entries"][0]  # the anchor and everything before the first kept
+    _resigned(bundle, left_off, tmp_path / "central" / "keys")
+    code, out, err = run(capsys, "audit", "verify", str(bundle), *trust)
+    assert code == 1, (out, err)
+    first = anchor + 1
+    assert out.startswith(
+        f"terminal=T1 seq={first} finding=gap detail=the entries before {first} are missing"
+    ), out
+    assert len(out.splitlines()) == 1
+
+
+def test_a_version_1_bundle_still_verifies_and_says_what_it_cannot_tell(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """Bundles frozen before chains carried anchors (format version 1) still verify;
+    the summary says that entries left off their start cannot be told."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    doc["version"] = 1
+    doc["manifest"]["signed"]["version"] = 1
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert (code, err) == (0, ""), out
+    assert "a version 1 bundle: its chains carry no anchor" in out
+    doc["version"] = 3
+    doc["manifest"]["signed"]["version"] = 3
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert code == 2 and "this unioncard reads versions 1 and 2" in err, err
+
+
+def test_entries_deleted_from_the_head_of_the_store_are_found(site: Site, clock) -> None:
+    """The union's own audit reads each chain from its anchor too: the period's first
+    entries deleted from the store (with the anchor, so no gap shows between two) are a
+    gap."""
+    import sqlalchemy as sa
+
+    from central.store import sales
+
+    _older_history(site, clock)
+    day = clock().date()
+    assert site.union.audit("M0001", day, day) == []
+    held = site.union.store.sales_for("T1")
+    anchor = max(s.seq for s in held if s.at < day.isoformat())
+    with site.union.store.engine.begin() as conn:
+        conn.execute(sa.delete(sales).where(sales.c.terminal_id == "T1", sales.c.seq <= anchor + 1))
+    found = site.union.audit("M0001", day, day)
+    assert [(f.kind, f.seqs) for f in found] == [("gap", (anchor + 2,))], found
