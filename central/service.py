@@ -922,7 +922,7 @@ class Union:
             check_signature(key, new[-1])
 
         try:
-            return self.store.ingest(
+            result = self.store.ingest(
                 terminal_id, terminal["merchant_id"], batch, now, check_new=check_new
             )
         except DeviceSignatureError as exc:
@@ -931,6 +931,16 @@ class Union:
         except ConflictError as exc:
             self.store.record_refusal(terminal_id, now, first, last, str(exc))
             raise
+        if result.behind:  # kept with the refusals: what the union asked for, and when
+            held = result.acked_through
+            note = (
+                f"the union holds this terminal's entries through {held} only (its "
+                f"database restored from an older backup?): asked for them again from "
+                f"{held + 1}"
+            )
+            self.store.record_refusal(terminal_id, now, first, last, note)
+            log.warning("terminal %s: %s", terminal_id, note)
+        return result
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         """Per-merchant totals from the local day ``start`` to before the local day

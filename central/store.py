@@ -462,6 +462,10 @@ class IngestResult:
     acked_through: int
     accepted: int
     duplicates: int
+    # The upload began after the union's copy of the chain ends (its database restored
+    # from an older backup): nothing stored, and the ack asks for the entries after
+    # ``acked_through`` again.
+    behind: bool = False
 
 
 class _Overtaken(Exception):
@@ -1871,6 +1875,8 @@ class Store:
             for s in new:
                 if s.merchant_id != merchant_id:
                     raise ConflictError(f"sale {s.seq} names another merchant")
+            if new and new[0].seq > last_seq + 1:  # (a batch is contiguous: ``old`` is empty)
+                return IngestResult(last_seq, 0, 0, behind=True)
             try:
                 check_chain(new, last_hash, last_seq)
             except ChainError as exc:

@@ -37,6 +37,8 @@ class Outbox(Protocol):
 
     def mark_uploaded(self, through_seq: int, at: datetime) -> int: ...
 
+    def unmark_uploaded(self, after_seq: int) -> int: ...
+
     def counts(self) -> tuple[int, int]: ...  # (entries, entries not yet uploaded)
 
 
@@ -74,6 +76,9 @@ class SyncReport:
     policy_version: int | None = None
     root_version: int | None = None  # set when the root metadata moved forward
     problems: list[str] = field(default_factory=list)  # refused downloads (old copy kept)
+    # the union's copy of the chain ended before entries marked uploaded (its database
+    # restored from an older backup): they were sent again from this seq
+    resent_from: int | None = None
 
     def describe(self) -> str:
         """One line for the command line and the demo: what was sent, acknowledged and
@@ -83,6 +88,11 @@ class SyncReport:
             parts[0] += f" of {self.sent} sent"
         if self.pending is not None:
             parts[0] += f" ({self.pending} still pending)"
+        if self.resent_from is not None:
+            parts.append(
+                f"the union's copy ended at entry {self.resent_from - 1}: sent again from "
+                f"{self.resent_from}"
+            )
         if self.root_version is not None:
             parts.append(f"trusted root now v{self.root_version}")
         if self.roster_version is not None:
@@ -100,6 +110,7 @@ class SyncReport:
             "roster_version": self.roster_version,
             "policy_version": self.policy_version,
             "problems": list(self.problems),
+            "resent_from": self.resent_from,
         }
 
 
@@ -214,7 +225,11 @@ def _upload(
     two shares overlap instead of adding up (docs/benchmarks.md, "The sync's
     throughput"). A batch made ahead of one that fails is dropped unsent; a mark not yet
     written when the sync stops is written before it returns (and a mark never written,
-    the power cut, only sends those entries again: the union holds them once)."""
+    the power cut, only sends those entries again: the union holds them once).
+
+    A union whose copy of the chain ends before the first entry sent (its database
+    restored from an older backup) acknowledges where it ends: the entries after that,
+    marked uploaded before, are marked pending again and sent (once a sync)."""
     marks: list[Future[int]] = []
 
     def count_marks(wait: bool) -> None:
@@ -235,6 +250,12 @@ def _upload(
                 coming = ahead.submit(_prepare, terminal_id, journal, batch_size, last)
                 report.sent += len(batch.sales)
                 acked = client.post_sales(batch.bodies)
+                if acked < batch.sales[0].seq - 1 and report.resent_from is None:
+                    coming.result()  # made ahead from the marks as they were: dropped
+                    ahead.submit(journal.unmark_uploaded, acked).result()
+                    report.resent_from = acked + 1
+                    coming = ahead.submit(_prepare, terminal_id, journal, batch_size, acked)
+                    continue
                 marks.append(ahead.submit(_mark, journal, acked, clock))
                 count_marks(wait=False)
                 if acked < last:

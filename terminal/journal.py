@@ -454,6 +454,21 @@ class Journal:
             self._write_failed(exc)
         return cursor.rowcount
 
+    def unmark_uploaded(self, after_seq: int) -> int:
+        """Mark the entries after ``after_seq`` pending again (the union's copy ends
+        there: its database was restored from an older backup); return how many."""
+        try:
+            with self._write():
+                cursor = self.db.execute(
+                    "UPDATE sales SET uploaded_at = NULL WHERE seq > ? AND uploaded_at IS NOT NULL",
+                    [after_seq],
+                )
+        except sqlite3.Error as exc:  # still marked: the next sync is answered the same
+            if is_disk_full(exc):
+                fail_full(self.path.parent, SYNC_REFUSED)
+            self._write_failed(exc)
+        return cursor.rowcount
+
     def sales(self) -> list[Sale]:
         """Every entry, oldest first (one consistent read: a checkout goes on meanwhile)."""
         return [Sale.from_row(r) for r in self.readers.all("SELECT * FROM sales ORDER BY seq")]

@@ -98,7 +98,13 @@ def test_ingest_is_idempotent_and_chain_checked(union: Union) -> None:
     forged = replace(batch[1], gross=1, net=1 - batch[1].discount)
     with pytest.raises(ConflictError, match="differs"):
         union.ingest(terminal, [forged])
-    gap = make_sales("T1", 1, start=7, prev=batch[-1].hash)
+    # a batch that starts after the union's copy ends (its database restored from an
+    # older backup): nothing stored, and the ack says where to send from again
+    ahead = make_sales("T1", 1, start=7, prev=batch[-1].hash)
+    asked = union.ingest(terminal, ahead)
+    assert (asked.acked_through, asked.accepted, asked.behind) == (5, 0, True)
+    sixth = make_sales("T1", 1, start=6, prev=batch[-1].hash)
+    gap = [*sixth, *make_sales("T1", 1, start=8, prev=sixth[0].hash)]
     with pytest.raises(ConflictError, match="does not follow"):
         union.ingest(terminal, gap)
     broken = make_sales("T1", 1, start=6, prev="ab" * 32)

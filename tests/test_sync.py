@@ -180,3 +180,42 @@ def test_a_small_change_arrives_as_a_delta_layer(site: Site, clock) -> None:
     assert (
         reloaded.current.roster.header.body_sha256 == site.state.current.roster.header.body_sha256
     )
+
+
+def test_a_union_restored_from_an_older_backup_gets_back_what_it_lost(site: Site, clock) -> None:
+    """The union's database restored from last night's backup lacks the entries it
+    acknowledged since, which the terminal had marked uploaded: every later upload
+    was refused (409, a gap) night after night, and those sales never reached the
+    union's settlement. The union now answers where its copy ends, and the terminal
+    sends again from there (its journal keeps every entry): each once."""
+    import sqlite3
+
+    site.sync(clock)
+    site.sell(MEMBER_PAN, 1000, clock)
+    site.sync(clock)
+    database = site.union.store.engine.url.database
+    backup = sqlite3.connect(":memory:")
+    with sqlite3.connect(database) as live:
+        live.backup(backup)  # the night's backup, holding the first sale
+    for amount in (2000, 3000):
+        site.sell(MEMBER_PAN, amount, clock)
+    assert site.sync(clock).uploaded == 2
+    with sqlite3.connect(database) as live:
+        backup.backup(live)  # restored: the union lost the two sales it acknowledged
+    assert [s.gross for s in site.union.store.sales_for("T1") if s.is_sale] == [1000]
+    site.sell(MEMBER_PAN, 4000, clock)
+
+    report = site.sync(clock)
+    assert report.problems == [] and report.pending == 0, report
+    restored = 2  # the union's copy ended at the first sale (seq 1)
+    assert report.resent_from == restored and report.uploaded == 3
+    assert f"the union's copy ended at entry 1: sent again from {restored}" in report.describe()
+    held = site.union.store.sales_for("T1")
+    assert [s.seq for s in held] == list(range(1, len(held) + 1))  # each once, no gap
+    assert [s.gross for s in held if s.is_sale] == [1000, 2000, 3000, 4000]
+    assert [s.hash for s in held] == [s.hash for s in site.journal.sales()]
+    (row,) = [r for r in site.union.settlement() if r.merchant_id == "M0001"]
+    assert (row.sales, row.gross) == (4, 10000)  # its totals as restored, then each sale once
+    assert site.sync(clock).uploaded == 0  # and nothing is sent again after
+    (asked,) = [r for r in site.union.store.refusals("T1") if "again from" in r["reason"]]
+    assert "holds this terminal's entries through 1 only" in asked["reason"]
