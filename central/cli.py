@@ -167,15 +167,29 @@ def central_migrate(clock: Clock, paths: CentralPaths, database_url: str | None)
 @click.option(
     "--full", is_flag=True, help="The file is every member: those missing from it have left."
 )
+@click.option(
+    "--allow-left",
+    type=click.IntRange(min=0),
+    help="With --full: how many members may be marked left (asked when more than a tenth).",
+)
 @central_options
 @click.pass_obj
 def central_import(
-    clock: Clock, members_csv: Path, full: bool, paths: CentralPaths, database_url: str | None
+    clock: Clock,
+    members_csv: Path,
+    full: bool,
+    allow_left: int | None,
+    paths: CentralPaths,
+    database_url: str | None,
 ) -> None:
     """Add or update members from MEMBERS.csv (member_id,pan[,status,tier,valid_until,
     district,workplace]), in one transaction: a bad line rejects the whole file, naming
     it. Each change is kept in the member history with its date. Card numbers are turned
-    into keyed tokens; they are not stored. A progress bar on a terminal."""
+    into keyed tokens; they are not stored. A progress bar on a terminal. A --full import
+    that would mark more than a tenth of the members left is refused unless
+    --allow-left gives their number."""
+    if allow_left is not None and not full:
+        raise click.BadParameter("--allow-left goes with --full", param_hint="--allow-left")
     size = members_csv.stat().st_size
     union = Union.open(paths, database_url, clock)
     try:
@@ -196,7 +210,9 @@ def central_import(
                 bar.update(read[0] - read[1])
                 read[1] = read[0]
 
-            result = union.import_members(counted(), full=full, progress=progress)
+            result = union.import_members(
+                counted(), full=full, progress=progress, allow_left=allow_left
+            )
     finally:
         union.close()
     click.echo(f"{result.describe()}; run `unioncard central publish-roster` to sign them")

@@ -342,8 +342,15 @@ def member_import() -> Any:
     if upload is None or not upload.filename:
         return _members_page(_("Choose the members file (CSV) to upload."), 400)
     lines = io.TextIOWrapper(upload.stream, encoding="utf-8-sig", newline="")
+    allowed = (request.form.get("allow_left") or "").strip()
+    if allowed and not (allowed.isascii() and allowed.isdigit() and len(allowed) <= 9):
+        return _members_page(_("Members who may leave: a whole number, or leave it empty."), 400)
     try:
-        result = union.import_members(lines, full=request.form.get("full") == "on")
+        result = union.import_members(
+            lines,
+            full=request.form.get("full") == "on",
+            allow_left=int(allowed) if allowed else None,
+        )
     except (UnicodeDecodeError, csv.Error):
         return _members_page(
             _("The file is not CSV in UTF-8: save it as CSV UTF-8. Nothing was imported."), 400

@@ -397,12 +397,14 @@ class Union:
         members_csv: str | Iterable[str],
         full: bool = False,
         progress: Callable[[int], object] | None = None,
+        allow_left: int | None = None,
     ) -> ImportResult:
         """Add or update members from MEMBERS.csv, in one transaction, a chunk at a time
         (bounded memory): each change of status, tier, validity, district or workplace
         is kept in the member history with its date. ``full``: the file is every member,
-        so those missing from it have left the union. ``progress`` hears of each chunk
-        (members read). A bad line rejects the whole file, naming it."""
+        so those missing from it have left the union; more than a tenth of them only
+        when ``allow_left`` allows as many (Store.import_members). ``progress`` hears of
+        each chunk (members read). A bad line rejects the whole file, naming it."""
         lines = io.StringIO(members_csv) if isinstance(members_csv, str) else members_csv
         return self.store.import_members(
             member_rows(lines, self.keys.tokenize),
@@ -410,6 +412,7 @@ class Union:
             full,
             progress,
             token_scheme=self.keys.token_scheme.label,
+            allow_left=allow_left,
         )
 
     def add_merchant(self, merchant_id: str, name: str, basis_points: int) -> int:

@@ -445,6 +445,16 @@ def settlement_table(rows: Sequence[Settlement]) -> list[str]:
     return out
 
 
+LEFT_QUIETLY_SHARE = 10  # per cent of the members a full import may mark left unasked
+LEFT_QUIETLY_MIN = 100  # ... and at least this many (a small union's month)
+
+
+def left_quietly(held: int) -> int:
+    """How many of ``held`` members a full import may mark left without being told
+    (``allow_left``): a tenth, and at least 100."""
+    return max(LEFT_QUIETLY_MIN, held * LEFT_QUIETLY_SHARE // 100)
+
+
 @dataclass
 class ImportResult:
     read: int = 0  # members in the file
@@ -728,11 +738,16 @@ class Store:
         full: bool = False,
         progress: Callable[[int], object] | None = None,
         token_scheme: str | None = None,
+        allow_left: int | None = None,
     ) -> ImportResult:
         """Add or update members (``(line, row)``), all in one transaction, a chunk at a
         time: new and changed members get a history row at ``at``; with ``full``, the
         members not in ``rows`` are marked left. InputError (nothing written) names the
         line of a member listed twice or of a card another member has.
+
+        A full import that would mark more members left than :func:`left_quietly`
+        allows (a file cut short, or another district's) is refused, unless
+        ``allow_left`` says how many may leave; more than that is refused too.
 
         ``token_scheme`` names the scheme the rows' tokens are made by: it is recorded
         with them. Tokens of another scheme than the members held are taken only with
@@ -780,6 +795,7 @@ class Store:
                     "every member as left; check the file (an export cut short?)"
                 )
             if full:
+                self._check_leaving(conn, seen, allow_left)
                 result.left = self._mark_left(conn, seen, at, count)
             add_totals(conn, member_monthly, ("month", "district", "workplace"), tally)
             seen.drop(conn)
@@ -881,17 +897,42 @@ class Store:
         result.changed += len(changed)
 
     @staticmethod
+    def _missing(seen: sa.Table) -> sa.Select[tuple[str]]:
+        """The members held, not left, whom the file does not list."""
+        return (
+            sa.select(members.c.member_id)
+            .where(members.c.status != "left")
+            .where(~sa.exists().where(seen.c.member_id == members.c.member_id))
+        )
+
+    def _check_leaving(self, conn: Connection, seen: sa.Table, allow_left: int | None) -> None:
+        leaving = conn.execute(
+            sa.select(sa.func.count()).select_from(self._missing(seen).subquery())
+        ).scalar_one()
+        held = conn.execute(
+            sa.select(sa.func.count()).select_from(members).where(members.c.status != "left")
+        ).scalar_one()
+        if allow_left is not None and leaving > allow_left:
+            raise InputError(
+                f"the members file would mark {leaving:,} member{'s' if leaving != 1 else ''} as "
+                f"left, more than the "
+                f"{allow_left:,} allowed (--allow-left): check the file; nothing was imported"
+            )
+        if allow_left is None and leaving > left_quietly(held):
+            raise InputError(
+                f"the members file would mark {leaving:,} of the {held:,} members as left "
+                f"({leaving * 100 // held}%): check the file (an export cut short, or another "
+                f"district's?); if they did leave, import it again with --allow-left {leaving}"
+            )
+
+    @staticmethod
     def _mark_left(
         conn: Connection,
         seen: sa.Table,
         at: str,
         count: Callable[[list[tuple[Mapping[str, Any] | None, Mapping[str, Any]]]], None],
     ) -> int:
-        missing = (
-            sa.select(members.c.member_id)
-            .where(members.c.status != "left")
-            .where(~sa.exists().where(seen.c.member_id == members.c.member_id))
-        )
+        missing = Store._missing(seen)
         # the dashboard's totals: who leaves, by status and place (a row per kind)
         leaving = conn.execute(
             sa.select(members.c.status, members.c.district, members.c.workplace, sa.func.count())

@@ -435,3 +435,21 @@ def test_the_admins_forms_in_english(console) -> None:  # noqa: F811
     assert "One-time enrolment code for terminal T0005 of merchant M0001" in made.get_data(
         as_text=True
     )
+
+
+def test_the_console_import_says_how_many_may_leave(console, site: Site) -> None:  # noqa: F811
+    """The import form's "members who may leave" (--allow-left): a full import marking
+    more left than it says is refused whole; a value that is not a count is one line."""
+    ada, _ = sign_in(console, "ada")
+    assert _upload(ada, MEMBERS_CSV).status_code == 200
+    without_u3 = MEMBERS_CSV.rsplit("U3,", 1)[0]
+    answer = _upload(ada, without_u3, full="on", allow_left="0")
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 400, text
+    assert "would mark 1 member as left, more than the 0 allowed" in text
+    assert site.union.store.member("U3")["status"] == "active"  # type: ignore[index]
+    for odd in ("abc", "-1", "１", "9" * 5000):
+        answer = _upload(ada, without_u3, full="on", allow_left=odd)
+        assert answer.status_code == 400 and "Traceback" not in answer.get_data(as_text=True)
+    answer = _upload(ada, without_u3, full="on", allow_left="1")
+    assert answer.status_code == 200 and "离会 1 名" in answer.get_data(as_text=True)

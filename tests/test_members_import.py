@@ -127,3 +127,32 @@ def test_a_file_with_its_columns_shifted_shows_no_card_number_in_its_error(union
     with pytest.raises(InputError, match="line [23]: member ••••") as listed:
         union.import_members(twice)
     assert card not in str(listed.value)
+
+
+def test_a_full_import_that_drops_many_members_asks_first(union: Union, capsys, tmp_path) -> None:
+    """A --full import of a file cut short (or another district's) marked every member
+    it did not list as left: 1,000 of 1,200 here, each losing the discount at the next
+    roster. More than a tenth leaving is refused, naming how many, until --allow-left
+    says as many; more than that is refused too; nothing is written by a refusal."""
+    union = Union(union.store, replace(union.keys, token_scheme=HMAC_SHA256), union.clock)
+    everyone = _big(1_200)
+    union.import_members(members(everyone))
+    short = members(everyone[:200])
+    with pytest.raises(InputError) as refused:
+        union.import_members(short, full=True)
+    assert str(refused.value) == (
+        "the members file would mark 1,000 of the 1,200 members as left (83%): check the "
+        "file (an export cut short, or another district's?); if they did leave, import it "
+        "again with --allow-left 1000"
+    )
+    with pytest.raises(InputError, match="more than the 999 allowed"):
+        union.import_members(short, full=True, allow_left=999)
+    assert union.store.member("M1199")["status"] == "active"  # type: ignore[index]
+    # a tenth leave unasked (a small union: 100)
+    assert union.import_members(members(everyone[:1_080]), full=True).left == 120
+    assert union.import_members(short, full=True, allow_left=880).left == 880
+
+    path = tmp_path / "members.csv"
+    path.write_text(members(everyone[:200]))
+    code, out, err = run(capsys, "central", "import-members", str(path), "--allow-left", "5")
+    assert code == 2 and "--allow-left goes with --full" in err
