@@ -176,16 +176,23 @@ def _checked_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any], s
         ) from None
 
 
+def _shown_cell(cell: str) -> str:
+    """A header cell as an error may show it: a long number (a file with no header,
+    whose first line is a member's card number) by its last four digits only."""
+    digits = cell.replace(" ", "").replace("-", "")
+    return f"••••{digits[-4:]}" if digits.isdigit() and len(digits) >= 12 else cell
+
+
 def _checked_csv_rows(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, Any], str]]:
     header = reader.fieldnames or []
     for required in ("member_id", "pan"):
         if required not in header:
-            raise InputError(
-                f"members file has no {required!r} column (header: {','.join(header)})"
-            )
+            shown = ",".join(_shown_cell(cell) for cell in header)
+            raise InputError(f"members file has no {required!r} column (header: {shown})")
     unknown = set(header) - set(MEMBER_COLUMNS)
     if unknown:
-        raise InputError(f"members file has unknown columns: {', '.join(sorted(unknown))}")
+        shown = ", ".join(sorted(_shown_cell(cell) for cell in unknown))
+        raise InputError(f"members file has unknown columns: {shown}")
     for raw in reader:
         line = reader.line_num
         member_id = (raw.get("member_id") or "").strip()

@@ -84,6 +84,18 @@ def test_bad_members_file(union: Union, csv_text: str, message: str) -> None:
     assert union.store.member_count() == 0  # nothing half-imported
 
 
+@pytest.mark.parametrize(
+    "csv_text", [f"U1,{MEMBER_PAN}\n", f"member_id,pan,{OTHER_PAN}\nU1,{MEMBER_PAN},x\n"]
+)
+def test_a_card_number_in_a_members_files_header_is_not_echoed(union: Union, csv_text: str) -> None:
+    """A file without its header line (or a number where a column name goes): the
+    refusal named the header, card number and all, on the page and on stderr."""
+    with pytest.raises(InputError) as refused:
+        union.import_members(csv_text)
+    line = str(refused.value)
+    assert MEMBER_PAN not in line and OTHER_PAN not in line and "••••" in line, line
+
+
 def test_ingest_is_idempotent_and_chain_checked(union: Union) -> None:
     union.add_merchant("M0001", "Shop", 500)
     terminal = enrol_signing_terminal(union)
