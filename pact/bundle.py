@@ -59,10 +59,7 @@ from pact.trust import Root, load_pinned_root, trust_anchor, update_root
 from pact.wire import ENTRY_YEARS, HASH_HEX, is_entry_time, sale_checks
 
 FORMAT = "unioncard.audit-bundle"
-VERSION = 2
-# Version 1 bundles (before each terminal's chain carried its anchor, the entry before
-# the context) still verify; that no entry was left off their start cannot be told.
-READS = (1, 2)
+VERSION = 2  # 1: before each chain carried its anchor (refused: export it again)
 MANIFEST_TYPE = "audit-bundle-manifest"
 ENROLMENT_TYPE = "enrolment"
 # The parts, in the order they are checked (and sorted in the file: canonical JSON).
@@ -269,7 +266,6 @@ class Bundle:
     period: Period
     exported_at: str
     root: Root  # the newest root version in the bundle (its audit key signed it)
-    version: int  # the format's: 1 holds no anchors (:data:`READS`)
     root_versions: int
     entries: tuple[Sale, ...]
     policies: Mapping[int, Policy]  # version -> the signed policy
@@ -296,7 +292,7 @@ class Bundle:
             since=self.period.start,
             until=min(self.period.end, exported),
             terminals={t: record.contact() for t, record in self.terminals.items()},
-            chained_from=self.period.context_start if self.version >= 2 else None,
+            chained_from=self.period.context_start,
         )
 
     def judged(self) -> set[tuple[str, int]]:
@@ -312,12 +308,6 @@ class Bundle:
             f"({len(self.entries)} with context) from {len(self.terminals)} terminal(s), "
             f"{len(self.policies)} policy version(s), root v{self.root.version}: "
             "every signature and digest verified"
-            + (
-                ""
-                if self.version >= 2
-                else " (a version 1 bundle: its chains carry no anchor, so entries left off "
-                "their start cannot be told)"
-            )
         )
 
 
@@ -383,7 +373,7 @@ def verify_bundle(data: bytes, anchor: bytes) -> Bundle:
     parts: dict[str, list[Any]] = doc["parts"]
     roots = _roots(parts["roots"], anchor)
     newest = roots[-1]
-    manifest = _manifest(doc["manifest"], newest, doc["version"])
+    manifest = _manifest(doc["manifest"], newest)
     for name in PARTS:
         listed = manifest["parts"][name]
         items = parts[name]
@@ -414,7 +404,6 @@ def verify_bundle(data: bytes, anchor: bytes) -> Bundle:
         period=_period(manifest["period"]),
         exported_at=manifest["exported_at"],
         root=newest,
-        version=doc["version"],
         root_versions=len(roots),
         entries=entries,
         policies=policies,
@@ -452,11 +441,11 @@ def _parse(data: bytes) -> dict[str, Any]:
         raise _refuse("the file", "not an audit bundle (format, version, manifest, parts)")
     if doc["format"] != FORMAT:
         raise _refuse("the file", f"its format is not {FORMAT}")
-    if type(doc["version"]) is not int or doc["version"] not in READS:  # (true == 1)
+    if type(doc["version"]) is not int or doc["version"] != VERSION:  # (true == 1)
+        again = " (its chains carry no anchor: export it again)" if doc["version"] == 1 else ""
         raise _refuse(
             "the file",
-            f"format version {doc['version']!r}: this unioncard reads versions "
-            f"{' and '.join(map(str, READS))}",
+            f"format version {doc['version']!r}: this unioncard reads version {VERSION}{again}",
         )
     try:
         canonical = canonical_json(doc).decode() + "\n"
@@ -530,7 +519,7 @@ def _envelope_shape(envelope: Any, where: str) -> None:
             raise _refuse(where, "a signature is malformed (keyid, sig: lower-case hex)")
 
 
-def _manifest(envelope: Any, newest: Root, version: int) -> dict[str, Any]:
+def _manifest(envelope: Any, newest: Root) -> dict[str, Any]:
     _envelope_shape(envelope, "the manifest")
     if not newest.has_role("audit"):
         raise _refuse(
@@ -555,7 +544,7 @@ def _manifest(envelope: Any, newest: Root, version: int) -> dict[str, Any]:
     }
     if set(signed) != fields or signed["type"] != MANIFEST_TYPE:
         raise _refuse("the manifest", "malformed")
-    if signed["format"] != FORMAT or signed["version"] != version:
+    if signed["format"] != FORMAT or signed["version"] != VERSION:
         raise _refuse("the manifest", "names another format or version than the file")
     if signed["root_version"] != newest.version:
         raise _refuse(

@@ -320,7 +320,7 @@ def ack(acked_through: int, accepted: int, duplicates: int) -> dict[str, int]:
 
 def decode_ack(body: Any) -> int:
     """The highest sequence number the central service holds for this terminal."""
-    if not isinstance(body, dict) or not isinstance(body.get("acked_through"), int):
+    held = body.get("acked_through") if isinstance(body, dict) else None
+    if not isinstance(held, int) or isinstance(held, bool) or not 0 <= held <= MAX_SEQ:
         raise WireFormatError("the central service's answer has no acked_through")
-    value: int = body["acked_through"]
-    return value
+    return held

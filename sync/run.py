@@ -37,7 +37,9 @@ class Outbox(Protocol):
 
     def mark_uploaded(self, through_seq: int, at: datetime) -> int: ...
 
-    def unmark_uploaded(self, after_seq: int) -> int: ...
+    def entries_after(self, after_seq: int, limit: int) -> Sequence[Sale]: ...
+
+    def entry(self, seq: int) -> Sale | None: ...
 
     def counts(self) -> tuple[int, int]: ...  # (entries, entries not yet uploaded)
 
@@ -76,9 +78,10 @@ class SyncReport:
     policy_version: int | None = None
     root_version: int | None = None  # set when the root metadata moved forward
     problems: list[str] = field(default_factory=list)  # refused downloads (old copy kept)
-    # the union's copy of the chain ended before entries marked uploaded (its database
-    # restored from an older backup): they were sent again from this seq
+    # the union's copy of the chain ended before entries it had acknowledged (its
+    # database restored from an older backup): they were sent again from this seq
     resent_from: int | None = None
+    resent: int = 0  # how many were sent again (each already marked uploaded)
 
     def describe(self) -> str:
         """One line for the command line and the demo: what was sent, acknowledged and
@@ -90,7 +93,8 @@ class SyncReport:
             parts[0] += f" ({self.pending} still pending)"
         if self.resent_from is not None:
             parts.append(
-                f"the union's copy ended at entry {self.resent_from - 1}: sent again from "
+                f"the union's copy ended at entry {self.resent_from - 1}: sent "
+                f"{self.resent} {'entry' if self.resent == 1 else 'entries'} again from "
                 f"{self.resent_from}"
             )
         if self.root_version is not None:
@@ -111,6 +115,7 @@ class SyncReport:
             "policy_version": self.policy_version,
             "problems": list(self.problems),
             "resent_from": self.resent_from,
+            "resent": self.resent,
         }
 
 
@@ -229,7 +234,9 @@ def _upload(
 
     A union whose copy of the chain ends before the first entry sent (its database
     restored from an older backup) acknowledges where it ends: the entries after that,
-    marked uploaded before, are marked pending again and sent (once a sync)."""
+    which it had acknowledged before, are sent again (once a sync; their marks stay, so
+    the pending count and its cap do not move). With nothing pending, the newest entry
+    is sent to ask the same (the union holds it once)."""
     marks: list[Future[int]] = []
 
     def count_marks(wait: bool) -> None:
@@ -242,20 +249,22 @@ def _upload(
     with ThreadPoolExecutor(1, thread_name_prefix="sync-ahead") as ahead:
         try:
             coming = ahead.submit(_prepare, terminal_id, journal, batch_size, 0)
+            first = True
             while True:
                 batch = coming.result()
                 if not batch.sales:
+                    if first:
+                        _ask_held(terminal_id, journal, client, batch_size, report)
                     return True
+                first = False
                 last = batch.sales[-1].seq
                 coming = ahead.submit(_prepare, terminal_id, journal, batch_size, last)
                 report.sent += len(batch.sales)
                 acked = client.post_sales(batch.bodies)
                 if acked < batch.sales[0].seq - 1 and report.resent_from is None:
-                    coming.result()  # made ahead from the marks as they were: dropped
-                    ahead.submit(journal.unmark_uploaded, acked).result()
-                    report.resent_from = acked + 1
-                    coming = ahead.submit(_prepare, terminal_id, journal, batch_size, acked)
-                    continue
+                    through = batch.sales[0].seq - 1
+                    if _resend(terminal_id, journal, client, batch_size, report, acked, through):
+                        acked = client.post_sales(batch.bodies)  # now it follows
                 marks.append(ahead.submit(_mark, journal, acked, clock))
                 count_marks(wait=False)
                 if acked < last:
@@ -266,6 +275,44 @@ def _upload(
 
 def _mark(journal: Outbox, acked: int, clock: Clock) -> int:
     return journal.mark_uploaded(acked, clock())
+
+
+def _ask_held(
+    terminal_id: str, journal: Outbox, client: CentralClient, batch_size: int, report: SyncReport
+) -> None:
+    """Nothing pending: send the newest entry, which the union holds once, to learn
+    whether its copy ends before it (then send the rest again)."""
+    newest = journal.entry(journal.counts()[0])
+    if newest is None:
+        return
+    acked = client.post_sales(upload_bodies(encode_sales(terminal_id, [newest]), *upload_limits()))
+    if acked < newest.seq:
+        _resend(terminal_id, journal, client, batch_size, report, acked, newest.seq)
+
+
+def _resend(
+    terminal_id: str,
+    journal: Outbox,
+    client: CentralClient,
+    batch_size: int,
+    report: SyncReport,
+    acked: int,
+    through: int,
+) -> bool:
+    """Send the entries after ``acked`` through ``through`` again, which the union had
+    acknowledged before its copy lost them; True when it holds them all now."""
+    report.resent_from = acked + 1
+    while acked < through:
+        entries = journal.entries_after(acked, min(batch_size, through - acked))
+        if not entries:
+            return False
+        body = upload_bodies(encode_sales(terminal_id, entries), *upload_limits())
+        held = client.post_sales(body)
+        report.resent += len(entries)
+        if held < entries[-1].seq:
+            return False
+        acked = held
+    return True
 
 
 def share_usage(state: Installer, client: CentralClient, now: datetime, report: SyncReport) -> None:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pact.basket import RuleUsage
 from pact.chain import GENESIS, check_chain, seal
 from pact.device import Signer, check_signatures, sign_entry
-from pact.errors import ChainError, DeviceSignatureError, ReversalError
+from pact.errors import ChainError, DeviceSignatureError
 from pact.sale import Sale, SaleDraft, field_types
 from pact.text import N_
 from pact.timefmt import iso
@@ -44,7 +44,7 @@ from terminal.disk import (
     is_disk_full,
     is_short,
 )
-from terminal.errors import JournalDamagedError, JournalError
+from terminal.errors import JournalDamagedError, JournalError, UnknownSaleError
 from terminal.walcheck import wal_loss
 
 MIGRATIONS = (
@@ -392,8 +392,8 @@ class Journal:
 
         def draft() -> SaleDraft:
             sale = self._entry(seq)
-            if sale is None:
-                raise ReversalError(
+            if sale is None:  # (404 no_such_sale, as for reading it)
+                raise UnknownSaleError(
                     N_("there is no sale %(seq)s in this terminal's journal"), seq=seq
                 )
             return build(sale, self._reversals_of(seq))
@@ -454,20 +454,13 @@ class Journal:
             self._write_failed(exc)
         return cursor.rowcount
 
-    def unmark_uploaded(self, after_seq: int) -> int:
-        """Mark the entries after ``after_seq`` pending again (the union's copy ends
-        there: its database was restored from an older backup); return how many."""
-        try:
-            with self._write():
-                cursor = self.db.execute(
-                    "UPDATE sales SET uploaded_at = NULL WHERE seq > ? AND uploaded_at IS NOT NULL",
-                    [after_seq],
-                )
-        except sqlite3.Error as exc:  # still marked: the next sync is answered the same
-            if is_disk_full(exc):
-                fail_full(self.path.parent, SYNC_REFUSED)
-            self._write_failed(exc)
-        return cursor.rowcount
+    def entries_after(self, after_seq: int, limit: int) -> list[Sale]:
+        """At most ``limit`` entries after ``after_seq``, in order, uploaded or not (sent
+        again to a union whose copy lost them)."""
+        rows = self.readers.all(
+            "SELECT * FROM sales WHERE seq > ? ORDER BY seq LIMIT ?", [after_seq, limit]
+        )
+        return [Sale.from_row(r) for r in rows]
 
     def sales(self) -> list[Sale]:
         """Every entry, oldest first (one consistent read: a checkout goes on meanwhile)."""

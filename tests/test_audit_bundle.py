@@ -259,7 +259,7 @@ def test_edits_through_the_command_line_exit_2_naming_where(
         discount: "entries[1] (entry terminal=T1 seq=2): its digest is not the one",
         text.index('"merchant_name":"Shop"') + 17: "policies[0] (policy v1)",
         text.index('"signatures":[{"keyid":"') + 30: "the manifest",
-        len(data) - 3: "the file: format version 3: this unioncard reads versions 1 and 2",
+        len(data) - 3: "the file: format version 3: this unioncard reads version 2",
         len(data) - 1: "the file: not in canonical form",  # the last newline, a space
         text.index('"enrolled_at":"', text.index('"enrolments":[', text.index('"parts":{'))) + 1: (
             "enrolments[0] (enrolment record terminal=T1)"
@@ -420,7 +420,7 @@ def test_a_bundle_no_key_could_make_is_refused_in_one_line(
     anchor = (tmp_path / "central" / "keys" / "root.pub").read_bytes()
     verify_bundle(data, anchor)  # the export itself verifies
     assert data.endswith(b',"version":2}\n')
-    with pytest.raises(BundleError, match="format version True"):  # (a version it reads: 1)
+    with pytest.raises(BundleError, match="format version True"):  # (1, as Python reads it)
         verify_bundle(data[: -len(b"2}\n")] + b"true}\n", anchor)
     text = data.decode()
     at = text.index('"members":[') + len('"members":[')
@@ -516,29 +516,22 @@ def test_each_chain_in_a_bundle_starts_at_its_anchor(site: Site, clock, capsys, 
     assert len(out.splitlines()) == 1
 
 
-def test_a_version_1_bundle_still_verifies_and_says_what_it_cannot_tell(
-    site: Site, clock, capsys, tmp_path
-) -> None:
-    """Bundles frozen before chains carried anchors (format version 1) still verify;
-    the summary says that entries left off their start cannot be told."""
+def test_a_version_1_bundle_is_refused(site: Site, clock, capsys, tmp_path) -> None:
+    """A bundle of the format before chains carried anchors (version 1) cannot show that
+    no entry was left off a chain's start: relabelled as one, a bundle missing the
+    period's first entries verified clean. It is refused, saying to export it again."""
     _history(site, clock)
     bundle = _export(site, clock, capsys, tmp_path)
     doc = json.loads(bundle.read_bytes())
-    doc["version"] = 1
-    doc["manifest"]["signed"]["version"] = 1
-    _resigned(bundle, doc, tmp_path / "central" / "keys")
-    code, out, err = run(
-        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
-    )
-    assert (code, err) == (0, ""), out
-    assert "a version 1 bundle: its chains carry no anchor" in out
-    doc["version"] = 3
-    doc["manifest"]["signed"]["version"] = 3
-    _resigned(bundle, doc, tmp_path / "central" / "keys")
-    code, out, err = run(
-        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
-    )
-    assert code == 2 and "this unioncard reads versions 1 and 2" in err, err
+    for version in (1, 3):
+        doc["version"] = doc["manifest"]["signed"]["version"] = version
+        _resigned(bundle, doc, tmp_path / "central" / "keys")
+        code, out, err = run(
+            capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+        )
+        assert (code, out) == (2, ""), out
+        line = one_line_error(err, f"format version {version}: this unioncard reads version 2")
+        assert ("export it again" in line) == (version == 1), line
 
 
 def test_entries_deleted_from_the_head_of_the_store_are_found(site: Site, clock) -> None:

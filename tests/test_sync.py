@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from central.keys import create_keys
@@ -182,18 +184,13 @@ def test_a_small_change_arrives_as_a_delta_layer(site: Site, clock) -> None:
     )
 
 
-def test_a_union_restored_from_an_older_backup_gets_back_what_it_lost(site: Site, clock) -> None:
-    """The union's database restored from last night's backup lacks the entries it
-    acknowledged since, which the terminal had marked uploaded: every later upload
-    was refused (409, a gap) night after night, and those sales never reached the
-    union's settlement. The union now answers where its copy ends, and the terminal
-    sends again from there (its journal keeps every entry): each once."""
-    import sqlite3
-
+def _restorable(site: Site, clock) -> tuple[str, sqlite3.Connection]:
+    """A sale synced and backed up, two more synced, then the backup restored: the
+    union's copy ends at the first sale, which the terminal's journal goes past."""
     site.sync(clock)
     site.sell(MEMBER_PAN, 1000, clock)
     site.sync(clock)
-    database = site.union.store.engine.url.database
+    database = str(site.union.store.engine.url.database)
     backup = sqlite3.connect(":memory:")
     with sqlite3.connect(database) as live:
         live.backup(backup)  # the night's backup, holding the first sale
@@ -203,13 +200,23 @@ def test_a_union_restored_from_an_older_backup_gets_back_what_it_lost(site: Site
     with sqlite3.connect(database) as live:
         backup.backup(live)  # restored: the union lost the two sales it acknowledged
     assert [s.gross for s in site.union.store.sales_for("T1") if s.is_sale] == [1000]
+    return database, backup
+
+
+def test_a_union_restored_from_an_older_backup_gets_back_what_it_lost(site: Site, clock) -> None:
+    """The union's database restored from last night's backup lacks the entries it
+    acknowledged since, which the terminal had marked uploaded: every later upload
+    was refused (409, a gap) night after night, and those sales never reached the
+    union's settlement. The union now answers where its copy ends, and the terminal
+    sends again from there (its journal keeps every entry): each once."""
+    database, backup = _restorable(site, clock)
     site.sell(MEMBER_PAN, 4000, clock)
 
     report = site.sync(clock)
     assert report.problems == [] and report.pending == 0, report
     restored = 2  # the union's copy ended at the first sale (seq 1)
-    assert report.resent_from == restored and report.uploaded == 3
-    assert f"the union's copy ended at entry 1: sent again from {restored}" in report.describe()
+    assert (report.resent_from, report.resent, report.uploaded) == (restored, 2, 1)
+    assert "the union's copy ended at entry 1: sent 2 entries again from 2" in report.describe()
     held = site.union.store.sales_for("T1")
     assert [s.seq for s in held] == list(range(1, len(held) + 1))  # each once, no gap
     assert [s.gross for s in held if s.is_sale] == [1000, 2000, 3000, 4000]
@@ -219,3 +226,28 @@ def test_a_union_restored_from_an_older_backup_gets_back_what_it_lost(site: Site
     assert site.sync(clock).uploaded == 0  # and nothing is sent again after
     (asked,) = [r for r in site.union.store.refusals("T1") if "again from" in r["reason"]]
     assert "holds this terminal's entries through 1 only" in asked["reason"]
+
+
+def test_an_idle_terminal_sends_back_what_a_restored_union_lost(site: Site, clock) -> None:
+    """With nothing pending a sync sent nothing, so a terminal with no sale since the
+    restore never heard that the union had lost its entries (and the union's
+    decommission waited for them for ever): it sends its newest entry to ask."""
+    _restorable(site, clock)
+    pending_before = site.journal.counts()[1]
+    report = site.sync(clock)
+    assert (report.resent_from, report.resent, report.sent) == (2, 2, 0), report
+    assert site.journal.counts()[1] == pending_before == 0  # the marks never moved
+    held = site.union.store.sales_for("T1")
+    assert [s.hash for s in held] == [s.hash for s in site.journal.sales()]
+    again = site.sync(clock)  # held: the newest entry is a duplicate, nothing more
+    assert (again.resent_from, again.sent) == (None, 0)
+    assert len(site.union.store.sales_for("T1")) == len(held)
+
+
+@pytest.mark.parametrize("answer", [{"acked_through": True}, {"acked_through": -1}, {}, []])
+def test_an_acknowledgement_out_of_range_is_refused(answer: object) -> None:
+    from pact.errors import WireFormatError
+    from pact.wire import decode_ack
+
+    with pytest.raises(WireFormatError, match="no acked_through"):
+        decode_ack(answer)
