@@ -41,6 +41,7 @@ from flask_login import current_user
 
 from central.errors import NotFoundError
 from central.service import Union
+from pact.cells import safe_row
 from pact.money import fen
 from pact.offline import Limits, limits_of
 from pact.tally import month_of
@@ -157,8 +158,8 @@ class Section:
     def csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(self.headers)
-        writer.writerows(self.rows)
+        writer.writerow(self.headers)  # a text cell never read as a formula (pact.cells)
+        writer.writerows(safe_row(row) for row in self.rows)
         return out.getvalue()
 
 

@@ -18,10 +18,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
+from central.errors import InputError
+from pact.cells import safe_row
 from pact.money import fen
 from pact.policy import Policy
 from pact.sale import REVERSALS, Sale
-from pact.timefmt import parse_iso
+from pact.timefmt import YEARS, parse_iso
 
 UNION_TIMEZONE = "Asia/Shanghai"
 UNATTRIBUTED = "(unattributed)"  # a discount journaled before baskets, over several rules
@@ -29,7 +31,13 @@ UNATTRIBUTED = "(unattributed)"  # a discount journaled before baskets, over sev
 
 def period_bounds(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """The UTC instants from the start of ``first`` to the end of ``last`` (both local
-    days, inclusive)."""
+    days, inclusive); InputError for a day outside the years the union keeps
+    (pact.timefmt.YEARS: 9999-12-31 had no end, 0001-01-01 no start in UTC)."""
+    for day in (first, last):
+        if day.year not in YEARS:
+            raise InputError(
+                f"{day.isoformat()} is not a day of the years {YEARS.start} to {YEARS.stop - 1}"
+            )
     start = datetime.combine(first, time(0), zone).astimezone(UTC)
     end = datetime.combine(last + timedelta(days=1), time(0), zone).astimezone(UTC)
     return start, end
@@ -215,16 +223,17 @@ def _cell(name: str, value: int) -> str:
 
 def statement_csv(statement: Statement) -> str:
     """The statement as CSV: one row a day, a total row, then one row a rule (column
-    ``section``: ``day``, ``total``, ``rule``), amounts in yuan."""
+    ``section``: ``day``, ``total``, ``rule``), amounts in yuan; a text cell a
+    spreadsheet would take for a formula starts with an apostrophe (pact.cells)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
+    rows: list[list[str]] = []
+    rows.append(
         ["section", "merchant_id", "day", *DAY_FIELDS, "rule", "title", "funded_by", "uses"]
     )
     m = statement.merchant_id
     for section, d in [*(("day", d) for d in statement.days), ("total", statement.total)]:
         day = d.day.isoformat() if section == "day" else ""
-        writer.writerow(
+        rows.append(
             [section, m, day, *(_cell(n, getattr(d, n)) for n in DAY_FIELDS)] + ["", "", "", ""]
         )
     for r in statement.rules:
@@ -232,7 +241,8 @@ def statement_csv(statement: Statement) -> str:
         blank[DAY_FIELDS.index("discount")] = fen(r.discount)
         if r.funded_by == "union":
             blank[DAY_FIELDS.index("union_pays")] = fen(r.discount)
-        writer.writerow(["rule", m, "", *blank, r.rule_id, r.title, r.funded_by, str(r.uses)])
+        rows.append(["rule", m, "", *blank, r.rule_id, r.title, r.funded_by, str(r.uses)])
+    csv.writer(out, lineterminator="\n").writerows(safe_row(row) for row in rows)
     return out.getvalue()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -69,6 +70,10 @@ def test_a_statement_by_local_day_and_rule_with_the_unions_subsidy(shop, clock) 
 
     rows = list(csv.DictReader(io.StringIO(statement_csv(statement))))
     assert [r["section"] for r in rows] == ["day", "day", "total", "rule", "rule"]
+    # a rule's title is the merchant's text: never a formula in the union's spreadsheet
+    titled = replace(statement.rules[0], title='=HYPERLINK("http://evil.example","Total")')
+    forged = list(csv.DictReader(io.StringIO(statement_csv(replace(statement, rules=[titled])))))
+    assert forged[3]["title"] == "'" + titled.title and forged[2]["net"] == rows[2]["net"]
     assert rows[2]["union_pays"] == "45.00" and rows[2]["discount"] == "51.00"
     assert rows[3]["rule"] == "free-film" and rows[3]["funded_by"] == "union"
     page = statement_html(statement)
