@@ -21,7 +21,7 @@ import shlex
 import threading
 from collections.abc import Callable
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -55,6 +55,7 @@ from pact.audit import SEVERITIES
 from pact.audit import kinds as audit_kinds
 from pact.files import atomic_write
 from pact.money import fen
+from pact.paths import local_path
 from pact.text import Msg
 from pact.timefmt import parse_iso, parse_moment
 
@@ -130,10 +131,8 @@ def login() -> Any:
         else:
             session.permanent = False
             login_user(Person(row))
-            target = request.args.get("next", "")
-            if not target.startswith("/console") or target.startswith("//"):
-                target = url_for("console.index")
-            return redirect(target)
+            target = local_path(request.args.get("next"), "/console")
+            return redirect(target or url_for("console.index"))
     elif request.method == "POST":
         error = _("The form has expired: please sign in again.")
     return render_template("console/login.html", form=form, error=error), (
@@ -161,10 +160,7 @@ def logout() -> Any:
 def language_switch(lang: str) -> Any:
     if lang in LANGUAGES:
         session["lang"] = lang
-    target = request.args.get("next", "")
-    if not target.startswith("/console") or target.startswith("//"):
-        target = url_for("console.index")
-    return redirect(target)
+    return redirect(local_path(request.args.get("next"), "/console") or url_for("console.index"))
 
 
 @bp.get("/")
@@ -434,7 +430,7 @@ def _basis_points(text: str) -> int | None:
     one from 0 to 100 with at most two decimals. Decimal, never float."""
     try:
         points = Decimal(text.strip().rstrip("%")) * 100
-    except InvalidOperation:
+    except ArithmeticError:  # not a number (InvalidOperation), or past Decimal's (Overflow)
         return None
     if not points.is_finite() or points != points.to_integral_value() or not 0 <= points <= 10000:
         return None

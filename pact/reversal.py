@@ -84,12 +84,12 @@ def _reason(reason: str, sale: Sale, kind: str) -> str:
     if not sale.is_sale:
         if kind == VOID:
             raise ReversalError(
-                N_("entry %(seq)s is a %(kind)s, not a sale: it cannot be voided"),
+                N_("entry %(seq)s is %(kind)s, not a sale: it cannot be voided"),
                 seq=sale.seq,
                 kind=_kind_word(sale.kind),
             )
         raise ReversalError(
-            N_("entry %(seq)s is a %(kind)s, not a sale: it cannot be refunded"),
+            N_("entry %(seq)s is %(kind)s, not a sale: it cannot be refunded"),
             seq=sale.seq,
             kind=_kind_word(sale.kind),
         )
@@ -98,7 +98,7 @@ def _reason(reason: str, sale: Sale, kind: str) -> str:
 
 def _kind_word(kind: str | None) -> Msg:
     """The kind of a journal entry in words (a message to translate)."""
-    words = {VOID: N_("void"), REFUND: N_("refund"), "event": N_("event")}
+    words = {VOID: N_("a void"), REFUND: N_("a refund"), "event": N_("an event")}
     return Msg(words[kind]) if kind in words else Msg.of("%(kind)s", kind=str(kind))
 
 

@@ -18,7 +18,9 @@ import hmac
 import json
 import os
 import threading
-from datetime import timedelta
+import unicodedata
+from collections.abc import Callable
+from datetime import timedelta, tzinfo
 from pathlib import Path
 
 from pact.files import atomic_write
@@ -58,11 +60,19 @@ class Supervisor:
     lock the PIN for five minutes, and each further lock lasts twice as long (up to a
     day), until a right PIN resets the count."""
 
-    def __init__(self, data_dir: Path, clock: Clock) -> None:
+    def __init__(
+        self, data_dir: Path, clock: Clock, zone: Callable[[], tzinfo] | None = None
+    ) -> None:
         self.path = data_dir / PIN_FILE
         self.tries_path = data_dir / TRIES_FILE
         self.clock = clock
+        self.zone = zone  # the shop's, for the time a lock ends (UTC without)
         self._lock = threading.Lock()
+
+    def _local(self, at: str) -> str:
+        if self.zone is None:
+            return at
+        return parse_iso(at).astimezone(self.zone()).strftime("%Y-%m-%d %H:%M:%S")
 
     def _tries(self) -> dict[str, object]:
         try:
@@ -88,15 +98,23 @@ class Supervisor:
             raise SupervisorError(N_("the supervisor token is not this terminal's"))
 
     def check(self, pin: object) -> None:
-        """Return when ``pin`` is the supervisor's; SupervisorError otherwise."""
+        """Return when ``pin`` is the supervisor's; SupervisorError otherwise. No PIN, or
+        what cannot be one (not 4 to 8 digits; full-width digits are read as digits),
+        is said so and not counted as a wrong try: it guesses nothing."""
         now = self.clock()
+        if isinstance(pin, str):
+            pin = unicodedata.normalize("NFKC", pin).strip()
+        if pin is None or pin == "":
+            raise SupervisorError(N_("enter the supervisor PIN"))
+        if not isinstance(pin, str) or not valid_pin(pin):
+            raise SupervisorError(N_("the supervisor PIN is 4 to 8 digits"))
         with self._lock:
             tries = self._tries()
             until = tries.get("locked_until")
             if isinstance(until, str) and now < parse_iso(until):
                 raise SupervisorError(
                     N_("the supervisor PIN is locked after repeated wrong tries until %(until)s"),
-                    until=until,
+                    until=self._local(until),
                 )
             try:
                 record = json.loads(self.path.read_bytes())
@@ -104,12 +122,10 @@ class Supervisor:
                 raise SupervisorError(
                     N_("no supervisor PIN is set on this terminal: `unioncard terminal set-pin`")
                 ) from None
-            ok = isinstance(pin, str) and valid_pin(pin)
-            if ok:
-                expected = bytes.fromhex(record["hash"])
-                salt = bytes.fromhex(record["salt"])
-                got = _hash(str(pin), salt, record["n"], record["r"], record["p"])
-                ok = hmac.compare_digest(got, expected)
+            expected = bytes.fromhex(record["hash"])
+            salt = bytes.fromhex(record["salt"])
+            got = _hash(pin, salt, record["n"], record["r"], record["p"])
+            ok = hmac.compare_digest(got, expected)
             if ok:
                 if tries.get("failures") or tries.get("locks"):
                     self._keep({"failures": 0, "locks": 0, "locked_until": None})

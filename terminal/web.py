@@ -38,6 +38,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from pact.basket import Basket, parse_basket
 from pact.errors import BasketError, ReversalError, UnioncardError
 from pact.money import fen, parse_yuan
+from pact.paths import local_path
 from pact.policy import DEFAULT_TIMEZONE
 from pact.report import day_bounds, day_report
 from pact.text import N_, Msg
@@ -69,7 +70,7 @@ from terminal.openapi import document as openapi_document
 from terminal.service import TerminalService
 from terminal.syncing import BackgroundSync
 from terminal.syncrecord import last_sync
-from terminal.webauth import init_auth, local_path, supervisor_token
+from terminal.webauth import init_auth, supervisor_token
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cashier", __name__)

@@ -17,7 +17,6 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -39,6 +38,7 @@ from wtforms import PasswordField
 from wtforms.validators import InputRequired
 
 from pact.files import atomic_write
+from pact.paths import local_path
 from terminal.access import (
     API_TOKEN_FILE,
     SUPERVISOR_TOKEN_FILE,
@@ -146,19 +146,6 @@ def _guard() -> Any:
 
 class LoginForm(FlaskForm):  # type: ignore[misc]
     token = PasswordField("token", validators=[InputRequired()])
-
-
-def local_path(target: str | None) -> str | None:
-    """``target`` when it is a path of this site, else None: it starts with one "/",
-    names no scheme or host, and holds no control character or backslash (browsers
-    drop a tab or a newline and read "\\" as "/", so "/<tab>/evil.example" and
-    "/\\evil.example" lead to another host)."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return None
-    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
-        return None
-    parts = urlsplit(target)
-    return None if parts.scheme or parts.netloc else target
 
 
 @bp.route("/login", methods=["GET", "POST"])

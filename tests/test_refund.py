@@ -21,6 +21,7 @@ from pact.reversal import REFUND, refund_draft, void_draft
 from pact.sale import DRAFT_FIELDS, Sale, SaleDraft
 from pact.wire import decode_sales, encode_sales
 from terminal.devicekey import load_public_key
+from terminal.errors import UnknownSaleError
 from terminal.journal import Journal
 from terminal.service import TerminalService
 from terminal.supervisor import set_pin
@@ -202,7 +203,7 @@ def test_voids_and_refunds_do_not_mix(shop) -> None:
         service.refund(4, [(0, 1)], "a refund", PIN)
     with pytest.raises(ReversalError, match="sale 2 was partly refunded \\(entry 4\\)"):
         service.void(2, "after a refund", PIN)
-    with pytest.raises(ReversalError, match="no sale 9"):
+    with pytest.raises(UnknownSaleError, match="no sale 9"):  # (404 no_such_sale)
         service.refund(9, [(0, 1)], "nothing", PIN)
 
 

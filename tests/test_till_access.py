@@ -445,5 +445,10 @@ def test_input_that_once_gave_a_500_is_refused_in_one_line(shop) -> None:
     till.post("/api/v1/checkout", json={"amount": "1", "confirm": True})
     odd = till.post("/api/v1/sales/1/void", json={"reason": "\ud800", "pin": PIN})
     assert odd.status_code == 409 and odd.get_json()["kind"] == "reversal_refused"
+    # a sale that is not there is 404 no_such_sale, as reading it is (it was 409)
+    lines = [{"index": 0, "qty": 1}]
+    for what, body in (("void", {}), ("refund", {"lines": lines})):
+        missing = till.post(f"/api/v1/sales/99/{what}", json={**body, "reason": "x", "pin": PIN})
+        assert (missing.status_code, missing.get_json()["kind"]) == (404, "no_such_sale"), what
     assert service.journal.counts() == (1, 1)
     assert service.journal.entry(2**63) is None and service.journal.entry(0) is None

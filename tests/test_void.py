@@ -15,7 +15,7 @@ from pact.errors import ReversalError, WireFormatError
 from pact.reversal import void_draft
 from pact.wire import decode_sales, encode_sales
 from terminal.devicekey import load_public_key
-from terminal.errors import JournalError, SupervisorError
+from terminal.errors import JournalError, SupervisorError, UnknownSaleError
 from terminal.service import TerminalService
 from terminal.supervisor import MAX_TRIES, Supervisor, set_pin
 from terminal.web import create_app
@@ -74,7 +74,7 @@ def test_a_void_reverses_the_sale_whole_and_gives_the_quota_back(cinema) -> None
         (1, "x" * 201, "longer than 200"),
         (3, "twice", "already voided"),
         (2, "a void", "is a void, not a sale"),
-        (9, "nothing", "no sale 9"),
+        (9, "nothing", "no sale 9"),  # (UnknownSaleError: 404 no_such_sale on the API)
     ],
 )
 def test_what_cannot_be_voided(cinema, target: int, reason: str, message: str) -> None:
@@ -83,8 +83,9 @@ def test_what_cannot_be_voided(cinema, target: int, reason: str, message: str) -
     service.void(1, "first", PIN)  # entry 2 voids sale 1
     service.checkout(Basket((FILM,)), confirm=True)  # sale 3
     service.void(3, "second", PIN)
-    with pytest.raises(ReversalError, match=message):
-        service.void(target if target != 3 else 3, reason, PIN)
+    refused = UnknownSaleError if target == 9 else ReversalError
+    with pytest.raises(refused, match=message):
+        service.void(target, reason, PIN)
     assert service.journal.counts()[0] == 4  # nothing more was journaled
 
 
@@ -261,3 +262,28 @@ def test_the_wire_refuses_a_malformed_void(site: Site, clock, change, message) -
     body["sales"][1].update(change)
     with pytest.raises(WireFormatError, match=message):
         decode_sales(body)
+
+
+def test_no_pin_or_no_pin_at_all_uses_up_no_try(cinema) -> None:
+    """A missing PIN, an empty one, "12" or "abcd" guess nothing, yet each used up one of
+    the 5 tries; the right PIN typed in full-width digits (a Chinese keyboard) was a
+    wrong one. And the lock's end was said in UTC: it is the shop's time."""
+    service, now = cinema
+    client = till_client(create_app(service))
+    service.checkout(Basket((FILM,)), confirm=True)
+    for pin in (None, "", "  ", "12", "abcd", "123456789"):
+        body = {"reason": "r"} if pin is None else {"reason": "r", "pin": pin}
+        answer = client.post("/api/v1/sales/1/void", json=body)
+        assert answer.status_code == 403 and "tries left" not in answer.get_json()["error"]
+    wide = PIN.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    for _ in range(MAX_TRIES - 1):
+        with pytest.raises(SupervisorError, match="tries left"):
+            service.void(1, "guess", "0000")
+    with pytest.raises(SupervisorError, match="locked for 5 minutes"):
+        service.void(1, "guess", "0000")
+    with pytest.raises(SupervisorError) as locked:
+        service.void(1, "too soon", wide)
+    until = (now[0] + timedelta(minutes=5)).astimezone(service.state.current.policy.zone)
+    assert f"until {until:%Y-%m-%d %H:%M:%S}" in str(locked.value), str(locked.value)
+    now[0] += timedelta(minutes=5)
+    assert service.void(1, "right pin, full-width", wide).kind == "void"
