@@ -573,10 +573,10 @@ def audit() -> Any:
                         days=LOOK_DAYS,
                     )
                 )
+        except CentralError as exc:  # (an InputError is a ValueError too: first)
+            error = str(exc)
         except ValueError:
             error = str(_("Give the first and the last day as YYYY-MM-DD."))
-        except CentralError as exc:
-            error = str(exc)
     elif merchant_id or run_id:
         stored = union.store.audit_findings(
             merchant_id=merchant_id or None,

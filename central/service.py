@@ -1039,6 +1039,7 @@ class Union:
     def _audit_request(self, merchant_id: str, first: date, last: date) -> None:
         if last < first:
             raise InputError("the audit's last day is before its first: check --from and --to")
+        period_bounds(first, last, ZoneInfo(self.timezone))  # (InputError: years 2000-9998)
         self.store.merchant(merchant_id)  # NotFoundError names an unknown merchant
 
     def run_audit(

@@ -112,6 +112,15 @@ def test_the_statement_command_writes_csv_and_a_page(site: Site, clock, tmp_path
         "--data", str(tmp_path / "central"),
     )  # fmt: skip
     assert code == 1 and "before its first" in err
+    for command in ("statement", "audit"):  # days past the years kept: an OverflowError
+        argv = ["central", command, "--merchant", "M0001", "--from", "9999-12-30", "--to"]
+        argv = [*argv, "9999-12-31", "--data", str(tmp_path / "central")]
+        if command == "audit":
+            argv.insert(2, "run")
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and err.strip().splitlines() == [
+            "error: 9999-12-30 is not a day of the years 2000 to 9998"
+        ], (command, err)
 
 
 def test_each_sale_is_funded_as_its_own_policy_says(shop, clock) -> None:  # noqa: F811
