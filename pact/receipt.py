@@ -63,7 +63,7 @@ class ReceiptLine:
 class Receipt:
     """A slip, in yuan strings and local time, ready for a page or a printer."""
 
-    title: str  # "Sale", "Void of sale 3" (English; ``title_msg`` to translate)
+    title: str  # "Sale", "Void of sale 3" (English)
     merchant: str
     terminal_id: str
     seq: int
@@ -77,7 +77,11 @@ class Receipt:
     net: str
     code: str | None
     note: str | None
-    title_msg: Msg = Msg(N_("Sale"))  # the title as a message (pact.text)
+    # The slip's own words, Chinese and English as printed: "交易 3 退货 Refund of sale 3",
+    # and what the net is: "实收 Net" taken for a sale, "退还 Paid back" for a void or
+    # refund (its amounts are what goes back to the customer).
+    heading: str = "销售 Sale"
+    net_label: str = "实收 Net"
 
 
 def receipt(
@@ -100,17 +104,21 @@ def receipt(
         (titles.get(rule, rule), fen(int(amount)))
         for rule, amount in dict(basket.get("discounts", {})).items()
     )
+    ref = sale.ref_seq or 0
     if sale.is_sale:
-        title = Msg.of(N_("Sale"))
+        title, heading = Msg.of(N_("Sale")), "销售 Sale"
     elif sale.kind == "void":
-        title = Msg.of(N_("Void of sale %(seq)s"), seq=sale.ref_seq or 0)
+        title = Msg.of(N_("Void of sale %(seq)s"), seq=ref)
+        heading = f"交易 {ref} 作废 {title}"
     elif sale.kind == "refund":
-        title = Msg.of(N_("Refund of sale %(seq)s"), seq=sale.ref_seq or 0)
+        title = Msg.of(N_("Refund of sale %(seq)s"), seq=ref)
+        heading = f"交易 {ref} 退货 {title}"
     else:  # an event: it reverses no sale
-        title = Msg.of(N_("Event"))
+        title, heading = Msg.of(N_("Event")), "事件 Event"
     return Receipt(
         title=str(title),
-        title_msg=title,
+        heading=heading,
+        net_label="实收 Net" if sale.is_sale else "退还 Paid back",
         merchant=merchant,
         terminal_id=sale.terminal_id,
         seq=sale.seq,

@@ -12,6 +12,7 @@ the verification code is printed as text and as a native QR code (``GS ( k``).
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from pact.receipt import Receipt
@@ -60,8 +61,14 @@ def open_printer(spec: str) -> Any:
         ) from None
 
 
+def columns(text: str) -> int:
+    """The columns ``text`` takes on the slip: a Chinese character (East Asian wide or
+    full-width) takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _row(left: str, right: str) -> str:
-    space = max(1, WIDTH - len(left) - len(right))
+    space = max(1, WIDTH - columns(left) - columns(right))
     return f"{left}{' ' * space}{right}\n"
 
 
@@ -71,7 +78,7 @@ def print_receipt(device: Any, slip: Receipt) -> None:
         device.set(align="center", bold=True, double_height=True)
         device.text(f"{slip.merchant}\n")
         device.set(align="center", bold=False, double_height=False)
-        device.text(f"{slip.title} #{slip.seq}  {slip.terminal_id}\n{slip.local_time}\n")
+        device.text(f"{slip.heading} #{slip.seq}  {slip.terminal_id}\n{slip.local_time}\n")
         device.text(f"{slip.card}  {'会员 member' if slip.member else '非会员 non-member'}\n")
         device.set(align="left")
         device.text("-" * WIDTH + "\n")
@@ -85,7 +92,7 @@ def print_receipt(device: Any, slip: Receipt) -> None:
         device.text(_row("原价 Gross", slip.gross))
         device.text(_row("优惠 Discount", f"-{slip.discount}"))
         device.set(bold=True)
-        device.text(_row("实收 Net", slip.net))
+        device.text(_row(slip.net_label, slip.net))
         device.set(bold=False)
         if slip.note:
             device.text(f"{slip.note}\n")

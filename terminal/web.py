@@ -502,6 +502,17 @@ class _JSON(DefaultJSONProvider):
             raise ValueError("the JSON is nested too deeply") from None
 
 
+def yuan(amount: str) -> str:
+    """A yuan string of ours ("-2.54") as the page shows money: "−¥2.54", "¥2.54"."""
+    return f"−¥{amount[1:]}" if amount.startswith("-") else f"¥{amount}"
+
+
+def less(amount: str) -> str:
+    """A deduction (a discount) as the page shows it: "−¥2.54"; one given back (a
+    refund's, below zero) "+¥2.54"."""
+    return f"+¥{amount[1:]}" if amount.startswith("-") else f"−¥{amount}"
+
+
 def create_app(service: TerminalService, sync: Callable[[], object] | None = None) -> Flask:
     """The cashier page and the till API of ``service``; ``sync`` runs one sync, for
     "sync now" (the daemon's, in the background; without it the page cannot sync)."""
@@ -524,6 +535,7 @@ def create_app(service: TerminalService, sync: Callable[[], object] | None = Non
     )
     init_auth(app, service.state.dir)
     app.register_blueprint(bp)
+    app.jinja_env.filters.update(yuan=yuan, less=less)
 
     @app.after_request
     def _bump(response: Any) -> Any:

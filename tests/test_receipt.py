@@ -4,6 +4,7 @@ leads the union or an auditor to the signed journal entry."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC
 from pathlib import Path
 
@@ -92,6 +93,25 @@ def test_esc_pos_bytes_through_the_dummy_printer(cinema) -> None:
     qr = out.index(b"\x1d(k")  # a native QR code (GS ( k) that stores the code
     assert slip.code.encode() in out[qr:]
     assert out.rstrip(b"\x00").endswith(b"\x1dVA\x00") or b"\x1dV" in out[-8:]  # then cut
+
+
+def test_each_printed_row_fits_the_slip(cinema) -> None:
+    """A Chinese character takes two columns on the printer: rows padded by characters
+    ("原价 Gross", an item named 爆米花) ran past the slip's 42 and wrapped."""
+    from terminal.printing import WIDTH, columns
+
+    service, _ = cinema
+    service.checkout(Basket((Line("爆米花", "snack", 1, 1200), FILM)), confirm=True)
+    slip = service.receipt(1)
+    printer = Dummy()
+    print_receipt(printer, slip)
+    text = printer.output.decode("gb18030", errors="replace")
+    rows = [row for row in text.split("\n") if "Gross" in row or "Net" in row or "爆米花" in row]
+    assert len(rows) >= 3, rows
+    for row in rows:
+        printed = re.split(r"\x1b.[\x00-\x01]?", row)[-1]  # after the last ESC command
+        assert columns(printed) <= WIDTH, (printed, columns(printed))
+    assert columns("原价 Gross") == 10 and columns("ab") == 2
 
 
 def test_printing_on_the_settings_printer(cinema, tmp_path: Path) -> None:

@@ -492,6 +492,11 @@ def test_a_refund_has_its_receipt(shop) -> None:
     assert slip.code and len(slip.code) >= 10
     page = till_client(create_app(service)).get("/receipt/2").get_data(as_text=True)
     assert "Refund of sale 1" in page and slip.code in page
+    # it reads as money paid back, in Chinese first: it read "实收 Net" (money taken)
+    assert slip.heading == "交易 1 退货 Refund of sale 1" and slip.net_label == "退还 Paid back"
+    assert "交易 1 退货" in page and "退还 Paid back" in page and "实收" not in page
     printer = Dummy()
     print_receipt(printer, slip)
     assert b"Refund of sale 1" in printer.output and slip.code.encode() in printer.output
+    printed = printer.output.decode("gb18030", errors="replace")
+    assert "退还" in printed and "实收" not in printed

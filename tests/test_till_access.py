@@ -410,6 +410,8 @@ def test_the_report_day_is_the_shops_local_day_and_refunds_count_on_theirs(shop,
     assert (day1["sales"], day1["refunds"], day1["net"]) == (1, 0, "57.00")
     assert (day2["sales"], day2["refunds"], day2["net"]) == (0, 1, "-28.50")
     assert [(r["sales"], r["discount"]) for r in day2["by_rule"]] == [(0, "-1.50")]
+    page = till.get("/report").get_data(as_text=True)  # a day of a refund only: no "−¥-"
+    assert "¥-" not in page and 'id="r-net">−¥28.50<' in page and 'id="r-discount">+¥1.50<' in page
     # the page lists today's entries only: yesterday's sale is not among them
     assert [row["seq"] for row in till.get("/api/v1/sales").get_json()["sales"]] == [2]
 

@@ -235,6 +235,16 @@ def test_cashier_page_in_chromium(service, emulated_card, tmp_path: Path) -> Non
             assert service.journal.counts() == (4, 4)
             driver.find_element(By.ID, "void-cancel").click()
             assert "Traceback" not in driver.page_source
+            # a basket's quantity is whole units in digits: "1e1" was read as 10 units
+            set_basket = "document.getElementById('basket').value = arguments[0];"
+            catch = "try { basketLines(); return null; } catch (e) { return e.message; }"
+            lines = driver.execute_script(
+                set_basket + "return basketLines();", "COLA drink ２ 3.00\nTEA drink 3 2.00"
+            )
+            assert [line["qty"] for line in lines] == [2, 3]
+            for odd in ("COLA drink 1e1 3.00", "COLA drink 0x10 3.00", "COLA drink 1.5 3.00"):
+                refused = driver.execute_script(set_basket + catch, odd)
+                assert refused and refused.startswith("Line 1"), (odd, refused)
             # the end-of-day report: sales 1 and 3 (2 was voided)
             driver.get(web.url + "/report")
             wait.until(ec.visibility_of_element_located((By.ID, "r-net")))
