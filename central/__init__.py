@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from central import api, partners
 from central.console import init_console
 from central.errors import CentralError
-from central.service import CentralPaths, Union
+from central.service import CentralPaths, Union, storable
 
 
 def system_clock() -> datetime:
@@ -53,6 +53,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         if limit is not None and (request.content_length or 0) > limit:
             raise RequestEntityTooLarge(
                 f"the request body is larger than {limit} bytes: send smaller batches"
+            )
+
+    @app.before_request
+    def _refuse_unstorable_text() -> None:
+        """400 for a query or form value with a NUL or a lone surrogate, before anything
+        is written: PostgreSQL refuses either, so a console form was a 500 after a
+        merchant and its signed policy were already kept, its registry entry not."""
+        values = [*request.args.values()]
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            values += request.form.values()
+        if any(not storable(value) for value in values):
+            raise BadRequest(
+                "a field holds a character that cannot be stored (a NUL, or half of a "
+                "surrogate pair): type it again"
             )
 
     app.register_blueprint(api.bp)

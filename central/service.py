@@ -132,7 +132,7 @@ TOKEN_CHUNK = 512  # rows tokenised at once
 log = logging.getLogger(__name__)
 
 
-def _storable(text: object) -> bool:
+def storable(text: object) -> bool:
     """Text a database keeps: a string with no NUL (PostgreSQL refuses it) and no lone
     surrogate (UTF-8 cannot carry it): each was a 500 in a terminal's report."""
     if not isinstance(text, str) or "\x00" in text:
@@ -205,6 +205,11 @@ def _checked_csv_rows(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[s
             raise InputError(
                 f"members file line {line}: the card number of member {shown_member(member_id)} "
                 "is not valid"
+            )
+        if not all(storable(v) for v in raw.values() if isinstance(v, str)):
+            raise InputError(
+                f"members file line {line}: a character that cannot be stored (a NUL): "
+                "check the file"
             )
         status = (raw.get("status") or "active").strip()
         if status not in ("active", "suspended"):
@@ -853,10 +858,10 @@ class Union:
         if not isinstance(pending, int) or isinstance(pending, bool) or not 0 <= pending < 2**62:
             raise InputError("pending must be a count of entries")
         warnings = body.get("warnings", [])
-        if not isinstance(warnings, list) or not all(_storable(w) for w in warnings):
+        if not isinstance(warnings, list) or not all(storable(w) for w in warnings):
             raise InputError("warnings must be a list of lines")
         software = body.get("software", "")
-        if not _storable(software):
+        if not storable(software):
             raise InputError("software must be text")
         report.update(
             pending=pending,

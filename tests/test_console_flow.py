@@ -478,3 +478,24 @@ def test_odd_addresses_and_days_are_answered_not_500(console, site: Site) -> Non
         answer = ada.get(path)
         assert answer.status_code == 400, (path, answer.status_code)
         assert "2000" in answer.get_data(as_text=True), path
+
+
+def test_a_character_no_database_keeps_is_refused_before_anything_is_written(
+    console,  # noqa: F811
+    site: Site,
+) -> None:
+    """A NUL in a console form (PostgreSQL refuses it) was a 500 after the merchant and
+    its signed policy were kept and its registry entry not (a lone surrogate is refused
+    the same way, central.service.storable)."""
+    ada, _ = sign_in(console, "ada")
+    page = ada.get("/console/merchants").get_data(as_text=True)
+    fields = {"merchant_id": "M0009", "name": "Noodles", "discount": "5", "csrf_token": _csrf(page)}
+    for odd in ("No.1\x00Road", "\x00"):
+        answer = ada.post("/console/merchants", data={**fields, "address": odd})
+        assert answer.status_code == 400 and "cannot be stored" in answer.get_data(as_text=True)
+    assert ada.get("/console/statement?merchant=M0001&from=2026-11-01%00").status_code == 400
+    assert "M0009" not in [m["merchant_id"] for m in site.union.store.merchants()]
+    pan = with_luhn("622202000000999")
+    answer = _upload(ada, MEMBERS_CSV + f"U9,{pan},active,0,,Huang\x00pu,x\n")
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and "line 5: a character that cannot be stored" in text
