@@ -482,6 +482,16 @@ def page() -> Any:
     if last < first:
         abort(400, _("The last month is before the first."))
     months = months_between(first, last)
+    if months[-1] != last:  # cut at MAX_MONTHS: the figures after it were left out unsaid
+        abort(
+            400,
+            _(
+                "Choose at most %(months)s months (%(first)s to %(last)s is longer).",
+                months=MAX_MONTHS,
+                first=first,
+                last=last,
+            ),
+        )
     merchant_id: str | None = current_user.merchant_id if current_user.role == "merchant" else None
     asked = request.args.get("merchant", "").strip()
     if asked:
