@@ -56,7 +56,7 @@ from pact.audit import kinds as audit_kinds
 from pact.files import atomic_write
 from pact.money import fen
 from pact.paths import local_path
-from pact.text import Msg
+from pact.text import N_, Msg
 from pact.timefmt import parse_iso, parse_moment
 
 SECRET_FILE = "console.secret"
@@ -494,10 +494,32 @@ def merchant_status(merchant_id: str) -> Any:
     return redirect(url_for("console.merchant", merchant_id=merchant_id))
 
 
+# The words the console shows for what the store keeps as codes: a merchant's or a
+# member's status, a finding's severity and kind (pact.audit). Unknown codes as they are.
+WORDS = {
+    "active": N_("active"), "suspended": N_("suspended"), "exited": N_("exited"),
+    "left": N_("left"), "high": N_("high"), "medium": N_("medium"), "low": N_("low"),
+    "edited": N_("entry edited"), "gap": N_("entries missing"), "fork": N_("chain forked"),
+    "time_backwards": N_("time going back"), "clock_jump": N_("clock jump"),
+    "bad_signature": N_("signature fails"), "atc_repeated": N_("card counter repeated"),
+    "atc_backwards": N_("card counter going back"),
+    "dated_after_receipt": N_("dated after its receipt"), "unknown_policy": N_("unknown policy"),
+    "not_a_member": N_("not a member"), "merchant_not_active": N_("merchant not active"),
+    "bad_basket": N_("basket does not add up"), "over_discount": N_("too much discount"),
+    "under_discount": N_("too little discount"), "silent": N_("terminal silent"),
+    "reversal_share": N_("many voids and refunds"), "card_uses": N_("card used often"),
+    "turned_away": N_("members turned away"), "complaint": N_("complaint"),
+}  # fmt: skip
+
+
 def status_name(status: str) -> str:
-    """A merchant's status, in the reader's language."""
-    names = {"active": _("active"), "suspended": _("suspended"), "exited": _("exited")}
-    return str(names.get(status, status))
+    """A status, severity or finding kind (:data:`WORDS`), in the reader's language."""
+    return str(_(WORDS[status])) if status in WORDS else status
+
+
+def say(message: Msg) -> str:
+    """A message (pact.text) in the reader's language."""
+    return message.render(lambda msgid: str(_(msgid)))
 
 
 @bp.errorhandler(413)
@@ -710,6 +732,8 @@ def init_console(app: Flask, data_dir: Path) -> None:
 
     app.add_template_filter(fen, "yuan")  # integer fen as yuan (pact.money): no float
     app.add_template_global(status_name, "status_name")
+    app.add_template_filter(status_name, "word")
+    app.add_template_filter(say, "say")
 
     @app.context_processor
     def _lang() -> dict[str, Any]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pact.text import N_, Msg
 from pact.timefmt import parse_iso
 
 SILENT_AFTER = timedelta(hours=72)  # the default offline stop (pact.offline)
@@ -35,32 +36,49 @@ class FleetRow:
     revoked_at: str | None
     revoked_reason: str | None
     revoked_last_seq: int | None
-    warnings: tuple[str, ...]  # its own, as reported, and the union's about it
+    warnings: tuple[str, ...]  # its own, as reported, and the union's about it (English)
+    # the same as messages, for the console in the reader's language (pact.text)
+    warning_msgs: tuple[Msg, ...] = field(default=(), compare=False)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
+        out.pop("warning_msgs")
         out["warnings"] = list(self.warnings)
         return out
 
 
 def fleet_row(row: Mapping[str, Any], now: datetime) -> FleetRow:
     """The fleet view of one terminal at ``now``."""
-    warnings: list[str] = []
+    warnings: list[Msg] = []
     if row["revoked_at"] is not None:
-        warnings.append(f"revoked at {row['revoked_at']}: {row['revoked_reason']}")
+        warnings.append(
+            Msg.of(
+                N_("revoked at %(at)s: %(reason)s"),
+                at=row["revoked_at"],
+                reason=row["revoked_reason"] or "",
+            )
+        )
     contact = row["last_contact_at"]
     if contact is None:
-        warnings.append("has never called the union")
+        warnings.append(Msg.of(N_("has never called the union")))
     elif row["revoked_at"] is None and now - parse_iso(contact) >= SILENT_AFTER:
         hours = int((now - parse_iso(contact)).total_seconds() // 3600)
-        warnings.append(f"silent for {hours} hours: past the offline limit")
+        warnings.append(
+            Msg.of(N_("silent for %(hours)s hours: past the offline limit"), hours=hours)
+        )
     if row["pending"]:
-        warnings.append(f"{row['pending']} entries were not uploaded at its last report")
+        warnings.append(
+            Msg.of(
+                N_("%(count)s entries were not uploaded at its last report"), count=row["pending"]
+            )
+        )
     try:
         reported = json.loads(row["warnings"]) if row["warnings"] else []
     except ValueError:
         reported = []
-    warnings.extend(f"it reported: {w}" for w in reported if isinstance(w, str))
+    warnings.extend(
+        Msg.of(N_("it reported: %(warning)s"), warning=w) for w in reported if isinstance(w, str)
+    )
     return FleetRow(
         terminal_id=row["terminal_id"],
         merchant_id=row["merchant_id"],
@@ -77,7 +95,8 @@ def fleet_row(row: Mapping[str, Any], now: datetime) -> FleetRow:
         revoked_at=row["revoked_at"],
         revoked_reason=row["revoked_reason"],
         revoked_last_seq=row["revoked_last_seq"],
-        warnings=tuple(warnings),
+        warnings=tuple(str(w) for w in warnings),
+        warning_msgs=tuple(warnings),
     )
 
 

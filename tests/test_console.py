@@ -146,6 +146,7 @@ def test_a_merchant_user_sees_only_its_own(console, clock) -> None:
     admin, _ = sign_in(console, "ada")
     fleet = admin.get("/console/terminals").get_data(as_text=True)
     assert 'data-terminal="T1"' in fleet and 'data-terminal="T2"' in fleet
+    assert "从未联系过工会" in fleet and "has never called" not in fleet  # T2: in Chinese
 
 
 def test_the_authorisation_matrix(console, site: Site, clock) -> None:
@@ -419,7 +420,7 @@ def test_a_merchants_registry_admission_and_history(
     assert "Huangpu Pharmacy" in page and "1 Nanjing Rd" in page and "pharmacy" in page
     assert "☑ no discount on prescription medicine" in page and "由 ada 准入" in page
     statuses = re.findall(r'<td class="status">(\w+)</td><td>([^<]+)</td>', page)
-    assert statuses == [("active", "-"), ("suspended", "hygiene inspection failed")]
+    assert statuses == [("正常", "-"), ("暂停", "hygiene inspection failed")]  # in Chinese
     assert page.count("<td>v") == 2  # the policy at admission, and at the suspension
     shop, _ = sign_in(console, "shop1")
     assert shop.get("/console/merchants/M0007").status_code == 403
@@ -436,6 +437,8 @@ def test_the_audit_page_in_chinese(console, site: Site, clock) -> None:
     page = aud.get(f"/console/audit?merchant=M0001&from={day}&to={day}")
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and 'data-kind="complaint"' in text
+    row = re.search(r"<tr data-kind=\"complaint\"[^>]*>(.*?)</tr>", text, re.S)
+    assert row and "<td>投诉</td>" in row.group(1), text[text.find("findings") :][:1500]
     assert f"会员 {day} 的投诉 (card •••• 5010)：refused the discount" in text
     only = aud.get(f"/console/audit?merchant=M0001&from={day}&to={day}&kind=over_discount")
     assert "没有发现问题" in only.get_data(as_text=True)

@@ -165,7 +165,7 @@ def test_adding_admitting_and_changing_a_merchants_status(
     assert suspended.status_code == 302, suspended.get_data(as_text=True)
     page = ada.get("/console/merchants/M0007").get_data(as_text=True)
     utc = later.replace(tzinfo=ZONE).astimezone(ZoneInfo("UTC"))
-    assert f'<td>{utc:%Y-%m-%dT%H:%M}:00Z</td><td class="status">suspended</td>' in page
+    assert f'<td>{utc:%Y-%m-%dT%H:%M}:00Z</td><td class="status">暂停</td>' in page
     assert f"自 {later:%Y-%m-%d %H:%M} (Asia/Shanghai) 起为暂停" in page
     for bad, words, status in (
         ({"reason": " "}, "原因", 400),
