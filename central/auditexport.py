@@ -19,7 +19,7 @@ atomically. What goes in (docs/protocol.md, "Audit bundle"):
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -76,7 +76,9 @@ def export_bundle(union: Union, merchant_id: str, first: date, last: date) -> by
             policies=policies,
             roster_headers=headers,
             members=_members(union, {e.token for e in entries if e.token is not None}),
-            terminals=_terminals(union, merchant_id, {e.terminal_id for e in entries}),
+            terminals=_terminals(
+                union, merchant_id, {e.terminal_id for e in entries}, context_start, end
+            ),
             entries=entries,
         ),
         audit_key,
@@ -112,7 +114,9 @@ def _members(union: Union, tokens: set[str]) -> dict[str, list[MemberFact]]:
     return out
 
 
-def _terminals(union: Union, merchant_id: str, named: set[str]) -> list[Enrolment]:
+def _terminals(
+    union: Union, merchant_id: str, named: set[str], start: datetime, end: datetime
+) -> list[Enrolment]:
     """The merchant's terminals (with or without entries) and any other the entries
     name, each with its calls as the union recorded them."""
     contacts = {row["terminal_id"]: row for row in union.store.terminal_contacts(merchant_id)}
@@ -134,6 +138,7 @@ def _terminals(union: Union, merchant_id: str, named: set[str]) -> list[Enrolmen
                 last_seq=int(contact.get("last_seq") or 0),
                 policy_version=row["policy_version"],
                 revoked_at=row["revoked_at"],
+                held_in_period=union.store.newest_seq_between(terminal_id, iso(start), iso(end)),
             )
         )
     return out

@@ -2003,6 +2003,15 @@ class Store:
         with self.engine.connect() as conn:
             return [Sale.from_row(r) for r in conn.execute(query).mappings()]
 
+    def newest_seq_between(self, terminal_id: str, start: str, end: str) -> int:
+        """The newest seq the union holds of ``terminal_id``'s entries journaled at
+        ``start`` or later and before ``end`` (0: none)."""
+        query = sa.select(sa.func.max(sales.c.seq)).where(
+            sales.c.terminal_id == terminal_id, sales.c.at >= start, sales.c.at < end
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one() or 0)
+
     def merchant_sales_span(self, merchant_id: str) -> tuple[str, str] | None:
         """When the first and the last entry the union holds from the merchant's
         terminals were journaled (None: none)."""

@@ -64,7 +64,7 @@ SEVERITIES = (HIGH, MEDIUM, LOW)
 # the kinds of finding, for the console's filter
 EVIDENCE_KINDS = (
     "edited", "gap", "fork", "time_backwards", "clock_jump", "bad_signature", "atc_repeated",
-    "atc_backwards", "dated_after_receipt",
+    "atc_backwards", "dated_after_receipt", "missing_chain",
 )  # fmt: skip
 # what a ``clock-jump`` event's note says when the terminal stopped discounts for it
 # (terminal.service: its clock read behind its last trusted time, pact.generation)
@@ -75,7 +75,7 @@ COMPLIANCE_KINDS = (
 )  # fmt: skip
 BEHAVIOUR_KINDS = ("silent", "reversal_share", "card_uses", "turned_away")
 # findings about the terminal or the period as a whole, not tied to entries judged
-UNTIED_KINDS = frozenset({"silent", "complaint"})
+UNTIED_KINDS = frozenset({"silent", "complaint", "missing_chain"})
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,9 @@ class Contact:
     last_seq: int  # the newest entry the union holds (0: none)
     policy_version: int | None  # the policy it last reported holding
     revoked: bool = False  # a revoked terminal is expected to be silent
+    # the newest seq the union holds of its entries journaled in the audit's time, from
+    # the context start (a bundle's record); None: not known (the store's own audit)
+    held_in_period: int | None = None
 
 
 @dataclass
@@ -211,6 +214,7 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
         findings += _dated_after_receipt(by_terminal[terminal_id], facts_)
         findings += _missing_head(by_terminal[terminal_id], facts_)
         findings += _missing_tail(by_terminal[terminal_id], facts_)
+    findings += _missing_chains(by_terminal, facts_)
     findings += _counters(kept)
     findings += [f for share in done for f in share.findings]
     findings += _turned_away(stretches, [t for share in done for t in share.turned])
@@ -378,6 +382,20 @@ def _missing_head(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
                           "first entry, and it was journaled at %(at)s, after %(since)s, "
                           "where the entries checked start"),
                        seq=first.seq, at=first.at, since=iso(since)))
+    ]  # fmt: skip
+
+
+def _missing_chains(by_terminal: Mapping[str, Sequence[Sale]], facts: _Cached) -> list[Finding]:
+    """The merchant's terminals of which the union holds entries journaled in the
+    audit's time (its record of each, in a bundle) and none is here: a whole chain
+    left out, which no check of entries can see."""
+    return [
+        Finding(HIGH, terminal_id, (contact.held_in_period,), "missing_chain",
+                Msg.of(N_("the union holds this terminal's entries up to %(seq)s journaled "
+                          "in the audit's time, and none of them is here"),
+                       seq=contact.held_in_period))
+        for terminal_id, contact in sorted(facts.facts.terminals.items())
+        if contact.held_in_period and terminal_id not in by_terminal
     ]  # fmt: skip
 
 

@@ -117,6 +117,9 @@ class Enrolment:
     last_seq: int = 0  # the newest entry the union holds from it
     policy_version: int | None = None  # the policy it last reported holding
     revoked_at: str | None = None
+    # the newest seq the union holds of its entries journaled from the period's context
+    # start to before its end (0: none): those the bundle must hold
+    held_in_period: int = 0
 
     def signed(self, attested_at: str) -> dict[str, Any]:
         return {
@@ -131,6 +134,7 @@ class Enrolment:
             "last_seq": self.last_seq,
             "policy_version": self.policy_version,
             "revoked_at": self.revoked_at,
+            "held_in_period": self.held_in_period,
             "attested_by": ATTESTED_BY,
             "attested_at": attested_at,
         }
@@ -154,6 +158,8 @@ class Enrolment:
                 parse_iso(moment)
         if not isinstance(record.terminal_id, str) or not _whole(record.last_seq):
             raise ValueError("terminal or last seq")
+        if not _whole(record.held_in_period):
+            raise ValueError("held in period")
         if record.policy_version is not None and not _whole(record.policy_version):
             raise ValueError("policy version")
         return record
@@ -170,6 +176,7 @@ class Enrolment:
             last_seq=self.last_seq,
             policy_version=self.policy_version,
             revoked=self.revoked_at is not None,
+            held_in_period=self.held_in_period,
         )
 
 

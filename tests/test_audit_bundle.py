@@ -551,3 +551,22 @@ def test_entries_deleted_from_the_head_of_the_store_are_found(site: Site, clock)
         conn.execute(sa.delete(sales).where(sales.c.terminal_id == "T1", sales.c.seq <= anchor + 1))
     found = site.union.audit("M0001", day, day)
     assert [(f.kind, f.seqs) for f in found] == [("gap", (anchor + 2,))], found
+
+
+def test_a_terminals_whole_chain_left_out_is_found(site: Site, clock, capsys, tmp_path) -> None:
+    """Every check of entries looks at the entries there: a bundle with all of a
+    terminal's entries left out (and the manifest signed again) verified clean. The
+    union's signed record of each terminal says which it holds in the audit's time."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    (record,) = doc["parts"]["enrolments"]
+    held = record["signed"]["held_in_period"]
+    assert held == max(e["seq"] for e in doc["parts"]["entries"]) > 0
+    doc["parts"]["entries"] = []
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert code == 1, (out, err)
+    assert out.startswith(f"terminal=T1 seq={held} finding=missing_chain detail=the union holds")
