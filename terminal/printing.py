@@ -104,7 +104,7 @@ def print_receipt(device: Any, slip: Receipt) -> None:
     except Exception as exc:  # python-escpos and the device raise their own kinds
         raise PrinterError(
             N_("the receipt was not printed (%(problem)s)"),
-            problem=f"{type(exc).__name__}: {exc}",
+            problem=" ".join(f"{type(exc).__name__}: {exc}".split()),  # one line, whatever it said
         ) from None
     finally:
         close = getattr(device, "close", None)

@@ -126,6 +126,14 @@ def test_printing_on_the_settings_printer(cinema, tmp_path: Path) -> None:
     assert none.status_code == 503 and none.get_json()["kind"] == "printer"
     with pytest.raises(PrinterError):
         print_receipt(object(), service.receipt(1))  # not a printer at all
+
+    class Jammed:
+        def set(self, **_: object) -> None:
+            raise OSError("paper jam\nat the cutter")
+
+    with pytest.raises(PrinterError) as jammed:
+        print_receipt(Jammed(), service.receipt(1))
+    assert "\n" not in str(jammed.value) and "paper jam at the cutter" in str(jammed.value)
     for spec in ("lp0", "usb:zz:01", "network:", "file:"):
         with pytest.raises(ConfigError, match="usb:VID:PID"):
             open_printer(spec)
