@@ -77,7 +77,7 @@ def export_bundle(union: Union, merchant_id: str, first: date, last: date) -> by
             roster_headers=headers,
             members=_members(union, {e.token for e in entries if e.token is not None}),
             terminals=_terminals(
-                union, merchant_id, {e.terminal_id for e in entries}, context_start, end
+                union, merchant_id, {e.terminal_id for e in entries}, context_start, end, now
             ),
             entries=entries,
         ),
@@ -115,7 +115,12 @@ def _members(union: Union, tokens: set[str]) -> dict[str, list[MemberFact]]:
 
 
 def _terminals(
-    union: Union, merchant_id: str, named: set[str], start: datetime, end: datetime
+    union: Union,
+    merchant_id: str,
+    named: set[str],
+    start: datetime,
+    end: datetime,
+    exported: datetime,
 ) -> list[Enrolment]:
     """The merchant's terminals (with or without entries) and any other the entries
     name, each with its calls as the union recorded them."""
@@ -138,7 +143,9 @@ def _terminals(
                 last_seq=int(contact.get("last_seq") or 0),
                 policy_version=row["policy_version"],
                 revoked_at=row["revoked_at"],
-                held_in_period=union.store.newest_seq_between(terminal_id, iso(start), iso(end)),
+                held_in_period=union.store.newest_seq_between(
+                    terminal_id, iso(start), iso(end), received_by=iso(exported)
+                ),
             )
         )
     return out

@@ -768,6 +768,7 @@ class Store:
                 add(tally, key, figures)
 
         with self._writing() as conn:
+            held = self._members_held(conn)  # before the file's: its new ones leave none
             held_scheme = self._token_scheme(conn)
             switching = token_scheme is not None and token_scheme != held_scheme
             if switching and held_scheme is not None and not full:
@@ -795,7 +796,7 @@ class Store:
                     "every member as left; check the file (an export cut short?)"
                 )
             if full:
-                self._check_leaving(conn, seen, allow_left)
+                self._check_leaving(conn, seen, allow_left, held)
                 result.left = self._mark_left(conn, seen, at, count)
             add_totals(conn, member_monthly, ("month", "district", "workplace"), tally)
             seen.drop(conn)
@@ -905,12 +906,22 @@ class Store:
             .where(~sa.exists().where(seen.c.member_id == members.c.member_id))
         )
 
-    def _check_leaving(self, conn: Connection, seen: sa.Table, allow_left: int | None) -> None:
+    @staticmethod
+    def _members_held(conn: Connection) -> int:
+        """The members who have not left."""
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).select_from(members).where(members.c.status != "left")
+            ).scalar_one()
+        )
+
+    def _check_leaving(
+        self, conn: Connection, seen: sa.Table, allow_left: int | None, held: int
+    ) -> None:
+        """Refuse a full import that would mark more of the ``held`` members (those
+        held before the file) left than allowed."""
         leaving = conn.execute(
             sa.select(sa.func.count()).select_from(self._missing(seen).subquery())
-        ).scalar_one()
-        held = conn.execute(
-            sa.select(sa.func.count()).select_from(members).where(members.c.status != "left")
         ).scalar_one()
         if allow_left is not None and leaving > allow_left:
             raise InputError(
@@ -2003,12 +2014,17 @@ class Store:
         with self.engine.connect() as conn:
             return [Sale.from_row(r) for r in conn.execute(query).mappings()]
 
-    def newest_seq_between(self, terminal_id: str, start: str, end: str) -> int:
+    def newest_seq_between(
+        self, terminal_id: str, start: str, end: str, received_by: str | None = None
+    ) -> int:
         """The newest seq the union holds of ``terminal_id``'s entries journaled at
-        ``start`` or later and before ``end`` (0: none)."""
+        ``start`` or later and before ``end`` (0: none); only those it had received by
+        ``received_by`` when given (an export's moment: not an upload stored since)."""
         query = sa.select(sa.func.max(sales.c.seq)).where(
             sales.c.terminal_id == terminal_id, sales.c.at >= start, sales.c.at < end
         )
+        if received_by is not None:
+            query = query.where(sales.c.received_at <= received_by)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one() or 0)
 

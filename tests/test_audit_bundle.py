@@ -570,3 +570,50 @@ def test_a_terminals_whole_chain_left_out_is_found(site: Site, clock, capsys, tm
     )
     assert code == 1, (out, err)
     assert out.startswith(f"terminal=T1 seq={held} finding=missing_chain detail=the union holds")
+
+
+def test_an_upload_during_the_export_is_no_missing_chain(tmp_path, monkeypatch) -> None:
+    """A terminal's first upload, stored while the bundle was being exported (after its
+    entries were read), made its record say entries it did not hold: a false HIGH
+    missing_chain against an honest union. The record counts what had arrived by the
+    export's moment."""
+    from dataclasses import replace as changed
+    from datetime import UTC, date, datetime
+
+    from central.auditexport import export_bundle
+    from pact.chain import GENESIS, entry_hash
+    from pact.sale import Sale
+    from tests.helpers import enrol_signing_terminal, signed
+
+    now = [datetime(2026, 11, 28, 12, 0, tzinfo=UTC)]
+
+    def sale(terminal_id: str, seq: int, at: str, prev: str) -> Sale:
+        entry = Sale(
+            seq=seq, sale_id=f"{terminal_id}-{seq}", at=at, terminal_id=terminal_id,
+            merchant_id="M0001", token=None, pan_last4="0000", member=False, gross=1000,
+            discount=0, net=1000, rules=(), roster_version=1, policy_version=1, basket=None,
+            atc=None, kind=None, ref_seq=None, note=None, prev_hash=prev, hash="",
+        )  # fmt: skip
+        return signed(changed(entry, hash=entry_hash(prev, entry)))
+
+    paths = CentralPaths(tmp_path / "central")
+    create_keys(paths.keys, now=now[0])
+    union = Union.open(paths, None, lambda: now[0])
+    union.add_merchant("M0001", "Shop", 500)
+    union.ingest(
+        enrol_signing_terminal(union, "T1"), [sale("T1", 1, "2026-11-28T03:00:00Z", GENESIS)]
+    )
+    enrol_signing_terminal(union, "T2")
+    read = union.store.merchant_chains_between
+
+    def then_an_upload(*args: str) -> list[Sale]:
+        got = read(*args)
+        now[0] = now[0].replace(second=2)  # T2's sync lands just after the entries were read
+        union.ingest(union.store.terminal("T2"), [sale("T2", 1, "2026-11-28T11:59:00Z", GENESIS)])
+        return got
+
+    monkeypatch.setattr(union.store, "merchant_chains_between", then_an_upload)
+    data = export_bundle(union, "M0001", date(2026, 11, 28), date(2026, 11, 28))
+    bundle = verify_bundle(data, (paths.keys / "root.pub").read_bytes())
+    assert [(f.terminal_id, f.kind) for f in audit_bundle(bundle)] == []
+    union.close()

@@ -156,3 +156,15 @@ def test_a_full_import_that_drops_many_members_asks_first(union: Union, capsys, 
     path.write_text(members(everyone[:200]))
     code, out, err = run(capsys, "central", "import-members", str(path), "--allow-left", "5")
     assert code == 2 and "--allow-left goes with --full" in err
+
+
+def test_another_districts_file_is_not_counted_among_the_members_held(union: Union) -> None:
+    """The tenth that may leave unasked was counted after the file's own new members
+    went in: another district's 400 members, imported --full, marked all 150 members
+    held as left without a word."""
+    union = Union(union.store, replace(union.keys, token_scheme=HMAC_SHA256), union.clock)
+    union.import_members(members(_big(150)))
+    other = [(f"X{n}", 5000 + n, 0, "Xuhui") for n in range(400)]
+    with pytest.raises(InputError, match="would mark 150 of the 150 members as left \\(100%\\)"):
+        union.import_members(members(other), full=True)
+    assert union.store.member("M0")["status"] == "active"  # type: ignore[index]
