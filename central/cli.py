@@ -36,7 +36,7 @@ from central.keys import (
 )
 from central.migrate import PRE_MIGRATIONS
 from central.parallel import ForkedWorkers
-from central.serve import run_gunicorn
+from central.serve import check_listen, run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
 from central.statement import UNION_TIMEZONE, statement_csv, statement_html, statement_lines
 from central.store import Store, settlement_table
@@ -257,7 +257,12 @@ def central_add_merchant(
 
 @central.command("admit-merchant")
 @click.argument("merchant_id")
-@click.option("--by", "admitted_by", required=True, help="The admin who admits it.")
+@click.option(
+    "--by",
+    "admitted_by",
+    required=True,
+    help="The console admin who admits it (`central add-user NAME --role admin`).",
+)
 @click.option(
     "--standard",
     "standards",
@@ -295,7 +300,9 @@ def central_admit_merchant(
     default=None,
     help="When it takes effect (ISO 8601; without a zone, the union's time): default now.",
 )
-@click.option("--by", "decided_by", default=None, help="The admin who decided it.")
+@click.option(
+    "--by", "decided_by", default=None, help="The console admin who decided it (add-user)."
+)
 @central_options
 @click.pass_obj
 def central_set_status(
@@ -818,6 +825,7 @@ def central_serve(
 ) -> None:
     """Run the central service with gunicorn (2 workers)."""
     Union.open(paths, database_url, clock).close()  # a bad folder or database: one line, now
+    check_listen(host, port)  # a port in use: one line, now
     run_gunicorn(paths.data_dir, database_url, host, port)
 
 

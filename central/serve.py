@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,20 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from central import create_app
+from central.errors import CentralError
+
+
+def check_listen(host: str, port: int) -> None:
+    """CentralError (one line) when nothing can listen on ``host:port``: gunicorn
+    would log a dozen lines of retries over five seconds before giving up."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise CentralError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop what holds that "
+            "port or choose another with --port (and --host)"
+        ) from None
 
 
 def run_gunicorn(

@@ -1150,7 +1150,8 @@ class Union:
         if user is None or user["role"] != "admin":
             raise AuthError(
                 f"{name!r} is not a union admin of the console (`unioncard central add-user "
-                f"NAME --role admin`): policies are drafted and approved by admins"
+                f"{name} --role admin` makes one): admissions, status changes and policies "
+                "are decided by admins, by name"
             )
 
     def add_complaint(

@@ -286,11 +286,23 @@ def terminal_status(clock: Clock, settings: Settings, as_json: bool) -> None:
     for key, value in status.items():
         if key == "sync":
             for what, when in value.items():
-                click.echo(f"{what:<18} {when if when is not None else '-'}")
+                click.echo(f"{what:<18} {_shown(when)}")
         elif not key.endswith("warnings") and not key.endswith("_ids"):
-            click.echo(f"{key:<18} {value}")
+            label = "entries" if key == "sales" else key  # events too, not sales only
+            click.echo(f"{label:<18} {_shown(value)}")
     for warning in status["warnings"]:
         click.echo(f"warning: {warning}")
+
+
+def _shown(value: object) -> str:
+    """A status value for people: "-" for none, a mapping as name=value pairs."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_shown(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_shown(v) for v in value) or "-"
+    return str(value)
 
 
 @terminal.command("checkout")
@@ -315,6 +327,19 @@ def terminal_checkout(clock: Clock, amount: str, settings: Settings, as_json: bo
         click.echo(result.describe())
 
 
+def _secret(prompt: str, confirm: bool = False) -> str:
+    """A PIN from the keyboard, unechoed; from standard input a line (twice with
+    ``confirm``) without getpass's warnings about a terminal that is not there."""
+    if sys.stdin.isatty():
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+    lines = [sys.stdin.readline() for _ in range(2 if confirm else 1)]
+    if not all(lines):
+        raise click.Abort
+    if confirm and lines[0].strip() != lines[1].strip():
+        raise click.UsageError("the two PINs differ: give the same PIN twice")
+    return lines[0].strip()
+
+
 @terminal.command("set-pin")
 @with_settings()
 def terminal_set_pin(settings: Settings) -> None:
@@ -322,7 +347,7 @@ def terminal_set_pin(settings: Settings) -> None:
     keyboard (or twice from standard input); kept as a scrypt hash (0600)."""
     state = TerminalState.open(settings.data_dir)
     state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
-    pin = click.prompt("new supervisor PIN", hide_input=True, confirmation_prompt=True)
+    pin = _secret("new supervisor PIN", confirm=True)
     set_pin(state.dir, pin)
     click.echo("supervisor PIN set")
 
@@ -349,7 +374,7 @@ def terminal_void(clock: Clock, seq: int, reason: str, settings: Settings) -> No
     The void is journaled, signed and uploaded like a sale; the settlement subtracts
     it and the member's quota use is given back.
     """
-    pin = click.prompt("supervisor PIN", hide_input=True)
+    pin = _secret("supervisor PIN")
     service = open_terminal(settings, clock)
     try:
         entry = service.void(seq, reason, pin)
@@ -390,7 +415,7 @@ def terminal_refund(
     until the last unit; the refund is journaled, signed and uploaded like a sale.
     """
     items = [_refund_item(text) for text in lines]
-    pin = click.prompt("supervisor PIN", hide_input=True)
+    pin = _secret("supervisor PIN")
     service = open_terminal(settings, clock)
     try:
         entry = service.refund(seq, items, reason, pin)
@@ -414,10 +439,15 @@ def terminal_journal(settings: Settings, verify: bool) -> None:
     try:
         if verify:
             count = journal.verify(load_public_key(state.dir))
-            click.echo(f"journal chain intact: {count} sales, every device signature verified")
+            click.echo(
+                f"journal chain intact: {count} entries (sales, voids, refunds and events), "
+                "every device signature verified"
+            )
         else:
             total, pending = journal.counts()
-            click.echo(f"{total} sales, {pending} waiting for upload")
+            click.echo(
+                f"{total} entries (sales, voids, refunds and events), {pending} waiting for upload"
+            )
     finally:
         journal.close()
 

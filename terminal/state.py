@@ -356,7 +356,10 @@ class TerminalState:
             generation = with_root(self.current, data)
             atomic_write(self.root_path, data, mode=0o644)
             try:
-                self.load()
+                # a file the new root no longer trusts is what the sync replaces next: said
+                # at info here (a warning on stderr during a sync that then installs the
+                # re-signed one read as a refusal); the sync reports one it cannot replace
+                self.load(dropped_at=logging.INFO)
             except RefusedError as exc:  # the snapshot itself no longer verifies
                 self._current, self._stamps = generation, self._read_stamps()
                 log.warning("kept the installed files under the new root: %s", exc)
@@ -366,7 +369,7 @@ class TerminalState:
     def _read_stamps(self) -> tuple[object, ...]:
         return (_stamp(self.root_path), _stamp(self.current_path))
 
-    def load(self) -> None:
+    def load(self, dropped_at: int = logging.WARNING) -> None:
         """Load the trusted root and the installed generation, and put them in service.
 
         A roster or policy that no longer verifies under the trusted root (its key
@@ -388,7 +391,7 @@ class TerminalState:
                 (gen / "policy.json").read_bytes(),
             )
             for reason in loaded.dropped:
-                log.warning("%s", reason)
+                log.log(dropped_at, "%s", reason)
             self._current, self._stamps = loaded.generation, stamps
 
     def refresh(self) -> None:

@@ -278,3 +278,15 @@ def test_no_matching_reader(pcscd) -> None:
 def test_no_card_within_timeout(pcscd) -> None:
     result = run("card", "read", "--reader", "Virtual PCD 00 01", "--timeout", "1", timeout=20)
     assert_one_line_error(result, 3, "no card")
+
+
+def test_central_serve_on_a_port_in_use_says_so_in_one_line(tmp_path) -> None:
+    """gunicorn logged a dozen lines of retries over five seconds, then exited 1."""
+    import socket
+
+    data = tmp_path / "central"
+    assert run("central", "init", "--data", str(data)).returncode == 0
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = str(held.getsockname()[1])
+        result = run("central", "serve", "--port", port, "--data", str(data), timeout=30)
+    assert_one_line_error(result, 1, f"cannot listen on 127.0.0.1:{port}")

@@ -226,7 +226,7 @@ def test_a_lost_journal_is_an_error_not_a_new_empty_one(
     )
     assert code == 0 and "enrolled as terminal T1" in out
     code, out, _ = run(capsys, "terminal", "journal", "--verify", "--data", str(data))
-    assert code == 0 and "journal chain intact: 0 sales" in out
+    assert code == 0 and "journal chain intact: 0 entries" in out
     (data / "journal.db").unlink()
     for argv in (("terminal", "journal", "--verify"), ("terminal", "status"), ("sync",)):
         code, _, err = run(capsys, *argv, "--data", str(data))

@@ -133,7 +133,10 @@ def test_every_sale_is_signed_and_central_records_the_key(site: Site, clock) -> 
     assert row is not None and row["device_key"] == site.state.device_public_key()
     done = verify_cli(site.state.dir)
     assert done.returncode == 0, done.stderr
-    assert "3 sales, every device signature verified" in done.stdout
+    assert (
+        "3 entries (sales, voids, refunds and events), every device signature verified"
+        in done.stdout
+    )
 
 
 def test_the_forged_sale_is_refused_end_to_end(site: Site, clock) -> None:

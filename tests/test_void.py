@@ -4,6 +4,8 @@ keeps both entries, signed; the settlement nets them; the quota use comes back."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -205,6 +207,19 @@ def test_set_pin_and_void_from_the_command_line(tmp_path: Path, clock) -> None:
     assert done.exit_code == 0 and "supervisor PIN set" in done.output
     assert (shop.dir / "supervisor.pin").stat().st_mode & 0o077 == 0
     assert "1357" not in (shop.dir / "supervisor.pin").read_text()
+    # piped in, as a script does: no getpass warning about the terminal that is not there
+    unioncard = str(Path(sys.executable).parent / "unioncard")
+    piped = subprocess.run(
+        [unioncard, "terminal", "set-pin", *data], input="2468\n2468\n", text=True,
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert (piped.returncode, piped.stderr) == (0, ""), piped.stderr
+    differ = subprocess.run(
+        [unioncard, "terminal", "set-pin", *data], input="2468\n1357\n", text=True,
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    [line] = differ.stderr.strip().splitlines()
+    assert differ.returncode == 2 and line.startswith("error: the two PINs differ"), line
 
 
 def test_a_void_is_uploaded_and_the_settlement_nets_it(site: Site, clock) -> None:
