@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,14 +36,13 @@ class FleetRow:
     revoked_at: str | None
     revoked_reason: str | None
     revoked_last_seq: int | None
-    warnings: tuple[str, ...]  # its own, as reported, and the union's about it (English)
-    # the same as messages, for the console in the reader's language (pact.text)
-    warning_msgs: tuple[Msg, ...] = field(default=(), compare=False)
+    # its own, as reported, and the union's about it: messages (pact.text), in English
+    # with str() and in the reader's language on the console
+    warnings: tuple[Msg, ...]
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out.pop("warning_msgs")
-        out["warnings"] = list(self.warnings)
+        out["warnings"] = [str(w) for w in self.warnings]
         return out
 
 
@@ -95,8 +94,7 @@ def fleet_row(row: Mapping[str, Any], now: datetime) -> FleetRow:
         revoked_at=row["revoked_at"],
         revoked_reason=row["revoked_reason"],
         revoked_last_seq=row["revoked_last_seq"],
-        warnings=tuple(str(w) for w in warnings),
-        warning_msgs=tuple(warnings),
+        warnings=tuple(warnings),
     )
 
 
@@ -114,6 +112,6 @@ def fleet_table(rows: Sequence[FleetRow]) -> list[str]:
         lines.append(
             f"{r.terminal_id:<10} {r.merchant_id:<10} {r.last_contact_at or 'never':<20} "
             f"{r.acked_seq:>7} {v(r.roster_version):>6} {v(r.policy_version):>6} "
-            f"{v(r.pending):>7}  {'; '.join(r.warnings) or '-'}"
+            f"{v(r.pending):>7}  {'; '.join(map(str, r.warnings)) or '-'}"
         )
     return lines

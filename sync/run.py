@@ -204,11 +204,14 @@ class _Batch:
     bodies: list[tuple[int | None, bytes]]
 
 
+def _bodies(terminal_id: str, sales: Sequence[Sale]) -> list[tuple[int | None, bytes]]:
+    """The request bodies that carry ``sales`` (gzip, capped in size)."""
+    return list(upload_bodies(encode_sales(terminal_id, sales), *upload_limits()))
+
+
 def _prepare(terminal_id: str, journal: Outbox, batch_size: int, after: int) -> _Batch:
     sales = journal.pending(batch_size, after)
-    if not sales:
-        return _Batch(sales, [])
-    return _Batch(sales, list(upload_bodies(encode_sales(terminal_id, sales), *upload_limits())))
+    return _Batch(sales, _bodies(terminal_id, sales) if sales else [])
 
 
 def _upload(
@@ -285,7 +288,7 @@ def _ask_held(
     newest = journal.entry(journal.counts()[0])
     if newest is None:
         return
-    acked = client.post_sales(upload_bodies(encode_sales(terminal_id, [newest]), *upload_limits()))
+    acked = client.post_sales(_bodies(terminal_id, [newest]))
     if acked < newest.seq:
         _resend(terminal_id, journal, client, batch_size, report, acked, newest.seq)
 
@@ -306,8 +309,7 @@ def _resend(
         entries = journal.entries_after(acked, min(batch_size, through - acked))
         if not entries:
             return False
-        body = upload_bodies(encode_sales(terminal_id, entries), *upload_limits())
-        held = client.post_sales(body)
+        held = client.post_sales(_bodies(terminal_id, entries))
         report.resent += len(entries)
         if held < entries[-1].seq:
             return False

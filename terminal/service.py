@@ -13,7 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast, overload
 from zoneinfo import ZoneInfo
@@ -187,7 +187,7 @@ class TerminalService:
         # the quotes confirmed lately, by pending id: a till that asks again (its answer
         # lost) hears of the sale it made, not "check out again" (which made it twice)
         self._confirmed: OrderedDict[str, SaleResult] = OrderedDict()
-        self.supervisor = Supervisor(data_dir, clock, self._zone)
+        self.supervisor = Supervisor(data_dir, clock, self.zone)
         self.printer = printer  # the settings' receipt printer, or None
         self._printer_lock = threading.Lock()
         # Clock jumps: the wall clock is compared with ``monotonic`` (the daemon passes
@@ -580,7 +580,7 @@ class TerminalService:
                 self._limits_noted |= noted_limits([entry.note or ""])
         return offline
 
-    def _zone(self) -> tzinfo:
+    def zone(self) -> ZoneInfo:
         """The shop's time zone: its policy's (Asia/Shanghai until one is installed)."""
         policy = self.state.current.policy
         return policy.zone if policy is not None else ZoneInfo(DEFAULT_TIMEZONE)

@@ -39,7 +39,6 @@ from pact.basket import Basket, parse_basket
 from pact.errors import BasketError, ReversalError, UnioncardError
 from pact.money import fen, parse_yuan
 from pact.paths import local_path
-from pact.policy import DEFAULT_TIMEZONE
 from pact.report import day_bounds, day_report
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
@@ -120,9 +119,8 @@ def page() -> str:
 
 
 def _zone() -> ZoneInfo:
-    """The shop's time zone: its policy's (Asia/Shanghai until one is installed)."""
-    policy = _service().state.current.policy
-    return policy.zone if policy is not None else ZoneInfo(DEFAULT_TIMEZONE)
+    """The shop's time zone (TerminalService.zone)."""
+    return _service().zone()
 
 
 def _local(at: str | None) -> str | None:
