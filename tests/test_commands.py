@@ -105,6 +105,9 @@ def test_an_unreachable_database_is_one_line_without_its_password(
     [
         (("terminal", "status", "--bogus"), "No such option '--bogus'"),
         (("terminal", "checkout"), "Missing argument 'AMOUNT'"),
+        # click read -1 as an unknown option: "No such option '-1'"
+        (("terminal", "checkout", "-1"), "amounts and counts are never negative"),
+        (("terminal", "checkout", "-0.50"), "amounts and counts are never negative"),
         (("terminal", "checkout", "1.00", "--timeout", "soon"), "'soon' is not a valid float"),
         (("nonsense",), "No such command 'nonsense'"),
         (("central", "publish-roster", "--expires-in", "3 weeks"), "like 72h or 3d"),

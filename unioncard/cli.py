@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -103,9 +104,15 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+NEGATIVE = re.compile(r"-[0-9][0-9.,]*")
+
+
 def usage_line(exc: click.UsageError) -> str:
     """Click's usage error on one line, with where to read more."""
     message = " ".join(exc.format_message().split())
+    if isinstance(exc, click.NoSuchOption) and NEGATIVE.fullmatch(exc.option_name):
+        # `checkout -1`: click takes a negative number for an option it does not know
+        message = "amounts and counts are never negative (a '-' before a number reads as an option)"
     command = exc.ctx.command_path if exc.ctx is not None else "unioncard"
     return f"{message} (see `{command} --help`)"
 
