@@ -91,6 +91,13 @@ NOT_FOUND = frozenset({0x6A82, 0x6D00, 0x6E00})  # SELECT: no such application h
 MAX_DIRECTORY_RECORDS = 16  # PSE directory records read at most
 MAX_AFL_RECORDS = 64  # records named by an AFL at most (real cards use under 20)
 MAX_PDOL_DATA = 253  # GPO data field is 83 L data, at most 255 bytes
+# Applications tried at most from a card's directory (real cards list one to four): a
+# hostile directory listing hundreds, each refusing GPO, kept a checkout busy for minutes
+MAX_CANDIDATES = 16
+# What one read sends the card at most, GET RESPONSE and resends included: a real card
+# takes 10 to 40; a hostile one answering each command in 32 pieces is cut off within
+# seconds (at 20 ms a command)
+MAX_TRANSMITS = 256
 
 
 @dataclass(frozen=True)
@@ -142,8 +149,20 @@ def read_identity(
     terminal[0x9A] = _bcd_date(now)
     terminal[0x9F37] = bytes(unpredictable_number)
 
+    sent = 0
+
+    def counted(command: bytes) -> tuple[bytes, int]:
+        nonlocal sent
+        sent += 1
+        if sent > MAX_TRANSMITS:
+            raise MalformedResponseError(
+                f"the card needed more than {MAX_TRANSMITS} commands to read: not a card "
+                "we can read"
+            )
+        return transmit(command)
+
     def send(command: bytes) -> tuple[bytes, int]:
-        return apdu.exchange(transmit, command)
+        return apdu.exchange(counted, command)
 
     listed = [c.aid for c in _directory_candidates(send, accepted)]
     fallback = accepted if accepted is not None else KNOWN_AIDS
@@ -197,13 +216,12 @@ def _directory_candidates(
     entries = _ppse_entries(send)
     if not any(_acceptable(c.aid, accepted) for c in entries):
         entries = _pse_entries(send)
-    good = [c for c in entries if _acceptable(c.aid, accepted)]
-    unique: list[Candidate] = []
-    for c in good:
-        if all(c.aid != u.aid for u in unique):
-            unique.append(c)
+    unique: dict[bytes, Candidate] = {}  # the first entry of each AID, in directory order
+    for c in entries:
+        if c.aid not in unique and _acceptable(c.aid, accepted):
+            unique[c.aid] = c
     # sorted() is stable: equal priorities keep the directory's order (Book 1, 12.4)
-    return sorted(unique, key=lambda c: c.order)
+    return sorted(unique.values(), key=lambda c: c.order)[:MAX_CANDIDATES]
 
 
 def _entries(templates: list[tlv.Tlv]) -> list[Candidate]:
@@ -322,11 +340,11 @@ def _get_counter(send: apdu.Transmit) -> int | None:
     """The card's transaction counter by GET DATA (Book 3, 6.5.7), after GPO (which
     counted this transaction); None when the card does not give it. Evidence that
     the card was present, not needed to read it: a refusal is not an error."""
-    data, sw = send(apdu.get_data(TAG_ATC))
-    if sw != 0x9000:
-        return None
     found: dict[int, bytes] = {}
     try:
+        data, sw = send(apdu.get_data(TAG_ATC))  # (61xx for ever is malformed)
+        if sw != 0x9000:
+            return None
         tlv.collect(data, frozenset({TAG_ATC}), found)
     except MalformedResponseError:
         return None

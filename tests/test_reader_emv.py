@@ -662,3 +662,85 @@ def test_a_garbled_counter_is_no_counter(answer: bytes) -> None:
         ]
     )
     assert read(card.transmit).atc is None and card.done()
+
+
+def test_a_counter_announcing_more_data_for_ever_is_no_counter() -> None:
+    """GET DATA answered 61xx round after round: the card was read, with no counter
+    (it failed the whole read)."""
+    script = [
+        (SELECT_PPSE, ok(ppse_fci(entry(DEBIT, 1)))),
+        (SELECT_DEBIT, ok(fci(DEBIT))),
+        (GPO_NO_PDOL, ok(encode(0x77, track2(PAN, "3012")))),
+        (GET_ATC, "6101"),
+    ]
+    script += [("00C0000001", "006101")] * (apdu.MAX_GET_RESPONSE + 1)
+    card = ScriptedCard(script)
+    identity = read(card.transmit)
+    assert identity.pan_last4 == "1232" and identity.atc is None
+
+
+class HostileDirectory:
+    """A card whose directory lists ``count`` applications, each of which it selects
+    and then refuses to start (GPO 6985), answering every command in T=0 pieces when
+    ``chatty``."""
+
+    def __init__(self, count: int, chatty: bool = False) -> None:
+        self.aids = [DEBIT[:5] + n.to_bytes(3, "big") for n in range(count)]
+        self.sent = 0
+        self.chatty = chatty
+        self.pending = b""
+
+    def transmit(self, command: bytes) -> tuple[bytes, int]:
+        self.sent += 1
+        ins = command[1]
+        if ins == 0xC0:  # GET RESPONSE: 1 byte at a time while it lasts
+            piece, self.pending = self.pending[:1], self.pending[1:]
+            return piece, (0x6100 | 1) if self.pending else 0x9000
+        if ins == 0xA4 and command[5 : 5 + command[4]] == b"2PAY.SYS.DDF01":
+            data = ppse_fci(*(entry(aid, 1) for aid in self.aids))
+        elif ins == 0xA4:
+            data = fci(command[5 : 5 + command[4]])
+        elif ins == 0xA8:
+            return b"", 0x6985
+        else:
+            return b"", 0x6D00
+        if self.chatty:
+            self.pending = data
+            return b"", 0x6101
+        return data, 0x9000
+
+
+@pytest.mark.parametrize("chatty", [False, True])
+def test_a_directory_of_hundreds_of_refusing_applications_is_cut_short(chatty: bool) -> None:
+    """A hostile directory (hundreds of AIDs, each refusing GPO) took thousands of
+    commands, minutes of a checkout: the read tries a few and ends in one line."""
+    card = HostileDirectory(600, chatty)
+    with no_hang(10), pytest.raises((UnsupportedCardError, MalformedResponseError)) as caught:
+        read(card.transmit)
+    assert card.sent <= emv.MAX_TRANSMITS
+    assert "\n" not in str(caught.value)
+    if not chatty:  # each candidate is a SELECT and a GPO
+        assert card.sent <= 1 + 2 * (emv.MAX_CANDIDATES + len(emv.KNOWN_AIDS))
+
+
+def test_a_real_card_reads_well_within_the_budget() -> None:
+    for profile in PROFILES:
+        card = EmulatedCard(build_image(profile, PAN, "2030-12"))
+        try:
+            read(card.transmit)
+        except (CardError, ConnectionResetError):
+            pass  # the profiles of refusing or pulled cards: what matters is how much they took
+        assert len(card.log) <= emv.MAX_TRANSMITS // 4, profile
+
+
+def test_the_t0_emulator_sends_a_256_byte_record() -> None:
+    """Le = 00 asks for 256 bytes: the emulated T=0 card answered 6C00 to it for ever."""
+    image = build_image("unionpay-t0", PAN, "2030-12")
+    app = next(a for a in image.applications if a.name == DEBIT)
+    (key, first), *_ = sorted(app.records.items())
+    inner = first[3:] if first[1] == 0x81 else first[2:]
+    filler = 256 - 4 - len(inner) - 3  # 70 82 LL LL, the record's objects, DF01 LL
+    app.records[key] = encode(0x70, inner + encode(0xDF01, bytes(filler)))
+    assert len(app.records[key]) == 256
+    card = EmulatedCard(image)
+    assert read(card.transmit).pan_last4 == "1232"

@@ -140,7 +140,7 @@ class EmulatedCard:
     def _case2(self, data: bytes, sw: int, le: int | None) -> tuple[bytes, int]:
         if not self.image.t0 or not data or sw != SW_OK:
             return data, sw
-        if le != len(data):  # P3 = 00 or wrong: tell the terminal the right Le
+        if (256 if le == 0 else le) != len(data):  # P3 wrong (00 is 256): say the right Le
             return b"", 0x6C00 | (len(data) & 0xFF)
         return data, sw
 
