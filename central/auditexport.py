@@ -8,7 +8,8 @@ atomically. What goes in (docs/protocol.md, "Audit bundle"):
   the month before the period (the quotas' earlier use, as ``central audit run``
   reads it) to its last in the period: unbroken runs of each chain;
 - every root metadata version (v1 on: the chain an auditor walks to the audit key);
-- the signed policy versions and the roster headers the entries name, as signed;
+- every signed policy version of the merchant, and the roster headers the entries name,
+  as signed;
 - the member history of each card token the entries name (tokens only: no PAN,
   no name, no member id);
 - an enrolment record of each of the merchant's terminals (its merchant, device key,
@@ -53,10 +54,13 @@ def export_bundle(union: Union, merchant_id: str, first: date, last: date) -> by
             f"the audit key in the keys folder is not the one root v{newest['version']} "
             "names: restart the service after `keys rotate audit`, or restore the key"
         )
+    # every version the union signed, not only those the entries name: the newer ones say
+    # when the merchant was suspended or exited (a version never signed that an entry
+    # names is missing: the audit says so, unknown_policy)
     policies = []
-    for version in sorted({e.policy_version for e in entries if e.kind is None}):
-        data = union.store.signed(f"policy:{merchant_id}", version)
-        if data is not None:  # never signed: the audit says so (unknown_policy)
+    for held in reversed(union.store.signed_versions(f"policy:{merchant_id}")):
+        data = union.store.signed(f"policy:{merchant_id}", held["version"])
+        if data is not None:
             policies.append(data)
     headers: list[dict[str, Any]] = []
     for version in sorted({e.roster_version for e in entries if e.roster_version}):

@@ -1016,6 +1016,7 @@ class Union:
             until=min(end, self.clock()),
             terminals=contacts,
             chained_from=context_start,
+            signed_policies=self.signed_policies(merchant_id),
         )
         findings = audit_entries(context, facts, runner)
         kept = [
@@ -1191,6 +1192,12 @@ class Union:
         """The merchant's newest signed policy (None: none yet), parsed once."""
         latest = self.store.latest_version(f"policy:{merchant_id}")
         return None if latest is None else self.signed_policy(merchant_id, latest[0])
+
+    def signed_policies(self, merchant_id: str) -> list[Policy]:
+        """Every version of the merchant's policy the union holds, oldest first."""
+        versions = self.store.signed_versions(f"policy:{merchant_id}")
+        found = (self.signed_policy(merchant_id, v["version"]) for v in reversed(versions))
+        return [policy for policy in found if policy is not None]
 
     def signed_policy(self, merchant_id: str, version: int) -> Policy | None:
         """Policy ``version`` of the merchant as the union signed it (None: never signed).

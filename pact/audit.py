@@ -148,6 +148,10 @@ class Facts:
     until: datetime | None = None  # the period's end, or now if sooner: silence counts to it
     terminals: Mapping[str, Contact] = field(default_factory=dict)  # the merchant's terminals
     thresholds: Thresholds = field(default_factory=Thresholds)
+    # Every version of the merchant's policy the union signed (as far as it holds them):
+    # the union's word on the merchant's status from each one's signing on, so that a
+    # sale naming an older version than a suspension's or an exit's is judged by it.
+    signed_policies: Sequence[Policy] = ()
 
 
 T = TypeVar("T")
@@ -275,12 +279,25 @@ class _Cached:
         self._policies: dict[tuple[str, int], Policy | None] = {}
         self._keys: dict[str, Ed25519PublicKey | None] = {}
         self._at: dict[tuple[str, int], datetime] = {}
+        # merchant -> its signed policies in signing order, and when each was signed
+        self._signed: dict[str, tuple[list[datetime], list[Policy]]] = {}
+        for policy in sorted(facts.signed_policies, key=lambda p: (p.issued_at, p.version)):
+            times, kept = self._signed.setdefault(policy.merchant_id, ([], []))
+            times.append(policy.issued_at)
+            kept.append(policy)
 
     def policy(self, merchant_id: str, version: int) -> Policy | None:
         key = (merchant_id, version)
         if key not in self._policies:
             self._policies[key] = self.facts.policy(merchant_id, version)
         return self._policies[key]
+
+    def newest_signed(self, merchant_id: str, at: datetime) -> Policy | None:
+        """The merchant's newest policy signed before ``at`` (None: none known); one
+        signed in the same second as a sale may have come after it."""
+        times, kept = self._signed.get(merchant_id, ([], []))
+        found = bisect_left(times, at)
+        return kept[found - 1] if found else None
 
     def device_key(self, terminal_id: str) -> Ed25519PublicKey | None:
         if terminal_id not in self._keys:
@@ -608,6 +625,16 @@ def _check_sale(
         return Finding(HIGH, t, seq, "merchant_not_active",
                        Msg.of(N_("a discount of %(amount)s while the merchant was %(status)s"),
                               amount=fen(entry.discount), status=status)), 0  # fmt: skip
+    newer = facts.newest_signed(entry.merchant_id, at) if entry.discount else None
+    if newer is not None and newer.version > policy.version and newer.status_at(at) != "active":
+        # the sale names a version signed before the union suspended or exited the shop
+        return Finding(MEDIUM, t, seq, "merchant_not_active",
+                       Msg.of(N_("a discount of %(amount)s while the merchant was %(status)s "
+                                 "(policy v%(version)s, signed %(signed)s); the sale names "
+                                 "v%(named)s, signed before it"),
+                              amount=fen(entry.discount), status=newer.status_at(at),
+                              version=newer.version, signed=iso(newer.issued_at),
+                              named=policy.version)), 0  # fmt: skip
     try:
         lines = tuple(
             Line(str(x["sku"]), str(x["category"]), int(x["qty"]), int(x["unit_price"]))

@@ -212,7 +212,7 @@ class Export:
     period: Period
     exported_at: datetime
     roots: Sequence[bytes]  # every root metadata version, oldest first (v1 first)
-    policies: Sequence[bytes]  # the signed policies the entries name
+    policies: Sequence[bytes]  # every signed version of the merchant's policy
     roster_headers: Sequence[Mapping[str, Any]]  # the signed headers of the rosters named
     members: Mapping[str, Sequence[MemberFact]]  # token -> its history, oldest first
     terminals: Sequence[Enrolment]
@@ -300,6 +300,7 @@ class Bundle:
             until=min(self.period.end, exported),
             terminals={t: record.contact() for t, record in self.terminals.items()},
             chained_from=self.period.context_start,
+            signed_policies=tuple(self.policies.values()),
         )
 
     def judged(self) -> set[tuple[str, int]]:

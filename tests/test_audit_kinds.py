@@ -133,3 +133,34 @@ def test_a_discount_while_the_merchant_was_suspended_is_found(
         "terminal=T1 seq=1 finding=merchant_not_active detail=a discount of 8.00 while "
         "the merchant was suspended"
     ]
+
+
+def test_a_discount_naming_a_policy_older_than_the_suspension_is_found(
+    site: Site, clock, capsys, tmp_path: Path
+) -> None:
+    """The terminal holds policy v1 (it has not synced since the union suspended the
+    shop in v2) and gives a member discount: the sale names v1, which says active, so
+    only the union's newer signed word shows the shop was suspended. The store's audit
+    and the bundle's agree. (Judged by the named policy alone, it passed unseen, and a
+    terminal that chose to name its older policy was never caught.)"""
+    from tests.test_audit_bundle import _export, _root_pub
+    from tests.test_commands import run
+
+    site.sync(clock)  # policy v1: active
+    site.sell(MEMBER_PAN, 10000, clock)  # before the suspension: no finding
+    clock.advance(timedelta(minutes=5))
+    site.union.set_merchant_status("M0001", "suspended", "inspection failed")  # v2
+    clock.advance(timedelta(minutes=5))
+    sold = site.sell(MEMBER_PAN, 10000, clock)  # offline: still v1
+    assert sold["discount_fen"] > 0
+    assert site.sync(clock).uploaded == 2
+    code, lines = _audit(site, clock, capsys, tmp_path)
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith(
+        "terminal=T1 seq=2 finding=merchant_not_active detail=a discount of "
+    )
+    assert "while the merchant was suspended (policy v2, signed " in lines[0]
+    assert lines[0].endswith("the sale names v1, signed before it")
+    bundle = _export(site, clock, capsys, tmp_path)
+    code, out, _ = run(capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path)))
+    assert (code, out.splitlines()) == (1, lines)

@@ -179,6 +179,7 @@ class TestExitEndToEnd:
         assert site.sell(MEMBER_PAN, 10000, clock)["discount_fen"] == 500
         # the union exits the merchant; the terminal, offline, goes on as it knows
         union.set_merchant_status("M0001", "exited", "broke the programme's rules")
+        clock.advance(timedelta(minutes=1))
         offline = [site.sell(MEMBER_PAN, 2000, clock) for _ in range(2)]
         assert [s["discount_fen"] for s in offline] == [100, 100]
         report = site.sync(clock)  # its last sales go up, the exit comes down
@@ -243,7 +244,12 @@ class TestExitEndToEnd:
         code, out, err = run(
             capsys, "audit", "verify", str(bundle), "--trust", str(auditor / "root.pub")
         )
-        assert code == 0, out + err
+        # ... and shows the discounts the terminal gave, offline, after the exit
+        assert code == 1 and "2 findings;" in err and "every signature and digest verified" in err
+        assert [line.split(" detail=")[0] for line in out.splitlines()] == [
+            "terminal=T1 seq=2 finding=merchant_not_active",
+            "terminal=T1 seq=3 finding=merchant_not_active",
+        ]
         assert MEMBER_PAN not in bundle.read_text()
 
 
