@@ -507,7 +507,8 @@ WORDS = {
     "missing_chain": N_("a terminal's entries missing"), "unknown_policy": N_("unknown policy"),
     "not_a_member": N_("not a member"), "merchant_not_active": N_("merchant not active"),
     "bad_basket": N_("basket does not add up"), "over_discount": N_("too much discount"),
-    "under_discount": N_("too little discount"), "silent": N_("terminal silent"),
+    "under_discount": N_("too little discount"), "bad_reversal": N_("void or refund wrong"),
+    "silent": N_("terminal silent"),
     "reversal_share": N_("many voids and refunds"), "card_uses": N_("card used often"),
     "turned_away": N_("members turned away"), "complaint": N_("complaint"),
 }  # fmt: skip

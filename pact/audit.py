@@ -49,12 +49,13 @@ from pact.basket import Basket, Line, RuleUsage
 from pact.chain import GENESIS, entry_hash
 from pact.device import check_signature
 from pact.discount import discount_owed
-from pact.errors import DeviceSignatureError, SignatureError
+from pact.errors import DeviceSignatureError, ReversalError, SignatureError
 from pact.event import CLOCK_JUMP, OFFLINE_LIMIT, UPDATE_INSTALLED, event_code
 from pact.money import fen
 from pact.policy import DEFAULT_TIMEZONE, OFFLINE_STOP_HOURS, Policy, quota_periods
+from pact.reversal import VOID, refund_draft, void_draft
 from pact.roster import Membership
-from pact.sale import REVERSALS, Sale
+from pact.sale import DRAFT_FIELDS, REVERSALS, Sale
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 
@@ -71,7 +72,7 @@ EVIDENCE_KINDS = (
 CLOCK_STOPS_DISCOUNTS = "members get no discount"
 COMPLIANCE_KINDS = (
     "unknown_policy", "not_a_member", "merchant_not_active", "bad_basket", "over_discount",
-    "under_discount",
+    "under_discount", "bad_reversal",
 )  # fmt: skip
 BEHAVIOUR_KINDS = ("silent", "reversal_share", "card_uses", "turned_away")
 # findings about the terminal or the period as a whole, not tied to entries judged
@@ -216,6 +217,7 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
     for terminal_id in sorted(by_terminal):
         findings += _evidence(by_terminal[terminal_id], facts_, altered, unsigned)
         findings += _dated_after_receipt(by_terminal[terminal_id], facts_)
+        findings += _reversals(by_terminal[terminal_id], facts_)
         findings += _missing_head(by_terminal[terminal_id], facts_)
         findings += _missing_tail(by_terminal[terminal_id], facts_)
     findings += _missing_chains(by_terminal, facts_)
@@ -435,6 +437,58 @@ def _missing_tail(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
                           "%(at)s, are missing"),
                        first=newest + 1, last=contact.last_seq, at=iso(contact.last_upload)))
     ]  # fmt: skip
+
+
+def _reversals(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
+    """Each void or refund that is not what the terminal makes of the sale it names
+    (pact.reversal, given the entries between them): one that takes back other amounts,
+    rules or lines than the sale's, a sale voided twice or after a refund, a reversal of
+    a reversal or an event, units refunded that were not sold. The sale must be among
+    ``entries`` (one terminal's, in seq order); the time limits (today's sales, the
+    refund window) are the terminal's to keep and are not judged here."""
+    by_seq = {e.seq: e for e in entries}
+    out: list[Finding] = []
+    for entry in entries:
+        if entry.kind not in REVERSALS or entry.ref_seq is None:
+            continue
+        sale = by_seq.get(entry.ref_seq)
+        if sale is None:  # before the audit's context (a gap says if it should be here)
+            continue
+        between = [e for e in entries if sale.seq < e.seq < entry.seq]
+        policy = facts.policy(sale.merchant_id, sale.policy_version)
+        then = facts.at(sale)  # within the time limits: only what it takes back is judged
+        try:
+            if entry.kind == VOID:
+                draft = void_draft(sale, between, entry.note or "", policy, then)
+            else:
+                items = [(line["of"], line["qty"]) for line in (entry.basket or {})["lines"]]
+                draft = refund_draft(sale, between, items, entry.note or "", policy, then)
+        except ReversalError as exc:
+            why = exc.msg
+        except (KeyError, TypeError, ValueError):
+            why = Msg.of(N_("its lines do not name the sale's lines and units"))
+        else:
+            wrong = [n for n in DRAFT_FIELDS if getattr(draft, n) != _reversal_value(entry, n)]
+            if not wrong:
+                continue
+            why = Msg.of(N_("it does not take back what the sale gave (%(fields)s differ)"),
+                         fields=", ".join(wrong))  # fmt: skip
+        said = (
+            N_("a void of entry %(sale)s that the terminal would not make: %(why)s")
+            if entry.kind == VOID
+            else N_("a refund of entry %(sale)s that the terminal would not make: %(why)s")
+        )
+        out.append(
+            Finding(HIGH, entry.terminal_id, (sale.seq, entry.seq), "bad_reversal",
+                    Msg.of(said, sale=sale.seq, why=why))
+        )  # fmt: skip
+    return out
+
+
+def _reversal_value(entry: Sale, name: str) -> object:
+    """A field of a journaled reversal as its draft holds it (rules as a tuple)."""
+    value = getattr(entry, name)
+    return tuple(value) if name == "rules" else value
 
 
 def _dated_after_receipt(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:

@@ -164,3 +164,65 @@ def test_a_discount_naming_a_policy_older_than_the_suspension_is_found(
     bundle = _export(site, clock, capsys, tmp_path)
     code, out, _ = run(capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path)))
     assert (code, out.splitlines()) == (1, lines)
+
+
+def _void_keeps_the_discount(site: Site, seq: int) -> None:
+    """The shop's owner, root on the Pi, rewrites void ``seq`` to take back the sale's
+    gross but not its discount (so the union goes on paying it), and re-chains and
+    re-signs it and every entry after it with the device key."""
+    site.journal.close()
+    entries = Journal(site.state.journal_path).sales()
+    signer = site.state.signer()
+    db = sqlite3.connect(site.state.journal_path)
+    prev = entries[seq - 2].hash
+    for entry in entries[seq - 1 :]:
+        if entry.seq == seq:
+            assert entry.kind == "void" and entry.basket is not None
+            lines = [
+                {k: v for k, v in line.items() if k != "by_rule"} | {"discount": 0}
+                for line in entry.basket["lines"]
+            ]
+            basket = {**entry.basket, "lines": lines, "discounts": {}}
+            entry = dataclasses.replace(entry, discount=0, net=entry.gross, rules=(), basket=basket)
+        entry = dataclasses.replace(entry, prev_hash=prev)
+        entry = sign_entry(signer, dataclasses.replace(entry, hash=entry_hash(prev, entry)))
+        row = entry.as_row()
+        columns = ("discount", "net", "rules", "basket", "prev_hash", "hash", "sig")
+        db.execute(
+            f"UPDATE sales SET {', '.join(f'{c} = ?' for c in columns)} WHERE seq = ?",
+            [*(row[c] for c in columns), entry.seq],
+        )
+        prev = entry.hash
+    db.commit()
+    db.close()
+    site.journal = Journal(site.state.journal_path, signer)
+
+
+def test_a_void_that_keeps_the_sales_discount_is_found(
+    site: Site, clock, capsys, tmp_path: Path
+) -> None:
+    """Neither the union's ingest nor the audit compared a void or refund with the sale
+    it names: a void taking back the gross but not the discount had the union pay a
+    cancelled sale's discount, unseen. The honest refund beside it gives no finding."""
+    from terminal.service import TerminalService
+    from terminal.supervisor import set_pin
+
+    site.sync(clock)
+    set_pin(site.state.dir, "2468")
+    site.sell(MEMBER_PAN, 10000, clock)  # 1
+    site.sell(MEMBER_PAN, 5000, clock)  # 2
+    service = TerminalService(site.state.dir, lambda **_: None, clock)  # type: ignore[arg-type,return-value]
+    try:
+        assert service.void(1, "wrong amount", "2468").seq == 3
+        assert service.refund(2, [(0, 1)], "returned", "2468").seq == 4
+    finally:
+        service.close()
+    _void_keeps_the_discount(site, 3)
+    assert site.sync(clock).uploaded == 4  # chain and signatures fine: the union took it
+    code, lines = _audit(site, clock, capsys, tmp_path)
+    assert code == 1
+    assert lines == [
+        "terminal=T1 seq=1,3 finding=bad_reversal detail=a void of entry 1 that the terminal "
+        "would not make: it does not take back what the sale gave (discount, net, rules, "
+        "basket differ)"
+    ]
