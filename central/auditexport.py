@@ -25,8 +25,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.errors import CentralError, InputError
-from central.service import QUOTA_LOOKBACK, Union
+from central.service import Union
 from central.statement import period_bounds
+from pact.audit import QUOTA_LOOKBACK
 from pact.bundle import Enrolment, Export, MemberFact, Period, build_bundle
 from pact.errors import RosterError
 from pact.roster import split_roster

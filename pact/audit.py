@@ -60,6 +60,9 @@ from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 
 CLOCK_TOLERANCE = timedelta(minutes=5)
+# the audit reads each chain from this long before its period: the longest quota period
+# (a month), and a day (the quotas' earlier use; the chain's anchor)
+QUOTA_LOOKBACK = timedelta(days=32)
 HIGH, MEDIUM, LOW = "high", "medium", "low"
 SEVERITIES = (HIGH, MEDIUM, LOW)
 # the kinds of finding, for the console's filter

@@ -33,12 +33,22 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pact.audit import IN_TURN, UNTIED_KINDS, Contact, Facts, Finding, Runner, audit
+from pact.audit import (
+    IN_TURN,
+    QUOTA_LOOKBACK,
+    UNTIED_KINDS,
+    Contact,
+    Facts,
+    Finding,
+    Runner,
+    audit,
+)
 from pact.chain import entry_hash
 from pact.device import SIGNATURE_HEX, check_signature, device_key
 from pact.errors import (
@@ -48,15 +58,23 @@ from pact.errors import (
     SignatureError,
     TrustError,
 )
+from pact.event import EVENT
 from pact.money import fen
 from pact.policy import Policy, parse_policy_document
 from pact.receipt import verification_code
 from pact.roster import Membership
-from pact.sale import Sale
+from pact.sale import REVERSALS, Sale
 from pact.signing import canonical_json, sign, verify
-from pact.timefmt import iso, parse_iso
+from pact.timefmt import YEARS, iso, parse_iso
 from pact.trust import Root, load_pinned_root, trust_anchor, update_root
-from pact.wire import ENTRY_YEARS, HASH_HEX, is_entry_time, sale_checks
+from pact.wire import (
+    ENTRY_YEARS,
+    HASH_HEX,
+    LINE_KEYS,
+    LINE_OPTIONAL,
+    is_entry_time,
+    sale_checks,
+)
 
 FORMAT = "unioncard.audit-bundle"
 VERSION = 2  # 1: before each chain carried its anchor (refused: export it again)
@@ -192,6 +210,20 @@ class Period:
     end: datetime
     context_start: datetime
     timezone: str
+
+    @classmethod
+    def of(cls, first: date, last: date, timezone: str) -> Period:
+        """The period of the local days ``first`` to ``last`` in ``timezone`` (an IANA
+        name); ValueError when the zone is unknown or a day has no start in UTC."""
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ValueError(f"{timezone!r} is not a time zone") from None
+        if first.year not in YEARS or last.year not in YEARS:
+            raise ValueError(f"the days must be of the years {YEARS.start} to {YEARS.stop - 1}")
+        start = datetime.combine(first, time(0), zone).astimezone(UTC)
+        end = datetime.combine(last + timedelta(days=1), time(0), zone).astimezone(UTC)
+        return cls(first, last, start, end, start - QUOTA_LOOKBACK, timezone)
 
     def as_json(self) -> dict[str, str]:
         return {
@@ -336,6 +368,7 @@ def audit_bundle(bundle: Bundle, runner: Runner = IN_TURN) -> list[Finding]:
 class ReceiptCheck:
     entry: Sale
     problem: str | None  # None: the entry's hash and device signature verify
+    reversed_by: tuple[Sale, ...] = ()  # the voids and refunds of the sale in the bundle
 
     def line(self, code: str) -> str:
         e = self.entry
@@ -345,10 +378,13 @@ class ReceiptCheck:
             if self.problem is None
             else f"device signature does NOT verify ({self.problem})"
         )
+        later = "".join(
+            f"; {r.kind} #{r.seq} at {r.at} (net {fen(r.net)})" for r in self.reversed_by
+        )
         return (
             f"{code}: terminal {e.terminal_id} {what} #{e.seq} of merchant {e.merchant_id} at "
             f"{e.at}: card •••• {e.pan_last4}, gross {fen(e.gross)}, discount "
-            f"{fen(e.discount)}, net {fen(e.net)}; {verdict}"
+            f"{fen(e.discount)}, net {fen(e.net)}; {verdict}{later}"
         )
 
 
@@ -357,8 +393,8 @@ def find_receipt(bundle: Bundle, code: str) -> list[ReceiptCheck]:
     form), each with its hash and device signature checked."""
     found = []
     for entry in bundle.entries:
-        if verification_code(entry) != code:
-            continue
+        if entry.kind == EVENT or verification_code(entry) != code:
+            continue  # (an event has no receipt)
         key = bundle.device_keys.get(entry.terminal_id)
         try:
             if key is None:
@@ -369,7 +405,14 @@ def find_receipt(bundle: Bundle, code: str) -> list[ReceiptCheck]:
             problem = None
         except (DeviceSignatureError, SignatureError) as exc:
             problem = str(exc)
-        found.append(ReceiptCheck(entry, problem))
+        later = tuple(
+            e
+            for e in bundle.entries
+            if entry.is_sale
+            and e.kind in REVERSALS
+            and (e.terminal_id, e.ref_seq) == (entry.terminal_id, entry.seq)
+        )
+        found.append(ReceiptCheck(entry, problem, later))
     return found
 
 
@@ -585,7 +628,7 @@ def _manifest(envelope: Any, newest: Root) -> dict[str, Any]:
 def _period(raw: Any) -> Period:
     try:
         keys = {"from", "to", "start", "end", "context_start", "timezone"}
-        if not isinstance(raw, dict) or set(raw) != keys:
+        if not isinstance(raw, dict) or set(raw) != keys or not isinstance(raw["timezone"], str):
             raise ValueError("fields")
         period = Period(
             first=date.fromisoformat(raw["from"]),
@@ -597,8 +640,20 @@ def _period(raw: Any) -> Period:
         )
     except (ValueError, TypeError, AttributeError):
         raise _refuse("the manifest", "its period is malformed") from None
-    if not period.context_start <= period.start < period.end or period.last < period.first:
+    if period.last < period.first:
         raise _refuse("the manifest", "its period ends before it starts")
+    try:
+        days = Period.of(period.first, period.last, period.timezone)
+    except ValueError as exc:
+        raise _refuse("the manifest", f"its period: {exc}") from None
+    if period != days:
+        # the instants judged are the days' in the zone: a start moved later hid the
+        # findings of the entries before it, and the summary still named the days
+        raise _refuse(
+            "the manifest",
+            "its period's instants are not those of its days in its time zone (start, end, "
+            f"and context_start {QUOTA_LOOKBACK.days} days before the start)",
+        )
     return period
 
 
@@ -729,6 +784,12 @@ def _entries(
         for name in ("hash", "prev_hash"):
             if not _is_hex(item[name], HASH_HEX):
                 raise _refuse(where, f"{name} must be {HASH_HEX} hex digits")
+        if item.get("basket") is not None and not _basket_shape(item["basket"]):
+            raise _refuse(
+                where,
+                "its basket is not of the wire's shape (lines of sku, category, qty, "
+                "unit_price, discount[, by_rule, of]; tier; discounts by rule, in fen)",
+            )
         if not is_entry_time(item["at"]):
             raise _refuse(
                 where,
@@ -744,6 +805,36 @@ def _entries(
             raise _refuse(where, "entries must be in order of terminal and seq, once each")
         out.append(entry)
     return tuple(out)
+
+
+def _fen_by_rule(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and _whole(v) for k, v in value.items()
+    )
+
+
+def _basket_shape(basket: Any) -> bool:
+    """A basket of the types the wire admits (pact.wire.check_basket); whether its sums
+    add up is the audit's to judge (bad_basket)."""
+    if not isinstance(basket, dict) or set(basket) != {"lines", "tier", "discounts"}:
+        return False
+    lines, tier, discounts = basket["lines"], basket["tier"], basket["discounts"]
+    if not isinstance(lines, list) or not lines or not _fen_by_rule(discounts):
+        return False
+    if tier is not None and not _whole(tier):
+        return False
+    for line in lines:
+        if not isinstance(line, dict) or not LINE_KEYS <= set(line) <= LINE_KEYS | LINE_OPTIONAL:
+            return False
+        if not isinstance(line["sku"], str) or not isinstance(line["category"], str):
+            return False
+        if not all(_whole(line[name]) for name in ("qty", "unit_price", "discount")):
+            return False
+        if "by_rule" in line and not _fen_by_rule(line["by_rule"]):
+            return False
+        if "of" in line and not _whole(line["of"]):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------- naming where

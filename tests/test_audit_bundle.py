@@ -32,10 +32,13 @@ from central.serve import ThreadedServer
 from central.service import CentralPaths, Union
 from pact.bundle import PARTS, audit_bundle, digest, verify_bundle
 from pact.errors import BundleError
+from pact.event import UPDATE_INSTALLED
 from pact.money import fen
 from pact.receipt import verification_code
 from pact.signing import canonical_json, public_bytes, sign
+from pact.timefmt import iso, parse_iso
 from pact.trust import build_root, load_pinned_root, update_root
+from pact.wire import ENTRY_YEARS
 from sync.client import CentralClient
 from terminal.journal import Journal
 from terminal.state import TerminalState
@@ -181,6 +184,42 @@ def test_a_receipt_code_is_found_in_the_bundle(site: Site, clock, capsys, tmp_pa
     assert (code, err) == (0, "") and "device signature verified" in out
     code, _, err = run(capsys, "audit", "receipt", code_text, "--bundle", str(bundle))
     assert code == 2 and "--trust" in err
+
+
+def test_an_events_code_is_no_receipt_and_a_voided_sale_shows_its_void(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """An event has no receipt (the terminal prints none), but its code was found as
+    "event of sale None"; a sale's receipt did not say the sale was voided."""
+    from terminal.service import TerminalService
+    from terminal.supervisor import set_pin
+
+    _history(site, clock)  # sales 1 and 2
+    set_pin(site.state.dir, "2468")
+    site.journal.close()
+    service = TerminalService(site.state.dir, lambda **_: None, clock)  # type: ignore[arg-type,return-value]
+    try:
+        void = service.void(2, "wrong amount", "2468")  # 3
+        service.record_event(UPDATE_INSTALLED, "policy v1")  # 4
+    finally:
+        service.close()
+    site.journal = Journal(site.state.journal_path, site.state.signer())
+    site.sync(clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    _, sale, _, event = site.journal.sales()
+    assert event.kind == "event" and sale.is_sale
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    event_code = verification_code(event)
+    assert event_code is not None  # signed like every entry
+    code, out, err = run(capsys, "audit", "receipt", event_code, "--bundle", str(bundle), *trust)
+    assert code == 1 and out == "" and "no entry in" in err
+    sale_code = verification_code(sale)
+    assert sale_code is not None
+    code, out, err = run(capsys, "audit", "receipt", sale_code, "--bundle", str(bundle), *trust)
+    assert (code, err) == (0, "")
+    assert out.rstrip().endswith(
+        f"device signature verified; void #{void.seq} at {void.at} (net {fen(void.net)})"
+    )
 
 
 def test_another_root_key_is_refused(site: Site, clock, capsys, tmp_path) -> None:
@@ -405,7 +444,8 @@ def test_an_entry_dated_past_any_calendar_is_a_malformed_bundle(
         capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
     )
     assert (code, out) == (2, ""), err
-    assert "entries" in err and "T1" in err and "years 2000 to 9998" in err
+    years = f"years {ENTRY_YEARS.start} to {ENTRY_YEARS.stop - 1}"
+    assert "entries" in err and "T1" in err and years in err
     assert len(err.splitlines()) == 1
 
 
@@ -617,3 +657,63 @@ def test_an_upload_during_the_export_is_no_missing_chain(tmp_path, monkeypatch) 
     bundle = verify_bundle(data, (paths.keys / "root.pub").read_bytes())
     assert [(f.terminal_id, f.kind) for f in audit_bundle(bundle)] == []
     union.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"start": "later"},  # the entries before it were context: their findings hidden
+        {"to": "2030-12-31"},  # the summary named days the instants did not cover
+        {"context_start": "start"},  # no quota context: an over-discount looked owed
+        {"timezone": "Mars/Olympus"},
+        {"timezone": 5},
+    ],
+)
+def test_a_period_whose_instants_are_not_its_days_is_refused(
+    site: Site, clock, capsys, tmp_path, change: dict
+) -> None:
+    """A bundle re-signed with the audit key whose period's start was moved past a
+    forged sale verified clean: the instants judged are now those of its days."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    period = doc["manifest"]["signed"]["period"]
+    for name, value in change.items():
+        if value == "later":
+            value = iso(parse_iso(period["end"]) - timedelta(seconds=1))
+        elif value == "start":
+            value = period["start"]
+        period[name] = value
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert (code, out) == (2, ""), err
+    assert "the manifest" in err and "period" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [(("discounts",), []), (("discounts",), {"member": None}), (("tier",), "1"),
+     (("lines", 0, "by_rule"), "x"), (("lines", 0, "qty"), "2"), (("lines", 0), {})],
+)  # fmt: skip
+def test_an_entry_whose_basket_is_not_of_the_wires_shape_is_malformed(
+    site: Site, clock, capsys, tmp_path, where: tuple, value: object
+) -> None:
+    """An entry whose basket's discounts were a list stopped verify with a traceback
+    (exit 1): the bundle is malformed there, exit 2 naming the entry."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    [sale] = [e for e in doc["parts"]["entries"] if e.get("basket") and e["seq"] == 2]
+    held = sale["basket"]
+    for key in where[:-1]:
+        held = held[key]
+    held[where[-1]] = value
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert (code, out) == (2, ""), err
+    assert "entries[" in err and "seq=2" in err and "basket" in err
+    assert len(err.splitlines()) == 1
