@@ -64,7 +64,7 @@ from pact.policy import Policy, parse_policy_document
 from pact.receipt import verification_code
 from pact.roster import Membership
 from pact.sale import REVERSALS, Sale
-from pact.signing import canonical_json, sign, verify
+from pact.signing import canonical_json, public_bytes, sign, verify
 from pact.timefmt import YEARS, iso, parse_iso
 from pact.trust import Root, load_pinned_root, trust_anchor, update_root
 from pact.wire import (
@@ -77,6 +77,9 @@ from pact.wire import (
 )
 
 FORMAT = "unioncard.audit-bundle"
+# a shop's export of its own journal (terminal decommission): its device key is the
+# shop's word against the union's (pin_device_keys)
+JOURNAL_EXPORT = "unioncard.journal-export.v1"
 VERSION = 2  # 1: before each chain carried its anchor (refused: export it again)
 MANIFEST_TYPE = "audit-bundle-manifest"
 ENROLMENT_TYPE = "enrolment"
@@ -349,6 +352,27 @@ class Bundle:
             f"{len(self.policies)} policy version(s), root v{self.root.version}: "
             "every signature and digest verified"
         )
+
+
+def pin_device_keys(bundle: Bundle, shops: Mapping[str, str]) -> None:
+    """Check the bundle's device keys against those the shops gave the auditor
+    (terminal -> 64 hex digits: a terminal's ``device.pub``, or the ``device_key`` of
+    its journal export). The bundle's own are the union's word, signed with the audit
+    key: a union re-signing a terminal's entries with a key of its own, and naming
+    that key, is caught only here. BundleError names the first that differs."""
+    for terminal_id, given in sorted(shops.items()):
+        held = bundle.device_keys.get(terminal_id)
+        if held is None:
+            raise BundleError(
+                f"the bundle holds no device key of terminal {terminal_id}, whose key the "
+                "shop gave: it has no entries of that terminal"
+            )
+        if public_bytes(held).hex() != given.lower():
+            raise BundleError(
+                f"terminal {terminal_id}'s device key in the bundle "
+                f"({public_bytes(held).hex()[:16]}...) is not the one the shop gave "
+                f"({given.lower()[:16]}...): the union's record of it is not the shop's"
+            )
 
 
 def audit_bundle(bundle: Bundle, runner: Runner = IN_TURN) -> list[Finding]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pact.bundle import JOURNAL_EXPORT
 from pact.files import atomic_write, fsync_dir
 from pact.text import N_
 from pact.timefmt import Clock, iso
@@ -33,7 +34,7 @@ from terminal.errors import ConfigError, JournalError
 from terminal.journal import Journal
 from terminal.state import TerminalState
 
-EXPORT_FORMAT = "unioncard.journal-export.v1"
+EXPORT_FORMAT = JOURNAL_EXPORT
 LOCK_FILE = ".serve.lock"
 SECRET_FILES = ("enrolment.json", KEY_FILE)  # overwritten before they are unlinked
 

@@ -15,6 +15,7 @@ also changed through the real command line (exit 2, the part named).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -30,7 +31,7 @@ from central import create_app
 from central.keys import create_keys, load_keys
 from central.serve import ThreadedServer
 from central.service import CentralPaths, Union
-from pact.bundle import PARTS, audit_bundle, digest, verify_bundle
+from pact.bundle import JOURNAL_EXPORT, PARTS, audit_bundle, digest, verify_bundle
 from pact.errors import BundleError
 from pact.event import UPDATE_INSTALLED
 from pact.money import fen
@@ -717,3 +718,58 @@ def test_an_entry_whose_basket_is_not_of_the_wires_shape_is_malformed(
     assert (code, out) == (2, ""), err
     assert "entries[" in err and "seq=2" in err and "basket" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_device_key_the_shop_gave_catches_a_union_that_signed_entries_anew(
+    site: Site, clock, capsys, tmp_path
+) -> None:
+    """The bundle's device keys are the union's word: a union that rewrote a sale,
+    signed every entry with a key of its own and named that key in the enrolment record
+    handed over a bundle that verified as the genuine one did. The key the shop gives
+    the auditor (its device.pub, or its journal export) catches it."""
+    from pact.chain import entry_hash as rehash
+    from pact.device import sign_entry
+    from pact.sale import Sale
+
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    shop = f"T1={site.state.dir / 'device.pub'}"
+    trust = ["--trust", str(_root_pub(tmp_path))]
+    code, out, err = run(capsys, "audit", "verify", str(bundle), *trust, "--device-key", shop)
+    assert (code, out.startswith("clean: ")) == (0, True), err
+    # the union's forgery: sale 2's time moved, every entry signed with its own key
+    doc = json.loads(bundle.read_bytes())
+    union_key = Ed25519PrivateKey.generate()
+    signer = type("Signer", (), {"sign": lambda self, data: union_key.sign(data),
+                                 "public_key": lambda self: union_key.public_key()})()  # fmt: skip
+    prev = "0" * 64
+    for i, item in enumerate(doc["parts"]["entries"]):
+        entry = Sale.from_json(item)
+        if entry.seq == 2:  # a minute earlier: the union says it was sold then
+            moved = parse_iso(entry.at) - timedelta(minutes=1)
+            entry = dataclasses.replace(entry, at=iso(moved))
+        entry = dataclasses.replace(entry, prev_hash=prev)
+        entry = sign_entry(signer, dataclasses.replace(entry, hash=rehash(prev, entry)))
+        doc["parts"]["entries"][i] = entry.as_json()
+        prev = entry.hash
+    audit_key = load_keys(tmp_path / "central" / "keys").audit
+    [record] = doc["parts"]["enrolments"]
+    named = {**record["signed"], "device_key": public_bytes(union_key.public_key()).hex()}
+    doc["parts"]["enrolments"] = [sign(named, [audit_key])]
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(capsys, "audit", "verify", str(bundle), *trust)
+    assert code == 0, (out, err)  # the union's word alone: what no auditor should rest on
+    code, out, err = run(capsys, "audit", "verify", str(bundle), *trust, "--device-key", shop)
+    assert (code, out) == (2, "")
+    assert "T1's device key in the bundle" in err and "not the one the shop gave" in err
+    assert len(err.splitlines()) == 1
+    # the same key from the shop's journal export (terminal decommission writes it)
+    export = tmp_path / "journal-export.json"
+    key = (site.state.dir / "device.pub").read_text().strip()
+    export.write_text(
+        json.dumps({"format": JOURNAL_EXPORT, "terminal_id": "T1", "device_key": key})
+    )
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), *trust, "--device-key", str(export)
+    )
+    assert (code, out) == (2, "") and "not the one the shop gave" in err

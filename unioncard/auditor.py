@@ -16,6 +16,7 @@ entry in one.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ import click
 
 from central.parallel import ForkedWorkers
 from pact.basket import RuleUsage, parse_basket, parse_usage
-from pact.bundle import Bundle, audit_bundle, find_receipt, verify_bundle
+from pact.bundle import (
+    JOURNAL_EXPORT,
+    Bundle,
+    audit_bundle,
+    find_receipt,
+    pin_device_keys,
+    verify_bundle,
+)
 from pact.discount import describe_quote, quote, quote_json
 from pact.errors import BasketError, BundleError, PolicyError, TrustError
 from pact.policy import Policy, describe_policy, load_policy_file
@@ -231,10 +239,46 @@ TRUST = click.option(
 )
 
 
+def shop_keys(given: tuple[str, ...]) -> dict[str, str]:
+    """Each ``--device-key``: ``TERMINAL=FILE`` (the hex key, as ``device.pub``) or the
+    shop's journal export FILE (``terminal decommission`` writes it), by terminal."""
+    keys: dict[str, str] = {}
+    for item in given:
+        terminal_id, sep, name = item.partition("=")
+        path = Path(name if sep else item)
+        if sep:
+            key = read_file(path, "device key").decode("utf-8", "replace").strip()
+        else:
+            export = read_json(path, "journal export")
+            if not isinstance(export, dict) or export.get("format") != JOURNAL_EXPORT:
+                raise BundleError(
+                    f"{path}: not a shop's journal export ({JOURNAL_EXPORT}): give "
+                    "TERMINAL=FILE for a device.pub"
+                )
+            terminal_id, key = str(export.get("terminal_id")), str(export.get("device_key"))
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", key) or not terminal_id:
+            raise BundleError(f"{path}: not a device key (64 hex digits) of a named terminal")
+        if keys.get(terminal_id, key.lower()) != key.lower():
+            raise BundleError(f"two different device keys given for terminal {terminal_id}")
+        keys[terminal_id] = key.lower()
+    return keys
+
+
+DEVICE_KEY = click.option(
+    "--device-key",
+    "device_keys",
+    multiple=True,
+    metavar="[TERMINAL=]FILE",
+    help="A device key the shop gave you, to check the bundle's against: a shop's journal "
+    "export, or TERMINAL=FILE of its device.pub (repeat for each terminal).",
+)
+
+
 @click.command("verify")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @TRUST
-def audit_verify(file: Path, trust: Path | None) -> None:
+@DEVICE_KEY
+def audit_verify(file: Path, trust: Path | None, device_keys: tuple[str, ...]) -> None:
     """Verify the audit bundle FILE offline (`central audit export` writes it): the root
     chain from the --trust key, the signed manifest and every part's digests, each
     policy's and roster header's signature, each terminal's enrolment record; then
@@ -244,7 +288,12 @@ def audit_verify(file: Path, trust: Path | None) -> None:
     malformed or a signature or digest fails, naming where."""
     if trust is None:
         raise click.UsageError("give the union's root public key with --trust")
+    shops = shop_keys(device_keys)
     bundle = read_bundle(file, trust)
+    try:
+        pin_device_keys(bundle, shops)
+    except BundleError as exc:
+        raise BundleError(f"{file}: {exc}") from None
     findings = audit_bundle(bundle, ForkedWorkers())
     for finding in findings:
         click.echo(finding.line())
