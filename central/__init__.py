@@ -2,7 +2,12 @@
 
 ``create_app`` is the Flask app factory (gunicorn: ``central:create_app()``). It reads
 ``UNIONCARD_CENTRAL_DATA`` (the data folder, as ``unioncard central --data``) and
-``UNIONCARD_DATABASE_URL`` (as ``--database-url``) from the environment.
+``UNIONCARD_DATABASE_URL`` (as ``--database-url``) from the environment, and
+``UNIONCARD_PROXIES``: how many proxies of the union's own (nginx terminating TLS)
+stand in front of it, whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` it believes
+(0, the default: none, and the peer's address is the client's). Behind nginx without
+it, every shop's address was nginx's: ten wrong enrolment codes from anyone blocked
+every shop's enrolment.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from central import api, partners
 from central.console import init_console
@@ -37,9 +43,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         MAX_DECODED_LENGTH=8 * 1024 * 1024,
         CLOCK=system_clock,  # the wall clock; tests and the demo pass their own
+        PROXIES=os.environ.get("UNIONCARD_PROXIES", "0"),
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
+    proxies = str(app.config["PROXIES"]).strip()
+    if not proxies.isdigit() or not 0 <= int(proxies) <= 4:
+        raise CentralError(
+            f"UNIONCARD_PROXIES={proxies!r}: give how many proxies of the union's stand in "
+            "front of the service, 0 to 4 (1 behind one nginx)"
+        )
+    if int(proxies):
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=int(proxies), x_proto=int(proxies)
+        )
     paths = CentralPaths(Path(app.config["DATA_DIR"]))
     clock = app.config["CLOCK"]
     union = Union.open(paths, app.config["DATABASE_URL"], clock)
