@@ -39,8 +39,8 @@ class Generation:
     """The root, snapshot, roster and policy a terminal serves from (frozen).
 
     ``snapshot``, ``roster`` and ``policy`` are None before the first install, and
-    ``roster`` or ``policy`` when the installed one no longer verifies under the
-    trusted root (its key was revoked): the terminal then fails closed.
+    when the installed one no longer verifies under the trusted root (its key was
+    revoked): the terminal then fails closed, and ``dropped`` says why.
     """
 
     root: Root
@@ -48,6 +48,7 @@ class Generation:
     roster: Roster | None = None
     policy: Policy | None = None
     policy_data: bytes | None = None  # the policy file as signed (the snapshot pins it)
+    dropped: tuple[str, ...] = ()  # why installed files were left out (not in service)
 
     @property
     def token_scheme(self) -> TokenScheme:
@@ -102,19 +103,25 @@ def load_generation(
     """Re-verify an installed generation (expiry is judged later, per sale).
 
     ``roster_files`` is the full roster then each delta applied since, oldest
-    first. A snapshot that no longer verifies raises; a roster or policy that no
-    longer verifies under ``root`` (its key was revoked by a root rotation) is left
-    out, with the reason in ``dropped``, so the terminal fails closed until the
-    next sync brings a re-signed one.
+    first. A snapshot, roster or policy that no longer verifies under ``root`` (its
+    key was revoked by a root rotation) is left out, with the reason in
+    ``dropped``, so the terminal fails closed until the next sync brings a
+    re-signed one. Without its snapshot nothing is installed: the roster and the
+    policy are served only as the pair a trusted snapshot names, and the sync,
+    which must still run to bring the new one, fetches them again.
     """
-    snapshot = verify_snapshot(
-        snapshot_data,
-        root.trusted("snapshot"),
-        root.threshold("snapshot"),
-        merchant_id=merchant_id,
-        installed=None,
-        now=None,
-    )
+    try:
+        snapshot = verify_snapshot(
+            snapshot_data,
+            root.trusted("snapshot"),
+            root.threshold("snapshot"),
+            merchant_id=merchant_id,
+            installed=None,
+            now=None,
+        )
+    except SignatureError as exc:
+        reason = f"installed snapshot no longer trusted: {exc}"
+        return Loaded(Generation(root, dropped=(reason,)), (reason,))
     dropped: list[str] = []
     roster: Roster | None = None
     policy: Policy | None = None
@@ -131,12 +138,26 @@ def load_generation(
     except SignatureError as exc:
         dropped.append(f"installed roster no longer trusted: {exc}")
     try:
-        found = verify_policy(policy_data, root.trusted("policy"), merchant_id=merchant_id)
+        found = policy_under(root, policy_data, merchant_id)
         snapshot.check_policy(policy_data, found.version)
         policy, kept_policy = found, policy_data
     except SignatureError as exc:
         dropped.append(f"installed policy no longer trusted: {exc}")
-    return Loaded(Generation(root, snapshot, roster, policy, kept_policy), tuple(dropped))
+    generation = Generation(root, snapshot, roster, policy, kept_policy, tuple(dropped))
+    return Loaded(generation, tuple(dropped))
+
+
+def policy_under(root: Root, data: bytes, merchant_id: str, installed_version: int = 0) -> Policy:
+    """A policy verified under ``root``: signed by the policy role's threshold of its
+    keys (as a roster is by the roster role's), for this merchant, newer than
+    ``installed_version``. PolicyError if not."""
+    return verify_policy(
+        data,
+        root.trusted("policy"),
+        merchant_id=merchant_id,
+        installed_version=installed_version,
+        threshold=root.threshold("policy"),
+    )
 
 
 def with_root(current: Generation, data: bytes) -> Generation:
@@ -231,12 +252,7 @@ def decide_install(
             f"v{snap.policy_version}, which was not supplied"
         )
     else:
-        policy = verify_policy(
-            policy_data,
-            root.trusted("policy"),
-            merchant_id=merchant_id,
-            installed_version=current.policy_version,
-        )
+        policy = policy_under(root, policy_data, merchant_id, current.policy_version)
         policy_bytes = policy_data
     if policy_bytes is None:
         raise SnapshotError("update refused: the installed policy file is missing")

@@ -737,14 +737,16 @@ def verify_policy(
     *,
     merchant_id: str,
     installed_version: int = 0,
+    threshold: int = 1,
 ) -> Policy:
-    """Verify a signed policy for this terminal's merchant; refuse rollbacks."""
+    """Verify a signed policy for this terminal's merchant, signed by ``threshold`` of
+    the ``trusted`` keys (the root's policy role); refuse rollbacks."""
     try:
         envelope = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise PolicyError("policy refused: malformed (not JSON)") from None
     try:
-        signed = verify(envelope, trusted, what="policy")
+        signed = verify(envelope, trusted, threshold, what="policy")
     except SignatureError as exc:
         raise PolicyError(f"policy refused: {exc}") from None
     try:

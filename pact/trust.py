@@ -15,8 +15,9 @@ tells. Terminals do not use it.
 
 A terminal pins root version N at enrolment. Root N+1 is accepted only when it is
 signed by a threshold of root N's root keys AND a threshold of its own root keys,
-and versions are walked one at a time (no jumps). Revoking a role key is a new
-root version without it. Nothing here touches the disk or the clock.
+and versions are walked one at a time (no jumps); enrolled again, it never goes back
+to an older version (:func:`pin_again`). Revoking a role key is a new root version
+without it. Nothing here touches the disk or the clock.
 """
 
 from __future__ import annotations
@@ -137,6 +138,20 @@ def load_pinned_root(data: bytes) -> Root:
         verify(envelope, root.trusted("root"), root.threshold("root"), what="root metadata")
     except SignatureError as exc:
         raise TrustError(f"root metadata refused: {exc}") from None
+    return root
+
+
+def pin_again(pinned: Root, data: bytes) -> Root:
+    """The root of a new enrolment of a terminal that already pins ``pinned``: loaded
+    as :func:`load_pinned_root`, and refused when older than ``pinned`` (an old bundle
+    would take the terminal back to keys a newer root revoked: a rollback)."""
+    root = load_pinned_root(data)
+    if root.version < pinned.version:
+        raise TrustError(
+            f"root metadata refused: the enrolment's root is version {root.version}, older "
+            f"than version {pinned.version} which this terminal already trusts (a rollback "
+            "to revoked keys): ask the union for a new enrolment bundle"
+        )
     return root
 
 

@@ -132,9 +132,12 @@ def verify_usage(
     merchant_id: str,
     terminal_id: str,
     now: datetime | None,
+    kept: SharedUsage | None = None,
 ) -> SharedUsage:
     """Check a usage file: signed by the snapshot role, for this terminal of this
-    merchant, not expired at ``now`` (None: not judged). UsageError says why not."""
+    merchant, not expired at ``now`` (None: not judged), and not issued before the
+    one ``kept`` (a rollback: an older file, replayed while it has not expired, would
+    take back the uses the newer one counts). UsageError says why not."""
     if len(data) > MAX_USAGE_BYTES:
         raise UsageError("usage file refused: oversized")
     try:
@@ -156,6 +159,11 @@ def verify_usage(
         )
     if now is not None and now >= usage.expires_at:
         raise UsageError(f"usage file refused: expired at {iso(usage.expires_at)}")
+    if kept is not None and usage.issued_at < kept.issued_at:
+        raise UsageError(
+            f"usage file refused: rollback (issued at {iso(usage.issued_at)}, before the "
+            f"kept one of {iso(kept.issued_at)})"
+        )
     return usage
 
 

@@ -45,7 +45,9 @@ class Outbox(Protocol):
 
 
 class Installer(Protocol):
-    """The terminal's signed files (``terminal.state.TerminalState``)."""
+    """The terminal's signed files (``terminal.state.TerminalState``). One sync at a
+    time changes them: the terminal's caller holds its update lock for the whole run
+    (``terminal.syncing.sync_terminal``), the download file included."""
 
     roster_download: Path  # where a roster is downloaded before it is verified
 
@@ -182,6 +184,9 @@ def _run(
         if installed or report.problems:
             _upload(terminal_id, journal, client, clock, batch_size, report, progress)
     held = state.current  # what the terminal holds now, for the union's fleet view
+    # an installed file the trusted root no longer vouches for, which this sync could not
+    # replace: the terminal gives no discounts from it, a problem until a sync does
+    report.problems.extend(held.dropped)
     client.report(
         {
             "format": "unioncard.terminal-report.v1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -222,21 +223,22 @@ def terminal_install_update(
     journal = Journal.existing(state.journal_path, state.signer())
     download = state.roster_download
     try:
-        before = state.current
-        try:
-            if roster is not None:  # copied as the sync downloads: never whole in memory
-                _copy_in(roster, download, state.dir)
-            snap = state.install(
-                snapshot.read_bytes(),
-                clock(),
-                download if roster else None,
-                policy.read_bytes() if policy else None,
-            )
-        except RefusedError as exc:
-            journal_event(journal, state, UPDATE_REFUSED, f"by hand: {exc}", clock())
-            raise
-        finally:
-            download.unlink(missing_ok=True)  # if not installed
+        with state.updating():  # no sync meanwhile: the download file is the sync's too
+            before = state.current
+            try:
+                if roster is not None:  # copied as the sync downloads: never whole in memory
+                    _copy_in(roster, download, state.dir)
+                snap = state.install(
+                    snapshot.read_bytes(),
+                    clock(),
+                    download if roster else None,
+                    policy.read_bytes() if policy else None,
+                )
+            except RefusedError as exc:
+                journal_event(journal, state, UPDATE_REFUSED, f"by hand: {exc}", clock())
+                raise
+            finally:
+                download.unlink(missing_ok=True)  # if not installed
         if before.snapshot is not None and before.snapshot.version == snap.version:
             click.echo(f"snapshot v{snap.version} is already installed: nothing changed")
             return
@@ -566,14 +568,17 @@ def sync(clock: Clock, settings: Settings, dry_run: bool, as_json: bool) -> None
     0 done (everything sent was acknowledged, the updates are current); 1 done with a
     problem (an update refused and the old one kept, or entries the union did not
     acknowledge: still pending); 2 a bad option or setting; 6 the central service
-    could not be reached or failed (nothing lost: try again later, as the timer does
-    hourly); 7 the central service refused (the error says why: a person must look);
-    8 the enrolment names a central service the terminal may not talk to, or its
-    certificate is not the union's (fix the enrolment or ca.pem).
+    could not be reached or failed, or another sync of this terminal ran on for a
+    minute (nothing lost: try again later, as the timer does hourly); 7 the central
+    service refused (the error says why: a person must look); 8 the enrolment names a
+    central service the terminal may not talk to, or its certificate is not the
+    union's (fix the enrolment or ca.pem).
     """
     state = TerminalState.open(settings.data_dir)
     state.enrolment  # noqa: B018 - refuses a folder that is not an enrolled terminal
-    state.load()
+    # a file the trusted root no longer vouches for is what this sync replaces: said at
+    # info (on stderr it read as a refusal); one it cannot replace is a problem it reports
+    state.load(dropped_at=logging.INFO)
     journal = Journal.existing(state.journal_path, state.signer())
     try:
         if dry_run:

@@ -12,6 +12,7 @@ Layout under the terminal's data folder::
            roster.ucr             the full roster (all its layers)
            roster-delta-V.ucr     each delta applied since, one layer each (V: 10 digits)
     journal.db        the sales journal (terminal.journal)
+    .update.lock      held (flock) by whoever changes the files above: a sync, an install
 
 What is served is one frozen ``pact.generation.Generation``: the pure decisions
 there verify everything before it is used; this module does the file work
@@ -20,16 +21,25 @@ reference, so a reader never sees a half-loaded state. The last good
 generation stays in service after any refusal. The roster is memory-mapped, not
 read into the heap. A generation hard-links the roster files it shares with the
 one before, so applying a delta writes only the delta.
+
+One process at a time changes the installed files (:meth:`TerminalState.updating`):
+the nightly sync, a sync by hand and the daemon's own sync may overlap, and each
+decides from what it loaded; the second waits, then decides again from what the
+first installed (or says a sync is already running).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import mmap
 import os
 import shutil
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +53,7 @@ from pact.errors import RefusedError, RosterError, SnapshotError, TrustError, Us
 from pact.files import atomic_write, fsync_dir
 from pact.generation import (
     Generation,
+    Loaded,
     check_snapshot,
     decide_install,
     load_generation,
@@ -50,15 +61,28 @@ from pact.generation import (
 )
 from pact.snapshot import Snapshot
 from pact.text import N_
-from pact.trust import Root, load_pinned_root
+from pact.trust import Root, load_pinned_root, pin_again
 from pact.usage import SharedUsage, verify_usage
 from sync.client import central_url_problem
 from terminal.devicekey import create_device_key, load_signer, readable_by_others
 from terminal.disk import UPDATE_REFUSED, check_space, fail_full, is_disk_full
-from terminal.errors import ConfigError, NotEnrolledError
+from terminal.errors import ConfigError, NotEnrolledError, TerminalError
 from terminal.journal import Journal
 
 log = logging.getLogger(__name__)
+
+UPDATE_LOCK = ".update.lock"  # TerminalState.updating
+UPDATE_WAIT = 60.0  # seconds a sync or an install waits for another one to end
+LOCK_POLL = 0.1  # seconds between tries (flock cannot wait with a timeout)
+
+
+class SyncRunningError(TerminalError):
+    """Another process syncs or installs an update in this data folder, and did not end
+    in :data:`UPDATE_WAIT` seconds. Nothing was done and nothing is lost: as a sync that
+    could not reach the union (exit 6), it is tried again later (the timer hourly)."""
+
+    exit_code = 6
+
 
 # the data folder's files that hold a secret (0600), and what each holds
 SECRET_FILES = (
@@ -149,6 +173,28 @@ def _delta_files(gen: Path) -> list[Path]:
     return sorted(gen.glob("roster-delta-*.ucr"))
 
 
+def _take_lock(path: Path, wait: float) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive flock, taken within ``wait``
+    seconds, or None when another process held it all that time. The lock goes with the
+    descriptor: a process that dies, however, releases it."""
+    # read-only: whoever made it; not through a symbolic link planted in its place
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(LOCK_POLL)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _map(path: Path) -> mmap.mmap:
     """A roster file, memory-mapped. An empty one (a download that brought nothing) is
     refused here: mmap cannot map nothing, and no roster is empty."""
@@ -176,6 +222,8 @@ class TerminalState:
         self._enrolment: Enrolment | None = None
         self._stamps: tuple[object, ...] = ()
         self._lock = threading.RLock()  # one load, refresh or install at a time
+        self._updating = threading.RLock()  # this process's hold of the update lock
+        self._update_fd: int | None = None  # the update lock's descriptor, while held
 
     @classmethod
     def open(cls, data_dir: Path) -> TerminalState:
@@ -190,6 +238,41 @@ class TerminalState:
                 folder=str(data_dir),
             )
         return cls(data_dir)
+
+    # -- one update at a time ---------------------------------------------------------
+    @contextmanager
+    def updating(self, wait: float | None = None) -> Iterator[None]:
+        """Hold the data folder's update lock (:data:`UPDATE_LOCK`, a flock) for a whole
+        sync or install: what it changes (the root, the generations, the usage file, the
+        roster's download file, the sync record) one process at a time. Waits up to
+        ``wait`` seconds (default :data:`UPDATE_WAIT`) for another holder, then raises
+        :class:`SyncRunningError`. Re-entrant within a thread.
+
+        Once taken, what another process installed since this one loaded is loaded: a
+        decision from a stale view would install a generation again, or a delta on a
+        roster no longer in service.
+        """
+        wait = UPDATE_WAIT if wait is None else wait
+        if not self._updating.acquire(timeout=wait):  # another thread of this process
+            raise SyncRunningError(N_("a sync is already running"))
+        try:
+            if self._update_fd is not None:  # held by this thread already
+                yield
+                return
+            fd = _take_lock(self.dir / UPDATE_LOCK, wait)
+            if fd is None:
+                raise SyncRunningError(N_("a sync is already running"))
+            self._update_fd = fd
+            try:
+                with self._lock:
+                    if self._current is not None and self._read_stamps() != self._stamps:
+                        self.load()
+                yield
+            finally:
+                self._update_fd = None
+                os.close(fd)
+        finally:
+            self._updating.release()
 
     # -- enrolment and root -----------------------------------------------------------
     @property
@@ -250,7 +333,8 @@ class TerminalState:
     def enrol(self, bundle: bytes) -> Enrolment:
         """Install the union's bundle: pins its root metadata, keeps the secrets (0600)
         and the union's CA certificate (refused: a central URL the sync may not use,
-        sync.client.central_url_problem)."""
+        sync.client.central_url_problem; a root older than the one pinned,
+        pact.trust.pin_again)."""
         try:
             raw = json.loads(bundle)
         except (ValueError, RecursionError):  # (not UTF-8 is a ValueError too)
@@ -273,7 +357,11 @@ class TerminalState:
             raise ConfigError(N_("the enrolment bundle is refused: %(problem)s"), problem=problem)
         root = load_pinned_root(root_data)
         self._refuse_another_identity(enrolment.terminal_id)
-        with self._lock:
+        self.dir.mkdir(parents=True, exist_ok=True)  # (the update lock's file is there)
+        with self.updating(), self._lock:
+            held = self._held_root()
+            if held is not None:  # enrolled again: never back to keys a newer root revoked
+                root = pin_again(held, root_data)
             atomic_write(self.root_path, root_data, mode=0o644)
             if ca_pem is not None:
                 atomic_write(self.ca_path, ca_pem, mode=0o644)  # public: a certificate
@@ -315,6 +403,13 @@ class TerminalState:
         union at each sync)."""
         return public_key_hex(self.signer().public_key())
 
+    def _held_root(self) -> Root | None:
+        """The root pinned now, None when there is none (or it is damaged: replaced)."""
+        try:
+            return load_pinned_root(self.root_path.read_bytes())
+        except (FileNotFoundError, TrustError):
+            return None
+
     def _read_root(self) -> Root:
         try:
             return load_pinned_root(self.root_path.read_bytes())
@@ -348,21 +443,17 @@ class TerminalState:
     def update_root(self, data: bytes) -> Root:
         """Accept the next root version (one at a time) and install it atomically.
 
-        The installed files are then checked again under the new root: a roster or
-        policy signed by a key it revoked leaves service at once (fail closed until
-        the re-signed one arrives), here and in every process that reloads.
+        The installed files are then checked again under the new root: a snapshot,
+        roster or policy signed by a key it revoked leaves service at once (fail closed
+        until the re-signed one arrives), here and in every process that reloads.
         """
-        with self._lock:
-            generation = with_root(self.current, data)
+        with self.updating(), self._lock:
+            with_root(self.current, data)  # TrustError unless it is the next version
             atomic_write(self.root_path, data, mode=0o644)
-            try:
-                # a file the new root no longer trusts is what the sync replaces next: said
-                # at info here (a warning on stderr during a sync that then installs the
-                # re-signed one read as a refusal); the sync reports one it cannot replace
-                self.load(dropped_at=logging.INFO)
-            except RefusedError as exc:  # the snapshot itself no longer verifies
-                self._current, self._stamps = generation, self._read_stamps()
-                log.warning("kept the installed files under the new root: %s", exc)
+            # a file the new root no longer trusts is what the sync replaces next: said at
+            # info here (a warning on stderr during a sync that then installs the
+            # re-signed one read as a refusal); the sync reports one it cannot replace
+            self.load(dropped_at=logging.INFO)
             return self.current.root
 
     # -- the installed generation --------------------------------------------------------
@@ -372,9 +463,12 @@ class TerminalState:
     def load(self, dropped_at: int = logging.WARNING) -> None:
         """Load the trusted root and the installed generation, and put them in service.
 
-        A roster or policy that no longer verifies under the trusted root (its key
-        was revoked by a root rotation) is left out, so the terminal fails closed
-        until the next sync brings a re-signed one.
+        A snapshot, roster or policy that no longer verifies under the trusted root
+        (its key was revoked by a root rotation) is left out (pact.generation.
+        load_generation), and so is a generation whose files cannot be read: the
+        terminal fails closed, with the reason in ``current.dropped``, while the sync
+        still runs and installs the union's update (it must not fail on what it
+        replaces).
         """
         with self._lock:
             stamps = self._read_stamps()
@@ -382,14 +476,19 @@ class TerminalState:
             if not self.current_path.exists():
                 self._current, self._stamps = Generation(root), stamps
                 return
+            merchant_id = self.enrolment.merchant_id
             gen = self.current_path.resolve()
-            loaded = load_generation(
-                root,
-                self.enrolment.merchant_id,
-                (gen / "snapshot.json").read_bytes(),
-                [_map(gen / ROSTER_FILE), *(_map(delta) for delta in _delta_files(gen))],
-                (gen / "policy.json").read_bytes(),
-            )
+            try:
+                loaded = load_generation(
+                    root,
+                    merchant_id,
+                    (gen / "snapshot.json").read_bytes(),
+                    [_map(gen / ROSTER_FILE), *(_map(delta) for delta in _delta_files(gen))],
+                    (gen / "policy.json").read_bytes(),
+                )
+            except (OSError, RosterError) as exc:  # a file missing or empty; a disk error
+                reason = f"installed files in {gen} cannot be read: {exc}"
+                loaded = Loaded(Generation(root, dropped=(reason,)), (reason,))
             for reason in loaded.dropped:
                 log.log(dropped_at, "%s", reason)
             self._current, self._stamps = loaded.generation, stamps
@@ -409,7 +508,9 @@ class TerminalState:
                 self._stamps = self._read_stamps()
                 log.warning("kept the loaded roster and policy: %s", exc)
 
-    def _verify_usage(self, data: bytes, now: datetime | None) -> SharedUsage:
+    def _verify_usage(
+        self, data: bytes, now: datetime | None, kept: SharedUsage | None = None
+    ) -> SharedUsage:
         root = self.current.root
         enrolment = self.enrolment
         return verify_usage(
@@ -419,33 +520,40 @@ class TerminalState:
             merchant_id=enrolment.merchant_id,
             terminal_id=enrolment.terminal_id,
             now=now,
+            kept=kept,
         )
 
     def install_usage(self, data: bytes, now: datetime) -> SharedUsage:
         """Check the union's usage file (signed by the snapshot role, for this terminal,
-        not expired) and keep it (written atomically, 0600). UsageError if refused:
-        the one kept stays."""
-        with self._lock:
-            usage = self._verify_usage(data, now)
+        not expired, not issued before the one kept) and keep it (written atomically,
+        0600). UsageError if refused: the one kept stays."""
+        with self.updating(), self._lock:
+            # the kept one is the floor; one the trusted root no longer vouches for is none
+            # (and is what this replaces: said at info, as a file dropped during a sync)
+            usage = self._verify_usage(data, now, kept=self._kept_usage(logging.INFO))
             atomic_write(self.usage_path, data, mode=0o600)
-            self._usage = (_stamp(self.usage_path), usage)
+            self._usage = ((_stamp(self.usage_path), self.current.root.version), usage)
             return usage
 
     def shared_usage(self) -> SharedUsage | None:
         """The usage file kept (re-read when another process replaced it), None if there
         is none or it no longer verifies (its key was revoked). Its expiry is judged
         per sale (SharedUsage.lookup)."""
-        stamp = _stamp(self.usage_path)
-        if stamp is None:
+        return self._kept_usage(logging.WARNING)
+
+    def _kept_usage(self, refused_at: int) -> SharedUsage | None:
+        if _stamp(self.usage_path) is None:
             return None
         with self._lock:
+            # checked again under a new root too: one whose key it revoked leaves at once
+            stamp = (_stamp(self.usage_path), self.current.root.version)
             cached = self._usage
             if cached is not None and cached[0] == stamp:
                 return cached[1]
             try:
                 usage: SharedUsage | None = self._verify_usage(self.usage_path.read_bytes(), None)
             except (UsageError, OSError) as exc:
-                log.warning("the usage file is not used: %s", exc)
+                log.log(refused_at, "the usage file is not used: %s", exc)
                 usage = None
             self._usage = (stamp, usage)
             return usage
@@ -471,7 +579,7 @@ class TerminalState:
         full disk is refused (DiskFullError) before the sales' reserve is touched.
         """
         check_space(self.dir, UPDATE_REFUSED)
-        with self._lock:
+        with self.updating(), self._lock:
             source = _map(roster_data) if isinstance(roster_data, Path) else roster_data
             decision = decide_install(
                 self.current, self.enrolment.merchant_id, snapshot_data, now, source, policy_data
@@ -488,12 +596,13 @@ class TerminalState:
             kind = decision.roster_file
             name = _delta_name(new.roster.version) if kind == "delta" else ROSTER_FILE
             roster_file = roster_data if kind is not None else None
+            gen = self._new_folder(snapshot.version)
             try:
-                gen = self._write_generation(snapshot, roster_file, name, new.policy_data)
+                self._write_generation(gen, snapshot, roster_file, name, new.policy_data)
             except OSError as exc:
                 if not is_disk_full(exc):
                     raise
-                shutil.rmtree(self.gens_path / f"{snapshot.version}", ignore_errors=True)
+                shutil.rmtree(gen, ignore_errors=True)
                 fail_full(self.dir, UPDATE_REFUSED)
             if isinstance(roster_file, bytes):  # serve from the page cache, not the heap
                 new = replace(new, roster=new.roster.remap(_map(gen / name)))
@@ -501,13 +610,31 @@ class TerminalState:
             self._current, self._stamps = new, self._read_stamps()
             return snapshot
 
+    def _new_folder(self, version: int) -> Path:
+        """Where generation ``version`` is written: ``gens/N``, or ``gens/N.K`` when
+        ``gens/N`` is the folder ``current`` points to. That one is never emptied: it
+        is not in service then (its snapshot, which the trusted root no longer vouches
+        for, is replaced by the union's new one of the same version), but it is what
+        every process loads until the switch."""
+        live = self.current_path.resolve() if self.current_path.is_symlink() else None
+        gen, again = self.gens_path / f"{version}", 0
+        while gen == live:
+            again += 1
+            gen = self.gens_path / f"{version}.{again}"
+        return gen
+
     def _write_generation(
-        self, snap: Snapshot, roster_file: bytes | Path | None, name: str, policy_bytes: bytes
-    ) -> Path:
-        """Write generation ``snap.version``: the roster files it keeps from the
-        installed one (hard links), ``roster_file`` (if any) as ``name``, the policy and
-        the snapshot; everything fsynced before the caller switches to it."""
-        gen = self.gens_path / f"{snap.version}"
+        self,
+        gen: Path,
+        snap: Snapshot,
+        roster_file: bytes | Path | None,
+        name: str,
+        policy_bytes: bytes,
+    ) -> None:
+        """Write generation ``snap.version`` in ``gen`` (:meth:`_new_folder`): the roster
+        files it keeps from the installed one (hard links), ``roster_file`` (if any) as
+        ``name``, the policy and the snapshot; everything fsynced before the caller
+        switches to it."""
         if gen.exists():  # left over from an install that crashed before the switch
             shutil.rmtree(gen)
         gen.mkdir(parents=True)
@@ -528,7 +655,6 @@ class TerminalState:
         atomic_write(gen / "snapshot.json", snap.data, mode=0o644)
         fsync_dir(gen)
         fsync_dir(self.gens_path)
-        return gen
 
     def _switch(self, gen: Path) -> None:
         """Point ``current`` at ``gen`` atomically, then drop older generations."""

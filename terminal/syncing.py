@@ -68,8 +68,25 @@ def sync_terminal(
     progress: Progress | None = None,
 ) -> SyncReport:
     """Upload the journal, pull the union's updates (sync.run), and record the outcome.
-    A failure is recorded and raised again."""
+    A failure is recorded and raised again.
+
+    The whole sync holds the data folder's update lock (TerminalState.updating): the
+    nightly sync, one run by hand and the daemon's own may overlap, and the second
+    waits for the first, then goes on from what it installed, or raises
+    SyncRunningError (not recorded: the sync running records its own outcome)."""
     enrolment = state.enrolment
+    with state.updating():
+        return _sync_held(state, journal, clock, enrolment, batch_size, progress)
+
+
+def _sync_held(
+    state: TerminalState,
+    journal: Journal,
+    clock: Clock,
+    enrolment: Enrolment,
+    batch_size: int,
+    progress: Progress | None,
+) -> SyncReport:
     started = clock()
 
     def event(code: str, detail: str) -> None:
