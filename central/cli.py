@@ -29,6 +29,7 @@ from central.fleet import fleet_table
 from central.keys import (
     TOKEN_SCHEMES,
     create_keys,
+    finish_rotation,
     load_keys,
     refuse_existing_keys,
     rotate,
@@ -95,6 +96,25 @@ def duration(text: str) -> timedelta:
 
 
 LONGEST = timedelta(days=3650)
+# The shortest roster `publish-roster` signs: the timer publishes one a day (00:15,
+# systemd/unioncard-publish.timer) and the shops sync from 01:00 with up to 4 hours'
+# random delay (unioncard-sync.timer), so a roster must outlast the day to the next one
+# and the night's syncs that fetch it; a shorter one expires on the terminals first,
+# and members get no discount until the next publication reaches them.
+SHORTEST_ROSTER = timedelta(hours=30)
+
+
+def roster_lifetime(text: str) -> timedelta:
+    """A roster's ``--expires-in``: a :func:`duration` of at least :data:`SHORTEST_ROSTER`."""
+    lifetime = duration(text)
+    if lifetime < SHORTEST_ROSTER:
+        hours = SHORTEST_ROSTER // timedelta(hours=1)
+        raise click.BadParameter(
+            f"{text!r}: at least {hours}h: a roster is published once a day and terminals "
+            "fetch it in the night's sync, so a shorter one expires on them before the next "
+            "publication reaches them (members get no discount until then)"
+        )
+    return lifetime
 
 
 def percent_to_basis_points(text: str) -> int:
@@ -242,14 +262,11 @@ def central_add_merchant(
 ) -> None:
     """Add a partner shop with a percentage member discount, and its registry entry."""
     bp = percent_to_basis_points(percent)
+    registry = {"category": category, "district": district, "address": address}
+    registry["contact"] = contact
     union = Union.open(paths, database_url, clock)
     try:
-        version = union.add_merchant(merchant_id, name, bp)
-        registry = {"category": category, "district": district, "address": address}
-        registry["contact"] = contact
-        given = {k: v.strip()[:200] for k, v in registry.items() if v}
-        if given:
-            union.store.set_registry(merchant_id, **given)
+        version = union.add_merchant(merchant_id, name, bp, registry)
     finally:
         union.close()
     click.echo(f"added merchant {merchant_id} ({name}), {percent}% off; policy v{version} signed")
@@ -301,7 +318,10 @@ def central_admit_merchant(
     help="When it takes effect (ISO 8601; without a zone, the union's time): default now.",
 )
 @click.option(
-    "--by", "decided_by", default=None, help="The console admin who decided it (add-user)."
+    "--by",
+    "decided_by",
+    required=True,
+    help="The console admin who decides it (`central add-user NAME --role admin`).",
 )
 @central_options
 @click.pass_obj
@@ -311,7 +331,7 @@ def central_set_status(
     status: str,
     reason: str,
     effective: str | None,
-    decided_by: str | None,
+    decided_by: str,
     paths: CentralPaths,
     database_url: str | None,
 ) -> None:
@@ -581,7 +601,13 @@ def central_revoke_terminal(
 
 
 @central.command("publish-roster")
-@click.option("--expires-in", default="72h", show_default=True, help="Lifetime, e.g. 72h or 3d.")
+@click.option(
+    "--expires-in",
+    default="72h",
+    show_default=True,
+    help="Lifetime, e.g. 72h or 3d; at least 30h (published daily, fetched in the night's "
+    "syncs: a shorter roster expires on terminals before the next one reaches them).",
+)
 @central_options
 @click.pass_obj
 def central_publish(
@@ -593,7 +619,7 @@ def central_publish(
     each policy past half its life; close the merchants whose exit took effect once
     their terminals are decommissioned (or 14 days after), writing their final
     statements under the data folder's final/."""
-    lifetime = duration(expires_in)
+    lifetime = roster_lifetime(expires_in)
     union = Union.open(paths, database_url, clock)
     try:
         version, count = union.publish_roster(lifetime)
@@ -876,7 +902,16 @@ def keys_rotate(clock: Clock, role: str, directory: Path, root_key: Path) -> Non
     Afterwards restart the central service and re-sign what the role signs
     (`central publish-roster`, policies). `audit` on an install made before the
     audit role adds its first key (it signs audit bundles: `central audit export`).
+
+    A rotation cut short (a power cut) after it wrote the new root metadata is
+    finished by running it again: the key that root names is moved into place, and
+    no other key is made.
     """
+    finished = finish_rotation(directory, root_key=root_key)
+    for done in finished:
+        click.echo(done.describe())
+    if any(done.role == role for done in finished):
+        return
     version = rotate(directory, role, root_key=root_key, now=clock())
     click.echo(
         f"new {role} key; root metadata v{version} written to "
@@ -952,6 +987,17 @@ def roster_build(
     """Turn MEMBERS.csv into a signed roster. The PAN column is consumed, never written."""
     if full_out is not None and base is None:
         raise click.BadParameter("--full-out goes with --base", param_hint="--full-out")
+    if full_out is not None and _same_file(out, full_out):
+        raise click.BadParameter(
+            "--full-out is the --out file: give each its own", param_hint="--full-out"
+        )
+    for option, target in (("--out", out), ("--full-out", full_out)):
+        if base is not None and target is not None and _same_file(target, base):
+            raise click.BadParameter(
+                f"{option} is the --base file, the previous full roster it would write over: "
+                "give a new file",
+                param_hint=option,
+            )
     keys = load_keys(directory)
     lifetime = duration(expires_in)
     try:
@@ -974,6 +1020,14 @@ def roster_build(
         click.echo(f"wrote full roster v{version} ({built.layers} layers) to {full_out}")
     atomic_write(out, built.data, mode=0o644)
     click.echo(f"wrote {what} to {out}")
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether two paths name one file (also through a link), when either exists."""
+    try:
+        return one.samefile(other)
+    except OSError:  # one is not there yet
+        return one.resolve() == other.resolve()
 
 
 # ---------------------------------------------------------------------------- audit receipt

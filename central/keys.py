@@ -11,6 +11,11 @@
 
 A private key file or the token key readable by anyone but its owner is refused
 (:func:`check_private`): the service does not start, and says which ``chmod 600``.
+
+``keys rotate`` writes the new key beside the old one as ``ROLE.pem.new``, then root
+metadata N+1 naming it, then moves it into place. A rotation cut short between the
+two (a power cut) leaves a root naming a key not in place: the service refuses to
+start on it, and running the rotation again finishes it (:func:`finish_rotation`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -32,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from central.errors import CentralError
 from pact.cards import ARGON2ID, DEFAULT_SCHEME, HMAC_SHA256, TokenScheme
-from pact.files import atomic_write
+from pact.files import atomic_write, fsync_dir
 from pact.signing import key_id, public_bytes
 from pact.trust import OPTIONAL_ROLES, ROLES, Root, build_root, load_pinned_root, update_root
 
@@ -105,7 +111,16 @@ def check_private(path: Path) -> None:
 
 def _read_key(path: Path) -> Ed25519PrivateKey:
     check_private(path)
-    key = load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except TypeError:  # "Password was not given but private key is encrypted"
+        raise CentralError(
+            f"{path} is protected by a password, which the union's commands do not ask "
+            "for: keep the key without one, on its offline medium (`openssl pkey -in "
+            f"{path} -out PLAIN.pem`, then give PLAIN.pem)"
+        ) from None
+    except UnsupportedAlgorithm as exc:
+        raise CentralError(f"{path} is not an Ed25519 key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise CentralError(f"{path} is not an Ed25519 key")
     return key
@@ -201,6 +216,9 @@ def load_keys(directory: Path) -> UnionKeys:
     root metadata; the root key too when it is there (it need not be), and the key of
     an optional role (audit) when it is there (an install made before it has none)."""
     try:
+        roots = root_versions(directory)
+        if roots:
+            _refuse_interrupted(directory, roots[-1])
         loaded: dict[str, Ed25519PrivateKey | None] = {
             role: _read_key(directory / f"{role}.pem")
             for role in ONLINE_ROLES
@@ -210,7 +228,6 @@ def load_keys(directory: Path) -> UnionKeys:
         loaded["root"] = _read_key(root_file) if root_file.exists() else None
         check_private(directory / "token.key")
         token_key = bytes.fromhex((directory / "token.key").read_text().strip())
-        roots = root_versions(directory)
     except FileNotFoundError as exc:
         raise CentralError(
             f"missing key file {exc.filename}: restore the union's keys folder from its "
@@ -233,6 +250,90 @@ def load_keys(directory: Path) -> UnionKeys:
         audit=loaded.get("audit"),
         token_scheme=read_token_scheme(directory),
     )
+
+
+def _pending(key_file: Path) -> Path:
+    """Where ``keys rotate`` writes a new key before its root metadata names it."""
+    return key_file.with_name(key_file.name + ".new")
+
+
+def _refuse_interrupted(directory: Path, newest: bytes) -> None:
+    """Refuse keys a rotation cut short left behind: the newest root metadata names the
+    key still waiting in ``ROLE.pem.new``, not the one the service would sign with
+    (what it signed, the terminals would refuse), or none (cut between its moves)."""
+    waiting = [role for role in ROLES if _pending(directory / f"{role}.pem").exists()]
+    if not waiting:
+        return
+    root = load_pinned_root(newest)
+    for role in waiting:
+        pending = _pending(directory / f"{role}.pem")
+        # not named: a leftover of a rotation cut before it wrote its root (written over)
+        if key_id(_read_key(pending).public_key()) in root.trusted(role):
+            raise CentralError(
+                f"`keys rotate {role}` was cut short: root metadata v{root.version} names the "
+                f"key in {pending}, not the one in {directory / f'{role}.pem'}: run `unioncard "
+                f"keys rotate {role} --keys {directory} --root-key FILE` again to finish it"
+            )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A rotation cut short, finished by :func:`finish_rotation`."""
+
+    role: str
+    version: int  # the root metadata version that names the key now in place
+    key_file: Path
+    old_file: Path | None  # where the old key is kept (an optional role's first has none)
+
+    def describe(self) -> str:
+        kept = f"; the old one kept as {self.old_file.name}" if self.old_file else ""
+        offline = "; take it back offline" if self.role == "root" else ""
+        return (
+            f"finished the {self.role} key rotation that was cut short: root metadata "
+            f"v{self.version} names the key that waited in {_pending(self.key_file).name}, "
+            f"now in {self.key_file}{kept}{offline}"
+        )
+
+
+def finish_rotation(directory: Path, *, root_key: Path) -> list[Finished]:
+    """Finish each rotation cut short (a power cut, Ctrl-C) after it wrote root metadata
+    N naming the new key and before it moved that key from ``FILE.new`` into place:
+    the old key is kept as ``FILE.v(N-1)``, the new one put in its place (and
+    ``root.pub`` made the root's), as the rotation would have. A ``FILE.new`` that no
+    root names (cut before the root was written) is left to the next rotation, which
+    writes over it. ``root_key`` is where the root key is kept (offline)."""
+    roots = root_versions(directory)
+    if not roots:
+        return []
+    current = load_pinned_root(roots[-1])
+    finished = []
+    for role in ROLES:
+        key_file = root_key if role == "root" else directory / f"{role}.pem"
+        pending = _pending(key_file)
+        if not pending.exists():
+            continue
+        if key_id(_read_key(pending).public_key()) not in current.trusted(role):
+            continue
+        old = _put_in_place(directory, role, key_file, current.version - 1)
+        finished.append(Finished(role, current.version, key_file, old))
+    return finished
+
+
+def _put_in_place(directory: Path, role: str, key_file: Path, old_version: int) -> Path | None:
+    """Move the new key waiting in ``FILE.new`` (which the newest root names) to
+    ``FILE``, the old one (if any: an optional role's first key has none, and a cut may
+    have moved it already) kept as ``FILE.v<old_version>``; a new root key's public
+    key goes to ``root.pub`` first. Returns where the old key is kept."""
+    pending = _pending(key_file)
+    if role == "root":
+        public = public_bytes(_read_key(pending).public_key())
+        atomic_write(directory / "root.pub", public.hex().encode() + b"\n", mode=0o644)
+    old = key_file.with_name(f"{key_file.name}.v{old_version}")
+    if key_file.exists():
+        os.replace(key_file, old)
+    os.replace(pending, key_file)
+    fsync_dir(key_file.parent)
+    return old if old.exists() else None
 
 
 def read_root_key(path: Path, current: Root) -> Ed25519PrivateKey:
@@ -267,6 +368,7 @@ def rotate(directory: Path, role: str, *, root_key: Path, now: datetime) -> int:
     """
     if role not in ROLES:
         raise CentralError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    finish_rotation(directory, root_key=root_key)  # one cut short first, as it would have
     keys = load_keys(directory)
     current = keys.current_root
     signer = read_root_key(root_key, current)
@@ -289,15 +391,9 @@ def rotate(directory: Path, role: str, *, root_key: Path, now: datetime) -> int:
     )
     update_root(current, data)  # the terminals' rule, checked before anything is written
     key_file = root_key if role == "root" else directory / f"{role}.pem"
-    _write_key(key_file.with_name(key_file.name + ".new"), new_key)
+    # the new key first, then the root naming it, then the key into place: a cut between
+    # the last two is finished by the next run (finish_rotation)
+    _write_key(_pending(key_file), new_key)
     atomic_write(directory / "roots" / f"{current.version + 1}.json", data, mode=0o644)
-    if key_file.exists() or role not in OPTIONAL_ROLES:  # an optional role's first key
-        os.replace(key_file, key_file.with_name(f"{key_file.name}.v{current.version}"))
-    os.replace(key_file.with_name(key_file.name + ".new"), key_file)
-    if role == "root":
-        atomic_write(
-            directory / "root.pub",
-            public_bytes(new_key.public_key()).hex().encode() + b"\n",
-            mode=0o644,
-        )
+    _put_in_place(directory, role, key_file, current.version)
     return current.version + 1

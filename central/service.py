@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -42,9 +42,18 @@ from central.errors import (
 from central.fleet import SILENT_AFTER, FleetRow, fleet_row
 from central.keys import UnionKeys, load_keys, root_versions
 from central.statement import UNION_TIMEZONE, Statement, build_statement, period_bounds
-from central.store import ROLES, ImportResult, IngestResult, Settlement, Store
+from central.store import REGISTRY_LENGTHS, ROLES, ImportResult, IngestResult, Settlement, Store
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
-from pact.audit import IN_TURN, MEDIUM, UNTIED_KINDS, Contact, Facts, Finding, Runner
+from pact.audit import (
+    IN_TURN,
+    MEDIUM,
+    QUOTA_LOOKBACK,
+    UNTIED_KINDS,
+    Contact,
+    Facts,
+    Finding,
+    Runner,
+)
 from pact.audit import audit as audit_entries
 from pact.cards import is_card_number, shown_member
 from pact.device import check_signature, device_key
@@ -73,10 +82,10 @@ from pact.wire import MAX_VERSION
 
 ROSTER_LIFETIME = timedelta(hours=72)
 ENROL_CODE_LIFETIME = timedelta(hours=24)
-QUOTA_LOOKBACK = timedelta(days=32)  # the longest quota period (a month), and a day
 PASSWORDS = PasswordHasher()  # argon2id, the library's recommended parameters
 USER_NAME = re.compile(r"[A-Za-z0-9._@-]{2,64}")
 MERCHANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")  # what a signed policy may name
+TERMINAL_ID = MERCHANT_ID  # no '.': a terminal's credentials are <terminal_id>.<secret>
 MERCHANT_NAME_MAX = 128  # characters: the signed policy's merchant_name
 MIN_PASSWORD = 10
 LOCK_AFTER = 5  # wrong passwords in a row lock an account ...
@@ -142,6 +151,45 @@ def storable(text: object) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def registry_fields(registry: Mapping[str, str | None]) -> dict[str, str]:
+    """A merchant's registry entry as the store keeps it: each field given, on one line,
+    within its column (central.store.REGISTRY_LENGTHS); InputError names the first
+    that is not (a longer one was a traceback on PostgreSQL)."""
+    given = {}
+    for name, value in registry.items():
+        most = REGISTRY_LENGTHS[name]
+        text = " ".join((value or "").split())
+        if len(text) > most:
+            raise InputError(
+                f"the merchant's {name} is {len(text)} characters long; at most {most} fit: "
+                "shorten it"
+            )
+        if not storable(text):
+            raise InputError(
+                f"the merchant's {name} holds a character that cannot be stored (a NUL, or "
+                "half of a surrogate pair): type it again"
+            )
+        if text:
+            given[name] = text
+    return given
+
+
+def check_terminal_id(terminal_id: str) -> None:
+    """What a terminal id may be (as the console's form checks it): ``T.1`` was enrolled
+    and then refused on every call (its credentials split at the first '.'), an empty
+    one kept, a 40-character one a traceback on PostgreSQL."""
+    if not TERMINAL_ID.fullmatch(terminal_id):
+        raise InputError(
+            f"{terminal_id!r} is not a terminal id: 1 to 32 letters, digits, - or _, such as T0001"
+        )
+
+
+class MerchantLeftError(ConflictError):
+    """A merchant that has left the programme (its exit in force, or closed) gets no
+    new terminal (409, as the API documents a request that contradicts what the union
+    holds; the line says the merchant left)."""
 
 
 def _run_by(who: str) -> str:
@@ -427,11 +475,21 @@ class Union:
             allow_left=allow_left,
         )
 
-    def add_merchant(self, merchant_id: str, name: str, basis_points: int) -> int:
+    def add_merchant(
+        self,
+        merchant_id: str,
+        name: str,
+        basis_points: int,
+        registry: Mapping[str, str | None] | None = None,
+    ) -> int:
         """Admit a merchant with one rule (``basis_points`` off everything) and publish its
-        first signed policy. Everything is checked before anything is written: a
-        merchant kept with an id or name its policy cannot carry stopped the daily
-        `publish-roster` (which renews every merchant's policy) at that merchant."""
+        first signed policy; ``registry``: its category, district, address, contact
+        (those given). Everything is checked before anything is written: a merchant
+        kept with an id or name its policy cannot carry stopped the daily
+        `publish-roster` (which renews every merchant's policy) at that merchant, and a
+        registry field longer than its column was a traceback on PostgreSQL after the
+        merchant and its policy were kept."""
+        given = registry_fields(registry or {})
         if not MERCHANT_ID.fullmatch(merchant_id):
             raise InputError(
                 f"{merchant_id!r} is not a merchant id: 1 to 32 letters, digits, - or _, "
@@ -444,6 +502,8 @@ class Union:
         if not 0 <= basis_points <= 10000:
             raise InputError("the discount must be between 0 and 100 percent")
         self.store.add_merchant(merchant_id, name, basis_points, iso(self.clock()))
+        if given:
+            self.store.set_registry(merchant_id, **given)
         policies.save_terms(
             self.store, merchant_id, policies.percent_terms(basis_points), self.clock()
         )
@@ -460,9 +520,13 @@ class Union:
         """Suspend, reinstate or exit a merchant, at once or from ``effective`` on (signed
         ahead into its policy's ``status_changes``, so that a terminal that does not sync
         again still stops then); publishes a new signed policy and returns its version.
-        An exit is final: nothing changes a merchant's status once an exit is decided."""
+        An exit is final: nothing changes a merchant's status once an exit is decided.
+        ``by``, when given, is the console admin who decided it (kept in the history)."""
         if status not in MERCHANT_STATUSES:
             raise InputError("the status must be active, suspended or exited")
+        if by is not None:
+            self._admin(by)
+        self.store.merchant(merchant_id)  # NotFoundError: no merchant M0009
         now = self.clock()
         when = now if effective is None else effective
         if when < now - timedelta(minutes=1):
@@ -541,9 +605,19 @@ class Union:
         if delta is None:
             data = sign_full(self.keys, packed, version, now, lifetime)
         full = verify_roster(data, self.roster_keys(), now=None)
-        self.store.put_signed("roster", version, data, iso(now), full.header.body_sha256)
+        files: list[tuple[str, int, bytes, str | None]] = [
+            ("roster", version, data, full.header.body_sha256)
+        ]
         if delta is not None:
-            self.store.put_signed("roster-delta", version, delta, iso(now))
+            files.append(("roster-delta", version, delta, None))
+        # the full roster and its delta together or not at all: another publication at
+        # the same time made this version of other members (a delta of one and the full
+        # roster of the other disagreed)
+        if not self.store.put_signed_together(iso(now), *files):
+            raise ConflictError(
+                f"another publication signed roster v{version} at the same time: run "
+                "`unioncard central publish-roster` again"
+            )
         return version, len(packed)
 
     def prune_rosters(self) -> tuple[int, int]:
@@ -665,7 +739,10 @@ class Union:
         """Register a terminal; return its enrolment bundle (secret: for that shop only).
         ``ca_cert`` is the union's CA certificate (PEM), which the terminal checks the
         service's TLS certificate against; an https ``central_url`` needs it, and plain
-        http is refused but to this machine's own address (:func:`check_central_url`)."""
+        http is refused but to this machine's own address (:func:`check_central_url`).
+        A merchant that has left gets none (:meth:`refuse_left`)."""
+        check_terminal_id(terminal_id)
+        self.refuse_left(merchant_id)
         check_central_url(central_url, ca_cert is not None)
         ca_pem = check_ca_cert(ca_cert, self.clock()) if ca_cert is not None else None
         secret = secrets.token_hex(24)
@@ -692,7 +769,10 @@ class Union:
 
     def create_enrol_code(self, terminal_id: str, merchant_id: str) -> tuple[str, datetime]:
         """A one-time code that enrols ``terminal_id`` for ``merchant_id`` (pact.enrolcode):
-        it works once, until it expires 24 hours from now. Only its digest is kept."""
+        it works once, until it expires 24 hours from now. Only its digest is kept. A
+        merchant that has left gets none (nor is one made before used after it left)."""
+        check_terminal_id(terminal_id)
+        self.refuse_left(merchant_id)
         now = self.clock()
         code = format_code(secrets.token_bytes(13))
         expires = now + ENROL_CODE_LIFETIME
@@ -702,6 +782,24 @@ class Union:
             code_digest(normal), terminal_id, merchant_id, iso(now), iso(expires)
         )
         return code, expires
+
+    def refuse_left(self, merchant_id: str) -> None:
+        """Refuse a new terminal for a merchant that has left the programme: its exit in
+        force, or closed (its final statement made: a terminal enrolled after it
+        uploaded sales the statement never counted). NotFoundError for no merchant."""
+        merchant = self.store.merchant(merchant_id)
+        if merchant["closed_at"] is not None:
+            raise MerchantLeftError(
+                f"merchant {merchant_id} left the programme and was closed at "
+                f"{merchant['closed_at']}: it gets no new terminals"
+            )
+        now = self.clock()
+        exited_at = policies.status_timeline(self.store.status_history(merchant_id), now).exited_at
+        if exited_at is not None and exited_at <= now:
+            raise MerchantLeftError(
+                f"merchant {merchant_id} left the programme at {iso(exited_at)}: it gets no "
+                "new terminals"
+            )
 
     def enrol_by_code(
         self, code: str, device_key_hex: str, signature: str, central_url: str, has_ca: bool,
@@ -731,6 +829,9 @@ class Union:
                 check_request(key, signature, normal, central_url)
             except SignatureError as exc:
                 raise InputError(str(exc)) from None
+            named = self.store.enrol_code(code_digest(normal))
+            if named is not None:  # a code made before its merchant left: not used
+                self.refuse_left(named["merchant_id"])
         secret = secrets.token_hex(24)
         secret_sha = hashlib.sha256(secret.encode()).hexdigest()
         status, row = (
@@ -959,11 +1060,12 @@ class Union:
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         """Per-merchant totals from the local day ``start`` to before the local day
-        ``end`` (the union's time zone, :attr:`timezone`)."""
+        ``end`` (the union's time zone, :attr:`timezone`). A day outside the years the
+        union keeps is refused as a statement's is (0001-01-01 was an OverflowError)."""
         zone = ZoneInfo(self.timezone)
 
         def instant(day: date | None) -> str | None:
-            return None if day is None else iso(datetime.combine(day, time(0), zone))
+            return None if day is None else iso(period_bounds(day, day, zone)[0])
 
         return self.store.settlement(instant(start), instant(end))
 

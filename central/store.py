@@ -99,6 +99,12 @@ merchants = sa.Table(
     sa.Column("final_folder", sa.String(500), nullable=True),
 )
 
+# A merchant's registry entry (`central add-merchant`, the console): field -> characters
+REGISTRY_LENGTHS = {
+    name: typing.cast(sa.String, merchants.c[name].type).length or 0
+    for name in ("category", "district", "address", "contact")
+}
+
 # Each change of a merchant's status (admitted active, suspended, exited, active again):
 # when it was decided (``at``), when it takes effect (``effective_at``: later when it was
 # decided ahead, and signed into the policy's status_changes), why, and by whom.
@@ -1255,6 +1261,16 @@ class Store:
                 )
             )
 
+    def enrol_code(self, code_sha256: str) -> dict[str, Any] | None:
+        """The enrolment code of this digest (used or not), or None."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(enrol_codes.select().where(enrol_codes.c.code_sha256 == code_sha256))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
     def enrol_with_code(
         self, code_sha256: str, at: str, secret_sha256: str, device_key: str
     ) -> tuple[str, dict[str, Any] | None]:
@@ -1761,17 +1777,25 @@ class Store:
         self, kind: str, version: int, data: bytes, at: str, digest: str | None = None
     ) -> bool:
         """Store a signed file; False when that (kind, version) exists already."""
+        return self.put_signed_together(at, (kind, version, data, digest))
+
+    def put_signed_together(self, at: str, *files: tuple[str, int, bytes, str | None]) -> bool:
+        """Store signed files, each ``(kind, version, data, digest)``, in one transaction:
+        all of them, or none (False) when any (kind, version) exists already (a full
+        roster and its delta: two publications at once kept one's full roster and the
+        other's delta of the same version, which disagreed)."""
         try:
             with self._writing() as conn:
-                conn.execute(
-                    signed_files.insert().values(
-                        kind=kind,
-                        version=version,
-                        data=data,
-                        created_at=at,
-                        digest=digest or hashlib.sha256(data).hexdigest(),
+                for kind, version, data, digest in files:
+                    conn.execute(
+                        signed_files.insert().values(
+                            kind=kind,
+                            version=version,
+                            data=data,
+                            created_at=at,
+                            digest=digest or hashlib.sha256(data).hexdigest(),
+                        )
                     )
-                )
         except sa.exc.IntegrityError:
             return False
         return True

@@ -201,7 +201,11 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
 
 
 UTC_SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-ENTRY_YEARS = YEARS  # (an entry of 9999-12-31T20:00Z failed the union's daily totals: a 500)
+# A year inside pact.timefmt.YEARS at either end: an entry's local day, in any time zone
+# (UTC-12 to UTC+14), is then a day of YEARS, which every statement may cover. An entry
+# of 9999-12-31T20:00Z failed the union's daily totals (a 500); one of 9998-12-31T16:00Z
+# is 9999-01-01 in Shanghai, and its merchant's final statement could never be made.
+ENTRY_YEARS = range(YEARS.start + 1, YEARS.stop - 1)
 
 
 def is_entry_time(text: str) -> bool:
@@ -221,14 +225,22 @@ MAX_SEQ = 2**63 - 1  # the union's seq columns are 64-bit
 MAX_VERSION = 2**31 - 1
 AMOUNTS = ("gross", "discount", "net")
 PAN_LAST4 = re.compile(r"(?:[0-9]{4})?")  # an event has none
-TOKEN_HEX = re.compile(r"[0-9a-f]{16,64}")
-MAX_ID = 64  # characters of a sale id or a rule id (a policy's are at most 40)
+TOKEN_HEX = re.compile(r"[0-9a-f]{32}")  # pact.cards.TOKEN_BYTES: 128 bits, every scheme's
+MAX_ID = 64  # characters of a rule id (a policy's are at most 40)
+# The most characters of a text field the union keeps in a column of its own (no more
+# than central.store.SALE_STRING_LENGTHS: a longer one was a 500 on PostgreSQL)
+MAX_LENGTHS = {
+    "sale_id": 36,  # a UUID, as terminals make them
+    "terminal_id": 32,
+    "merchant_id": 32,
+}
 
 
 def _check_bounds(sale: Mapping[str, Any], where: str) -> None:
     """What a terminal journals stays within what the union stores and sums: a seq of
     2**63 or an amount of 2**63 - 1 fen was a 500 in the ingest (or, on SQLite, broke
-    the union's settlement), a pan_last4 of 9 characters had room for a card number."""
+    the union's settlement), a pan_last4 of 9 characters had room for a card number, a
+    sale_id or token longer than its column was a 500 on PostgreSQL (stored on SQLite)."""
     for name in AMOUNTS:
         if sale[name] > MAX_SALE_FEN:
             raise WireFormatError(
@@ -242,9 +254,16 @@ def _check_bounds(sale: Mapping[str, Any], where: str) -> None:
         raise WireFormatError(f"{where}.pan_last4 must be the card's last four digits (or empty)")
     token = sale.get("token")
     if token is not None and not TOKEN_HEX.fullmatch(token):
-        raise WireFormatError(f"{where}.token must be 16 to 64 lower-case hex digits (or null)")
-    if not 1 <= len(sale["sale_id"]) <= MAX_ID:
-        raise WireFormatError(f"{where}.sale_id must be 1 to {MAX_ID} characters")
+        raise WireFormatError(
+            f"{where}.token must be 32 lower-case hex digits (a member's token) or null"
+        )
+    if not 1 <= len(sale["sale_id"]) <= MAX_LENGTHS["sale_id"]:
+        raise WireFormatError(
+            f"{where}.sale_id must be 1 to {MAX_LENGTHS['sale_id']} characters (a UUID)"
+        )
+    for name in ("terminal_id", "merchant_id"):
+        if len(sale[name]) > MAX_LENGTHS[name]:
+            raise WireFormatError(f"{where}.{name} must be at most {MAX_LENGTHS[name]} characters")
     for name in ("sale_id", "note"):  # kept as they are: PostgreSQL refuses a NUL in text
         if "\x00" in (sale.get(name) or ""):
             raise WireFormatError(f"{where}.{name} must not hold a NUL character")

@@ -48,6 +48,7 @@ def test_an_exit_decided_ahead_is_signed_into_the_policy_with_its_reason(
     union: Union, clock: Clock, tmp_path: Path
 ) -> None:
     union.add_merchant("M0001", "Shop", 500)
+    union.add_user("ada", "admin", None, "a long password")  # who decides, by name
     at = clock() + timedelta(days=2)
     version = union.set_merchant_status("M0001", "exited", "sold expired food", at, "ada")
     signed_version, policy = _policy(union)
@@ -94,24 +95,28 @@ def test_set_status_on_the_command_line_needs_a_reason(tmp_path: Path, capsys) -
     assert run(capsys, "central", "init", *data)[0] == 0
     add = ("add-merchant", "M0001", "--name", "Shop", "--discount", "5")
     assert run(capsys, "central", *add, *data)[0] == 0
+    assert run(capsys, "central", "add-user", "ada", "--role", "admin", *data)[0] == 0
     code, _, err = run(capsys, "central", "set-status", "M0001", "suspended", *data)
     assert code == 2 and "--reason" in err
     code, out, err = run(
         capsys, "central", "set-status", "M0001", "exited", "--reason", "fraud",
-        "--at", "2099-01-01T08:00:00", *data,
+        "--at", "2099-01-01T08:00:00", "--by", "ada", *data,
     )  # fmt: skip
     assert code == 0, err
     # a time without a zone is the union's (Asia/Shanghai): 08:00 there is 00:00 UTC
     assert out.strip() == "merchant M0001 is exited from 2099-01-01T00:00:00Z; policy v2 signed"
+    by = ("--by", "ada")
     code, _, err = run(
-        capsys, "central", "set-status", "M0001", "active", "--reason", "x", "--at", "soon", *data
-    )
+        capsys, "central", "set-status", "M0001", "active", "--reason", "x", "--at", "soon",
+        *by, *data,
+    )  # fmt: skip
     assert code == 2 and "not an ISO 8601 time" in err
     # a time no calendar of the union's has (it was an OverflowError's traceback)
     for at in ("0001-01-01T00:00", "9999-12-31T23:00:00-05:00"):
         code, _, err = run(
-            capsys, "central", "set-status", "M0001", "active", "--reason", "x", "--at", at, *data
-        )
+            capsys, "central", "set-status", "M0001", "active", "--reason", "x", "--at", at,
+            *by, *data,
+        )  # fmt: skip
         assert code == 2 and "not a time of the years 2000 to 9998" in err, err
         assert "Traceback" not in err
     # a lifetime no key outlives (a Python int too large for a C int, before)

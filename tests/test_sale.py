@@ -280,7 +280,7 @@ def sales(draw: st.DrawFn) -> Sale:
     return Sale(
         seq=draw(st.integers(0, 2**63 - 1)),
         sale_id=draw(ID),
-        at=draw(st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31))).strftime(
+        at=draw(st.datetimes(datetime(2001, 1, 1), datetime(2099, 12, 31))).strftime(
             "%Y-%m-%dT%H:%M:%SZ"
         ),
         terminal_id="T0001",

@@ -45,8 +45,11 @@ def test_a_registration_needs_64_hex_digits() -> None:
         ("2026-11-28T24:00:00Z", False),
         ("yesterday", False),
         ("2026-11-28T09:30:00Z\n", False),
-        ("9998-12-31T23:59:59Z", True),
+        ("9997-12-31T23:59:59Z", True),
+        ("9998-12-31T16:00:00Z", False),  # 9999-01-01 in Shanghai: no statement covers it
         ("9999-12-31T20:00:00Z", False),  # the year 10000 in Shanghai: the ingest's 500
+        ("2001-01-01T00:00:00Z", True),
+        ("2000-01-01T05:00:00Z", False),  # 1999-12-31 in New York
         ("1999-12-31T23:59:59Z", False),
         ("0001-01-01T00:00:00Z", False),
     ],
@@ -82,8 +85,8 @@ def test_an_uploaded_entrys_hashes_are_64_hex_digits(name: str, bad: str) -> Non
         ({"seq": 2**63}, r"a seq must be at most"),
         ({"roster_version": 2**64}, r"a roster or policy version must be at most"),
         ({"pan_last4": "621483000"}, r"sales\[0\]\.pan_last4 must be the card's last four"),
-        ({"token": "not hex at all, a name?"}, r"sales\[0\]\.token must be 16 to 64"),
-        ({"sale_id": "x" * 100}, r"sales\[0\]\.sale_id must be 1 to 64"),
+        ({"token": "not hex at all, a name?"}, r"sales\[0\]\.token must be 32 lower-case hex"),
+        ({"sale_id": "x" * 100}, r"sales\[0\]\.sale_id must be 1 to 36"),
         ({"rules": ["r" * 65]}, r"sales\[0\]\.rules must be at most"),
         ({"note": "a\x00b"}, r"sales\[0\]\.note must not hold a NUL"),
     ],
