@@ -224,11 +224,16 @@ def _checked_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any], s
         ) from None
 
 
+# a run of 12 digits or more, spaced or dashed (a card number, in any cell)
+_LONG_NUMBER = re.compile(r"\d(?:[ \u00a0\u2007\u202f-]*\d){11,}")
+
+
 def _shown_cell(cell: str) -> str:
-    """A header cell as an error may show it: a long number (a file with no header,
-    whose first line is a member's card number) by its last four digits only."""
-    digits = cell.replace(" ", "").replace("-", "")
-    return f"••••{digits[-4:]}" if digits.isdigit() and len(digits) >= 12 else cell
+    """A header cell as an error may show it: every long number in it (a file with no
+    header, whose first line holds a member's card number) by its last four digits
+    only. (A whole-cell check missed a line read as one cell: tab- or ';'-separated, or
+    a card number with a non-breaking space.)"""
+    return _LONG_NUMBER.sub(lambda m: "••••" + re.sub(r"\D", "", m.group())[-4:], cell)
 
 
 def _checked_csv_rows(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, Any], str]]:

@@ -129,6 +129,27 @@ def test_a_file_with_its_columns_shifted_shows_no_card_number_in_its_error(union
     assert card not in str(listed.value)
 
 
+@pytest.mark.parametrize(
+    "first_line",
+    ["U7\t{card}\tactive", "U7;{card};active", "U7,{spaced},active", "{nbsp},U7"],
+)
+def test_a_file_with_no_header_shows_no_card_number_in_its_error(
+    union: Union, first_line: str
+) -> None:
+    """A members file with no header line: its first line, a member's, is read as the
+    header and named in the error. Its card number showed whole when the line was one
+    cell (tab- or ';'-separated) or the number held a space or a non-breaking space."""
+    card = pan(7)
+    spaced = " ".join(card[i : i + 4] for i in range(0, len(card), 4))
+    line = first_line.format(card=card, spaced=spaced, nbsp=card[:4] + "\u00a0" + card[4:])
+    with pytest.raises(InputError) as refused:
+        union.import_members(f"{line}\nU8,{pan(8)}\n")
+    message = str(refused.value)
+    assert "column" in message and f"••••{card[-4:]}" in message
+    assert card not in message.replace(" ", "").replace("\u00a0", "")
+    assert card[:6] not in message
+
+
 def test_a_full_import_that_drops_many_members_asks_first(union: Union, capsys, tmp_path) -> None:
     """A --full import of a file cut short (or another district's) marked every member
     it did not list as left: 1,000 of 1,200 here, each losing the discount at the next
