@@ -57,6 +57,7 @@ from pact.errors import (
     PolicyError,
     SignatureError,
     TrustError,
+    WireFormatError,
 )
 from pact.event import EVENT
 from pact.money import fen
@@ -72,6 +73,7 @@ from pact.wire import (
     HASH_HEX,
     LINE_KEYS,
     LINE_OPTIONAL,
+    check_bounds,
     is_entry_time,
     sale_checks,
 )
@@ -808,6 +810,10 @@ def _entries(
         for name in ("hash", "prev_hash"):
             if not _is_hex(item[name], HASH_HEX):
                 raise _refuse(where, f"{name} must be {HASH_HEX} hex digits")
+        try:  # what the union stores and sums (a seq of 2**70, a NUL in a note)
+            check_bounds(item, "it")
+        except WireFormatError as exc:
+            raise _refuse(where, str(exc).removeprefix("it: ").removeprefix("it.")) from None
         if item.get("basket") is not None and not _basket_shape(item["basket"]):
             raise _refuse(
                 where,

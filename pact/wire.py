@@ -188,7 +188,7 @@ def decode_sales(body: Any) -> tuple[str, list[Sale]]:
         _check_kind(sale, f"sales[{i}]")
         if sale.get("atc") is not None and sale["atc"] > 0xFFFF:
             raise WireFormatError(f"sales[{i}].atc must be the card's counter, 0 to 65535")
-        _check_bounds(sale, f"sales[{i}]")
+        check_bounds(sale, f"sales[{i}]")
         if i and sale["seq"] != sales[i - 1]["seq"] + 1:
             raise WireFormatError(
                 f"sales[{i}].seq does not follow sales[{i - 1}]: send them in order"
@@ -236,7 +236,7 @@ MAX_LENGTHS = {
 }
 
 
-def _check_bounds(sale: Mapping[str, Any], where: str) -> None:
+def check_bounds(sale: Mapping[str, Any], where: str) -> None:
     """What a terminal journals stays within what the union stores and sums: a seq of
     2**63 or an amount of 2**63 - 1 fen was a 500 in the ingest (or, on SQLite, broke
     the union's settlement), a pan_last4 of 9 characters had room for a card number, a

@@ -773,3 +773,25 @@ def test_a_device_key_the_shop_gave_catches_a_union_that_signed_entries_anew(
         capsys, "audit", "verify", str(bundle), *trust, "--device-key", str(export)
     )
     assert (code, out) == (2, "") and "not the one the shop gave" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [("seq", 2**70, "a seq must be at most"), ("gross", 10**9, "gross is above"),
+     ("pan_last4", "123456", "pan_last4"), ("sale_id", "x" * 40, "sale_id")],
+)  # fmt: skip
+def test_an_entry_beyond_what_the_union_stores_is_malformed(
+    site: Site, clock, capsys, tmp_path, field: str, value: object, said: str
+) -> None:
+    """Entries the upload refuses (a seq of 2**70, a gross above a sale's limit, ...)
+    were judged as findings in a bundle the union re-signed: malformed, exit 2."""
+    _history(site, clock)
+    bundle = _export(site, clock, capsys, tmp_path)
+    doc = json.loads(bundle.read_bytes())
+    doc["parts"]["entries"][-1][field] = value
+    _resigned(bundle, doc, tmp_path / "central" / "keys")
+    code, out, err = run(
+        capsys, "audit", "verify", str(bundle), "--trust", str(_root_pub(tmp_path))
+    )
+    assert (code, out) == (2, ""), err
+    assert "entries[" in err and said in err and len(err.splitlines()) == 1
