@@ -39,7 +39,13 @@ from central.migrate import PRE_MIGRATIONS
 from central.parallel import ForkedWorkers
 from central.serve import check_listen, run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
-from central.statement import UNION_TIMEZONE, statement_csv, statement_html, statement_lines
+from central.statement import (
+    UNION_TIMEZONE,
+    provisional_line,
+    statement_csv,
+    statement_html,
+    statement_lines,
+)
 from central.store import Store, settlement_table
 from pact.chain import entry_hash
 from pact.device import check_signature, device_key
@@ -685,6 +691,9 @@ def central_statement(
         union.close()
     for line in statement_lines(statement):
         click.echo(line)
+    provisional = provisional_line(statement)
+    if provisional is not None:
+        click.echo(f"warning: {provisional}", err=True)
     if csv_out is not None:
         atomic_write(csv_out, statement_csv(statement).encode("utf-8-sig"), mode=0o644)
         click.echo(f"CSV written to {csv_out}", err=True)

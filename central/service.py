@@ -1285,7 +1285,7 @@ class Union:
         merchant = self.store.merchant(merchant_id)
         start, end = period_bounds(first, last, ZoneInfo(self.timezone))
         entries = self.store.merchant_entries_between(merchant_id, iso(start), iso(end))
-        return build_statement(
+        made = build_statement(
             merchant_id,
             merchant["name"],
             first,
@@ -1294,6 +1294,23 @@ class Union:
             lambda version: self.signed_policy(merchant_id, version),
             self.timezone,
         )
+        made.awaiting = self._awaiting(merchant_id, end)
+        return made
+
+    def _awaiting(self, merchant_id: str, end: datetime) -> list[tuple[str, str | None]]:
+        """The merchant's terminals whose sales journaled before ``end`` may not all be
+        here: not revoked (a revoked one uploads nothing more), enrolled before it, and
+        with no report since it that said nothing was pending (its sync ends with one)."""
+        until = iso(end)
+        awaiting = []
+        for row in self.store.terminal_contacts(merchant_id):
+            if row["revoked_at"] is not None or row["enrolled_at"] >= until:
+                continue
+            reported = row["reported_at"]
+            if reported is not None and reported >= until and not row["pending"]:
+                continue
+            awaiting.append((row["terminal_id"], reported))
+        return awaiting
 
     def latest_policy(self, merchant_id: str) -> Policy | None:
         """The merchant's newest signed policy (None: none yet), parsed once."""

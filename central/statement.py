@@ -74,6 +74,10 @@ class Statement:
     timezone: str
     days: list[DayTotals] = field(default_factory=list)
     rules: list[RuleTotals] = field(default_factory=list)
+    # The merchant's terminals that have not synced everything since the period ended
+    # (terminal, its last report or None): their sales of these days may still arrive
+    # (a shop offline for days uploads later), so the statement is provisional.
+    awaiting: list[tuple[str, str | None]] = field(default_factory=list)
 
     @property
     def total(self) -> DayTotals:
@@ -185,6 +189,9 @@ LABELS = {
         "union": "工会",
         "merchant_funds": "商户",
         "note": "金额单位：元。撤销和退款已冲减。",
+        "provisional": "暂定结算单：以下终端自本期结束后尚未同步完毕，其本期销售可能尚未上传，"
+        "请在它们同步后重新生成：",
+        "never": "从未同步",
     },
     "en": {
         "title": "Settlement statement",
@@ -211,6 +218,10 @@ LABELS = {
         "union": "union",
         "merchant_funds": "merchant",
         "note": "Amounts in yuan. Voids and refunds are netted.",
+        "provisional": "Provisional: these terminals have not synced everything since the "
+        "period ended, so sales of these days may still arrive; make the statement again "
+        "once they have:",
+        "never": "never synced",
     },
 }
 DAY_FIELDS = ("sales", "member_sales", "gross", "discount", "net", "voids", "refunds", "union_pays")
@@ -242,6 +253,9 @@ def statement_csv(statement: Statement) -> str:
         if r.funded_by == "union":
             blank[DAY_FIELDS.index("union_pays")] = fen(r.discount)
         rows.append(["rule", m, "", *blank, r.rule_id, r.title, r.funded_by, str(r.uses)])
+    for terminal_id, reported in statement.awaiting:  # provisional: see Statement
+        blank = [""] * len(DAY_FIELDS)
+        rows.append(["awaiting", m, (reported or "")[:10], *blank, "", terminal_id, "", ""])
     csv.writer(out, lineterminator="\n").writerows(safe_row(row) for row in rows)
     return out.getvalue()
 
@@ -275,6 +289,14 @@ def statement_html(statement: Statement, lang: str = "zh") -> str:
     )
     period = f"{statement.first.isoformat()} – {statement.last.isoformat()}"
     bears = fen(total.discount - total.union_pays)
+    awaiting = ""
+    if statement.awaiting:
+        listed = "; ".join(
+            f"{terminal_id} ({reported or t['never']})"
+            for terminal_id, reported in statement.awaiting
+        )
+        awaiting = f'<p class="provisional"><b>{escape(t["provisional"])}</b> {escape(listed)}</p>'
+
     return f"""<!doctype html>
 <html lang="{"zh-CN" if lang != "en" else "en"}"><head><meta charset="utf-8">
 <title>{escape(t["title"])} {escape(statement.merchant_id)} {escape(period)}</title>
@@ -287,6 +309,7 @@ th:first-child, td:first-child {{ text-align: left; }}
 tr:last-child td {{ font-weight: bold; }}
 </style></head><body>
 <h1>{escape(t["title"])}</h1>
+{awaiting}
 <p>{escape(t["merchant"])}: {escape(statement.merchant_id)} {escape(statement.merchant_name)}<br>
 {escape(t["period"])}: {escape(period)} · {escape(t["timezone"])}: {escape(statement.timezone)}</p>
 <h2>{escape(t["by_day"])}</h2>
@@ -319,3 +342,18 @@ def statement_lines(statement: Statement) -> list[str]:
         who = " (union pays)" if r.funded_by == "union" else ""
         lines.append(f"rule {r.rule_id}{who}: {r.uses} uses, {fen(r.discount)} discount")
     return lines
+
+
+def provisional_line(statement: Statement) -> str | None:
+    """One line saying the statement is provisional and why (None when it is not)."""
+    if not statement.awaiting:
+        return None
+    listed = ", ".join(
+        f"{terminal_id} (last synced {reported or 'never'})"
+        for terminal_id, reported in statement.awaiting
+    )
+    return (
+        f"provisional: {len(statement.awaiting)} terminal(s) have not synced everything "
+        f"since {statement.last} ended, so its sales may still arrive: {listed}; make the "
+        "statement again once they have"
+    )

@@ -1575,6 +1575,8 @@ class Store:
                 terminals.c.last_contact_at,
                 terminals.c.policy_version,
                 terminals.c.revoked_at,
+                terminals.c.reported_at,
+                terminals.c.pending,
                 held.c.last_seq,
                 held.c.last_upload_at,
             )
