@@ -371,9 +371,13 @@ class CentralClient:
                 reason=reason,
             )
         return CentralUnreachableError(
-            f"cannot reach the central service at {self.base_url} after "
-            f"{self.retry.attempts} tries ({type(exc).__name__}): check the network "
-            "and try `unioncard sync` again"
+            N_(
+                "cannot reach the central service at %(url)s after %(tries)s tries "
+                "(%(error)s): check the network and try `unioncard sync` again"
+            ),
+            url=self.base_url,
+            tries=self.retry.attempts,
+            error=type(exc).__name__,
         )
 
     def _checked(self, response: requests.Response) -> requests.Response:

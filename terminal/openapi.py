@@ -33,8 +33,12 @@ KINDS: dict[str, tuple[int, str]] = {
     "stale_card": (408, "only a card already read (or in since start-up) is in the reader"),
     "busy": (409, "another checkout (or a sync) is under way: finish or cancel it first"),
     "reversal_refused": (409, "the sale may not be voided or refunded so; the line says why"),
+    "idempotency_key_reused": (
+        409,
+        "the void's or refund's Idempotency-Key came with another request: use a new key",
+    ),
     "refused": (409, "another refusal of the terminal; the line says why"),
-    "too_large": (413, "the request body is larger than 1 MiB (any POST)"),
+    "too_large": (413, "the request body is larger than 1 MiB (any request)"),
     "card_unsupported": (422, "the card has no payment application the terminal accepts"),
     "card_blocked": (422, "the card is blocked"),
     "card_removed": (422, "the card was taken out during the read"),
@@ -245,7 +249,35 @@ def _schemas() -> dict[str, Any]:
                 "now_local": local,
                 "roster_expires_local": _or_null(local),
                 "sync": _ref("SyncState"),
+                "pending_sale": _or_null(_ref("WaitingSale")),
+                "waiting_for_card": {
+                    "type": "boolean",
+                    "description": "a checkout waits for a card now (`POST "
+                    "/api/v1/checkout/stop` stops it)",
+                },
             }
+        ),
+        "WaitingSale": _obj(
+            {
+                "pending_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "expires_at": time,
+                "expires_local": _or_null(local),
+                "pan_last4": {"type": "string", "pattern": "^[0-9]{4}$"},
+                "member": BOOL,
+                "verdict": {"type": "string", "enum": list(VERDICTS)},
+                "gross": yuan,
+                "discount": yuan,
+                "net": yuan,
+                "gross_fen": FEN,
+                "discount_fen": FEN,
+                "net_fen": FEN,
+                "reasons": _list(STRING, description="in the reader's language"),
+            },
+            description=(
+                "The priced sale waiting to be confirmed or cancelled (at most one): "
+                "confirm or cancel it by `pending_id` (a page reloaded, or whose answer "
+                "was lost, finds it here). The card's last four digits only."
+            ),
         ),
         "OfflineLimits": _obj(
             {
@@ -312,7 +344,20 @@ def _schemas() -> dict[str, Any]:
                 "last_success_at": _or_null(time),
                 "last_success_local": _or_null(local),
                 "last_summary": _or_null(STRING),
-                "last_error": _or_null(STRING),
+                "last_error": _or_null({"type": "string", "description": "in English"}),
+                "last_error_text": _or_null(
+                    {
+                        "type": "string",
+                        "description": "the last error for people, in the reader's language",
+                    }
+                ),
+                "last_error_detail": _or_null(
+                    {
+                        "type": "string",
+                        "description": "the error's English words, when `last_error_text` "
+                        "is a general line in another language (shown under it)",
+                    }
+                ),
                 "running": {"type": "boolean", "description": "a sync runs now"},
                 "available": {"type": "boolean", "description": "this process can sync now"},
             },
@@ -546,7 +591,11 @@ def _schemas() -> dict[str, Any]:
 
 # The error answers each status gives, and which kinds they carry.
 _ERRORS: dict[str, tuple[str, str]] = {
-    "400": ("BadRequest", "The body or a value is malformed (`bad_request`)."),
+    "400": (
+        "BadRequest",
+        "The body or a value is malformed (`bad_request`); a signed-in page's POST "
+        "without its CSRF token (`csrf`).",
+    ),
     "401": ("Unauthorized", "No till token, or a wrong one (`unauthorized`)."),
     "403": (
         "Forbidden",
@@ -562,7 +611,8 @@ _ERRORS: dict[str, tuple[str, str]] = {
     "409": (
         "Conflict",
         "Refused: another checkout is waiting (`busy`), the reversal may not be made "
-        "(`reversal_refused`), or another refusal (`refused`).",
+        "(`reversal_refused`), a void's or refund's Idempotency-Key came with another "
+        "request (`idempotency_key_reused`), or another refusal (`refused`).",
     ),
     "422": (
         "CardProblem",
@@ -599,8 +649,9 @@ def _ok(schema: dict[str, Any], text: str, **extra: Any) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    """The error answers of an operation: these statuses, and 401 and 500 always."""
-    codes = sorted({401, 500, *statuses})
+    """The error answers of an operation: these statuses, and always 401, 413 (any
+    request with a body over the cap, terminal.web.MAX_BODY) and 500."""
+    codes = sorted({401, 413, 500, *statuses})
     return {
         str(code): {"$ref": f"#/components/responses/{_ERRORS[str(code)][0]}"} for code in codes
     }
@@ -641,6 +692,20 @@ def _operation(
 
 
 SEQ_PARAM = {"$ref": "#/components/parameters/Seq"}
+IDEMPOTENCY_PARAM = {"$ref": "#/components/parameters/IdempotencyKey"}
+IDEMPOTENCY = (
+    "With an `Idempotency-Key` (a new one for each void or refund), a request sent again "
+    "with the same key and body (its answer lost) is answered the first answer "
+    "(`Idempotent-Replayed: true`) and journals nothing; the same key with another "
+    "request is refused (409, `idempotency_key_reused`). The terminal keeps the keys of "
+    "what it journaled in memory: the last 1,000, for 24 hours (not across a restart)."
+)
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true`: the answer of an earlier request with this Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 PENDING_PARAM = {"$ref": "#/components/parameters/PendingId"}
 # void and refund: the till token (with the supervisor's PIN), or the supervisor token
 SUPERVISOR: list[dict[str, list[str]]] = [{"till": []}, {"supervisor": []}]
@@ -690,7 +755,7 @@ def _paths() -> dict[str, Any]:
                 "dayReport",
                 "The end-of-day report: sales, voids, refunds, gross, discount, net, by rule",
                 _ok(_ref("DayReport"), "The day's report."),
-                _errors(400, 403),
+                _errors(400, 403, 503),
                 parameters=[
                     {
                         "name": "date",
@@ -729,7 +794,10 @@ def _paths() -> dict[str, Any]:
                             "An event stream: `retry: 1000`, then an `update` event whose "
                             "data is `{reader, status, sales}` at once and on every change, "
                             "and a `: keepalive` comment every 15 s; it ends after 5 minutes "
-                            "(EventSource reconnects)."
+                            "(EventSource reconnects). When the till token the caller "
+                            "signed in with is replaced, a `signed_out` event ends it (sign "
+                            "in again). A damaged journal: `sales` is empty, the status's "
+                            "warnings say why."
                         ),
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
@@ -789,6 +857,30 @@ def _paths() -> dict[str, Any]:
                 },
             )
         },
+        "/api/v1/checkout/stop": {
+            "post": _operation(
+                "stopWaiting",
+                "Stop the checkout waiting for a card",
+                _ok(
+                    _obj(
+                        {
+                            "stopped": {
+                                "type": "boolean",
+                                "description": "false: no checkout was waiting for a card",
+                            }
+                        }
+                    ),
+                    "Stopped (or nothing to stop).",
+                ),
+                _errors(400, 403),
+                description=(
+                    "The checkout waiting for a card answers 409 (`refused`) at once and "
+                    "records nothing. The reader's wait goes on until a card comes or its "
+                    "time is up: the next checkout takes that card. A card already read "
+                    "waits as a priced sale (the status's `pending_sale`): cancel it."
+                ),
+            )
+        },
         "/api/v1/checkout/{pending_id}/confirm": {
             "post": _operation(
                 "confirmCheckout",
@@ -826,15 +918,15 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "voidSale",
                 "Void sale `seq` of today (supervisor)",
-                _ok(_ref("Voided"), "Voided: the void's entry."),
+                _ok(_ref("Voided"), "Voided: the void's entry.", headers=REPLAYED),
                 _errors(400, 403, 404, 409, 503),
                 body="VoidRequest",
                 example={"reason": "charged twice"},
-                parameters=[SEQ_PARAM],
+                parameters=[SEQ_PARAM, IDEMPOTENCY_PARAM],
                 security=SUPERVISOR,
                 description=(
                     "The supervisor token as the bearer token, or the till token and the "
-                    "supervisor's `pin` (five wrong tries lock it)."
+                    "supervisor's `pin` (five wrong tries lock it). " + IDEMPOTENCY
                 ),
             )
         },
@@ -842,15 +934,16 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "refundSale",
                 "Refund units of lines of sale `seq` (supervisor)",
-                _ok(_ref("Refunded"), "Refunded: the refund's entry."),
+                _ok(_ref("Refunded"), "Refunded: the refund's entry.", headers=REPLAYED),
                 _errors(400, 403, 404, 409, 503),
                 body="RefundRequest",
                 example={"lines": [{"index": 0, "qty": 1}], "reason": "returned unopened"},
-                parameters=[SEQ_PARAM],
+                parameters=[SEQ_PARAM, IDEMPOTENCY_PARAM],
                 security=SUPERVISOR,
                 description=(
                     "The supervisor token as the bearer token, or the till token and the "
-                    "supervisor's `pin`. `index` is the line's place in the sale (from 0)."
+                    "supervisor's `pin`. `index` is the line's place in the sale (from 0). "
+                    + IDEMPOTENCY
                 ),
             )
         },
@@ -867,11 +960,15 @@ def _paths() -> dict[str, Any]:
 
 
 def _with_body_cap(paths: dict[str, Any]) -> dict[str, Any]:
-    """Every POST may answer 413: each request body has a cap (terminal.web.MAX_BODY)."""
+    """Every request may answer 413 (each request body has a cap, terminal.web.MAX_BODY,
+    checked on every route), and every POST 400 (a signed-in page's POST without its
+    CSRF token)."""
     for item in paths.values():
-        if "post" in item:
-            answers = {**item["post"]["responses"], "413": {"$ref": _ERROR_REF + "TooLarge"}}
-            item["post"]["responses"] = dict(sorted(answers.items()))
+        for method, op in item.items():
+            answers = {**op["responses"], "413": {"$ref": _ERROR_REF + "TooLarge"}}
+            if method == "post":
+                answers.setdefault("400", {"$ref": _ERROR_REF + "BadRequest"})
+            op["responses"] = dict(sorted(answers.items()))
     return paths
 
 
@@ -940,6 +1037,17 @@ def document() -> dict[str, Any]:
                     "description": "The journal entry's number (1, 2, ...).",
                     "schema": SEQ,
                     "example": 1,
+                },
+                "IdempotencyKey": {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": (
+                        "A key of the caller's, new for each void or refund (the page sends "
+                        "32 random hex digits): sent again with the same request, the first "
+                        "answer comes back and nothing is journaled twice."
+                    ),
+                    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
                 },
                 "PendingId": {
                     "name": "pending_id",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from pact.reversal import REFUND, VOID, refund_draft, refunded_units, void_draft
 from pact.sale import Sale
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
+from reader.errors import NoCardError
 from reader.identity import CardIdentity, Tokenize
 from terminal.checkout import Priced, SaleResult, price, record
 from terminal.disk import SALE_REFUSED, check_space, space_warning
@@ -40,6 +42,7 @@ from terminal.errors import (
     JournalError,
     PendingError,
     PrinterError,
+    TerminalError,
     UnknownSaleError,
 )
 from terminal.journal import Journal
@@ -75,6 +78,36 @@ class PendingSale:
             "expires_at": iso(self.expires_at),
             **self.priced.as_json(),
         }
+
+
+class WaitStoppedError(TerminalError):
+    """The wait for the card was stopped (the cashier's "stop waiting"): nothing was
+    priced or recorded."""
+
+
+@dataclass(eq=False)
+class CardRead:
+    """The checkout under way, from its start until it answers (one at a time).
+
+    Its card is read in a thread of its own (``reading``), so that the cashier can stop
+    waiting for it at once (:meth:`TerminalService.stop_waiting`): the checkout that
+    waited (``owner``) then answers :class:`WaitStoppedError`, while the read itself
+    goes on until a card comes or its time is up (a reader cannot be interrupted). The
+    next checkout takes that read over: the customer's card, inserted a moment later,
+    is priced with the amount typed again, not left as a quote of the wrong one.
+    """
+
+    owner: object | None  # the checkout that prices the card read; None: stopped
+    reading: bool = False
+    reader: object | None = None  # the checkout that started the read
+    result: tuple[CardIdentity | None, Exception | None] | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.owner is None
+
+
+CARD_READ_GRACE = 0.5  # s a checkout waits past its own time for its read to answer
 
 
 def _logged(result: SaleResult) -> SaleResult:
@@ -180,7 +213,9 @@ class TerminalService:
         self.clock = clock
         self.card_timeout = card_timeout
         self.pending_timeout = pending_timeout
-        self._lock = threading.Lock()  # one checkout (card wait + pricing) at a time
+        # one checkout (card wait + pricing) at a time: the one under way, if any
+        self._checkout: CardRead | None = None
+        self._checkout_cond = threading.Condition()  # guards _checkout and its fields
         self._pending_lock = threading.Lock()  # guards _pending
         self._confirm_lock = threading.Lock()  # one confirmation at a time
         self._pending: PendingSale | None = None
@@ -238,23 +273,17 @@ class TerminalService:
         if self.damage is not None:  # before the card: no discount, and why
             raise self.damage
         check_space(self.state.dir, SALE_REFUSED)  # a full disk too, before the card
-        if not self._lock.acquire(blocking=False):
-            raise BusyError(N_("another checkout is waiting for a card: finish or cancel it first"))
+        token = object()  # this checkout
+        current = self._begin(token)
         try:
-            waiting = self._waiting(self.clock())
-            if waiting is not None:
-                raise BusyError(
-                    N_("sale %(id)s is waiting to be confirmed: confirm or cancel it first"),
-                    id=waiting.id,
-                )
             self.state.refresh()  # a sync in its own process may have installed a roster
-            identity = self.read_card(
-                timeout=self.card_timeout if timeout is None else timeout,
+            identity = self._read_card(
+                current,
+                token,
+                self.card_timeout if timeout is None else timeout,
                 # as the installed roster's tokens were made (a roster of another
                 # scheme installed during this very read finds no member: once)
-                tokenize=PanTokenizer(
-                    self.state.enrolment.token_key, self.state.current.token_scheme
-                ),
+                PanTokenizer(self.state.enrolment.token_key, self.state.current.token_scheme),
             )
             self.state.refresh()
             generation = self.state.current  # this sale's roster and policy, taken once
@@ -288,7 +317,128 @@ class TerminalService:
                 self._pending = pending
             return pending
         finally:
-            self._lock.release()
+            self._end(current, token)
+
+    # ------------------------------------------------------------ the card wait
+
+    def _begin(self, token: object) -> CardRead:
+        """Start checkout ``token``: BusyError while another is under way (unless it was
+        stopped while its card is still being read: this one takes that read over) or
+        a priced sale waits for its confirmation."""
+        with self._checkout_cond:
+            current = self._checkout
+            if current is not None and not (current.stopped and current.reading):
+                raise BusyError(
+                    N_("another checkout is waiting for a card: finish or cancel it first")
+                )
+            waiting = self._waiting(self.clock())
+            if waiting is not None:
+                raise BusyError(
+                    N_(
+                        "a sale of ¥%(net)s (card •••• %(last4)s) is waiting to be confirmed: "
+                        "confirm or cancel it first"
+                    ),
+                    net=fen(waiting.priced.quote.net),
+                    last4=waiting.priced.draft.pan_last4,
+                )
+            if current is None:
+                current = self._checkout = CardRead(owner=token)
+            else:  # a read stopped, still under way: this checkout waits for its card
+                current.owner = token
+        return current
+
+    def _end(self, current: CardRead, token: object) -> None:
+        """Checkout ``token`` answered: the next may start (a read it left going on, if
+        stopped, is ended by that read's thread)."""
+        with self._checkout_cond:
+            if current.owner is token:
+                current.owner = None
+            # taken over by another checkout: that one ends it
+            if self._checkout is current and current.owner is None and not current.reading:
+                self._checkout = None
+            self._checkout_cond.notify_all()
+
+    def _read_card(
+        self, current: CardRead, token: object, timeout: float, tokenize: Tokenize
+    ) -> CardIdentity:
+        """The card of checkout ``token``: read in a thread (or the read under way, taken
+        over), waiting at most ``timeout`` s; WaitStoppedError when stopped meanwhile."""
+        deadline = time.monotonic() + timeout
+        with self._checkout_cond:
+            while True:
+                if not current.reading and current.result is None:
+                    # its whole time for the read it starts; a read again, what is left
+                    again = current.reader is not None
+                    left = max(round(deadline - time.monotonic()), 1) if again else timeout
+                    current.reader = token
+                    self._start_read(current, left, tokenize)
+                while (
+                    current.reading
+                    and current.owner is token
+                    and time.monotonic() < deadline + CARD_READ_GRACE
+                ):
+                    self._checkout_cond.wait(deadline + CARD_READ_GRACE - time.monotonic())
+                if current.owner is not token:
+                    raise WaitStoppedError(
+                        N_("the wait for the card was stopped: nothing was recorded")
+                    )
+                if current.reading:  # its time is up: the read goes on, for the next
+                    current.owner = None
+                    late: Exception = NoCardError(f"no card presented within {timeout:g} s")
+                    raise late
+                assert current.result is not None
+                identity, error = current.result
+                current.result = None
+                taken_over = current.reader is not token
+                if (
+                    taken_over
+                    and isinstance(error, NoCardError)
+                    and deadline - time.monotonic() >= 1
+                ):
+                    continue  # the read taken over found no card in its own time: read again
+                if error is not None:
+                    raise error
+                assert identity is not None
+                return identity
+
+    def _start_read(self, current: CardRead, timeout: float, tokenize: Tokenize) -> None:
+        """Read a card for ``current`` in a thread (the caller holds the condition)."""
+        current.reading = True
+
+        def run() -> None:
+            result: tuple[CardIdentity | None, Exception | None]
+            result = (None, RuntimeError("the card read ended without an answer"))
+            try:
+                result = (self.read_card(timeout=timeout, tokenize=tokenize), None)
+            except Exception as exc:  # the checkout waiting for it raises it
+                result = (None, exc)
+            finally:  # whatever ended it: the checkout is not left waiting for ever
+                with self._checkout_cond:
+                    current.reading = False
+                    current.result = result
+                    if current.stopped and self._checkout is current:
+                        self._checkout = None  # stopped, and no checkout took it over
+                    self._checkout_cond.notify_all()
+
+        threading.Thread(target=run, name="card-read", daemon=True).start()
+
+    def stop_waiting(self) -> bool:
+        """Stop the checkout waiting for a card (the cashier's "stop waiting"): it answers
+        WaitStoppedError at once and records nothing. False when none is waiting (a card
+        already read is priced: its quote waits to be confirmed or cancelled)."""
+        with self._checkout_cond:
+            current = self._checkout
+            if current is None or not current.reading or current.stopped:
+                return False
+            current.owner = None
+            self._checkout_cond.notify_all()
+        return True
+
+    def waiting_for_card(self) -> bool:
+        """A checkout waits for a card now (not one stopped)."""
+        with self._checkout_cond:
+            current = self._checkout
+            return current is not None and current.reading and not current.stopped
 
     def _record(self, priced: Priced) -> SaleResult:
         """Journal a priced sale; a journal found damaged on the way is used no more."""
@@ -300,7 +450,7 @@ class TerminalService:
 
     def busy(self) -> bool:
         """A checkout is waiting for a card, or a priced sale for its confirmation."""
-        return self._lock.locked() or self._waiting(self.clock()) is not None
+        return self._checkout is not None or self._waiting(self.clock()) is not None
 
     def _waiting(self, now: datetime) -> PendingSale | None:
         """The sale waiting for confirmation, if it has not timed out (a timed-out one
@@ -325,10 +475,9 @@ class TerminalService:
             if pending is None or pending.id != pending_id:
                 raise PendingError(
                     N_(
-                        "no sale %(id)s is waiting to be confirmed (it was confirmed, "
+                        "this sale is not waiting to be confirmed (it was confirmed, "
                         "cancelled or replaced): check out again"
-                    ),
-                    id=pending_id,
+                    )
                 )
             expired = self._expired(pending, now)
             if not keep or expired:
@@ -336,10 +485,10 @@ class TerminalService:
         if expired:
             raise PendingError(
                 N_(
-                    "sale %(id)s waited more than %(seconds)s s and was "
+                    "the sale of ¥%(net)s waited more than %(seconds)s s and was "
                     "dropped (nothing was recorded): check out again"
                 ),
-                id=pending_id,
+                net=fen(pending.priced.quote.net),
                 seconds=self.pending_timeout.seconds,
             )
         return pending
@@ -661,6 +810,9 @@ class TerminalService:
                 warnings.append(Msg.of(N_("the union's update expired at %(at)s: sync"), at=at))
             else:
                 warnings.append(Msg.of(N_("the union's update expires at %(at)s: sync"), at=at))
+        # installed files the trusted root no longer vouches for (a revoked key), or that
+        # cannot be read: out of service, and why (in English: the core's own words)
+        warnings.extend(Msg.of(reason) for reason in generation.dropped)
         if roster is None:
             warnings.append(Msg.of(N_("no member roster installed: run `unioncard sync`")))
         elif roster.header.is_expired(now):

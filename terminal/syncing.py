@@ -111,14 +111,22 @@ def _sync_held(
             client.close()
     except Exception as exc:
         try:
-            keep_sync(state.dir, last_attempt_at=iso(started), last_error=str(exc))
+            said = exc.msg.as_json() if isinstance(exc, UnioncardError) else None
+            keep_sync(
+                state.dir, last_attempt_at=iso(started), last_error=str(exc), last_error_id=said
+            )
         except OSError as kept:  # a full disk refuses the record too: the error says why
             log.error("the sync's outcome was not recorded: %s", kept)
         if is_disk_full(exc):  # e.g. the roster's download filled the disk
             fail_full(state.dir, SYNC_REFUSED)
         raise
     if report.problems:
-        keep_sync(state.dir, last_attempt_at=iso(started), last_error="; ".join(report.problems))
+        keep_sync(
+            state.dir,
+            last_attempt_at=iso(started),
+            last_error="; ".join(report.problems),
+            last_error_id=None,
+        )
     else:
         keep_sync(
             state.dir,
@@ -126,6 +134,7 @@ def _sync_held(
             last_success_at=iso(clock()),
             last_summary=report.describe(),
             last_error=None,
+            last_error_id=None,
         )
     return report
 

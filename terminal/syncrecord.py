@@ -17,7 +17,9 @@ from pact.files import atomic_write
 from pact.timefmt import parse_iso
 
 RECORD_FILE = "sync.json"
-FIELDS = ("last_attempt_at", "last_success_at", "last_summary", "last_error")
+# last_error_id: the last error as a message (pact.text, {"id", "params"}), said in the
+# page's language; None when the error was not one
+FIELDS = ("last_attempt_at", "last_success_at", "last_summary", "last_error", "last_error_id")
 
 
 def last_sync(data_dir: Path) -> dict[str, Any]:

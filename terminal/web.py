@@ -8,8 +8,16 @@ traceback. Who may call what: ``terminal.webauth``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Callable
+import re
+import threading
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ from flask import (
 from flask.json.provider import DefaultJSONProvider
 from flask_babel import Babel, gettext
 from flask_babel import gettext as _
+from flask_login import current_user
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -66,10 +75,10 @@ from terminal.errors import (
 )
 from terminal.live import Changes, stream, watch_reader
 from terminal.openapi import document as openapi_document
-from terminal.service import TerminalService
+from terminal.service import PendingSale, TerminalService
 from terminal.syncing import BackgroundSync
 from terminal.syncrecord import last_sync
-from terminal.webauth import init_auth, supervisor_token
+from terminal.webauth import _current_fingerprint, init_auth, supervisor_token
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cashier", __name__)
@@ -130,28 +139,79 @@ def _local(at: str | None) -> str | None:
     return parse_iso(at).astimezone(_zone()).strftime("%Y-%m-%d %H:%M:%S")
 
 
+# the line for a sync's error the reader's language has no words for (its English
+# detail goes under it)
+SYNC_FAILED = N_("the details, in English, are below")
+
+
+def _sync_error(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The last sync error for people: (the line in the reader's language, the English
+    detail to show under it or None). ``sync.json`` keeps the error as English text
+    (``last_error``) and, when it has one, its message (``last_error_id``, pact.text):
+    a message the catalogue has is said in the reader's language; any other error is a
+    translated line with the English as its detail."""
+    error = record.get("last_error")
+    if not isinstance(error, str) or not error:
+        return None, None
+    kept = record.get("last_error_id")
+    message = None
+    if isinstance(kept, dict) and isinstance(kept.get("id"), str):
+        try:
+            message = Msg.from_json(kept)
+        except (KeyError, TypeError, ValueError):
+            message = None
+    if language() == "en":
+        return (say(message) if message is not None else error), None
+    if message is not None and gettext(message.id) != message.id:
+        return say(message), None
+    return gettext(SYNC_FAILED), error
+
+
 def _sync_state(record: dict[str, Any] | None = None) -> dict[str, Any]:
     """The link to the union: the last sync tried and the last that succeeded (shop's
-    local time too), what it did, the last error, and whether one runs now; from
-    ``record`` (terminal.syncrecord) when the caller read it."""
+    local time too), what it did, the last error (in English, and for people:
+    :func:`_sync_error`), and whether one runs now; from ``record``
+    (terminal.syncrecord) when the caller read it."""
     if record is None:
         record = last_sync(_service().state.dir)
     syncer: BackgroundSync | None = current_app.extensions.get("unioncard_sync")
+    text, detail = _sync_error(record)
     return {
-        **record,
+        **{k: v for k, v in record.items() if k != "last_error_id"},
         "last_success_local": _local(record["last_success_at"]),
         "last_attempt_local": _local(record["last_attempt_at"]),
+        "last_error_text": text,
+        "last_error_detail": detail,
         "running": syncer is not None and syncer.running,
         "available": syncer is not None,
     }
 
 
+def _pending_sale(pending: PendingSale | None) -> dict[str, Any] | None:
+    """The sale waiting to be confirmed, for the page (after a reload, a language switch
+    or a lost answer it shows Confirm and Cancel for it): its id, amounts, verdict and
+    expiry; the card's last four digits only."""
+    if pending is None:
+        return None
+    quote = pending.as_json()
+    shown = ("pending_id", "expires_at", "pan_last4", "member", "verdict", "gross", "discount",
+             "net", "gross_fen", "discount_fen", "net_fen")  # fmt: skip
+    return {
+        **{name: quote[name] for name in shown},
+        "expires_local": _local(quote["expires_at"]),
+        "reasons": [say(Msg.from_json(m)) for m in quote["reason_ids"]],
+    }
+
+
 def _status() -> dict[str, Any]:
-    body = _localized(_service().status())
+    service = _service()
+    body = _localized(service.status())
     body["timezone"] = str(_zone())
-    body["now_local"] = _local(iso(_service().clock()))
+    body["now_local"] = _local(iso(service.clock()))
     body["roster_expires_local"] = _local(body.get("roster_expires_at"))
     body["sync"] = _sync_state(body["sync"])  # the record the status counted from
+    body["pending_sale"] = _pending_sale(service.pending())
+    body["waiting_for_card"] = service.waiting_for_card()
     return body
 
 
@@ -199,16 +259,55 @@ def recent() -> Any:
     return jsonify(sales=_recent())
 
 
+class SignedOut(Exception):
+    """The till token a stream was opened with was replaced: the stream ends."""
+
+
+def _token_mark() -> str | None:
+    """The mark of the till token the caller signed in with (terminal.webauth): a page
+    session's or a till's; None for another caller."""
+    role, _sep, mark = str(getattr(current_user, "id", "") or "").partition(":")
+    return mark if role in ("page", "till") and mark else None
+
+
+def _today_or_none() -> list[dict[str, Any]]:
+    """Today's entries for the page's picture; none when the journal cannot be read (a
+    damaged journal: the status's warnings say why, and the page shows them)."""
+    try:
+        return _recent()
+    except JournalError as exc:
+        log.debug("the page's picture has no sales: %s", exc)
+        return []
+
+
+def _live(
+    changes: Changes, picture: Callable[[], dict[str, Any]], ended: set[str]
+) -> Iterator[str]:
+    """The event stream (terminal.live.stream), and a ``signed_out`` event when it
+    ended because the till token it was opened with was replaced (``ended``)."""
+    yield from stream(changes, picture)
+    if "signed_out" in ended:
+        yield "event: signed_out\ndata: {}\n\n"
+
+
 @bp.get("/api/v1/events")
 def events() -> Any:
     """Server-sent events: an ``update`` with the page's picture (reader, status, the
-    newest sales) at once and whenever it changes."""
+    newest sales) at once and whenever it changes; a ``signed_out`` event, and the end,
+    when the till token the caller signed in with is replaced."""
     changes: Changes = current_app.extensions["unioncard_changes"]
+    mark = _token_mark()
+    ended: set[str] = set()
 
     def picture() -> dict[str, Any]:
-        return {"reader": _reader(), "status": _status(), "sales": _recent()}
+        if mark is not None and mark != _current_fingerprint():
+            ended.add("signed_out")  # the stream ends on this failure (terminal.live)
+            raise SignedOut("the till token was replaced: the caller must sign in again")
+        return {"reader": _reader(), "status": _status(), "sales": _today_or_none()}
 
-    response = Response(stream_with_context(stream(changes, picture)), mimetype="text/event-stream")
+    response = Response(
+        stream_with_context(_live(changes, picture, ended)), mimetype="text/event-stream"
+    )
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -230,8 +329,10 @@ def _report_day() -> date:
     text = request.args.get("date")
     if text is None:
         return _service().clock().astimezone(_zone()).date()
-    try:
-        day = date.fromisoformat(text)
+    try:  # YYYY-MM-DD only (fromisoformat also reads "20261130" and "2026-W48-1")
+        day = (
+            date.fromisoformat(text) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) else None
+        )
     except ValueError:
         day = None
     if day is None or not 2000 <= day.year < 3000:  # no business before 2000, or after
@@ -290,9 +391,12 @@ def checkout() -> Any:
         return _bad(_('send {"amount": "128.50"} (yuan, as a string) or {"basket": [lines]}'))
     try:
         if "basket" in body:
+            for item in body["basket"] if isinstance(body["basket"], list) else ():
+                if isinstance(item, dict) and isinstance(item.get("unit_price"), str):
+                    _decimal_digits(item["unit_price"])
             basket = parse_basket(body["basket"])
         else:
-            basket = Basket.of_amount(parse_yuan(str(body["amount"])))
+            basket = Basket.of_amount(parse_yuan(_decimal_digits(str(body["amount"]))))
     except BasketError as exc:
         return _bad(say(exc.msg))
     except ValueError as exc:
@@ -307,6 +411,24 @@ def checkout() -> Any:
         sale = _service().checkout(basket, timeout=timeout, confirm=True).as_json()
         return jsonify(_localized(sale))
     return jsonify(_localized(_service().checkout(basket, timeout=timeout).as_json()))
+
+
+def _decimal_digits(text: str) -> str:
+    """``text`` when its digits are 0-9 (full-width ones, as typed in Chinese, too);
+    BasketError for other digits ("١٢٣" was read as 123)."""
+    if any(c.isdigit() and not c.isascii() for c in unicodedata.normalize("NFKC", text)):
+        raise BasketError(
+            N_("amount %(amount)s is not a number: type it like 128.50"), amount=repr(text)
+        )
+    return text
+
+
+@bp.post("/api/v1/checkout/stop")
+def stop_waiting() -> Any:
+    """Stop the checkout waiting for a card (the cashier's "stop waiting"): it answers
+    409 ``refused`` at once and nothing is recorded; ``stopped`` false when none was
+    waiting (a card already read waits as a priced sale: cancel it)."""
+    return jsonify(stopped=_service().stop_waiting())
 
 
 @bp.post("/api/v1/checkout/<pending_id>/confirm")
@@ -340,8 +462,17 @@ def void(seq: int) -> Any:
         return _bad(_('send {"reason": "why", "pin": "supervisor PIN"}'))
     if not _pin_is_text(body):
         return _bad(_(PIN_AS_TEXT))
-    entry = _service().void(seq, body["reason"], body.get("pin"), supervisor_token())
-    return jsonify(state="voided", seq=entry.seq, ref_seq=entry.ref_seq, net=fen(entry.net))
+
+    def run() -> dict[str, Any]:
+        entry = _service().void(seq, body["reason"], body.get("pin"), supervisor_token())
+        return {
+            "state": "voided",
+            "seq": entry.seq,
+            "ref_seq": entry.ref_seq,
+            "net": fen(entry.net),
+        }
+
+    return _once("void", seq, body, run)
 
 
 @bp.get("/api/v1/sales/<int(max=9223372036854775807):seq>")
@@ -370,15 +501,99 @@ def refund(seq: int) -> Any:
     if not _pin_is_text(body):
         return _bad(_(PIN_AS_TEXT))
     items = [(item["index"], item["qty"]) for item in lines]
-    entry = _service().refund(seq, items, body["reason"], body.get("pin"), supervisor_token())
-    return jsonify(
-        state="refunded",
-        seq=entry.seq,
-        ref_seq=entry.ref_seq,
-        gross=fen(entry.gross),
-        discount=fen(entry.discount),
-        net=fen(entry.net),
-    )
+
+    def run() -> dict[str, Any]:
+        entry = _service().refund(seq, items, body["reason"], body.get("pin"), supervisor_token())
+        return {
+            "state": "refunded",
+            "seq": entry.seq,
+            "ref_seq": entry.ref_seq,
+            "gross": fen(entry.gross),
+            "discount": fen(entry.discount),
+            "net": fen(entry.net),
+        }
+
+    return _once("refund", seq, body, run)
+
+
+# An Idempotency-Key: 1 to 255 visible ASCII characters (the page sends 32 hex digits)
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+@dataclass(frozen=True)
+class _Done:
+    fingerprint: str  # what was asked: the operation, the sale and the body (not the PIN)
+    answer: dict[str, Any]
+    at: float  # time.monotonic()
+
+
+class Replays:
+    """The answers of the voids and refunds sent with an ``Idempotency-Key``, in memory:
+    the last :attr:`size` keys, for :attr:`keep_for` seconds. A request sent again with
+    its key (its answer lost) is answered the first answer and journals nothing; the
+    key with another request is refused (409 ``idempotency_key_reused``). Only what was
+    journaled is kept: a refused request (a wrong PIN) may be sent again with its key.
+    One keyed void or refund runs at a time, so a second copy sent while the first
+    runs waits for it and is answered the same."""
+
+    def __init__(self, size: int = 1000, keep_for: float = 24 * 3600.0) -> None:
+        self.size = size
+        self.keep_for = keep_for
+        self.lock = threading.Lock()  # held for a whole keyed void or refund
+        self._done: OrderedDict[str, _Done] = OrderedDict()
+
+    def get(self, key: str) -> _Done | None:
+        """The kept answer of ``key`` (the caller holds :attr:`lock`)."""
+        now = time.monotonic()
+        while self._done:
+            oldest = next(iter(self._done.values()))
+            if now - oldest.at < self.keep_for:
+                break
+            self._done.popitem(last=False)
+        return self._done.get(key)
+
+    def keep(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:
+        """Keep the answer of ``key`` (the caller holds :attr:`lock`)."""
+        self._done[key] = _Done(fingerprint, answer, time.monotonic())
+        self._done.move_to_end(key)
+        while len(self._done) > self.size:
+            self._done.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+
+def _once(operation: str, seq: int, body: dict[str, Any], run: Callable[[], Any]) -> Any:
+    """Answer ``run()`` (a void or refund of sale ``seq``), once per Idempotency-Key."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return jsonify(run())
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        return _bad(_("Idempotency-Key must be 1 to 255 visible ASCII characters"))
+    asked = {k: v for k, v in body.items() if k != "pin"}  # the PIN is not what was asked
+    fingerprint = hashlib.sha256(
+        json.dumps([operation, seq, asked], sort_keys=True, ensure_ascii=True).encode()
+    ).hexdigest()
+    replays: Replays = current_app.extensions["unioncard_replays"]
+    with replays.lock:
+        done = replays.get(key)
+        if done is not None:
+            if done.fingerprint != fingerprint:
+                return problem(
+                    "idempotency_key_reused",
+                    409,
+                    _(
+                        "this Idempotency-Key was sent with another request: "
+                        "use a new key for each void or refund"
+                    ),
+                )
+            response = jsonify(done.answer)
+            response.headers[REPLAYED_HEADER] = "true"
+            return response
+        answer = run()  # raises when refused: nothing kept
+        replays.keep(key, fingerprint, answer)
+    return jsonify(answer)
 
 
 @bp.get("/receipt/<int(max=9223372036854775807):seq>")
@@ -457,22 +672,63 @@ FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
 
 def language() -> str:
     """The reader's language: the page's choice (its session), else for a till the
-    best of its Accept-Language, else Simplified Chinese."""
+    best of its Accept-Language (:func:`negotiate`), else Simplified Chinese."""
     chosen = session.get("lang")
     if chosen in LANGUAGES:
         return str(chosen)
     if request.authorization is not None:
-        return request.accept_languages.best_match(list(LANGUAGES), default="zh") or "zh"
+        return negotiate(list(request.accept_languages))
     return "zh"
 
 
+def negotiate(accepted: list[tuple[str, float]]) -> str:
+    """The language of ours an Accept-Language asks for most: by quality (the first of
+    equal ones), each tag by its primary subtag ("en-US" is "en"); "*" or none of ours,
+    Simplified Chinese. (Werkzeug's best_match took an exact "zh;q=0.1" over "en-US".)"""
+    ranked = sorted(enumerate(accepted), key=lambda item: (-item[1][1], item[0]))
+    for _index, (tag, quality) in ranked:
+        if quality <= 0:
+            break
+        primary = tag.replace("_", "-").split("-", 1)[0].lower()
+        if primary in LANGUAGES:
+            return primary
+        if primary == "*":
+            return "zh"
+    return "zh"
+
+
+# a time of ours in a message's parameters (pact.timefmt.iso): said in the shop's time
+UTC_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+def _shop_times(message: Msg) -> Msg:
+    """``message`` with each UTC time among its parameters in the shop's local time, as
+    the page shows every other time (the core says times in UTC: it knows no zone)."""
+    params: dict[str, Any] = {}
+    for name, value in message.params:
+        if isinstance(value, Msg):
+            value = _shop_times(value)
+        elif isinstance(value, str) and UTC_TIME.fullmatch(value):
+            try:
+                value = _local(value) or value
+            except (ValueError, UnioncardError):  # no zone to say it in: as it is
+                pass
+        params[name] = value
+    return Msg.of(message.id, **params)
+
+
 def say(message: Msg) -> str:
-    """A message in the reader's language."""
-    return message.render(gettext)
+    """A message in the reader's language, its times in the shop's."""
+    return _shop_times(message).render(gettext)
 
 
 def problem(kind: str, status: int, line: str, **extra: Any) -> Any:
-    """The one shape of an error: ``{"error": line for people, "kind": stable code}``."""
+    """The one shape of an error: ``{"error": line for people, "kind": stable code}``;
+    a page asked for (the report, a receipt: a GET, not of the API) is answered a page
+    with the line."""
+    if request.method in ("GET", "HEAD") and not request.path.startswith("/api/"):
+        page = render_template("error.html", line=line, status=status)
+        return Response(page, status=status, mimetype="text/html")
     response = jsonify(error=line, kind=kind, **extra)
     response.status_code = status
     return response
@@ -521,6 +777,7 @@ def create_app(service: TerminalService, sync: Callable[[], object] | None = Non
     app.extensions["unioncard_terminal"] = service
     changes = Changes()
     app.extensions["unioncard_changes"] = changes
+    app.extensions["unioncard_replays"] = Replays()
     if sync is not None:
         app.extensions["unioncard_sync"] = BackgroundSync(sync, changes.bump)
     monitor = getattr(service.read_card, "monitor", None)
