@@ -811,8 +811,11 @@ class TerminalService:
             else:
                 warnings.append(Msg.of(N_("the union's update expires at %(at)s: sync"), at=at))
         # installed files the trusted root no longer vouches for (a revoked key), or that
-        # cannot be read: out of service, and why (in English: the core's own words)
-        warnings.extend(Msg.of(reason) for reason in generation.dropped)
+        # cannot be read: out of service, and why (the detail in the core's own words)
+        warnings.extend(
+            Msg.of(N_("out of service until the next sync replaces it: %(reason)s"), reason=r)
+            for r in generation.dropped
+        )
         if roster is None:
             warnings.append(Msg.of(N_("no member roster installed: run `unioncard sync`")))
         elif roster.header.is_expired(now):

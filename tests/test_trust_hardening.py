@@ -336,7 +336,10 @@ def test_the_status_says_why_nothing_is_in_service(tmp_path, terminal, clock) ->
         warnings = service.status()["warnings"]
     finally:
         service.close()
-    assert warnings[0].startswith("installed snapshot no longer trusted: snapshot refused: ")
+    assert warnings[0].startswith(
+        "out of service until the next sync replaces it: installed snapshot no longer "
+        "trusted: snapshot refused: "
+    )
     assert "no member roster installed: run `unioncard sync`" in warnings
 
 
