@@ -8,6 +8,12 @@ stand in front of it, whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` it bel
 (0, the default: none, and the peer's address is the client's). Behind nginx without
 it, every shop's address was nginx's: ten wrong enrolment codes from anyone blocked
 every shop's enrolment.
+
+A request that came over HTTPS (``request.is_secure``: directly, or by the proxy's
+``X-Forwarded-Proto`` with ``UNIONCARD_PROXIES``) gets its session cookie marked
+``Secure`` and a ``Strict-Transport-Security`` header; plain HTTP on the loopback (the
+demo, the tests) keeps working. Errors are pages in the reader's language for the
+console's paths (``/console``), JSON everywhere else.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from central import api, partners
-from central.console import init_console
+from central.console import UNSTORABLE, error_page, for_people, init_console
 from central.errors import CentralError
 from central.service import CentralPaths, Union, storable
 
@@ -31,6 +38,21 @@ from central.service import CentralPaths, Union, storable
 def system_clock() -> datetime:
     """The wall clock: the one place the central service reads it."""
     return datetime.now(UTC)
+
+
+HSTS = "max-age=31536000"  # a year: browsers come back over HTTPS only
+
+
+class UnstorableText(BadRequest):
+    """A query or form value with a NUL or a lone surrogate (no database stores it)."""
+
+
+class SessionOverHttps(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, its cookie ``Secure`` whenever the request came
+    over HTTPS: never sent back over plain HTTP, where anyone on the way reads it."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app)) or request.is_secure
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -81,7 +103,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
             values += request.form.values()
         if any(not storable(value) for value in values):
-            raise BadRequest(
+            raise UnstorableText(
                 "a field holds a character that cannot be stored (a NUL, or half of a "
                 "surrogate pair): type it again"
             )
@@ -90,12 +112,28 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(partners.bp)  # the public partners list: /partners
     init_console(app, paths.data_dir)  # the people's pages: /console
 
+    app.session_interface = SessionOverHttps()
+
+    @app.after_request
+    def _https_only(response: Response) -> Response:
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        return response
+
     @app.errorhandler(CentralError)
     def _central_error(exc: CentralError) -> Any:
+        if for_people():  # a person's browser: a page (the service's words)
+            return error_page(exc.http_status, str(exc))
         return jsonify(error=str(exc)), exc.http_status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
-        return jsonify(error=exc.description), exc.code
+        code = exc.code or 500
+        if for_people():  # a page in the reader's language, never the API's JSON
+            if isinstance(exc, UnstorableText):
+                return error_page(code, UNSTORABLE)
+            own = exc.description != type(exc).description  # words given by our code
+            return error_page(code, exc.description if own else None)
+        return jsonify(error=exc.description), code
 
     return app

@@ -37,6 +37,7 @@ from central.keys import (
 )
 from central.migrate import PRE_MIGRATIONS
 from central.parallel import ForkedWorkers
+from central.partners import draft_review
 from central.serve import check_listen, run_gunicorn
 from central.service import CentralPaths, Union, build_roster_file
 from central.statement import (
@@ -426,18 +427,25 @@ def central_approve_policy(
 @central_options
 @click.pass_obj
 def central_drafts(clock: Clock, paths: CentralPaths, database_url: str | None) -> None:
-    """The policy drafts waiting for a second admin."""
+    """The policy drafts waiting for a second admin: each one's terms in plain words,
+    and what it changes against the merchant's policy in force (read them before
+    `central approve-policy`)."""
     union = Union.open(paths, database_url, clock)
     try:
-        rows = union.store.drafts()
+        rows = [(row, draft_review(union, row)) for row in union.store.drafts()]
     finally:
         union.close()
-    for row in rows:
+    for row, review in rows:
         rules = len(json.loads(row["terms"]).get("rules", []))
         click.echo(
             f"#{row['id']} {row['merchant_id']}: {rules} rules, by {row['drafted_by']} at "
             f"{row['drafted_at']}"
         )
+        click.echo("  terms:")
+        click.echo("".join(f"    {line}\n" for line in review.terms), nl=False)
+        against = f"policy v{review.against} in force" if review.against else "no policy signed"
+        click.echo(f"  changes against {against}:")
+        click.echo("".join(f"    {line}\n" for line in review.changes), nl=False)
     if not rows:
         click.echo("no drafts wait")
 
@@ -564,6 +572,23 @@ def central_add_user(
     click.echo(f"added {role} {name}" + (f" of merchant {merchant_id}" if merchant_id else ""))
     if made:
         click.echo(f"password (shown once): {password}")
+
+
+@central.command("unlock-user")
+@click.argument("name")
+@central_options
+@click.pass_obj
+def central_unlock_user(
+    clock: Clock, name: str, paths: CentralPaths, database_url: str | None
+) -> None:
+    """Lift the lock of a console user's account after wrong passwords (it lifts itself
+    after 15 minutes): for the person, once you know it was them."""
+    union = Union.open(paths, database_url, clock)
+    try:
+        union.unlock_user(name)
+    finally:
+        union.close()
+    click.echo(f"unlocked {name}: the next sign-in checks the password again")
 
 
 @central.command("terminals")

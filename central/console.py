@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import shlex
 import threading
@@ -48,7 +49,8 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired
 
 from central.dashboard import page as dashboard_page
-from central.errors import AuthError, CentralError
+from central.errors import AuthError, CentralError, NotFoundError
+from central.partners import draft_review
 from central.service import ALIVE_EVERY, MERCHANT_ID, Union
 from central.statement import statement_csv, statement_html
 from pact.audit import SEVERITIES
@@ -64,6 +66,7 @@ LANGUAGES = {"zh": "zh-CN", "en": "en"}
 TRANSLATIONS = Path(__file__).parent / "translations"
 
 bp = Blueprint("console", __name__, url_prefix="/console")
+log = logging.getLogger(__name__)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 
@@ -126,8 +129,10 @@ def login() -> Any:
     if form.validate_on_submit():
         try:
             row = _union().check_login(form.name.data.strip(), form.password.data)
-        except AuthError as exc:
-            error = _locked_or_wrong(str(exc))
+        except AuthError:
+            # the same words for a wrong password, an unknown name and a locked account:
+            # they tell no one which accounts exist (Union.check_login)
+            error = _("Wrong user name or password.")
         else:
             session.permanent = False
             login_user(Person(row))
@@ -138,12 +143,6 @@ def login() -> Any:
     return render_template("console/login.html", form=form, error=error), (
         200 if error is None else 401
     )
-
-
-def _locked_or_wrong(message: str) -> str:
-    if "locked" in message:
-        return str(_("This account is locked after 5 wrong passwords, for 15 minutes."))
-    return str(_("Wrong user name or password."))
 
 
 @bp.post("/logout")
@@ -195,7 +194,8 @@ def enrol_code() -> Any:
     try:
         code, expires = _union().create_enrol_code(terminal_id, merchant_id)
     except CentralError as exc:
-        return _terminals_page(error=str(exc), terminal_id=terminal_id), exc.http_status
+        error = _said(exc, merchant_id)
+        return _terminals_page(error=error, terminal_id=terminal_id), exc.http_status
     central_url = request.host_url.rstrip("/")
     command = shlex.join(["unioncard", "terminal", "enrol", "--central", central_url])
     answer = Response(
@@ -221,21 +221,27 @@ def statement() -> Any:
         )
     if not current_user.may_see(merchant_id):
         abort(403)
+    error = None
     try:
         first = date.fromisoformat(request.args.get("from", ""))
         last = date.fromisoformat(request.args.get("to", ""))
     except ValueError:
+        error = _("Give the first and the last day as YYYY-MM-DD.")
+    else:
+        if last < first:  # (the service's own words name the command line's flags)
+            error = _("The last day is before the first.")
+    if error is not None:
         return render_template(
             "console/statement_form.html",
             merchants=_merchants(),
             merchant_id=merchant_id,
-            error=_("Give the first and the last day as YYYY-MM-DD."),
+            error=error,
         ), 400
     try:
         made = _union().statement(merchant_id, first, last)
     except CentralError as exc:
         return render_template(
-            "console/statement_form.html", merchants=_merchants(), error=str(exc)
+            "console/statement_form.html", merchants=_merchants(), error=_said(exc, merchant_id)
         ), exc.http_status
     if request.args.get("format") == "csv":
         name = f"statement-{merchant_id}-{first}-{last}.csv"
@@ -272,14 +278,15 @@ def member() -> Any:
         member=found,
         member_id=member_id,
         history=store.member_history(member_id),
-        use=store.member_use(found["token"]),
+        use=store.member_use(found["token"], member_id),  # and the member's earlier cards
     )
 
 
 @bp.get("/merchants/<merchant_id>")
 def merchant(merchant_id: str) -> Any:
     """A merchant: its registry, its admission (the standards it agreed to, when, by
-    whom), its status history, its signed policy versions, the drafts waiting and its
+    whom), its status history, its signed policy versions, the drafts waiting (for union
+    staff: a merchant's user sees no drafts, as on the policies page) and its
     complaints. A merchant's user sees its own only."""
     if not current_user.may_see(merchant_id):
         abort(403)
@@ -301,7 +308,9 @@ def _merchant_page(merchant_id: str, error: str | None = None, status: int = 200
         standards=standards,
         statuses=store.status_history(merchant_id),
         versions=store.signed_versions(f"policy:{merchant_id}"),
-        drafts=[d for d in store.drafts() if d["merchant_id"] == merchant_id],
+        drafts=[d for d in store.drafts() if d["merchant_id"] == merchant_id]
+        if current_user.role in ("admin", "auditor")
+        else [],
         complaints=store.complaints_between(merchant_id, date(2000, 1, 1), date(2999, 12, 31)),
     ), status
 
@@ -309,6 +318,14 @@ def _merchant_page(merchant_id: str, error: str | None = None, status: int = 200
 # -- the admins' forms: members, merchants, enrolment codes (auditors read, change nothing)
 ID = MERCHANT_ID  # a merchant's or a terminal's id
 REGISTRY = {"category": 32, "district": 64, "address": 200, "contact": 100}  # field: length
+
+
+def _said(exc: CentralError, merchant_id: str) -> str:
+    """A service's refusal as the console says it: an unknown merchant in the reader's
+    language (the service's words name a command), anything else in the service's."""
+    if isinstance(exc, NotFoundError) and str(exc).startswith(f"no merchant {merchant_id}:"):
+        return str(_("There is no merchant %(id)s.", id=merchant_id))
+    return str(exc)
 
 
 def _admin_only() -> None:
@@ -524,6 +541,40 @@ def say(message: Msg) -> str:
     return message.render(lambda msgid: str(_(msgid)))
 
 
+# The console's own words for an error page (central.create_app's handlers: a page in
+# the reader's language for the console's paths, JSON elsewhere).
+PAGE_ERRORS = {
+    400: N_("The request was not understood: go back and try again."),
+    403: N_("This page is not open to your role."),
+    404: N_("There is no such page."),
+    405: N_("This page is not used that way."),
+    500: N_("Something went wrong in the service: its log says what."),
+}
+UNSTORABLE = N_(
+    "A field holds a character that cannot be stored (a NUL, or half of a surrogate "
+    "pair): type it again."
+)
+
+
+def for_people() -> bool:
+    """Whether the request is the console's: a person's, whose errors are pages."""
+    prefix = bp.url_prefix or "/console"
+    return request.path == prefix or request.path.startswith(prefix + "/")
+
+
+def error_page(code: int, message: str | None = None) -> Any:
+    """The console's page for an error, never JSON: ``message`` (a message id of the
+    catalogue, or words given already: the service's, a translated one), else the
+    words of its code, in the reader's language."""
+    known = PAGE_ERRORS.get(code) or PAGE_ERRORS[500 if code >= 500 else 400]
+    try:
+        text = str(_(message or known))
+        return render_template("console/message.html", message=text), code
+    except Exception:  # the page itself failed (its database, say): its words alone
+        log.exception("the console's error page for %s", code)
+        return Response(message or known, status=code, mimetype="text/plain")
+
+
 @bp.errorhandler(413)
 def _too_big(exc: Any) -> Any:
     message = _(
@@ -531,6 +582,10 @@ def _too_big(exc: Any) -> Any:
         "`unioncard central import-members`."
     )
     return render_template("console/message.html", message=message), 413
+
+
+class _Refused(Exception):
+    """A request the console refuses in its own words (the reader's language)."""
 
 
 # a running run that has not said it is alive for this long has stopped (its process)
@@ -580,6 +635,8 @@ def audit() -> Any:
         try:
             first = date.fromisoformat(args.get("from", ""))
             last = date.fromisoformat(args.get("to", ""))
+            if last < first:  # (the service's words name the command line's flags)
+                raise _Refused(_("The last day is before the first."))
             if request.method == "POST":
                 number = union.start_audit(merchant_id, first, last, current_user.name)
                 _in_background(f"audit-run-{number}", union.finish_audit, number, merchant_id,
@@ -597,8 +654,10 @@ def audit() -> Any:
                         days=LOOK_DAYS,
                     )
                 )
+        except _Refused as refused:
+            error = str(refused)
         except CentralError as exc:  # (an InputError is a ValueError too: first)
-            error = str(exc)
+            error = _said(exc, merchant_id)
         except ValueError:
             error = str(_("Give the first and the last day as YYYY-MM-DD."))
     elif merchant_id or run_id:
@@ -647,10 +706,10 @@ def policies() -> Any:
             if not isinstance(terms, dict):
                 raise ValueError("not an object")
             union.draft_policy(request.form.get("merchant", ""), terms, current_user.name)
+        except CentralError as exc:  # (an InputError, naming the field, is a ValueError too)
+            error, status = str(exc), exc.http_status
         except (ValueError, RecursionError):
             error, status = _("The terms are not a JSON object."), 400
-        except CentralError as exc:
-            error, status = str(exc), exc.http_status
         else:
             return redirect(url_for("console.policies"))
     drafts = _drafts(union)
@@ -669,20 +728,39 @@ def decide(draft_id: int, decision: str) -> Any:
             union.approve_policy(draft_id, current_user.name)
         else:
             union.reject_policy(draft_id, current_user.name)
+    except NotFoundError as exc:  # the service's words name the command line's
+        message = _("There is no policy draft #%(id)s.", id=draft_id)
+        return _policies_page(union, str(message), exc.http_status)
     except CentralError as exc:
-        drafts = _drafts(union)
-        return render_template(
-            "console/policies.html", drafts=drafts, merchants=_merchants(), error=str(exc)
-        ), exc.http_status
+        return _policies_page(union, str(exc), exc.http_status)
     return redirect(url_for("console.policies"))
 
 
+def _policies_page(union: Union, error: str, status: int) -> Any:
+    return render_template(
+        "console/policies.html", drafts=_drafts(union), merchants=_merchants(), error=error
+    ), status
+
+
 def _drafts(union: Union) -> list[dict[str, Any]]:
-    """The drafts waiting, each with its rules' ids."""
-    return [
-        {**d, "rules": [r.get("id", "?") for r in json.loads(d["terms"]).get("rules", [])]}
-        for d in union.store.drafts()
-    ]
+    """The drafts waiting, each with its rules' ids, its whole terms in plain words and
+    what it changes against the merchant's policy in force (central.partners): the
+    second admin approves what they read, not a list of rule ids."""
+    shown = []
+    for d in union.store.drafts():
+        terms = json.loads(d["terms"])
+        review = draft_review(union, d)
+        shown.append(
+            {
+                **d,
+                "rules": [r.get("id", "?") for r in terms.get("rules", [])],
+                "against": review.against,
+                "words": [say(line) for line in review.terms],
+                "changes": [say(line) for line in review.changes],
+                "json": json.dumps(terms, ensure_ascii=False, indent=2),
+            }
+        )
+    return shown
 
 
 def _merchants() -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ from pact.roster import (
     verify_roster,
 )
 from pact.sale import Sale
-from pact.signing import key_id
+from pact.signing import canonical_json, key_id
 from pact.snapshot import build_snapshot
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
@@ -900,6 +900,13 @@ class Union:
         return dict(row)
 
     # -- the console's people --------------------------------------------------------
+    def unlock_user(self, name: str) -> None:
+        """Lift the lock of ``name``'s account (wrong passwords) at once, and start its
+        count again; NotFoundError for a name no one has."""
+        if self.store.user(name) is None:
+            raise NotFoundError(f"no console user {name!r}: see who signs in at /console")
+        self.store.login_succeeded(name)
+
     def add_user(self, name: str, role: str, merchant_id: str | None, password: str) -> None:
         """A person of the console: ``admin`` (everything), ``auditor`` (reads
         everything), ``merchant`` (one merchant's own: ``merchant_id``)."""
@@ -919,27 +926,28 @@ class Union:
 
     def check_login(self, name: str, password: str) -> dict[str, Any]:
         """The user if ``password`` is theirs; AuthError otherwise (the same words for
-        an unknown name as for a wrong password), or while the account is locked
-        (:data:`LOCK_AFTER` wrong passwords lock it for :data:`LOCK_FOR`)."""
+        an unknown name as for a wrong password, and for a locked account: the answer
+        tells no one which accounts exist), or while the account is locked
+        (:data:`LOCK_AFTER` wrong passwords lock it for :data:`LOCK_FOR`).
+
+        The try is counted in the database before the password is checked
+        (:meth:`Store.login_attempt`), so tries that arrive together, at several
+        workers, check no more than :data:`LOCK_AFTER` passwords; a locked account's
+        password is not checked at all."""
         now = self.clock()
+        wrong = "wrong user name or password"
         # a name no account can have is no account: cut to 64 characters, "name + X"
         # signed in as "name", and its wrong passwords locked nothing
         user = self.store.user(name) if USER_NAME.fullmatch(name) else None
-        if user is None:
+        if user is None or not self.store.login_attempt(
+            name, iso(now), iso(now + LOCK_FOR), LOCK_AFTER
+        ):
             PASSWORDS.hash(password[:200])  # as long as for a real user: no timing hint
-            raise AuthError("wrong user name or password")
-        if user["locked_until"] is not None and iso(now) < user["locked_until"]:
-            raise AuthError(
-                f"this account is locked after {LOCK_AFTER} wrong passwords until "
-                f"{user['locked_until']}: wait, or ask a union admin"
-            )
+            raise AuthError(wrong)
         try:
             PASSWORDS.verify(user["password_hash"], password)
         except (VerifyMismatchError, InvalidHashError):
-            failures = int(user["failures"]) + 1
-            locked = iso(now + LOCK_FOR) if failures >= LOCK_AFTER else None
-            self.store.login_failed(name, locked)
-            raise AuthError("wrong user name or password") from None
+            raise AuthError(wrong) from None  # counted already
         rehash = PASSWORDS.check_needs_rehash(user["password_hash"])
         self.store.login_succeeded(name, PASSWORDS.hash(password) if rehash else None)
         return user
@@ -1132,7 +1140,10 @@ class Union:
             if f.kind in UNTIED_KINDS or any((f.terminal_id, s) in judged for s in f.seqs)
         ]
         for c in self.store.complaints_between(merchant_id, first, last):
-            card = f" (card •••• {c['pan_last4']})" if c["pan_last4"] else ""
+            # the card's words a message of their own, so that they are translated too
+            card: Msg | str = (
+                Msg.of(N_(" (card •••• %(last4)s)"), last4=c["pan_last4"]) if c["pan_last4"] else ""
+            )
             kept.append(
                 Finding(
                     MEDIUM,
@@ -1241,12 +1252,40 @@ class Union:
             raise ConflictError(f"draft #{draft_id} was {draft['decision']} already")
         if draft["drafted_by"] == by:
             raise AuthError(f"{by} drafted #{draft_id}: a second admin must approve it (four eyes)")
-        merchant_id = draft["merchant_id"]
-        policies.save_terms(self.store, merchant_id, json.loads(draft["terms"]), self.clock())
-        version = self.publish_policy(merchant_id)
-        if not self.store.decide_draft(draft_id, "approved", by, iso(self.clock()), version):
+        # the decision first, in one conditional UPDATE of a draft still waiting: of an
+        # approval and a rejection (or two approvals) at once, one only goes on to sign
+        if not self.store.decide_draft(draft_id, "approved", by, iso(self.clock()), None):
             raise ConflictError(f"draft #{draft_id} was decided meanwhile")
+        merchant_id = draft["merchant_id"]
+        kept = self.store.terms(merchant_id)
+        try:
+            policies.save_terms(self.store, merchant_id, json.loads(draft["terms"]), self.clock())
+            version = self.publish_policy(merchant_id)
+        except Exception as exc:
+            undone = self._undo_approval(draft_id, by, merchant_id, kept)
+            if not isinstance(exc, CentralError):
+                raise
+            then = "it waits for a decision again" if undone else "the service's log has the rest"
+            raise ConflictError(f"draft #{draft_id} was not signed ({exc}): {then}") from None
+        self.store.draft_signed(draft_id, version)
         return version
+
+    def _undo_approval(self, draft_id: int, by: str, merchant_id: str, kept: str | None) -> bool:
+        """Signing an approved draft failed: the merchant's terms are those it had (the
+        next status change signs those, not the draft's), and the draft waits for a
+        decision again (True). Said in the log when that cannot be done."""
+        try:
+            if kept is None:  # never set: add-merchant's, which publish signs then
+                basis_points = self.store.merchant(merchant_id)["basis_points"]
+                kept = canonical_json(policies.percent_terms(basis_points)).decode()
+            self.store.set_terms(merchant_id, kept, iso(self.clock()))
+            reopened = self.store.reopen_draft(draft_id, by)
+        except Exception:
+            log.exception("draft #%s: approved by %s and not signed; not undone", draft_id, by)
+            return False
+        if not reopened:
+            log.error("draft #%s: approved by %s and not signed; not reopened", draft_id, by)
+        return reopened
 
     def reject_policy(self, draft_id: int, by: str) -> None:
         self._admin(by)

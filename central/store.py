@@ -988,26 +988,42 @@ class Store:
             )
         return None if row is None else dict(row)
 
-    def member_use(self, token: str) -> list[dict[str, Any]]:
+    def member_use(self, token: str, member_id: str | None = None) -> list[dict[str, Any]]:
         """A card's use at each merchant: sales (less voided), member discount (less
-        voids and refunds), first and last."""
+        voids and refunds), first and last. With ``member_id``, the member's earlier
+        cards too (:data:`member_tokens`: a new card, a new token scheme), each until
+        the import that replaced it, as :meth:`token_histories` counts them."""
         sign = sa.case((sales.c.kind.is_(None), 1), else_=-1)
         count = sa.case((sales.c.kind.is_(None), 1), (sales.c.kind == "void", -1), else_=0)
-        query = (
-            sa.select(
-                sales.c.merchant_id,
-                sa.func.sum(count).label("sales"),
-                sa.func.sum(sign * sales.c.discount).label("discount"),
-                sa.func.min(sales.c.at).label("first_at"),
-                sa.func.max(sales.c.at).label("last_at"),
-            )
-            .where(sales.c.token == token)
-            .where(sales.c.kind.is_(None) | sales.c.kind.in_(("void", "refund")))
-            .group_by(sales.c.merchant_id)
-            .order_by(sales.c.merchant_id)
-        )
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            earlier = (
+                conn.execute(
+                    sa.select(member_tokens.c.token, member_tokens.c.until).where(
+                        member_tokens.c.member_id == member_id, member_tokens.c.token != token
+                    )
+                ).all()
+                if member_id is not None
+                else []
+            )
+            cards = sa.or_(
+                sales.c.token == token,
+                *((sales.c.token == old) & (sales.c.at < until) for old, until in earlier),
+            )
+            query = (
+                sa.select(
+                    sales.c.merchant_id,
+                    sa.func.sum(count).label("sales"),
+                    sa.func.sum(sign * sales.c.discount).label("discount"),
+                    sa.func.min(sales.c.at).label("first_at"),
+                    sa.func.max(sales.c.at).label("last_at"),
+                )
+                .where(cards)
+                .where(sales.c.kind.is_(None) | sales.c.kind.in_(("void", "refund")))
+                .group_by(sales.c.merchant_id)
+                .order_by(sales.c.merchant_id)
+            )
+            # (PostgreSQL's sums are NUMERIC: ints, as the page's yuan want them)
+            return [_ints(r, ("sales", "discount")) for r in conn.execute(query).mappings()]
 
     def token_history(self, token: str) -> list[dict[str, Any]]:
         """The standing of the member a token was issued to, oldest first (as
@@ -1381,6 +1397,31 @@ class Store:
             )
         return done.rowcount == 1
 
+    def draft_signed(self, draft_id: int, version: int) -> None:
+        """The version an approved draft became, once signed."""
+        with self._writing() as conn:
+            conn.execute(
+                policy_drafts.update()
+                .where(policy_drafts.c.id == draft_id, policy_drafts.c.decision == "approved")
+                .values(version=version)
+            )
+
+    def reopen_draft(self, draft_id: int, by: str) -> bool:
+        """Undo ``by``'s approval of a draft that was not signed (signing failed): it
+        waits for a decision again. False when it is not that approval any more."""
+        with self._writing() as conn:
+            done = conn.execute(
+                policy_drafts.update()
+                .where(
+                    policy_drafts.c.id == draft_id,
+                    policy_drafts.c.decision == "approved",
+                    policy_drafts.c.decided_by == by,
+                    policy_drafts.c.version.is_(None),
+                )
+                .values(decision=None, decided_by=None, decided_at=None)
+            )
+        return done.rowcount == 1
+
     # -- complaints ----------------------------------------------------------------
     def add_complaint(
         self, merchant_id: str, day: date, what: str, pan_last4: str | None, at: str, by: str
@@ -1619,13 +1660,28 @@ class Store:
                 users.update().where(users.c.name == name).values(sessions=users.c.sessions + 1)
             )
 
-    def login_failed(self, name: str, locked_until: str | None) -> None:
-        """Count a wrong password; lock the account until ``locked_until`` if given."""
+    def login_attempt(self, name: str, now: str, lock_until: str, limit: int) -> bool:
+        """Count a try of ``name``'s password before it is checked, in one conditional
+        UPDATE: False (nothing counted) while the account is locked; the try that makes
+        ``limit`` locks it until ``lock_until`` (the count starts again). Tries that
+        arrive together are counted one after the other by the database (the row's
+        lock), so no more than ``limit`` passwords are checked before the lock holds,
+        however many workers and threads take them. A right password then clears the
+        count (:meth:`login_succeeded`); a wrong one stays counted."""
+        reaches = users.c.failures + 1 >= limit
         with self._writing() as conn:
-            values: dict[str, Any] = {"failures": users.c.failures + 1}
-            if locked_until is not None:
-                values = {"failures": 0, "locked_until": locked_until}
-            conn.execute(users.update().where(users.c.name == name).values(**values))
+            done = conn.execute(
+                users.update()
+                .where(
+                    users.c.name == name,
+                    users.c.locked_until.is_(None) | (users.c.locked_until <= now),
+                )
+                .values(
+                    failures=sa.case((reaches, 0), else_=users.c.failures + 1),
+                    locked_until=sa.case((reaches, lock_until), else_=sa.null()),
+                )
+            )
+        return done.rowcount == 1
 
     def login_succeeded(self, name: str, password_hash: str | None = None) -> None:
         values: dict[str, Any] = {"failures": 0, "locked_until": None}
