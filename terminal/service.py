@@ -7,6 +7,7 @@ the daemon), so this module does not import pyscard.
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -216,6 +217,11 @@ class TerminalService:
         # one checkout (card wait + pricing) at a time: the one under way, if any
         self._checkout: CardRead | None = None
         self._checkout_cond = threading.Condition()  # guards _checkout and its fields
+        # the card reads, one after the other, in one thread kept for them (a thread a
+        # checkout mapped and unmapped its stack each time: the address space's peak
+        # grew past what the process holds, which a Pi's memory limit counts)
+        self._reads: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._read_thread: threading.Thread | None = None
         self._pending_lock = threading.Lock()  # guards _pending
         self._confirm_lock = threading.Lock()  # one confirmation at a time
         self._pending: PendingSale | None = None
@@ -235,6 +241,8 @@ class TerminalService:
         self._limits_lock = threading.Lock()
 
     def close(self) -> None:
+        if self._read_thread is not None:
+            self._reads.put(None)  # its loop ends once a read under way answers
         self.journal.close()
 
     def journal_problem(self) -> str | None:
@@ -420,7 +428,17 @@ class TerminalService:
                         self._checkout = None  # stopped, and no checkout took it over
                     self._checkout_cond.notify_all()
 
-        threading.Thread(target=run, name="card-read", daemon=True).start()
+        if self._read_thread is None:
+            self._read_thread = threading.Thread(
+                target=self._read_loop, name="card-read", daemon=True
+            )
+            self._read_thread.start()
+        self._reads.put(run)
+
+    def _read_loop(self) -> None:
+        """The card reads' thread: each read in turn, until the service closes."""
+        while (job := self._reads.get()) is not None:
+            job()
 
     def stop_waiting(self) -> bool:
         """Stop the checkout waiting for a card (the cashier's "stop waiting"): it answers

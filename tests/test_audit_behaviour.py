@@ -470,7 +470,7 @@ def test_the_console_runs_stores_and_filters_findings(console, site: Site, clock
     for odd in ("²", "99999999999999999999", "-1"):  # not a run number: no filter, no 500
         assert aud.get(f"/console/audit?merchant=M0001&run={odd}").status_code == 200
     text = aud.get("/console/audit?merchant=M0001&run=1").get_data(as_text=True)
-    assert f"会员 {day} 的投诉 (card •••• 5010)：refused the discount" in text
+    assert f"会员 {day} 的投诉（卡 •••• 5010）：refused the discount" in text
     assert 'id="history" href="/console/merchants/M0001"' in text
     assert '<tr data-run="1">' in text
     shop, _ = sign_in(console, "shop1")

@@ -84,7 +84,9 @@ def test_the_install_and_checkouts_fit_the_roster_file_and_a_little(
     limit = answer["rlimit_as_mb"]
     assert limit is not None  # the child's address space was limited
     assert limit <= answer["before"]["VmSize"] + size_mb + SLACK / 2**20 + 1
-    assert answer["end"]["VmPeak"] <= limit
+    # (the peak before the limit was set counts in VmPeak too: a thread's first malloc
+    # maps its arena's reserve twice over for a moment, in the first sales)
+    assert answer["end"]["VmPeak"] <= max(limit, answer["before"]["VmPeak"])
     # every member tapped got the discount, and no one else
     assert answer["member_checkouts"] == CHECKOUTS // 2
     assert answer["discount_fen"] == CHECKOUTS // 2 * AMOUNT * 5 // 100
