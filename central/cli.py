@@ -51,6 +51,7 @@ from central.store import Store, settlement_table
 from pact.chain import entry_hash
 from pact.device import check_signature, device_key
 from pact.errors import CompactionNeededError, DeviceSignatureError, SignatureError
+from pact.event import EVENT
 from pact.files import atomic_write
 from pact.money import fen
 from pact.receipt import normal_code
@@ -1081,7 +1082,8 @@ def audit_receipt(clock: Clock, code: str, paths: CentralPaths, database_url: st
         raise click.BadParameter(str(exc), param_hint="CODE") from None
     union = Union.open(paths, database_url, clock)
     try:
-        found = union.store.by_receipt_code(shown)
+        # an event has no receipt (the terminal prints none), though its code is kept
+        found = [(e, key) for e, key in union.store.by_receipt_code(shown) if e.kind != EVENT]
     finally:
         union.close()
     if not found:

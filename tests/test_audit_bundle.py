@@ -214,6 +214,8 @@ def test_an_events_code_is_no_receipt_and_a_voided_sale_shows_its_void(
     assert event_code is not None  # signed like every entry
     code, out, err = run(capsys, "audit", "receipt", event_code, "--bundle", str(bundle), *trust)
     assert code == 1 and out == "" and "no entry in" in err
+    code, out, err = run(capsys, "audit", "receipt", event_code, *_central(site, tmp_path))
+    assert code == 1 and out == "" and "no entry the union holds" in err  # nor in its store
     sale_code = verification_code(sale)
     assert sale_code is not None
     code, out, err = run(capsys, "audit", "receipt", sale_code, "--bundle", str(bundle), *trust)
