@@ -27,7 +27,6 @@ from zoneinfo import ZoneInfo
 from central.errors import CentralError, InputError
 from central.service import Union
 from central.statement import period_bounds
-from pact.audit import QUOTA_LOOKBACK
 from pact.bundle import Enrolment, Export, MemberFact, Period, build_bundle
 from pact.errors import RosterError
 from pact.roster import split_roster
@@ -44,8 +43,9 @@ def export_bundle(union: Union, merchant_id: str, first: date, last: date) -> by
     audit_key = union.keys.role_key("audit")
     now = union.clock()
     zone = union.timezone
-    start, end = period_bounds(first, last, ZoneInfo(zone))
-    context_start = start - QUOTA_LOOKBACK
+    period_bounds(first, last, ZoneInfo(zone))  # (InputError: a day outside the years kept)
+    period = Period.of(first, last, zone)  # the instants verify_bundle checks them against
+    end, context_start = period.end, period.context_start
     entries = union.store.merchant_chains_between(merchant_id, iso(context_start), iso(end))
     roots = _roots(union)
     newest = json.loads(roots[-1])["signed"]
@@ -75,7 +75,7 @@ def export_bundle(union: Union, merchant_id: str, first: date, last: date) -> by
     return build_bundle(
         Export(
             merchant_id=merchant_id,
-            period=Period(first, last, start, end, context_start, zone),
+            period=period,
             exported_at=now,
             roots=roots,
             policies=policies,

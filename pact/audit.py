@@ -450,6 +450,7 @@ def _reversals(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
     ``entries`` (one terminal's, in seq order); the time limits (today's sales, the
     refund window) are the terminal's to keep and are not judged here."""
     by_seq = {e.seq: e for e in entries}
+    earlier: dict[int, list[Sale]] = {}  # sale's seq -> its reversals so far, in seq order
     out: list[Finding] = []
     for entry in entries:
         if entry.kind not in REVERSALS or entry.ref_seq is None:
@@ -457,7 +458,9 @@ def _reversals(entries: Sequence[Sale], facts: _Cached) -> list[Finding]:
         sale = by_seq.get(entry.ref_seq)
         if sale is None:  # before the audit's context (a gap says if it should be here)
             continue
-        between = [e for e in entries if sale.seq < e.seq < entry.seq]
+        # what pact.reversal reads of the entries between: the sale's earlier reversals
+        between = list(earlier.setdefault(sale.seq, []))
+        earlier[sale.seq].append(entry)
         policy = facts.policy(sale.merchant_id, sale.policy_version)
         then = facts.at(sale)  # within the time limits: only what it takes back is judged
         try:
