@@ -21,7 +21,7 @@ from central.openapi import document
 from central.partners import partners_json
 from central.service import Union
 from pact.errors import WireFormatError
-from pact.wire import MAX_VERSION, ack, decode_device_key, decode_sales
+from pact.wire import MAX_VERSION, PIPELINED_HEADER, ack, decode_device_key, decode_sales
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -238,6 +238,12 @@ def decommission() -> Any:
     )
 
 
+def _pipelined() -> bool:
+    """Whether the terminal sent this upload while its request before it may still be on
+    its way (``Unioncard-Pipelined: 1``; docs/protocol.md, "Upload body")."""
+    return request.headers.get(PIPELINED_HEADER, "").strip() == "1"
+
+
 @bp.post("/sales")
 def upload_sales() -> Any:
     union = _union()
@@ -249,7 +255,7 @@ def upload_sales() -> Any:
     if terminal_id != terminal["terminal_id"]:
         raise InputError("the upload names another terminal")
     try:
-        result = union.ingest(terminal, batch)
+        result = union.ingest(terminal, batch, pipelined=_pipelined())
     except UnicodeEncodeError:  # a lone surrogate ("\ud800") cannot be hashed: was a 500
         raise InputError(
             "an entry holds text that is not valid Unicode (a lone surrogate): it cannot be "

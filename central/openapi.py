@@ -237,6 +237,17 @@ _DOCUMENT: dict[str, Any] = {
                     "acknowledged up to acked_through",
                 ),
                 (*AUTH, "409", "413", "415", "422"),
+                params=[
+                    {
+                        "name": "Unioncard-Pipelined",
+                        "in": "header",
+                        "required": False,
+                        "description": "1: sent while the terminal's request before it may "
+                        "still be on its way; the service waits up to 2 s for the entries "
+                        "before the batch (docs/protocol.md)",
+                        "schema": {"type": "string"},
+                    }
+                ],
                 body={
                     "type": "object",
                     "required": ["format", "terminal_id", "sales"],

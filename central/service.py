@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ from pact.wire import MAX_VERSION
 
 ROSTER_LIFETIME = timedelta(hours=72)
 ENROL_CODE_LIFETIME = timedelta(hours=24)
+# How long a pipelined upload waits for the terminal's request before it (Union.ingest):
+# that request's tries on a bad network included, so that its own answer comes first.
+PIPELINE_WAIT = 2.0
 PASSWORDS = PasswordHasher()  # argon2id, the library's recommended parameters
 USER_NAME = re.compile(r"[A-Za-z0-9._@-]{2,64}")
 MERCHANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")  # what a signed policy may name
@@ -1028,12 +1032,43 @@ class Union:
             )
             raise ConflictError(message)
 
-    def ingest(self, terminal: dict[str, Any], batch: Sequence[Sale]) -> IngestResult:
+    def ingest(
+        self, terminal: dict[str, Any], batch: Sequence[Sale], pipelined: bool = False
+    ) -> IngestResult:
         """Store an upload. The entries already held must be the very copies held; the
         new ones must continue the chain, each carry a device signature, and the newest
         one's must verify under the terminal's registered key (through the chain it
         covers every new entry before it). A batch that does not verify is refused
-        whole, and the refusal kept for the audit."""
+        whole, and the refusal kept for the audit.
+
+        A ``pipelined`` batch was sent while the terminal's request carrying the entries
+        before it may still be on its way (sync.run): when the union does not hold them
+        yet, it waits for them, up to :data:`PIPELINE_WAIT` seconds, and then answers what
+        it holds, as for any batch that does not follow (the terminal sends it again); the
+        union's copy ending early is noted only for a batch sent alone."""
+        deadline = time.monotonic() + PIPELINE_WAIT
+        pause = 0.002
+        while True:
+            result = self._ingest_once(terminal, batch)
+            if not (result.behind and pipelined) or time.monotonic() >= deadline:
+                break
+            time.sleep(pause)  # the batch before it is being stored, or is on its way
+            pause = min(pause * 2, 0.05)
+        if result.behind and not pipelined:  # kept with the refusals: what the union
+            held = result.acked_through  # asked for, and when
+            note = (
+                f"the union holds this terminal's entries through {held} only (its "
+                f"database restored from an older backup?): asked for them again from "
+                f"{held + 1}"
+            )
+            self.store.record_refusal(
+                terminal["terminal_id"], iso(self.clock()), batch[0].seq, batch[-1].seq, note
+            )
+            log.warning("terminal %s: %s", terminal["terminal_id"], note)
+        return result
+
+    def _ingest_once(self, terminal: dict[str, Any], batch: Sequence[Sale]) -> IngestResult:
+        """One try of :meth:`ingest`."""
         terminal_id = terminal["terminal_id"]
         now = iso(self.clock())
         if not batch:
@@ -1051,7 +1086,7 @@ class Union:
             check_signature(key, new[-1])
 
         try:
-            result = self.store.ingest(
+            return self.store.ingest(
                 terminal_id, terminal["merchant_id"], batch, now, check_new=check_new
             )
         except DeviceSignatureError as exc:
@@ -1060,16 +1095,6 @@ class Union:
         except ConflictError as exc:
             self.store.record_refusal(terminal_id, now, first, last, str(exc))
             raise
-        if result.behind:  # kept with the refusals: what the union asked for, and when
-            held = result.acked_through
-            note = (
-                f"the union holds this terminal's entries through {held} only (its "
-                f"database restored from an older backup?): asked for them again from "
-                f"{held + 1}"
-            )
-            self.store.record_refusal(terminal_id, now, first, last, note)
-            log.warning("terminal %s: %s", terminal_id, note)
-        return result
 
     def settlement(self, start: date | None = None, end: date | None = None) -> list[Settlement]:
         """Per-merchant totals from the local day ``start`` to before the local day

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import sqlite3
 import types
 import typing
 import uuid
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from central import migrate
 from central.errors import ConflictError, InputError, NotFoundError, StoreError
+from central.sqlitewait import BUSY_TIMEOUT_MS, begin_soon
 from central.statement import UNION_TIMEZONE
 from pact.cards import shown_member
 from pact.chain import GENESIS, check_chain, entry_hash
@@ -643,7 +645,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -653,6 +655,9 @@ def make_engine(url: str) -> Engine:
             # fails at once ("database is locked", SQLITE_BUSY_SNAPSHOT) when another
             # writer committed meanwhile: the soak's import beside uploads did.
             write = conn.get_execution_options().get(WRITE_OPTION, False)
+            raw = conn.connection.driver_connection
+            if write and isinstance(raw, sqlite3.Connection) and begin_soon(raw):
+                return
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine

@@ -23,14 +23,18 @@ from pact.timefmt import YEARS
 
 SALES_FORMAT = "unioncard.sales.v1"
 MAX_BATCH = 1000
+# An upload sent while the terminal's request before it may still be on its way carries
+# this header, "1": the union waits for the entries before it (central.service).
+PIPELINED_HEADER = "Unioncard-Pipelined"
+
+
+def sales_head(terminal_id: str) -> dict[str, Any]:
+    """An upload but its ``sales``."""
+    return {"format": SALES_FORMAT, "terminal_id": terminal_id}
 
 
 def encode_sales(terminal_id: str, sales: Sequence[Sale]) -> dict[str, Any]:
-    return {
-        "format": SALES_FORMAT,
-        "terminal_id": terminal_id,
-        "sales": [s.as_json() for s in sales],
-    }
+    return {**sales_head(terminal_id), "sales": [s.as_json() for s in sales]}
 
 
 def _whole(value: Any, lo: int = 0) -> bool:

@@ -29,12 +29,13 @@ entries, :data:`MAX_UPLOAD_BYTES` of JSON and :data:`MAX_UPLOAD_GZIP` on the wir
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import logging
 import os
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -51,7 +52,7 @@ from urllib3.util.ssl_match_hostname import CertificateError
 from pact.address import NO_CA, REMOTE_HTTP, central_url_fault
 from pact.errors import WireFormatError
 from pact.text import N_, Msg
-from pact.wire import decode_ack
+from pact.wire import PIPELINED_HEADER, decode_ack
 from sync.errors import (
     CentralAddressError,
     CentralForgotError,
@@ -189,39 +190,46 @@ def upload_bodies(
         yield None, _gzip(json.dumps(batch).encode())
         return
     head = {k: v for k, v in batch.items() if k != "sales"}
-    sales: list[dict[str, Any]] = batch["sales"]
-    empty = len(json.dumps({**head, "sales": []}))
+    entries = [(int(sale["seq"]), json.dumps(sale).encode()) for sale in batch["sales"]]
+    yield from entry_bodies(head, entries, max_sales, max_bytes, max_gzip)
 
-    def parts() -> Iterator[tuple[list[dict[str, Any]], bytes | None]]:
-        """The parts within the count and JSON limits, each with its JSON when known."""
-        if len(sales) <= max_sales:  # most often the whole batch fits: one json.dumps
-            whole = json.dumps({**head, "sales": sales}).encode()
-            if len(whole) <= max_bytes:
-                yield sales, whole
-                return
-        part: list[dict[str, Any]] = []
+
+def entry_bodies(
+    head: dict[str, Any],
+    entries: Sequence[tuple[int, bytes]],
+    max_sales: int = MAX_UPLOAD_SALES,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_gzip: int = MAX_UPLOAD_GZIP,
+) -> Iterator[tuple[int | None, bytes]]:
+    """:func:`upload_bodies` of entries already in JSON, ``(seq, the entry's JSON)``
+    (the journal's ``pending_json``), under ``head`` (format, terminal_id)."""
+    envelope = json.dumps({**head, "sales": []}).encode()
+    prefix, suffix = envelope[:-2], envelope[-2:]  # ... "sales": [ and ]}
+    empty = len(envelope)
+
+    def parts() -> Iterator[Sequence[tuple[int, bytes]]]:
+        """The parts within the count and JSON limits."""
+        part: list[tuple[int, bytes]] = []
         size = empty
-        for sale in sales:
-            n = len(json.dumps(sale)) + 2  # and the ", " before it
+        for entry in entries:
+            n = len(entry[1]) + 2  # and the ", " before it
             if part and (len(part) >= max_sales or size + n > max_bytes):
-                yield part, None
+                yield part
                 part, size = [], empty
-            part.append(sale)
+            part.append(entry)
             size += n
-        yield part, None
+        yield part
 
-    def bodies(
-        part: list[dict[str, Any]], data: bytes | None = None
-    ) -> Iterator[tuple[int | None, bytes]]:
-        body = _gzip(data if data is not None else json.dumps({**head, "sales": part}).encode())
+    def bodies(part: Sequence[tuple[int, bytes]]) -> Iterator[tuple[int | None, bytes]]:
+        body = _gzip(prefix + b", ".join(data for _, data in part) + suffix)
         if len(body) > max_gzip and len(part) > 1:  # JSON that compresses badly: halve
             yield from bodies(part[: len(part) // 2])
             yield from bodies(part[len(part) // 2 :])
         else:
-            yield (int(part[-1]["seq"]) if part else None), body
+            yield (part[-1][0] if part else None), body
 
-    for part, data in parts():
-        yield from bodies(part, data)
+    for part in parts():
+        yield from bodies(part)
 
 
 def _gzip(data: bytes) -> bytes:
@@ -299,6 +307,17 @@ class CentralClient:
         logging.getLogger("urllib3.connection").addFilter(_not_urllib3_broken_head)  # once
         self.session.headers["Authorization"] = f"Bearer {terminal_id}.{secret}"
         self.session.headers["User-Agent"] = "unioncard-terminal/0.1"
+
+    def twin(self) -> CentralClient:
+        """A client of the same service and terminal with a session of its own, for a
+        request sent beside this client's (one call at a time uses a client)."""
+        other = copy.copy(self)
+        other.session = requests.Session()
+        other.adapter = HTTPAdapter(max_retries=self.retry.retry())
+        other.session.mount("http://", other.adapter)
+        other.session.mount("https://", other.adapter)
+        other.session.headers.update(self.session.headers)
+        return other
 
     def close(self) -> None:
         self.session.close()
@@ -417,12 +436,17 @@ class CentralClient:
         request of which the union acknowledged less than was sent."""
         return self.post_sales(upload_bodies(batch, *upload_limits()))
 
-    def post_sales(self, bodies: Iterable[tuple[int | None, bytes]]) -> int:
+    def post_sales(
+        self, bodies: Iterable[tuple[int | None, bytes]], pipelined: bool = False
+    ) -> int:
         """POST the request bodies :func:`upload_bodies` made of a batch, in order; return
         the acknowledged sequence number. Stops after a request of which the union
-        acknowledged less than was sent."""
+        acknowledged less than was sent. ``pipelined``: sent while a request before it
+        may still be on its way (the union waits for that one's entries)."""
         acked = 0
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        if pipelined:
+            headers[PIPELINED_HEADER] = "1"
         for last_seq, body in bodies:
             answered = self._call("POST", "/api/v1/sales", _ack, data=body, headers=headers)
             acked = 0 if answered is None else answered

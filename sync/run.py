@@ -8,6 +8,7 @@ provide; it imports nothing of the terminal.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from pact.sale import Sale
 from pact.snapshot import Snapshot
 from pact.timefmt import Clock
 from pact.trust import Root
-from pact.wire import encode_device_key, encode_sales
-from sync.client import CentralClient, upload_bodies, upload_limits
+from pact.wire import encode_device_key, encode_sales, sales_head
+from sync.client import CentralClient, entry_bodies, upload_bodies, upload_limits
 
 MAX_ROOT_STEPS = 100  # root versions walked in one sync at the most
 EventSink = Callable[[str, str], object]  # (event code, detail): journal an event entry
@@ -34,6 +35,8 @@ class Outbox(Protocol):
     """The sales waiting for the central service (``terminal.journal.Journal``)."""
 
     def pending(self, limit: int = 500, after: int = 0) -> Sequence[Sale]: ...
+
+    def pending_json(self, limit: int = 500, after: int = 0) -> Sequence[tuple[int, bytes]]: ...
 
     def mark_uploaded(self, through_seq: int, at: datetime) -> int: ...
 
@@ -203,9 +206,12 @@ def _run(
 
 @dataclass(frozen=True)
 class _Batch:
-    """Pending entries read from the journal, and the request bodies that carry them."""
+    """Pending entries read from the journal (their count, first and last seq), and the
+    request bodies that carry them."""
 
-    sales: Sequence[Sale]
+    count: int
+    first: int
+    last: int
     bodies: list[tuple[int | None, bytes]]
 
 
@@ -215,8 +221,14 @@ def _bodies(terminal_id: str, sales: Sequence[Sale]) -> list[tuple[int | None, b
 
 
 def _prepare(terminal_id: str, journal: Outbox, batch_size: int, after: int) -> _Batch:
-    sales = journal.pending(batch_size, after)
-    return _Batch(sales, _bodies(terminal_id, sales) if sales else [])
+    """The next batch after seq ``after``: the journal gives each entry's JSON as the
+    wire carries it (no Sale made of it: the sync's own share of a backlog's time)."""
+    entries = journal.pending_json(batch_size, after)
+    if not entries:
+        return _Batch(0, 0, 0, [])
+    head = sales_head(terminal_id)
+    bodies = list(entry_bodies(head, entries, *upload_limits()))
+    return _Batch(len(entries), entries[0][0], entries[-1][0], bodies)
 
 
 def _upload(
@@ -230,15 +242,21 @@ def _upload(
 ) -> bool:
     """Upload every pending entry; False when the union held less than was sent.
 
-    The batches go one after the other, in seq order (the chain), and an entry is
-    marked uploaded only once the union has acknowledged it. The terminal's share of
-    the work runs in a thread of its own, in order, beside the union's: while the union
-    stores a batch, the next is read from the journal, encoded and compressed, and the
-    one before it marked uploaded (a write to the journal, with its fsync), so that the
-    two shares overlap instead of adding up (docs/benchmarks.md, "The sync's
-    throughput"). A batch made ahead of one that fails is dropped unsent; a mark not yet
-    written when the sync stops is written before it returns (and a mark never written,
-    the power cut, only sends those entries again: the union holds them once).
+    The batches go in seq order (the chain), and an entry is marked uploaded only once
+    the union has acknowledged it. The first batch goes alone; after it, two requests
+    are on their way at a time (each later one with ``Unioncard-Pipelined: 1``: the
+    union waits for the entries before it), so that the union decodes and checks the
+    next batch while it stores the one before (its two workers), and the answers are
+    taken in order. The terminal's share of the work runs in a thread of its own, in
+    order, beside them: the next batch is read from the journal as the wire's JSON
+    (``pending_json``) and compressed, and the one before marked uploaded (a write to
+    the journal, with its fsync), so that the shares overlap instead of adding up
+    (docs/benchmarks.md, "The sync's throughput"). A batch the union answers with less
+    than the entries before it (they had not arrived in time) is sent again, alone.
+    When a batch fails, the sync stops once the requests on their way have their
+    answers; a mark not yet written when the sync stops is written before it returns
+    (and a mark never written, the power cut, only sends those entries again: the union
+    holds them once).
 
     A union whose copy of the chain ends before the first entry sent (its database
     restored from an older backup) acknowledges where it ends: the entries after that,
@@ -246,6 +264,8 @@ def _upload(
     the pending count and its cap do not move). With nothing pending, the newest entry
     is sent to ask the same (the union holds it once)."""
     marks: list[Future[int]] = []
+    lanes = [client]  # one client a request on its way; the second made when needed
+    flying: deque[tuple[_Batch, Future[int], CentralClient, bool]] = deque()
 
     def count_marks(wait: bool) -> None:
         while marks and (wait or marks[0].done()):
@@ -254,31 +274,70 @@ def _upload(
             if progress is not None:
                 progress(marked)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="sync-ahead") as ahead:
+    def settle(batch: _Batch, acked: int, lane: CentralClient, pipelined: bool) -> bool:
+        """Take a batch's answer: mark what the union acknowledged; False when it holds
+        less than the batch."""
+        before = batch.first - 1
+        if acked < before and pipelined:  # the entries before it came too late: again
+            acked = lane.post_sales(batch.bodies)
+        if acked < before and report.resent_from is None:
+            if _resend(terminal_id, journal, lane, batch_size, report, acked, before):
+                acked = lane.post_sales(batch.bodies)  # now it follows
+        marks.append(ahead.submit(_mark, journal, acked, clock))
+        count_marks(wait=False)
+        return acked >= batch.last
+
+    def land() -> bool:
+        batch, answer, lane, pipelined = flying.popleft()
+        return settle(batch, answer.result(), lane, pipelined)
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="sync-ahead") as ahead,
+        ThreadPoolExecutor(2, thread_name_prefix="sync-send") as senders,
+    ):
         try:
             coming = ahead.submit(_prepare, terminal_id, journal, batch_size, 0)
-            first = True
+            sent = 0
             while True:
                 batch = coming.result()
-                if not batch.sales:
-                    if first:
+                if not batch.count:
+                    if not sent:
                         _ask_held(terminal_id, journal, client, batch_size, report)
+                    while flying:
+                        if not land():
+                            return False
                     return True
-                first = False
-                last = batch.sales[-1].seq
-                coming = ahead.submit(_prepare, terminal_id, journal, batch_size, last)
-                report.sent += len(batch.sales)
-                acked = client.post_sales(batch.bodies)
-                if acked < batch.sales[0].seq - 1 and report.resent_from is None:
-                    through = batch.sales[0].seq - 1
-                    if _resend(terminal_id, journal, client, batch_size, report, acked, through):
-                        acked = client.post_sales(batch.bodies)  # now it follows
-                marks.append(ahead.submit(_mark, journal, acked, clock))
-                count_marks(wait=False)
-                if acked < last:
-                    return False  # the server holds less than we sent; try again next sync
+                coming = ahead.submit(_prepare, terminal_id, journal, batch_size, batch.last)
+                report.sent += batch.count
+                sent += 1
+                if sent == 1:  # alone: it also learns where the union's copy ends
+                    if not settle(batch, client.post_sales(batch.bodies), client, False):
+                        return False
+                    continue
+                if len(lanes) == 1:
+                    lanes.append(client.twin())
+                lane = lanes[sent % 2]  # free: its last request has its answer
+                pipelined = bool(flying)
+                flying.append(
+                    (batch, senders.submit(lane.post_sales, batch.bodies, pipelined), lane,
+                     pipelined)
+                )  # fmt: skip
+                if len(flying) == 2 and not land():
+                    return False
         finally:
+            for _, answer, _, _ in flying:  # the requests on their way end first
+                wait_for(answer)
             count_marks(wait=True)
+            for lane in lanes[1:]:
+                lane.close()
+
+
+def wait_for(answer: Future[int]) -> None:
+    """Wait for a request's answer, whatever it is (the sync stops anyway)."""
+    try:
+        answer.result()
+    except Exception:  # noqa: BLE001 - the batch before it failed or came short first
+        pass
 
 
 def _mark(journal: Outbox, acked: int, clock: Clock) -> int:

@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from pact.basket import RuleUsage
 from pact.chain import GENESIS, check_chain, seal
 from pact.device import Signer, check_signatures, sign_entry
 from pact.errors import ChainError, DeviceSignatureError
-from pact.sale import Sale, SaleDraft, field_types
+from pact.sale import OPTIONAL_FIELDS, Sale, SaleDraft, field_types
 from pact.text import N_
 from pact.timefmt import iso
 from terminal.disk import (
@@ -211,6 +211,46 @@ def insert_sql(cls: type[Sale] = Sale) -> str:
 
 
 INSERT_SALE = insert_sql()
+
+
+def pending_json_sql(cls: type[Sale] = Sale) -> str:
+    """The query of pending ``sales`` rows as the wire carries the entries: ``(seq, the
+    JSON of`` :meth:`Sale.as_json` ``)``, every field, rules a list, basket an object,
+    an optional field left out when it is None (the keys of the optional fields after
+    the others). SQLite's JSON functions make it, with no Sale or dict per entry: the
+    sync reads a backlog of thousands this way (docs/benchmarks.md, "The sync's
+    throughput"). Every field's type must have its form here, as in pact.sale's row
+    codecs; tests/test_sync_upload.py holds it to :meth:`Sale.as_json`."""
+    always: list[str] = []
+    optional: list[str] = []
+    for name, kind in field_types(cls).items():
+        if kind is bool:
+            value = f"json(CASE WHEN {name} THEN 'true' ELSE 'false' END)"
+        elif kind in (tuple[str, ...], Mapping[str, Any] | None):  # kept as JSON text
+            value = f"json({name})"
+        elif kind in (int, int | None):
+            value = name
+        elif kind in (str, str | None):
+            value = f"json_quote({name})" if name in OPTIONAL_FIELDS else name
+        else:
+            raise TypeError(f"Sale.{name}: no JSON form on the wire for {kind}")
+        if name in OPTIONAL_FIELDS:  # ,"name":value when not null
+            key = f"""',"{name}":'"""
+            optional.append(f"CASE WHEN {name} IS NULL THEN '' ELSE {key} || {value} END")
+        else:
+            always.append(f"'{name}', {value}")
+    kept = ", ".join(name for name in field_types(cls) if name in OPTIONAL_FIELDS)
+    # the object of the other fields (made once: MATERIALIZED), its closing brace
+    # replaced by the optional fields'
+    return (
+        f"WITH w AS MATERIALIZED (SELECT seq, json_object({', '.join(always)}) AS o, {kept}"
+        " FROM sales WHERE uploaded_at IS NULL AND seq > ? ORDER BY seq LIMIT ?)"
+        f" SELECT seq, substr(o, 1, length(o) - 1) || {' || '.join(optional)} || '}}' FROM w"
+    )
+
+
+PENDING_JSON = pending_json_sql()
+
 
 COUNTS = (
     "SELECT coalesce((SELECT max(seq) FROM sales), 0),"
@@ -439,6 +479,12 @@ class Journal:
             [after, limit],
         )
         return [Sale.from_row(r) for r in rows]
+
+    def pending_json(self, limit: int = 500, after: int = 0) -> list[tuple[int, bytes]]:
+        """:meth:`pending` as the wire carries the entries: ``(seq, the entry's JSON)``
+        (:func:`wire_json_sql`), as the sync sends them."""
+        rows = self.readers.all(PENDING_JSON, [after, limit])
+        return [(seq, text.encode()) for seq, text in rows]
 
     @_locked
     def mark_uploaded(self, through_seq: int, at: datetime) -> int:

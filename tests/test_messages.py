@@ -58,6 +58,7 @@ MODULES = [
 PROGRAMMER_ERRORS = {
     ("pact.discount", "_gate"): 2,  # not a Basket; a naive datetime (quote, discount_owed)
     ("pact.sale", "_make_layout"): 1,  # a Sale field of a type the codecs do not know
+    ("terminal.journal", "pending_json_sql"): 1,  # ... or the journal's JSON does not know
     ("pact.receipt", "normal_code"): 1,  # `unioncard audit receipt CODE`: a usage error
 }
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]|\{(\w+)\}")
