@@ -599,9 +599,9 @@ def prose(figures: list[Figure]) -> list[str]:
         "a terminal of its own with a fresh backlog; the sync and the ingest alone "
         "alternate which goes first.",
         "",
-        "**How the sync goes.** The terminal sends its first batch alone, then keeps two "
-        "requests on their way (sync.run; each later one with `Unioncard-Pipelined: 1`, "
-        "and the union waits for the entries before it): the union's two workers decode "
+        "**How the sync goes.** The terminal keeps two requests on their way (sync.run; "
+        "each but the first with `Unioncard-Pipelined: 1`, and the union waits for the "
+        "entries before it): the union's two workers decode "
         "and check one batch while the other's is stored, and a writer behind the other "
         "takes SQLite's write lock as soon as it is free (central.sqlitewait.begin_soon; "
         "SQLite's own wait looked again only after 1, 2, 5, 10, 15 ms). The terminal reads "
@@ -623,7 +623,7 @@ def prose(figures: list[Figure]) -> list[str]:
         "pact.wire.decode_sales is the baseline of the ingest's own goal (at most 2.5x "
         "parse-only, above), which a cheaper decoding would move past its line; the sync "
         "overlaps it with the ingest instead. What is left beyond the ingest is the first "
-        "batch (alone), the sync's other calls (the device key, the root, snapshot and "
+        "batch's decoding, the sync's other calls (the device key, the root, snapshot and "
         "usage, the report) and the two cores the terminal and the union share here.",
         "",
         *trend,

@@ -243,9 +243,9 @@ def _upload(
     """Upload every pending entry; False when the union held less than was sent.
 
     The batches go in seq order (the chain), and an entry is marked uploaded only once
-    the union has acknowledged it. The first batch goes alone; after it, two requests
-    are on their way at a time (each later one with ``Unioncard-Pipelined: 1``: the
-    union waits for the entries before it), so that the union decodes and checks the
+    the union has acknowledged it. Two requests are on their way at a time (each but
+    the first with ``Unioncard-Pipelined: 1``: the union waits for the entries before
+    it), so that the union decodes and checks the
     next batch while it stores the one before (its two workers), and the answers are
     taken in order. The terminal's share of the work runs in a thread of its own, in
     order, beside them: the next batch is read from the journal as the wire's JSON
@@ -264,7 +264,7 @@ def _upload(
     the pending count and its cap do not move). With nothing pending, the newest entry
     is sent to ask the same (the union holds it once)."""
     marks: list[Future[int]] = []
-    lanes = [client]  # one client a request on its way; the second made when needed
+    lanes = [client]  # a client for each request on its way: the second made when needed
     flying: deque[tuple[_Batch, Future[int], CentralClient, bool]] = deque()
 
     def count_marks(wait: bool) -> None:
@@ -310,14 +310,10 @@ def _upload(
                 coming = ahead.submit(_prepare, terminal_id, journal, batch_size, batch.last)
                 report.sent += batch.count
                 sent += 1
-                if sent == 1:  # alone: it also learns where the union's copy ends
-                    if not settle(batch, client.post_sales(batch.bodies), client, False):
-                        return False
-                    continue
-                if len(lanes) == 1:
+                if sent == 2:
                     lanes.append(client.twin())
-                lane = lanes[sent % 2]  # free: its last request has its answer
-                pipelined = bool(flying)
+                lane = lanes[(sent - 1) % 2]  # free: its last request has its answer
+                pipelined = bool(flying)  # the first batch goes as the only one
                 flying.append(
                     (batch, senders.submit(lane.post_sales, batch.bodies, pipelined), lane,
                      pipelined)
