@@ -121,6 +121,7 @@ def serve(data_dir: Path, port_file: Path) -> None:
         return identity_from_pan("unionpay", b"\xa0", MEMBER_PAN, "2030-12", tokenize)
 
     daemon.log_to_stdout()
+    daemon.responsive_threads()  # as daemon.serve
     service = TerminalService(data_dir, read_card, system_clock, monotonic=time.monotonic)
     service.startup("bench")
     # as terminal.daemon.serve builds it; "sync now" is never asked for here
