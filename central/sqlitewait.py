@@ -1,9 +1,9 @@
 """How a writer of the central store on SQLite waits for the database's write lock.
 
 SQLite's own wait (busy_timeout) looks again after 1, 2, 5, 10, 15, 20, 25 ms: a writer
-behind one that holds the lock for 12 ms started only at 18 ms, and an upload behind
+behind one that holds the lock for 12 ms starts only at 18 ms. An upload waits so behind
 the terminal's batch before it (sync.run's pipelined requests, each in a worker of its
-own) lost a third of what its turn took (docs/benchmarks.md, "The sync's throughput").
+own), and each such gap adds to the sync (docs/benchmarks.md, "The sync's throughput").
 """
 
 from __future__ import annotations
