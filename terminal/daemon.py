@@ -24,9 +24,10 @@ SHUTDOWN_WAIT = 10.0  # seconds for requests in flight at SIGTERM
 AUTO_SYNC_TICK = 2.0  # seconds between the daemon's checks for a sync due
 # How long a thread runs before one waiting for the interpreter's lock takes it (Python's
 # default: 5 ms). The till's checkout, back from its fsync, waited behind the requests of
-# the pollers and the pages' streams; at 1 ms its p99 under 8 tills polling the status
-# every 100 ms fell by a tenth to a third against the default in the same runs
-# (bench/tillapi.py; docs/benchmarks.md, "The till API under polling").
+# the pollers and the pages' streams; at 1 ms its p99 ratio under 8 tills polling the
+# status every 100 ms was lower than at 5 ms in each of four paired runs (by 0.04 to
+# 0.18); the bench's figure at 1 ms was 1.145 and 1.163 (bench/tillapi.py;
+# docs/benchmarks.md, "The till API under polling").
 SWITCH_INTERVAL = 0.001
 
 
