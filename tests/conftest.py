@@ -96,6 +96,17 @@ def pg_schema() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None: the SQLite database of the data folder; else a new schema of the test
+    PostgreSQL (a missing server fails in CI, as :func:`pg_schema` says)."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        with pg_schema() as url:
+            yield url
+
+
 def _pg_store() -> Iterator[Store]:
     with pg_schema() as url:
         engine = make_engine(url)

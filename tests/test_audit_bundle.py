@@ -43,19 +43,10 @@ from pact.wire import ENTRY_YEARS
 from sync.client import CentralClient
 from terminal.journal import Journal
 from terminal.state import TerminalState
-from tests.conftest import FAST, Clock, Site, pg_schema
+from tests.conftest import FAST, Clock, Site
 from tests.helpers import MEMBER_PAN
 from tests.test_commands import one_line_error, run
 from tests.test_evidence import FORGED_EXTRA, forge
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None  # the data folder's own SQLite database
-    else:
-        with pg_schema() as url:
-            yield url
 
 
 @pytest.fixture

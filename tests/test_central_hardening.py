@@ -41,23 +41,12 @@ from pact.sale import Sale
 from pact.signing import key_id, public_bytes
 from pact.timefmt import parse_iso
 from pact.wire import ENTRY_YEARS, MAX_LENGTHS, decode_sales, encode_sales
-from tests.conftest import Clock, pg_schema
+from tests.conftest import Clock
 from tests.helpers import enrol_signing_terminal, signed, with_luhn
 from tests.test_central import make_sales
 from tests.test_commands import one_line_error, run
 
 PANS = [with_luhn(f"6214{n:011d}") for n in range(41)]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None: the SQLite database of the data folder; else a new schema of the test
-    PostgreSQL (a missing server fails in CI, as tests.conftest.pg_schema says)."""
-    if request.param == "sqlite":
-        yield None
-    else:
-        with pg_schema() as url:
-            yield url
 
 
 def central(capsys: pytest.CaptureFixture[str], data: Path, url: str | None, *argv: str) -> Any:

@@ -42,7 +42,7 @@ from pact.chain import GENESIS, seal
 from pact.policy import parse_terms
 from pact.sale import SaleDraft
 from pact.text import Msg
-from tests.conftest import Clock, pg_schema
+from tests.conftest import Clock
 from tests.helpers import MEMBER_PAN
 from tests.test_commands import run
 
@@ -54,17 +54,6 @@ PEOPLE = (
     ("aud", "auditor", None),
     ("shop1", "merchant", "M0001"),
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None: the SQLite database of the data folder; else a new schema of the test
-    PostgreSQL (a missing server fails in CI, as tests.conftest.pg_schema says)."""
-    if request.param == "sqlite":
-        yield None
-    else:
-        with pg_schema() as url:
-            yield url
 
 
 def _union(tmp_path: Path, clock: Clock, url: str | None) -> tuple[CentralPaths, Union]:

@@ -13,13 +13,11 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 import central.service
 from central import create_app
@@ -30,10 +28,10 @@ from pact.sale import SaleDraft
 from pact.wire import PIPELINED_HEADER
 from sync.client import CentralClient
 from sync.errors import CentralUnreachableError
-from sync.run import run_sync
+from sync.run import _bodies, run_sync
 from terminal.journal import Journal
 from terminal.state import TerminalState
-from tests.conftest import FAST, PG_URL, missing
+from tests.conftest import FAST
 from tests.helpers import MEMBER_PAN
 
 UPLOAD = "/api/v1/sales"
@@ -73,26 +71,6 @@ class Watch:
         finally:
             with self.lock:
                 self.inside -= 1
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        missing("PostgreSQL", f"{PG_URL}: {str(exc).splitlines()[0]}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 class Shop:
@@ -177,8 +155,6 @@ def test_a_batch_that_arrives_first_waits_for_the_one_before(shop: Shop, clock) 
     """The second batch's request overtakes the first's: the union waits for the first
     batch's entries, then stores the second after them, and both are acknowledged."""
     shop.sell(20, clock())
-    from sync.run import _bodies
-
     sales = shop.journal.pending(20)
     ahead = shop.client.twin()
     answers: dict[str, int] = {}
@@ -205,8 +181,6 @@ def test_a_batch_whose_turn_never_comes_is_answered_without_a_note(
     sent alone is noted (the union restored from an older backup?)."""
     monkeypatch.setattr(central.service, "PIPELINE_WAIT", 0.3)
     shop.sell(20, clock())
-    from sync.run import _bodies
-
     later = _bodies("T1", shop.journal.pending(20)[10:])
     started = time.monotonic()
     assert shop.client.post_sales(later, pipelined=True) == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ from sync.errors import CentralRefusedError
 from sync.run import run_sync
 from terminal.journal import Journal
 from terminal.state import TerminalState
-from tests.conftest import FAST, PG_URL, missing
+from tests.conftest import FAST
 from tests.helpers import MEMBER_PAN
 
 
@@ -72,26 +71,6 @@ def test_an_entry_larger_than_the_limit_goes_alone_and_an_empty_batch_once() -> 
 
 
 # ------------------------------------------------------------------- the central service
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        missing("PostgreSQL", f"{PG_URL}: {str(exc).splitlines()[0]}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 class Recorder:
     """WSGI middleware: each request's path, Content-Encoding and body size as sent."""
 
