@@ -40,6 +40,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from heapq import heappop, heappush
 from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -198,13 +199,14 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
     kept = list(entries)
     facts_ = _Cached(facts)
     by_terminal: dict[str, list[Sale]] = {}
-    # each card's entries in one share (its quota use and its day's uses are its own)
-    shares: list[list[Sale]] = [[] for _ in range(max(1, runner.workers))]
+    by_card: dict[str, list[Sale]] = {}
     for entry in kept:
         by_terminal.setdefault(entry.terminal_id, []).append(entry)
         card = entry.token if entry.token is not None else entry.sale_id
-        shares[hash(card) % len(shares)].append(entry)
+        by_card.setdefault(card, []).append(entry)
         facts_.at(entry)  # parsed here, once: the workers inherit them
+    # each card's entries in one share (its quota use and its day's uses are its own)
+    shares = [kept] if runner.workers <= 1 else _dealt(by_card.values(), runner.workers)
     for merchant_id, version in {(e.merchant_id, e.policy_version) for e in kept}:
         facts_.policy(merchant_id, version)
     for terminal_id, terminal_entries in by_terminal.items():
@@ -235,6 +237,19 @@ def audit(entries: Iterable[Sale], facts: Facts, runner: Runner = IN_TURN) -> li
 
 def _seq(entry: Sale) -> int:
     return entry.seq
+
+
+def _dealt(cards: Iterable[list[Sale]], count: int) -> list[list[Sale]]:
+    """Each card's entries dealt whole into ``count`` shares of nearly as many entries
+    each: the cards with most entries first, each to the share that holds fewest so far
+    (the workers run side by side, and the audit waits for the largest share)."""
+    shares: list[list[Sale]] = [[] for _ in range(count)]
+    sizes = [(0, k) for k in range(count)]  # a heap: (entries so far, share)
+    for entries in sorted(cards, key=len, reverse=True):
+        size, k = heappop(sizes)
+        shares[k] += entries
+        heappush(sizes, (size + len(entries), k))
+    return shares
 
 
 def _first(pair: tuple[_Place, Sale]) -> _Place:

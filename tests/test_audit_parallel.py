@@ -101,3 +101,32 @@ def test_a_failure_in_a_worker_reaches_the_caller() -> None:
 
     with pytest.raises(ValueError, match="share . failed"):
         ForkedWorkers(2)(work, 2)
+
+
+class _Count:
+    """A runner that records the shares' sizes (one worker each) and runs them in turn."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.sizes: list[int] = []
+
+    def __call__(self, work, count):  # type: ignore[no-untyped-def]
+        done = [work(k) for k in range(count)]
+        self.sizes = [len(share.altered) for share in done]
+        return done
+
+
+def test_the_shares_hold_nearly_as_many_entries_each(year) -> None:  # type: ignore[no-untyped-def]
+    """The audit waits for its largest share: each card's entries are dealt whole, the
+    most first, to the share with fewest so far, so no share holds more than the
+    busiest card's entries beyond another."""
+    entries, facts, _ = year
+    # every entry "altered" (its hash not its content's), so a share's findings count it
+    altered = [dataclasses.replace(e, hash="0" * 64) for e in entries]
+    busiest = max(Counter(e.token for e in entries).values())
+    for workers in (2, 3, 4):
+        runner = _Count(workers)
+        audit(altered, facts, runner)
+        assert sum(runner.sizes) == len(entries)
+        assert len(runner.sizes) == workers
+        assert max(runner.sizes) - min(runner.sizes) <= busiest, (workers, runner.sizes)
