@@ -21,7 +21,8 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -98,7 +99,48 @@ MIGRATIONS = (
     """
     CREATE INDEX IF NOT EXISTS sales_at ON sales (at);
     """,
+    # 8: the answers of voids and refunds sent with an Idempotency-Key, each written in
+    # the transaction of the entry it journaled (not evidence: not hashed, pruned)
+    """
+    CREATE TABLE replays (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        answer TEXT NOT NULL,
+        kept_at TEXT NOT NULL
+    );
+    CREATE INDEX replays_kept_at ON replays (kept_at);
+    """,
 )
+# how long the answer of a void or refund sent with an Idempotency-Key is given again
+ANSWERS_KEPT_FOR = timedelta(hours=24)
+KEEP_ANSWER = (
+    "INSERT INTO replays (key, fingerprint, seq, answer, kept_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, seq = excluded.seq, "
+    "answer = excluded.answer, kept_at = excluded.kept_at"
+)
+
+
+@dataclass(frozen=True)
+class Once:
+    """A void or refund to journal at most once: the till's Idempotency-Key, a digest
+    of what it asked, and its answer made of the entry it journals (kept with the entry,
+    in the same transaction, so a request sent again after a restart is answered it)."""
+
+    key: str
+    fingerprint: str
+    answer: Callable[[Sale], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The kept answer of an Idempotency-Key: what was asked, the entry, the answer."""
+
+    fingerprint: str
+    seq: int
+    answer: dict[str, Any]
+
+
 # ``at`` is always iso()'s fixed "YYYY-MM-DDTHH:MM:SSZ" (UTC): text order is time order.
 
 READERS_KEPT = 8  # idle read connections kept open: one for each of the daemon's threads
@@ -423,12 +465,17 @@ class Journal:
 
     @_locked
     def append_reversal(
-        self, seq: int, build: Callable[[Sale, list[Sale]], SaleDraft], at: datetime
+        self,
+        seq: int,
+        build: Callable[[Sale, list[Sale]], SaleDraft],
+        at: datetime,
+        once: Once | None = None,
     ) -> Sale:
         """Durably record the entry ``build(sale, reversals)`` makes of sale ``seq`` and
         the entries that already reverse it (a void or refund: pact.reversal), reading
         both in the write transaction, so that no other process reverses the sale
-        between the check and the write. ``build`` raises to record nothing."""
+        between the check and the write. ``build`` raises to record nothing. With
+        ``once``, its answer is kept in the same transaction (:meth:`replay`)."""
 
         def draft() -> SaleDraft:
             sale = self._entry(seq)
@@ -438,9 +485,22 @@ class Journal:
                 )
             return build(sale, self._reversals_of(seq))
 
-        return self._append(draft, at)
+        return self._append(draft, at, once)
 
-    def _append(self, make: Callable[[], SaleDraft], at: datetime) -> Sale:
+    def replay(self, key: str, since: datetime) -> Kept | None:
+        """The answer kept for Idempotency-Key ``key`` by a void or refund journaled at
+        ``since`` or later (None: none)."""
+        rows = self.readers.all(
+            "SELECT fingerprint, seq, answer FROM replays WHERE key = ? AND kept_at >= ?",
+            [key, iso(since)],
+        )
+        for fingerprint, seq, answer in rows:
+            return Kept(fingerprint, seq, json.loads(answer))
+        return None
+
+    def _append(
+        self, make: Callable[[], SaleDraft], at: datetime, once: Once | None = None
+    ) -> Sale:
         if self.signer is None:
             raise JournalError(N_("the sale was NOT recorded: the journal has no device key"))
         check_space(self.path.parent, SALE_REFUSED)  # refused whole, before a write fails
@@ -453,6 +513,12 @@ class Journal:
                 )
                 sale = sign_entry(self.signer, sale)
                 self.db.execute(INSERT_SALE, sale.as_row())
+                if once is not None:
+                    self.db.execute("DELETE FROM replays WHERE kept_at < ?",
+                                    [iso(at - ANSWERS_KEPT_FOR)])  # fmt: skip
+                    answer = json.dumps(once.answer(sale), ensure_ascii=False, sort_keys=True)
+                    self.db.execute(KEEP_ANSWER, [once.key, once.fingerprint, sale.seq, answer,
+                                                  sale.at])  # fmt: skip
         except sqlite3.Error as exc:
             self._write_failed(exc)
         return sale

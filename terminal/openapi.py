@@ -697,8 +697,8 @@ IDEMPOTENCY = (
     "With an `Idempotency-Key` (a new one for each void or refund), a request sent again "
     "with the same key and body (its answer lost) is answered the first answer "
     "(`Idempotent-Replayed: true`) and journals nothing; the same key with another "
-    "request is refused (409, `idempotency_key_reused`). The terminal keeps the keys of "
-    "what it journaled in memory: the last 1,000, for 24 hours (not across a restart)."
+    "request is refused (409, `idempotency_key_reused`). The terminal keeps each key of "
+    "what it journaled for 24 hours, in its journal with the entry (across a restart too)."
 )
 REPLAYED = {
     "Idempotent-Replayed": {

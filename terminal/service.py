@@ -46,7 +46,7 @@ from terminal.errors import (
     TerminalError,
     UnknownSaleError,
 )
-from terminal.journal import Journal
+from terminal.journal import ANSWERS_KEPT_FOR, Journal, Kept, Once
 from terminal.printing import open_printer, print_receipt
 from terminal.state import TerminalState
 from terminal.supervisor import Supervisor
@@ -548,15 +548,17 @@ class TerminalService:
         else:
             self.supervisor.check(pin)
 
-    def void(self, seq: int, reason: str, pin: object, token: str | None = None) -> Sale:
+    def void(
+        self, seq: int, reason: str, pin: object, token: str | None = None, once: Once | None = None
+    ) -> Sale:
         """Void sale ``seq`` of today's business day with a reason, after the supervisor's
         PIN or token: journals the void entry (the same amounts, rules and basket,
-        reversed)."""
+        reversed), and ``once``'s answer with it (:meth:`replay`)."""
         self._authorize(pin, token)
         now = self._reversal_time()
         policy = self.state.current.policy
         entry = self.journal.append_reversal(
-            seq, lambda sale, later: void_draft(sale, later, reason, policy, now), at=now
+            seq, lambda sale, later: void_draft(sale, later, reason, policy, now), now, once
         )
         log.info("void #%d of sale %d: %s reversed", entry.seq, seq, fen(entry.net))
         return entry
@@ -568,21 +570,29 @@ class TerminalService:
         reason: str,
         pin: object,
         token: str | None = None,
+        once: Once | None = None,
     ) -> Sale:
         """Refund ``qty`` units of line ``index`` of sale ``seq`` for each ``(index, qty)``,
         with a reason, after the supervisor's PIN or token: journals the refund entry,
         which gives back each rule's discount on those units in proportion
-        (pact.reversal)."""
+        (pact.reversal), and ``once``'s answer with it (:meth:`replay`)."""
         self._authorize(pin, token)
         now = self._reversal_time()
         policy = self.state.current.policy
         entry = self.journal.append_reversal(
             seq,
             lambda sale, later: refund_draft(sale, later, items, reason, policy, now),
-            at=now,
+            now,
+            once,
         )
         log.info("refund #%d of sale %d: %s paid back", entry.seq, seq, fen(entry.net))
         return entry
+
+    def replay(self, key: str) -> Kept | None:
+        """The answer of the void or refund sent with Idempotency-Key ``key`` in the last
+        24 hours (terminal.journal.ANSWERS_KEPT_FOR), if one was journaled: kept in the
+        journal, so a till that sends it again after a restart is answered it too."""
+        return self.journal.replay(key, self.clock() - ANSWERS_KEPT_FOR)
 
     def _reversal_time(self) -> datetime:
         """A void's or refund's time: a clock jump journaled first, then the clock's

@@ -13,11 +13,8 @@ import json
 import logging
 import re
 import threading
-import time
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -49,6 +46,7 @@ from pact.errors import BasketError, ReversalError, UnioncardError
 from pact.money import fen, parse_yuan
 from pact.paths import local_path
 from pact.report import day_bounds, day_report
+from pact.sale import Sale
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
 from reader.errors import (
@@ -73,6 +71,7 @@ from terminal.errors import (
     SupervisorError,
     UnknownSaleError,
 )
+from terminal.journal import Once
 from terminal.live import Changes, stream, watch_reader
 from terminal.openapi import document as openapi_document
 from terminal.service import PendingSale, TerminalService
@@ -463,16 +462,14 @@ def void(seq: int) -> Any:
     if not _pin_is_text(body):
         return _bad(_(PIN_AS_TEXT))
 
-    def run() -> dict[str, Any]:
-        entry = _service().void(seq, body["reason"], body.get("pin"), supervisor_token())
-        return {
-            "state": "voided",
-            "seq": entry.seq,
-            "ref_seq": entry.ref_seq,
-            "net": fen(entry.net),
-        }
+    def run(once: Once | None) -> Sale:
+        return _service().void(seq, body["reason"], body.get("pin"), supervisor_token(), once)
 
-    return _once("void", seq, body, run)
+    return _once("void", seq, body, run, _voided)
+
+
+def _voided(entry: Sale) -> dict[str, Any]:
+    return {"state": "voided", "seq": entry.seq, "ref_seq": entry.ref_seq, "net": fen(entry.net)}
 
 
 @bp.get("/api/v1/sales/<int(max=9223372036854775807):seq>")
@@ -502,18 +499,22 @@ def refund(seq: int) -> Any:
         return _bad(_(PIN_AS_TEXT))
     items = [(item["index"], item["qty"]) for item in lines]
 
-    def run() -> dict[str, Any]:
-        entry = _service().refund(seq, items, body["reason"], body.get("pin"), supervisor_token())
-        return {
-            "state": "refunded",
-            "seq": entry.seq,
-            "ref_seq": entry.ref_seq,
-            "gross": fen(entry.gross),
-            "discount": fen(entry.discount),
-            "net": fen(entry.net),
-        }
+    def run(once: Once | None) -> Sale:
+        service = _service()
+        return service.refund(seq, items, body["reason"], body.get("pin"), supervisor_token(), once)
 
-    return _once("refund", seq, body, run)
+    return _once("refund", seq, body, run, _refunded)
+
+
+def _refunded(entry: Sale) -> dict[str, Any]:
+    return {
+        "state": "refunded",
+        "seq": entry.seq,
+        "ref_seq": entry.ref_seq,
+        "gross": fen(entry.gross),
+        "discount": fen(entry.discount),
+        "net": fen(entry.net),
+    }
 
 
 # An Idempotency-Key: 1 to 255 visible ASCII characters (the page sends 32 hex digits)
@@ -521,63 +522,32 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-@dataclass(frozen=True)
-class _Done:
-    fingerprint: str  # what was asked: the operation, the sale and the body (not the PIN)
-    answer: dict[str, Any]
-    at: float  # time.monotonic()
-
-
-class Replays:
-    """The answers of the voids and refunds sent with an ``Idempotency-Key``, in memory:
-    the last :attr:`size` keys, for :attr:`keep_for` seconds. A request sent again with
-    its key (its answer lost) is answered the first answer and journals nothing; the
-    key with another request is refused (409 ``idempotency_key_reused``). Only what was
-    journaled is kept: a refused request (a wrong PIN) may be sent again with its key.
-    One keyed void or refund runs at a time, so a second copy sent while the first
-    runs waits for it and is answered the same."""
-
-    def __init__(self, size: int = 1000, keep_for: float = 24 * 3600.0) -> None:
-        self.size = size
-        self.keep_for = keep_for
-        self.lock = threading.Lock()  # held for a whole keyed void or refund
-        self._done: OrderedDict[str, _Done] = OrderedDict()
-
-    def get(self, key: str) -> _Done | None:
-        """The kept answer of ``key`` (the caller holds :attr:`lock`)."""
-        now = time.monotonic()
-        while self._done:
-            oldest = next(iter(self._done.values()))
-            if now - oldest.at < self.keep_for:
-                break
-            self._done.popitem(last=False)
-        return self._done.get(key)
-
-    def keep(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:
-        """Keep the answer of ``key`` (the caller holds :attr:`lock`)."""
-        self._done[key] = _Done(fingerprint, answer, time.monotonic())
-        self._done.move_to_end(key)
-        while len(self._done) > self.size:
-            self._done.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._done)
-
-
-def _once(operation: str, seq: int, body: dict[str, Any], run: Callable[[], Any]) -> Any:
-    """Answer ``run()`` (a void or refund of sale ``seq``), once per Idempotency-Key."""
+def _once(
+    operation: str,
+    seq: int,
+    body: dict[str, Any],
+    journal: Callable[[Once | None], Sale],
+    answer: Callable[[Sale], dict[str, Any]],
+) -> Any:
+    """Answer ``answer(journal(...))`` (a void or refund of sale ``seq``), once per
+    Idempotency-Key: a request sent again with its key (its answer lost, or the
+    terminal restarted meanwhile) is answered the first answer, kept in the journal
+    with the entry (terminal.journal.Once), and journals nothing; the key with another
+    request is refused (409 ``idempotency_key_reused``). Only what was journaled is
+    kept: a refused request (a wrong PIN) may be sent again with its key. One keyed
+    void or refund runs at a time, so a second copy sent while the first runs waits
+    for it and is answered the same."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return jsonify(run())
+        return jsonify(answer(journal(None)))
     if not IDEMPOTENCY_KEY.fullmatch(key):
         return _bad(_("Idempotency-Key must be 1 to 255 visible ASCII characters"))
     asked = {k: v for k, v in body.items() if k != "pin"}  # the PIN is not what was asked
     fingerprint = hashlib.sha256(
         json.dumps([operation, seq, asked], sort_keys=True, ensure_ascii=True).encode()
     ).hexdigest()
-    replays: Replays = current_app.extensions["unioncard_replays"]
-    with replays.lock:
-        done = replays.get(key)
+    with current_app.extensions["unioncard_keyed"]:
+        done = _service().replay(key)
         if done is not None:
             if done.fingerprint != fingerprint:
                 return problem(
@@ -591,9 +561,8 @@ def _once(operation: str, seq: int, body: dict[str, Any], run: Callable[[], Any]
             response = jsonify(done.answer)
             response.headers[REPLAYED_HEADER] = "true"
             return response
-        answer = run()  # raises when refused: nothing kept
-        replays.keep(key, fingerprint, answer)
-    return jsonify(answer)
+        entry = journal(Once(key, fingerprint, answer))  # raises when refused: nothing kept
+    return jsonify(answer(entry))
 
 
 @bp.get("/receipt/<int(max=9223372036854775807):seq>")
@@ -777,7 +746,7 @@ def create_app(service: TerminalService, sync: Callable[[], object] | None = Non
     app.extensions["unioncard_terminal"] = service
     changes = Changes()
     app.extensions["unioncard_changes"] = changes
-    app.extensions["unioncard_replays"] = Replays()
+    app.extensions["unioncard_keyed"] = threading.Lock()  # one keyed void or refund at a time
     if sync is not None:
         app.extensions["unioncard_sync"] = BackgroundSync(sync, changes.bump)
     monitor = getattr(service.read_card, "monitor", None)

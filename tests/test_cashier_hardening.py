@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,12 +30,13 @@ from reader.errors import NoCardError
 from reader.identity import CardIdentity, Tokenize, identity_from_pan
 from terminal import web
 from terminal.access import new_api_token, new_supervisor_token
+from terminal.journal import Once
 from terminal.openapi import document
 from terminal.service import TerminalService
 from terminal.state import TerminalState
 from terminal.supervisor import set_pin
 from terminal.syncrecord import keep_sync
-from terminal.web import Replays, create_app, negotiate
+from terminal.web import create_app, negotiate
 from tests.helpers import MEMBER_PAN, bundle, policy_bytes, roster_bytes, snapshot_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +123,15 @@ class Shop:
         assert csrf
         client.environ_base["HTTP_X_CSRFTOKEN"] = csrf.group(1)
         return client
+
+    def restarted(self) -> Shop:
+        """This terminal's daemon started again on the same files."""
+        self.service.close()
+        service = TerminalService(self.state.dir, self.cards, self.clock, card_timeout=5,
+                                  monotonic=self.mono)  # fmt: skip
+        self.closers.append(service.close)
+        return Shop(service, create_app(service), self.till, self.clock, self.cards, self.mono,
+                    self.state)  # fmt: skip
 
     def damaged(self) -> Shop:
         """This terminal restarted on a journal found damaged."""
@@ -261,16 +273,61 @@ def test_two_copies_at_once_journal_one_refund(shop: Shop) -> None:
     assert shop.service.journal.counts()[0] == 2
 
 
-def test_the_keys_are_kept_bounded() -> None:
-    replays = Replays(size=2)
-    with replays.lock:
-        for key in ("a", "b", "c"):
-            replays.keep(key, "f", {"key": key})
-        assert len(replays) == 2 and replays.get("a") is None and replays.get("c") is not None
-    old = Replays(keep_for=0.0)  # kept no time at all: gone at once
-    with old.lock:
-        old.keep("a", "f", {})
-        assert old.get("a") is None and len(old) == 0
+def test_a_refund_sent_again_after_a_restart_is_answered_once(shop: Shop) -> None:
+    """The answer is kept in the journal with the refund it journaled: the till that
+    lost it when the terminal restarted sends it again and is answered it."""
+    shop.client().post("/api/v1/checkout", json={"basket": COLD, "confirm": True})
+    body = {"lines": [{"index": 0, "qty": 1}], "reason": "returned", "pin": PIN}
+    key = {"Idempotency-Key": "after-restart"}
+    first = shop.client().post("/api/v1/sales/1/refund", json=body, headers=key)
+    assert first.status_code == 200 and first.get_json()["seq"] == 2
+    again = shop.restarted()
+    assert again.service is not shop.service
+    replayed = again.client().post("/api/v1/sales/1/refund", json=body, headers=key)
+    assert replayed.status_code == 200 and replayed.get_json() == first.get_json()
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    assert again.service.journal.counts()[0] == 2  # the sale and one refund
+    other = again.client().post(
+        "/api/v1/sales/1/void", json={"reason": "x", "pin": PIN}, headers=key
+    )
+    assert other.status_code == 409 and other.get_json()["kind"] == "idempotency_key_reused"
+
+
+def test_a_key_is_kept_for_a_day(shop: Shop) -> None:
+    shop.client().post("/api/v1/checkout", json={"basket": COLD, "confirm": True})
+    body = {"lines": [{"index": 0, "qty": 1}], "reason": "returned", "pin": PIN}
+    key = {"Idempotency-Key": "a-day"}
+    assert shop.client().post("/api/v1/sales/1/refund", json=body, headers=key).status_code == 200
+    shop.clock.now += timedelta(hours=23)
+    shop.mono.now += 23 * 3600  # (the clocks agree: no clock jump)
+    kept = shop.client().post("/api/v1/sales/1/refund", json=body, headers=key)
+    assert kept.headers.get("Idempotent-Replayed") == "true"
+    shop.clock.now += timedelta(hours=2)  # 25 hours on: the key is forgotten
+    shop.mono.now += 2 * 3600
+    later = shop.client().post("/api/v1/sales/1/refund", json=body, headers=key)
+    assert later.status_code == 200 and "Idempotent-Replayed" not in later.headers
+    assert later.get_json()["seq"] == 3
+    with closing(sqlite3.connect(shop.state.dir / "journal.db")) as db:  # the old answer was pruned
+        assert db.execute("SELECT key, seq FROM replays").fetchall() == [("a-day", 3)]
+
+
+def test_the_answer_and_the_entry_are_kept_together_or_not_at_all(shop: Shop) -> None:
+    """The kept answer is written in the refund's own transaction: when it cannot be
+    kept, the refund is not journaled either (a till's retry would journal it twice)."""
+    shop.client().post("/api/v1/checkout", json={"basket": COLD, "confirm": True})
+
+    def broken(entry: Any) -> dict[str, Any]:
+        raise RuntimeError("the answer could not be made")
+
+    once = Once("k-broken", "f" * 64, broken)
+    with pytest.raises(RuntimeError, match="could not be made"):
+        shop.service.refund(1, [(0, 1)], "returned", PIN, once=once)
+    assert shop.service.journal.counts()[0] == 1  # the sale alone
+    assert shop.service.replay("k-broken") is None
+    refund = shop.service.refund(
+        1, [(0, 1)], "returned", PIN, once=Once("k", "f", lambda e: {"seq": e.seq})
+    )
+    assert refund.seq == 2 and shop.service.replay("k") is not None
 
 
 def test_the_document_has_the_idempotency_key() -> None:
