@@ -37,6 +37,23 @@ def test_durability_settings(tmp_path) -> None:
     assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_only_the_syncs_marks_skip_the_fsync(tmp_path, clock) -> None:
+    """Entries commit with synchronous=FULL; a mark of uploaded entries commits with
+    NORMAL (its loss only sends them again), and FULL is back for the next entry."""
+    journal = Journal(tmp_path / "j.db", TEST_SIGNER)
+    seen: list[str] = []
+    journal.db.conn.set_trace_callback(seen.append)
+    journal.append(sale(), clock())
+    journal.mark_uploaded(1, clock())
+    journal.append(sale(), clock())
+    journal.db.conn.set_trace_callback(None)
+    modes = [s.split("=")[1] for s in seen if s.startswith("PRAGMA synchronous")]
+    assert modes == ["NORMAL", "FULL"]
+    order = [s.split()[0] for s in seen if s.split()[0] in ("PRAGMA", "BEGIN", "UPDATE", "INSERT")]
+    assert order == ["BEGIN", "INSERT", "PRAGMA", "BEGIN", "UPDATE", "PRAGMA", "BEGIN", "INSERT"]
+    assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
 def test_chain_and_pending(tmp_path, clock) -> None:
     journal = Journal(tmp_path / "j.db", TEST_SIGNER)
     first = journal.append(sale(), clock())
