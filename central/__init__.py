@@ -30,7 +30,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from central import api, partners
-from central.console import UNSTORABLE, error_page, for_people, init_console
+from central.console import UNSTORABLE, error_page, for_people, init_console, say
 from central.errors import CentralError
 from central.service import CentralPaths, Union, storable
 
@@ -122,8 +122,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(CentralError)
     def _central_error(exc: CentralError) -> Any:
-        if for_people():  # a person's browser: a page (the service's words)
-            return error_page(exc.http_status, str(exc))
+        if for_people():  # a person's browser: a page (the service's words, translated)
+            return error_page(exc.http_status, say(exc.msg))
         return jsonify(error=str(exc)), exc.http_status
 
     @app.errorhandler(HTTPException)

@@ -321,11 +321,11 @@ REGISTRY = {"category": 32, "district": 64, "address": 200, "contact": 100}  # f
 
 
 def _said(exc: CentralError, merchant_id: str) -> str:
-    """A service's refusal as the console says it: an unknown merchant in the reader's
-    language (the service's words name a command), anything else in the service's."""
+    """A service's refusal as the console says it, in the reader's language: an unknown
+    merchant in the console's words (the service's name a command)."""
     if isinstance(exc, NotFoundError) and str(exc).startswith(f"no merchant {merchant_id}:"):
         return str(_("There is no merchant %(id)s.", id=merchant_id))
-    return str(exc)
+    return say(exc.msg)
 
 
 def _admin_only() -> None:
@@ -369,7 +369,7 @@ def member_import() -> Any:
             _("The file is not CSV in UTF-8: save it as CSV UTF-8. Nothing was imported."), 400
         )
     except CentralError as exc:
-        message = _("The file was refused and nothing was imported: %(why)s", why=str(exc))
+        message = _("The file was refused and nothing was imported: %(why)s", why=say(exc.msg))
         return _members_page(message, exc.http_status)
     done = [
         _(
@@ -423,7 +423,7 @@ def merchants() -> Any:
                 if any(given.values()):
                     union.store.set_registry(merchant_id, **{k: v for k, v in given.items() if v})
             except CentralError as exc:
-                error, status = str(exc), exc.http_status
+                error, status = say(exc.msg), exc.http_status
             else:
                 flash(
                     _(
@@ -463,7 +463,7 @@ def merchant_admit(merchant_id: str) -> Any:
     try:
         _union().admit_merchant(merchant_id, standards, current_user.name)
     except CentralError as exc:
-        return _merchant_page(merchant_id, str(exc), exc.http_status)
+        return _merchant_page(merchant_id, say(exc.msg), exc.http_status)
     flash(_("Merchant %(id)s admitted.", id=merchant_id))
     return redirect(url_for("console.merchant", merchant_id=merchant_id))
 
@@ -497,7 +497,7 @@ def merchant_status(merchant_id: str) -> Any:
     try:
         version = union.set_merchant_status(merchant_id, status, reason, when, current_user.name)
     except CentralError as exc:
-        return _merchant_page(merchant_id, str(exc), exc.http_status)
+        return _merchant_page(merchant_id, say(exc.msg), exc.http_status)
     at = _local(when) if when is not None else _("now")
     flash(
         _(
@@ -707,7 +707,7 @@ def policies() -> Any:
                 raise ValueError("not an object")
             union.draft_policy(request.form.get("merchant", ""), terms, current_user.name)
         except CentralError as exc:  # (an InputError, naming the field, is a ValueError too)
-            error, status = str(exc), exc.http_status
+            error, status = say(exc.msg), exc.http_status
         except (ValueError, RecursionError):
             error, status = _("The terms are not a JSON object."), 400
         else:
@@ -732,7 +732,7 @@ def decide(draft_id: int, decision: str) -> Any:
         message = _("There is no policy draft #%(id)s.", id=draft_id)
         return _policies_page(union, str(message), exc.http_status)
     except CentralError as exc:
-        return _policies_page(union, str(exc), exc.http_status)
+        return _policies_page(union, say(exc.msg), exc.http_status)
     return redirect(url_for("console.policies"))
 
 

@@ -22,6 +22,7 @@ from central.store import Store
 from pact.errors import PolicyError
 from pact.policy import TERMS_FIELDS, build_policy, parse_terms
 from pact.signing import canonical_json
+from pact.text import N_
 from pact.timefmt import iso, parse_iso
 
 POLICY_LIFETIME = timedelta(days=30)
@@ -42,15 +43,18 @@ def parse_terms_file(data: bytes, name: str) -> dict[str, Any]:
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InputError(f"{name} is not valid JSON ({exc})") from None
+        raise InputError(
+            N_("%(name)s is not valid JSON (%(reason)s)"), name=name, reason=str(exc)
+        ) from None
     if isinstance(raw, dict) and ("signed" in raw or "type" in raw):
         raise InputError(
-            f"{name} is a signed policy; give the terms only (rules, exclude, combine, ...)"
+            N_("%(name)s is a signed policy; give the terms only (rules, exclude, combine, ...)"),
+            name=name,
         )
     try:
         parse_terms(raw)
     except PolicyError as exc:
-        raise InputError(f"{name}: {exc}") from None
+        raise InputError(N_("%(name)s: %(reason)s"), name=name, reason=str(exc)) from None
     terms: dict[str, Any] = raw
     return terms
 
@@ -76,7 +80,7 @@ def status_timeline(history: Sequence[Mapping[str, Any]], now: datetime) -> Stat
         by_moment[parse_iso(row["effective_at"])] = row["status"]
     moments = sorted(by_moment)
     if not moments:
-        raise InputError("the merchant has no status history")
+        raise InputError(N_("the merchant has no status history"))
     exits = [m for m in moments if by_moment[m] == "exited"]
     if exits:  # an exit is final: what was scheduled after it never takes effect
         moments = [m for m in moments if m <= exits[0]]
@@ -94,11 +98,11 @@ def status_timeline(history: Sequence[Mapping[str, Any]], now: datetime) -> Stat
 def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: datetime) -> None:
     unknown = set(terms) - set(TERMS_FIELDS)
     if unknown:
-        raise InputError(f"unknown policy terms: {', '.join(sorted(unknown))}")
+        raise InputError(N_("unknown policy terms: %(terms)s"), terms=", ".join(sorted(unknown)))
     try:
         parse_terms(dict(terms))
     except PolicyError as exc:
-        raise InputError(f"policy terms refused: {exc}") from None
+        raise InputError(N_("policy terms refused: %(reason)s"), reason=str(exc)) from None
     store.set_terms(merchant_id, canonical_json(dict(terms)).decode(), iso(at))
 
 
@@ -131,5 +135,9 @@ def publish(
         keys=list(keys),
     )
     if store.put_signed(kind, version, data, iso(now)) is False:
-        raise ConflictError(f"policy v{version} of {merchant_id} was just signed elsewhere: retry")
+        raise ConflictError(
+            N_("policy v%(version)s of %(merchant)s was just signed elsewhere: retry"),
+            version=version,
+            merchant=merchant_id,
+        )
     return version

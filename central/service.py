@@ -167,13 +167,21 @@ def registry_fields(registry: Mapping[str, str | None]) -> dict[str, str]:
         text = " ".join((value or "").split())
         if len(text) > most:
             raise InputError(
-                f"the merchant's {name} is {len(text)} characters long; at most {most} fit: "
-                "shorten it"
+                N_(
+                    "the merchant's %(name)s is %(length)s characters long; at most %(most)s "
+                    "fit: shorten it"
+                ),
+                name=name,
+                length=str(len(text)),
+                most=most,
             )
         if not storable(text):
             raise InputError(
-                f"the merchant's {name} holds a character that cannot be stored (a NUL, or "
-                "half of a surrogate pair): type it again"
+                N_(
+                    "the merchant's %(name)s holds a character that cannot be stored (a NUL, or "
+                    "half of a surrogate pair): type it again"
+                ),
+                name=name,
             )
         if text:
             given[name] = text
@@ -186,7 +194,11 @@ def check_terminal_id(terminal_id: str) -> None:
     one kept, a 40-character one a traceback on PostgreSQL."""
     if not TERMINAL_ID.fullmatch(terminal_id):
         raise InputError(
-            f"{terminal_id!r} is not a terminal id: 1 to 32 letters, digits, - or _, such as T0001"
+            N_(
+                "%(terminal_id)s is not a terminal id: 1 to 32 letters, digits, - or _, such as "
+                "T0001"
+            ),
+            terminal_id=repr(terminal_id),
         )
 
 
@@ -220,11 +232,14 @@ def _checked_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any], s
         yield from _checked_csv_rows(reader)
     except UnicodeDecodeError:  # text is decoded ahead of the CSV reader: "near"
         raise InputError(
-            f"members file near line {reader.line_num + 1}: not text in UTF-8: save it as CSV UTF-8"
+            N_("members file near line %(line)s: not text in UTF-8: save it as CSV UTF-8"),
+            line=reader.line_num + 1,
         ) from None
     except csv.Error as exc:
         raise InputError(
-            f"members file line {reader.line_num + 1}: not CSV ({exc}): save it as CSV UTF-8"
+            N_("members file line %(line)s: not CSV (%(exc)s): save it as CSV UTF-8"),
+            line=reader.line_num + 1,
+            exc=str(exc),
         ) from None
 
 
@@ -245,42 +260,55 @@ def _checked_csv_rows(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[s
     for required in ("member_id", "pan"):
         if required not in header:
             shown = ",".join(_shown_cell(cell) for cell in header)
-            raise InputError(f"members file has no {required!r} column (header: {shown})")
+            raise InputError(
+                N_("members file has no %(required)s column (header: %(shown)s)"),
+                required=repr(required),
+                shown=shown,
+            )
     unknown = set(header) - set(MEMBER_COLUMNS)
     if unknown:
         shown = ", ".join(sorted(_shown_cell(cell) for cell in unknown))
-        raise InputError(f"members file has unknown columns: {shown}")
+        raise InputError(N_("members file has unknown columns: %(shown)s"), shown=shown)
     for raw in reader:
         line = reader.line_num
         member_id = (raw.get("member_id") or "").strip()
         pan = (raw.get("pan") or "").replace(" ", "").strip()
         if not member_id:
-            raise InputError(f"members file line {line}: member_id is empty")
+            raise InputError(N_("members file line %(line)s: member_id is empty"), line=line)
         if len(member_id) > 64:
-            raise InputError(f"members file line {line}: member_id is longer than 64")
+            raise InputError(
+                N_("members file line %(line)s: member_id is longer than 64"), line=line
+            )
         if not is_card_number(pan):
             raise InputError(
-                f"members file line {line}: the card number of member {shown_member(member_id)} "
-                "is not valid"
+                N_("members file line %(line)s: the card number of member %(member)s is not valid"),
+                line=line,
+                member=str(shown_member(member_id)),
             )
         if not all(storable(v) for v in raw.values() if isinstance(v, str)):
             raise InputError(
-                f"members file line {line}: a character that cannot be stored (a NUL): "
-                "check the file"
+                N_(
+                    "members file line %(line)s: a character that cannot be stored (a NUL): "
+                    "check the file"
+                ),
+                line=line,
             )
         status = (raw.get("status") or "active").strip()
         if status not in ("active", "suspended"):
-            raise InputError(f"members file line {line}: status must be active or suspended")
+            raise InputError(
+                N_("members file line %(line)s: status must be active or suspended"), line=line
+            )
         try:
             tier = int((raw.get("tier") or "0").strip())
             until_text = (raw.get("valid_until") or "").strip()
             valid_until = date.fromisoformat(until_text) if until_text else None
         except ValueError:
             raise InputError(
-                f"members file line {line}: tier must be a number and valid_until YYYY-MM-DD"
+                N_("members file line %(line)s: tier must be a number and valid_until YYYY-MM-DD"),
+                line=line,
             ) from None
         if not 0 <= tier <= 255:
-            raise InputError(f"members file line {line}: tier must be 0..255")
+            raise InputError(N_("members file line %(line)s: tier must be 0..255"), line=line)
         yield (
             line,
             {
@@ -303,7 +331,9 @@ def parse_members_csv(text: str, tokenize: Callable[[str], bytes]) -> list[dict[
     for line, row in member_rows(io.StringIO(text), tokenize):
         if row["member_id"] in seen:
             raise InputError(
-                f"members file line {line}: member {shown_member(row['member_id'])} is listed twice"
+                N_("members file line %(line)s: member %(member)s is listed twice"),
+                line=line,
+                member=str(shown_member(row["member_id"])),
             )
         seen.add(row["member_id"])
         rows.append(row)
@@ -366,11 +396,18 @@ def build_roster_file(
     root = keys.current_root
     old = verify_roster(base, root.trusted("roster"), now=None, threshold=root.threshold("roster"))
     if version != old.version + 1:
-        raise InputError(f"--version: a delta from v{old.version} must be v{old.version + 1}")
+        raise InputError(
+            N_("--version: a delta from v%(version)s must be v%(next)s"),
+            version=str(old.version),
+            next=old.version + 1,
+        )
     if (old.header.token_key_id, old.header.token_scheme) != (keys.token_key_id, keys.token_scheme):
         raise InputError(
-            f"--base: roster v{old.version} has other tokens (token key or scheme): "
-            "build a full roster, without --base"
+            N_(
+                "--base: roster v%(version)s has other tokens (token key or scheme): build a "
+                "full roster, without --base"
+            ),
+            version=str(old.version),
         )
     delta, full = build_delta(
         old, packed, issued_at=now, expires_at=now + lifetime, keys=[keys.roster]
@@ -384,16 +421,25 @@ def check_central_url(central_url: str, has_ca: bool) -> None:
     fault = central_url_fault(central_url, has_ca)
     if fault == NO_CA:
         raise InputError(
-            f"--url {central_url} is https: give the union's CA certificate with "
-            "--ca-cert FILE, so that the terminal can check the service's certificate"
+            N_(
+                "--url %(central_url)s is https: give the union's CA certificate with --ca-cert "
+                "FILE, so that the terminal can check the service's certificate"
+            ),
+            central_url=central_url,
         )
     if fault == REMOTE_HTTP:
         raise InputError(
-            f"--url {central_url} is plain http to another machine: give an https URL "
-            "and --ca-cert FILE (plain http only to 127.0.0.1, ::1 or localhost)"
+            N_(
+                "--url %(central_url)s is plain http to another machine: give an https URL and "
+                "--ca-cert FILE (plain http only to 127.0.0.1, ::1 or localhost)"
+            ),
+            central_url=central_url,
         )
     if fault is not None:
-        raise InputError(f"--url {central_url} is not an https URL such as https://union.example")
+        raise InputError(
+            N_("--url %(central_url)s is not an https URL such as https://union.example"),
+            central_url=central_url,
+        )
 
 
 def check_ca_cert(pem: str, now: datetime) -> str:
@@ -402,13 +448,17 @@ def check_ca_cert(pem: str, now: datetime) -> str:
     a shop). Two certificates are fine (a CA being replaced)."""
     if "PRIVATE KEY" in pem:
         raise InputError(
-            "the CA file holds a private key: give the CA's certificate alone "
-            "(it goes to every shop; the key stays with the union)"
+            N_(
+                "the CA file holds a private key: give the CA's certificate alone (it goes to "
+                "every shop; the key stays with the union)"
+            )
         )
     try:
         certs = x509.load_pem_x509_certificates(pem.encode())
     except ValueError as exc:
-        raise InputError(f"the CA file is not a PEM certificate ({exc})") from None
+        raise InputError(
+            N_("the CA file is not a PEM certificate (%(exc)s)"), exc=str(exc)
+        ) from None
     for cert in certs:
         subject = cert.subject.rfc4514_string()
         try:
@@ -417,12 +467,17 @@ def check_ca_cert(pem: str, now: datetime) -> str:
             ca = False
         if not ca:
             raise InputError(
-                f"{subject} is not a CA certificate (no basicConstraints CA:TRUE): give the "
-                "CA that signed the service's certificate, not the service's own"
+                N_(
+                    "%(subject)s is not a CA certificate (no basicConstraints CA:TRUE): give the "
+                    "CA that signed the service's certificate, not the service's own"
+                ),
+                subject=subject,
             )
         if cert.not_valid_after_utc <= now:
             raise InputError(
-                f"the CA certificate {subject} expired at {iso(cert.not_valid_after_utc)}"
+                N_("the CA certificate %(subject)s expired at %(at)s"),
+                subject=subject,
+                at=str(iso(cert.not_valid_after_utc)),
             )
     return "".join(c.public_bytes(Encoding.PEM).decode() for c in certs)
 
@@ -447,8 +502,11 @@ class Union:
     ) -> Union:
         if not paths.data_dir.is_dir():
             raise NotFoundError(
-                f"the union's data folder {paths.data_dir} does not exist: give the right --data "
-                f"(or $UNIONCARD_CENTRAL_DATA), or create it with `unioncard central init`"
+                N_(
+                    "the union's data folder %(folder)s does not exist: give the right --data "
+                    "(or $UNIONCARD_CENTRAL_DATA), or create it with `unioncard central init`"
+                ),
+                folder=str(paths.data_dir),
             )
         keys = load_keys(paths.keys)
         union = cls(Store.open(database_url or paths.database_url), keys, clock)
@@ -501,15 +559,19 @@ class Union:
         given = registry_fields(registry or {})
         if not MERCHANT_ID.fullmatch(merchant_id):
             raise InputError(
-                f"{merchant_id!r} is not a merchant id: 1 to 32 letters, digits, - or _, "
-                "such as M0001"
+                N_(
+                    "%(merchant_id)s is not a merchant id: 1 to 32 letters, digits, - or _, such "
+                    "as M0001"
+                ),
+                merchant_id=repr(merchant_id),
             )
         if not name.strip() or len(name) > MERCHANT_NAME_MAX or not name.isprintable():
             raise InputError(
-                f"give the merchant's name: 1 to {MERCHANT_NAME_MAX} characters on one line"
+                N_("give the merchant's name: 1 to %(most)s characters on one line"),
+                most=MERCHANT_NAME_MAX,
             )
         if not 0 <= basis_points <= 10000:
-            raise InputError("the discount must be between 0 and 100 percent")
+            raise InputError(N_("the discount must be between 0 and 100 percent"))
         self.store.add_merchant(merchant_id, name, basis_points, iso(self.clock()))
         if given:
             self.store.set_registry(merchant_id, **given)
@@ -532,7 +594,7 @@ class Union:
         An exit is final: nothing changes a merchant's status once an exit is decided.
         ``by``, when given, is the console admin who decided it (kept in the history)."""
         if status not in MERCHANT_STATUSES:
-            raise InputError("the status must be active, suspended or exited")
+            raise InputError(N_("the status must be active, suspended or exited"))
         if by is not None:
             self._admin(by)
         self.store.merchant(merchant_id)  # NotFoundError: no merchant M0009
@@ -540,18 +602,27 @@ class Union:
         when = now if effective is None else effective
         if when < now - timedelta(minutes=1):
             raise InputError(
-                f"the effective time {iso(when)} has passed: a change takes effect now or later"
+                N_("the effective time %(at)s has passed: a change takes effect now or later"),
+                at=str(iso(when)),
             )
         history = self.store.status_history(merchant_id)
         timeline = policies.status_timeline(history, now)
         if timeline.exited_at is not None:
             raise ConflictError(
-                f"merchant {merchant_id} leaves the programme at {iso(timeline.exited_at)}: "
-                "an exit is final (admit the shop again as a new merchant)"
+                N_(
+                    "merchant %(merchant_id)s leaves the programme at %(at)s: an exit is final "
+                    "(admit the shop again as a new merchant)"
+                ),
+                merchant_id=merchant_id,
+                at=str(iso(timeline.exited_at)),
             )
         in_force = policies.status_timeline(history, when)
         if in_force.status == status and not in_force.ahead:
-            raise InputError(f"merchant {merchant_id} is already {status} then")
+            raise InputError(
+                N_("merchant %(merchant_id)s is already %(status)s then"),
+                merchant_id=merchant_id,
+                status=status,
+            )
         self.store.set_merchant_status(
             merchant_id, status, iso(now), effective_at=iso(max(when, now)), reason=reason, by=by
         )
@@ -590,9 +661,13 @@ class Union:
         held_scheme = self.store.token_scheme()
         if held_scheme not in (None, self.keys.token_scheme.label):
             raise InputError(
-                f"the members' tokens are of the scheme {held_scheme} but the keys make "
-                f"{self.keys.token_scheme.label}: finish the switch with `unioncard central "
-                "import-members --full MEMBERS.csv` before publishing a roster"
+                N_(
+                    "the members' tokens are of the scheme %(held_scheme)s but the keys make "
+                    "%(made)s: finish the switch with `unioncard central import-members --full "
+                    "MEMBERS.csv` before publishing a roster"
+                ),
+                held_scheme=held_scheme,
+                made=self.keys.token_scheme.label,
             )
         latest = self.store.latest_signed("roster")
         version = (latest[0] if latest else 0) + 1
@@ -624,8 +699,11 @@ class Union:
         # roster of the other disagreed)
         if not self.store.put_signed_together(iso(now), *files):
             raise ConflictError(
-                f"another publication signed roster v{version} at the same time: run "
-                "`unioncard central publish-roster` again"
+                N_(
+                    "another publication signed roster v%(version)s at the same time: run "
+                    "`unioncard central publish-roster` again"
+                ),
+                version=version,
             )
         return version, len(packed)
 
@@ -799,15 +877,23 @@ class Union:
         merchant = self.store.merchant(merchant_id)
         if merchant["closed_at"] is not None:
             raise MerchantLeftError(
-                f"merchant {merchant_id} left the programme and was closed at "
-                f"{merchant['closed_at']}: it gets no new terminals"
+                N_(
+                    "merchant %(merchant_id)s left the programme and was closed at %(at)s: it "
+                    "gets no new terminals"
+                ),
+                merchant_id=merchant_id,
+                at=str(merchant["closed_at"]),
             )
         now = self.clock()
         exited_at = policies.status_timeline(self.store.status_history(merchant_id), now).exited_at
         if exited_at is not None and exited_at <= now:
             raise MerchantLeftError(
-                f"merchant {merchant_id} left the programme at {iso(exited_at)}: it gets no "
-                "new terminals"
+                N_(
+                    "merchant %(merchant_id)s left the programme at %(at)s: it gets no new "
+                    "terminals"
+                ),
+                merchant_id=merchant_id,
+                at=str(iso(exited_at)),
             )
 
     def enrol_by_code(
@@ -824,20 +910,22 @@ class Union:
         here, everywhere = self.store.enrol_failures_since(iso(now - ENROL_WINDOW), source)
         if here >= ENROL_TRIES_PER_SOURCE or everywhere >= ENROL_TRIES_ALL:
             raise TooManyError(
-                "too many wrong enrolment codes were tried: wait 15 minutes, check the code, "
-                "and try again"
+                N_(
+                    "too many wrong enrolment codes were tried: wait 15 minutes, check the code, "
+                    "and try again"
+                )
             )
         check_central_url(central_url, has_ca)
         try:
             key = device_key(device_key_hex)
         except SignatureError as exc:
-            raise InputError(f"device_key: {exc}") from None
+            raise InputError(N_("device_key: %(exc)s"), exc=str(exc)) from None
         normal = normal_code(code)
         if normal is not None:
             try:
                 check_request(key, signature, normal, central_url)
             except SignatureError as exc:
-                raise InputError(str(exc)) from None
+                raise InputError(exc.msg) from None
             named = self.store.enrol_code(code_digest(normal))
             if named is not None:  # a code made before its merchant left: not used
                 self.refuse_left(named["merchant_id"])
@@ -884,16 +972,21 @@ class Union:
     def authenticate(self, authorization: str | None) -> dict[str, Any]:
         """The terminal named by an ``Authorization: Bearer <terminal_id>.<secret>`` header."""
         if not authorization or not authorization.startswith("Bearer "):
-            raise AuthError("missing terminal credentials")
+            raise AuthError(N_("missing terminal credentials"))
         terminal_id, _, secret = authorization.removeprefix("Bearer ").partition(".")
         row = self.store.terminal(terminal_id)
         digest = hashlib.sha256(secret.encode()).hexdigest()
         if row is None or not hmac.compare_digest(digest, row["secret_sha256"]):
-            raise AuthError("unknown terminal or wrong secret")
+            raise AuthError(N_("unknown terminal or wrong secret"))
         if row["revoked_at"] is not None:
             raise AuthError(
-                f"terminal {terminal_id} was revoked at {row['revoked_at']} "
-                f"({row['revoked_reason']}): the union refuses its calls"
+                N_(
+                    "terminal %(terminal_id)s was revoked at %(at)s (%(reason)s): the union "
+                    "refuses its calls"
+                ),
+                terminal_id=terminal_id,
+                at=str(row["revoked_at"]),
+                reason=str(row["revoked_reason"]),
             )
         now = self.clock()
         since = iso(now - CONTACT_GRAIN)
@@ -908,7 +1001,9 @@ class Union:
         """Lift the lock of ``name``'s account (wrong passwords) at once, and start its
         count again; NotFoundError for a name no one has."""
         if self.store.user(name) is None:
-            raise NotFoundError(f"no console user {name!r}: see who signs in at /console")
+            raise NotFoundError(
+                N_("no console user %(quoted)s: see who signs in at /console"), quoted=repr(name)
+            )
         self.store.login_succeeded(name)
 
     def add_user(self, name: str, role: str, merchant_id: str | None, password: str) -> None:
@@ -916,16 +1011,24 @@ class Union:
         everything), ``merchant`` (one merchant's own: ``merchant_id``)."""
         if not USER_NAME.fullmatch(name):
             raise InputError(
-                f"{name!r} is not a user name: 2 to 64 letters, digits, '.', '_', '-' or '@'"
+                N_("%(quoted)s is not a user name: 2 to 64 letters, digits, '.', '_', '-' or '@'"),
+                quoted=repr(name),
             )
         if role not in ROLES:
-            raise InputError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+            raise InputError(
+                N_("unknown role %(role)s: choose one of %(roles)s"),
+                role=repr(role),
+                roles=str(", ".join(ROLES)),
+            )
         if (role == "merchant") != (merchant_id is not None):
             raise InputError(
-                "a merchant user needs --merchant, and only a merchant user may have one"
+                N_("a merchant user needs --merchant, and only a merchant user may have one")
             )
         if len(password) < MIN_PASSWORD:
-            raise InputError(f"the password is too short: at least {MIN_PASSWORD} characters")
+            raise InputError(
+                N_("the password is too short: at least %(least)s characters"),
+                least=MIN_PASSWORD,
+            )
         self.store.add_user(name, role, merchant_id, PASSWORDS.hash(password), iso(self.clock()))
 
     def check_login(self, name: str, password: str) -> dict[str, Any]:
@@ -939,7 +1042,6 @@ class Union:
         workers, check no more than :data:`LOCK_AFTER` passwords; a locked account's
         password is not checked at all."""
         now = self.clock()
-        wrong = "wrong user name or password"
         # a name no account can have is no account: cut to 64 characters, "name + X"
         # signed in as "name", and its wrong passwords locked nothing
         user = self.store.user(name) if USER_NAME.fullmatch(name) else None
@@ -947,11 +1049,11 @@ class Union:
             name, iso(now), iso(now + LOCK_FOR), LOCK_AFTER
         ):
             PASSWORDS.hash(password[:200])  # as long as for a real user: no timing hint
-            raise AuthError(wrong)
+            raise AuthError(N_("wrong user name or password"))
         try:
             PASSWORDS.verify(user["password_hash"], password)
         except (VerifyMismatchError, InvalidHashError):
-            raise AuthError(wrong) from None  # counted already
+            raise AuthError(N_("wrong user name or password")) from None  # counted already
         rehash = PASSWORDS.check_needs_rehash(user["password_hash"])
         self.store.login_succeeded(name, PASSWORDS.hash(password) if rehash else None)
         return user
@@ -961,7 +1063,7 @@ class Union:
         ``{"root_version", "snapshot_version", "roster_version", "policy_version",
         "pending", "warnings": [...], "software"}``; InputError names a bad field."""
         if not isinstance(body, dict):
-            raise InputError("the report must be a JSON object")
+            raise InputError(N_("the report must be a JSON object"))
         report: dict[str, Any] = {}
         for name in ("root_version", "snapshot_version", "roster_version", "policy_version"):
             value = body.get(name)
@@ -970,17 +1072,17 @@ class Union:
                 or isinstance(value, bool)
                 or not 0 <= value <= MAX_VERSION
             ):
-                raise InputError(f"{name} must be a version number or null")
+                raise InputError(N_("%(name)s must be a version number or null"), name=name)
             report[name] = value
         pending = body.get("pending")
         if not isinstance(pending, int) or isinstance(pending, bool) or not 0 <= pending < 2**62:
-            raise InputError("pending must be a count of entries")
+            raise InputError(N_("pending must be a count of entries"))
         warnings = body.get("warnings", [])
         if not isinstance(warnings, list) or not all(storable(w) for w in warnings):
-            raise InputError("warnings must be a list of lines")
+            raise InputError(N_("warnings must be a list of lines"))
         software = body.get("software", "")
         if not storable(software):
-            raise InputError("software must be text")
+            raise InputError(N_("software must be text"))
         report.update(
             pending=pending,
             warnings=json.dumps([w[:300] for w in warnings[:20]], ensure_ascii=False),
@@ -992,7 +1094,7 @@ class Union:
         """Revoke a terminal (lost, stolen, its merchant gone): its calls are refused
         from now on, uploads included. Returns the last seq held from it."""
         if not reason.strip():
-            raise InputError("give the reason for revoking the terminal (--reason)")
+            raise InputError(N_("give the reason for revoking the terminal (--reason)"))
         return self.store.revoke_terminal(terminal_id, iso(self.clock()), reason.strip())
 
     def decommission_terminal(self, terminal: Mapping[str, Any], last_seq: int) -> str:
@@ -1003,8 +1105,14 @@ class Union:
         if not self.store.decommission_terminal(terminal_id, at, last_seq):
             held = self.store.tail_seq(terminal_id)
             raise ConflictError(
-                f"the union holds entries up to seq {held} of terminal {terminal_id}, and the "
-                f"terminal's journal ends at seq {last_seq}: sync, then decommission again"
+                N_(
+                    "the union holds entries up to seq %(held)s of terminal %(terminal_id)s, and "
+                    "the terminal's journal ends at seq %(last_seq)s: sync, then decommission "
+                    "again"
+                ),
+                held=held,
+                terminal_id=terminal_id,
+                last_seq=last_seq,
             )
         return at
 
@@ -1019,18 +1127,21 @@ class Union:
         try:
             device_key(key_hex)  # a real Ed25519 public key
         except SignatureError as exc:
-            raise InputError(str(exc)) from None
+            raise InputError(exc.msg) from None
         held = self.store.set_device_key(terminal["terminal_id"], key_hex, iso(self.clock()))
         if held != key_hex:
-            message = (
-                f"terminal {terminal['terminal_id']} has another device key on record: "
-                "a replaced Pi is enrolled under a new terminal id"
+            refused = ConflictError(
+                N_(
+                    "terminal %(terminal)s has another device key on record: a replaced Pi is "
+                    "enrolled under a new terminal id"
+                ),
+                terminal=terminal["terminal_id"],
             )
-            reason = f"{message} (offered {key_hex})"
+            reason = f"{refused} (offered {key_hex})"
             self.store.record_refusal(
                 terminal["terminal_id"], iso(self.clock()), None, None, reason
             )
-            raise ConflictError(message)
+            raise refused
 
     def ingest(
         self, terminal: dict[str, Any], batch: Sequence[Sale], pipelined: bool = False
@@ -1076,13 +1187,18 @@ class Union:
         first, last = batch[0].seq, batch[-1].seq
         key_hex = terminal.get("device_key")
         if key_hex is None:
-            raise ConflictError(f"terminal {terminal_id} has registered no device key: sync again")
+            raise ConflictError(
+                N_("terminal %(terminal_id)s has registered no device key: sync again"),
+                terminal_id=terminal_id,
+            )
         key = device_key(key_hex)
 
         def check_new(new: Sequence[Sale]) -> None:
             unsigned = next((s for s in new if s.sig is None), None)
             if unsigned is not None:
-                raise DeviceSignatureError(f"sale {unsigned.seq} has no device signature")
+                raise DeviceSignatureError(
+                    N_("sale %(seq)s has no device signature"), seq=str(unsigned.seq)
+                )
             check_signature(key, new[-1])
 
         try:
@@ -1091,7 +1207,7 @@ class Union:
             )
         except DeviceSignatureError as exc:
             self.store.record_refusal(terminal_id, now, first, last, str(exc))
-            raise EvidenceError(f"upload refused: {exc}") from None
+            raise EvidenceError(N_("upload refused: %(reason)s"), reason=str(exc)) from None
         except ConflictError as exc:
             self.store.record_refusal(terminal_id, now, first, last, str(exc))
             raise
@@ -1187,7 +1303,7 @@ class Union:
 
     def _audit_request(self, merchant_id: str, first: date, last: date) -> None:
         if last < first:
-            raise InputError("the audit's last day is before its first: check --from and --to")
+            raise InputError(N_("the audit's last day is before its first: check --from and --to"))
         period_bounds(first, last, ZoneInfo(self.timezone))  # (InputError: years 2000-9998)
         self.store.merchant(merchant_id)  # NotFoundError names an unknown merchant
 
@@ -1254,7 +1370,7 @@ class Union:
         self._admin(by)
         kept = [" ".join(s.split())[:300] for s in standards if s.strip()]
         if not kept:
-            raise InputError("give the standards the merchant agreed to (--standard TEXT)")
+            raise InputError(N_("give the standards the merchant agreed to (--standard TEXT)"))
         self.store.admit(merchant_id, json.dumps(kept, ensure_ascii=False), iso(self.clock()), by)
 
     def draft_policy(self, merchant_id: str, terms: Mapping[str, Any], by: str) -> int:
@@ -1272,15 +1388,26 @@ class Union:
         self._admin(by)
         draft = self.store.draft(draft_id)
         if draft is None:
-            raise NotFoundError(f"no policy draft #{draft_id}: see `unioncard central drafts`")
+            raise NotFoundError(
+                N_("no policy draft #%(draft_id)s: see `unioncard central drafts`"),
+                draft_id=draft_id,
+            )
         if draft["decision"] is not None:
-            raise ConflictError(f"draft #{draft_id} was {draft['decision']} already")
+            raise ConflictError(
+                N_("draft #%(draft_id)s was %(decision)s already"),
+                draft_id=draft_id,
+                decision=str(draft["decision"]),
+            )
         if draft["drafted_by"] == by:
-            raise AuthError(f"{by} drafted #{draft_id}: a second admin must approve it (four eyes)")
+            raise AuthError(
+                N_("%(by)s drafted #%(draft_id)s: a second admin must approve it (four eyes)"),
+                by=by,
+                draft_id=draft_id,
+            )
         # the decision first, in one conditional UPDATE of a draft still waiting: of an
         # approval and a rejection (or two approvals) at once, one only goes on to sign
         if not self.store.decide_draft(draft_id, "approved", by, iso(self.clock()), None):
-            raise ConflictError(f"draft #{draft_id} was decided meanwhile")
+            raise ConflictError(N_("draft #%(draft_id)s was decided meanwhile"), draft_id=draft_id)
         merchant_id = draft["merchant_id"]
         kept = self.store.terms(merchant_id)
         try:
@@ -1291,7 +1418,12 @@ class Union:
             if not isinstance(exc, CentralError):
                 raise
             then = "it waits for a decision again" if undone else "the service's log has the rest"
-            raise ConflictError(f"draft #{draft_id} was not signed ({exc}): {then}") from None
+            raise ConflictError(
+                N_("draft #%(draft_id)s was not signed (%(exc)s): %(then)s"),
+                draft_id=draft_id,
+                exc=str(exc),
+                then=then,
+            ) from None
         self.store.draft_signed(draft_id, version)
         return version
 
@@ -1315,15 +1447,21 @@ class Union:
     def reject_policy(self, draft_id: int, by: str) -> None:
         self._admin(by)
         if not self.store.decide_draft(draft_id, "rejected", by, iso(self.clock()), None):
-            raise ConflictError(f"draft #{draft_id} is not waiting for a decision")
+            raise ConflictError(
+                N_("draft #%(draft_id)s is not waiting for a decision"), draft_id=draft_id
+            )
 
     def _admin(self, name: str) -> None:
         user = self.store.user(name)
         if user is None or user["role"] != "admin":
             raise AuthError(
-                f"{name!r} is not a union admin of the console (`unioncard central add-user "
-                f"{name} --role admin` makes one): admissions, status changes and policies "
-                "are decided by admins, by name"
+                N_(
+                    "%(quoted)s is not a union admin of the console (`unioncard central add-user "
+                    "%(name)s --role admin` makes one): admissions, status changes and policies "
+                    "are decided by admins, by name"
+                ),
+                quoted=repr(name),
+                name=name,
             )
 
     def add_complaint(
@@ -1333,9 +1471,9 @@ class Union:
         merchant's audit findings); the card's last four digits at most."""
         what = " ".join(what.split())
         if not what:
-            raise InputError("say what happened (--what)")
+            raise InputError(N_("say what happened (--what)"))
         if pan_last4 is not None and not (len(pan_last4) == 4 and pan_last4.isdigit()):
-            raise InputError("--last4 is the card's last four digits, nothing more")
+            raise InputError(N_("--last4 is the card's last four digits, nothing more"))
         return self.store.add_complaint(
             merchant_id, day, what[:2000], pan_last4, iso(self.clock()), by[:64]
         )
@@ -1345,7 +1483,9 @@ class Union:
         (central.statement): by day and by rule, voids and refunds netted, the union's
         subsidy where the signed policy says the union funds a rule."""
         if last < first:
-            raise InputError("the statement's last day is before its first: check --from and --to")
+            raise InputError(
+                N_("the statement's last day is before its first: check --from and --to")
+            )
         merchant = self.store.merchant(merchant_id)
         start, end = period_bounds(first, last, ZoneInfo(self.timezone))
         entries = self.store.merchant_entries_between(merchant_id, iso(start), iso(end))

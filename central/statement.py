@@ -23,6 +23,7 @@ from pact.cells import safe_row
 from pact.money import fen
 from pact.policy import Policy
 from pact.sale import REVERSALS, Sale
+from pact.text import N_
 from pact.timefmt import YEARS, parse_iso
 
 UNION_TIMEZONE = "Asia/Shanghai"
@@ -36,7 +37,10 @@ def period_bounds(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, da
     for day in (first, last):
         if day.year not in YEARS:
             raise InputError(
-                f"{day.isoformat()} is not a day of the years {YEARS.start} to {YEARS.stop - 1}"
+                N_("%(day)s is not a day of the years %(first)s to %(last)s"),
+                day=day.isoformat(),
+                first=YEARS.start,
+                last=YEARS.stop - 1,
             )
     start = datetime.combine(first, time(0), zone).astimezone(UTC)
     end = datetime.combine(last + timedelta(days=1), time(0), zone).astimezone(UTC)

@@ -43,6 +43,7 @@ from pact.tally import (
     local_day,
     month_of,
 )
+from pact.text import N_
 
 metadata = sa.MetaData()
 
@@ -687,7 +688,8 @@ class Store:
             store = cls(make_engine(url))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise StoreError(
-                f"the database URL is not valid ({exc}): check --database-url"
+                N_("the database URL is not valid (%(reason)s): check --database-url"),
+                reason=str(exc),
             ) from None
         shown = store.engine.url.render_as_string(hide_password=True)
         try:
@@ -695,14 +697,23 @@ class Store:
             if other is not None:
                 store.close()
                 raise StoreError(
-                    f"the database {shown} has the schema of another release (revision "
-                    f"{other}; this release needs {migrate.head()}): back it up, then run "
-                    "`unioncard central migrate`"
+                    N_(
+                        "the database %(database)s has the schema of another release "
+                        "(revision %(revision)s; this release needs %(head)s): back it up, "
+                        "then run `unioncard central migrate`"
+                    ),
+                    database=shown,
+                    revision=other,
+                    head=migrate.head(),
                 )
         except sa.exc.SQLAlchemyError as exc:
             store.close()
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise StoreError(f"cannot open the database {shown}: {reason}") from None
+            raise StoreError(
+                N_("cannot open the database %(database)s: %(reason)s"),
+                database=shown,
+                reason=reason,
+            ) from None
         return store
 
     @staticmethod
@@ -713,19 +724,29 @@ class Store:
             engine = make_engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise StoreError(
-                f"the database URL is not valid ({exc}): check --database-url"
+                N_("the database URL is not valid (%(reason)s): check --database-url"),
+                reason=str(exc),
             ) from None
         shown = engine.url.render_as_string(hide_password=True)
         try:
             return migrate.upgrade(engine)
         except migrate.UnknownRevision as exc:
             raise StoreError(
-                f"the database {shown} is at revision {exc}, which this release does not "
-                "know: it was made by a newer release; run that one, or restore a backup"
+                N_(
+                    "the database %(database)s is at revision %(revision)s, which this "
+                    "release does not know: it was made by a newer release; run that one, "
+                    "or restore a backup"
+                ),
+                database=shown,
+                revision=str(exc),
             ) from None
         except sa.exc.SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise StoreError(f"cannot migrate the database {shown}: {reason}") from None
+            raise StoreError(
+                N_("cannot migrate the database %(database)s: %(reason)s"),
+                database=shown,
+                reason=reason,
+            ) from None
         finally:
             engine.dispose()
 
@@ -784,9 +805,13 @@ class Store:
             switching = token_scheme is not None and token_scheme != held_scheme
             if switching and held_scheme is not None and not full:
                 raise InputError(
-                    f"the members' tokens are of the scheme {held_scheme} and the keys now make "
-                    f"{token_scheme}: import the full members file with --full, which "
-                    "re-tokenises every member at once"
+                    N_(
+                        "the members' tokens are of the scheme %(held)s and the keys now make "
+                        "%(scheme)s: import the full members file with --full, which "
+                        "re-tokenises every member at once"
+                    ),
+                    held=str(held_scheme),
+                    scheme=str(token_scheme),
                 )
             seen.create(conn)  # (a failure rolls back; on SQLite the table stays unused)
             chunk: list[tuple[int, Mapping[str, Any]]] = []
@@ -803,8 +828,10 @@ class Store:
                     progress(len(chunk))
             if full and not result.read:  # (rolled back: nothing written)
                 raise InputError(
-                    "the members file lists no members: a full import (--full) would mark "
-                    "every member as left; check the file (an export cut short?)"
+                    N_(
+                        "the members file lists no members: a full import (--full) would mark "
+                        "every member as left; check the file (an export cut short?)"
+                    )
                 )
             if full:
                 self._check_leaving(conn, seen, allow_left, held)
@@ -844,16 +871,22 @@ class Store:
             twice = next(line for line, row in chunk if lines[row["member_id"]] != line)
             member = next(row["member_id"] for line, row in chunk if line == twice)
             raise InputError(
-                f"members file line {twice}: member {shown_member(member)} is listed twice"
+                N_("members file line %(line)s: member %(member)s is listed twice"),
+                line=twice,
+                member=shown_member(member),
             )
         earlier = conn.execute(
             sa.select(seen.c.member_id, seen.c.line).where(among(conn, seen.c.member_id, ids))
         ).first()
         if earlier is not None:
             raise InputError(
-                f"members file line {lines[earlier[0]]}: member {shown_member(earlier[0])} "
-                "is listed twice "
-                f"(first on line {earlier[1]})"
+                N_(
+                    "members file line %(line)s: member %(member)s is listed twice "
+                    "(first on line %(first)s)"
+                ),
+                line=lines[earlier[0]],
+                member=shown_member(earlier[0]),
+                first=str(earlier[1]),
             )
         insert_rows(conn, seen, [{"member_id": m, "line": lines[m]} for m in ids])
         held = {
@@ -881,8 +914,12 @@ class Store:
             insert_rows(conn, members, new + changed)
         except sa.exc.IntegrityError:
             raise InputError(
-                "two members have the same card: each card may belong to one member "
-                f"(in the lines {min(lines.values())} to {max(lines.values())})"
+                N_(
+                    "two members have the same card: each card may belong to one member "
+                    "(in the lines %(first)s to %(last)s)"
+                ),
+                first=min(lines.values()),
+                last=max(lines.values()),
             ) from None
         history = [
             {"member_id": r["member_id"], "at": at, **{k: r[k] for k in HISTORY_FIELDS}}
@@ -935,16 +972,36 @@ class Store:
             sa.select(sa.func.count()).select_from(self._missing(seen).subquery())
         ).scalar_one()
         if allow_left is not None and leaving > allow_left:
+            if leaving == 1:
+                raise InputError(
+                    N_(
+                        "the members file would mark %(count)s member as left, more than the "
+                        "%(allowed)s allowed (--allow-left): check the file; nothing was "
+                        "imported"
+                    ),
+                    count=f"{leaving:,}",
+                    allowed=f"{allow_left:,}",
+                )
             raise InputError(
-                f"the members file would mark {leaving:,} member{'s' if leaving != 1 else ''} as "
-                f"left, more than the "
-                f"{allow_left:,} allowed (--allow-left): check the file; nothing was imported"
+                N_(
+                    "the members file would mark %(count)s members as left, more than the "
+                    "%(allowed)s allowed (--allow-left): check the file; nothing was imported"
+                ),
+                count=f"{leaving:,}",
+                allowed=f"{allow_left:,}",
             )
         if allow_left is None and leaving > left_quietly(held):
             raise InputError(
-                f"the members file would mark {leaving:,} of the {held:,} members as left "
-                f"({leaving * 100 // held}%): check the file (an export cut short, or another "
-                f"district's?); if they did leave, import it again with --allow-left {leaving}"
+                N_(
+                    "the members file would mark %(count)s of the %(held)s members as left "
+                    "(%(percent)s%%): check the file (an export cut short, or another "
+                    "district's?); if they did leave, import it again with --allow-left "
+                    "%(leaving)s"
+                ),
+                count=f"{leaving:,}",
+                held=f"{held:,}",
+                percent=leaving * 100 // held,
+                leaving=leaving,
             )
 
     @staticmethod
@@ -1115,7 +1172,7 @@ class Store:
             if conn.execute(
                 sa.select(merchants.c.merchant_id).where(merchants.c.merchant_id == merchant_id)
             ).first():
-                raise InputError(f"merchant {merchant_id} already exists")
+                raise InputError(N_("merchant %(merchant)s already exists"), merchant=merchant_id)
             conn.execute(
                 merchants.insert().values(
                     merchant_id=merchant_id,
@@ -1140,7 +1197,8 @@ class Store:
             )
         if row is None:
             raise NotFoundError(
-                f"no merchant {merchant_id}: list them with `unioncard central merchants`"
+                N_("no merchant %(merchant)s: list them with `unioncard central merchants`"),
+                merchant=merchant_id,
             )
         return dict(row)
 
@@ -1262,7 +1320,9 @@ class Store:
                     )
                 )
             except sa.exc.IntegrityError:
-                raise InputError(f"terminal {terminal_id} is already enrolled") from None
+                raise InputError(
+                    N_("terminal %(terminal)s is already enrolled"), terminal=terminal_id
+                ) from None
 
     # -- enrolment codes ------------------------------------------------------------
     def add_enrol_code(
@@ -1270,7 +1330,7 @@ class Store:
     ) -> None:
         self.merchant(merchant_id)
         if self.terminal(terminal_id) is not None:
-            raise InputError(f"terminal {terminal_id} is already enrolled")
+            raise InputError(N_("terminal %(terminal)s is already enrolled"), terminal=terminal_id)
         with self._writing() as conn:
             conn.execute(
                 enrol_codes.insert().values(
@@ -1524,7 +1584,7 @@ class Store:
         )
         key = done.inserted_primary_key
         if key is None:  # pragma: no cover - every dialect here returns it
-            raise StoreError("the audit run was not numbered")
+            raise StoreError(N_("the audit run was not numbered"))
         return int(key[0])
 
     @staticmethod
@@ -1651,7 +1711,9 @@ class Store:
                     )
                 )
             except sa.exc.IntegrityError:
-                raise InputError(f"there is a user {name} already: choose another name") from None
+                raise InputError(
+                    N_("there is a user %(user)s already: choose another name"), user=name
+                ) from None
 
     def user(self, name: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -1724,7 +1786,10 @@ class Store:
         last seq held from it then."""
         row = self.terminal(terminal_id)
         if row is None:
-            raise NotFoundError(f"no terminal {terminal_id}: see `unioncard central terminals`")
+            raise NotFoundError(
+                N_("no terminal %(terminal)s: see `unioncard central terminals`"),
+                terminal=terminal_id,
+            )
         if row["revoked_at"] is not None:
             return int(row["revoked_last_seq"] or 0)
         with self._writing() as conn:
@@ -1971,8 +2036,11 @@ class Store:
                     last_seq, _ = self._tail(conn, terminal_id)
                 if last_seq == exc.last_seq:  # nothing was stored since: not a race
                     raise ConflictError(
-                        f"upload refused: an entry is already held under another number "
-                        f"({exc.reason})"
+                        N_(
+                            "upload refused: an entry is already held under another number "
+                            "(%(reason)s)"
+                        ),
+                        reason=exc.reason,
                     ) from None
 
     def _ingest_once(
@@ -1989,8 +2057,13 @@ class Store:
             held = self._hold_terminal(conn, terminal_id)
             if held is not None and held.revoked_at is not None:  # since it was authenticated
                 raise ConflictError(
-                    f"terminal {terminal_id} was revoked at {held.revoked_at} "
-                    f"({held.revoked_reason}): the union refuses its uploads"
+                    N_(
+                        "terminal %(terminal)s was revoked at %(at)s (%(reason)s): the union "
+                        "refuses its uploads"
+                    ),
+                    terminal=terminal_id,
+                    at=str(held.revoked_at),
+                    reason=str(held.revoked_reason),
                 )
             last_seq, last_hash = self._tail(conn, terminal_id)
             old = [s for s in batch if s.seq <= last_seq]
@@ -2008,18 +2081,21 @@ class Store:
                     intact = entry_hash(s.prev_hash, s) == s.hash
                     if not intact or stored.get(s.seq) != s.hash:
                         raise ConflictError(
-                            f"sale {s.seq} differs from the copy already received: "
-                            "the terminal's journal has been altered"
+                            N_(
+                                "sale %(seq)s differs from the copy already received: "
+                                "the terminal's journal has been altered"
+                            ),
+                            seq=s.seq,
                         )
             for s in new:
                 if s.merchant_id != merchant_id:
-                    raise ConflictError(f"sale {s.seq} names another merchant")
+                    raise ConflictError(N_("sale %(seq)s names another merchant"), seq=s.seq)
             if new and new[0].seq > last_seq + 1:  # (a batch is contiguous: ``old`` is empty)
                 return IngestResult(last_seq, 0, 0, behind=True)
             try:
                 check_chain(new, last_hash, last_seq)
             except ChainError as exc:
-                raise ConflictError(f"upload refused: {exc}") from None
+                raise ConflictError(N_("upload refused: %(reason)s"), reason=str(exc)) from None
             if new and check_new is not None:
                 check_new(new)
             if new:

@@ -367,7 +367,7 @@ def test_four_eyes_on_a_policy(console, site: Site) -> None:
     page = ada.get("/console/policies").get_data(as_text=True)
     assert f'id="approve-{draft["id"]}"' not in page  # not for the one who drafted it
     own = ada.post(f"/console/policies/{draft['id']}/approve", data={"csrf_token": _csrf(page)})
-    assert own.status_code == 401 and "four eyes" in own.get_data(as_text=True)
+    assert own.status_code == 401 and "双人复核" in own.get_data(as_text=True)  # four eyes
     assert site.union.store.latest_version("policy:M0001") == before  # nothing signed
     aud, _ = sign_in(console, "aud")
     audit_page = aud.get("/console/policies").get_data(as_text=True)

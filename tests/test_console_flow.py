@@ -76,7 +76,7 @@ def test_importing_members_from_the_console(console, site: Site) -> None:  # noq
     answer = _upload(ada, bad)
     text = answer.get_data(as_text=True)
     assert answer.status_code == 400 and "Traceback" not in text
-    assert "文件被拒绝，未导入任何会员：members file line 5: the card number" in text
+    assert "文件被拒绝，未导入任何会员：成员文件第 5 行：成员" in text and "的卡号无效" in text
     assert site.union.store.member("U9") is None
     assert site.union.store.latest_version("roster") == after
     not_utf8 = _upload(ada, b"member_id,pan\n\xff\xfe,1\n")
@@ -134,7 +134,7 @@ def test_adding_admitting_and_changing_a_merchants_status(
         ({"discount": "5.555"}, "0 到 100"),
         ({"discount": "1e999999999"}, "0 到 100"),  # past Decimal's range: was a 500
         ({"name": "  "}, "名称"),
-        ({}, "merchant M0007 already exists"),
+        ({}, "商户 M0007 已存在"),
     ):
         again = ada.post("/console/merchants", data={**fields, **bad})
         assert again.status_code == 400 and words in again.get_data(as_text=True), bad
@@ -150,7 +150,7 @@ def test_adding_admitting_and_changing_a_merchants_status(
     empty = ada.post(
         "/console/merchants/M0007/admit", data={"standards": " ", "csrf_token": _csrf(page)}
     )
-    assert empty.status_code == 400 and "give the standards" in empty.get_data(as_text=True)
+    assert empty.status_code == 400 and "请填写商户同意遵守的标准" in empty.get_data(as_text=True)
     # a suspension from a time in the union's time zone (8 hours ahead of UTC)
     later = clock().astimezone(ZONE).replace(second=0, microsecond=0, tzinfo=None)
     later = later.replace(hour=23, minute=30)
@@ -170,7 +170,7 @@ def test_adding_admitting_and_changing_a_merchants_status(
     for bad, words, status in (
         ({"reason": " "}, "原因", 400),
         ({"effective": "tomorrow"}, "YYYY-MM-DD HH:MM", 400),
-        ({"effective": "2020-01-01T00:00"}, "has passed", 400),
+        ({"effective": "2020-01-01T00:00"}, "已过：变更只能现在或以后生效", 400),
         ({"status": "exited"}, "退出是最终的", 400),  # not confirmed
     ):
         refused = ada.post("/console/merchants/M0007/status", data={**change, **bad})
@@ -180,7 +180,7 @@ def test_adding_admitting_and_changing_a_merchants_status(
     )
     assert exited.status_code == 302
     final = ada.post("/console/merchants/M0007/status", data={**change, "status": "active"})
-    assert final.status_code == 409 and "an exit is final" in final.get_data(as_text=True)
+    assert final.status_code == 409 and "退出是最终的" in final.get_data(as_text=True)
     assert (
         ada.post(
             "/console/merchants/M404/admit", data={"standards": "x", "csrf_token": _csrf(page)}
@@ -217,7 +217,7 @@ def test_an_enrolment_code_on_the_terminals_page(console, site: Site, clock) -> 
     assert [(r["terminal_id"], r["merchant_id"]) for r in held] == [("T0042", "M0002")]
     assert held[0]["code_sha256"] == code_digest(normal_code(code.group(1)))  # type: ignore[arg-type]
     for terminal, merchant, words in (
-        ("T1", "M0001", "terminal T1 is already enrolled"),
+        ("T1", "M0001", "终端 T1 已经登记"),
         ("T 1", "M0001", "终端编号"),
         ("T0043", "M404", "M404"),
     ):
@@ -447,7 +447,7 @@ def test_the_console_import_says_how_many_may_leave(console, site: Site) -> None
     answer = _upload(ada, without_u3, full="on", allow_left="0")
     text = answer.get_data(as_text=True)
     assert answer.status_code == 400, text
-    assert "would mark 1 member as left, more than the 0 allowed" in text
+    assert "成员文件会把 1 名成员标记为已离会，超过允许的 0 名" in text
     assert site.union.store.member("U3")["status"] == "active"  # type: ignore[index]
     for odd in ("abc", "-1", "１", "9" * 5000):
         answer = _upload(ada, without_u3, full="on", allow_left=odd)
@@ -498,4 +498,4 @@ def test_a_character_no_database_keeps_is_refused_before_anything_is_written(
     pan = with_luhn("622202000000999")
     answer = _upload(ada, MEMBERS_CSV + f"U9,{pan},active,0,,Huang\x00pu,x\n")
     text = answer.get_data(as_text=True)
-    assert answer.status_code == 400 and "line 5: a character that cannot be stored" in text
+    assert answer.status_code == 400 and "第 5 行：有无法存储的字符" in text
