@@ -54,7 +54,7 @@ def parse_terms_file(data: bytes, name: str) -> dict[str, Any]:
     try:
         parse_terms(raw)
     except PolicyError as exc:
-        raise InputError(N_("%(name)s: %(reason)s"), name=name, reason=str(exc)) from None
+        raise InputError(N_("%(name)s: %(reason)s"), name=name, reason=exc.msg) from None
     terms: dict[str, Any] = raw
     return terms
 
@@ -102,7 +102,7 @@ def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: dat
     try:
         parse_terms(dict(terms))
     except PolicyError as exc:
-        raise InputError(N_("policy terms refused: %(reason)s"), reason=str(exc)) from None
+        raise InputError(N_("policy terms refused: %(reason)s"), reason=exc.msg) from None
     store.set_terms(merchant_id, canonical_json(dict(terms)).decode(), iso(at))
 
 

@@ -381,13 +381,17 @@ class _Fields:
 
     def __init__(self, raw: Any, where: str, allowed: Sequence[str]) -> None:
         if not isinstance(raw, dict):
-            raise PolicyError(f"{where or 'the policy'} must be a JSON object")
+            raise PolicyError(
+                N_("%(where)s must be a JSON object"), where=str(where or "the policy")
+            )
         self.raw = raw
         self.where = where
         unknown = sorted(set(raw) - set(allowed))
         if unknown:
             raise PolicyError(
-                f"{self.path(unknown[0])} is not a known field (known: {', '.join(allowed)})"
+                N_("%(field)s is not a known field (known: %(known)s)"),
+                field=str(self.path(unknown[0])),
+                known=str(", ".join(allowed)),
             )
 
     def path(self, key: str) -> str:
@@ -399,29 +403,42 @@ class _Fields:
     def text(self, key: str, default: str | None = None, *, max_len: int = 128) -> str:
         if key not in self.raw:
             if default is None:
-                raise PolicyError(f"{self.path(key)} is missing")
+                raise PolicyError(N_("%(field)s is missing"), field=str(self.path(key)))
             return default
         value = self.raw[key]
         if not isinstance(value, str) or not 1 <= len(value) <= max_len:
-            raise PolicyError(f"{self.path(key)} must be text of 1 to {max_len} characters")
+            raise PolicyError(
+                N_("%(field)s must be text of 1 to %(max_len)s characters"),
+                field=str(self.path(key)),
+                max_len=max_len,
+            )
         return value
 
     def choice(self, key: str, choices: Sequence[str], default: str | None = None) -> str:
         value = self.text(key, default)
         if value not in choices:
             raise PolicyError(
-                f"{self.path(key)} is {value!r}; it must be one of {', '.join(choices)}"
+                N_("%(field)s is %(value)s; it must be one of %(choices)s"),
+                field=str(self.path(key)),
+                value=repr(value),
+                choices=str(", ".join(choices)),
             )
         return value
 
     def whole(self, key: str, lo: int, hi: int, default: int | None = None, unit: str = "") -> int:
         if key not in self.raw:
             if default is None:
-                raise PolicyError(f"{self.path(key)} is missing")
+                raise PolicyError(N_("%(field)s is missing"), field=str(self.path(key)))
             return default
         value = self.raw[key]
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise PolicyError(f"{self.path(key)} must be a whole number {lo}..{hi}{unit}")
+            raise PolicyError(
+                N_("%(field)s must be a whole number %(lo)s..%(hi)s%(unit)s"),
+                field=str(self.path(key)),
+                lo=lo,
+                hi=hi,
+                unit=unit,
+            )
         return value
 
     def fen(self, key: str, lo: int = 0, default: int | None = None) -> int:
@@ -433,13 +450,18 @@ class _Fields:
             return parse_iso(value)
         except ValueError:
             raise PolicyError(
-                f"{self.path(key)} must be a UTC time like 2026-11-28T09:30:00Z"
+                N_("%(field)s must be a UTC time like 2026-11-28T09:30:00Z"),
+                field=str(self.path(key)),
             ) from None
 
     def items(self, key: str, parse: Callable[[Any, str], T], max_items: int = 1000) -> list[T]:
         value = self.raw.get(key, [])
         if not isinstance(value, list) or len(value) > max_items:
-            raise PolicyError(f"{self.path(key)} must be a list of at most {max_items} entries")
+            raise PolicyError(
+                N_("%(field)s must be a list of at most %(max_items)s entries"),
+                field=str(self.path(key)),
+                max_items=max_items,
+            )
         return [parse(v, f"{self.path(key)}[{i}]") for i, v in enumerate(value)]
 
 
@@ -449,21 +471,26 @@ def _day(value: Any, where: str) -> date:
             raise ValueError
         return date.fromisoformat(value)
     except ValueError:
-        raise PolicyError(f"{where} must be a date like 2026-10-01") from None
+        raise PolicyError(N_("%(where)s must be a date like 2026-10-01"), where=where) from None
 
 
 def _category(value: Any, where: str) -> str:
     if not isinstance(value, str) or not CATEGORY_RE.match(value):
         raise PolicyError(
-            f"{where} must be a lower-case category like grocery or gift_card "
-            "(letters, digits, '_', '.', '-')"
+            N_(
+                "%(where)s must be a lower-case category like grocery or gift_card (letters, "
+                "digits, '_', '.', '-')"
+            ),
+            where=where,
         )
     return value
 
 
 def _sku(value: Any, where: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_SKU or value != value.strip():
-        raise PolicyError(f"{where} must be a SKU of 1 to {MAX_SKU} characters")
+        raise PolicyError(
+            N_("%(where)s must be a SKU of 1 to %(most)s characters"), where=where, most=MAX_SKU
+        )
     return value
 
 
@@ -473,7 +500,7 @@ def _selection(raw: Any, where: str) -> Selection:
         frozenset(f.items("categories", _category)), frozenset(f.items("skus", _sku))
     )
     if not selection:
-        raise PolicyError(f"{where} must name at least one category or SKU")
+        raise PolicyError(N_("%(where)s must name at least one category or SKU"), where=where)
     return selection
 
 
@@ -483,10 +510,15 @@ def _hours(raw: Any, where: str) -> HourRange:
     for key in ("from", "to"):
         m = HOUR_RE.match(f.text(key, max_len=5))
         if m is None:
-            raise PolicyError(f"{f.path(key)} must be a time of day like 14:00 (00:00..23:59)")
+            raise PolicyError(
+                N_("%(field)s must be a time of day like 14:00 (00:00..23:59)"),
+                field=str(f.path(key)),
+            )
         bounds.append(int(m.group(1)) * 60 + int(m.group(2)))
     if bounds[0] == bounds[1]:
-        raise PolicyError(f"{where}: from and to are equal; leave hours out for the whole day")
+        raise PolicyError(
+            N_("%(where)s: from and to are equal; leave hours out for the whole day"), where=where
+        )
     return HourRange(bounds[0], bounds[1])
 
 
@@ -494,19 +526,26 @@ def _dates(raw: Any, where: str) -> DateRange:
     f = _Fields(raw, where, ("from", "to"))
     r = DateRange(_day(f.raw.get("from"), f.path("from")), _day(f.raw.get("to"), f.path("to")))
     if r.end < r.start:
-        raise PolicyError(f"{where}: to ({r.end}) is before from ({r.start})")
+        raise PolicyError(
+            N_("%(where)s: to (%(end)s) is before from (%(start)s)"),
+            where=where,
+            end=str(r.end),
+            start=str(r.start),
+        )
     return r
 
 
 def _weekday(value: Any, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 7:
-        raise PolicyError(f"{where} must be a weekday number 1 (Monday) .. 7 (Sunday)")
+        raise PolicyError(
+            N_("%(where)s must be a weekday number 1 (Monday) .. 7 (Sunday)"), where=where
+        )
     return value
 
 
 def _tier(value: Any, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
-        raise PolicyError(f"{where} must be a member tier 0..255")
+        raise PolicyError(N_("%(where)s must be a member tier 0..255"), where=where)
     return value
 
 
@@ -520,7 +559,9 @@ def _window(raw: Any, where: str) -> Window:
     )
     for key in ("weekdays", "hours", "dates"):
         if f.has(key) and not f.raw[key]:
-            raise PolicyError(f"{f.path(key)} is empty: leave it out to allow any")
+            raise PolicyError(
+                N_("%(field)s is empty: leave it out to allow any"), field=str(f.path(key))
+            )
     return window
 
 
@@ -532,31 +573,44 @@ def _quota(raw: Any, where: str) -> Quota:
         amount=f.fen("amount", 1) if f.has("amount") else None,
     )
     if quota.uses is None and quota.amount is None:
-        raise PolicyError(f"{where} must limit uses, amount or both")
+        raise PolicyError(N_("%(where)s must limit uses, amount or both"), where=where)
     return quota
 
 
 def _rule(raw: Any, where: str) -> Rule:
     if not isinstance(raw, dict):
-        raise PolicyError(f"{where} must be a JSON object")
+        raise PolicyError(N_("%(where)s must be a JSON object"), where=where)
     kind_value = raw.get("kind")
     if kind_value not in RULE_KINDS:
         raise PolicyError(
-            f"{where}.kind is {kind_value!r}; it must be one of {', '.join(RULE_KINDS)}"
+            N_("%(where)s.kind is %(kind)s; it must be one of %(kinds)s"),
+            where=where,
+            kind=repr(kind_value),
+            kinds=str(", ".join(RULE_KINDS)),
         )
     kind = str(kind_value)
     others = [k for k in RULE_KINDS if k != kind]
     for other in others:
         for key in RULE_FIELDS[other]:
             if key in raw and key not in RULE_FIELDS[kind]:
-                raise PolicyError(f"{where}.{key} does not apply to a {kind} rule")
+                raise PolicyError(
+                    N_("%(where)s.%(key)s does not apply to a %(kind)s rule"),
+                    where=where,
+                    key=key,
+                    kind=kind,
+                )
     f = _Fields(raw, where, RULE_FIELDS["common"] + RULE_FIELDS[kind])
     rule_id = f.text("id", max_len=40)
     if not RULE_ID_RE.match(rule_id):
-        raise PolicyError(f"{f.path('id')} must be letters, digits, '_', '.' or '-' (at most 40)")
+        raise PolicyError(
+            N_("%(field)s must be letters, digits, '_', '.' or '-' (at most 40)"),
+            field=str(f.path("id")),
+        )
     tiers = frozenset(f.items("tiers", _tier, 256)) if f.has("tiers") else None
     if tiers is not None and not tiers:
-        raise PolicyError(f"{f.path('tiers')} is empty: leave it out to allow every tier")
+        raise PolicyError(
+            N_("%(field)s is empty: leave it out to allow every tier"), field=str(f.path("tiers"))
+        )
     rule = Rule(
         id=rule_id,
         kind=kind,
@@ -586,16 +640,25 @@ def _terms(f: _Fields) -> dict[str, Any]:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise PolicyError(
-            f"{f.path('timezone')} {timezone!r} is not a known time zone "
-            "(like Asia/Shanghai; install the Debian package tzdata)"
+            N_(
+                "%(field)s %(timezone)s is not a known time zone (like Asia/Shanghai; install "
+                "the Debian package tzdata)"
+            ),
+            field=str(f.path("timezone")),
+            timezone=repr(timezone),
         ) from None
     if "rules" not in f.raw:
-        raise PolicyError(f"{f.path('rules')} is missing")
+        raise PolicyError(N_("%(field)s is missing"), field=str(f.path("rules")))
     rules = f.items("rules", _rule, MAX_RULES)
     seen: set[str] = set()
     for i, rule in enumerate(rules):
         if rule.id in seen:
-            raise PolicyError(f"{f.path('rules')}[{i}].id {rule.id!r} is used twice")
+            raise PolicyError(
+                N_("%(field)s[%(i)s].id %(rule)s is used twice"),
+                field=str(f.path("rules")),
+                i=i,
+                rule=repr(rule.id),
+            )
         seen.add(rule.id)
     return {
         "timezone": timezone,
@@ -617,8 +680,14 @@ def _offline_terms(f: _Fields) -> dict[str, int]:
     stop = f.whole("offline_stop_hours", 1, MAX_OFFLINE_HOURS, OFFLINE_STOP_HOURS, hours)
     if warn >= stop:
         raise PolicyError(
-            f"{f.path('offline_warn_hours')} ({warn}) must be less than "
-            f"{f.path('offline_stop_hours')} ({stop}): the warning comes before the stop"
+            N_(
+                "%(warn_field)s (%(warn)s) must be less than %(stop_field)s (%(stop)s): the "
+                "warning comes before the stop"
+            ),
+            warn_field=str(f.path("offline_warn_hours")),
+            warn=warn,
+            stop_field=str(f.path("offline_stop_hours")),
+            stop=stop,
         )
     return {
         "offline_warn_hours": warn,
@@ -636,11 +705,13 @@ def parse_policy_document(signed: Any) -> Policy:
     """A policy from its ``signed`` part (header + terms). Raises PolicyError naming the field."""
     f = _Fields(signed, "", HEADER_FIELDS + TERMS_FIELDS)
     if f.raw.get("type") != "policy":
-        raise PolicyError('type must be "policy": this is not a policy document')
+        raise PolicyError(N_('type must be "policy": this is not a policy document'))
     changes = tuple(f.items("status_changes", _status_change, 100))
     for i in range(1, len(changes)):
         if changes[i].at <= changes[i - 1].at:
-            raise PolicyError(f"status_changes[{i}].at must be later than the change before it")
+            raise PolicyError(
+                N_("status_changes[%(i)s].at must be later than the change before it"), i=i
+            )
     policy = Policy(
         merchant_id=f.text("merchant_id", max_len=32),
         merchant_name=f.text("merchant_name"),
@@ -653,7 +724,7 @@ def parse_policy_document(signed: Any) -> Policy:
         **_terms(f),
     )
     if policy.expires_at <= policy.issued_at:
-        raise PolicyError("expires_at must be later than issued_at")
+        raise PolicyError(N_("expires_at must be later than issued_at"))
     return policy
 
 
@@ -686,10 +757,10 @@ def load_policy_file(data: bytes) -> tuple[Policy, str]:
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise PolicyError(f"not valid JSON ({exc})") from None
+        raise PolicyError(N_("not valid JSON (%(exc)s)"), exc=str(exc)) from None
     if isinstance(raw, dict) and "signed" in raw:
         if set(raw) != {"signed", "signatures"} or not isinstance(raw["signatures"], list):
-            raise PolicyError("a signed policy has exactly: signed, signatures (a list)")
+            raise PolicyError(N_("a signed policy has exactly: signed, signatures (a list)"))
         return parse_policy_document(raw["signed"]), "signed"
     if isinstance(raw, dict) and "type" in raw:
         return parse_policy_document(raw), "document"
@@ -712,7 +783,9 @@ def build_policy(
     """Sign a policy: the header given here plus ``terms`` (an offer, see parse_terms)."""
     unknown = sorted(set(terms) - set(TERMS_FIELDS))
     if unknown:
-        raise PolicyError(f"{unknown[0]} is not a known field of a policy's terms")
+        raise PolicyError(
+            N_("%(field)s is not a known field of a policy's terms"), field=str(unknown[0])
+        )
     signed: dict[str, Any] = {
         "type": "policy",
         "merchant_id": merchant_id,
@@ -744,23 +817,29 @@ def verify_policy(
     try:
         envelope = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise PolicyError("policy refused: malformed (not JSON)") from None
+        raise PolicyError(N_("policy refused: malformed (not JSON)")) from None
     try:
         signed = verify(envelope, trusted, threshold, what="policy")
     except SignatureError as exc:
-        raise PolicyError(f"policy refused: {exc}") from None
+        raise PolicyError(N_("policy refused: %(exc)s"), exc=str(exc)) from None
     try:
         policy = parse_policy_document(signed)
     except PolicyError as exc:
-        raise PolicyError(f"policy refused: {exc}") from None
+        raise PolicyError(N_("policy refused: %(exc)s"), exc=str(exc)) from None
     if policy.merchant_id != merchant_id:
         raise PolicyError(
-            f"policy refused: it is for merchant {policy.merchant_id}, not {merchant_id}"
+            N_("policy refused: it is for merchant %(merchant)s, not %(merchant_id)s"),
+            merchant=str(policy.merchant_id),
+            merchant_id=merchant_id,
         )
     if policy.version <= installed_version:
         raise PolicyError(
-            f"policy refused: rollback (version {policy.version} is not newer than "
-            f"installed version {installed_version})"
+            N_(
+                "policy refused: rollback (version %(version)s is not newer than installed "
+                "version %(installed_version)s)"
+            ),
+            version=str(policy.version),
+            installed_version=installed_version,
         )
     return policy
 

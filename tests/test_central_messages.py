@@ -108,3 +108,21 @@ def test_a_refused_members_file_says_why_in_chinese(console) -> None:  # noqa: F
     text = answer.get_data(as_text=True)
     assert answer.status_code == 400
     assert "成员文件第 2 行" in text and "is not valid" not in text
+
+
+def test_refused_policy_terms_say_why_in_chinese(console) -> None:  # noqa: F811
+    """The core's words on the terms (pact.policy, as `policy check` says them in
+    English) inside the service's refusal, both in the reader's language."""
+    admin, _ = sign_in(console, "ada")
+    page = admin.get("/console/policies").get_data(as_text=True)
+    terms = '{"rules": [{"id": "member-8", "kind": "half_off"}]}'
+    form = {"merchant": "M0001", "terms": terms, "csrf_token": _csrf(page)}
+    text = admin.post("/console/policies", data=form).get_data(as_text=True)
+    assert "rules[0].kind 是 &#39;half_off&#39;；必须是以下之一" in text, text[-2000:]
+    assert "it must be one of" not in text
+    admin.get("/console/lang/en")
+    page = admin.get("/console/policies").get_data(as_text=True)
+    text = admin.post("/console/policies", data={**form, "csrf_token": _csrf(page)}).get_data(
+        as_text=True
+    )
+    assert "rules[0].kind is &#39;half_off&#39;; it must be one of" in text

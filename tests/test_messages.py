@@ -43,6 +43,7 @@ MODULES = [
     "pact.basket",
     "pact.discount",
     "pact.money",
+    "pact.policy",
     "pact.receipt",
     "pact.reversal",
     "pact.sale",
@@ -60,6 +61,7 @@ PROGRAMMER_ERRORS = {
     ("pact.sale", "_make_layout"): 1,  # a Sale field of a type the codecs do not know
     ("terminal.journal", "pending_json_sql"): 1,  # ... or the journal's JSON does not know
     ("pact.receipt", "normal_code"): 1,  # `unioncard audit receipt CODE`: a usage error
+    ("pact.policy", "listed"): 1,  # an empty list to put in words
 }
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]|\{(\w+)\}")
 
