@@ -919,7 +919,7 @@ class Union:
         try:
             key = device_key(device_key_hex)
         except SignatureError as exc:
-            raise InputError(N_("device_key: %(exc)s"), exc=str(exc)) from None
+            raise InputError(N_("device_key: %(exc)s"), exc=exc.msg) from None
         normal = normal_code(code)
         if normal is not None:
             try:
@@ -1417,11 +1417,15 @@ class Union:
             undone = self._undo_approval(draft_id, by, merchant_id, kept)
             if not isinstance(exc, CentralError):
                 raise
-            then = "it waits for a decision again" if undone else "the service's log has the rest"
+            then = (
+                Msg.of(N_("it waits for a decision again"))
+                if undone
+                else Msg.of(N_("the service's log has the rest"))
+            )
             raise ConflictError(
                 N_("draft #%(draft_id)s was not signed (%(exc)s): %(then)s"),
                 draft_id=draft_id,
-                exc=str(exc),
+                exc=exc.msg,
                 then=then,
             ) from None
         self.store.draft_signed(draft_id, version)
