@@ -95,7 +95,8 @@ def status_timeline(history: Sequence[Mapping[str, Any]], now: datetime) -> Stat
     return StatusTimeline(status, since, tuple(ahead), exits[0] if exits else None)
 
 
-def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: datetime) -> None:
+def checked_terms(terms: Mapping[str, Any]) -> dict[str, Any]:
+    """``terms`` if a policy may carry them (InputError naming what is wrong)."""
     unknown = set(terms) - set(TERMS_FIELDS)
     if unknown:
         raise InputError(N_("unknown policy terms: %(terms)s"), terms=", ".join(sorted(unknown)))
@@ -103,7 +104,11 @@ def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: dat
         parse_terms(dict(terms))
     except PolicyError as exc:
         raise InputError(N_("policy terms refused: %(reason)s"), reason=exc.msg) from None
-    store.set_terms(merchant_id, canonical_json(dict(terms)).decode(), iso(at))
+    return dict(terms)
+
+
+def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: datetime) -> None:
+    store.set_terms(merchant_id, canonical_json(checked_terms(terms)).decode(), iso(at))
 
 
 def publish(
@@ -112,16 +117,31 @@ def publish(
     keys: Sequence[Ed25519PrivateKey],
     now: datetime,
     lifetime: timedelta = POLICY_LIFETIME,
+    terms: Mapping[str, Any] | None = None,
 ) -> int:
-    """Sign the merchant's next policy version with ``keys``; return the version."""
+    """Sign the merchant's next policy version with ``keys``; return the version.
+
+    Its terms are ``terms`` (an approved draft's; checked, and kept), else those of
+    the version before it (a status change signs the terms in force again), else, for
+    the first version, the terms kept at admission. So each version's terms are the
+    one before's or one approved draft's, whatever publishes at the same moment: two
+    at once take the same version number, and the second is refused (``put_signed``)."""
     merchant = store.merchant(merchant_id)
     timeline = status_timeline(store.status_history(merchant_id), now)
     store.apply_status(merchant_id, timeline.status, iso(timeline.since))
-    stored = store.terms(merchant_id)
-    terms = json.loads(stored) if stored is not None else percent_terms(merchant["basis_points"])
     kind = f"policy:{merchant_id}"
     latest = store.latest_signed(kind)
     version = (latest[0] if latest else 0) + 1
+    given = terms is not None
+    if terms is not None:
+        terms = checked_terms(terms)
+    elif latest is not None:
+        terms = signed_terms(latest[1])
+    else:
+        stored = store.terms(merchant_id)
+        terms = (
+            json.loads(stored) if stored is not None else percent_terms(merchant["basis_points"])
+        )
     data = build_policy(
         merchant_id=merchant_id,
         merchant_name=merchant["name"],
@@ -140,4 +160,12 @@ def publish(
             version=version,
             merchant=merchant_id,
         )
+    if given:  # kept too (what the first version signs, were it ever signed again)
+        store.set_terms(merchant_id, canonical_json(terms).decode(), iso(now))
     return version
+
+
+def signed_terms(data: bytes) -> dict[str, Any]:
+    """The terms a signed policy carries (its fields that are terms, as signed)."""
+    signed = json.loads(data)["signed"]
+    return {k: v for k, v in signed.items() if k in TERMS_FIELDS}

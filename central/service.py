@@ -74,7 +74,7 @@ from pact.roster import (
     verify_roster,
 )
 from pact.sale import Sale
-from pact.signing import canonical_json, key_id
+from pact.signing import key_id
 from pact.snapshot import build_snapshot
 from pact.text import N_, Msg
 from pact.timefmt import iso, parse_iso
@@ -100,6 +100,9 @@ ENROL_WINDOW = timedelta(minutes=15)  # wrong enrolment codes are counted over t
 ENROL_TRIES_PER_SOURCE = 10  # from one address
 ENROL_TRIES_ALL = 100  # from anywhere (100 bits a code: guessing is hopeless either way)
 POLICY_LIFETIME = timedelta(days=30)
+# an approval whose signing has not finished after this long was left by a process that
+# died: the next admin's approval takes it over
+APPROVAL_STALE = timedelta(minutes=10)
 
 
 MEMBER_COLUMNS = ("member_id", "pan", "status", "tier", "valid_until", "district", "workplace")
@@ -643,10 +646,11 @@ class Union:
                 signed.append((merchant_id, self.publish_policy(merchant_id)))
         return signed
 
-    def publish_policy(self, merchant_id: str) -> int:
-        """Sign the merchant's next policy version (its terms, status); return the version."""
+    def publish_policy(self, merchant_id: str, terms: Mapping[str, Any] | None = None) -> int:
+        """Sign the merchant's next policy version (``terms``, else those in force, and
+        its status); return the version (central.policies.publish)."""
         return policies.publish(
-            self.store, merchant_id, [self.keys.policy], self.clock(), POLICY_LIFETIME
+            self.store, merchant_id, [self.keys.policy], self.clock(), POLICY_LIFETIME, terms
         )
 
     def publish_roster(self, lifetime: timedelta = ROSTER_LIFETIME) -> tuple[int, int]:
@@ -1383,8 +1387,10 @@ class Union:
         )
 
     def approve_policy(self, draft_id: int, by: str) -> int:
-        """A second admin approves a draft: its terms are saved and signed as the
-        merchant's next policy version (returned). The admin who drafted it cannot."""
+        """A second admin approves a draft: its terms are signed as the merchant's next
+        policy version (returned) and kept as the merchant's terms. The admin who
+        drafted it cannot. An approval whose signing never finished (its process died)
+        is taken over by the next one after :data:`APPROVAL_STALE`."""
         self._admin(by)
         draft = self.store.draft(draft_id)
         if draft is None:
@@ -1392,7 +1398,13 @@ class Union:
                 N_("no policy draft #%(draft_id)s: see `unioncard central drafts`"),
                 draft_id=draft_id,
             )
-        if draft["decision"] is not None:
+        now = self.clock()
+        stale = (
+            draft["decision"] == "approved"
+            and draft["version"] is None
+            and parse_iso(draft["decided_at"]) <= now - APPROVAL_STALE
+        )
+        if draft["decision"] is not None and not stale:
             raise ConflictError(
                 N_("draft #%(draft_id)s was %(decision)s already"),
                 draft_id=draft_id,
@@ -1404,17 +1416,22 @@ class Union:
                 by=by,
                 draft_id=draft_id,
             )
-        # the decision first, in one conditional UPDATE of a draft still waiting: of an
-        # approval and a rejection (or two approvals) at once, one only goes on to sign
-        if not self.store.decide_draft(draft_id, "approved", by, iso(self.clock()), None):
+        # the decision first, in one conditional UPDATE of a draft still waiting (or of
+        # the stale approval read above): of an approval and a rejection (or two
+        # approvals) at once, one only goes on to sign
+        if not self.store.decide_draft(
+            draft_id, "approved", by, iso(now), None, taking_over=draft if stale else None
+        ):
             raise ConflictError(N_("draft #%(draft_id)s was decided meanwhile"), draft_id=draft_id)
         merchant_id = draft["merchant_id"]
-        kept = self.store.terms(merchant_id)
         try:
-            policies.save_terms(self.store, merchant_id, json.loads(draft["terms"]), self.clock())
-            version = self.publish_policy(merchant_id)
+            # the draft's own terms: a version signed meanwhile (another draft, a status
+            # change) takes this number and this one is refused, never signed with theirs
+            version = self.publish_policy(merchant_id, json.loads(draft["terms"]))
         except Exception as exc:
-            undone = self._undo_approval(draft_id, by, merchant_id, kept)
+            undone = self.store.reopen_draft(draft_id, by)
+            if not undone:
+                log.error("draft #%s: approved by %s and not signed; not reopened", draft_id, by)
             if not isinstance(exc, CentralError):
                 raise
             then = (
@@ -1430,23 +1447,6 @@ class Union:
             ) from None
         self.store.draft_signed(draft_id, version)
         return version
-
-    def _undo_approval(self, draft_id: int, by: str, merchant_id: str, kept: str | None) -> bool:
-        """Signing an approved draft failed: the merchant's terms are those it had (the
-        next status change signs those, not the draft's), and the draft waits for a
-        decision again (True). Said in the log when that cannot be done."""
-        try:
-            if kept is None:  # never set: add-merchant's, which publish signs then
-                basis_points = self.store.merchant(merchant_id)["basis_points"]
-                kept = canonical_json(policies.percent_terms(basis_points)).decode()
-            self.store.set_terms(merchant_id, kept, iso(self.clock()))
-            reopened = self.store.reopen_draft(draft_id, by)
-        except Exception:
-            log.exception("draft #%s: approved by %s and not signed; not undone", draft_id, by)
-            return False
-        if not reopened:
-            log.error("draft #%s: approved by %s and not signed; not reopened", draft_id, by)
-        return reopened
 
     def reject_policy(self, draft_id: int, by: str) -> None:
         self._admin(by)

@@ -1451,13 +1451,31 @@ class Store:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def decide_draft(
-        self, draft_id: int, decision: str, by: str, at: str, version: int | None
+        self,
+        draft_id: int,
+        decision: str,
+        by: str,
+        at: str,
+        version: int | None,
+        taking_over: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Record the decision once; False when it was decided already."""
+        """Record the decision once; False when it was decided already. With
+        ``taking_over`` (the draft as read, approved and never signed), that approval
+        is replaced instead, if nobody replaced it or signed it meanwhile."""
+        still: sa.ColumnElement[bool]
+        if taking_over is None:
+            still = policy_drafts.c.decision.is_(None)
+        else:
+            still = sa.and_(
+                policy_drafts.c.decision == "approved",
+                policy_drafts.c.version.is_(None),
+                policy_drafts.c.decided_by == taking_over["decided_by"],
+                policy_drafts.c.decided_at == taking_over["decided_at"],
+            )
         with self._writing() as conn:
             done = conn.execute(
                 policy_drafts.update()
-                .where(policy_drafts.c.id == draft_id, policy_drafts.c.decision.is_(None))
+                .where(policy_drafts.c.id == draft_id, still)
                 .values(decision=decision, decided_by=by, decided_at=at, version=version)
             )
         return done.rowcount == 1

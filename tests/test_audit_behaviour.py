@@ -70,8 +70,7 @@ def offline_terms(stop_hours: int) -> dict:
 
 def test_a_terminal_silent_past_its_policys_offline_limit(site: Site, clock, tmp_path) -> None:
     union = site.union
-    policies.save_terms(union.store, "M0001", offline_terms(2), clock())
-    version = union.publish_policy("M0001")
+    version = union.publish_policy("M0001", offline_terms(2))
     site.sync(clock)
     site.sell(MEMBER_PAN, 10000, clock)
     site.sell(MEMBER_PAN, 10000, clock)
@@ -148,8 +147,7 @@ def test_members_turned_away_while_the_terminal_was_out_of_date(
     site: Site, clock, tmp_path
 ) -> None:
     union = site.union
-    policies.save_terms(union.store, "M0001", offline_terms(2), clock())
-    union.publish_policy("M0001")
+    union.publish_policy("M0001", offline_terms(2))
     site.journal.close()
     member = card(site.state)
     service = TerminalService(site.state.dir, lambda *, timeout, tokenize: member, clock)

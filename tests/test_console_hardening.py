@@ -30,18 +30,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import central.service as service_module
-from central import create_app, policies
+from central import create_app
 from central.errors import AuthError, ConflictError
 from central.keys import create_keys
 from central.partners import terms_changes
 from central.service import LOCK_AFTER, CentralPaths, Union
+from central.store import signed_files
 from pact.cards import luhn_complete
 from pact.chain import GENESIS, seal
 from pact.policy import parse_terms
 from pact.sale import SaleDraft
 from pact.text import Msg
+from pact.timefmt import iso
 from tests.conftest import Clock
 from tests.helpers import MEMBER_PAN
 from tests.test_commands import run
@@ -222,14 +225,14 @@ def _during_signing(union: Union, monkeypatch: pytest.MonkeyPatch, meanwhile: An
     started: list[bool] = []
     real = union.publish_policy
 
-    def signing(merchant_id: str) -> int:
+    def signing(merchant_id: str, terms: Any = None) -> int:
         if not started:  # the first signing only: the other request's own goes on as it is
             started.append(True)
             try:
                 seen.append(meanwhile())
             except ConflictError as exc:
                 seen.append(exc)
-        return real(merchant_id)
+        return real(merchant_id) if terms is None else real(merchant_id, terms)
 
     monkeypatch.setattr(union, "publish_policy", signing)
     return seen
@@ -258,6 +261,58 @@ def test_two_approvals_at_once_sign_once(union: Union, monkeypatch: pytest.Monke
     assert union.store.latest_version("policy:M0001")[0] == 2  # type: ignore[index]
 
 
+def _signed_terms(union: Union, version: int) -> dict[str, Any]:
+    with union.store.engine.connect() as conn:
+        data = conn.execute(
+            sa.select(signed_files.c.data).where(
+                signed_files.c.kind == "policy:M0001", signed_files.c.version == version
+            )
+        ).scalar_one()
+    return dict(json.loads(bytes(data))["signed"])
+
+
+def test_two_drafts_approved_at_once_each_sign_their_own_terms(
+    union: Union, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins approve two drafts of one shop in the same instant: each version
+    carries its own draft's terms (before, the draft approved first was signed with
+    the other's terms: both saved the shop's terms, then each signed what was saved)."""
+    first = union.draft_policy("M0001", BLIND, "ada")
+    other = {"rules": [{"id": "member-7", "kind": "percent_off", "basis_points": 700}]}
+    second = union.draft_policy("M0001", other, "ada")
+    seen = _during_signing(union, monkeypatch, lambda: union.approve_policy(second, "cyd"))
+    assert union.approve_policy(first, "bob") == 3
+    assert seen == [2]  # the other approval signed meanwhile, as version 2
+    assert _signed_terms(union, 2)["rules"] == other["rules"]
+    assert _signed_terms(union, 3)["rules"] == BLIND["rules"]
+    assert [union.store.draft(d)["version"] for d in (second, first)] == [2, 3]  # type: ignore[index]
+    # a status change signs the terms in force: the newest version's
+    union.set_merchant_status("M0001", "suspended", "checking complaints", by="bob")
+    assert _signed_terms(union, 4)["rules"] == BLIND["rules"]
+
+
+def test_an_approval_never_signed_is_taken_over_after_ten_minutes(
+    union: Union, clock: Clock
+) -> None:
+    """An approval's process died between its claim and the signing: the draft stays
+    approved and unsigned. After 10 minutes another admin's approval takes it over."""
+    draft = union.draft_policy("M0001", BLIND, "ada")
+    assert union.store.decide_draft(draft, "approved", "bob", iso(clock()), None)
+    with pytest.raises(ConflictError, match="was approved already"):
+        union.approve_policy(draft, "cyd")
+    clock.advance(timedelta(minutes=10) - timedelta(seconds=1))
+    with pytest.raises(ConflictError, match="was approved already"):
+        union.approve_policy(draft, "cyd")
+    clock.advance(timedelta(seconds=1))
+    assert union.approve_policy(draft, "cyd") == 2
+    row = union.store.draft(draft)
+    assert row is not None and (row["decided_by"], row["version"]) == ("cyd", 2)
+    assert _signed_terms(union, 2)["rules"] == BLIND["rules"]
+    with pytest.raises(ConflictError, match="was approved already"):  # signed: final
+        clock.advance(timedelta(hours=1))
+        union.approve_policy(draft, "bob")
+
+
 def test_an_approval_that_fails_to_sign_leaves_the_draft_waiting(
     union: Union, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,7 +322,7 @@ def test_an_approval_that_fails_to_sign_leaves_the_draft_waiting(
     draft = union.draft_policy("M0001", BLIND, "ada")
     before = union.store.terms("M0001")
 
-    def fails(merchant_id: str) -> int:
+    def fails(merchant_id: str, terms: Any = None) -> int:
         raise ConflictError("policy v2 of M0001 was just signed elsewhere: retry")
 
     monkeypatch.setattr(union, "publish_policy", fails)
@@ -443,8 +498,7 @@ def test_the_partners_list_says_a_rules_dates_and_holidays(
              "when": {"holidays": "only", "dates": [{"from": "2026-10-01", "to": "2026-10-07"}]}},
         ],
     }  # fmt: skip
-    policies.save_terms(union.store, "M0001", terms, clock())
-    union.publish_policy("M0001")
+    union.publish_policy("M0001", terms)
     listed = app.test_client().get("/api/v1/partners").get_json()["partners"]
     offers = {o["rule_id"]: o["en"] for o in listed[0]["offers"]}
     assert offers == {
@@ -454,8 +508,7 @@ def test_the_partners_list_says_a_rules_dates_and_holidays(
     page = app.test_client().get("/partners?lang=en").get_data(as_text=True)
     assert "20% off, only 2026-12-24 to 2026-12-26" in page and "15% off" not in page
     # a merchant none of whose rules can apply again is not listed at all
-    policies.save_terms(union.store, "M0001", {"rules": terms["rules"][1:2]}, clock())
-    union.publish_policy("M0001")
+    union.publish_policy("M0001", {"rules": terms["rules"][1:2]})
     listed = app.test_client().get("/api/v1/partners").get_json()["partners"]
     assert [p["merchant_id"] for p in listed] == ["M0002"]
 

@@ -244,8 +244,7 @@ def test_a_real_sync_lifts_the_stop(site: Site, clock) -> None:
     stops giving discounts 2 hours after its last sync, and the next sync lifts it."""
     union = site.union
     offline = {"offline_warn_hours": 1, "offline_stop_hours": 2}
-    policies.save_terms(union.store, "M0001", {**policies.percent_terms(500), **offline}, clock())
-    union.publish_policy("M0001")
+    union.publish_policy("M0001", {**policies.percent_terms(500), **offline})
     site.journal.close()
     member = card(site.state)
     service = TerminalService(site.state.dir, lambda *, timeout, tokenize: member, clock)

@@ -396,8 +396,7 @@ def test_add_merchant_signs_a_percent_policy_with_the_standard_exclusions(union:
 
 def test_set_policy_publishes_a_new_signed_version(union: Union, clock) -> None:
     union.add_merchant("M0002", "Cinema", 500)
-    policies.save_terms(union.store, "M0002", terms("cinema"), clock())
-    assert union.publish_policy("M0002") == 2
+    assert union.publish_policy("M0002", terms("cinema")) == 2
     policy = verify_policy(
         union.store.latest_signed("policy:M0002")[1],
         trusted(union.keys),

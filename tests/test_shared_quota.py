@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from central import create_app, policies
+from central import create_app
 from central.keys import UnionKeys, create_keys
 from central.serve import ThreadedServer
 from central.service import CentralPaths, Union
@@ -52,8 +52,7 @@ def shop(
     """A cinema (one free film a month) with two tills, T1 and T2, on a central
     service over HTTP backed by ``union``'s store (SQLite or PostgreSQL)."""
     union.add_merchant("M0001", "Cinema", 0)
-    policies.save_terms(union.store, "M0001", terms("cinema"), clock())
-    union.publish_policy("M0001")
+    union.publish_policy("M0001", terms("cinema"))
     union.import_members(f"member_id,pan\nU1,{MEMBER_PAN}\n")
     union.publish_roster()
     unused = CentralPaths(tmp_path / "unused")  # the app's own union: replaced below

@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from central import policies
 from central.statement import statement_csv, statement_html
 from pact.basket import Basket
 from pact.money import fen
@@ -29,8 +28,7 @@ def test_a_statement_by_local_day_and_rule_with_the_unions_subsidy(shop, clock) 
     for rule in cinema["rules"]:
         if rule["id"] == "free-film":
             rule["funded_by"] = "union"  # the union pays for the free film
-    policies.save_terms(union.store, "M0001", cinema, clock())
-    union.publish_policy("M0001")
+    union.publish_policy("M0001", cinema)
     till1.sync(clock)
     till2.sync(clock)
     set_pin(till1.service.state.dir, PIN)
@@ -153,8 +151,7 @@ def test_each_sale_is_funded_as_its_own_policy_says(shop, clock) -> None:  # noq
         for rule in cinema["rules"]:
             if rule["id"] == "snacks-10":
                 rule["funded_by"] = by
-        policies.save_terms(union.store, "M0001", cinema, clock())
-        union.publish_policy("M0001")
+        union.publish_policy("M0001", cinema)
         till1.sync(clock)
 
     fund_snacks("merchant")
