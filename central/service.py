@@ -1429,9 +1429,7 @@ class Union:
             # change) takes this number and this one is refused, never signed with theirs
             version = self.publish_policy(merchant_id, json.loads(draft["terms"]))
         except Exception as exc:
-            undone = self.store.reopen_draft(draft_id, by)
-            if not undone:
-                log.error("draft #%s: approved by %s and not signed; not reopened", draft_id, by)
+            undone = self._reopen(draft_id, by)
             if not isinstance(exc, CentralError):
                 raise
             then = (
@@ -1447,6 +1445,19 @@ class Union:
             ) from None
         self.store.draft_signed(draft_id, version)
         return version
+
+    def _reopen(self, draft_id: int, by: str) -> bool:
+        """Signing ``by``'s approval of a draft failed: the draft waits for a decision
+        again (True). Said in the log when that cannot be done (the approval is then
+        taken over after APPROVAL_STALE)."""
+        try:
+            reopened = self.store.reopen_draft(draft_id, by)
+        except Exception:
+            log.exception("draft #%s: approved by %s and not signed; not reopened", draft_id, by)
+            return False
+        if not reopened:
+            log.error("draft #%s: approved by %s and not signed; not reopened", draft_id, by)
+        return reopened
 
     def reject_policy(self, draft_id: int, by: str) -> None:
         self._admin(by)
