@@ -107,10 +107,6 @@ def checked_terms(terms: Mapping[str, Any]) -> dict[str, Any]:
     return dict(terms)
 
 
-def save_terms(store: Store, merchant_id: str, terms: Mapping[str, Any], at: datetime) -> None:
-    store.set_terms(merchant_id, canonical_json(checked_terms(terms)).decode(), iso(at))
-
-
 def publish(
     store: Store,
     merchant_id: str,

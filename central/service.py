@@ -578,10 +578,7 @@ class Union:
         self.store.add_merchant(merchant_id, name, basis_points, iso(self.clock()))
         if given:
             self.store.set_registry(merchant_id, **given)
-        policies.save_terms(
-            self.store, merchant_id, policies.percent_terms(basis_points), self.clock()
-        )
-        return self.publish_policy(merchant_id)
+        return self.publish_policy(merchant_id, policies.percent_terms(basis_points))
 
     def set_merchant_status(
         self,

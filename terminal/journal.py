@@ -134,10 +134,9 @@ class Once:
 
 @dataclass(frozen=True)
 class Kept:
-    """The kept answer of an Idempotency-Key: what was asked, the entry, the answer."""
+    """The kept answer of an Idempotency-Key: what was asked, and the answer."""
 
     fingerprint: str
-    seq: int
     answer: dict[str, Any]
 
 
@@ -491,12 +490,10 @@ class Journal:
         """The answer kept for Idempotency-Key ``key`` by a void or refund journaled at
         ``since`` or later (None: none)."""
         rows = self.readers.all(
-            "SELECT fingerprint, seq, answer FROM replays WHERE key = ? AND kept_at >= ?",
+            "SELECT fingerprint, answer FROM replays WHERE key = ? AND kept_at >= ?",
             [key, iso(since)],
         )
-        for fingerprint, seq, answer in rows:
-            return Kept(fingerprint, seq, json.loads(answer))
-        return None
+        return Kept(rows[0][0], json.loads(rows[0][1])) if rows else None
 
     def _append(
         self, make: Callable[[], SaleDraft], at: datetime, once: Once | None = None
