@@ -10,7 +10,8 @@ as bytes, and reports each card number it finds:
   anyone wrote and is skipped, or every SHA-256 in the journal would count; so is the
   value of a JSON field named ``...key_id`` or ``keyid`` (a hash's hex digits, which
   may all be decimal). A run
-  glued to a time stamp after it (a database row's text fields touch) loses the year.
+  glued to a time stamp after it (a database row's text fields touch) loses the year,
+  and one that starts a UUID's last group loses that group's 12 digits.
 - **Packed BCD**, as a card's own records hold a PAN (EMV tag ``5A``, and tag ``57``,
   Track 2 equivalent data, where the PAN ends at the separator ``D``): a ``5A`` or
   ``57`` tag and its length followed by a Luhn-valid number of 13 to 19 digits; and
@@ -46,6 +47,10 @@ ISO_DATE_AFTER = re.compile(rb"-[01][0-9]-[0-3][0-9]T")
 # then Luhn-valid 1 time in 10 (a fresh token key per test made the suite's scan fail
 # about once in a few hundred runs on "token_key_id":"9110545412890016")
 KEY_ID_BEFORE = re.compile(rb'key_?id"\s*:\s*"$')
+# a UUID's first four groups: the digits after them start with its last group (12 hex
+# digits, all decimal 1 time in 280), which a database row may glue to the next field's
+# bytes (a sale id's index entry and the row's number: "...-3170490940986")
+UUID_BEFORE = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-$")
 BCD_TAGS = (b"\x5a", b"\x57")  # EMV: Application PAN; Track 2 Equivalent Data
 # the card schemes' number ranges (UnionPay 62 and 81, Visa, Mastercard, Amex, JCB, Discover)
 SCHEMES = re.compile(r"62|81|4|5[1-5]|2[2-7]|3[47]|35|60|65")
@@ -82,6 +87,8 @@ def _ascii(data: bytes) -> Iterator[tuple[int, int]]:
         digits = match.group().decode()
         if ISO_DATE_AFTER.match(data, end):  # a database row glues a text field to a
             digits = digits[:-4]  # time stamp that follows it: the year is not the number's
+        if UUID_BEFORE.search(data, max(0, start - 24), start):
+            digits = digits[12:]  # a UUID's last group: the rest is what follows it
         if len(digits) >= 13 and luhn_ok(digits):
             yield start, len(digits)
 

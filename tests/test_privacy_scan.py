@@ -41,6 +41,10 @@ def test_the_scanner_finds_card_numbers_in_ascii_and_bcd(tmp_path: Path) -> None
     # a text field glued to a time stamp in a database row: the year is not the number's
     assert scan_bytes(b"...-3aa0394697842026-11-28T15:20:00Z") == []
     assert scan_bytes(b"id 0394697842026 ") != []  # the same digits alone: Luhn-valid
+    # a sale id (a UUID) whose last group is all decimal, glued to the next byte: an
+    # index entry of the journal (its row number 54 is the byte "6")
+    assert scan_bytes(b"\x03\x01be5c67fb-1977-4a91-92c6-3170490940986(\x03") == []
+    assert scan_bytes(b"id 3170490940986 ") != []  # the same digits alone: Luhn-valid
     # packed BCD as the card's own records hold it: tag 5A, and Track 2 (tag 57)
     tlv = b"\x70\x20\x5a\x08" + bytes.fromhex(pan) + b"\x5f\x24\x03\x30\x12\x31"
     assert [f for _, f, _ in scan_bytes(b"\x00" * 9 + tlv)] == ["bcd-tlv"]
